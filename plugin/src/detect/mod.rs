@@ -1,0 +1,1 @@
+//! Built-in and custom detectors of personal data and secrets.

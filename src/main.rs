@@ -1,0 +1,3 @@
+//! The `writ` command line: a thin dispatcher, one file per subcommand under `cmd/`.
+
+fn main() {}
