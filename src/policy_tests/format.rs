@@ -1,0 +1,181 @@
+//! The policy test file format: `<policy>.tests.yaml` next to `<policy>.policy`, written by
+//! the policy's authors, so every field reads as a sentence about traffic.
+//!
+//! ```yaml
+//! policy: support-assistant.policy
+//! cases:
+//!   - name: an approved model passes unchanged
+//!     request:
+//!       headers: { x-workflow: support-assistant }
+//!       body: { model: gpt-4o-mini, messages: [{ role: user, content: Hello }] }
+//!     expect:
+//!       allowed: true
+//!       fired: [AIP-4.1]
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One test file: the policy it tests and its cases, in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// Path of the `.policy` file, relative to the test file.
+    pub policy: String,
+    pub cases: Vec<Case>,
+}
+
+/// One request through the artifact and what must come of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    pub request: Request,
+    /// What the upstream answers, if the request reaches it; a plain JSON 200 otherwise.
+    #[serde(default)]
+    pub reply: Option<Reply>,
+    pub expect: Expect,
+}
+
+/// The client's request. Defaults make the common case short: `POST /v1/chat/completions`
+/// with a JSON body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON value, sent serialized; or a raw string with `raw_body`.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Sent byte for byte (malformed JSON, other content types).
+    #[serde(default)]
+    pub raw_body: Option<String>,
+}
+
+/// What the upstream answers: a JSON body, or a list of SSE events sent one by one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// SSE `data:` payloads, each a JSON value or the string `[DONE]`; each becomes one
+    /// chunk on the wire, so a test decides exactly where the stream is cut.
+    #[serde(default)]
+    pub events: Option<Vec<serde_json::Value>>,
+}
+
+/// What must be true of the outcome. Every field is optional; a case states what matters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The request reached the upstream (true) or was answered by the gateway (false).
+    #[serde(default)]
+    pub allowed: Option<bool>,
+    /// The status the client receives.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Exactly the rules that acted (clause ids, or `AIP-2.1 "title"` to name one rule of a
+    /// shared clause), in any order; every other rule is asserted not to have acted.
+    #[serde(default)]
+    pub fired: Option<Vec<String>>,
+    /// Exactly the `monitor` rules that would have acted.
+    #[serde(default)]
+    pub monitored: Option<Vec<String>>,
+    /// Texts the upstream must receive somewhere in its request body.
+    #[serde(default)]
+    pub upstream_sees: Vec<String>,
+    /// Texts that must not appear anywhere the upstream can see (path, headers, body).
+    #[serde(default)]
+    pub upstream_never_sees: Vec<String>,
+    /// Texts the client's reply body must contain.
+    #[serde(default)]
+    pub client_sees: Vec<String>,
+    /// Texts the client's reply body must not contain.
+    #[serde(default)]
+    pub client_never_sees: Vec<String>,
+    /// The model the upstream is asked for, after any routing.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// The review queue the reply is escalated to, or `none`.
+    #[serde(default)]
+    pub escalated: Option<String>,
+}
+
+fn default_method() -> String {
+    "POST".to_string()
+}
+
+fn default_path() -> String {
+    "/v1/chat/completions".to_string()
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+impl Request {
+    /// The body bytes as sent on the wire.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        match (&self.raw_body, &self.body) {
+            (Some(raw), _) => raw.clone().into_bytes(),
+            (None, Some(v)) => v.to_string().into_bytes(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+impl Reply {
+    /// A plain successful chat completion, for cases that only test the request side.
+    pub fn default_chat() -> Reply {
+        Reply {
+            status: 200,
+            headers: BTreeMap::new(),
+            body: Some(serde_json::json!({
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+            })),
+            events: None,
+        }
+    }
+
+    /// The reply body as chunks on the wire: one chunk for JSON, one per SSE event.
+    pub fn chunks(&self) -> Vec<Vec<u8>> {
+        match &self.events {
+            Some(events) => events
+                .iter()
+                .map(|e| match e {
+                    serde_json::Value::String(s) => format!("data: {s}\n\n").into_bytes(),
+                    other => format!("data: {other}\n\n").into_bytes(),
+                })
+                .collect(),
+            None => vec![
+                self.body
+                    .as_ref()
+                    .map(|b| b.to_string().into_bytes())
+                    .unwrap_or_default(),
+            ],
+        }
+    }
+
+    /// Whether the reply is a server-sent event stream.
+    pub fn is_stream(&self) -> bool {
+        self.events.is_some()
+    }
+}
+
+/// Reads and parses a test file, naming the file and position in any error.
+pub fn load(path: &std::path::Path) -> anyhow::Result<TestFile> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
