@@ -1,0 +1,322 @@
+//! Evaluator tests, written directly in IR so they do not depend on the front end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::Identity;
+use super::*;
+use crate::ir::*;
+use crate::request::{Request, parse_body};
+
+fn s(v: &str) -> Value {
+    Value::Str(v.into())
+}
+
+fn rule(clause: &str, condition: Expr, action: Action) -> Rule {
+    Rule {
+        clause: clause.into(),
+        title: format!("rule {clause}"),
+        phase: Phase::Request,
+        condition,
+        action,
+        enforcement: Enforcement::Enforce,
+        alert_at_percent: None,
+        line: 1,
+    }
+}
+
+fn deny(status: u16) -> Action {
+    Action::Deny {
+        status,
+        message: "no".into(),
+    }
+}
+
+fn model_not_in(models: &[&str]) -> Expr {
+    Expr::Not(Box::new(Expr::In {
+        operand: Operand::Field(Field::Model),
+        set: models.iter().map(|m| s(m)).collect(),
+    }))
+}
+
+fn header_eq(name: &str, value: &str) -> Expr {
+    Expr::Compare {
+        left: Operand::Field(Field::Header(name.into())),
+        op: CmpOp::Eq,
+        right: Operand::Const(s(value)),
+    }
+}
+
+fn policy(workflows: Vec<Workflow>, rules: Vec<Rule>) -> Policy {
+    Policy {
+        name: "p".into(),
+        version: "1.0.0".into(),
+        source_sha256: "00".into(),
+        currency: "EUR".into(),
+        enforcement: Enforcement::Enforce,
+        workflows,
+        prices: vec![],
+        detectors: vec![],
+        rules,
+        kill_switch: None,
+    }
+}
+
+fn workflow(name: &str, matcher: Expr) -> Workflow {
+    Workflow {
+        name: name.into(),
+        matcher,
+        oversight: Oversight::Hitl,
+        assumed_verification_rate: None,
+        team: Some(crate::ir::Identity {
+            header: "x-team".into(),
+            trusted: false,
+        }),
+        user: None,
+    }
+}
+
+fn request(headers: &[(&str, &str)], body: &str) -> Request {
+    let mut h: Vec<(String, String)> = vec![
+        (":method".into(), "POST".into()),
+        (":path".into(), "/v1/chat/completions".into()),
+    ];
+    h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Request::from_headers(h, Some(parse_body(body.as_bytes(), 1 << 20).unwrap()))
+}
+
+#[test]
+fn model_allowlist_denies_unapproved_models_only() {
+    let p = policy(
+        vec![],
+        vec![rule(
+            "AIP-3.1",
+            model_not_in(&["gpt-4o", "gpt-4o-mini"]),
+            deny(403),
+        )],
+    );
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"gpt-3.5-turbo"}"#));
+    assert_eq!(
+        d.verdict,
+        Verdict::Deny {
+            status: 403,
+            message: "no".into(),
+            clause: "AIP-3.1".into(),
+            rule: 0
+        }
+    );
+    assert_eq!(d.fired.len(), 1);
+    assert_eq!(d.fired[0].effect, Effect::Enforced);
+
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"gpt-4o"}"#));
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert!(d.fired.is_empty());
+}
+
+#[test]
+fn first_matching_workflow_sets_identity_and_scopes_rules() {
+    let p = policy(
+        vec![
+            workflow("support", header_eq("x-workflow", "support")),
+            workflow("catch-all", Expr::Const(true)),
+        ],
+        vec![rule(
+            "AIP-1",
+            Expr::And(vec![
+                Expr::Compare {
+                    left: Operand::Field(Field::Workflow),
+                    op: CmpOp::Eq,
+                    right: Operand::Const(s("support")),
+                },
+                Expr::Compare {
+                    left: Operand::Field(Field::Team),
+                    op: CmpOp::Ne,
+                    right: Operand::Const(s("risk")),
+                },
+            ]),
+            deny(403),
+        )],
+    );
+    let r = request(
+        &[("x-workflow", "support"), ("X-Team", "sales")],
+        r#"{"model":"m"}"#,
+    );
+    let d = evaluate_request(&p, &r);
+    assert_eq!(d.identity.workflow, Some(0));
+    assert_eq!(d.identity.team.as_deref(), Some("sales"));
+    assert!(matches!(d.verdict, Verdict::Deny { .. }));
+
+    let r = request(
+        &[("x-workflow", "support"), ("x-team", "risk")],
+        r#"{"model":"m"}"#,
+    );
+    assert_eq!(evaluate_request(&p, &r).verdict, Verdict::Continue);
+
+    let r = request(&[("x-team", "sales")], r#"{"model":"m"}"#);
+    let d = evaluate_request(&p, &r);
+    assert_eq!(d.identity.workflow, Some(1));
+    assert_eq!(d.verdict, Verdict::Continue);
+}
+
+#[test]
+fn workflow_matchers_do_not_see_the_body() {
+    let p = policy(
+        vec![workflow(
+            "by-model",
+            Expr::Compare {
+                left: Operand::Field(Field::Model),
+                op: CmpOp::Eq,
+                right: Operand::Const(s("gpt-4o")),
+            },
+        )],
+        vec![],
+    );
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"gpt-4o"}"#));
+    assert_eq!(d.identity, Identity::default());
+}
+
+#[test]
+fn monitor_records_would_have_without_acting() {
+    let mut r = rule("AIP-3.1", model_not_in(&["gpt-4o"]), deny(403));
+    r.enforcement = Enforcement::Monitor;
+    let p = policy(vec![], vec![r]);
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"other"}"#));
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert_eq!(d.fired.len(), 1);
+    assert!(d.fired[0].monitor);
+    assert_eq!(d.fired[0].effect, Effect::WouldHave);
+    assert_eq!(d.would_have_denied().count(), 1);
+
+    // Policy-level monitor applies to rules that themselves say enforce.
+    let mut p = policy(
+        vec![],
+        vec![rule("AIP-3.1", model_not_in(&["gpt-4o"]), deny(403))],
+    );
+    p.enforcement = Enforcement::Monitor;
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"other"}"#));
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert_eq!(d.would_have_denied().count(), 1);
+}
+
+#[test]
+fn deny_wins_over_transformations_and_stops() {
+    let tag = Action::Tag {
+        key: "cc".into(),
+        value: "x".into(),
+    };
+    let p = policy(
+        vec![],
+        vec![
+            rule("T-1", Expr::Const(true), tag.clone()),
+            rule("A-1", Expr::Const(true), Action::Allow),
+            rule("D-1", Expr::Const(true), deny(451)),
+            rule("D-2", Expr::Const(true), deny(403)),
+        ],
+    );
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    assert!(matches!(
+        d.verdict,
+        Verdict::Deny { status: 451, ref clause, .. } if clause == "D-1"
+    ));
+    let clauses: Vec<_> = d.fired.iter().map(|f| f.clause.as_str()).collect();
+    assert_eq!(clauses, ["T-1", "A-1", "D-1"]);
+    assert_eq!(d.fired[0].effect, Effect::Overridden);
+    assert_eq!(d.fired[1].effect, Effect::Overridden);
+    assert_eq!(d.fired[2].effect, Effect::Enforced);
+
+    // Without a deny, transformations are listed honestly as not enforced yet.
+    let p = policy(vec![], vec![rule("T-1", Expr::Const(true), tag)]);
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert_eq!(d.fired[0].effect, Effect::NotEnforcedYet);
+    assert_eq!(d.fired[0].action, ActionKind::Tag);
+}
+
+#[test]
+fn conditions_are_total_and_typed() {
+    let gt = |field: Field, v: Value| Expr::Compare {
+        left: Operand::Field(field),
+        op: CmpOp::Gt,
+        right: Operand::Const(v),
+    };
+    let p = policy(
+        vec![],
+        vec![
+            rule("MT", gt(Field::MaxTokens, Value::Num(1000.0)), deny(400)),
+            rule(
+                "ST",
+                Expr::Compare {
+                    left: Operand::Field(Field::Stream),
+                    op: CmpOp::Eq,
+                    right: Operand::Const(Value::Bool(true)),
+                },
+                deny(400),
+            ),
+            rule(
+                "MISSING",
+                Expr::Or(vec![
+                    header_eq("x-absent", "a"),
+                    // Type mismatch: a string is never greater than a number.
+                    gt(Field::Model, Value::Num(1.0)),
+                ]),
+                deny(400),
+            ),
+            rule(
+                "PM",
+                Expr::And(vec![
+                    Expr::Compare {
+                        left: Operand::Field(Field::Method),
+                        op: CmpOp::Eq,
+                        right: Operand::Const(s("POST")),
+                    },
+                    Expr::In {
+                        operand: Operand::Field(Field::Path),
+                        set: vec![s("/v1/embeddings")],
+                    },
+                ]),
+                deny(404),
+            ),
+        ],
+    );
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"m","max_tokens":500}"#));
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert!(d.fired.is_empty());
+
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"m","max_tokens":5000}"#));
+    assert!(matches!(d.verdict, Verdict::Deny { ref clause, .. } if clause == "MT"));
+
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"m","stream":true}"#));
+    assert!(matches!(d.verdict, Verdict::Deny { ref clause, .. } if clause == "ST"));
+}
+
+#[test]
+fn unimplemented_operands_are_reported_not_guessed() {
+    let p = policy(
+        vec![],
+        vec![rule(
+            "AIP-4.2",
+            Expr::Compare {
+                left: Operand::Spend {
+                    scope: Scope::Team,
+                    window: Window::Month,
+                },
+                op: CmpOp::Ge,
+                right: Operand::Const(Value::Money(5_000_000_000)),
+            },
+            deny(429),
+        )],
+    );
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert!(d.fired.is_empty());
+    assert_eq!(d.undecided.len(), 1);
+    assert_eq!(d.undecided[0].reason, Unsupported::Spend);
+}
+
+#[test]
+fn response_rules_are_not_evaluated_on_requests() {
+    let mut r = rule("R-1", Expr::Const(true), deny(403));
+    r.phase = Phase::Response;
+    let p = policy(vec![], vec![r]);
+    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert!(d.fired.is_empty());
+}

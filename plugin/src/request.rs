@@ -1,0 +1,198 @@
+//! The request as the evaluator sees it: headers plus the parsed JSON body, gathered by the
+//! host adapter (`filter`) or by a test. Plain data, no host calls.
+
+use serde_json::Value as Json;
+
+/// One HTTP request, ready for evaluation.
+///
+/// Header names are lower case (as HTTP/2 and Envoy deliver them); `method` and `path` come
+/// from the `:method` and `:path` pseudo-headers when the adapter builds the view.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    pub method: String,
+    /// The request path without its query string, so `path == "/v1/chat/completions"`
+    /// holds whatever the client appends after `?`.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// The parsed JSON body, or `None` for a request without one.
+    pub body: Option<Json>,
+}
+
+impl Request {
+    /// Builds a view from a header list that includes the `:method` and `:path`
+    /// pseudo-headers, lower-casing names so lookups are case-insensitive.
+    pub fn from_headers(headers: Vec<(String, String)>, body: Option<Json>) -> Request {
+        let mut method = String::new();
+        let mut path = String::new();
+        let mut rest = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                name.to_ascii_lowercase()
+            } else {
+                name
+            };
+            match name.as_str() {
+                ":method" => method = value,
+                ":path" => path = strip_query(&value).to_string(),
+                _ => rest.push((name, value)),
+            }
+        }
+        Request {
+            method,
+            path,
+            headers: rest,
+            body,
+        }
+    }
+
+    /// The first value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `model` in the JSON body.
+    pub fn model(&self) -> Option<&str> {
+        self.body.as_ref()?.get("model")?.as_str()
+    }
+
+    /// `max_tokens`, or `max_completion_tokens` (the newer OpenAI name), in the JSON body.
+    pub fn max_tokens(&self) -> Option<f64> {
+        let body = self.body.as_ref()?;
+        body.get("max_tokens")
+            .or_else(|| body.get("max_completion_tokens"))?
+            .as_f64()
+    }
+
+    /// `stream` in the JSON body. An absent flag means a non-streamed reply, as in the
+    /// OpenAI API, so a body without it reads as `false`; a request without a body has none.
+    pub fn stream(&self) -> Option<bool> {
+        let body = self.body.as_ref()?;
+        match body.get("stream") {
+            None | Some(Json::Null) => Some(false),
+            Some(v) => v.as_bool(),
+        }
+    }
+
+    /// Calls `f` on every string value of the body (not keys), depth first in document
+    /// order, so detectors cover the whole body and not only `messages`. Stops early when
+    /// `f` returns true, and returns whether it did.
+    pub fn any_body_string(&self, mut f: impl FnMut(&str) -> bool) -> bool {
+        match &self.body {
+            Some(body) => any_string(body, &mut f),
+            None => false,
+        }
+    }
+}
+
+fn any_string(value: &Json, f: &mut impl FnMut(&str) -> bool) -> bool {
+    match value {
+        Json::String(s) => f(s),
+        Json::Array(items) => items.iter().any(|v| any_string(v, f)),
+        Json::Object(map) => map.values().any(|v| any_string(v, f)),
+        Json::Null | Json::Bool(_) | Json::Number(_) => false,
+    }
+}
+
+fn strip_query(path: &str) -> &str {
+    match path.find(['?', '#']) {
+        Some(i) => &path[..i],
+        None => path,
+    }
+}
+
+/// Why a body cannot be evaluated; each maps to a defined HTTP answer in the adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is not valid JSON, or its top level is not an object (400).
+    Malformed(String),
+    /// The body is larger than the engine accepts (413).
+    TooLarge { limit: usize },
+    /// The content type is not JSON (415).
+    UnsupportedMediaType(String),
+}
+
+/// Parses a request body into the view. OpenAI-compatible endpoints take a JSON object;
+/// anything else is refused rather than passed on unchecked (fail closed).
+pub fn parse_body(bytes: &[u8], limit: usize) -> Result<Json, BodyError> {
+    if bytes.len() > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let value: Json =
+        serde_json::from_slice(bytes).map_err(|e| BodyError::Malformed(e.to_string()))?;
+    if !value.is_object() {
+        return Err(BodyError::Malformed(
+            "the request body must be a JSON object".into(),
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether a `content-type` value names JSON (`application/json`, or any `+json` type),
+/// ignoring parameters such as `charset`.
+pub fn is_json_content_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .rsplit_once('+')
+            .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_the_view_from_pseudo_headers() {
+        let r = Request::from_headers(
+            vec![
+                (":method".into(), "POST".into()),
+                (":path".into(), "/v1/chat/completions?x=1".into()),
+                ("X-Team".into(), "risk".into()),
+            ],
+            None,
+        );
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(r.header("x-team"), Some("risk"));
+        assert_eq!(r.stream(), None);
+    }
+
+    #[test]
+    fn extracts_body_fields() {
+        let body = parse_body(
+            br#"{"model":"gpt-4o","max_completion_tokens":12,"messages":[{"content":"hi"}]}"#,
+            1024,
+        )
+        .ok();
+        let r = Request::from_headers(vec![], body);
+        assert_eq!(r.model(), Some("gpt-4o"));
+        assert_eq!(r.max_tokens(), Some(12.0));
+        assert_eq!(r.stream(), Some(false));
+        let mut seen = vec![];
+        r.any_body_string(|s| {
+            seen.push(s.to_string());
+            false
+        });
+        assert_eq!(seen, ["gpt-4o", "hi"]);
+    }
+
+    #[test]
+    fn refuses_bad_bodies_and_types() {
+        assert!(matches!(parse_body(b"{", 10), Err(BodyError::Malformed(_))));
+        assert!(matches!(
+            parse_body(b"[1]", 10),
+            Err(BodyError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_body(b"{}    ", 3),
+            Err(BodyError::TooLarge { limit: 3 })
+        );
+        assert!(is_json_content_type("application/json; charset=utf-8"));
+        assert!(is_json_content_type("application/vnd.api+json"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type(""));
+    }
+}
