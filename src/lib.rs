@@ -1,4 +1,5 @@
 //! The `writ` CLI's library half: what the subcommands share and the integration tests
 //! reach directly (policy test files, coverage). `main.rs` stays a thin dispatcher.
 
+pub mod coverage;
 pub mod policy_tests;
