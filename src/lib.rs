@@ -2,4 +2,5 @@
 //! reach directly (policy test files, coverage). `main.rs` stays a thin dispatcher.
 
 pub mod coverage;
+pub mod diff;
 pub mod policy_tests;

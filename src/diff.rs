@@ -1,0 +1,325 @@
+//! Rule-level differences between two versions of a policy, for `writ diff` and for the
+//! version discipline of `writ build` (enforcement may not change while the version stays).
+//!
+//! Works on [`RuleSummary`], which is derived from the IR and also stored in every
+//! manifest, so two artifacts can be compared without their sources.
+
+use serde::{Deserialize, Serialize};
+use writ_plugin::ir;
+
+/// What enforcement-relevant facts a rule has, as text that reads like the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSummary {
+    pub clause: String,
+    pub title: String,
+    pub phase: String,
+    pub condition: String,
+    pub action: String,
+    pub enforcement: String,
+}
+
+/// One rule-level change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum RuleChange {
+    Added {
+        rule: RuleSummary,
+    },
+    Removed {
+        rule: RuleSummary,
+    },
+    Changed {
+        old: RuleSummary,
+        new: RuleSummary,
+        fields: Vec<String>,
+    },
+}
+
+/// Summaries of every rule, in source order.
+pub fn summarize(policy: &ir::Policy) -> Vec<RuleSummary> {
+    policy
+        .rules
+        .iter()
+        .map(|r| RuleSummary {
+            clause: r.clause.clone(),
+            title: r.title.clone(),
+            phase: match r.phase {
+                ir::Phase::Request => "request".into(),
+                ir::Phase::Response => "response".into(),
+            },
+            condition: expr_text(&r.condition, policy),
+            action: action_text(&r.action, policy),
+            enforcement: match r.enforcement {
+                ir::Enforcement::Enforce => "enforce".into(),
+                ir::Enforcement::Monitor => "monitor".into(),
+            },
+        })
+        .collect()
+}
+
+/// Rules added, removed and changed, matched by clause id and title.
+pub fn diff(old: &[RuleSummary], new: &[RuleSummary]) -> Vec<RuleChange> {
+    let key = |r: &RuleSummary| (r.clause.clone(), r.title.clone());
+    let mut changes = Vec::new();
+    for o in old {
+        match new.iter().find(|n| key(n) == key(o)) {
+            None => changes.push(RuleChange::Removed { rule: o.clone() }),
+            Some(n) => {
+                let mut fields = Vec::new();
+                if o.phase != n.phase {
+                    fields.push("phase".to_string());
+                }
+                if o.condition != n.condition {
+                    fields.push("condition".to_string());
+                }
+                if o.action != n.action {
+                    fields.push("action".to_string());
+                }
+                if o.enforcement != n.enforcement {
+                    fields.push("enforcement".to_string());
+                }
+                if !fields.is_empty() {
+                    changes.push(RuleChange::Changed {
+                        old: o.clone(),
+                        new: n.clone(),
+                        fields,
+                    });
+                }
+            }
+        }
+    }
+    for n in new {
+        if !old.iter().any(|o| key(o) == key(n)) {
+            changes.push(RuleChange::Added { rule: n.clone() });
+        }
+    }
+    changes
+}
+
+/// Renders changes for people, one block per rule.
+pub fn render(changes: &[RuleChange]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for c in changes {
+        match c {
+            RuleChange::Added { rule } => {
+                let _ = writeln!(out, "+ rule {} \"{}\"", rule.clause, rule.title);
+                let _ = writeln!(
+                    out,
+                    "    on {} when {} then {} ({})",
+                    rule.phase, rule.condition, rule.action, rule.enforcement
+                );
+            }
+            RuleChange::Removed { rule } => {
+                let _ = writeln!(out, "- rule {} \"{}\"", rule.clause, rule.title);
+            }
+            RuleChange::Changed { old, new, fields } => {
+                let _ = writeln!(
+                    out,
+                    "~ rule {} \"{}\" ({} changed)",
+                    new.clause,
+                    new.title,
+                    fields.join(", ")
+                );
+                for f in fields {
+                    let (a, b) = match f.as_str() {
+                        "phase" => (&old.phase, &new.phase),
+                        "condition" => (&old.condition, &new.condition),
+                        "action" => (&old.action, &new.action),
+                        _ => (&old.enforcement, &new.enforcement),
+                    };
+                    let _ = writeln!(out, "    {f}: {a}\n    {:width$}→ {b}", "", width = f.len());
+                }
+            }
+        }
+    }
+    if changes.is_empty() {
+        out.push_str("no rule-level changes\n");
+    }
+    out
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+fn detector_names(ids: &[u16], policy: &ir::Policy) -> String {
+    ids.iter()
+        .map(|&i| {
+            policy
+                .detectors
+                .get(usize::from(i))
+                .map(|d| d.name.clone())
+                .unwrap_or_else(|| format!("#{i}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn value_text(v: &ir::Value, policy: &ir::Policy) -> String {
+    match v {
+        ir::Value::Bool(b) => b.to_string(),
+        ir::Value::Num(n) => n.to_string(),
+        ir::Value::Money(m) => format!("{} {}", *m as f64 / 1e6, policy.currency),
+        ir::Value::Str(s) => quote(s),
+    }
+}
+
+fn operand_text(o: &ir::Operand, policy: &ir::Policy) -> String {
+    match o {
+        ir::Operand::Const(v) => value_text(v, policy),
+        ir::Operand::Field(f) => match f {
+            ir::Field::Model => "model".into(),
+            ir::Field::Path => "path".into(),
+            ir::Field::Method => "method".into(),
+            ir::Field::Header(h) => format!("header {}", quote(h)),
+            ir::Field::ResponseHeader(h) => format!("response header {}", quote(h)),
+            ir::Field::Status => "status".into(),
+            ir::Field::Workflow => "workflow".into(),
+            ir::Field::Team => "team".into(),
+            ir::Field::User => "user".into(),
+            ir::Field::MaxTokens => "max_tokens".into(),
+            ir::Field::Stream => "stream".into(),
+        },
+        ir::Operand::Spend { scope, window } => format!(
+            "spend({}, {})",
+            format!("{scope:?}").to_lowercase(),
+            format!("{window:?}").to_lowercase()
+        ),
+        ir::Operand::Confidence(ir::ConfidenceSource::Header(h)) => {
+            format!("confidence(header {})", quote(h))
+        }
+        ir::Operand::Confidence(ir::ConfidenceSource::JsonPointer(p)) => {
+            format!("confidence(json {})", quote(p))
+        }
+    }
+}
+
+/// The IR condition printed in the language's own syntax, fully parenthesised.
+pub fn expr_text(e: &ir::Expr, policy: &ir::Policy) -> String {
+    match e {
+        ir::Expr::Const(b) => b.to_string(),
+        ir::Expr::And(v) => join(v, " and ", policy),
+        ir::Expr::Or(v) => join(v, " or ", policy),
+        ir::Expr::Not(inner) => format!("not {}", expr_text(inner, policy)),
+        ir::Expr::Compare { left, op, right } => {
+            let op = match op {
+                ir::CmpOp::Eq => "==",
+                ir::CmpOp::Ne => "!=",
+                ir::CmpOp::Lt => "<",
+                ir::CmpOp::Le => "<=",
+                ir::CmpOp::Gt => ">",
+                ir::CmpOp::Ge => ">=",
+            };
+            format!(
+                "{} {op} {}",
+                operand_text(left, policy),
+                operand_text(right, policy)
+            )
+        }
+        ir::Expr::In { operand, set } => format!(
+            "{} in [{}]",
+            operand_text(operand, policy),
+            set.iter()
+                .map(|v| value_text(v, policy))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ir::Expr::Has { subject, detectors } => format!(
+            "{} has ({})",
+            match subject {
+                ir::Text::Prompt => "prompt",
+                ir::Text::Response => "response",
+            },
+            detector_names(detectors, policy)
+        ),
+    }
+}
+
+fn join(v: &[ir::Expr], sep: &str, policy: &ir::Policy) -> String {
+    let parts: Vec<String> = v.iter().map(|e| expr_text(e, policy)).collect();
+    format!("({})", parts.join(sep))
+}
+
+/// The IR action printed in the language's own syntax.
+pub fn action_text(a: &ir::Action, policy: &ir::Policy) -> String {
+    match a {
+        ir::Action::Allow => "allow".into(),
+        ir::Action::Deny { status, message } => format!("deny {status} {}", quote(message)),
+        ir::Action::Redact { detectors } => {
+            format!("redact ({})", detector_names(detectors, policy))
+        }
+        ir::Action::Tokenise { detectors } => {
+            format!("tokenise ({})", detector_names(detectors, policy))
+        }
+        ir::Action::Route(ir::RouteTarget::Model(m)) => format!("route to {}", quote(m)),
+        ir::Action::Route(ir::RouteTarget::CheapestOf(v)) => format!(
+            "route to cheapest [{}]",
+            v.iter().map(|m| quote(m)).collect::<Vec<_>>().join(", ")
+        ),
+        ir::Action::Escalate { queue, reason } => {
+            format!("escalate {} reason {}", quote(queue), quote(reason))
+        }
+        ir::Action::Tag { key, value } => format!("tag {} = {}", quote(key), quote(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(
+        clause: &str,
+        title: &str,
+        condition: &str,
+        action: &str,
+        mode: &str,
+    ) -> RuleSummary {
+        RuleSummary {
+            clause: clause.into(),
+            title: title.into(),
+            phase: "request".into(),
+            condition: condition.into(),
+            action: action.into(),
+            enforcement: mode.into(),
+        }
+    }
+
+    #[test]
+    fn finds_added_removed_and_changed_rules() {
+        let old = vec![
+            summary(
+                "A-1",
+                "models",
+                "model in [\"a\"]",
+                "deny 403 \"no\"",
+                "enforce",
+            ),
+            summary("A-2", "gone", "true", "allow", "enforce"),
+            summary("A-3", "same", "true", "tag \"k\" = \"v\"", "enforce"),
+        ];
+        let new = vec![
+            summary(
+                "A-1",
+                "models",
+                "model in [\"a\", \"b\"]",
+                "deny 403 \"no\"",
+                "monitor",
+            ),
+            summary("A-3", "same", "true", "tag \"k\" = \"v\"", "enforce"),
+            summary("A-4", "new", "true", "allow", "enforce"),
+        ];
+        let changes = diff(&old, &new);
+        assert_eq!(changes.len(), 3);
+        assert!(
+            matches!(&changes[0], RuleChange::Changed { fields, .. } if fields == &["condition", "enforcement"])
+        );
+        assert!(matches!(&changes[1], RuleChange::Removed { rule } if rule.clause == "A-2"));
+        assert!(matches!(&changes[2], RuleChange::Added { rule } if rule.clause == "A-4"));
+        let text = render(&changes);
+        assert!(text.contains("~ rule A-1 \"models\" (condition, enforcement changed)"));
+        assert!(text.contains("- rule A-2"));
+        assert!(text.contains("+ rule A-4"));
+        assert_eq!(render(&diff(&new, &new)), "no rule-level changes\n");
+    }
+}
