@@ -6,6 +6,8 @@
 //! `writ_plugin::ir`) → `link` (IR + engine wasm → artifact + manifest). `diag` renders
 //! diagnostics rustc-style; `fmt` prints the canonical layout.
 
+pub mod link;
+
 use writ_plugin::ir;
 
 /// A rule's place in its source, carried into the manifest so audits and coverage can point
