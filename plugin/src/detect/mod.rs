@@ -1,1 +1,372 @@
 //! Built-in and custom detectors of personal data and secrets.
+//!
+//! A [`Scanner`] is built once per VM from the policy's detector list and then answers
+//! "which detected values are in this text" for any subset of those detectors. Built-in
+//! detectors are hand-written linear scanners run together in one pass over the bytes (no
+//! regex and no DFA tables in the artifact); custom detectors are regex-automata dense
+//! DFAs compiled by `writ build` and only deserialized here, so the engine never compiles
+//! a regex. Every search is linear in the text (no backtracking).
+
+mod builtin;
+mod validate;
+
+use std::fmt;
+
+use regex_automata::dfa::dense::DFA;
+use regex_automata::dfa::regex::Regex;
+
+use crate::ir::{Detector, DetectorClass, DetectorKind};
+use builtin::{ALL, KINDS, Kind};
+
+pub use validate::{VALIDATORS, iban_compact, iban_mod97, known_iin, luhn_digits, ssn_parts};
+
+/// One detected value: `text[start..end]` was found by the policy's detector number
+/// `detector` (its index in `Policy::detectors`). Bounds are always char boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Match {
+    pub detector: u16,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Why a policy's detector list cannot be turned into a [`Scanner`]. Each is a build
+/// defect (the compiler checks the same things), reported instead of panicking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetectError {
+    /// A built-in detector name the engine does not know.
+    UnknownBuiltin(String),
+    /// A custom detector names a validator the engine does not have.
+    UnknownValidator { detector: String, validator: String },
+    /// A custom detector's serialized DFA failed to deserialize.
+    BadDfa { detector: String, reason: String },
+    /// More detectors than a `u16` id can address.
+    TooManyDetectors(usize),
+}
+
+impl fmt::Display for DetectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DetectError::UnknownBuiltin(n) => write!(f, "unknown built-in detector `{n}`"),
+            DetectError::UnknownValidator {
+                detector,
+                validator,
+            } => write!(
+                f,
+                "detector `{detector}` names unknown validator `{validator}`"
+            ),
+            DetectError::BadDfa { detector, reason } => {
+                write!(
+                    f,
+                    "detector `{detector}` has an unusable compiled pattern: {reason}"
+                )
+            }
+            DetectError::TooManyDetectors(n) => write!(f, "{n} detectors exceed the limit"),
+        }
+    }
+}
+
+impl std::error::Error for DetectError {}
+
+/// The built-in detectors by language name, with their class, in tie-break priority
+/// order. The compiler's checker uses this list to resolve names and suggest
+/// corrections, so it is the single source of truth for what `writ` recognises.
+pub fn builtin_names() -> &'static [(&'static str, DetectorClass)] {
+    BUILTINS
+}
+
+const BUILTINS: &[(&str, DetectorClass)] = &[
+    ("credit_card", DetectorClass::Pii),
+    ("iban", DetectorClass::Pii),
+    ("us_ssn", DetectorClass::Pii),
+    ("ipv4", DetectorClass::Pii),
+    ("ipv6", DetectorClass::Pii),
+    ("email", DetectorClass::Pii),
+    ("aws_access_key", DetectorClass::Secret),
+    ("github_token", DetectorClass::Secret),
+    ("slack_token", DetectorClass::Secret),
+    ("openai_key", DetectorClass::Secret),
+    ("jwt", DetectorClass::Secret),
+    ("private_key", DetectorClass::Secret),
+    ("phone", DetectorClass::Pii),
+];
+
+fn builtin_kind(name: &str) -> Option<Kind> {
+    BUILTINS
+        .iter()
+        .position(|(n, _)| *n == name)
+        .and_then(|k| ALL.get(k).copied())
+}
+
+/// The placeholder a redaction writes in place of a value: the detector name upper-cased
+/// in brackets (`email` → `[EMAIL]`), readable by people and models alike.
+pub fn mask(name: &str) -> String {
+    let mut s = String::with_capacity(name.len() + 2);
+    s.push('[');
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_uppercase());
+        } else {
+            s.push('_');
+        }
+    }
+    s.push(']');
+    s
+}
+
+/// Whether `name` can be used as a custom detector's validator: a checksum from
+/// [`VALIDATORS`] or any built-in detector name.
+pub fn is_validator(name: &str) -> bool {
+    VALIDATORS.contains(&name) || builtin_kind(name).is_some()
+}
+
+/// Whether the whole of `value` passes the named validator: `luhn` (digits with optional
+/// spaces or dashes), `iban` (country, length and mod 97), `mod97` (the checksum alone),
+/// `ssn` (issued ranges), or a built-in detector name, in which case `value` must be
+/// exactly one match of that detector. Unknown names reject, so a typo fails closed.
+pub fn validate(name: &str, value: &str) -> bool {
+    if let Some(ok) = validate::checksum(name, value) {
+        return ok;
+    }
+    let Some(kind) = builtin_kind(name) else {
+        return false;
+    };
+    let mut whole = false;
+    builtin::scan(value.as_bytes(), kind.bit(), &mut |_, s, e| {
+        whole = s == 0 && e == value.len();
+        false
+    });
+    whole
+}
+
+/// A custom detector ready to search.
+struct Custom {
+    re: Regex<DFA<Vec<u32>>>,
+    validator: Option<String>,
+}
+
+enum Entry {
+    Builtin(Kind),
+    Custom(Box<Custom>),
+}
+
+/// A policy's detectors, ready to scan text. Built once per VM; scanning takes `&self`
+/// so one scanner serves every request.
+pub struct Scanner {
+    names: Vec<String>,
+    classes: Vec<DetectorClass>,
+    entries: Vec<Entry>,
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner")
+            .field("detectors", &self.names)
+            .finish()
+    }
+}
+
+/// Deserializes one little-endian dense DFA, copying it to a 4-byte aligned buffer first
+/// because `from_bytes` needs `u32` alignment and IR byte vectors carry none.
+fn load_dfa(bytes: &[u8]) -> Result<DFA<Vec<u32>>, String> {
+    let mut buf = vec![0u8; bytes.len() + 3];
+    let off = buf.as_ptr().align_offset(4).min(3);
+    let slot = buf
+        .get_mut(off..off + bytes.len())
+        .ok_or_else(|| "alignment".to_string())?;
+    slot.copy_from_slice(bytes);
+    let (dfa, _) = DFA::from_bytes(slot).map_err(|e| e.to_string())?;
+    Ok(dfa.to_owned())
+}
+
+impl Scanner {
+    /// Builds the scanner for a policy's detectors; detector ids are their indices in
+    /// `detectors`. Fails on an unknown built-in name, an unknown validator or a custom
+    /// DFA that does not deserialize (wrong endianness, corrupted, other version).
+    pub fn new(detectors: &[Detector]) -> Result<Scanner, DetectError> {
+        if detectors.len() > usize::from(u16::MAX) {
+            return Err(DetectError::TooManyDetectors(detectors.len()));
+        }
+        let mut entries = Vec::with_capacity(detectors.len());
+        for d in detectors {
+            let entry = match &d.kind {
+                DetectorKind::Builtin(name) => Entry::Builtin(
+                    builtin_kind(name).ok_or_else(|| DetectError::UnknownBuiltin(name.clone()))?,
+                ),
+                DetectorKind::Custom(c) => {
+                    if let Some(v) = &c.validator
+                        && !is_validator(v)
+                    {
+                        return Err(DetectError::UnknownValidator {
+                            detector: d.name.clone(),
+                            validator: v.clone(),
+                        });
+                    }
+                    let bad = |reason: String| DetectError::BadDfa {
+                        detector: d.name.clone(),
+                        reason,
+                    };
+                    let fwd = load_dfa(&c.forward_dfa).map_err(bad)?;
+                    let rev = load_dfa(&c.reverse_dfa).map_err(bad)?;
+                    Entry::Custom(Box::new(Custom {
+                        re: Regex::builder().build_from_dfas(fwd, rev),
+                        validator: c.validator.clone(),
+                    }))
+                }
+            };
+            entries.push(entry);
+        }
+        Ok(Scanner {
+            names: detectors.iter().map(|d| d.name.clone()).collect(),
+            classes: detectors.iter().map(|d| d.class).collect(),
+            entries,
+        })
+    }
+
+    /// Number of detectors (ids are `0..len()`).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the policy declares no detectors.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A detector's name, e.g. to build its [`mask`].
+    pub fn name(&self, id: u16) -> Option<&str> {
+        self.names.get(usize::from(id)).map(String::as_str)
+    }
+
+    /// A detector's class.
+    pub fn class(&self, id: u16) -> Option<DetectorClass> {
+        self.classes.get(usize::from(id)).copied()
+    }
+
+    /// Every detector id, for rules that ask for all detected values.
+    pub fn all_ids(&self) -> Vec<u16> {
+        (0..self.entries.len())
+            .filter_map(|i| u16::try_from(i).ok())
+            .collect()
+    }
+
+    /// The ids of a class, for `pii` and `secret` in the language.
+    pub fn ids_of_class(&self, class: DetectorClass) -> Vec<u16> {
+        (0..self.entries.len())
+            .filter(|&i| self.classes.get(i) == Some(&class))
+            .filter_map(|i| u16::try_from(i).ok())
+            .collect()
+    }
+
+    /// The built-in kind mask and kind → detector id map for `wanted`.
+    fn plan(&self, wanted: &[u16]) -> (u16, [u16; KINDS]) {
+        let mut mask = 0u16;
+        let mut ids = [u16::MAX; KINDS];
+        for &id in wanted {
+            if let Some(Entry::Builtin(k)) = self.entries.get(usize::from(id))
+                && mask & k.bit() == 0
+            {
+                mask |= k.bit();
+                if let Some(slot) = ids.get_mut(*k as usize) {
+                    *slot = id;
+                }
+            }
+        }
+        (mask, ids)
+    }
+
+    /// Runs the custom detectors in `wanted`, calling `sink` with each validated match.
+    fn scan_custom(&self, text: &str, wanted: &[u16], sink: &mut dyn FnMut(Match) -> bool) {
+        for (j, &id) in wanted.iter().enumerate() {
+            if wanted.get(..j).is_some_and(|w| w.contains(&id)) {
+                continue;
+            }
+            let Some(Entry::Custom(c)) = self.entries.get(usize::from(id)) else {
+                continue;
+            };
+            for m in c.re.find_iter(text.as_bytes()) {
+                let (s, e) = (m.start(), m.end());
+                if s == e || !text.is_char_boundary(s) || !text.is_char_boundary(e) {
+                    continue;
+                }
+                if let Some(v) = &c.validator
+                    && !text.get(s..e).is_some_and(|val| validate(v, val))
+                {
+                    continue;
+                }
+                if !sink(Match {
+                    detector: id,
+                    start: s,
+                    end: e,
+                }) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Finds the values of the `wanted` detectors in `text`, replacing the contents of
+    /// `out` with non-overlapping matches sorted by start. Where candidates overlap the
+    /// leftmost wins, then the longest, then the lower detector id. Unknown ids are
+    /// ignored. Linear in `text` for each custom detector and for the built-ins together.
+    pub fn scan(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
+        out.clear();
+        let (mask, ids) = self.plan(wanted);
+        let mut clean = true;
+        let mut prev_end = 0usize;
+        builtin::scan(text.as_bytes(), mask, &mut |k, s, e| {
+            let detector = ids.get(k as usize).copied().unwrap_or(u16::MAX);
+            clean &= s >= prev_end;
+            prev_end = e;
+            out.push(Match {
+                detector,
+                start: s,
+                end: e,
+            });
+            true
+        });
+        let before = out.len();
+        self.scan_custom(text, wanted, &mut |m| {
+            out.push(m);
+            true
+        });
+        if out.len() == before && clean {
+            return;
+        }
+        out.sort_unstable_by(|a, b| {
+            a.start
+                .cmp(&b.start)
+                .then(b.end.cmp(&a.end))
+                .then(a.detector.cmp(&b.detector))
+        });
+        let mut last_end = 0usize;
+        let mut keep = 0usize;
+        for r in 0..out.len() {
+            let Some(&m) = out.get(r) else { break };
+            if m.start >= last_end {
+                last_end = m.end;
+                if let Some(slot) = out.get_mut(keep) {
+                    *slot = m;
+                }
+                keep += 1;
+            }
+        }
+        out.truncate(keep);
+    }
+
+    /// Whether `text` contains any value of the `wanted` detectors, stopping at the first.
+    pub fn any(&self, text: &str, wanted: &[u16]) -> bool {
+        let (mask, _) = self.plan(wanted);
+        let mut found = false;
+        builtin::scan(text.as_bytes(), mask, &mut |_, _, _| {
+            found = true;
+            false
+        });
+        if !found {
+            self.scan_custom(text, wanted, &mut |_| {
+                found = true;
+                false
+            });
+        }
+        found
+    }
+}

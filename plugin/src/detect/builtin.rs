@@ -1,0 +1,926 @@
+//! Hand-written linear scanners for the built-in detectors.
+//!
+//! One pass over the bytes: a 256-entry table says which detectors can begin with a byte,
+//! and a detector is only tried at a token start (the previous byte is not a word byte)
+//! or, for email, at an `@`. Every scanner looks ahead a bounded distance, or (private key
+//! blocks) uses a cached forward search, so the whole scan is linear in the text. All
+//! detectors match ASCII only, so match bounds always fall on UTF-8 char boundaries.
+
+use super::validate::{iban_length, iban_mod97, known_iin, luhn_digits, number, ssn_parts};
+
+/// Built-in detector kinds. The declaration order is the tie-break priority when two
+/// built-ins match the same span (validated formats before the heuristic phone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    CreditCard = 0,
+    Iban,
+    UsSsn,
+    Ipv4,
+    Ipv6,
+    Email,
+    AwsAccessKey,
+    GithubToken,
+    SlackToken,
+    OpenaiKey,
+    Jwt,
+    PrivateKey,
+    Phone,
+}
+
+/// Number of built-in kinds.
+pub(crate) const KINDS: usize = 13;
+
+/// Every kind in priority order, to map an index back to a kind.
+pub(crate) const ALL: [Kind; KINDS] = [
+    Kind::CreditCard,
+    Kind::Iban,
+    Kind::UsSsn,
+    Kind::Ipv4,
+    Kind::Ipv6,
+    Kind::Email,
+    Kind::AwsAccessKey,
+    Kind::GithubToken,
+    Kind::SlackToken,
+    Kind::OpenaiKey,
+    Kind::Jwt,
+    Kind::PrivateKey,
+    Kind::Phone,
+];
+
+impl Kind {
+    /// This kind's bit in a kind mask.
+    pub(crate) const fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+const NUMERIC: u16 =
+    Kind::CreditCard.bit() | Kind::UsSsn.bit() | Kind::Ipv4.bit() | Kind::Phone.bit();
+
+/// For each byte, the kinds that may start with it.
+static FIRST: [u16; 256] = first_table();
+
+const fn first_table() -> [u16; 256] {
+    let mut t = [0u16; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        let mut m = 0u16;
+        if b.is_ascii_digit() {
+            m |= NUMERIC | Kind::Ipv6.bit();
+        }
+        if matches!(b, b'a'..=b'f' | b'A'..=b'F' | b':') {
+            m |= Kind::Ipv6.bit();
+        }
+        if b.is_ascii_uppercase() {
+            m |= Kind::Iban.bit();
+        }
+        match b {
+            b'+' | b'(' => m |= Kind::Phone.bit(),
+            b'A' => m |= Kind::AwsAccessKey.bit(),
+            b'g' => m |= Kind::GithubToken.bit(),
+            b'x' => m |= Kind::SlackToken.bit(),
+            b's' => m |= Kind::OpenaiKey.bit(),
+            b'e' => m |= Kind::Jwt.bit(),
+            b'-' => m |= Kind::PrivateKey.bit(),
+            _ => {}
+        }
+        t[c] = m;
+        c += 1;
+    }
+    t
+}
+
+/// The byte at `i`, or 0 past either end (0 is a non-word byte for every rule here).
+#[inline(always)]
+fn at(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
+}
+
+/// Word bytes: ASCII letters, digits and `_`. Non-ASCII bytes count as boundaries so a
+/// value right after a non-Latin word is still found.
+#[inline(always)]
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+#[inline(always)]
+fn is_b64url(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+/// Per-scan state that keeps the private-key END search linear over many BEGIN lines.
+#[derive(Default)]
+pub(crate) struct State {
+    /// (searched from, result) of the last search for `-----END `.
+    end_cache: Option<(usize, Option<usize>)>,
+    /// A JWT start before this offset lies inside a base64url run already rejected, so
+    /// runs like `eyJa-eyJa-…` are not rescanned from every `-`.
+    jwt_fail_until: usize,
+}
+
+/// Scans `text` for the kinds in `mask`, calling `sink(kind, start, end)` for each
+/// candidate. Candidates from token starts are emitted left to right, non-overlapping;
+/// an email may start before the previous candidate ends (its local part is found by
+/// looking back from `@`), so callers resolve overlaps. `sink` returns false to stop.
+pub(crate) fn scan(b: &[u8], mask: u16, sink: &mut dyn FnMut(Kind, usize, usize) -> bool) {
+    if mask == 0 {
+        return;
+    }
+    let email = mask & Kind::Email.bit() != 0;
+    let mut st = State::default();
+    let n = b.len();
+    let mut i = 0usize;
+    let mut prev = 0u8;
+    while i < n {
+        let c = at(b, i);
+        if c == b'@' {
+            if email && let Some((s, e)) = email_at(b, i) {
+                if !sink(Kind::Email, s, e) {
+                    return;
+                }
+                prev = at(b, e.wrapping_sub(1));
+                i = e;
+                continue;
+            }
+        } else if !is_word(prev) {
+            let m = FIRST[usize::from(c)] & mask;
+            if m != 0
+                && let Some((k, e)) = best_at(b, i, prev, m, &mut st)
+            {
+                if !sink(k, i, e) {
+                    return;
+                }
+                prev = at(b, e.wrapping_sub(1));
+                i = e;
+                continue;
+            }
+        }
+        prev = c;
+        i += 1;
+    }
+}
+
+/// The longest candidate of the kinds in `m` starting at token start `i`, ties going to
+/// the earlier kind.
+fn best_at(b: &[u8], i: usize, prev: u8, m: u16, st: &mut State) -> Option<(Kind, usize)> {
+    let mut best: Option<(Kind, usize)> = None;
+    let mut offer = |k: Kind, e: Option<usize>| {
+        if let Some(e) = e
+            && e > i
+            && best.is_none_or(|(bk, be)| e > be || (e == be && (k as u8) < (bk as u8)))
+        {
+            best = Some((k, e));
+        }
+    };
+    let c = at(b, i);
+    if m & NUMERIC != 0 && (c.is_ascii_digit() || c == b'+' || c == b'(') {
+        // A digit right after `1.` / `1-` / `1,` continues a longer number: not a start.
+        let joined = matches!(prev, b'.' | b',' | b'-' | b'/' | b':')
+            && at(b, i.wrapping_sub(2)).is_ascii_digit();
+        if !joined && let Some(run) = Run::parse(b, i) {
+            if m & Kind::CreditCard.bit() != 0 {
+                offer(Kind::CreditCard, card(b, &run));
+            }
+            if m & Kind::UsSsn.bit() != 0 {
+                offer(Kind::UsSsn, ssn(b, &run));
+            }
+            if m & Kind::Ipv4.bit() != 0 {
+                offer(Kind::Ipv4, ipv4(b, &run));
+            }
+            if m & Kind::Phone.bit() != 0 {
+                offer(Kind::Phone, phone(b, &run));
+            }
+        }
+    }
+    if m & Kind::Ipv6.bit() != 0 && prev != b':' && prev != b'.' {
+        offer(Kind::Ipv6, ipv6_at(b, i));
+    }
+    if m & Kind::Iban.bit() != 0 {
+        offer(Kind::Iban, iban_at(b, i));
+    }
+    if m & Kind::AwsAccessKey.bit() != 0 {
+        offer(Kind::AwsAccessKey, aws_at(b, i));
+    }
+    if m & Kind::GithubToken.bit() != 0 {
+        offer(Kind::GithubToken, github_at(b, i));
+    }
+    if m & Kind::SlackToken.bit() != 0 {
+        offer(Kind::SlackToken, slack_at(b, i));
+    }
+    if m & Kind::OpenaiKey.bit() != 0 {
+        offer(Kind::OpenaiKey, openai_at(b, i));
+    }
+    if m & Kind::Jwt.bit() != 0 && i >= st.jwt_fail_until {
+        let (found, run_end) = jwt_at(b, i);
+        if found.is_none() {
+            st.jwt_fail_until = run_end;
+        }
+        offer(Kind::Jwt, found);
+    }
+    if m & Kind::PrivateKey.bit() != 0 {
+        offer(Kind::PrivateKey, private_key_at(b, i, st));
+    }
+    best
+}
+
+// ---------------------------------------------------------------- numbers
+
+const MAX_GROUPS: usize = 8;
+
+/// One digit group of a number-like run, e.g. `415` in `(415) 555-0132`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Group {
+    /// Digits start and end.
+    ds: usize,
+    de: usize,
+    /// End including a closing parenthesis.
+    oe: usize,
+    paren: bool,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.de - self.ds
+    }
+}
+
+/// A run of digit groups separated by single separators, parsed once at a token start
+/// and shared by the card, SSN, IPv4 and phone classifiers.
+#[derive(Debug, Default)]
+struct Run {
+    plus: bool,
+    groups: [Group; MAX_GROUPS],
+    /// `seps[k]` is the separator before group `k` (0 for none, after `)`).
+    seps: [u8; MAX_GROUPS],
+    len: usize,
+}
+
+/// Groups longer than this are never part of any numeric built-in.
+const MAX_GROUP_DIGITS: usize = 19;
+
+impl Run {
+    fn parse(b: &[u8], i: usize) -> Option<Run> {
+        let mut r = Run::default();
+        let mut p = i;
+        if at(b, p) == b'+' {
+            r.plus = true;
+            p += 1;
+        }
+        let mut sep = 0u8;
+        while r.len < MAX_GROUPS {
+            let paren = at(b, p) == b'(';
+            let q = if paren { p + 1 } else { p };
+            let mut e = q;
+            while at(b, e).is_ascii_digit() && e - q <= MAX_GROUP_DIGITS {
+                e += 1;
+            }
+            if e == q || e - q > MAX_GROUP_DIGITS {
+                break;
+            }
+            let oe = if paren {
+                if at(b, e) != b')' {
+                    break;
+                }
+                e + 1
+            } else {
+                e
+            };
+            if let (Some(g), Some(s)) = (r.groups.get_mut(r.len), r.seps.get_mut(r.len)) {
+                *g = Group {
+                    ds: q,
+                    de: e,
+                    oe,
+                    paren,
+                };
+                *s = sep;
+            }
+            r.len += 1;
+            let s = at(b, oe);
+            let next = at(b, oe + 1);
+            if matches!(s, b' ' | b'-' | b'.' | b'/') && (next.is_ascii_digit() || next == b'(') {
+                sep = s;
+                p = oe + 1;
+            } else if paren && s.is_ascii_digit() {
+                sep = 0;
+                p = oe;
+            } else {
+                break;
+            }
+        }
+        (r.len > 0).then_some(r)
+    }
+
+    fn group(&self, k: usize) -> Group {
+        self.groups.get(k).copied().unwrap_or_default()
+    }
+
+    fn sep(&self, k: usize) -> u8 {
+        self.seps.get(k).copied().unwrap_or(0)
+    }
+
+    /// Whether the first `k` groups may stand alone: either they are the whole run and
+    /// no word byte follows, or the next group is a separate token (space or `/` apart).
+    fn prefix_ok(&self, b: &[u8], k: usize) -> bool {
+        if k == 0 || k > self.len {
+            return false;
+        }
+        if k == self.len {
+            let e = self.group(k - 1).oe;
+            let nxt = at(b, e);
+            !is_word(nxt) && !(nxt == b'.' && at(b, e + 1).is_ascii_digit())
+        } else {
+            matches!(self.sep(k), b' ' | b'/')
+        }
+    }
+
+    fn end(&self, k: usize) -> usize {
+        self.group(k - 1).oe
+    }
+
+    fn any_paren(&self, k: usize) -> bool {
+        (0..k).any(|j| self.group(j).paren)
+    }
+
+    fn digits(&self, k: usize) -> usize {
+        (0..k).map(|j| self.group(j).len()).sum()
+    }
+}
+
+fn card(b: &[u8], r: &Run) -> Option<usize> {
+    if r.plus {
+        return None;
+    }
+    for k in (1..=r.len.min(5)).rev() {
+        if !r.prefix_ok(b, k) || r.any_paren(k) {
+            continue;
+        }
+        let lens: [usize; 5] = core::array::from_fn(|j| if j < k { r.group(j).len() } else { 0 });
+        let total: usize = lens.iter().sum();
+        if !(13..=19).contains(&total) {
+            continue;
+        }
+        if k > 1 {
+            let s = r.sep(1);
+            if !matches!(s, b' ' | b'-') || (2..k).any(|j| r.sep(j) != s) {
+                continue;
+            }
+            let grouped = (lens[0] == 4 && (1..k - 1).all(|j| lens.get(j) == Some(&4)))
+                && lens.get(k - 1).is_some_and(|&l| (1..=4).contains(&l));
+            let amex = k == 3 && lens[0] == 4 && lens[1] == 6 && matches!(lens[2], 4 | 5);
+            if !grouped && !amex {
+                continue;
+            }
+        }
+        let mut d = [0u8; 19];
+        let mut n = 0;
+        for j in 0..k {
+            let g = r.group(j);
+            for &c in b.get(g.ds..g.de).unwrap_or_default() {
+                if let Some(slot) = d.get_mut(n) {
+                    *slot = c;
+                }
+                n += 1;
+            }
+        }
+        let d = d.get(..n)?;
+        if luhn_digits(d) && known_iin(d) {
+            return Some(r.end(k));
+        }
+    }
+    None
+}
+
+fn ssn(b: &[u8], r: &Run) -> Option<usize> {
+    if r.plus || r.len < 3 || !r.prefix_ok(b, 3) || r.any_paren(3) {
+        return None;
+    }
+    let (g0, g1, g2) = (r.group(0), r.group(1), r.group(2));
+    if g0.len() != 3 || g1.len() != 2 || g2.len() != 4 {
+        return None;
+    }
+    if r.sep(1) != r.sep(2) || !matches!(r.sep(1), b'-' | b' ') {
+        return None;
+    }
+    let num = |g: Group| b.get(g.ds..g.de).and_then(number);
+    ssn_parts(num(g0)?, num(g1)?, num(g2)?).then(|| r.end(3))
+}
+
+/// A dotted-quad octet: 1–3 digits, no leading zero, at most 255.
+fn octet(d: &[u8]) -> bool {
+    match d {
+        [b'0'] => true,
+        [b'0', ..] => false,
+        _ => d.len() <= 3 && number(d).is_some_and(|v| v <= 255),
+    }
+}
+
+fn ipv4(b: &[u8], r: &Run) -> Option<usize> {
+    if r.plus || r.len < 4 || r.any_paren(4) || (1..4).any(|j| r.sep(j) != b'.') {
+        return None;
+    }
+    if r.len > 4 && !matches!(r.sep(4), b' ' | b'/') {
+        return None;
+    }
+    if !r.prefix_ok(b, 4) {
+        return None;
+    }
+    (0..4)
+        .all(|j| {
+            let g = r.group(j);
+            b.get(g.ds..g.de).is_some_and(octet)
+        })
+        .then(|| r.end(4))
+}
+
+/// The longest phone-shaped prefix of a run: E.164 with `+`, NANP, and trunk-`0`
+/// national formats (UK, DE, FR, …).
+fn phone(b: &[u8], r: &Run) -> Option<usize> {
+    for k in (1..=r.len).rev() {
+        if r.prefix_ok(b, k) && phone_shape(b, r, k) {
+            return Some(r.end(k));
+        }
+    }
+    None
+}
+
+fn phone_shape(b: &[u8], r: &Run, k: usize) -> bool {
+    let digits = r.digits(k);
+    let g = |j: usize| r.group(j);
+    let first_digit = |j: usize| at(b, g(j).ds);
+    let mut sep_buf = [0u8; MAX_GROUPS];
+    let mut nseps = 0;
+    for j in 1..k {
+        if !(g(j - 1).paren || r.sep(j) == 0) {
+            if let Some(slot) = sep_buf.get_mut(nseps) {
+                *slot = r.sep(j);
+            }
+            nseps += 1;
+        }
+    }
+    let non_paren_seps = sep_buf.get(..nseps).unwrap_or_default();
+    let seps_same = non_paren_seps.windows(2).all(|w| w.first() == w.get(1));
+    if r.plus {
+        // E.164: country code never starts with 0; 8–15 digits; a `(0)` trunk may appear.
+        let trunk = (0..k)
+            .filter(|&j| g(j).paren)
+            .map(|j| g(j).len())
+            .sum::<usize>();
+        let counted = digits - if trunk == 1 { 1 } else { 0 };
+        return first_digit(0) != b'0'
+            && !g(0).paren
+            && (8..=15).contains(&counted)
+            && non_paren_seps
+                .iter()
+                .all(|&s| matches!(s, b' ' | b'-' | b'.'))
+            && (k == 1 || g(0).len() <= 4)
+            && !(k == 4 && non_paren_seps.iter().all(|&s| s == b'.'));
+    }
+    // NANP: optional leading 1, area and exchange start 2–9.
+    let nanp = |o: usize| -> bool {
+        if k != o + 3 {
+            return false;
+        }
+        let (a, x, s) = (g(o), g(o + 1), g(o + 2));
+        if a.len() != 3 || x.len() != 3 || s.len() != 4 || x.paren || s.paren {
+            return false;
+        }
+        if !(b'2'..=b'9').contains(&first_digit(o)) || !(b'2'..=b'9').contains(&first_digit(o + 1))
+        {
+            return false;
+        }
+        let s2 = r.sep(o + 2);
+        if a.paren {
+            matches!(r.sep(o + 1), 0 | b' ') && matches!(s2, b'-' | b' ' | b'.')
+        } else {
+            r.sep(o + 1) == s2 && matches!(s2, b'-' | b'.' | b' ')
+        }
+    };
+    if nanp(0) {
+        return true;
+    }
+    if k == 4
+        && g(0).len() == 1
+        && first_digit(0) == b'1'
+        && !g(0).paren
+        && matches!(r.sep(1), b'-' | b' ' | b'.')
+        && nanp(1)
+    {
+        return true;
+    }
+    // Trunk-prefix national numbers: 0 then a non-zero digit, grouped.
+    if k < 2 || first_digit(0) != b'0' || at(b, g(0).ds + 1) == b'0' {
+        return false;
+    }
+    if !(9..=12).contains(&digits) || !seps_same || (1..k).any(|j| g(j).paren) {
+        return false;
+    }
+    if !(2..=5).contains(&g(0).len()) || (1..k).any(|j| !(2..=8).contains(&g(j).len())) {
+        return false;
+    }
+    match non_paren_seps.first().copied().unwrap_or(b' ') {
+        // Dots only in the French pairs layout, so dates and versions stay out.
+        b'.' => k == 5 && (0..5).all(|j| g(j).len() == 2),
+        b'/' => k == 2,
+        b' ' | b'-' => {
+            // 3-2-4 is the SSN layout; leave it to that detector.
+            !(k == 3 && g(0).len() == 3 && g(1).len() == 2 && g(2).len() == 4)
+        }
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------- email
+
+fn is_local(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+/// An email around the `@` at `at_pos`: local part found looking back (at most 64 bytes),
+/// domain of at least two labels with an alphabetic TLD looking forward (at most 253).
+pub(crate) fn email_at(b: &[u8], at_pos: usize) -> Option<(usize, usize)> {
+    let lim = at_pos.saturating_sub(64);
+    let mut s = at_pos;
+    while s > lim && is_local(at(b, s - 1)) {
+        s -= 1;
+    }
+    if s == lim && s > 0 && is_local(at(b, s - 1)) {
+        return None;
+    }
+    while s < at_pos && at(b, s) == b'.' {
+        s += 1;
+    }
+    if s == at_pos || at(b, at_pos - 1) == b'.' {
+        return None;
+    }
+    let mut p = at_pos + 1;
+    let mut labels = 0;
+    let mut last: (usize, usize);
+    loop {
+        let ls = p;
+        while (at(b, p).is_ascii_alphanumeric() || at(b, p) == b'-') && p - ls < 64 {
+            p += 1;
+        }
+        if p == ls || at(b, ls) == b'-' || at(b, p - 1) == b'-' || p - at_pos > 254 {
+            return None;
+        }
+        labels += 1;
+        last = (ls, p);
+        if at(b, p) == b'.' && at(b, p + 1).is_ascii_alphanumeric() {
+            p += 1;
+        } else {
+            break;
+        }
+    }
+    let tld = b.get(last.0..last.1)?;
+    if labels < 2 || tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    if is_word(at(b, p)) || at(b, p) == b'@' {
+        return None;
+    }
+    Some((s, p))
+}
+
+// ---------------------------------------------------------------- ipv6
+
+/// A dotted quad starting at `i` (for IPv6's embedded IPv4 form).
+fn dotted_quad(b: &[u8], i: usize) -> Option<usize> {
+    let mut p = i;
+    for k in 0..4 {
+        if k > 0 {
+            if at(b, p) != b'.' {
+                return None;
+            }
+            p += 1;
+        }
+        let s = p;
+        while at(b, p).is_ascii_digit() && p - s < 4 {
+            p += 1;
+        }
+        if !octet(b.get(s..p)?) {
+            return None;
+        }
+    }
+    if at(b, p) == b'.' && at(b, p + 1).is_ascii_digit() {
+        return None;
+    }
+    Some(p)
+}
+
+fn ipv6_at(b: &[u8], i: usize) -> Option<usize> {
+    let mut p = i;
+    let mut groups = 0usize;
+    let mut double = false;
+    let mut has_digit = false;
+    let lead_double = at(b, p) == b':';
+    if lead_double {
+        if at(b, p + 1) != b':' {
+            return None;
+        }
+        double = true;
+        p += 2;
+    }
+    loop {
+        let gs = p;
+        while at(b, p).is_ascii_hexdigit() && p - gs < 5 {
+            p += 1;
+        }
+        let glen = p - gs;
+        if glen == 0 {
+            break;
+        }
+        if glen > 4 && at(b, p).is_ascii_hexdigit() {
+            return None;
+        }
+        if at(b, p) == b'.' {
+            // Embedded IPv4 in place of the last two groups.
+            if groups > 6 || (!double && groups != 6) {
+                return None;
+            }
+            p = dotted_quad(b, gs)?;
+            groups += 2;
+            has_digit = true;
+            break;
+        }
+        if glen > 4 {
+            return None;
+        }
+        groups += 1;
+        has_digit |= b
+            .get(gs..p)
+            .is_some_and(|g| g.iter().any(u8::is_ascii_digit));
+        if groups > 8 {
+            return None;
+        }
+        if at(b, p) == b':' && at(b, p + 1) == b':' {
+            if double {
+                return None;
+            }
+            double = true;
+            p += 2;
+        } else if at(b, p) == b':' && at(b, p + 1).is_ascii_hexdigit() {
+            p += 1;
+        } else {
+            break;
+        }
+    }
+    let valid = if double {
+        groups <= 7 && has_digit && (groups >= 2 || (lead_double && groups >= 1))
+    } else {
+        groups == 8
+    };
+    let nxt = at(b, p);
+    (valid && !is_word(nxt) && nxt != b':' && !(nxt == b'.' && at(b, p + 1).is_ascii_digit()))
+        .then_some(p)
+}
+
+// ---------------------------------------------------------------- iban
+
+fn iban_at(b: &[u8], i: usize) -> Option<usize> {
+    let (c0, c1) = (at(b, i), at(b, i + 1));
+    if !c0.is_ascii_uppercase() || !c1.is_ascii_uppercase() {
+        return None;
+    }
+    if !at(b, i + 2).is_ascii_digit() || !at(b, i + 3).is_ascii_digit() {
+        return None;
+    }
+    let len = iban_length([c0, c1])?;
+    let mut buf = [0u8; 34];
+    let mut n = 0usize;
+    let mut p = i;
+    let spaced = at(b, i + 4) == b' ';
+    while n < len {
+        let c = at(b, p);
+        if c.is_ascii_uppercase() || c.is_ascii_digit() {
+            if let Some(slot) = buf.get_mut(n) {
+                *slot = c;
+            }
+            n += 1;
+            p += 1;
+        } else if c == b' ' && spaced && n % 4 == 0 && n > 0 && at(b, p + 1).is_ascii_alphanumeric()
+        {
+            p += 1;
+        } else {
+            return None;
+        }
+    }
+    if is_word(at(b, p)) {
+        return None;
+    }
+    iban_mod97(buf.get(..n)?).then_some(p)
+}
+
+// ---------------------------------------------------------------- secrets
+
+fn starts(b: &[u8], i: usize, lit: &[u8]) -> bool {
+    b.get(i..i + lit.len()) == Some(lit)
+}
+
+/// Length of the run of bytes satisfying `f` from `i`, looking at most `max + 1` bytes.
+fn run_len(b: &[u8], i: usize, max: usize, f: impl Fn(u8) -> bool) -> usize {
+    let mut p = i;
+    while p - i <= max && f(at(b, p)) {
+        p += 1;
+    }
+    p - i
+}
+
+fn aws_at(b: &[u8], i: usize) -> Option<usize> {
+    let pre = b.get(i..i + 4)?;
+    if !matches!(pre, b"AKIA" | b"ASIA" | b"ABIA" | b"ACCA") {
+        return None;
+    }
+    let n = run_len(b, i + 4, 16, |c| {
+        c.is_ascii_uppercase() || c.is_ascii_digit()
+    });
+    (n == 16 && !is_word(at(b, i + 20))).then_some(i + 20)
+}
+
+fn github_at(b: &[u8], i: usize) -> Option<usize> {
+    if starts(b, i, b"github_pat_") {
+        let n = run_len(b, i + 11, 82, is_word);
+        return (n == 82).then_some(i + 11 + 82);
+    }
+    let pre = b.get(i..i + 4)?;
+    if !matches!(pre, b"ghp_" | b"gho_" | b"ghu_" | b"ghs_" | b"ghr_") {
+        return None;
+    }
+    let n = run_len(b, i + 4, 255, |c| c.is_ascii_alphanumeric());
+    ((36..=255).contains(&n) && !is_word(at(b, i + 4 + n))).then_some(i + 4 + n)
+}
+
+fn slack_at(b: &[u8], i: usize) -> Option<usize> {
+    let pre = b.get(i..i + 5)?;
+    if !matches!(
+        pre,
+        b"xoxb-" | b"xoxp-" | b"xoxa-" | b"xoxr-" | b"xoxs-" | b"xapp-"
+    ) {
+        return None;
+    }
+    let s = i + 5;
+    let mut n = run_len(b, s, 255, |c| c.is_ascii_alphanumeric() || c == b'-');
+    if n > 255 {
+        return None;
+    }
+    while n > 0 && at(b, s + n - 1) == b'-' {
+        n -= 1;
+    }
+    let body = b.get(s..s + n)?;
+    let first = body.split(|&c| c == b'-').next().unwrap_or_default();
+    let dashes = body.iter().filter(|&&c| c == b'-').count();
+    let ok = n >= 20
+        && dashes >= 2
+        && !first.is_empty()
+        && first.iter().all(u8::is_ascii_digit)
+        && !is_word(at(b, s + n));
+    ok.then_some(s + n)
+}
+
+fn openai_at(b: &[u8], i: usize) -> Option<usize> {
+    if !starts(b, i, b"sk-") {
+        return None;
+    }
+    let s = i + 3;
+    let mut n = run_len(b, s, 512, is_b64url);
+    if n > 512 {
+        return None;
+    }
+    while n > 0 && matches!(at(b, s + n - 1), b'-' | b'_') {
+        n -= 1;
+    }
+    let body = b.get(s..s + n)?;
+    let random_segment = body.split(|&c| c == b'-' || c == b'_').any(|seg| {
+        seg.len() >= 16
+            && seg.iter().any(u8::is_ascii_digit)
+            && seg.iter().any(u8::is_ascii_alphabetic)
+    });
+    (n >= 20 && random_segment && !is_word(at(b, s + n))).then_some(s + n)
+}
+
+/// Whether a base64url segment decodes to something shaped like a JSON object:
+/// starts with `{"` and its last non-space byte is `}`.
+fn b64_json_object(seg: &[u8]) -> bool {
+    if seg.len() % 4 == 1 || !seg.starts_with(b"eyJ") {
+        return false;
+    }
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    let mut last = 0u8;
+    for &c in seg {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return false,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            let byte = ((acc >> bits) & 0xff) as u8;
+            if !byte.is_ascii_whitespace() {
+                last = byte;
+            }
+        }
+    }
+    last == b'}'
+}
+
+/// A JWT at `i`, and (for the caller's rejection cache) where the first segment's
+/// base64url run ends.
+fn jwt_at(b: &[u8], i: usize) -> (Option<usize>, usize) {
+    if !starts(b, i, b"eyJ") {
+        return (None, i);
+    }
+    let n1 = run_len(b, i, 4096, is_b64url);
+    let run_end = i + n1;
+    let found = (|| {
+        if n1 > 4096 || at(b, i + n1) != b'.' {
+            return None;
+        }
+        let s2 = i + n1 + 1;
+        let n2 = run_len(b, s2, 65536, is_b64url);
+        if n2 > 65536 || at(b, s2 + n2) != b'.' {
+            return None;
+        }
+        let s3 = s2 + n2 + 1;
+        let n3 = run_len(b, s3, 4096, is_b64url);
+        if !(8..=4096).contains(&n3) || is_word(at(b, s3 + n3)) {
+            return None;
+        }
+        (b64_json_object(b.get(i..i + n1)?) && b64_json_object(b.get(s2..s2 + n2)?))
+            .then_some(s3 + n3)
+    })();
+    (found, run_end)
+}
+
+/// First occurrence of `needle` in `b` at or after `from`.
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let hay = b.get(from..)?;
+    let mut k = 0;
+    while let Some(off) = hay.get(k..)?.iter().position(|&c| c == first) {
+        let p = k + off;
+        if hay.get(p..p + needle.len()) == Some(needle) {
+            return Some(from + p);
+        }
+        k = p + 1;
+    }
+    None
+}
+
+fn find_end(b: &[u8], from: usize, st: &mut State) -> Option<usize> {
+    if let Some((searched, res)) = st.end_cache
+        && searched <= from
+        && res.is_none_or(|r| r >= from)
+    {
+        return res;
+    }
+    let res = find(b, from, b"-----END ");
+    st.end_cache = Some((from, res));
+    res
+}
+
+fn private_key_at(b: &[u8], i: usize, st: &mut State) -> Option<usize> {
+    if !starts(b, i, b"-----BEGIN ") {
+        return None;
+    }
+    let ls = i + 11;
+    let mut p = ls;
+    while p - ls < 64 && (at(b, p).is_ascii_uppercase() || matches!(at(b, p), b' ' | b'0'..=b'9')) {
+        p += 1;
+    }
+    let label = b.get(ls..p)?;
+    if !starts(b, p, b"-----") || find(label, 0, b"PRIVATE KEY").is_none() {
+        return None;
+    }
+    let header_end = p + 5;
+    if let Some(e) = find_end(b, header_end, st)
+        && b.get(e + 9..e + 9 + label.len()) == Some(label)
+        && starts(b, e + 9 + label.len(), b"-----")
+    {
+        return Some(e + 9 + label.len() + 5);
+    }
+    // No matching END (truncated paste): the header and the base64 lines under it.
+    let mut end = header_end;
+    let mut q = header_end;
+    loop {
+        while matches!(at(b, q), b'\r' | b'\n') {
+            q += 1;
+        }
+        let n = run_len(b, q, usize::MAX - 1, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')
+        });
+        // A body line: a full-width base64 line, or a shorter one ending its line.
+        let line_end = matches!(at(b, q + n), b'\r' | b'\n') || q + n >= b.len();
+        if n == 0 || !(line_end || (n >= 16 && !is_word(at(b, q + n)))) {
+            break;
+        }
+        q += n;
+        end = q;
+    }
+    Some(end)
+}

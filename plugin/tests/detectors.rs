@@ -1,0 +1,441 @@
+//! Detector behaviour: precision and recall on the labelled corpus in
+//! `tests/data/detectors/`, edge cases per detector, and the custom-DFA round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use regex_automata::dfa::regex::Regex;
+use writ_plugin::detect::{self, Match, Scanner};
+use writ_plugin::ir::{CustomDetector, Detector, DetectorClass, DetectorKind};
+
+fn builtins() -> Vec<Detector> {
+    detect::builtin_names()
+        .iter()
+        .map(|(n, c)| Detector {
+            name: (*n).to_string(),
+            class: *c,
+            kind: DetectorKind::Builtin((*n).to_string()),
+        })
+        .collect()
+}
+
+fn scanner() -> Scanner {
+    Scanner::new(&builtins()).unwrap()
+}
+
+/// (detector name, matched text) for every match in `text` with all built-ins wanted.
+fn found(text: &str) -> Vec<(String, String)> {
+    let s = scanner();
+    let mut out = Vec::new();
+    s.scan(text, &s.all_ids(), &mut out);
+    out.iter()
+        .map(|m| {
+            (
+                s.name(m.detector).unwrap().to_string(),
+                text[m.start..m.end].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn one(name: &str, text: &str) -> Option<String> {
+    found(text)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/detectors")
+}
+
+#[test]
+fn corpus_precision_and_recall() {
+    let s = scanner();
+    let all = s.all_ids();
+    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    let (mut total_pos, mut total_neg) = (0, 0);
+    println!(
+        "{:<16} {:>5} {:>5} {:>4} {:>4} {:>4} {:>9} {:>7}",
+        "detector", "pos", "neg", "tp", "fp", "fn", "precision", "recall"
+    );
+    for (id, (name, _)) in detect::builtin_names().iter().enumerate() {
+        let id = id as u16;
+        let path = corpus_dir().join(format!("{name}.jsonl"));
+        let data = std::fs::read_to_string(&path).unwrap();
+        let (mut tp, mut fp, mut fneg, mut pos, mut neg) = (0, 0, 0, 0, 0);
+        for line in data.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = row["text"].as_str().unwrap();
+            let value = row["value"].as_str().unwrap();
+            let is_match = row["label"] == "match";
+            s.scan(text, &all, &mut out);
+            let mine: Vec<&str> = out
+                .iter()
+                .filter(|m| m.detector == id)
+                .map(|m| &text[m.start..m.end])
+                .collect();
+            if is_match {
+                pos += 1;
+                if mine.contains(&value) {
+                    tp += 1;
+                } else {
+                    fneg += 1;
+                    failures.push(format!("FN {name}: {value:?} in {text:?}, got {mine:?}"));
+                }
+                let extra = mine.iter().filter(|v| **v != value).count();
+                if extra > 0 {
+                    fp += extra;
+                    failures.push(format!("FP {name}: {mine:?} in {text:?}"));
+                }
+            } else {
+                neg += 1;
+                if !mine.is_empty() {
+                    fp += mine.len();
+                    failures.push(format!("FP {name}: {mine:?} in {text:?}"));
+                }
+            }
+        }
+        total_pos += pos;
+        total_neg += neg;
+        let precision = f64::from(tp) / f64::from((tp + fp as u32).max(1));
+        let recall = f64::from(tp) / f64::from((tp + fneg).max(1));
+        println!(
+            "{name:<16} {pos:>5} {neg:>5} {tp:>4} {fp:>4} {fneg:>4} {precision:>9.3} {recall:>7.3}"
+        );
+        let floor = if *name == "phone" { 0.9 } else { 0.99 };
+        if precision < floor || recall < floor {
+            failures.push(format!(
+                "{name}: precision {precision:.3} recall {recall:.3} under {floor}"
+            ));
+        }
+    }
+    println!("total: {total_pos} true values, {total_neg} near-misses");
+    for f in &failures {
+        println!("{f}");
+    }
+    assert!(total_pos >= 300 && total_neg >= 300);
+    assert!(
+        !failures.iter().any(|f| f.contains(" under ")),
+        "thresholds missed"
+    );
+}
+
+#[test]
+fn builtin_names_resolve_and_unknown_is_an_error() {
+    assert_eq!(detect::builtin_names().len(), 13);
+    assert!(
+        detect::builtin_names()
+            .iter()
+            .any(|(n, c)| *n == "jwt" && *c == DetectorClass::Secret)
+    );
+    let bad = Detector {
+        name: "emial".into(),
+        class: DetectorClass::Pii,
+        kind: DetectorKind::Builtin("emial".into()),
+    };
+    assert_eq!(
+        Scanner::new(&[bad]).unwrap_err(),
+        detect::DetectError::UnknownBuiltin("emial".into())
+    );
+}
+
+#[test]
+fn masks() {
+    assert_eq!(detect::mask("email"), "[EMAIL]");
+    assert_eq!(detect::mask("credit_card"), "[CREDIT_CARD]");
+    assert_eq!(detect::mask("employee-id"), "[EMPLOYEE_ID]");
+}
+
+#[test]
+fn validators() {
+    assert!(detect::validate("luhn", "4111 1111 1111 1111"));
+    assert!(!detect::validate("luhn", "4111 1111 1111 1112"));
+    assert!(!detect::validate("luhn", "4111x1111"));
+    assert!(detect::validate("iban", "GB82 WEST 1234 5698 7654 32"));
+    assert!(detect::validate("iban", "gb82west12345698765432"));
+    assert!(!detect::validate("iban", "GB82 WEST 1234 5698 7654 33"));
+    assert!(detect::validate("mod97", "GB82WEST12345698765432"));
+    assert!(detect::validate("ssn", "123-45-6789"));
+    assert!(!detect::validate("ssn", "666-45-6789"));
+    assert!(detect::validate("email", "a@example.com"));
+    assert!(!detect::validate("email", "a@example.com and more"));
+    assert!(detect::validate("ipv4", "10.1.2.3"));
+    assert!(!detect::validate("nosuch", "x"));
+    assert!(detect::is_validator("luhn") && detect::is_validator("ipv6"));
+    assert!(!detect::is_validator("lunh"));
+}
+
+#[test]
+fn values_at_start_end_and_whole_text() {
+    assert_eq!(one("email", "a@b.co"), Some("a@b.co".into()));
+    assert_eq!(one("email", "a@b.co."), Some("a@b.co".into()));
+    assert_eq!(one("ipv4", "1.1.1.1"), Some("1.1.1.1".into()));
+    assert_eq!(
+        one("credit_card", "4111111111111111"),
+        Some("4111111111111111".into())
+    );
+    assert_eq!(
+        one("aws_access_key", "x AKIAIOSFODNN7EXAMPLE"),
+        Some("AKIAIOSFODNN7EXAMPLE".into())
+    );
+    assert_eq!(one("us_ssn", "123-45-6789"), Some("123-45-6789".into()));
+    assert!(found("").is_empty());
+    assert!(found("@").is_empty());
+    assert!(found("-----BEGIN ").is_empty());
+}
+
+#[test]
+fn unicode_around_values_keeps_char_boundaries() {
+    let text = "é4111111111111111é ünï@exämple.com 名前10.0.0.1名前 ∑fe80::1∑";
+    let s = scanner();
+    let mut out = Vec::new();
+    s.scan(text, &s.all_ids(), &mut out);
+    for m in &out {
+        assert!(text.is_char_boundary(m.start) && text.is_char_boundary(m.end));
+    }
+    let got = found(text);
+    assert!(got.contains(&("credit_card".into(), "4111111111111111".into())));
+    assert!(got.contains(&("ipv4".into(), "10.0.0.1".into())));
+    assert!(got.contains(&("ipv6".into(), "fe80::1".into())));
+    // Non-ASCII in the domain: not an ASCII email, and nothing half-matched.
+    assert!(!got.iter().any(|(n, _)| n == "email"));
+}
+
+#[test]
+fn adjacent_values_are_separate_and_sorted() {
+    let text = "a@x.com,b@y.org 10.0.0.1 10.0.0.2;123-45-6789";
+    let got = found(text);
+    assert_eq!(
+        got,
+        vec![
+            ("email".into(), "a@x.com".into()),
+            ("email".into(), "b@y.org".into()),
+            ("ipv4".into(), "10.0.0.1".into()),
+            ("ipv4".into(), "10.0.0.2".into()),
+            ("us_ssn".into(), "123-45-6789".into()),
+        ]
+    );
+}
+
+#[test]
+fn wanted_restricts_detectors_and_any_agrees() {
+    let s = scanner();
+    let text = "mail a@x.com card 4111 1111 1111 1111";
+    let email = s.all_ids()[5];
+    assert_eq!(s.name(email), Some("email"));
+    let mut out = Vec::new();
+    s.scan(text, &[email], &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(s.any(text, &[email]));
+    assert!(!s.any("nothing here", &s.all_ids()));
+    assert!(!s.any(text, &[]));
+    s.scan(text, &[999], &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.ids_of_class(DetectorClass::Secret).len(), 6);
+}
+
+#[test]
+fn card_edges() {
+    assert_eq!(
+        one("credit_card", "pay 3782 822463 10005 now"),
+        Some("3782 822463 10005".into())
+    );
+    assert_eq!(
+        one("credit_card", "4111-1111-1111-1111"),
+        Some("4111-1111-1111-1111".into())
+    );
+    assert_eq!(one("credit_card", "4111-1111-1111-1111-2222"), None);
+    assert_eq!(one("credit_card", "4111 1111 1111 1112"), None);
+    assert_eq!(one("credit_card", "12.4111111111111111"), None);
+}
+
+#[test]
+fn ssn_edges() {
+    assert_eq!(
+        one("us_ssn", "ssn 123 45 6789."),
+        Some("123 45 6789".into())
+    );
+    for bad in [
+        "000-12-3456",
+        "666-12-3456",
+        "900-12-3456",
+        "123-00-4567",
+        "123-45-0000",
+        "123456789",
+    ] {
+        assert_eq!(one("us_ssn", bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn ip_edges() {
+    assert_eq!(one("ipv4", "1.2.3.4.5"), None);
+    assert_eq!(one("ipv4", "256.1.1.1"), None);
+    assert_eq!(one("ipv4", "host 10.0.0.1:8080"), Some("10.0.0.1".into()));
+    assert_eq!(one("ipv4", "net 10.0.0.0/8"), Some("10.0.0.0".into()));
+    assert_eq!(one("ipv6", "at 12:30:45"), None);
+    assert_eq!(one("ipv6", "[::1]:80"), Some("::1".into()));
+    assert_eq!(
+        one("ipv6", "::ffff:192.0.2.128"),
+        Some("::ffff:192.0.2.128".into())
+    );
+    assert_eq!(
+        one("ipv6", "2001:db8:0:0:0:0:2:1"),
+        Some("2001:db8:0:0:0:0:2:1".into())
+    );
+    assert_eq!(one("ipv6", "1:2:3:4:5:6:7:8:9"), None);
+}
+
+#[test]
+fn phone_edges() {
+    for v in [
+        "+14155550132",
+        "(415) 555-0132",
+        "415-555-0132",
+        "415.555.0132",
+        "020 7946 0018",
+        "+44 20 7946 0018",
+        "+49 30 1234567",
+        "01 23 45 67 89",
+    ] {
+        assert_eq!(
+            one("phone", &format!("call {v} now")),
+            Some(v.into()),
+            "{v}"
+        );
+    }
+    for v in [
+        "2024-01-15",
+        "01.02.2023",
+        "1.2.3.4",
+        "12345678901",
+        "4111 1111 1111 1111",
+        "v1.2.3",
+    ] {
+        assert_eq!(one("phone", v), None, "{v}");
+    }
+}
+
+#[test]
+fn secret_edges() {
+    assert_eq!(
+        one("aws_access_key", "AKIAIOSFODNN7EXAMPLEX"),
+        None,
+        "too long"
+    );
+    assert_eq!(one("openai_key", "pip install sk-learn"), None);
+    let key = format!("sk-proj-{}", "Ab3d".repeat(20));
+    assert_eq!(one("openai_key", &format!("key={key}")), Some(key));
+    let pem = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg\n-----END EC PRIVATE KEY-----";
+    assert_eq!(
+        one("private_key", &format!("here:\n{pem}\nthanks")),
+        Some(pem.into())
+    );
+    assert_eq!(
+        one(
+            "jwt",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcdefghijklmnop"
+        ),
+        Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcdefghijklmnop".into())
+    );
+}
+
+#[test]
+fn pathological_inputs_stay_fast() {
+    let cases = [
+        "1 ".repeat(50_000),
+        "a@".repeat(50_000),
+        "-----BEGIN PRIVATE KEY-----".repeat(5_000),
+        "eyJa-".repeat(50_000),
+        "1:".repeat(50_000),
+        "9".repeat(100_000),
+        "sk-".repeat(30_000),
+    ];
+    let s = scanner();
+    let mut out = Vec::new();
+    for text in &cases {
+        let t = std::time::Instant::now();
+        s.scan(text, &s.all_ids(), &mut out);
+        assert!(t.elapsed().as_millis() < 2_000, "slow on {:?}", &text[..10]);
+    }
+}
+
+fn custom(name: &str, pattern: &str, validator: Option<&str>) -> Detector {
+    let re = Regex::new(pattern).unwrap();
+    let (fwd, _) = re.forward().to_bytes_little_endian();
+    let (rev, _) = re.reverse().to_bytes_little_endian();
+    Detector {
+        name: name.into(),
+        class: DetectorClass::Pii,
+        kind: DetectorKind::Custom(CustomDetector {
+            pattern: pattern.into(),
+            forward_dfa: fwd,
+            reverse_dfa: rev,
+            validator: validator.map(String::from),
+        }),
+    }
+}
+
+#[test]
+fn custom_dfa_round_trip_with_validator_and_builtins() {
+    let mut dets = builtins();
+    dets.push(custom("employee_id", r"EMP-[0-9]{6}", None));
+    dets.push(custom("card_like", r"[0-9]{16}", Some("luhn")));
+    let s = Scanner::new(&dets).unwrap();
+    let emp = 13u16;
+    let card_like = 14u16;
+    let text = "EMP-123456 ok, 1234567812345670 and 1234567812345678, mail a@x.com";
+    let mut out = Vec::new();
+    s.scan(text, &s.all_ids(), &mut out);
+    let got: Vec<(u16, &str)> = out
+        .iter()
+        .map(|m| (m.detector, &text[m.start..m.end]))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (emp, "EMP-123456"),
+            (card_like, "1234567812345670"),
+            (5, "a@x.com")
+        ]
+    );
+    assert!(s.any("x EMP-000001", &[emp]));
+    assert!(!s.any("x EMP-00001", &[emp]));
+}
+
+#[test]
+fn overlapping_custom_and_builtin_take_leftmost_longest() {
+    let mut dets = builtins();
+    dets.push(custom("user_at", r"user[0-9]+", None));
+    let s = Scanner::new(&dets).unwrap();
+    let text = "write to user42@example.com";
+    let mut out = Vec::new();
+    s.scan(text, &s.all_ids(), &mut out);
+    assert_eq!(
+        out,
+        vec![Match {
+            detector: 5,
+            start: 9,
+            end: text.len()
+        }]
+    );
+}
+
+#[test]
+fn bad_custom_dfa_and_validator_are_errors() {
+    let mut d = custom("x", "a+", None);
+    if let DetectorKind::Custom(c) = &mut d.kind {
+        c.forward_dfa.truncate(10);
+    }
+    assert!(matches!(
+        Scanner::new(&[d]),
+        Err(detect::DetectError::BadDfa { .. })
+    ));
+    let v = custom("y", "a+", Some("nope"));
+    assert!(matches!(
+        Scanner::new(&[v]),
+        Err(detect::DetectError::UnknownValidator { .. })
+    ));
+}
