@@ -9,6 +9,11 @@ pub mod eval;
 pub mod ir;
 pub mod request;
 pub mod wire;
+pub mod audit;
+pub mod kill_switch;
+pub mod oversight;
+pub mod spend;
+pub mod store;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

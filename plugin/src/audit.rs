@@ -1,0 +1,257 @@
+//! The audit record: one JSON object per request (and per kill-switch flip) saying what
+//! the policy decided and why, without any of the data it protected.
+//!
+//! Contract with the hosts: the filter emits each record as one log line at info level,
+//! `writ-audit <json>` ([`AuditRecord::log_line`]), the JSON on a single line. The test
+//! runner and `writ serve` find records with [`parse_log_line`], which accepts any prefix
+//! a host puts before the marker (Envoy prepends `wasm log <root_id>: `). `writ serve`
+//! appends them to a hash-chained JSONL file (`writ audit verify` checks it).
+//!
+//! Never in a record: message text, detected values, tokens, headers other than the
+//! identity the policy names. PII appears as detector names and counts only.
+//!
+//! The artifact cannot know its own sha256 (the hash covers the bytes it would have to
+//! contain), so the host passes it in the plugin configuration and the filter copies it
+//! into [`AuditRecord::artifact_sha256`]; `None` means the host did not say.
+
+use crate::eval::{Effect, Fired};
+use crate::spend::UtcTime;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The marker in front of every audit record in the host log.
+pub const LOG_PREFIX: &str = "writ-audit ";
+
+/// One rule that fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub clause: String,
+    pub title: String,
+    /// The action keyword (`deny`, `redact`, …).
+    pub action: String,
+    /// `enforce`, or `monitor` for a rule that only recorded what it would have done.
+    pub mode: String,
+    /// `enforced`, `would_have`, `overridden` (lost to a deny) or `not_enforced_yet`.
+    pub effect: String,
+}
+
+impl RuleRecord {
+    /// The record of one fired rule as the evaluator reports it.
+    pub fn from_fired(f: &Fired) -> RuleRecord {
+        RuleRecord {
+            clause: f.clause.clone(),
+            title: f.title.clone(),
+            action: f.action.as_str().to_string(),
+            mode: if f.monitor { "monitor" } else { "enforce" }.to_string(),
+            effect: match f.effect {
+                Effect::Enforced => "enforced",
+                Effect::WouldHave => "would_have",
+                Effect::NotEnforcedYet => "not_enforced_yet",
+                Effect::Overridden => "overridden",
+            }
+            .to_string(),
+        }
+    }
+}
+
+/// Token counts, from the provider's `usage` or, when `cost_estimated`, from the estimate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A reply handed to a human reviewer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationRecord {
+    pub queue: String,
+    pub reason: String,
+    pub review_id: String,
+}
+
+/// One request's audit record. Optional fields are omitted when unknown rather than
+/// guessed; field names are stable (tools parse them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// `request` for traffic, `kill_switch` for an admin flip, `budget_alert`, `drift_alert`.
+    pub event: String,
+    /// RFC 3339 UTC with microseconds, see [`rfc3339`].
+    pub time: String,
+    #[serde(default)]
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub policy: String,
+    pub policy_version: String,
+    /// Supplied by the host (plugin configuration); the artifact cannot hash itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_sha256: Option<String>,
+    pub source_sha256: String,
+    /// Every rule that fired, monitor ones included, in source order.
+    #[serde(default)]
+    pub rules: Vec<RuleRecord>,
+    /// Detector name → number of values found. Never the values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pii: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_requested: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_used: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micros: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// True when no usage came back and `tokens`/`cost_micros` are the pre-call estimate.
+    #[serde(default)]
+    pub cost_estimated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationRecord>,
+    /// Cost-attribution labels from `tag` rules.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The HTTP status the client received (0 when the client went away first).
+    #[serde(default)]
+    pub status: u16,
+    /// `allowed`, `denied`, `stopped` (kill switch), `error` (failed closed), or for admin
+    /// events the action taken.
+    pub outcome: String,
+    /// Free-form detail for non-request events and errors (never request content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditRecord {
+    /// A request record with the policy identity filled in.
+    pub fn request(
+        policy: &crate::ir::Policy,
+        artifact_sha256: Option<&str>,
+        request_id: &str,
+        unix_nanos: i64,
+    ) -> AuditRecord {
+        AuditRecord {
+            event: "request".into(),
+            time: rfc3339(unix_nanos),
+            request_id: request_id.to_string(),
+            policy: policy.name.clone(),
+            policy_version: policy.version.clone(),
+            artifact_sha256: artifact_sha256.map(str::to_string),
+            source_sha256: policy.source_sha256.clone(),
+            currency: Some(policy.currency.clone()),
+            ..AuditRecord::default()
+        }
+    }
+
+    /// Records the rules the evaluator reports as fired.
+    pub fn add_fired(&mut self, fired: &[Fired]) {
+        self.rules.extend(fired.iter().map(RuleRecord::from_fired));
+    }
+
+    /// Adds `count` findings of detector `name`.
+    pub fn add_pii(&mut self, name: &str, count: u32) {
+        let e = self.pii.entry(name.to_string()).or_insert(0);
+        *e = e.saturating_add(count);
+    }
+
+    /// The record as one line of JSON.
+    pub fn to_json(&self) -> String {
+        // Serializing plain strings, numbers and maps with string keys cannot fail; the
+        // fallback still produces a parseable record.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            format!(
+                "{{\"event\":\"error\",\"request_id\":{}}}",
+                serde_json::Value::String(self.request_id.clone())
+            )
+        })
+    }
+
+    /// The log line the filter emits: [`LOG_PREFIX`] then the JSON.
+    pub fn log_line(&self) -> String {
+        format!("{LOG_PREFIX}{}", self.to_json())
+    }
+}
+
+/// The JSON object of an audit log line, wherever the marker sits in the line; `None` for
+/// any other line.
+pub fn parse_log_line(line: &str) -> Option<serde_json::Value> {
+    let at = line.find(LOG_PREFIX)?;
+    let json = line.get(at + LOG_PREFIX.len()..)?.trim_end();
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.is_object().then_some(v)
+}
+
+/// RFC 3339 UTC with microsecond precision, e.g. `2026-11-24T03:28:20.123456Z`.
+pub fn rfc3339(unix_nanos: i64) -> String {
+    let secs = unix_nanos.div_euclid(1_000_000_000);
+    let micros = unix_nanos.rem_euclid(1_000_000_000) / 1000;
+    let t = UtcTime::from_unix(secs);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, micros
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::ActionKind;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(1_795_490_900_123_456_789),
+            "2026-11-24T03:28:20.123456Z"
+        );
+        assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn records_round_trip_through_the_log_line() {
+        let mut r = AuditRecord {
+            event: "request".into(),
+            time: rfc3339(0),
+            request_id: "req-1".into(),
+            policy: "support".into(),
+            policy_version: "1.3.0".into(),
+            source_sha256: "ab".into(),
+            outcome: "denied".into(),
+            status: 403,
+            ..AuditRecord::default()
+        };
+        r.add_fired(&[Fired {
+            rule: 0,
+            clause: "AIP-2.4".into(),
+            title: "No credentials".into(),
+            action: ActionKind::Deny,
+            monitor: true,
+            effect: Effect::WouldHave,
+        }]);
+        r.add_pii("email", 2);
+        r.add_pii("email", 1);
+        let line = format!("[info] wasm log writ: {}", r.log_line());
+        let parsed = parse_log_line(&line);
+        assert!(parsed.is_some());
+        let back: Option<AuditRecord> = parsed.and_then(|v| serde_json::from_value(v).ok());
+        assert_eq!(back.as_ref(), Some(&r));
+        let json = r.to_json();
+        assert!(json.contains(r#""mode":"monitor""#), "{json}");
+        assert!(json.contains(r#""pii":{"email":3}"#), "{json}");
+        assert!(!json.contains('\n'));
+        assert_eq!(parse_log_line("writ-audit not json"), None);
+        assert_eq!(parse_log_line("other line"), None);
+    }
+}

@@ -1,0 +1,1187 @@
+//! Spend: pricing token usage, estimating a request before the call, and the shared
+//! ledgers that budgets are checked against.
+//!
+//! The life of one request:
+//! 1. [`SpendPlan::for_request`] lists the ledgers the policy's spend rules need for this
+//!    request's identity and the current UTC window (one ledger per scope, scope value,
+//!    window and bucket, e.g. `writ/spend/team/billing/month/2026-11`).
+//! 2. [`estimate`] prices the prompt (its size, see [`estimate_prompt_tokens`]) and the
+//!    completion limit (`max_completion_tokens`/`max_tokens`, or a default).
+//! 3. [`reserve`] adds the estimate to every ledger, atomically per ledger with a CAS
+//!    retry, admitting only while `settled + reserved + estimate <= cap`.
+//! 4. After the reply, [`settle`] replaces the reservation by the real cost priced from the
+//!    provider's `usage` ([`usage_from_json`], or [`SseUsage`] for a stream), or
+//!    [`release`] drops it when the call failed or the client went away. When no usage
+//!    arrived, the filter settles at the estimate and the audit record says
+//!    `cost_estimated: true`: an estimate is never reported as real usage.
+//!
+//! Money is integer micros of the policy's currency; token prices are per one million
+//! tokens, so `cost = ceil(sum(tokens * price_per_mtok) / 1_000_000)`.
+//!
+//! Limits of shared data worth knowing: a reservation whose request never settles (the VM
+//! was killed mid-request) stays counted until its window ends, so the budget errs on the
+//! side of denying; ledgers are per Envoy `vm_id` and are lost when Envoy restarts.
+
+use crate::ir::{
+    CmpOp, Enforcement, Expr, Micros, Operand, Phase, Policy, Price, Scope, Value, Window,
+};
+use crate::store::{self, Cursor, SharedStore, Step, StoreError, Stored};
+use serde_json::Value as Json;
+
+/// Completion tokens assumed when a request sets no `max_tokens`: a common output limit
+/// of current chat models. A host may pass its own default to [`estimate`].
+pub const DEFAULT_MAX_COMPLETION_TOKENS: u64 = 4096;
+
+/// Tokens the prompt estimate adds per message for the role and framing tokens.
+const TOKENS_PER_MESSAGE: u64 = 4;
+
+// ---------------------------------------------------------------------------------------
+// Calendar windows
+
+/// A UTC civil time, computed from unix seconds without a date library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl UtcTime {
+    /// The civil date and time of `unix_secs` (proleptic Gregorian, UTC), using Howard
+    /// Hinnant's `civil_from_days`, exact for every representable day.
+    pub fn from_unix(unix_secs: i64) -> UtcTime {
+        let days = unix_secs.div_euclid(86_400);
+        let secs = unix_secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097); // [0, 146096]
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+        let mp = (5 * doy + 2) / 153; // [0, 11]
+        let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+        let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        UtcTime {
+            year,
+            month: month as u32,
+            day: day as u32,
+            hour: (secs / 3600) as u32,
+            minute: (secs / 60 % 60) as u32,
+            second: (secs % 60) as u32,
+        }
+    }
+}
+
+/// The calendar bucket of `window` that `unix_secs` falls in: `2026-11` for a month,
+/// `2026-11-24` for a day, `2026-11-24T03` for an hour.
+pub fn bucket(window: Window, unix_secs: i64) -> String {
+    let t = UtcTime::from_unix(unix_secs);
+    match window {
+        Window::Month => format!("{:04}-{:02}", t.year, t.month),
+        Window::Day => format!("{:04}-{:02}-{:02}", t.year, t.month, t.day),
+        Window::Hour => format!("{:04}-{:02}-{:02}T{:02}", t.year, t.month, t.day, t.hour),
+    }
+}
+
+/// The language keyword of a scope, used in store keys.
+pub fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Workflow => "workflow",
+        Scope::Team => "team",
+        Scope::User => "user",
+    }
+}
+
+/// The language keyword of a window, used in store keys.
+pub fn window_name(window: Window) -> &'static str {
+    match window {
+        Window::Hour => "hour",
+        Window::Day => "day",
+        Window::Month => "month",
+    }
+}
+
+/// The segment standing for a request whose scope identity is missing (no team header,
+/// say): such requests share one ledger rather than escaping the budget.
+pub const ANONYMOUS: &str = "-";
+
+/// The ledger key of one scope value in the current bucket of a window, e.g.
+/// `writ/spend/team/billing/month/2026-11`. The value is escaped with
+/// [`store::key_segment`] so a header cannot name another ledger.
+pub fn ledger_key(scope: Scope, value: Option<&str>, window: Window, unix_secs: i64) -> String {
+    let value = match value {
+        Some(v) if !v.is_empty() => store::key_segment(v),
+        _ => ANONYMOUS.to_string(),
+    };
+    format!(
+        "writ/spend/{}/{}/{}/{}",
+        scope_name(scope),
+        value,
+        window_name(window),
+        bucket(window, unix_secs)
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Prices, usage, cost
+
+/// Token counts of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The part of `prompt_tokens` served from the provider's prompt cache.
+    pub cached_tokens: u64,
+}
+
+/// The price entry for `model`: an exact match, else the longest entry that `model`
+/// extends with a dated snapshot suffix (`gpt-4o-2024-08-06` is priced as `gpt-4o`, but
+/// `gpt-4o-mini` never as `gpt-4o`).
+pub fn price_for<'p>(prices: &'p [Price], model: &str) -> Option<&'p Price> {
+    if let Some(p) = prices.iter().find(|p| p.model == model) {
+        return Some(p);
+    }
+    prices
+        .iter()
+        .filter(|p| {
+            model
+                .strip_prefix(p.model.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .max_by_key(|p| p.model.len())
+}
+
+/// The highest price of each kind in the table, for a model the table does not list: the
+/// budget is then charged conservatively instead of not at all. `None` for an empty table.
+pub fn conservative_price(prices: &[Price]) -> Option<Price> {
+    let first = prices.first()?;
+    let mut p = Price {
+        model: String::from("*"),
+        input_per_mtok: first.input_per_mtok,
+        output_per_mtok: first.output_per_mtok,
+        cached_input_per_mtok: None,
+    };
+    for q in prices {
+        p.input_per_mtok = p.input_per_mtok.max(q.input_per_mtok);
+        p.output_per_mtok = p.output_per_mtok.max(q.output_per_mtok);
+    }
+    Some(p)
+}
+
+/// The cost of `usage` at `price`, in micros, rounded up once over the sum. Cached prompt
+/// tokens are priced at the cached rate when the table has one, else as ordinary input.
+pub fn cost_micros(price: &Price, usage: &Usage) -> Micros {
+    let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let uncached = usage.prompt_tokens - cached;
+    let cached_rate = price.cached_input_per_mtok.unwrap_or(price.input_per_mtok);
+    let total: i128 = i128::from(uncached) * i128::from(price.input_per_mtok.max(0))
+        + i128::from(cached) * i128::from(cached_rate.max(0))
+        + i128::from(usage.completion_tokens) * i128::from(price.output_per_mtok.max(0));
+    let micros = (total + 999_999) / 1_000_000;
+    Micros::try_from(micros).unwrap_or(Micros::MAX)
+}
+
+/// Reads an OpenAI-style `usage` object from a reply (chat and legacy completions,
+/// embeddings: `prompt_tokens`/`completion_tokens`; the Responses API: `input_tokens`/
+/// `output_tokens`, also under `response.usage` in its stream events). `None` when the
+/// reply carries no usage, so the caller never mistakes an estimate for usage.
+pub fn usage_from_json(reply: &Json) -> Option<Usage> {
+    let usage = match reply.get("usage") {
+        Some(u) if u.is_object() => u,
+        _ => reply
+            .get("response")?
+            .get("usage")
+            .filter(|u| u.is_object())?,
+    };
+    let num = |names: [&str; 2]| names.iter().find_map(|n| usage.get(*n)?.as_u64());
+    let prompt = num(["prompt_tokens", "input_tokens"]);
+    let completion = num(["completion_tokens", "output_tokens"]);
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    let cached = ["prompt_tokens_details", "input_tokens_details"]
+        .iter()
+        .find_map(|d| usage.get(*d)?.get("cached_tokens")?.as_u64())
+        .unwrap_or(0);
+    let prompt_tokens = prompt.unwrap_or(0);
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens: completion.unwrap_or(0),
+        cached_tokens: cached.min(prompt_tokens),
+    })
+}
+
+/// The longest SSE line [`SseUsage`] buffers; a longer event is skipped so a hostile
+/// stream cannot grow memory without bound.
+pub const MAX_SSE_EVENT_BYTES: usize = 1 << 20;
+
+/// Finds the `usage` of a streamed (`text/event-stream`) reply chunk by chunk, keeping
+/// only the unfinished line, so an event split across body chunks anywhere is still read.
+/// The last event that carries usage wins (OpenAI sends it in the final chunk, with
+/// `stream_options.include_usage`, see [`request_stream_usage`]).
+#[derive(Debug, Default)]
+pub struct SseUsage {
+    line: Vec<u8>,
+    data: Vec<u8>,
+    overflow: bool,
+    usage: Option<Usage>,
+}
+
+impl SseUsage {
+    /// A scanner that has seen nothing.
+    pub fn new() -> SseUsage {
+        SseUsage::default()
+    }
+
+    /// Feeds the next piece of the stream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                self.line_done(&line);
+                self.line = line;
+                self.line.clear();
+            } else if self.line.len() < MAX_SSE_EVENT_BYTES {
+                self.line.push(b);
+            } else {
+                self.overflow = true;
+            }
+        }
+    }
+
+    /// Ends the stream (dispatching an event not followed by a blank line) and returns the
+    /// usage found, if any.
+    pub fn finish(mut self) -> Option<Usage> {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line);
+        }
+        self.dispatch();
+        self.usage
+    }
+
+    /// The usage found so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn line_done(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            self.dispatch();
+        } else if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            if !self.data.is_empty() {
+                self.data.push(b'\n');
+            }
+            if self.data.len() + rest.len() <= MAX_SSE_EVENT_BYTES {
+                self.data.extend_from_slice(rest);
+            } else {
+                self.overflow = true;
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        let overflow = std::mem::replace(&mut self.overflow, false);
+        // Only events mentioning usage are parsed: the deltas before them are skipped cheaply.
+        if overflow || data.is_empty() || !contains(&data, b"\"usage\"") {
+            return;
+        }
+        if let Some(u) = serde_json::from_slice::<Json>(&data)
+            .ok()
+            .as_ref()
+            .and_then(usage_from_json)
+        {
+            self.usage = Some(u);
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// For a streamed chat or completions request, asks the provider to report usage in the
+/// final chunk (`stream_options.include_usage: true`), which is the only way a stream
+/// carries usage. Returns true when the body was changed; a request that is not streamed
+/// or already asks for usage is left as is. The filter re-serialises the body only when
+/// this returns true.
+pub fn request_stream_usage(body: &mut Json) -> bool {
+    let Some(obj) = body.as_object_mut() else {
+        return false;
+    };
+    if obj.get("stream").and_then(Json::as_bool) != Some(true) {
+        return false;
+    }
+    // The Responses API always reports usage in `response.completed`; it has no such option.
+    if obj.contains_key("input") && !obj.contains_key("messages") && !obj.contains_key("prompt") {
+        return false;
+    }
+    let options = obj
+        .entry("stream_options")
+        .or_insert_with(|| Json::Object(serde_json::Map::new()));
+    if !options.is_object() {
+        *options = Json::Object(serde_json::Map::new());
+    }
+    let Some(options) = options.as_object_mut() else {
+        return false;
+    };
+    if options.get("include_usage").and_then(Json::as_bool) == Some(true) {
+        return false;
+    }
+    options.insert("include_usage".into(), Json::Bool(true));
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// Estimates
+
+/// What a request is expected to cost before the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub micros: Micros,
+}
+
+/// Estimates prompt tokens from the body without a tokenizer: one token per 4 bytes of
+/// every string value in the body (rounded up; bytes rather than characters, so scripts
+/// that take more tokens per character, such as CJK, are not under-counted), plus
+/// [`TOKENS_PER_MESSAGE`] per chat message for role and framing. It over-counts the
+/// parameter strings (`model`, `role`), which errs on the side of the budget.
+pub fn estimate_prompt_tokens(body: &Json) -> u64 {
+    fn bytes(v: &Json) -> u64 {
+        match v {
+            Json::String(s) => s.len() as u64,
+            Json::Array(a) => a.iter().map(bytes).sum(),
+            Json::Object(o) => o.values().map(bytes).sum(),
+            _ => 0,
+        }
+    }
+    let messages = body
+        .get("messages")
+        .and_then(Json::as_array)
+        .map_or(0, |m| m.len() as u64);
+    bytes(body).div_ceil(4) + messages * TOKENS_PER_MESSAGE
+}
+
+/// The completion tokens a request may produce: `max_completion_tokens`, `max_tokens` or
+/// `max_output_tokens` (Responses API), else `default`, times the number of choices `n`.
+/// Pass a `default` of 0 for endpoints without output tokens (embeddings).
+pub fn completion_limit(body: &Json, default: u64) -> u64 {
+    let limit = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k)?.as_u64())
+        .unwrap_or(default);
+    let n = body
+        .get("n")
+        .and_then(Json::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 128);
+    limit.saturating_mul(n)
+}
+
+/// The cost reserved before the call: the prompt estimate plus the completion limit,
+/// priced at `price` (cached input is assumed uncached, the dearer case).
+pub fn estimate(price: &Price, body: &Json, default_completion_tokens: u64) -> Estimate {
+    let prompt_tokens = estimate_prompt_tokens(body);
+    let completion_tokens = completion_limit(body, default_completion_tokens);
+    let micros = cost_micros(
+        price,
+        &Usage {
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens: 0,
+        },
+    );
+    Estimate {
+        prompt_tokens,
+        completion_tokens,
+        micros,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Budgets in the policy
+
+/// A request-phase rule of the simple budget form `spend(scope, window) > LIMIT` (or `>=`,
+/// or mirrored), which the ledger can check atomically while reserving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// Index into `Policy::rules`.
+    pub rule: usize,
+    pub scope: Scope,
+    pub window: Window,
+    /// The limit as written.
+    pub limit: Micros,
+    /// The highest admissible total: `limit` for `>`, `limit - 1` for `>=`.
+    pub cap: Micros,
+    /// Settled spend at which the rule's `alert at N%` fires.
+    pub alert_at: Option<Micros>,
+    /// True when the rule (or the policy) is in monitor mode: it never denies.
+    pub monitor: bool,
+}
+
+/// The budget rules of a policy, in source order. Spend used in other shapes of condition
+/// is listed by [`spend_operands`] and evaluated from [`Admission::Admit`] totals.
+pub fn budgets(policy: &Policy) -> Vec<Budget> {
+    let mut out = Vec::new();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if rule.phase != Phase::Request {
+            continue;
+        }
+        let Expr::Compare { left, op, right } = &rule.condition else {
+            continue;
+        };
+        let (scope, window, op, limit) = match (left, right) {
+            (Operand::Spend { scope, window }, Operand::Const(Value::Money(m))) => {
+                (*scope, *window, *op, *m)
+            }
+            (Operand::Const(Value::Money(m)), Operand::Spend { scope, window }) => {
+                let mirrored = match op {
+                    CmpOp::Lt => CmpOp::Gt,
+                    CmpOp::Le => CmpOp::Ge,
+                    other => *other,
+                };
+                (*scope, *window, mirrored, *m)
+            }
+            _ => continue,
+        };
+        let cap = match op {
+            CmpOp::Gt => limit,
+            CmpOp::Ge => limit.saturating_sub(1),
+            _ => continue,
+        };
+        let alert_at = rule
+            .alert_at_percent
+            .map(|p| (i128::from(limit) * i128::from(p) + 99).div_euclid(100))
+            .map(|a| Micros::try_from(a).unwrap_or(Micros::MAX));
+        out.push(Budget {
+            rule: i,
+            scope,
+            window,
+            limit,
+            cap,
+            alert_at,
+            monitor: rule.enforcement == Enforcement::Monitor
+                || policy.enforcement == Enforcement::Monitor,
+        });
+    }
+    out
+}
+
+/// Every `(scope, window)` that a request-phase rule's condition reads, deduplicated, in
+/// first-use order.
+pub fn spend_operands(policy: &Policy) -> Vec<(Scope, Window)> {
+    fn walk(e: &Expr, out: &mut Vec<(Scope, Window)>) {
+        let mut add = |o: &Operand| {
+            if let Operand::Spend { scope, window } = o
+                && !out.contains(&(*scope, *window))
+            {
+                out.push((*scope, *window));
+            }
+        };
+        match e {
+            Expr::And(v) | Expr::Or(v) => v.iter().for_each(|e| walk(e, out)),
+            Expr::Not(e) => walk(e, out),
+            Expr::Compare { left, right, .. } => {
+                add(left);
+                add(right);
+            }
+            Expr::In { operand, .. } => add(operand),
+            Expr::Const(_) | Expr::Has { .. } => {}
+        }
+    }
+    let mut out = Vec::new();
+    for rule in policy.rules.iter().filter(|r| r.phase == Phase::Request) {
+        walk(&rule.condition, &mut out);
+    }
+    out
+}
+
+/// One ledger a request is charged to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetKey {
+    pub key: String,
+    pub scope: Scope,
+    pub window: Window,
+    /// The lowest cap among the enforced budget rules on this ledger; `None` reserves
+    /// unconditionally (monitor rules and conditions evaluated afterwards).
+    pub cap: Option<Micros>,
+    /// The enforced rule that owns `cap`, for the deny message.
+    pub cap_rule: Option<usize>,
+    /// The lowest alert threshold among the rules on this ledger.
+    pub alert_at: Option<Micros>,
+    /// The rule that owns `alert_at`.
+    pub alert_rule: Option<usize>,
+}
+
+/// The ledgers of one request and the rules that read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendPlan {
+    pub keys: Vec<BudgetKey>,
+    /// Monitor-mode budgets: `(index into keys, rule, cap)`, checked after admission.
+    pub monitors: Vec<(usize, usize, Micros)>,
+}
+
+impl SpendPlan {
+    /// The ledgers for a request whose workflow, team and user are given (`None` when the
+    /// request has none; it is charged to the [`ANONYMOUS`] ledger), at `unix_secs`.
+    pub fn for_request(
+        policy: &Policy,
+        workflow: Option<&str>,
+        team: Option<&str>,
+        user: Option<&str>,
+        unix_secs: i64,
+    ) -> SpendPlan {
+        let mut plan = SpendPlan {
+            keys: Vec::new(),
+            monitors: Vec::new(),
+        };
+        let value = |scope: Scope| match scope {
+            Scope::Workflow => workflow,
+            Scope::Team => team,
+            Scope::User => user,
+        };
+        for (scope, window) in spend_operands(policy) {
+            plan.keys.push(BudgetKey {
+                key: ledger_key(scope, value(scope), window, unix_secs),
+                scope,
+                window,
+                cap: None,
+                cap_rule: None,
+                alert_at: None,
+                alert_rule: None,
+            });
+        }
+        for b in budgets(policy) {
+            let Some(i) = plan
+                .keys
+                .iter()
+                .position(|k| k.scope == b.scope && k.window == b.window)
+            else {
+                continue;
+            };
+            let Some(k) = plan.keys.get_mut(i) else {
+                continue;
+            };
+            if let Some(a) = b.alert_at
+                && k.alert_at.is_none_or(|cur| a < cur)
+            {
+                k.alert_at = Some(a);
+                k.alert_rule = Some(b.rule);
+            }
+            if b.monitor {
+                plan.monitors.push((i, b.rule, b.cap));
+            } else if k.cap.is_none_or(|cur| b.cap < cur) {
+                k.cap = Some(b.cap);
+                k.cap_rule = Some(b.rule);
+            }
+        }
+        plan
+    }
+
+    /// The spend operand value for `(scope, window)` after an admission: settled plus
+    /// reserved including this request, what `spend(scope, window)` means in a condition.
+    pub fn total_for(&self, scope: Scope, window: Window, totals: &[Micros]) -> Option<Micros> {
+        let i = self
+            .keys
+            .iter()
+            .position(|k| k.scope == scope && k.window == window)?;
+        totals.get(i).copied()
+    }
+
+    /// Monitor-mode budget rules that would have denied this admitted request.
+    pub fn would_have_denied(&self, totals: &[Micros]) -> Vec<usize> {
+        self.monitors
+            .iter()
+            .filter(|(i, _, cap)| totals.get(*i).is_some_and(|t| t > cap))
+            .map(|(_, rule, _)| *rule)
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The ledger
+
+/// One ledger's state in shared data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Real (or, without usage, estimated) cost of finished requests.
+    pub settled: Micros,
+    /// Estimates of requests in flight.
+    pub reserved: Micros,
+    /// Requests admitted and not yet settled or released.
+    pub in_flight: u32,
+    /// Requests settled in this window.
+    pub requests: u64,
+    /// Whether this window's alert has fired.
+    pub alerted: bool,
+}
+
+const LEDGER_VERSION: u8 = 1;
+
+impl Stored for Ledger {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(30);
+        out.push(LEDGER_VERSION);
+        out.extend_from_slice(&self.settled.to_le_bytes());
+        out.extend_from_slice(&self.reserved.to_le_bytes());
+        out.extend_from_slice(&self.in_flight.to_le_bytes());
+        out.extend_from_slice(&self.requests.to_le_bytes());
+        out.push(u8::from(self.alerted));
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Ledger> {
+        let mut c = Cursor::new(bytes);
+        if c.u8()? != LEDGER_VERSION {
+            return None;
+        }
+        let l = Ledger {
+            settled: c.i64()?,
+            reserved: c.i64()?,
+            in_flight: c.u32()?,
+            requests: c.u64()?,
+            alerted: c.u8()? != 0,
+        };
+        c.is_empty().then_some(l)
+    }
+}
+
+/// Reads a ledger (zero when it was never written), for `writ serve` and tests.
+pub fn ledger(store: &dyn SharedStore, key: &str) -> Result<Ledger, StoreError> {
+    store::read(store, key)
+}
+
+/// The answer of [`reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Reserved on every ledger. `totals[i]` is `settled + reserved` of `keys[i]` right
+    /// after this reservation (this request's estimate included).
+    Admit { totals: Vec<Micros> },
+    /// A ledger's cap would be exceeded; nothing stays reserved.
+    Deny {
+        /// Index into the keys of the ledger that refused.
+        key: usize,
+        /// The enforced rule whose cap it is.
+        rule: Option<usize>,
+        /// `settled + reserved` before this request.
+        current: Micros,
+        /// The cap the total would have exceeded.
+        limit: Micros,
+    },
+}
+
+/// Reserves `estimate` on every ledger of `keys`, admitting only while
+/// `settled + reserved + estimate <= cap` on each. Each ledger is updated atomically (CAS
+/// with bounded retries), so however many workers race, an admitted request always saw a
+/// total that includes every reservation admitted before it. Across ledgers the
+/// reservation is taken in order and rolled back on a deny, so a request that is denied
+/// on its second ledger may briefly hold its first one: concurrent requests can then be
+/// denied early, never admitted wrongly. On a store error nothing stays reserved and the
+/// caller fails closed.
+pub fn reserve(
+    store: &dyn SharedStore,
+    keys: &[BudgetKey],
+    estimate: Micros,
+) -> Result<Admission, StoreError> {
+    let estimate = estimate.max(0);
+    let mut totals = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        let outcome = store::update(store, &k.key, |l: &Ledger| {
+            let current = l.settled.saturating_add(l.reserved);
+            let total = current.saturating_add(estimate);
+            match k.cap {
+                Some(cap) if total > cap => Step::Keep(Err((current, cap))),
+                _ => {
+                    let mut next = *l;
+                    next.reserved = next.reserved.saturating_add(estimate);
+                    next.in_flight = next.in_flight.saturating_add(1);
+                    Step::Write(next, Ok(total))
+                }
+            }
+        });
+        match outcome {
+            Ok(Ok(total)) => totals.push(total),
+            Ok(Err((current, limit))) => {
+                release(store, keys.get(..i).unwrap_or_default(), estimate)?;
+                return Ok(Admission::Deny {
+                    key: i,
+                    rule: k.cap_rule,
+                    current,
+                    limit,
+                });
+            }
+            Err(e) => {
+                // Best effort: a failure here leaves a reservation that expires with its window.
+                let _ = release(store, keys.get(..i).unwrap_or_default(), estimate);
+                return Err(e);
+            }
+        }
+    }
+    Ok(Admission::Admit { totals })
+}
+
+/// A budget alert: settled spend on a ledger crossed its `alert at N%` threshold. Raised
+/// exactly once per ledger and window (the flag lives in the ledger, set by the same CAS
+/// that settles), so the caller logs it, increments a metric and makes its HTTP call
+/// without deduplicating. Alerts follow settled spend, never estimates, so a reservation
+/// that is later released cannot raise one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub key: String,
+    /// The rule carrying `alert at`.
+    pub rule: Option<usize>,
+    pub settled: Micros,
+    pub threshold: Micros,
+}
+
+/// Replaces this request's reservation (`reserved`, as passed to [`reserve`]) with its real
+/// cost `actual` on every ledger, and returns the alerts this settlement raised. A
+/// ledger's reservation never goes below zero, whatever the caller passes.
+pub fn settle(
+    store: &dyn SharedStore,
+    keys: &[BudgetKey],
+    reserved: Micros,
+    actual: Micros,
+) -> Result<Vec<Alert>, StoreError> {
+    let mut alerts = Vec::new();
+    let mut first_err = None;
+    for k in keys {
+        let r = store::update(store, &k.key, |l: &Ledger| {
+            let mut next = *l;
+            next.reserved = next.reserved.saturating_sub(reserved.max(0)).max(0);
+            next.in_flight = next.in_flight.saturating_sub(1);
+            next.settled = next.settled.saturating_add(actual.max(0));
+            next.requests = next.requests.saturating_add(1);
+            let fire = match k.alert_at {
+                Some(a) if !l.alerted && next.settled >= a => Some(a),
+                _ => None,
+            };
+            if fire.is_some() {
+                next.alerted = true;
+            }
+            Step::Write(next, fire.map(|threshold| (next.settled, threshold)))
+        });
+        match r {
+            Ok(Some((settled, threshold))) => alerts.push(Alert {
+                key: k.key.clone(),
+                rule: k.alert_rule,
+                settled,
+                threshold,
+            }),
+            Ok(None) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(alerts),
+    }
+}
+
+/// Drops this request's reservation without charging anything: the upstream failed, the
+/// request was denied after admission, or the client disconnected.
+pub fn release(
+    store: &dyn SharedStore,
+    keys: &[BudgetKey],
+    reserved: Micros,
+) -> Result<(), StoreError> {
+    let mut first_err = None;
+    for k in keys {
+        let r = store::update(store, &k.key, |l: &Ledger| {
+            let mut next = *l;
+            next.reserved = next.reserved.saturating_sub(reserved.max(0)).max(0);
+            next.in_flight = next.in_flight.saturating_sub(1);
+            Step::Write(next, ())
+        });
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn price() -> Price {
+        Price {
+            model: "gpt-4o-mini".into(),
+            input_per_mtok: 150_000,
+            output_per_mtok: 600_000,
+            cached_input_per_mtok: Some(75_000),
+        }
+    }
+
+    #[test]
+    fn civil_dates_match_known_instants() {
+        // 1970-01-01T00:00:00Z
+        assert_eq!(
+            UtcTime::from_unix(0),
+            UtcTime {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0
+            }
+        );
+        // 2000-02-29T12:34:56Z (a leap day in a century leap year)
+        assert_eq!(
+            UtcTime::from_unix(951_827_696),
+            UtcTime {
+                year: 2000,
+                month: 2,
+                day: 29,
+                hour: 12,
+                minute: 34,
+                second: 56
+            }
+        );
+        // 1969-12-31T23:59:59Z, before the epoch
+        assert_eq!(
+            UtcTime::from_unix(-1),
+            UtcTime {
+                year: 1969,
+                month: 12,
+                day: 31,
+                hour: 23,
+                minute: 59,
+                second: 59
+            }
+        );
+        // 2026-11-24T03:28:20Z
+        assert_eq!(bucket(Window::Month, 1_795_490_900), "2026-11");
+        assert_eq!(bucket(Window::Day, 1_795_490_900), "2026-11-24");
+        assert_eq!(bucket(Window::Hour, 1_795_490_900), "2026-11-24T03");
+        // The last second of a month and the first of the next fall in different buckets.
+        assert_eq!(bucket(Window::Month, 1_796_083_199), "2026-11");
+        assert_eq!(bucket(Window::Month, 1_796_083_200), "2026-12");
+    }
+
+    #[test]
+    fn every_day_round_trips_through_the_calendar() {
+        // Walk 1600..2400 day by day and check the dates are consecutive.
+        let mut prev = UtcTime::from_unix(-11_676_096_000 - 86_400);
+        for day in -11_676_096_000 / 86_400..13_574_563_200 / 86_400 {
+            let t = UtcTime::from_unix(day * 86_400);
+            let next_day = (t.year, t.month, t.day);
+            let expected = if prev.day < days_in_month(prev.year, prev.month) {
+                (prev.year, prev.month, prev.day + 1)
+            } else if prev.month < 12 {
+                (prev.year, prev.month + 1, 1)
+            } else {
+                (prev.year + 1, 1, 1)
+            };
+            assert_eq!(next_day, expected);
+            prev = t;
+        }
+    }
+
+    fn days_in_month(y: i64, m: u32) -> u32 {
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        match m {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    #[test]
+    fn ledger_keys_name_scope_window_and_bucket() {
+        assert_eq!(
+            ledger_key(Scope::Team, Some("billing"), Window::Month, 1_795_490_900),
+            "writ/spend/team/billing/month/2026-11"
+        );
+        assert_eq!(
+            ledger_key(Scope::User, Some("a/b"), Window::Day, 0),
+            "writ/spend/user/a%2Fb/day/1970-01-01"
+        );
+        assert_eq!(
+            ledger_key(Scope::User, None, Window::Hour, 0),
+            "writ/spend/user/-/hour/1970-01-01T00"
+        );
+    }
+
+    #[test]
+    fn costs_round_up_and_price_cached_tokens() {
+        let p = price();
+        let u = Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 1_000_000,
+            cached_tokens: 0,
+        };
+        assert_eq!(cost_micros(&p, &u), 750_000);
+        let one = Usage {
+            prompt_tokens: 1,
+            completion_tokens: 0,
+            cached_tokens: 0,
+        };
+        assert_eq!(cost_micros(&p, &one), 1, "0.15 micros rounds up to 1");
+        let cached = Usage {
+            prompt_tokens: 2_000_000,
+            completion_tokens: 0,
+            cached_tokens: 1_000_000,
+        };
+        assert_eq!(cost_micros(&p, &cached), 150_000 + 75_000);
+        assert_eq!(cost_micros(&p, &Usage::default()), 0);
+        let huge = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: u64::MAX,
+            cached_tokens: 0,
+        };
+        assert!(cost_micros(&p, &huge) > 0);
+    }
+
+    #[test]
+    fn prices_match_exactly_or_by_dated_snapshot() {
+        let prices = vec![
+            price(),
+            Price {
+                model: "gpt-4o".into(),
+                input_per_mtok: 2_500_000,
+                output_per_mtok: 10_000_000,
+                cached_input_per_mtok: None,
+            },
+        ];
+        assert_eq!(
+            price_for(&prices, "gpt-4o").map(|p| p.model.as_str()),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            price_for(&prices, "gpt-4o-2024-08-06").map(|p| p.model.as_str()),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            price_for(&prices, "gpt-4o-mini-2024-07-18").map(|p| p.model.as_str()),
+            Some("gpt-4o-mini")
+        );
+        assert_eq!(price_for(&prices[1..], "gpt-4o-mini"), None);
+        let c = conservative_price(&prices);
+        assert_eq!(
+            c.map(|c| (c.input_per_mtok, c.output_per_mtok)),
+            Some((2_500_000, 10_000_000))
+        );
+    }
+
+    #[test]
+    fn usage_is_read_from_chat_responses_and_embeddings_replies() {
+        let chat = serde_json::json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5,
+            "prompt_tokens_details": {"cached_tokens": 4}}});
+        assert_eq!(
+            usage_from_json(&chat),
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                cached_tokens: 4
+            })
+        );
+        let responses = serde_json::json!({"type": "response.completed", "response": {"usage":
+            {"input_tokens": 7, "output_tokens": 3, "input_tokens_details": {"cached_tokens": 0}}}});
+        assert_eq!(
+            usage_from_json(&responses),
+            Some(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 3,
+                cached_tokens: 0
+            })
+        );
+        let emb = serde_json::json!({"usage": {"prompt_tokens": 8, "total_tokens": 8}});
+        assert_eq!(
+            usage_from_json(&emb),
+            Some(Usage {
+                prompt_tokens: 8,
+                completion_tokens: 0,
+                cached_tokens: 0
+            })
+        );
+        assert_eq!(usage_from_json(&serde_json::json!({"usage": null})), None);
+        assert_eq!(usage_from_json(&serde_json::json!({"choices": []})), None);
+        assert_eq!(
+            usage_from_json(&serde_json::json!({"usage": {"prompt_tokens": -1}})),
+            None
+        );
+    }
+
+    const STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n\
+        data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2}}\n\n\
+        data: [DONE]\n\n";
+
+    #[test]
+    fn sse_usage_is_found_however_the_stream_is_split() {
+        let want = Some(Usage {
+            prompt_tokens: 12,
+            completion_tokens: 2,
+            cached_tokens: 0,
+        });
+        for size in [1, 2, 3, 7, 64, STREAM.len()] {
+            let mut s = SseUsage::new();
+            for chunk in STREAM.as_bytes().chunks(size) {
+                s.push(chunk);
+            }
+            assert_eq!(s.finish(), want, "chunk size {size}");
+        }
+        let crlf = STREAM.replace('\n', "\r\n");
+        let mut s = SseUsage::new();
+        s.push(crlf.as_bytes());
+        assert_eq!(s.finish(), want);
+        let mut none = SseUsage::new();
+        none.push(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+        assert_eq!(none.finish(), None);
+        // No blank line after the last event still counts at the end of the stream.
+        let mut tail = SseUsage::new();
+        tail.push(b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}");
+        assert!(tail.finish().is_some());
+    }
+
+    #[test]
+    fn streamed_requests_ask_for_usage_once() {
+        let mut b = serde_json::json!({"model": "m", "stream": true, "messages": []});
+        assert!(request_stream_usage(&mut b));
+        assert_eq!(b["stream_options"]["include_usage"], Json::Bool(true));
+        assert!(!request_stream_usage(&mut b));
+        let mut keep = serde_json::json!({"model": "m", "stream": true, "stream_options": {"include_obfuscation": false}, "messages": []});
+        assert!(request_stream_usage(&mut keep));
+        assert_eq!(
+            keep["stream_options"]["include_obfuscation"],
+            Json::Bool(false)
+        );
+        let mut plain = serde_json::json!({"model": "m", "messages": []});
+        assert!(!request_stream_usage(&mut plain));
+        assert!(plain.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn estimates_cover_prompt_and_completion_limit() {
+        let body = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 100, "n": 2,
+            "messages": [{"role": "user", "content": "12345678"}]});
+        // bytes: "gpt-4o-mini" 11 + "user" 4 + "12345678" 8 = 23 -> 6 tokens, + 4 per message
+        assert_eq!(estimate_prompt_tokens(&body), 10);
+        assert_eq!(completion_limit(&body, 4096), 200);
+        let e = estimate(&price(), &body, 4096);
+        assert_eq!(
+            e.micros,
+            cost_micros(
+                &price(),
+                &Usage {
+                    prompt_tokens: 10,
+                    completion_tokens: 200,
+                    cached_tokens: 0
+                }
+            )
+        );
+        let no_limit = serde_json::json!({"messages": []});
+        assert_eq!(
+            completion_limit(&no_limit, DEFAULT_MAX_COMPLETION_TOKENS),
+            4096
+        );
+        let newer = serde_json::json!({"max_completion_tokens": 7, "max_tokens": 9});
+        assert_eq!(completion_limit(&newer, 4096), 7);
+    }
+
+    fn key(name: &str, cap: Option<Micros>, alert_at: Option<Micros>) -> BudgetKey {
+        BudgetKey {
+            key: name.into(),
+            scope: Scope::Team,
+            window: Window::Month,
+            cap,
+            cap_rule: Some(0),
+            alert_at,
+            alert_rule: Some(0),
+        }
+    }
+
+    #[test]
+    fn reserve_settle_release_keep_the_ledger_exact() {
+        let s = MemoryStore::new();
+        let keys = [key("a", Some(100), None), key("b", Some(1000), None)];
+        assert_eq!(
+            reserve(&s, &keys, 60),
+            Ok(Admission::Admit {
+                totals: vec![60, 60]
+            })
+        );
+        assert_eq!(
+            reserve(&s, &keys, 50),
+            Ok(Admission::Deny {
+                key: 0,
+                rule: Some(0),
+                current: 60,
+                limit: 100
+            })
+        );
+        // The deny left nothing reserved on either ledger.
+        assert_eq!(
+            ledger(&s, "b").map(|l| (l.reserved, l.in_flight)),
+            Ok((60, 1))
+        );
+        assert_eq!(settle(&s, &keys, 60, 45), Ok(vec![]));
+        assert_eq!(
+            ledger(&s, "a"),
+            Ok(Ledger {
+                settled: 45,
+                reserved: 0,
+                in_flight: 0,
+                requests: 1,
+                alerted: false
+            })
+        );
+        assert_eq!(
+            reserve(&s, &keys, 50),
+            Ok(Admission::Admit {
+                totals: vec![95, 95]
+            })
+        );
+        assert_eq!(release(&s, &keys, 50), Ok(()));
+        assert_eq!(
+            ledger(&s, "a").map(|l| (l.settled, l.reserved, l.in_flight)),
+            Ok((45, 0, 0))
+        );
+        // A deny on the second ledger rolls back the first.
+        let tight = [key("a", Some(100), None), key("c", Some(10), None)];
+        assert!(matches!(
+            reserve(&s, &tight, 20),
+            Ok(Admission::Deny { key: 1, .. })
+        ));
+        assert_eq!(ledger(&s, "a").map(|l| l.reserved), Ok(0));
+    }
+
+    #[test]
+    fn alerts_fire_once_per_window() {
+        let s = MemoryStore::new();
+        let k = [key("w1", Some(1000), Some(800))];
+        let mut fired = 0;
+        for _ in 0..10 {
+            if let Ok(Admission::Admit { .. }) = reserve(&s, &k, 100) {
+                fired += settle(&s, &k, 100, 100).map_or(0, |a| a.len());
+            }
+        }
+        assert_eq!(fired, 1);
+        // The next window is a new ledger with its own alert.
+        let k2 = [key("w2", Some(1000), Some(800))];
+        let _ = reserve(&s, &k2, 900);
+        assert_eq!(settle(&s, &k2, 900, 900).map(|a| a.len()), Ok(1));
+    }
+
+    #[test]
+    fn corrupt_ledgers_fail_closed() {
+        let s = MemoryStore::new();
+        let _ = s.set("bad", b"garbage", 0);
+        assert!(reserve(&s, &[key("bad", Some(10), None)], 1).is_err());
+    }
+}
