@@ -7,7 +7,9 @@
 pub mod detect;
 pub mod eval;
 pub mod ir;
+pub mod json_strings;
 pub mod request;
+pub mod tokenise;
 pub mod wire;
 pub mod audit;
 pub mod kill_switch;

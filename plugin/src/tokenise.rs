@@ -1,0 +1,562 @@
+//! Tokenisation and redaction of detected values in a request, and the per-request
+//! [`Vault`] that restores placeholders in the reply.
+//!
+//! # Placeholder design
+//!
+//! A placeholder is `<TYPE>_<CODE>`: the detector name upper-cased (`EMAIL`,
+//! `CREDIT_CARD`), an underscore, and four characters of Crockford base32
+//! (`0-9` and `A-Z` without `I L O U`), e.g. `EMAIL_7Q2K`.
+//!
+//! - Models reproduce it faithfully: it is plain ASCII with no spaces, quotes, brackets,
+//!   punctuation or lower-case letters that a model might "correct", translate or
+//!   re-case; the type prefix tells the model what the value was, so the reply still
+//!   reads naturally ("write to EMAIL_7Q2K"); and leaving out `I L O U` removes the
+//!   letters a model may swap for digits.
+//! - It reveals nothing about its value: the code is `(base + k * step) mod 32^4`, where
+//!   `k` counts distinct values in this request and `base`/`step` come from the request's
+//!   nonce. No hash of the value is involved, so the same e-mail in two requests gets
+//!   unrelated placeholders and the provider cannot link them. With `step` odd the map is
+//!   a permutation, so codes never collide inside a request.
+//! - It cannot be used to obtain another request's value: the mapping lives only in this
+//!   request's `Vault`, and restoration only ever replaces placeholders this vault issued.
+//!   A client that sends a placeholder-shaped string gets back at most its own values.
+//! - No placeholder is a proper prefix of another issued in the same request unless one
+//!   detector's name is another's name plus `_` and four code characters; restoration
+//!   takes the longest at the leftmost position either way.
+//!
+//! Redaction replaces a value by its typed mask (`[EMAIL]`), which is never restored.
+//!
+//! Audit: [`Rewrite::tallies`] carries detector indices and counts only, never values.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use sha2::{Digest, Sha256};
+
+use crate::ir;
+use crate::json_strings::{self, JsonError, Path};
+
+/// One detected value: detector index (into the policy's detector list) and byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub detector: u16,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What the tokeniser needs from a detector engine: the values of the `wanted` detectors
+/// in `text`, non-overlapping and sorted by start. Implemented for the engine's scanner;
+/// tests use small fakes.
+pub trait Find {
+    fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Hit>);
+}
+
+/// Crockford base32: digits and upper-case letters without `I L O U`.
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Characters in a placeholder's code.
+const CODE_LEN: usize = 4;
+/// Distinct codes, `32^4`.
+const CODES: u32 = 1 << 20;
+/// Distinct values one request may tokenise; later ones are redacted instead, so a
+/// hostile body cannot exhaust the code space or grow the vault without bound.
+pub const MAX_TOKENS: usize = 65_536;
+
+/// Derives a request's 16-byte nonce. The wasm host has no RNG, so the filter passes what
+/// makes a request unique: its `x-request-id` (or stream id), the host's time in
+/// nanoseconds, and a per-VM counter (`salt`) so two requests without an id in the same
+/// nanosecond still differ. sha256 makes the placeholders unpredictable from those inputs
+/// without a key, and domain separation keeps the digest from being reused elsewhere.
+pub fn nonce(request_id: &[u8], time_nanos: u64, salt: u64) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"writ-tokenise-nonce-v1\0");
+    h.update((request_id.len() as u64).to_le_bytes());
+    h.update(request_id);
+    h.update(time_nanos.to_le_bytes());
+    h.update(salt.to_le_bytes());
+    let d = h.finalize();
+    let mut n = [0u8; 16];
+    n.copy_from_slice(d.get(..16).unwrap_or(&[0; 16]));
+    n
+}
+
+/// The typed, irreversible mask for a detector: `email` → `[EMAIL]`.
+pub fn mask(detector_name: &str) -> String {
+    format!("[{}]", type_tag(detector_name))
+}
+
+/// A detector name as it appears in placeholders and masks: upper-case ASCII letters,
+/// digits and `_` (anything else becomes `_`).
+fn type_tag(name: &str) -> String {
+    let t: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if t.is_empty() { "VALUE".into() } else { t }
+}
+
+/// How a placeholder starts at some position of a text.
+enum At {
+    /// No placeholder starts here.
+    No,
+    /// The text ends inside what could still become a placeholder.
+    Partial,
+    /// A placeholder of this many bytes, for entry `idx`, starts here.
+    Full { len: usize, idx: usize },
+}
+
+/// One request's placeholder ↔ value mapping. Lives exactly as long as the request's
+/// context in the filter and is never shared, which is what makes placeholders useless
+/// outside their request.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    base: u32,
+    step: u32,
+    /// (placeholder, value), in issue order.
+    entries: Vec<(String, String)>,
+    /// (type tag, value) → entry.
+    by_value: HashMap<(String, String), usize>,
+    /// placeholder → entry, ordered for prefix queries.
+    by_placeholder: BTreeMap<String, usize>,
+    /// Type tags in use, longest first.
+    types: Vec<String>,
+    /// Bytes a placeholder may start with.
+    first: [bool; 256],
+    max_len: usize,
+    values: HashSet<String>,
+}
+
+impl Vault {
+    /// An empty vault whose codes derive from `nonce` (see [`nonce`]).
+    pub fn new(nonce: [u8; 16]) -> Vault {
+        let word = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(nonce.get(i..i + 4).unwrap_or(&[0; 4]));
+            u32::from_le_bytes(w)
+        };
+        Vault {
+            base: word(0) % CODES,
+            step: (word(4) % CODES) | 1,
+            entries: Vec::new(),
+            by_value: HashMap::new(),
+            by_placeholder: BTreeMap::new(),
+            types: Vec::new(),
+            first: [false; 256],
+            max_len: 0,
+            values: HashSet::new(),
+        }
+    }
+
+    /// Number of distinct values tokenised.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing was tokenised, so replies need no restoration.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Length in bytes of the longest placeholder: the most a streamed reply is delayed.
+    pub fn max_placeholder_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// True when `value` was tokenised in this request; response-side redaction leaves
+    /// such values alone, since the client sent them.
+    pub fn contains_value(&self, value: &str) -> bool {
+        self.values.contains(value)
+    }
+
+    /// The placeholder for `value` found by `detector_name`: the same one every time the
+    /// same value recurs in this request. Past [`MAX_TOKENS`] distinct values it returns
+    /// the mask instead (fail safe: the value still never leaves).
+    pub fn tokenise(&mut self, detector_name: &str, value: &str) -> Cow<'_, str> {
+        let tag = type_tag(detector_name);
+        let key = (tag, value.to_string());
+        if let Some(&i) = self.by_value.get(&key) {
+            return Cow::Borrowed(self.entries.get(i).map_or("", |e| e.0.as_str()));
+        }
+        if self.entries.len() >= MAX_TOKENS {
+            return Cow::Owned(format!("[{}]", key.0));
+        }
+        let k = self.entries.len() as u32;
+        let mut code = self.base.wrapping_add(k.wrapping_mul(self.step)) % CODES;
+        let mut placeholder = String::with_capacity(key.0.len() + 1 + CODE_LEN);
+        placeholder.push_str(&key.0);
+        placeholder.push('_');
+        let mut chars = [0u8; CODE_LEN];
+        for c in chars.iter_mut().rev() {
+            *c = ALPHABET.get((code % 32) as usize).copied().unwrap_or(b'0');
+            code /= 32;
+        }
+        placeholder.extend(chars.iter().map(|&c| char::from(c)));
+        let idx = self.entries.len();
+        if let Some(&b) = placeholder.as_bytes().first() {
+            self.first[usize::from(b)] = true;
+        }
+        self.max_len = self.max_len.max(placeholder.len());
+        if !self.types.contains(&key.0) {
+            self.types.push(key.0.clone());
+            self.types.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        }
+        self.by_placeholder.insert(placeholder.clone(), idx);
+        self.values.insert(value.to_string());
+        self.entries.push((placeholder, key.1.clone()));
+        self.by_value.insert(key, idx);
+        Cow::Borrowed(self.entries.get(idx).map_or("", |e| e.0.as_str()))
+    }
+
+    /// What starts at `text[i..]`; `at_end` means no more text will follow.
+    fn at(&self, text: &[u8], i: usize, at_end: bool) -> At {
+        let rest = text.get(i..).unwrap_or_default();
+        let mut best: Option<(usize, usize)> = None;
+        let mut partial = false;
+        for t in &self.types {
+            let tl = t.len();
+            let head = &rest[..rest.len().min(tl + 1)];
+            // `rest` shorter than `T_`: a prefix of it is a partial placeholder.
+            if head.len() <= tl {
+                if !at_end && !head.is_empty() && t.as_bytes().starts_with(head) {
+                    partial = true;
+                }
+                continue;
+            }
+            if head.get(..tl) != Some(t.as_bytes()) || head.get(tl) != Some(&b'_') {
+                continue;
+            }
+            let full = tl + 1 + CODE_LEN;
+            if rest.len() >= full {
+                let cand = std::str::from_utf8(&rest[..full]).unwrap_or_default();
+                if let Some(&idx) = self.by_placeholder.get(cand)
+                    && best.is_none_or(|(l, _)| full > l)
+                {
+                    best = Some((full, idx));
+                }
+            } else if !at_end {
+                let cand = std::str::from_utf8(rest).unwrap_or_default();
+                if self
+                    .by_placeholder
+                    .range::<str, _>((Bound::Included(cand), Bound::Unbounded))
+                    .next()
+                    .is_some_and(|(p, _)| p.starts_with(cand))
+                {
+                    partial = true;
+                }
+            }
+        }
+        match (partial, best) {
+            (true, _) => At::Partial,
+            (false, Some((len, idx))) => At::Full { len, idx },
+            (false, None) => At::No,
+        }
+    }
+
+    /// Appends `text` to `out` with this vault's placeholders replaced by their values,
+    /// and returns how many bytes of `text` it consumed. Unless `at_end`, it stops at the
+    /// first position where the text ends inside what could still become a placeholder,
+    /// so the caller holds back only that suffix (at most the longest placeholder).
+    pub fn restore_into(&self, text: &str, out: &mut String, at_end: bool) -> usize {
+        let b = text.as_bytes();
+        if self.entries.is_empty() {
+            out.push_str(text);
+            return b.len();
+        }
+        let mut run = 0usize;
+        let mut i = 0usize;
+        while i < b.len() {
+            if !self.first[usize::from(b[i])] {
+                i += 1;
+                continue;
+            }
+            match self.at(b, i, at_end) {
+                At::No => i += 1,
+                At::Partial => {
+                    out.push_str(text.get(run..i).unwrap_or_default());
+                    return i;
+                }
+                At::Full { len, idx } => {
+                    out.push_str(text.get(run..i).unwrap_or_default());
+                    out.push_str(self.entries.get(idx).map_or("", |e| e.1.as_str()));
+                    i += len;
+                    run = i;
+                }
+            }
+        }
+        out.push_str(text.get(run..).unwrap_or_default());
+        b.len()
+    }
+
+    /// `s` with every placeholder of this vault replaced by its value (borrowed when
+    /// there is none). Placeholders of other requests stay as they are.
+    pub fn restore_str<'s>(&self, s: &'s str) -> Cow<'s, str> {
+        if self.entries.is_empty() || !s.bytes().any(|c| self.first[usize::from(c)]) {
+            return Cow::Borrowed(s);
+        }
+        let mut out = String::with_capacity(s.len());
+        self.restore_into(s, &mut out, true);
+        if out == s {
+            Cow::Borrowed(s)
+        } else {
+            Cow::Owned(out)
+        }
+    }
+
+    /// Restores placeholders in every string of a JSON reply (non-streamed). `Ok(None)`
+    /// when nothing changed, so the filter leaves the body alone.
+    pub fn restore_json(&self, body: &[u8]) -> Result<Option<Vec<u8>>, JsonError> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
+        json_strings::rewrite_strings(body, |_, s| match self.restore_str(s) {
+            Cow::Owned(o) => Some(o),
+            Cow::Borrowed(_) => None,
+        })
+    }
+}
+
+/// Per-detector counts of what a rewrite did, for the audit record (never values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub detector: u16,
+    pub tokenised: u32,
+    pub redacted: u32,
+}
+
+/// The result of [`rewrite_request`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The new body, or `None` when nothing was replaced (forward the original).
+    pub body: Option<Vec<u8>>,
+    /// Sorted by detector; only detectors that replaced something.
+    pub tallies: Vec<Tally>,
+}
+
+/// Keys whose string values are protocol structure, not content: rewriting them would
+/// break the request (an unknown model, role or tool name) and they carry no user data.
+const STRUCTURAL_KEYS: &[&str] = &["model", "role", "type", "tool_call_id", "id", "name"];
+
+/// True for a string the rewrite leaves alone (see [`STRUCTURAL_KEYS`]).
+pub fn is_structural(path: &Path<'_>) -> bool {
+    path.last_key().is_some_and(|k| STRUCTURAL_KEYS.contains(&k))
+}
+
+/// Rewrites a request body: every detected value of a `tokenise` detector becomes its
+/// placeholder (recorded in `vault`), every value of a `redact` detector its mask (redact
+/// wins when a detector is in both). Every string value is covered — `messages[].content`
+/// and its `text` parts, `tool_calls[].function.arguments`, `prompt`, `input`, and any
+/// other field — except the structural ones ([`is_structural`]).
+/// `detectors` is the policy's detector list, indexed by [`Hit::detector`].
+pub fn rewrite_request(
+    body: &[u8],
+    finder: &impl Find,
+    detectors: &[ir::Detector],
+    tokenise: &[u16],
+    redact: &[u16],
+    vault: &mut Vault,
+) -> Result<Rewrite, JsonError> {
+    let mut wanted: Vec<u16> = tokenise.iter().chain(redact).copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut tallies: BTreeMap<u16, Tally> = BTreeMap::new();
+    if wanted.is_empty() {
+        json_strings::visit(
+            body,
+            &mut |_: &Path<'_>, _: json_strings::Leaf<'_>, _: std::ops::Range<usize>| {},
+        )?;
+        return Ok(Rewrite::default());
+    }
+    let mut hits = Vec::new();
+    let new = json_strings::rewrite_strings(body, |path, s| {
+        if is_structural(path) {
+            return None;
+        }
+        hits.clear();
+        finder.find(s, &wanted, &mut hits);
+        if hits.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(s.len() + 16 * hits.len());
+        let mut at = 0usize;
+        for h in hits.iter() {
+            let (Some(keep), Some(value)) = (s.get(at..h.start), s.get(h.start..h.end)) else {
+                continue;
+            };
+            let name = detectors
+                .get(usize::from(h.detector))
+                .map_or("value", |d| d.name.as_str());
+            out.push_str(keep);
+            let t = tallies.entry(h.detector).or_insert(Tally {
+                detector: h.detector,
+                tokenised: 0,
+                redacted: 0,
+            });
+            if redact.contains(&h.detector) {
+                out.push_str(&mask(name));
+                t.redacted += 1;
+            } else {
+                out.push_str(&vault.tokenise(name, value));
+                t.tokenised += 1;
+            }
+            at = h.end;
+        }
+        out.push_str(s.get(at..).unwrap_or_default());
+        Some(out)
+    })?;
+    Ok(Rewrite {
+        body: new,
+        tallies: tallies.into_values().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finds `@`-words as detector 0 and runs of 9+ digits as detector 1.
+    struct Fake;
+    impl Find for Fake {
+        fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Hit>) {
+            let b = text.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                let j = (i..b.len())
+                    .find(|&j| b[j].is_ascii_whitespace() || b[j] == b'"')
+                    .unwrap_or(b.len());
+                let word = &b[i..j];
+                let det = if word.contains(&b'@') {
+                    Some(0)
+                } else if word.len() >= 9 && word.iter().all(u8::is_ascii_digit) {
+                    Some(1)
+                } else {
+                    None
+                };
+                if let Some(d) = det.filter(|d| wanted.contains(d)) {
+                    out.push(Hit {
+                        detector: d,
+                        start: i,
+                        end: j,
+                    });
+                }
+                i = j + 1;
+            }
+        }
+    }
+
+    fn dets() -> Vec<ir::Detector> {
+        ["email", "us_ssn"]
+            .iter()
+            .map(|n| ir::Detector {
+                name: n.to_string(),
+                class: ir::DetectorClass::Pii,
+                kind: ir::DetectorKind::Builtin(n.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_are_stable_distinct_and_shaped() {
+        let mut v = Vault::new(nonce(b"req-1", 1, 0));
+        let a = v.tokenise("email", "a@x.io").into_owned();
+        let b = v.tokenise("email", "b@x.io").into_owned();
+        assert_eq!(v.tokenise("email", "a@x.io"), a);
+        assert_ne!(a, b);
+        for p in [&a, &b] {
+            assert!(p.starts_with("EMAIL_") && p.len() == 10, "{p}");
+            assert!(p[6..].bytes().all(|c| ALPHABET.contains(&c)));
+        }
+        // Another request: unrelated codes for the same value.
+        let mut w = Vault::new(nonce(b"req-2", 1, 0));
+        assert_ne!(w.tokenise("email", "a@x.io"), a);
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn codes_never_collide_within_a_request() {
+        let mut v = Vault::new(nonce(b"r", 7, 7));
+        let mut seen = HashSet::new();
+        for i in 0..5000 {
+            let p = v.tokenise("phone", &i.to_string()).into_owned();
+            assert!(seen.insert(p));
+        }
+    }
+
+    #[test]
+    fn restores_only_own_placeholders() {
+        let mut v = Vault::new(nonce(b"a", 0, 0));
+        let p = v.tokenise("email", "a@x.io").into_owned();
+        let mut other = Vault::new(nonce(b"b", 0, 0));
+        let q = other.tokenise("email", "secret@x.io").into_owned();
+        let text = format!("to {p}, cc {q}, {p}s");
+        assert_eq!(v.restore_str(&text), format!("to a@x.io, cc {q}, a@x.ios"));
+        assert!(matches!(v.restore_str("nothing here"), Cow::Borrowed(_)));
+        assert_eq!(v.restore_str("EMAIL_"), "EMAIL_");
+    }
+
+    #[test]
+    fn restore_into_holds_back_only_a_possible_prefix() {
+        let mut v = Vault::new(nonce(b"a", 0, 0));
+        let p = v.tokenise("email", "a@x.io").into_owned();
+        for cut in 1..p.len() {
+            let text = format!("hi {}", &p[..cut]);
+            let mut out = String::new();
+            let used = v.restore_into(&text, &mut out, false);
+            assert_eq!((used, out.as_str()), (3, "hi "));
+        }
+        let mut out = String::new();
+        assert_eq!(v.restore_into("hi EMAILX", &mut out, false), 9);
+        let mut out = String::new();
+        assert_eq!(v.restore_into("hi EMAIL_ZZZZ", &mut out, false), 13);
+    }
+
+    #[test]
+    fn rewrites_request_and_counts_without_values() {
+        let body = br#"{"model":"a@b.c","messages":[{"role":"user","content":"mail a@x.io or a@x.io ssn 123456789"}],"prompt":"b@y.io"}"#;
+        let mut v = Vault::new(nonce(b"r", 1, 2));
+        let rw = rewrite_request(body, &Fake, &dets(), &[0], &[1], &mut v);
+        let Ok(rw) = rw else { panic!("{rw:?}") };
+        let out = String::from_utf8(rw.body.unwrap_or_default()).unwrap_or_default();
+        let pa = v.tokenise("email", "a@x.io").into_owned();
+        let pb = v.tokenise("email", "b@y.io").into_owned();
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"model":"a@b.c","messages":[{{"role":"user","content":"mail {pa} or {pa} ssn [US_SSN]"}}],"prompt":"{pb}"}}"#
+            )
+        );
+        assert_eq!(
+            rw.tallies,
+            vec![
+                Tally {
+                    detector: 0,
+                    tokenised: 3,
+                    redacted: 0
+                },
+                Tally {
+                    detector: 1,
+                    tokenised: 0,
+                    redacted: 1
+                }
+            ]
+        );
+        let restored = v.restore_json(out.as_bytes());
+        assert!(matches!(restored, Ok(Some(ref b)) if b.windows(6).any(|w| w == b"a@x.io")));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_even_without_detectors() {
+        let mut v = Vault::new([0; 16]);
+        assert!(rewrite_request(b"{", &Fake, &dets(), &[], &[], &mut v).is_err());
+        assert!(rewrite_request(b"{", &Fake, &dets(), &[0], &[], &mut v).is_err());
+        assert_eq!(
+            rewrite_request(b"{\"a\":\"none\"}", &Fake, &dets(), &[0], &[], &mut v),
+            Ok(Rewrite::default())
+        );
+    }
+}
