@@ -1,0 +1,233 @@
+//! What one VM's store holds between and during guest calls: its streams (HTTP contexts),
+//! the callout in flight, logs, and a handle on the host-wide shared state.
+
+use crate::abi::{Headers, LogLevel};
+use crate::host::HostShared;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Memory, ResourceLimiter, TypedFunc};
+
+/// One line the guest logged with `proxy_log`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogRecord {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// A reply the filter produced itself instead of the upstream's (`proxy_send_local_response`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Headers,
+    #[serde(serialize_with = "crate::exchange::ser_body")]
+    pub body: Vec<u8>,
+    /// The `status_code_details` the filter gave, if any.
+    pub details: String,
+}
+
+/// Connection facts a stream reports as properties (`source.address`, `request.id`, …).
+#[derive(Debug, Clone, Default)]
+pub struct StreamInfo {
+    /// `request.id`; when absent the `x-request-id` header is used.
+    pub request_id: Option<String>,
+    pub source: Option<std::net::SocketAddr>,
+    pub destination: Option<std::net::SocketAddr>,
+    /// Extra properties for this stream only (`"route_name"` → bytes).
+    pub properties: Vec<(String, Vec<u8>)>,
+}
+
+/// Header names compare case-insensitively and are stored lower-case, as in Envoy.
+pub(crate) fn header_get<'a>(map: &'a Headers, key: &str) -> Option<&'a str> {
+    map.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
+}
+
+pub(crate) fn header_add(map: &mut Headers, key: &str, value: &str) {
+    map.push((key.to_ascii_lowercase(), value.to_string()));
+    order_pseudo(map);
+}
+
+pub(crate) fn header_replace(map: &mut Headers, key: &str, value: &str) {
+    let mut seen = false;
+    map.retain_mut(|(k, v)| {
+        if !k.eq_ignore_ascii_case(key) {
+            return true;
+        }
+        if seen {
+            return false;
+        }
+        seen = true;
+        *v = value.to_string();
+        true
+    });
+    if !seen {
+        header_add(map, key, value);
+    }
+}
+
+pub(crate) fn header_remove(map: &mut Headers, key: &str) {
+    map.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+}
+
+/// Lower-cases names and moves pseudo-headers (`:path`…) to the front, keeping order.
+pub(crate) fn normalize(mut map: Headers) -> Headers {
+    for (k, _) in &mut map {
+        k.make_ascii_lowercase();
+    }
+    order_pseudo(&mut map);
+    map
+}
+
+fn order_pseudo(map: &mut Headers) {
+    if map
+        .iter()
+        .skip_while(|(k, _)| k.starts_with(':'))
+        .any(|(k, _)| k.starts_with(':'))
+    {
+        map.sort_by_key(|(k, _)| !k.starts_with(':'));
+    }
+}
+
+/// One direction (request or response) of a stream.
+#[derive(Debug, Default)]
+pub(crate) struct Direction {
+    pub headers: Headers,
+    pub trailers: Headers,
+    /// The body the guest currently sees: the held (buffered) bytes plus the new chunk.
+    pub body: Vec<u8>,
+    pub headers_released: bool,
+    pub end_released: bool,
+    /// Set by `proxy_continue_stream` while the direction is paused.
+    pub resume: bool,
+}
+
+/// One HTTP context.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    pub info: StreamInfo,
+    pub request: Direction,
+    pub response: Direction,
+    pub local: Option<LocalResponse>,
+    /// True while the response callbacks run over a local reply: a second local reply is
+    /// ignored then, as the first is already being sent.
+    pub in_local_reply: bool,
+    pub logs: Vec<LogRecord>,
+    pub properties: HashMap<String, Vec<u8>>,
+    pub closed: bool,
+}
+
+/// A `proxy_http_call` waiting to be performed once the current callback returns.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingCallout {
+    pub token: u32,
+    pub context: u32,
+    pub cluster: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// The reply of a callout, readable by the guest during `proxy_on_http_call_response`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallResponse {
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub trailers: Headers,
+}
+
+/// Memory bound of a store; remembers a refusal so the resulting trap is reported as such.
+pub(crate) struct Limiter {
+    pub max_memory: usize,
+    pub memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The data of one wasmtime `Store`.
+pub(crate) struct StoreState {
+    pub limiter: Limiter,
+    pub host: Arc<HostShared>,
+    /// Unique per VM in the process; owns shared queues registered by this VM.
+    pub serial: u64,
+    pub memory: Option<Memory>,
+    pub alloc: Option<TypedFunc<i32, i32>>,
+    pub root_context: u32,
+    /// The context the guest is running in (or made effective).
+    pub active: u32,
+    pub streams: HashMap<u32, StreamState>,
+    pub root_logs: Vec<LogRecord>,
+    pub tick_period: Option<Duration>,
+    pub callouts: VecDeque<PendingCallout>,
+    pub next_token: u32,
+    pub call_response: Option<CallResponse>,
+}
+
+impl StoreState {
+    pub(crate) fn new(host: Arc<HostShared>, serial: u64) -> Self {
+        Self {
+            limiter: Limiter {
+                max_memory: host.limits.max_memory_bytes,
+                memory_refused: false,
+            },
+            host,
+            serial,
+            memory: None,
+            alloc: None,
+            root_context: 1,
+            active: 1,
+            streams: HashMap::new(),
+            root_logs: Vec::new(),
+            tick_period: None,
+            callouts: VecDeque::new(),
+            next_token: 1,
+            call_response: None,
+        }
+    }
+
+    /// The stream the guest is acting on, if the active context is one.
+    pub(crate) fn stream(&mut self) -> Option<&mut StreamState> {
+        self.streams.get_mut(&self.active)
+    }
+
+    pub(crate) fn log(&mut self, level: LogLevel, message: String) {
+        let context = self.active;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "writ::guest", context, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "writ::guest", context, "{message}"),
+            LogLevel::Info => tracing::info!(target: "writ::guest", context, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "writ::guest", context, "{message}"),
+            LogLevel::Error | LogLevel::Critical => {
+                tracing::error!(target: "writ::guest", context, "{message}")
+            }
+        }
+        let record = LogRecord { level, message };
+        match self.streams.get_mut(&context) {
+            Some(s) => s.logs.push(record),
+            None => self.root_logs.push(record),
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! One VM (a wasmtime `Store` and instance) and the HTTP streams it runs. It drives the
+//! proxy-wasm callbacks the way Envoy does: pause and resume, body buffering, local replies,
+//! callouts, ticks and queue notifications. Not `Sync`: one per worker thread.
+
+use crate::abi::Headers;
+use crate::callout;
+use crate::error::{HostError, TrapKind};
+use crate::host::Host;
+use crate::state::{
+    Direction, LocalResponse, LogRecord, StoreState, StreamInfo, StreamState, header_get, normalize,
+};
+use std::time::Instant;
+use wasmtime::{Instance, Store, Trap, TypedFunc, WasmParams, WasmResults};
+
+/// A stream (HTTP context) of one [`Vm`]. Ids are never reused by the same `Vm`, even
+/// across restarts, so a stale id is reported as [`HostError::UnknownStream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId(pub u32);
+
+/// What the filter lets through after one step of a stream.
+///
+/// A paused step releases nothing. Once the filter continues, the held headers and the
+/// buffered body are released together, as Envoy forwards them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// Headers released now (only once per direction), pseudo-headers first.
+    pub headers: Option<Headers>,
+    /// Body bytes released now.
+    pub body: Vec<u8>,
+    /// Trailers released now.
+    pub trailers: Option<Headers>,
+    /// This direction is complete: everything up to its end has been released.
+    pub end_of_stream: bool,
+    /// The filter answered by itself: send this to the client and stop the exchange. In
+    /// the request phase the response callbacks have already run over it (as in Envoy).
+    pub local_response: Option<LocalResponse>,
+}
+
+impl Flow {
+    /// Nothing was released: the filter holds the data for now.
+    pub fn is_paused(&self) -> bool {
+        self.headers.is_none()
+            && self.body.is_empty()
+            && self.trailers.is_none()
+            && !self.end_of_stream
+            && self.local_response.is_none()
+    }
+}
+
+/// What a closed stream leaves behind.
+#[derive(Debug, Clone, Default)]
+pub struct StreamReport {
+    /// Everything the filter logged in this stream's context, in order.
+    pub logs: Vec<LogRecord>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Request,
+    Response,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Headers,
+    Body,
+    Trailers,
+}
+
+type F1 = TypedFunc<i32, ()>;
+type F2 = TypedFunc<(i32, i32), i32>;
+type F3 = TypedFunc<(i32, i32, i32), i32>;
+
+struct Exports {
+    context_create: Option<TypedFunc<(i32, i32), ()>>,
+    vm_start: Option<F2>,
+    configure: Option<F2>,
+    request_headers: Option<F3>,
+    request_body: Option<F3>,
+    request_trailers: Option<F2>,
+    response_headers: Option<F3>,
+    response_body: Option<F3>,
+    response_trailers: Option<F2>,
+    log: Option<F1>,
+    done: Option<TypedFunc<i32, i32>>,
+    delete: Option<F1>,
+    tick: Option<F1>,
+    queue_ready: Option<TypedFunc<(i32, i32), ()>>,
+    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+}
+
+fn export<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut Store<StoreState>,
+    name: &str,
+) -> Result<Option<TypedFunc<P, R>>, HostError> {
+    match instance.get_func(&mut *store, name) {
+        None => Ok(None),
+        Some(f) => f.typed::<P, R>(&*store).map(Some).map_err(|e| {
+            HostError::Instantiate(format!("export `{name}` has an unexpected signature: {e}"))
+        }),
+    }
+}
+
+impl Exports {
+    fn resolve(instance: &Instance, store: &mut Store<StoreState>) -> Result<Self, HostError> {
+        Ok(Self {
+            context_create: export(instance, store, "proxy_on_context_create")?,
+            vm_start: export(instance, store, "proxy_on_vm_start")?,
+            configure: export(instance, store, "proxy_on_configure")?,
+            request_headers: export(instance, store, "proxy_on_request_headers")?,
+            request_body: export(instance, store, "proxy_on_request_body")?,
+            request_trailers: export(instance, store, "proxy_on_request_trailers")?,
+            response_headers: export(instance, store, "proxy_on_response_headers")?,
+            response_body: export(instance, store, "proxy_on_response_body")?,
+            response_trailers: export(instance, store, "proxy_on_response_trailers")?,
+            log: export(instance, store, "proxy_on_log")?,
+            done: export(instance, store, "proxy_on_done")?,
+            delete: export(instance, store, "proxy_on_delete")?,
+            tick: export(instance, store, "proxy_on_tick")?,
+            queue_ready: export(instance, store, "proxy_on_queue_ready")?,
+            http_call_response: export(instance, store, "proxy_on_http_call_response")?,
+        })
+    }
+}
+
+/// A running VM of a [`Host`]'s module.
+pub struct Vm {
+    host: Host,
+    store: Store<StoreState>,
+    ex: std::sync::Arc<Exports>,
+    next_context: u32,
+    failed: bool,
+    last_tick: Instant,
+    restarts: u64,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("failed", &self.failed)
+            .field("restarts", &self.restarts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn instantiate(host: &Host) -> Result<(Store<StoreState>, std::sync::Arc<Exports>), HostError> {
+    let inner = &host.inner;
+    let serial = inner
+        .next_serial
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut store = Store::new(&inner.engine, StoreState::new(inner.shared.clone(), serial));
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(inner.deadline_ticks);
+    let instance = inner
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
+    let memory = instance.get_memory(&mut store, "memory");
+    let alloc = export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")?
+        .or(export::<i32, i32>(&instance, &mut store, "malloc")?);
+    store.data_mut().memory = memory;
+    store.data_mut().alloc = alloc;
+    let ex = Exports::resolve(&instance, &mut store)?;
+    for init in ["_initialize", "_start"] {
+        if let Some(f) = export::<(), ()>(&instance, &mut store, init)? {
+            f.call(&mut store, ())
+                .map_err(|e| HostError::Instantiate(format!("`{init}` failed: {e:#}")))?;
+            break;
+        }
+    }
+    Ok((store, std::sync::Arc::new(ex)))
+}
+
+impl Vm {
+    pub(crate) fn start(host: Host) -> Result<Vm, HostError> {
+        let (store, ex) = instantiate(&host)?;
+        let mut vm = Vm {
+            host,
+            store,
+            ex,
+            next_context: 2,
+            failed: false,
+            last_tick: Instant::now(),
+            restarts: 0,
+        };
+        vm.boot()?;
+        Ok(vm)
+    }
+
+    fn boot(&mut self) -> Result<(), HostError> {
+        let root = self.store.data().root_context as i32;
+        let shared = self.host.inner.shared.clone();
+        self.callback(1, self.ex.clone().context_create.as_ref(), (root, 0))?;
+        let ok = self.callback(
+            1,
+            self.ex.clone().vm_start.as_ref(),
+            (root, shared.vm_config.len() as i32),
+        )?;
+        if ok == Some(0) {
+            return Err(HostError::StartRejected);
+        }
+        let ok = self.callback(
+            1,
+            self.ex.clone().configure.as_ref(),
+            (root, shared.plugin_config.len() as i32),
+        )?;
+        if ok == Some(0) {
+            return Err(HostError::ConfigureRejected);
+        }
+        self.last_tick = Instant::now();
+        Ok(())
+    }
+
+    /// The host this VM belongs to.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// How many times this VM was recreated after a guest failure.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Recreates the instance if a trap left it unusable. Streams of the old instance are
+    /// gone; their ids answer [`HostError::UnknownStream`].
+    pub fn ensure_healthy(&mut self) -> Result<(), HostError> {
+        if !self.failed {
+            return Ok(());
+        }
+        let (store, ex) = instantiate(&self.host)?;
+        self.store = store;
+        self.ex = ex;
+        self.failed = false;
+        self.restarts += 1;
+        tracing::warn!(
+            restarts = self.restarts,
+            "proxy-wasm VM restarted after a failure"
+        );
+        self.boot()
+    }
+
+    /// Opens a stream (creates an HTTP context) for one request.
+    pub fn open_stream(&mut self, info: StreamInfo) -> Result<StreamId, HostError> {
+        self.ensure_healthy()?;
+        let id = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1).max(2);
+        self.store.data_mut().streams.insert(
+            id,
+            StreamState {
+                info,
+                ..StreamState::default()
+            },
+        );
+        let root = self.store.data().root_context as i32;
+        if let Err(e) = self.callback(
+            id,
+            self.ex.clone().context_create.as_ref(),
+            (id as i32, root),
+        ) {
+            self.store.data_mut().streams.remove(&id);
+            return Err(e);
+        }
+        Ok(StreamId(id))
+    }
+
+    /// Request headers (with pseudo-headers `:method`, `:path`, `:authority`, `:scheme`)
+    /// arrived; `end_of_stream` when the request has no body.
+    pub fn request_headers(
+        &mut self,
+        id: StreamId,
+        headers: Headers,
+        end_of_stream: bool,
+    ) -> Result<Flow, HostError> {
+        self.headers(id, Dir::Request, headers, end_of_stream)
+    }
+
+    /// A request body chunk arrived.
+    pub fn request_body(
+        &mut self,
+        id: StreamId,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Flow, HostError> {
+        self.body(id, Dir::Request, chunk, end_of_stream)
+    }
+
+    /// Request trailers arrived (this ends the request).
+    pub fn request_trailers(&mut self, id: StreamId, trailers: Headers) -> Result<Flow, HostError> {
+        self.trailers(id, Dir::Request, trailers)
+    }
+
+    /// Upstream response headers (with `:status`) arrived.
+    pub fn response_headers(
+        &mut self,
+        id: StreamId,
+        headers: Headers,
+        end_of_stream: bool,
+    ) -> Result<Flow, HostError> {
+        self.headers(id, Dir::Response, headers, end_of_stream)
+    }
+
+    /// An upstream response body chunk (an SSE event, say) arrived.
+    pub fn response_body(
+        &mut self,
+        id: StreamId,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<Flow, HostError> {
+        self.body(id, Dir::Response, chunk, end_of_stream)
+    }
+
+    /// Upstream response trailers arrived (this ends the response).
+    pub fn response_trailers(
+        &mut self,
+        id: StreamId,
+        trailers: Headers,
+    ) -> Result<Flow, HostError> {
+        self.trailers(id, Dir::Response, trailers)
+    }
+
+    /// Ends a stream: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`, then frees it.
+    pub fn close_stream(&mut self, id: StreamId) -> Result<StreamReport, HostError> {
+        if !self.store.data().streams.contains_key(&id.0) {
+            return Err(HostError::UnknownStream);
+        }
+        let ctx = id.0 as i32;
+        let result = self
+            .callback(id.0, self.ex.clone().log.as_ref(), ctx)
+            .and_then(|_| self.callback(id.0, self.ex.clone().done.as_ref(), ctx))
+            .and_then(|_| self.callback(id.0, self.ex.clone().delete.as_ref(), ctx));
+        let stream = self.store.data_mut().streams.remove(&id.0);
+        result?;
+        Ok(StreamReport {
+            logs: stream.map(|s| s.logs).unwrap_or_default(),
+        })
+    }
+
+    /// Streams currently open.
+    pub fn open_streams(&self) -> usize {
+        self.store.data().streams.len()
+    }
+
+    /// Logs made by the root context (start, configure, ticks) since the last call.
+    pub fn take_root_logs(&mut self) -> Vec<LogRecord> {
+        std::mem::take(&mut self.store.data_mut().root_logs)
+    }
+
+    /// When the next `proxy_on_tick` is due, if the filter asked for ticks.
+    pub fn next_tick(&self) -> Option<Instant> {
+        self.store
+            .data()
+            .tick_period
+            .map(|period| self.last_tick + period)
+    }
+
+    /// Runs `proxy_on_tick` if it is due, and delivers pending queue notifications. Call it
+    /// from the worker's loop, at [`Vm::next_tick`] at the latest.
+    pub fn run_timers(&mut self) -> Result<(), HostError> {
+        self.ensure_healthy()?;
+        if self.next_tick().is_some_and(|due| due <= Instant::now()) {
+            self.tick()?;
+        }
+        self.deliver_queues()
+    }
+
+    /// Runs `proxy_on_tick` now.
+    pub fn tick(&mut self) -> Result<(), HostError> {
+        self.ensure_healthy()?;
+        self.last_tick = Instant::now();
+        let root = self.store.data().root_context;
+        self.callback(root, self.ex.clone().tick.as_ref(), root as i32)
+            .map(|_| ())
+    }
+
+    // ---- internals ----
+
+    /// Calls one guest function in context `ctx` under the call deadline; a trap marks the
+    /// VM failed (it is recreated before its next stream) and becomes an error.
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        ctx: u32,
+        f: Option<&TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, HostError> {
+        let Some(f) = f else { return Ok(None) };
+        if self.failed {
+            return Err(HostError::UnknownStream);
+        }
+        let state = self.store.data_mut();
+        state.active = ctx;
+        state.limiter.memory_refused = false;
+        self.store
+            .set_epoch_deadline(self.host.inner.deadline_ticks);
+        match f.call(&mut self.store, params) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                let kind = match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => TrapKind::Deadline,
+                    _ if self.store.data().limiter.memory_refused => TrapKind::MemoryLimit,
+                    _ => TrapKind::Guest,
+                };
+                self.failed = true;
+                let message = format!("{e:#}");
+                tracing::error!(?kind, "proxy-wasm guest trapped: {message}");
+                Err(HostError::Trap { kind, message })
+            }
+        }
+    }
+
+    /// A top-level callback: the call, then the callouts it started and any queue
+    /// notifications, as an event loop would deliver them.
+    fn callback<P: WasmParams, R: WasmResults>(
+        &mut self,
+        ctx: u32,
+        f: Option<&TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, HostError> {
+        let r = self.call(ctx, f, params)?;
+        self.run_callouts()?;
+        self.deliver_queues()?;
+        Ok(r)
+    }
+
+    fn run_callouts(&mut self) -> Result<(), HostError> {
+        // Bounded: a filter that calls out from every callout reply cannot spin forever.
+        for _ in 0..64 {
+            let Some(call) = self.store.data_mut().callouts.pop_front() else {
+                return Ok(());
+            };
+            let base = self
+                .host
+                .inner
+                .shared
+                .clusters
+                .get(&call.cluster)
+                .cloned()
+                .unwrap_or_default();
+            let reply = callout::perform(&base, &call.headers, &call.body, call.timeout);
+            if let Err(e) = &reply {
+                tracing::warn!(cluster = call.cluster, "callout failed: {e}");
+            }
+            let reply = reply.ok();
+            let (nh, nb, nt) = reply.as_ref().map_or((0, 0, 0), |r| {
+                (r.headers.len(), r.body.len(), r.trailers.len())
+            });
+            self.store.data_mut().call_response = Some(reply.unwrap_or_default());
+            let result = self.call(
+                call.context,
+                self.ex.clone().http_call_response.as_ref(),
+                (
+                    call.context as i32,
+                    call.token as i32,
+                    nh as i32,
+                    nb as i32,
+                    nt as i32,
+                ),
+            );
+            self.store.data_mut().call_response = None;
+            result?;
+        }
+        self.store.data_mut().callouts.clear();
+        Ok(())
+    }
+
+    fn deliver_queues(&mut self) -> Result<(), HostError> {
+        let serial = self.store.data().serial;
+        let ready = self.host.inner.shared.shared.take_ready_queues(serial);
+        let root = self.store.data().root_context;
+        for queue in ready {
+            self.call(
+                root,
+                self.ex.clone().queue_ready.as_ref(),
+                (root as i32, queue as i32),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn stream(&mut self, id: StreamId) -> Result<&mut StreamState, HostError> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)
+            .ok_or(HostError::UnknownStream)
+    }
+
+    fn dir(stream: &mut StreamState, dir: Dir) -> &mut Direction {
+        match dir {
+            Dir::Request => &mut stream.request,
+            Dir::Response => &mut stream.response,
+        }
+    }
+
+    fn headers(
+        &mut self,
+        id: StreamId,
+        dir: Dir,
+        headers: Headers,
+        eos: bool,
+    ) -> Result<Flow, HostError> {
+        let d = Self::dir(self.stream(id)?, dir);
+        d.headers = normalize(headers);
+        let n = d.headers.len() as i32;
+        let ex = self.ex.clone();
+        let f = match dir {
+            Dir::Request => ex.request_headers.as_ref(),
+            Dir::Response => ex.response_headers.as_ref(),
+        };
+        let action = self.callback(id.0, f, (id.0 as i32, n, eos as i32))?;
+        self.settle(id, dir, action.unwrap_or(0) == 0, Stage::Headers, eos)
+    }
+
+    fn body(&mut self, id: StreamId, dir: Dir, chunk: &[u8], eos: bool) -> Result<Flow, HostError> {
+        let d = Self::dir(self.stream(id)?, dir);
+        d.body.extend_from_slice(chunk);
+        let size = d.body.len() as i32;
+        let ex = self.ex.clone();
+        let f = match dir {
+            Dir::Request => ex.request_body.as_ref(),
+            Dir::Response => ex.response_body.as_ref(),
+        };
+        let action = self.callback(id.0, f, (id.0 as i32, size, eos as i32))?;
+        self.settle(id, dir, action.unwrap_or(0) == 0, Stage::Body, eos)
+    }
+
+    fn trailers(&mut self, id: StreamId, dir: Dir, trailers: Headers) -> Result<Flow, HostError> {
+        let d = Self::dir(self.stream(id)?, dir);
+        d.trailers = normalize(trailers);
+        let n = d.trailers.len() as i32;
+        let ex = self.ex.clone();
+        let f = match dir {
+            Dir::Request => ex.request_trailers.as_ref(),
+            Dir::Response => ex.response_trailers.as_ref(),
+        };
+        let action = self.callback(id.0, f, (id.0 as i32, n))?;
+        self.settle(id, dir, action.unwrap_or(0) == 0, Stage::Trailers, true)
+    }
+
+    /// Turns the filter's answer to one step into what is released.
+    fn settle(
+        &mut self,
+        id: StreamId,
+        dir: Dir,
+        continued: bool,
+        stage: Stage,
+        eos: bool,
+    ) -> Result<Flow, HostError> {
+        let limit = self.host.inner.shared.limits.max_buffered_body;
+        let stream = self.stream(id)?;
+        if stream.closed && stream.local.is_none() {
+            stream.local =
+                Some(HostError::Stalled("stream: the filter closed it").fail_closed_response());
+        }
+        if let Some(local) = stream.local.take() {
+            return match dir {
+                Dir::Request => self.local_reply(id, local),
+                Dir::Response => {
+                    stream.in_local_reply = true;
+                    Ok(Flow {
+                        local_response: Some(local),
+                        end_of_stream: true,
+                        ..Flow::default()
+                    })
+                }
+            };
+        }
+        let d = Self::dir(stream, dir);
+        let go = continued | std::mem::take(&mut d.resume);
+        let mut flow = Flow::default();
+        if !go {
+            if d.body.len() > limit {
+                return Err(HostError::BodyTooLarge { limit });
+            }
+            return Ok(flow);
+        }
+        if !d.headers_released {
+            d.headers_released = true;
+            flow.headers = Some(d.headers.clone());
+        }
+        if stage != Stage::Headers {
+            flow.body = std::mem::take(&mut d.body);
+        }
+        if stage == Stage::Trailers {
+            flow.trailers = Some(d.trailers.clone());
+        }
+        if eos {
+            d.end_released = true;
+            flow.end_of_stream = true;
+        }
+        Ok(flow)
+    }
+
+    /// A local reply made in the request phase: like Envoy, run the response callbacks over
+    /// it (they may still edit it) before it goes to the client.
+    fn local_reply(&mut self, id: StreamId, local: LocalResponse) -> Result<Flow, HostError> {
+        let stream = self.stream(id)?;
+        stream.in_local_reply = true;
+        let mut headers = vec![(":status".to_string(), local.status.to_string())];
+        headers.extend(local.headers.iter().cloned());
+        if !local.body.is_empty() && header_get(&headers, "content-type").is_none() {
+            headers.push(("content-type".to_string(), "text/plain".to_string()));
+        }
+        let n = headers.len() as i32;
+        stream.response = Direction {
+            headers,
+            body: local.body.clone(),
+            ..Direction::default()
+        };
+        let has_body = !local.body.is_empty();
+        let ctx = id.0 as i32;
+        self.callback(
+            id.0,
+            self.ex.clone().response_headers.as_ref(),
+            (ctx, n, (!has_body) as i32),
+        )?;
+        if has_body {
+            let size = self.stream(id)?.response.body.len() as i32;
+            self.callback(id.0, self.ex.clone().response_body.as_ref(), (ctx, size, 1))?;
+        }
+        let stream = self.stream(id)?;
+        stream.response.headers_released = true;
+        stream.response.end_released = true;
+        let status = header_get(&stream.response.headers, ":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(local.status);
+        let headers = stream
+            .response
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with(':'))
+            .cloned()
+            .collect();
+        Ok(Flow {
+            local_response: Some(LocalResponse {
+                status,
+                headers,
+                body: std::mem::take(&mut stream.response.body),
+                details: local.details,
+            }),
+            end_of_stream: true,
+            ..Flow::default()
+        })
+    }
+}

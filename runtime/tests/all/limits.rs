@@ -1,0 +1,70 @@
+//! A runaway guest fails its own request, closed, and the host keeps serving.
+
+use crate::common::probe;
+use std::time::{Duration, Instant};
+use writ_runtime::{Host, HostConfig, RequestSpec, UpstreamReply};
+
+fn host() -> Host {
+    let mut config = HostConfig::new(probe());
+    config.limits.call_timeout = Duration::from_millis(100);
+    config.limits.max_memory_bytes = 64 << 20;
+    config.limits.max_vms = 4;
+    Host::new(config).unwrap()
+}
+
+fn run(vm: &mut writ_runtime::Vm, mode: &str) -> writ_runtime::Exchange {
+    vm.http_request(
+        &RequestSpec::new("GET", "/", &[("x-probe", mode)], b""),
+        |_| UpstreamReply::new(200, &[], b"ok"),
+    )
+}
+
+fn assert_recovers(vm: &mut writ_runtime::Vm, restarts: u64) {
+    let ex = run(vm, "");
+    assert_eq!(ex.error, None);
+    assert_eq!(ex.client_response.status, 200);
+    assert_eq!(ex.client_response.body_bytes(), b"ok");
+    assert_eq!(vm.restarts(), restarts);
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    let host = host();
+    let mut vm = host.vm().unwrap();
+    let started = Instant::now();
+    let ex = run(&mut vm, "loop");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(ex.client_response.status, 503);
+    assert_eq!(ex.error_kind.as_deref(), Some("filter_timeout"));
+    assert_eq!(ex.upstream_request, None);
+    let body: serde_json::Value = serde_json::from_slice(&ex.client_response.body_bytes()).unwrap();
+    assert_eq!(body["error"]["type"], "filter_timeout");
+    assert_recovers(&mut vm, 1);
+}
+
+#[test]
+fn huge_allocation_hits_the_memory_limit() {
+    let host = host();
+    let mut vm = host.vm().unwrap();
+    let ex = run(&mut vm, "oom");
+    assert_eq!(ex.client_response.status, 503);
+    assert_eq!(ex.error_kind.as_deref(), Some("filter_memory_limit"));
+    assert_recovers(&mut vm, 1);
+}
+
+#[test]
+fn guest_panic_fails_closed() {
+    let host = host();
+    let mut vm = host.vm().unwrap();
+    let ex = run(&mut vm, "panic");
+    assert_eq!(ex.client_response.status, 503);
+    assert_eq!(ex.error_kind.as_deref(), Some("filter_failure"));
+    assert_recovers(&mut vm, 1);
+    let ex = run(&mut vm, "loop");
+    assert_eq!(ex.error_kind.as_deref(), Some("filter_timeout"));
+    assert_recovers(&mut vm, 2);
+}
