@@ -8,6 +8,14 @@
 
 pub mod link;
 
+pub mod ast;
+mod check;
+pub mod diag;
+mod fmt;
+mod lower;
+mod syntax;
+
+pub use diag::{Diagnostic, Diagnostics, Severity};
 use writ_plugin::ir;
 
 /// A rule's place in its source, carried into the manifest so audits and coverage can point
@@ -50,8 +58,74 @@ pub struct Compiled {
 }
 
 /// Compiles one policy source. `path` is used only in diagnostics. On error, returns every
-/// diagnostic already rendered rustc-style (no colour).
+/// diagnostic (errors and warnings) already rendered rustc-style, one string each (no colour).
 pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
-    let _ = (path, source);
-    Err(vec!["error: the front end is not implemented yet".to_string()])
+    let (file, mut diags) = parse_and_check(source);
+    let render_each = |ds: &[Diagnostic]| -> Vec<String> {
+        ds.iter()
+            .map(|d| render(path, source, std::slice::from_ref(d)))
+            .collect()
+    };
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(render_each(&diags));
+    }
+    match lower::lower(&file, source) {
+        Ok(mut compiled) => {
+            compiled.warnings = render_each(&diags);
+            Ok(compiled)
+        }
+        Err(bug) => {
+            diags.push(
+                Diagnostic::new(
+                    diag::codes::INTERNAL,
+                    bug,
+                    ast::Span::default(),
+                    "while lowering this policy",
+                )
+                .help("this is a bug in writ; please report it with this policy"),
+            );
+            Err(render_each(&diags))
+        }
+    }
+}
+
+/// Every problem in a policy, errors and warnings, in source order. Syntax errors stop the
+/// semantic checks (they would report the same damage again), so a file with syntax errors
+/// reports only those.
+pub fn check(path: &str, source: &str) -> Vec<Diagnostic> {
+    let _ = path;
+    parse_and_check(source).1
+}
+
+fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
+    let (file, mut diags) = syntax::parse(source);
+    if diags.is_empty() {
+        diags = check::check(&file);
+    }
+    diag::sort(&mut diags);
+    (file, diags)
+}
+
+/// Parses a policy into its AST, with syntax errors only.
+pub fn parse(source: &str) -> (ast::File, Vec<Diagnostic>) {
+    let (file, mut diags) = syntax::parse(source);
+    diag::sort(&mut diags);
+    (file, diags)
+}
+
+/// Renders diagnostics rustc-style with a fixed layout and no colour (see [`diag::render`]).
+pub fn render(path: &str, source: &str, diags: &[Diagnostic]) -> String {
+    diag::render(path, source, diags)
+}
+
+/// The canonical layout of a policy, for `writ fmt`. Refuses (with the syntax errors) a
+/// source that does not parse, since it cannot be laid out without losing text.
+pub fn format(source: &str) -> Result<String, Diagnostics> {
+    let (file, mut diags) = syntax::parse(source);
+    if diags.is_empty() {
+        Ok(fmt::print_file(&file, source))
+    } else {
+        diag::sort(&mut diags);
+        Err(Diagnostics(diags))
+    }
 }

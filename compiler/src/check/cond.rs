@@ -1,0 +1,723 @@
+//! Types and names inside conditions and actions.
+
+use super::{Checker, suggest::did_you_mean};
+use crate::ast::*;
+use crate::diag::{Diagnostic, codes};
+
+/// Where a condition is evaluated, and what checking it found.
+pub(crate) struct Ctx {
+    /// `None` for a workflow `match` (request headers only).
+    response: Option<bool>,
+    pub uses_spend: bool,
+    /// Detector names the condition's `has` tests mention, for a bare `redact`/`tokenise`.
+    pub has_detectors: Vec<String>,
+}
+
+impl Ctx {
+    pub(crate) fn matcher() -> Ctx {
+        Ctx {
+            response: None,
+            uses_spend: false,
+            has_detectors: Vec::new(),
+        }
+    }
+
+    pub(crate) fn rule(response: bool) -> Ctx {
+        Ctx {
+            response: Some(response),
+            uses_spend: false,
+            has_detectors: Vec::new(),
+        }
+    }
+}
+
+/// The type of a value in a condition.
+#[derive(Debug, Clone, PartialEq)]
+enum Ty {
+    Str,
+    Num,
+    /// A 0..1 score (confidence): compares with numbers and percentages.
+    Fraction,
+    Percent,
+    Money,
+    Bool,
+    List(Box<Ty>),
+    /// `[]`: fits any list.
+    EmptyList,
+}
+
+impl Ty {
+    fn name(&self) -> String {
+        match self {
+            Ty::Str => "a string".into(),
+            Ty::Num => "a number".into(),
+            Ty::Fraction => "a score between 0 and 1".into(),
+            Ty::Percent => "a percentage".into(),
+            Ty::Money => "money".into(),
+            Ty::Bool => "a boolean".into(),
+            Ty::List(t) => format!(
+                "a list of {}",
+                t.name().trim_start_matches("a ").trim_start_matches("an ")
+            ),
+            Ty::EmptyList => "an empty list".into(),
+        }
+    }
+
+    fn fits(&self, other: &Ty) -> bool {
+        match (self, other) {
+            (a, b) if a == b => true,
+            (Ty::Fraction, Ty::Num | Ty::Percent) | (Ty::Num | Ty::Percent, Ty::Fraction) => true,
+            _ => false,
+        }
+    }
+
+    fn ordered(&self) -> bool {
+        matches!(self, Ty::Num | Ty::Fraction | Ty::Percent | Ty::Money)
+    }
+}
+
+pub(crate) const FIELDS: &[&str] = &[
+    "model",
+    "path",
+    "method",
+    "workflow",
+    "team",
+    "user",
+    "max_tokens",
+    "stream",
+    "status",
+];
+
+const SCOPES: &[&str] = &["team", "user", "workflow"];
+const WINDOWS: &[&str] = &["hour", "day", "month"];
+
+impl Checker {
+    fn response_only(&mut self, ctx: &Ctx, span: Span, what: &str) {
+        match ctx.response {
+            Some(true) => {}
+            Some(false) => self.push(
+                Diagnostic::new(
+                    codes::RESPONSE_ONLY,
+                    format!("{what} in a request-phase rule"),
+                    span,
+                    "only known once the reply arrives",
+                )
+                .help("write `on response` for rules that inspect the reply"),
+            ),
+            None => self.not_in_match(span, what),
+        }
+    }
+
+    fn not_in_match(&mut self, span: Span, what: &str) {
+        self.push(
+            Diagnostic::new(
+                codes::MATCH_USES_BODY,
+                format!("workflow `match` reads {what}"),
+                span,
+                "not available before the body arrives",
+            )
+            .help("a workflow is chosen from request headers, `path` and `method` only"),
+        );
+    }
+
+    pub(super) fn cond(&mut self, c: &Node<Cond>, ctx: &mut Ctx) {
+        match &c.node {
+            Cond::And(parts) | Cond::Or(parts) => {
+                for p in parts {
+                    self.cond(p, ctx);
+                }
+            }
+            Cond::Not(inner) => self.cond(inner, ctx),
+            Cond::Error => {}
+            Cond::Bare(o) => {
+                if let Some(t) = self.operand(o, ctx)
+                    && t != Ty::Bool
+                {
+                    self.push(
+                        Diagnostic::new(
+                            codes::NOT_A_CONDITION,
+                            format!("{} is not a condition", t.name()),
+                            o.span,
+                            "expected a comparison here",
+                        )
+                        .help("compare it, e.g. `model == \"gpt-4o\"`"),
+                    );
+                }
+            }
+            Cond::Compare { left, op, right } => {
+                let l = self.operand(left, ctx);
+                let r = self.operand(right, ctx);
+                let (Some(l), Some(r)) = (l, r) else { return };
+                if !l.fits(&r) {
+                    let help = match (&l, &r) {
+                        (Ty::Money, Ty::Num) | (Ty::Num, Ty::Money) => Some(format!(
+                            "write the amount with its currency, e.g. `5000 {}`",
+                            self.env.currency
+                        )),
+                        (Ty::Str, _) | (_, Ty::Str) => Some("quote strings: `\"…\"`".to_string()),
+                        _ => None,
+                    };
+                    self.push(
+                        Diagnostic::new(
+                            codes::TYPE_MISMATCH,
+                            format!("cannot compare {} with {}", l.name(), r.name()),
+                            right.span,
+                            format!("expected {}", l.name()),
+                        )
+                        .with_label(left.span, format!("this is {}", l.name()))
+                        .maybe_help(help),
+                    );
+                    return;
+                }
+                if !matches!(op.node, CmpOp::Eq | CmpOp::Ne) && !l.ordered() {
+                    self.push(
+                        Diagnostic::new(
+                            codes::BAD_OPERATOR,
+                            format!("`{}` does not apply to {}", op.node.as_str(), l.name()),
+                            op.span,
+                            "an ordering operator",
+                        )
+                        .help("strings and booleans compare with `==` and `!=`; lists with `in`"),
+                    );
+                }
+                self.workflow_names(left, right);
+                self.workflow_names(right, left);
+                if (l == Ty::Fraction) != (r == Ty::Fraction) {
+                    let lit = if l == Ty::Fraction { right } else { left };
+                    if let Operand::Lit(Lit::Num(n)) = &lit.node
+                        && !(0.0..=1.0).contains(&n.value)
+                    {
+                        self.push(
+                            Diagnostic::new(
+                                codes::THRESHOLD_OUT_OF_RANGE,
+                                format!("confidence compared with `{}`, outside 0..1", n.text),
+                                lit.span,
+                                "confidence lies between 0 and 1",
+                            )
+                            .help("write e.g. `0.70` or `70%`"),
+                        );
+                    }
+                }
+            }
+            Cond::In { operand, list, .. } => {
+                let t = self.operand(operand, ctx);
+                let lt = self.list(list);
+                if let (Some(t), Some(Ty::List(et))) = (&t, &lt)
+                    && !t.fits(et)
+                {
+                    self.push(
+                        Diagnostic::new(
+                            codes::TYPE_MISMATCH,
+                            format!(
+                                "cannot look up {} in {}",
+                                t.name(),
+                                Ty::List(et.clone()).name()
+                            ),
+                            list.span,
+                            format!(
+                                "expected a list of {}",
+                                t.name().trim_start_matches("a ").trim_start_matches("an ")
+                            ),
+                        )
+                        .with_label(operand.span, format!("this is {}", t.name())),
+                    );
+                    return;
+                }
+                if let Operand::Field(f) = &operand.node
+                    && f.node == "workflow"
+                {
+                    for item in &list.node {
+                        self.known_workflow(item);
+                    }
+                }
+            }
+            Cond::Has { subject, target } => {
+                if subject.node == Subject::Response {
+                    self.response_only(ctx, subject.span, "`response has`");
+                } else if ctx.response.is_none() {
+                    self.not_in_match(subject.span, "the prompt");
+                }
+                let names = self.has_target(target);
+                ctx.has_detectors.extend(names);
+            }
+        }
+    }
+
+    /// Validates `pii(a, b)` / `secret` and returns the detector names it stands for.
+    pub(super) fn has_target(&mut self, t: &Node<HasTarget>) -> Vec<String> {
+        let secret = match t.node.class.node.as_str() {
+            "pii" => false,
+            "secret" => true,
+            other => {
+                let mut cands: Vec<&str> = vec!["pii", "secret"];
+                let is_detector = self.env.detectors.contains_key(other);
+                cands.extend(self.env.detectors.keys().map(String::as_str));
+                let help = if is_detector {
+                    let class = if self.env.detectors.get(other).is_some_and(|d| d.secret) {
+                        "secret"
+                    } else {
+                        "pii"
+                    };
+                    Some(format!(
+                        "name detectors inside their class: `{class}({other})`"
+                    ))
+                } else {
+                    did_you_mean(other, cands)
+                };
+                self.push(
+                    Diagnostic::new(
+                        codes::UNKNOWN_CLASS,
+                        format!("unknown detector class `{other}`"),
+                        t.node.class.span,
+                        "expected `pii` or `secret`",
+                    )
+                    .maybe_help(help),
+                );
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        match &t.node.names {
+            None => {
+                for (name, info) in &self.env.detectors {
+                    if info.secret == secret {
+                        out.push(name.clone());
+                    }
+                }
+            }
+            Some(names) => {
+                for n in names {
+                    match self.env.detectors.get(&n.node) {
+                        None => {
+                            let help = did_you_mean(
+                                &n.node,
+                                self.env.detectors.keys().map(String::as_str),
+                            );
+                            self.push(
+                                Diagnostic::new(
+                                    codes::UNKNOWN_DETECTOR,
+                                    format!("unknown detector `{}`", n.node),
+                                    n.span,
+                                    "not a built-in or declared detector",
+                                )
+                                .maybe_help(help),
+                            );
+                        }
+                        Some(info) if info.secret != secret => {
+                            let (is, said) = if info.secret {
+                                ("secret", "pii")
+                            } else {
+                                ("pii", "secret")
+                            };
+                            self.push(
+                                Diagnostic::new(
+                                    codes::CLASS_MISMATCH,
+                                    format!("detector `{}` is a {is} detector, not {said}", n.node),
+                                    n.span,
+                                    format!("named under `{said}`"),
+                                )
+                                .help(format!("write `{is}({})`", n.node)),
+                            );
+                        }
+                        Some(_) => out.push(n.node.clone()),
+                    }
+                }
+            }
+        }
+        for name in &out {
+            if !self.used_detectors.contains(name) {
+                self.used_detectors.push(name.clone());
+            }
+        }
+        out
+    }
+
+    fn known_workflow(&mut self, lit: &Node<Lit>) {
+        // `workflow == ""` tests for "no workflow matched".
+        if let Lit::Str(name) = &lit.node
+            && !name.is_empty()
+            && !self.env.workflows.contains(name)
+        {
+            let help = did_you_mean(name, self.env.workflows.iter().map(String::as_str));
+            self.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_WORKFLOW,
+                    format!("unknown workflow `{name}`"),
+                    lit.span,
+                    "no workflow of this name is declared",
+                )
+                .maybe_help(
+                    help.or_else(|| Some("declare it with `workflow \"…\" { … }`".to_string())),
+                ),
+            );
+        }
+    }
+
+    fn workflow_names(&mut self, field: &Node<Operand>, value: &Node<Operand>) {
+        if let (Operand::Field(f), Operand::Lit(l)) = (&field.node, &value.node)
+            && f.node == "workflow"
+        {
+            self.known_workflow(&Node::new(l.clone(), value.span));
+        }
+    }
+
+    /// The type of an operand, or `None` when it was already reported.
+    fn operand(&mut self, o: &Node<Operand>, ctx: &mut Ctx) -> Option<Ty> {
+        match &o.node {
+            Operand::Lit(l) => self.lit(&Node::new(l.clone(), o.span)),
+            Operand::Header(h) => {
+                self.nonempty(h, "the header name");
+                Some(Ty::Str)
+            }
+            Operand::ResponseHeader(h) => {
+                self.nonempty(h, "the header name");
+                self.response_only(ctx, o.span, "`response header`");
+                Some(Ty::Str)
+            }
+            Operand::Field(f) => {
+                let name = f.node.as_str();
+                if !FIELDS.contains(&name) {
+                    let mut help = did_you_mean(name, FIELDS.iter().copied());
+                    if name == "prompt" || name == "response" {
+                        help = Some(format!("test text with `{name} has pii(…)`"));
+                    } else if name == "spend" || name == "confidence" {
+                        help = Some(format!("`{name}` is a function: `{name}(…)`"));
+                    }
+                    self.push(
+                        Diagnostic::new(
+                            codes::UNKNOWN_FIELD,
+                            format!("unknown field `{name}`"),
+                            f.span,
+                            "not a known field",
+                        )
+                        .maybe_help(help),
+                    );
+                    return None;
+                }
+                if ctx.response.is_none() && !matches!(name, "path" | "method") {
+                    self.not_in_match(f.span, &format!("`{name}`"));
+                    return None;
+                }
+                if name == "status" {
+                    self.response_only(ctx, f.span, "`status`");
+                }
+                Some(match name {
+                    "max_tokens" | "status" => Ty::Num,
+                    "stream" => Ty::Bool,
+                    _ => Ty::Str,
+                })
+            }
+            Operand::Call { name, args } => match name.node.as_str() {
+                "spend" => {
+                    if ctx.response.is_none() {
+                        self.not_in_match(o.span, "`spend`");
+                        return None;
+                    }
+                    ctx.uses_spend = true;
+                    let names: Vec<&Ident> = args
+                        .iter()
+                        .filter_map(|a| match &a.node {
+                            CallArg::Name(n) => Some(n),
+                            _ => None,
+                        })
+                        .collect();
+                    if args.len() != 2 || names.len() != 2 {
+                        self.push(
+                            Diagnostic::new(
+                                codes::TYPE_MISMATCH,
+                                "`spend` takes a scope and a window",
+                                o.span,
+                                "wrong arguments",
+                            )
+                            .help("write e.g. `spend(team, month)`"),
+                        );
+                        return None;
+                    }
+                    let mut ok = true;
+                    if let Some(scope) = names.first() {
+                        if !SCOPES.contains(&scope.node.as_str()) {
+                            ok = false;
+                            self.push(
+                                Diagnostic::new(
+                                    codes::UNKNOWN_SCOPE,
+                                    format!("unknown spend scope `{}`", scope.node),
+                                    scope.span,
+                                    "expected `team`, `user` or `workflow`",
+                                )
+                                .maybe_help(did_you_mean(&scope.node, SCOPES.iter().copied())),
+                            );
+                        } else if scope.node != "workflow" {
+                            let untrusted: Vec<Span> = self
+                                .env
+                                .untrusted
+                                .iter()
+                                .filter(|(who, _)| *who == scope.node)
+                                .map(|(_, s)| *s)
+                                .collect();
+                            if let Some(first) = untrusted.first() {
+                                self.push(
+                                    Diagnostic::new(
+                                        codes::UNTRUSTED_BUDGET,
+                                        format!("budget per {} relies on a header the client sets", scope.node),
+                                        scope.span,
+                                        "a client can change its identity to dodge this budget",
+                                    )
+                                    .with_label(*first, "identified by an untrusted header here")
+                                    .help("identify it `by trusted header` set by Envoy's `jwt_authn`"),
+                                );
+                            }
+                        }
+                    }
+                    if let Some(window) = names.get(1)
+                        && !WINDOWS.contains(&window.node.as_str())
+                    {
+                        ok = false;
+                        self.push(
+                            Diagnostic::new(
+                                codes::UNKNOWN_WINDOW,
+                                format!("unknown spend window `{}`", window.node),
+                                window.span,
+                                "expected `hour`, `day` or `month`",
+                            )
+                            .maybe_help(did_you_mean(&window.node, WINDOWS.iter().copied())),
+                        );
+                    }
+                    ok.then_some(Ty::Money)
+                }
+                "confidence" => {
+                    self.response_only(ctx, o.span, "`confidence`");
+                    match args.as_slice() {
+                        [a] if matches!(a.node, CallArg::Header(_) | CallArg::Json(_)) => {
+                            if let CallArg::Json(p) = &a.node
+                                && !(p.node.is_empty() || p.node.starts_with('/'))
+                            {
+                                self.push(
+                                    Diagnostic::new(
+                                        codes::TYPE_MISMATCH,
+                                        "a JSON pointer starts with `/`",
+                                        p.span,
+                                        "not a JSON pointer",
+                                    )
+                                    .help("write e.g. `json \"/choices/0/confidence\"`"),
+                                );
+                            }
+                            Some(Ty::Fraction)
+                        }
+                        _ => {
+                            self.push(
+                                Diagnostic::new(
+                                    codes::TYPE_MISMATCH,
+                                    "`confidence` takes `header \"…\"` or `json \"/pointer\"`",
+                                    o.span,
+                                    "wrong arguments",
+                                )
+                                .help("write e.g. `confidence(header \"x-model-confidence\")`"),
+                            );
+                            None
+                        }
+                    }
+                }
+                other => {
+                    self.push(
+                        Diagnostic::new(
+                            codes::UNKNOWN_FUNCTION,
+                            format!("unknown function `{other}`"),
+                            name.span,
+                            "not a known function",
+                        )
+                        .maybe_help(did_you_mean(other, ["spend", "confidence"])),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn lit(&mut self, l: &Node<Lit>) -> Option<Ty> {
+        match &l.node {
+            Lit::Str(_) => Some(Ty::Str),
+            Lit::Num(_) => Some(Ty::Num),
+            Lit::Bool(_) => Some(Ty::Bool),
+            Lit::Percent(n) => {
+                self.percent(n, l.span);
+                Some(Ty::Percent)
+            }
+            Lit::Money { num, currency } => {
+                self.amount(num, Some(currency), l.span);
+                Some(Ty::Money)
+            }
+            Lit::List(_) => {
+                if let Lit::List(items) = &l.node {
+                    self.list(&Node::new(items.clone(), l.span))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn list(&mut self, l: &Node<Vec<Node<Lit>>>) -> Option<Ty> {
+        let mut first: Option<(Ty, Span)> = None;
+        for item in &l.node {
+            let t = self.lit(item)?;
+            if matches!(t, Ty::List(_) | Ty::EmptyList) {
+                self.push(
+                    Diagnostic::new(
+                        codes::MIXED_LIST,
+                        "a list inside a list",
+                        item.span,
+                        "lists hold plain values",
+                    )
+                    .help("flatten the list"),
+                );
+                return None;
+            }
+            match &first {
+                None => first = Some((t, item.span)),
+                Some((ft, fs)) if *ft != t => {
+                    self.push(
+                        Diagnostic::new(
+                            codes::MIXED_LIST,
+                            "list mixes types",
+                            item.span,
+                            format!("this is {}", t.name()),
+                        )
+                        .with_label(*fs, format!("the list starts with {}", ft.name()))
+                        .help("a list holds values of one type"),
+                    );
+                    return None;
+                }
+                Some(_) => {}
+            }
+        }
+        Some(match first {
+            Some((t, _)) => Ty::List(Box::new(t)),
+            None => Ty::EmptyList,
+        })
+    }
+
+    pub(super) fn action(&mut self, a: &Node<Action>, ctx: &Ctx, response: bool) {
+        match &a.node {
+            Action::Allow => {}
+            Action::Deny { status, message } => {
+                let v = status.node.value;
+                if !(400.0..=599.0).contains(&v) || v.fract() != 0.0 {
+                    self.push(
+                        Diagnostic::new(
+                            codes::STATUS_OUT_OF_RANGE,
+                            format!(
+                                "deny status `{}` is not an HTTP error status",
+                                status.node.text
+                            ),
+                            status.span,
+                            "expected 400 to 599",
+                        )
+                        .help("use e.g. 403 (forbidden) or 429 (too many requests)"),
+                    );
+                }
+                self.nonempty(message, "the deny message");
+            }
+            Action::Redact(t) | Action::Tokenise(t) => {
+                let verb = if matches!(a.node, Action::Redact(_)) {
+                    "redact"
+                } else {
+                    "tokenise"
+                };
+                match t {
+                    Some(t) => {
+                        self.has_target(t);
+                    }
+                    None if ctx.has_detectors.is_empty() => self.push(
+                        Diagnostic::new(
+                            codes::NOTHING_TO_TRANSFORM,
+                            format!("`{verb}` has no detectors to act on"),
+                            a.span,
+                            "the condition names no detectors",
+                        )
+                        .help(format!(
+                            "name them: `{verb} pii(email)`, or test them with `prompt has pii(…)`"
+                        )),
+                    ),
+                    None => {}
+                }
+            }
+            Action::Route(m) => {
+                self.nonempty(m, "the model");
+                if response {
+                    self.route_on_response(a.span);
+                }
+            }
+            Action::RouteCheapest(list) => {
+                if response {
+                    self.route_on_response(a.span);
+                }
+                if list.node.is_empty() {
+                    self.push(Diagnostic::new(
+                        codes::ROUTE_WITHOUT_PRICE,
+                        "`route to cheapest` has no candidates",
+                        list.span,
+                        "empty list",
+                    ));
+                }
+                for item in &list.node {
+                    match &item.node {
+                        Lit::Str(m) => {
+                            if !self.env.prices.contains(m) {
+                                let help =
+                                    did_you_mean(m, self.env.prices.iter().map(String::as_str))
+                                        .unwrap_or_else(|| {
+                                            format!(
+                                                "add `price \"{m}\" input … output … per 1M tokens`"
+                                            )
+                                        });
+                                self.push(
+                                    Diagnostic::new(
+                                        codes::ROUTE_WITHOUT_PRICE,
+                                        format!("model `{m}` has no price"),
+                                        item.span,
+                                        "cannot be compared by cost",
+                                    )
+                                    .help(help),
+                                );
+                            }
+                        }
+                        _ => self.push(Diagnostic::new(
+                            codes::TYPE_MISMATCH,
+                            "route candidates are model names",
+                            item.span,
+                            "expected a string",
+                        )),
+                    }
+                }
+            }
+            Action::Escalate { queue, reason } => {
+                self.nonempty(queue, "the review queue");
+                self.nonempty(reason, "the reason");
+            }
+            Action::Tag { key, .. } => self.nonempty(key, "the tag key"),
+            Action::Unknown(n) => {
+                const ACTIONS: &[&str] = &[
+                    "allow", "deny", "redact", "tokenise", "route", "escalate", "tag",
+                ];
+                self.push(
+                    Diagnostic::new(codes::UNKNOWN_ACTION, format!("unknown action `{}`", n.node), n.span, "not an action")
+                        .maybe_help(did_you_mean(&n.node, ACTIONS.iter().copied()).or_else(|| {
+                            Some("the actions are `allow`, `deny`, `redact`, `tokenise`, `route`, `escalate` and `tag`".into())
+                        })),
+                );
+            }
+        }
+    }
+
+    fn route_on_response(&mut self, span: Span) {
+        self.push(
+            Diagnostic::new(
+                codes::ROUTE_ON_RESPONSE,
+                "`route` in a response-phase rule",
+                span,
+                "the request was already sent",
+            )
+            .help("routing rewrites the requested model; use it `on request`"),
+        );
+    }
+}

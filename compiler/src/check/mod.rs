@@ -1,0 +1,997 @@
+//! Checks over the AST: names, types, cross-layer consistency, and rule logic (rules that
+//! never fire, shadowed rules, contradictions). Every check runs and reports; none stops
+//! at the first problem.
+
+mod cond;
+pub(crate) mod logic;
+pub(crate) mod suggest;
+
+use std::collections::BTreeMap;
+
+use crate::ast::*;
+use crate::diag::{Diagnostic, codes};
+use suggest::did_you_mean;
+
+/// Built-in personal-data detectors, by language name.
+pub(crate) const BUILTIN_PII: &[&str] = &[
+    "email",
+    "phone",
+    "credit_card",
+    "iban",
+    "us_ssn",
+    "ipv4",
+    "ipv6",
+];
+/// Built-in credential detectors.
+pub(crate) const BUILTIN_SECRET: &[&str] = &[
+    "aws_access_key",
+    "github_token",
+    "slack_token",
+    "openai_key",
+    "jwt",
+    "private_key",
+];
+pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
+/// Largest dense DFA (each direction) a custom detector may compile to.
+pub(crate) const DFA_SIZE_LIMIT: usize = 2 << 20;
+
+/// Why a custom detector's pattern did not compile.
+pub(crate) enum RegexError {
+    Invalid(String),
+    TooLarge,
+}
+
+/// Compiles a pattern ahead of time into forward and reverse dense DFAs (little-endian,
+/// alignment padding stripped), bounded by [`DFA_SIZE_LIMIT`].
+pub(crate) fn compile_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexError> {
+    use regex_automata::dfa::{dense, regex::Regex};
+    // Parse first so syntax errors are reported as such, not as size errors.
+    if let Err(e) = regex_automata::util::syntax::parse(pattern) {
+        return Err(RegexError::Invalid(e.to_string()));
+    }
+    let re = Regex::builder()
+        .dense(
+            dense::Config::new()
+                .dfa_size_limit(Some(DFA_SIZE_LIMIT))
+                .determinize_size_limit(Some(DFA_SIZE_LIMIT * 2)),
+        )
+        .build(pattern)
+        .map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("exceed") || msg.contains("limit") || msg.contains("too big") {
+                RegexError::TooLarge
+            } else {
+                RegexError::Invalid(msg)
+            }
+        })?;
+    let strip =
+        |(bytes, pad): (Vec<u8>, usize)| bytes.get(pad..).map(<[u8]>::to_vec).unwrap_or_default();
+    Ok((
+        strip(re.forward().to_bytes_little_endian()),
+        strip(re.reverse().to_bytes_little_endian()),
+    ))
+}
+
+/// A detector known to the policy: built in or declared.
+#[derive(Debug, Clone)]
+pub(crate) struct DetectorInfo {
+    pub secret: bool,
+    pub span: Option<Span>,
+}
+
+/// What the checks learn about the file's declarations.
+pub(crate) struct Env {
+    pub currency: String,
+    pub detectors: BTreeMap<String, DetectorInfo>,
+    pub workflows: Vec<String>,
+    pub prices: Vec<String>,
+    /// Identity headers a client can set: (scope, span of the `identify` entry).
+    pub untrusted: Vec<(String, Span)>,
+}
+
+/// A rule as the logic checks see it.
+pub(crate) struct RuleFacts {
+    pub span: Span,
+    pub when_span: Span,
+    pub response: bool,
+    pub cond: Option<logic::Nf>,
+    pub action: Option<String>,
+    pub is_allow: bool,
+    pub is_deny: bool,
+}
+
+/// Runs every check over a parsed file.
+pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        diags: Vec::new(),
+        env: Env {
+            currency: "EUR".to_string(),
+            detectors: BTreeMap::new(),
+            workflows: Vec::new(),
+            prices: Vec::new(),
+            untrusted: Vec::new(),
+        },
+        used_detectors: Vec::new(),
+        rules: Vec::new(),
+    };
+    c.declarations(file);
+    for item in &file.items {
+        match &item.node {
+            Item::Workflow(w) => c.workflow(w),
+            Item::Rule(r) => c.rule(r, item.span),
+            _ => {}
+        }
+    }
+    c.unused_detectors(file);
+    let rules = std::mem::take(&mut c.rules);
+    logic::rule_relations(&rules, &mut c.diags);
+    c.diags
+}
+
+struct Checker {
+    diags: Vec<Diagnostic>,
+    env: Env,
+    used_detectors: Vec<String>,
+    rules: Vec<RuleFacts>,
+}
+
+fn is_semver(v: &str) -> bool {
+    // MAJOR.MINOR.PATCH with optional -pre and +build, no leading zeros.
+    let core_end = v.find(['-', '+']).unwrap_or(v.len());
+    let (core, rest) = v.split_at(core_end);
+    let parts: Vec<&str> = core.split('.').collect();
+    let num_ok = |p: &&str| {
+        !p.is_empty()
+            && p.chars().all(|c| c.is_ascii_digit())
+            && (p.len() == 1 || !p.starts_with('0'))
+    };
+    let ident_ok = |s: &str| {
+        !s.is_empty()
+            && s.split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    };
+    let rest_ok = match rest.strip_prefix('-') {
+        Some(pre) => match pre.split_once('+') {
+            Some((pre, build)) => ident_ok(pre) && ident_ok(build),
+            None => ident_ok(pre),
+        },
+        None => match rest.strip_prefix('+') {
+            Some(build) => ident_ok(build),
+            None => rest.is_empty(),
+        },
+    };
+    parts.len() == 3 && parts.iter().all(num_ok) && rest_ok
+}
+
+/// Reports a second occurrence of a once-only statement.
+fn once<'a>(
+    seen: &mut Vec<(&'a str, Span)>,
+    name: &'a str,
+    span: Span,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+        diags.push(
+            Diagnostic::new(
+                codes::DUPLICATE_STATEMENT,
+                format!("`{name}` is given twice"),
+                span,
+                "second one here",
+            )
+            .with_label(*first, "first given here")
+            .help("keep one"),
+        );
+    } else {
+        seen.push((name, span));
+    }
+}
+
+fn missing(
+    diags: &mut Vec<Diagnostic>,
+    code: crate::diag::Code,
+    what: &str,
+    block: &str,
+    span: Span,
+    help: &str,
+) {
+    diags.push(
+        Diagnostic::new(
+            code,
+            format!("{block} has no `{what}`"),
+            span,
+            format!("`{what}` missing in this block"),
+        )
+        .help(help.to_string()),
+    );
+}
+
+/// The span of an item's first line (its keyword through the `{`), for "missing" labels.
+fn head_span(item_span: Span, name_span: Span) -> Span {
+    Span {
+        start: item_span.start,
+        end: name_span.end,
+    }
+}
+
+impl Checker {
+    fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    fn nonempty(&mut self, s: &Str, what: &str) {
+        if s.node.trim().is_empty() {
+            self.push(Diagnostic::new(
+                codes::EMPTY_STRING,
+                format!("{what} is empty"),
+                s.span,
+                "empty string",
+            ));
+        }
+    }
+
+    /// The policy header, prices, detectors, kill switch, manual clauses, and the name
+    /// tables the rules are checked against.
+    fn declarations(&mut self, file: &File) {
+        for name in BUILTIN_PII {
+            self.env.detectors.insert(
+                (*name).to_string(),
+                DetectorInfo {
+                    secret: false,
+                    span: None,
+                },
+            );
+        }
+        for name in BUILTIN_SECRET {
+            self.env.detectors.insert(
+                (*name).to_string(),
+                DetectorInfo {
+                    secret: true,
+                    span: None,
+                },
+            );
+        }
+        let mut header: Option<Span> = None;
+        let mut kill: Option<Span> = None;
+        // First pass: the header (its currency is needed by prices and rules).
+        for item in &file.items {
+            if let Item::Policy(p) = &item.node {
+                let head = head_span(item.span, p.version.span);
+                if let Some(first) = header {
+                    self.push(
+                        Diagnostic::new(
+                            codes::DUPLICATE_ITEM,
+                            "a second `policy` header",
+                            head,
+                            "second header",
+                        )
+                        .with_label(first, "first header here")
+                        .help("a file holds one policy"),
+                    );
+                    continue;
+                }
+                header = Some(head);
+                self.policy_header(p, head);
+            }
+        }
+        if header.is_none() {
+            let span = file.items.first().map_or(Span::default(), |i| Span {
+                start: i.span.start,
+                end: i.span.start,
+            });
+            self.push(
+                Diagnostic::new(codes::MISSING_HEADER, "missing policy header", span, "expected a `policy` header before this")
+                    .help("start the file with `policy \"name\" version \"1.0.0\" { owner \"…\" implements \"…\" }`"),
+            );
+        }
+        let mut workflows: BTreeMap<String, Span> = BTreeMap::new();
+        let mut prices: BTreeMap<String, Span> = BTreeMap::new();
+        let mut rules: BTreeMap<(String, String), Span> = BTreeMap::new();
+        for item in &file.items {
+            match &item.node {
+                Item::Policy(_) => {}
+                Item::Workflow(w) => {
+                    self.nonempty(&w.name, "a workflow name");
+                    if let Some(first) = workflows.get(&w.name.node) {
+                        self.push(
+                            Diagnostic::new(
+                                codes::DUPLICATE_WORKFLOW,
+                                format!("workflow `{}` is declared twice", w.name.node),
+                                w.name.span,
+                                "declared again here",
+                            )
+                            .with_label(*first, "first declared here")
+                            .help("rename one of them or merge them"),
+                        );
+                    } else {
+                        workflows.insert(w.name.node.clone(), w.name.span);
+                        self.env.workflows.push(w.name.node.clone());
+                    }
+                }
+                Item::Price(p) => {
+                    self.nonempty(&p.model, "a model name");
+                    if let Some(first) = prices.get(&p.model.node) {
+                        self.push(
+                            Diagnostic::new(
+                                codes::DUPLICATE_PRICE,
+                                format!("model `{}` has two prices", p.model.node),
+                                p.model.span,
+                                "priced again here",
+                            )
+                            .with_label(*first, "first priced here")
+                            .help("keep one price per model"),
+                        );
+                    } else {
+                        prices.insert(p.model.node.clone(), p.model.span);
+                        self.env.prices.push(p.model.node.clone());
+                    }
+                    for a in std::iter::once(&p.input)
+                        .chain(std::iter::once(&p.output))
+                        .chain(p.cached.iter())
+                    {
+                        self.amount(&a.node.num, a.node.currency.as_ref(), a.span);
+                    }
+                }
+                Item::Detector(d) => self.detector(d),
+                Item::Rule(r) => {
+                    let key = (r.id.node.clone(), r.title.node.clone());
+                    let head = head_span(item.span, r.title.span);
+                    if let Some(first) = rules.get(&key) {
+                        self.push(
+                            Diagnostic::new(
+                                codes::DUPLICATE_RULE,
+                                format!(
+                                    "rule `{}` \"{}\" is declared twice",
+                                    r.id.node, r.title.node
+                                ),
+                                head,
+                                "declared again here",
+                            )
+                            .with_label(*first, "first declared here")
+                            .help("rules may share a clause id, but each needs its own title"),
+                        );
+                    } else {
+                        rules.insert(key, head);
+                    }
+                }
+                Item::Manual(m) => {
+                    let head = head_span(item.span, m.title.span);
+                    let mut seen = Vec::new();
+                    for s in &m.stmts {
+                        match &s.node {
+                            ManualStmt::Owner(v) => {
+                                once(&mut seen, "owner", s.span, &mut self.diags);
+                                self.nonempty(v, "the owner");
+                            }
+                            ManualStmt::Reason(v) => {
+                                once(&mut seen, "reason", s.span, &mut self.diags);
+                                self.nonempty(v, "the reason");
+                            }
+                        }
+                    }
+                    for what in ["owner", "reason"] {
+                        if !seen.iter().any(|(n, _)| *n == what) {
+                            missing(
+                                &mut self.diags,
+                                codes::MISSING_STATEMENT,
+                                what,
+                                "manual clause",
+                                head,
+                                "a manual clause names who enforces it and why no gateway can",
+                            );
+                        }
+                    }
+                }
+                Item::KillSwitch(k) => {
+                    let head = Span {
+                        start: item.span.start,
+                        end: item.span.start + 11,
+                    };
+                    if let Some(first) = kill {
+                        self.push(
+                            Diagnostic::new(
+                                codes::DUPLICATE_ITEM,
+                                "a second `kill_switch` block",
+                                head,
+                                "second block",
+                            )
+                            .with_label(first, "first block here")
+                            .help("a policy has one kill switch"),
+                        );
+                    }
+                    kill = Some(head);
+                    self.kill_switch(k, head);
+                }
+            }
+        }
+    }
+
+    fn policy_header(&mut self, p: &PolicyItem, head: Span) {
+        self.nonempty(&p.name, "the policy name");
+        if !is_semver(&p.version.node) {
+            self.push(
+                Diagnostic::new(
+                    codes::INVALID_VERSION,
+                    format!("invalid version `{}`", p.version.node),
+                    p.version.span,
+                    "not a semantic version",
+                )
+                .help("write MAJOR.MINOR.PATCH, e.g. \"1.3.0\""),
+            );
+        }
+        let mut seen = Vec::new();
+        for s in &p.stmts {
+            match &s.node {
+                PolicyStmt::Owner(v) => {
+                    once(&mut seen, "owner", s.span, &mut self.diags);
+                    self.nonempty(v, "the owner");
+                }
+                PolicyStmt::Implements(v) => {
+                    once(&mut seen, "implements", s.span, &mut self.diags);
+                    self.nonempty(v, "the paper policy path");
+                }
+                PolicyStmt::Currency(c) => {
+                    once(&mut seen, "currency", s.span, &mut self.diags);
+                    let ok = c.node.len() == 3 && c.node.chars().all(|ch| ch.is_ascii_uppercase());
+                    if ok {
+                        self.env.currency = c.node.clone();
+                    } else {
+                        let upper = c.node.to_ascii_uppercase();
+                        let help = if upper.len() == 3
+                            && upper.chars().all(|ch| ch.is_ascii_uppercase())
+                        {
+                            format!("did you mean `{upper}`?")
+                        } else {
+                            "write an ISO 4217 code such as `EUR` or `USD`".to_string()
+                        };
+                        self.push(
+                            Diagnostic::new(
+                                codes::INVALID_CURRENCY,
+                                format!("invalid currency `{}`", c.node),
+                                c.span,
+                                "not an ISO 4217 code",
+                            )
+                            .help(help),
+                        );
+                    }
+                }
+                PolicyStmt::Enforcement(e) => {
+                    once(&mut seen, "enforcement", s.span, &mut self.diags);
+                    self.enforcement(e);
+                }
+            }
+        }
+        if !seen.iter().any(|(n, _)| *n == "owner") {
+            missing(
+                &mut self.diags,
+                codes::MISSING_OWNER,
+                "owner",
+                "the policy header",
+                head,
+                "add `owner \"team@example.com\"`: someone must answer for the policy",
+            );
+        }
+        if !seen.iter().any(|(n, _)| *n == "implements") {
+            missing(
+                &mut self.diags,
+                codes::MISSING_IMPLEMENTS,
+                "implements",
+                "the policy header",
+                head,
+                "add `implements \"ai-policy.md\"`: the paper policy whose clauses the rules cite",
+            );
+        }
+    }
+
+    fn enforcement(&mut self, e: &Ident) {
+        if !matches!(e.node.as_str(), "enforce" | "monitor") {
+            self.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_ENFORCEMENT,
+                    format!("unknown enforcement mode `{}`", e.node),
+                    e.span,
+                    "expected `enforce` or `monitor`",
+                )
+                .maybe_help(did_you_mean(&e.node, ["enforce", "monitor"])),
+            );
+        }
+    }
+
+    /// An amount of money: currency, precision.
+    fn amount(&mut self, num: &Num, currency: Option<&Ident>, span: Span) {
+        if let Some(c) = currency
+            && c.node != self.env.currency
+        {
+            self.push(
+                Diagnostic::new(
+                    codes::CURRENCY_MISMATCH,
+                    format!(
+                        "amount in `{}` in a policy whose currency is `{}`",
+                        c.node, self.env.currency
+                    ),
+                    c.span,
+                    format!("expected `{}`", self.env.currency),
+                )
+                .help("one policy uses one currency; set it with `currency` in the policy header"),
+            );
+        }
+        if crate::lower::micros(&num.text).is_none() {
+            self.push(
+                Diagnostic::new(
+                    codes::AMOUNT_PRECISION,
+                    format!("amount `{}` cannot be represented", num.text),
+                    span,
+                    "more than 6 decimals, or too large",
+                )
+                .help("money is kept in millionths of a unit, up to about 9 trillion"),
+            );
+        }
+    }
+
+    fn detector(&mut self, d: &DetectorItem) {
+        if let Some(existing) = self.env.detectors.get(&d.name.node) {
+            let mut diag = Diagnostic::new(
+                codes::DUPLICATE_DETECTOR,
+                format!("detector `{}` is declared twice", d.name.node),
+                d.name.span,
+                "declared again here",
+            );
+            diag = match existing.span {
+                Some(first) => diag
+                    .with_label(first, "first declared here")
+                    .help("rename one of them"),
+                None => diag.help(format!(
+                    "`{}` is a built-in detector; pick another name",
+                    d.name.node
+                )),
+            };
+            self.push(diag);
+            return;
+        }
+        let mut secret = false;
+        if let Some(class) = &d.class {
+            match class.node.as_str() {
+                "pii" => {}
+                "secret" => secret = true,
+                _ => self.push(
+                    Diagnostic::new(
+                        codes::UNKNOWN_CLASS,
+                        format!("unknown detector class `{}`", class.node),
+                        class.span,
+                        "expected `pii` or `secret`",
+                    )
+                    .maybe_help(did_you_mean(&class.node, ["pii", "secret"])),
+                ),
+            }
+        }
+        if let Some(v) = &d.validator
+            && !VALIDATORS.contains(&v.node.as_str())
+        {
+            self.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_VALIDATOR,
+                    format!("unknown validator `{}`", v.node),
+                    v.span,
+                    "expected `luhn`, `iban` or `mod97`",
+                )
+                .maybe_help(did_you_mean(&v.node, VALIDATORS.iter().copied())),
+            );
+        }
+        if d.pattern.node.is_empty() {
+            self.nonempty(&d.pattern, "the pattern");
+        } else {
+            match compile_regex(&d.pattern.node) {
+                Ok(_) => {}
+                Err(RegexError::Invalid(e)) => {
+                    // The regex error is multi-line with its own caret; keep its last line.
+                    let reason = e
+                        .lines()
+                        .rev()
+                        .find(|l| l.trim_start().starts_with("error:"))
+                        .map(|l| l.trim_start().trim_start_matches("error:").trim().to_string())
+                        .unwrap_or_else(|| e.lines().last().unwrap_or("").trim().to_string());
+                    self.push(
+                        Diagnostic::new(
+                            codes::INVALID_REGEX,
+                            format!("invalid regex for detector `{}`", d.name.node),
+                            d.pattern.span,
+                            reason,
+                        )
+                        .help("patterns use Rust `regex` syntax"),
+                    );
+                }
+                Err(RegexError::TooLarge) => self.push(
+                    Diagnostic::new(
+                        codes::REGEX_TOO_LARGE,
+                        format!("regex for detector `{}` is too large", d.name.node),
+                        d.pattern.span,
+                        format!("compiles to more than {} KiB", DFA_SIZE_LIMIT / 1024),
+                    )
+                    .help("bound repetitions and prefer ASCII classes such as `[0-9]` over `\\d` or `\\w`"),
+                ),
+            }
+        }
+        self.env.detectors.insert(
+            d.name.node.clone(),
+            DetectorInfo {
+                secret,
+                span: Some(d.name.span),
+            },
+        );
+    }
+
+    fn kill_switch(&mut self, k: &KillSwitchItem, head: Span) {
+        let mut seen = Vec::new();
+        for s in &k.stmts {
+            match &s.node {
+                KillStmt::AdminPath(p) => {
+                    once(&mut seen, "admin path", s.span, &mut self.diags);
+                    if !p.node.starts_with('/') {
+                        self.push(
+                            Diagnostic::new(
+                                codes::EMPTY_STRING,
+                                "the admin path must start with `/`",
+                                p.span,
+                                "not a request path",
+                            )
+                            .help("e.g. \"/writ/admin/kill-switch\""),
+                        );
+                    }
+                }
+                KillStmt::TokenSha256(t) => {
+                    once(&mut seen, "token sha256", s.span, &mut self.diags);
+                    let ok = t.node.len() == 64
+                        && t.node.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+                    if !ok {
+                        self.push(
+                            Diagnostic::new(
+                                codes::INVALID_TOKEN_HASH,
+                                "invalid kill-switch token hash",
+                                t.span,
+                                "expected 64 lower-case hex characters",
+                            )
+                            .help("write the sha256 of the token, e.g. `printf %s \"$TOKEN\" | sha256sum`; never the token itself"),
+                        );
+                    }
+                }
+            }
+        }
+        for what in ["admin path", "token sha256"] {
+            if !seen.iter().any(|(n, _)| *n == what) {
+                missing(
+                    &mut self.diags,
+                    codes::MISSING_STATEMENT,
+                    what,
+                    "the kill switch",
+                    head,
+                    "a kill switch needs its admin path and the sha256 of its token",
+                );
+            }
+        }
+    }
+
+    fn workflow(&mut self, w: &WorkflowItem) {
+        let mut seen = Vec::new();
+        let mut hitl: Option<Span> = None;
+        let mut rate: Option<(f64, Span)> = None;
+        let mut identities: Vec<&str> = Vec::new();
+        for s in &w.stmts {
+            match &s.node {
+                WorkflowStmt::Match(c) => {
+                    once(&mut seen, "match", s.span, &mut self.diags);
+                    let mut ctx = cond::Ctx::matcher();
+                    self.cond(c, &mut ctx);
+                }
+                WorkflowStmt::Oversight {
+                    mode,
+                    below,
+                    sample,
+                } => {
+                    once(&mut seen, "oversight", s.span, &mut self.diags);
+                    match mode.node.as_str() {
+                        "HITL" => hitl = Some(mode.span),
+                        "HOTL" => match below {
+                            None => self.push(
+                                Diagnostic::new(
+                                    codes::OVERSIGHT_OPTION,
+                                    "HOTL needs a confidence threshold",
+                                    mode.span,
+                                    "no `below` here",
+                                )
+                                .help("write `oversight HOTL below 0.70`: outputs under the threshold go to a human"),
+                            ),
+                            Some(b) if !(0.0..=1.0).contains(&b.node.value) => self.push(
+                                Diagnostic::new(
+                                    codes::THRESHOLD_OUT_OF_RANGE,
+                                    format!("HOTL threshold `{}` is outside 0..1", b.node.text),
+                                    b.span,
+                                    "a confidence threshold lies between 0 and 1",
+                                )
+                                .help("write e.g. `below 0.70`"),
+                            ),
+                            Some(_) => {}
+                        },
+                        "HIC" => {}
+                        _ => self.push(
+                            Diagnostic::new(
+                                codes::UNKNOWN_OVERSIGHT,
+                                format!("unknown oversight mode `{}`", mode.node),
+                                mode.span,
+                                "expected `HITL`, `HOTL` or `HIC`",
+                            )
+                            .maybe_help(did_you_mean(&mode.node, ["HITL", "HOTL", "HIC"])),
+                        ),
+                    }
+                    if let Some(b) = below
+                        && mode.node != "HOTL"
+                    {
+                        self.push(Diagnostic::new(
+                            codes::OVERSIGHT_OPTION,
+                            "`below` belongs to HOTL",
+                            b.span,
+                            format!("not used by `{}`", mode.node),
+                        ));
+                    }
+                    if let Some(p) = sample {
+                        if mode.node != "HIC" {
+                            self.push(Diagnostic::new(
+                                codes::OVERSIGHT_OPTION,
+                                "`sample` belongs to HIC",
+                                p.span,
+                                format!("not used by `{}`", mode.node),
+                            ));
+                        }
+                        self.percent(&p.node, p.span);
+                    }
+                }
+                WorkflowStmt::Assume {
+                    name,
+                    op: _,
+                    value,
+                    percent,
+                } => {
+                    once(&mut seen, "assume", s.span, &mut self.diags);
+                    if name.node != "verification_rate" {
+                        self.push(
+                            Diagnostic::new(
+                                codes::UNKNOWN_ASSUMPTION,
+                                format!("unknown assumption `{}`", name.node),
+                                name.span,
+                                "expected `verification_rate`",
+                            )
+                            .maybe_help(did_you_mean(&name.node, ["verification_rate"])),
+                        );
+                    }
+                    let fraction = if *percent {
+                        self.percent(&value.node, value.span);
+                        value.node.value / 100.0
+                    } else {
+                        if !(0.0..=1.0).contains(&value.node.value) {
+                            self.push(
+                                Diagnostic::new(
+                                    codes::THRESHOLD_OUT_OF_RANGE,
+                                    format!(
+                                        "verification rate `{}` is outside 0..1",
+                                        value.node.text
+                                    ),
+                                    value.span,
+                                    "a rate lies between 0 and 1",
+                                )
+                                .help(
+                                    "write a fraction such as `0.1` or a percentage such as `10%`",
+                                ),
+                            );
+                        }
+                        value.node.value
+                    };
+                    rate = Some((fraction, value.span));
+                }
+                WorkflowStmt::Identify(ids) => {
+                    for id in ids {
+                        let who = id.node.who.node.as_str();
+                        if !matches!(who, "team" | "user") {
+                            self.push(
+                                Diagnostic::new(
+                                    codes::UNKNOWN_SCOPE,
+                                    format!("unknown identity `{who}`"),
+                                    id.node.who.span,
+                                    "expected `team` or `user`",
+                                )
+                                .maybe_help(did_you_mean(who, ["team", "user"])),
+                            );
+                            continue;
+                        }
+                        if identities.contains(&who) {
+                            self.push(Diagnostic::new(
+                                codes::DUPLICATE_STATEMENT,
+                                format!("`{who}` is identified twice"),
+                                id.span,
+                                "second one here",
+                            ));
+                        }
+                        identities.push(who);
+                        self.nonempty(&id.node.header, "the header name");
+                        if !id.node.trusted {
+                            self.env.untrusted.push((who.to_string(), id.span));
+                        }
+                    }
+                }
+            }
+        }
+        if !seen.iter().any(|(n, _)| *n == "match") {
+            missing(
+                &mut self.diags,
+                codes::MISSING_STATEMENT,
+                "match",
+                "workflow",
+                w.name.span,
+                "add `match header \"x-workflow\" == \"…\"` so requests can be attributed to it",
+            );
+        }
+        if let (Some(h), Some((r, span))) = (hitl, rate)
+            && r < 1.0
+        {
+            self.push(
+                Diagnostic::new(
+                    codes::HITL_RATE,
+                    "HITL oversight with an assumed verification rate under 100%",
+                    span,
+                    "assumes fewer outputs are reviewed",
+                )
+                .with_label(h, "HITL reviews every output")
+                .help(
+                    "use `oversight HOTL below …` or `HIC`, or assume `verification_rate == 100%`",
+                ),
+            );
+        }
+    }
+
+    fn percent(&mut self, n: &Num, span: Span) {
+        if n.value > 100.0 {
+            self.push(
+                Diagnostic::new(
+                    codes::PERCENT_OUT_OF_RANGE,
+                    format!("`{}%` is over 100%", n.text),
+                    span,
+                    "a share cannot exceed the whole",
+                )
+                .help("use a percentage between 0% and 100%"),
+            );
+        }
+    }
+
+    fn rule(&mut self, r: &RuleItem, span: Span) {
+        let head = head_span(span, r.title.span);
+        self.nonempty(&r.title, "the rule title");
+        let mut seen = Vec::new();
+        let mut response = false;
+        let mut when: Option<&Node<Cond>> = None;
+        let mut then: Option<&Node<Action>> = None;
+        let mut alert: Option<&Node<Num>> = None;
+        for s in &r.stmts {
+            match &s.node {
+                RuleStmt::On(p) => {
+                    once(&mut seen, "on", s.span, &mut self.diags);
+                    match p.node.as_str() {
+                        "request" => {}
+                        "response" => response = true,
+                        _ => self.push(
+                            Diagnostic::new(
+                                codes::UNKNOWN_PHASE,
+                                format!("unknown phase `{}`", p.node),
+                                p.span,
+                                "expected `request` or `response`",
+                            )
+                            .maybe_help(did_you_mean(&p.node, ["request", "response"])),
+                        ),
+                    }
+                }
+                RuleStmt::When(c) => {
+                    once(&mut seen, "when", s.span, &mut self.diags);
+                    when = Some(c);
+                }
+                RuleStmt::Then(a) => {
+                    once(&mut seen, "then", s.span, &mut self.diags);
+                    then = Some(a);
+                }
+                RuleStmt::Enforcement(e) => {
+                    once(&mut seen, "enforcement", s.span, &mut self.diags);
+                    self.enforcement(e);
+                }
+                RuleStmt::AlertAt(n) => {
+                    once(&mut seen, "alert", s.span, &mut self.diags);
+                    self.percent(&n.node, n.span);
+                    alert = Some(n);
+                }
+            }
+        }
+        for (what, help) in [
+            ("on", "add `on request` or `on response`"),
+            ("then", "add an action, e.g. `then deny 403 \"…\"`"),
+        ] {
+            if !seen.iter().any(|(n, _)| *n == what) {
+                missing(
+                    &mut self.diags,
+                    codes::MISSING_STATEMENT,
+                    what,
+                    "rule",
+                    head,
+                    help,
+                );
+            }
+        }
+        let mut ctx = cond::Ctx::rule(response);
+        let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
+        if let Some(c) = when {
+            self.cond(c, &mut ctx);
+        }
+        if let Some(a) = then {
+            self.action(a, &ctx, response);
+        }
+        if let Some(n) = alert
+            && !ctx.uses_spend
+        {
+            self.push(
+                Diagnostic::new(
+                    codes::ALERT_WITHOUT_SPEND,
+                    "`alert at` on a rule that does not use spend",
+                    n.span,
+                    "budget alert without a budget",
+                )
+                .help("`alert at N%` alerts when spend crosses N% of the rule's `spend(…)` limit"),
+            );
+        }
+        let clean = self.diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        // A rule without `when` matches everything.
+        let nf = match when {
+            Some(c) if clean => Some(logic::normalize(&c.node)),
+            None if clean => Some(logic::Nf::Const(true)),
+            _ => None,
+        };
+        if let (Some(nf), Some(c)) = (&nf, when) {
+            if *nf == logic::Nf::Const(false) {
+                self.push(
+                    Diagnostic::new(codes::NEVER_FIRES, "this rule can never fire", c.span, "this condition is never true")
+                        .help("two constraints on the same field contradict each other, or a list is empty"),
+                );
+            } else if *nf == logic::Nf::Const(true) {
+                self.push(
+                    Diagnostic::new(codes::ALWAYS_FIRES, "this condition is always true", c.span, "always true")
+                        .help("the rule fires on every exchange in its phase; drop the condition or narrow it"),
+                );
+            }
+        }
+        self.rules.push(RuleFacts {
+            span: head,
+            when_span: when.map_or(head, |c| c.span),
+            response,
+            cond: if clean { nf } else { None },
+            action: then.filter(|_| clean).map(|a| crate::fmt::action(&a.node)),
+            is_allow: matches!(then.map(|a| &a.node), Some(Action::Allow)),
+            is_deny: matches!(then.map(|a| &a.node), Some(Action::Deny { .. })),
+        });
+    }
+
+    fn unused_detectors(&mut self, file: &File) {
+        for item in &file.items {
+            if let Item::Detector(d) = &item.node
+                && !self.used_detectors.contains(&d.name.node)
+                && self
+                    .env
+                    .detectors
+                    .get(&d.name.node)
+                    .and_then(|i| i.span)
+                    .is_some_and(|s| s.same(&d.name.span))
+            {
+                self.push(
+                    Diagnostic::new(
+                        codes::UNUSED_DETECTOR,
+                        format!("detector `{}` is never used", d.name.node),
+                        d.name.span,
+                        "declared here",
+                    )
+                    .help("name it in a rule (`prompt has pii(…)`) or remove it"),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Stable diagnostic codes. `E` codes are errors (the policy does not compile), `W` codes
+//! are warnings (it compiles, but probably does not say what its author meant). A code never
+//! changes meaning once released; retired codes are not reused. Each constant's doc
+//! paragraph is the user-facing explanation of the code.
+
+/// A stable diagnostic code such as `E0103`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Code(&'static str);
+
+impl Code {
+    /// The code as printed, e.g. `E0103`.
+    pub fn id(self) -> &'static str {
+        self.0
+    }
+
+    /// Errors start with `E`, warnings with `W`.
+    pub fn severity(self) -> super::Severity {
+        if self.0.starts_with('W') {
+            super::Severity::Warning
+        } else {
+            super::Severity::Error
+        }
+    }
+}
+
+// ---- syntax ----
+
+/// The parser met a token it did not expect. The label says, in words, what could have
+/// come there instead (a string, a condition, `then`, …).
+pub const UNEXPECTED_TOKEN: Code = Code("E0001");
+/// A string literal has no closing `"` on its line. Strings cannot span lines.
+pub const UNCLOSED_STRING: Code = Code("E0002");
+/// A `{` has no matching `}` before the end of the file.
+pub const UNCLOSED_BLOCK: Code = Code("E0003");
+/// Parentheses, brackets or `not`s nest deeper than the compiler accepts (64 levels); the
+/// limit keeps hostile input from exhausting the stack. Simplify the condition.
+pub const NESTING_TOO_DEEP: Code = Code("E0004");
+/// A closing `}`, `)` or `]` has no opening partner.
+pub const UNMATCHED_CLOSE: Code = Code("E0005");
+
+// ---- names ----
+
+/// A condition names a field that does not exist. Fields are `model`, `path`, `method`,
+/// `header "x"`, `workflow`, `team`, `user`, `max_tokens`, `stream`, `status` and
+/// `response header "x"`.
+pub const UNKNOWN_FIELD: Code = Code("E0101");
+/// A condition calls a function that does not exist; the functions are `spend(scope,
+/// window)` and `confidence(header "x" | json "/pointer")`.
+pub const UNKNOWN_FUNCTION: Code = Code("E0102");
+/// A `has`, `redact` or `tokenise` names a detector that is neither built in nor declared
+/// with `detector name = regex "…"`.
+pub const UNKNOWN_DETECTOR: Code = Code("E0103");
+/// `then` is followed by a word that is not an action (`allow`, `deny`, `redact`,
+/// `tokenise`, `route`, `escalate`, `tag`).
+pub const UNKNOWN_ACTION: Code = Code("E0104");
+/// `workflow == "x"` compares against a workflow the policy does not declare, so it could
+/// never be true.
+pub const UNKNOWN_WORKFLOW: Code = Code("E0105");
+/// `oversight` takes `HITL`, `HOTL below <threshold>` or `HIC [sample N%]`.
+pub const UNKNOWN_OVERSIGHT: Code = Code("E0106");
+/// A spend window must be `hour`, `day` or `month` (calendar windows in UTC).
+pub const UNKNOWN_WINDOW: Code = Code("E0107");
+/// A spend scope must be `team`, `user` or `workflow`; `identify` sets `team` and `user`.
+pub const UNKNOWN_SCOPE: Code = Code("E0108");
+/// A detector class must be `pii` or `secret`.
+pub const UNKNOWN_CLASS: Code = Code("E0109");
+/// A custom detector's validator must be `luhn`, `iban` or `mod97`.
+pub const UNKNOWN_VALIDATOR: Code = Code("E0110");
+/// Enforcement is `enforce` (act) or `monitor` (only record what would have happened).
+pub const UNKNOWN_ENFORCEMENT: Code = Code("E0111");
+/// A rule runs `on request` or `on response`.
+pub const UNKNOWN_PHASE: Code = Code("E0112");
+/// `assume` knows one assumption, `verification_rate`.
+pub const UNKNOWN_ASSUMPTION: Code = Code("E0113");
+/// A detector was named under the wrong class, e.g. `pii(github_token)`; the class decides
+/// what `prompt has pii` means, so it must match the detector's own.
+pub const CLASS_MISMATCH: Code = Code("E0114");
+/// A currency must be an ISO 4217 code: three upper-case letters such as `EUR`.
+pub const INVALID_CURRENCY: Code = Code("E0115");
+
+// ---- duplicates ----
+
+/// Two rules have the same clause id and the same title. Several rules may enforce one
+/// clause, but each needs its own title so audit records tell them apart.
+pub const DUPLICATE_RULE: Code = Code("E0201");
+/// Two workflows share a name; a request could not be attributed to one of them.
+pub const DUPLICATE_WORKFLOW: Code = Code("E0202");
+/// Two detectors share a name, or a custom detector reuses a built-in's name.
+pub const DUPLICATE_DETECTOR: Code = Code("E0203");
+/// A model has two prices; budgets would depend on which one was read.
+pub const DUPLICATE_PRICE: Code = Code("E0204");
+/// A block states the same thing twice (two `owner`s, two `when`s, …).
+pub const DUPLICATE_STATEMENT: Code = Code("E0205");
+/// A file has more than one `policy` header or `kill_switch` block.
+pub const DUPLICATE_ITEM: Code = Code("E0206");
+
+// ---- types ----
+
+/// The two sides of a comparison have different types, e.g. `model == 3`, or money compared
+/// with a plain number (`spend(team, month) > 5` — write `5 EUR`).
+pub const TYPE_MISMATCH: Code = Code("E0301");
+/// A list mixes types (`["a", 1]`); lists hold values of one type.
+pub const MIXED_LIST: Code = Code("E0302");
+/// An amount is in a currency other than the policy's; one policy uses one currency.
+pub const CURRENCY_MISMATCH: Code = Code("E0303");
+/// An ordering operator (`<`, `<=`, `>`, `>=`) applied to strings or booleans.
+pub const BAD_OPERATOR: Code = Code("E0304");
+/// A value standing alone as a condition is not a boolean (`when model`).
+pub const NOT_A_CONDITION: Code = Code("E0305");
+
+// ---- values ----
+
+/// A custom detector's pattern is not a valid regular expression.
+pub const INVALID_REGEX: Code = Code("E0401");
+/// A custom detector's pattern compiles to an automaton larger than the engine accepts;
+/// narrow the pattern (bounded repetitions, ASCII classes such as `[0-9]`).
+pub const REGEX_TOO_LARGE: Code = Code("E0402");
+/// A policy version must be semantic versioning `MAJOR.MINOR.PATCH`.
+pub const INVALID_VERSION: Code = Code("E0403");
+/// A deny status must be an HTTP error status, 400 to 599.
+pub const STATUS_OUT_OF_RANGE: Code = Code("E0404");
+/// A percentage is over 100%.
+pub const PERCENT_OUT_OF_RANGE: Code = Code("E0405");
+/// A HOTL threshold (or a confidence compared against) must lie between 0 and 1.
+pub const THRESHOLD_OUT_OF_RANGE: Code = Code("E0406");
+/// A kill-switch token must be given as its sha256: 64 lower-case hex characters. Never
+/// write the token itself in a policy.
+pub const INVALID_TOKEN_HASH: Code = Code("E0407");
+/// An amount has more than six decimals; money is kept in millionths of a unit.
+pub const AMOUNT_PRECISION: Code = Code("E0408");
+/// A string that must not be empty is empty (a name, owner, message, header, …).
+pub const EMPTY_STRING: Code = Code("E0409");
+
+// ---- structure ----
+
+/// The file has no `policy "name" version "x.y.z" { … }` header.
+pub const MISSING_HEADER: Code = Code("E0501");
+/// The policy header has no `owner`: someone must answer for the policy.
+pub const MISSING_OWNER: Code = Code("E0502");
+/// The policy header has no `implements`: the paper policy its clause ids come from.
+pub const MISSING_IMPLEMENTS: Code = Code("E0503");
+/// A block lacks a required statement (a rule's `on`, `when` or `then`; a workflow's
+/// `match`; a manual clause's `owner` or `reason`; the kill switch's path or token).
+pub const MISSING_STATEMENT: Code = Code("E0504");
+
+// ---- cross-layer consistency ----
+
+/// A request-phase rule reads something only a reply has: `confidence(…)`, `status`,
+/// `response header "x"` or `response has …`.
+pub const RESPONSE_ONLY: Code = Code("E0601");
+/// `alert at N%` is a budget alert; it only makes sense on a rule whose condition uses
+/// `spend(…)`.
+pub const ALERT_WITHOUT_SPEND: Code = Code("E0602");
+/// `route to cheapest [...]` needs a price for every candidate model to compare them.
+pub const ROUTE_WITHOUT_PRICE: Code = Code("E0603");
+/// A workflow `match` is evaluated on request headers before the body arrives, so it may
+/// only read `header "x"`, `path` and `method`.
+pub const MATCH_USES_BODY: Code = Code("E0604");
+/// `oversight HITL` reviews every output, so an assumed verification rate under 100%
+/// contradicts it; pick HOTL or HIC, or assume 100%.
+pub const HITL_RATE: Code = Code("E0605");
+/// `redact`/`tokenise` without a detector list acts on the detectors the rule's `has` names;
+/// this rule has none.
+pub const NOTHING_TO_TRANSFORM: Code = Code("E0606");
+/// `below` belongs to HOTL and `sample` to HIC.
+pub const OVERSIGHT_OPTION: Code = Code("E0607");
+/// `route` rewrites the requested model, so it only works on request-phase rules.
+pub const ROUTE_ON_RESPONSE: Code = Code("E0608");
+
+// ---- rule logic ----
+
+/// The rule's condition can never be true (e.g. `model == "a" and model == "b"`, or
+/// `model in []`), so the rule would never fire.
+pub const NEVER_FIRES: Code = Code("E0701");
+
+/// The compiler failed on a policy its checks accepted: a bug in writ, not in the policy.
+/// Please report it with the policy that triggers it.
+pub const INTERNAL: Code = Code("E0900");
+
+/// An earlier rule with the same phase and action fires on all the traffic this one does
+/// (its condition is the same or weaker), so this rule never changes an outcome.
+pub const SHADOWED_RULE: Code = Code("W0001");
+/// Two rules match the same traffic with contradictory actions (one allows, one denies);
+/// deny wins by precedence, so the allow is dead.
+pub const CONTRADICTORY_RULES: Code = Code("W0002");
+/// A spend budget per team or user relies on an identity header the client sets itself;
+/// a client can dodge the budget by changing it. Use `by trusted header` with a header set
+/// by Envoy's `jwt_authn`.
+pub const UNTRUSTED_BUDGET: Code = Code("W0003");
+/// The condition is always true, so the rule fires on every request in its phase.
+pub const ALWAYS_FIRES: Code = Code("W0004");
+/// A custom detector is declared but no rule uses it.
+pub const UNUSED_DETECTOR: Code = Code("W0005");
+
+/// Every code with its severity, for documentation tests.
+pub const ALL: &[Code] = &[
+    UNEXPECTED_TOKEN,
+    UNCLOSED_STRING,
+    UNCLOSED_BLOCK,
+    NESTING_TOO_DEEP,
+    UNMATCHED_CLOSE,
+    UNKNOWN_FIELD,
+    UNKNOWN_FUNCTION,
+    UNKNOWN_DETECTOR,
+    UNKNOWN_ACTION,
+    UNKNOWN_WORKFLOW,
+    UNKNOWN_OVERSIGHT,
+    UNKNOWN_WINDOW,
+    UNKNOWN_SCOPE,
+    UNKNOWN_CLASS,
+    UNKNOWN_VALIDATOR,
+    UNKNOWN_ENFORCEMENT,
+    UNKNOWN_PHASE,
+    UNKNOWN_ASSUMPTION,
+    CLASS_MISMATCH,
+    INVALID_CURRENCY,
+    DUPLICATE_RULE,
+    DUPLICATE_WORKFLOW,
+    DUPLICATE_DETECTOR,
+    DUPLICATE_PRICE,
+    DUPLICATE_STATEMENT,
+    DUPLICATE_ITEM,
+    TYPE_MISMATCH,
+    MIXED_LIST,
+    CURRENCY_MISMATCH,
+    BAD_OPERATOR,
+    NOT_A_CONDITION,
+    INVALID_REGEX,
+    REGEX_TOO_LARGE,
+    INVALID_VERSION,
+    STATUS_OUT_OF_RANGE,
+    PERCENT_OUT_OF_RANGE,
+    THRESHOLD_OUT_OF_RANGE,
+    INVALID_TOKEN_HASH,
+    AMOUNT_PRECISION,
+    EMPTY_STRING,
+    MISSING_HEADER,
+    MISSING_OWNER,
+    MISSING_IMPLEMENTS,
+    MISSING_STATEMENT,
+    RESPONSE_ONLY,
+    ALERT_WITHOUT_SPEND,
+    ROUTE_WITHOUT_PRICE,
+    MATCH_USES_BODY,
+    HITL_RATE,
+    NOTHING_TO_TRANSFORM,
+    OVERSIGHT_OPTION,
+    ROUTE_ON_RESPONSE,
+    NEVER_FIRES,
+    INTERNAL,
+    SHADOWED_RULE,
+    CONTRADICTORY_RULES,
+    UNTRUSTED_BUDGET,
+    ALWAYS_FIRES,
+    UNUSED_DETECTOR,
+];

@@ -1,0 +1,452 @@
+//! The canonical layout printed by `writ fmt`: two-space indent, one statement per line,
+//! single spaces around operators, a blank line between items (none between consecutive
+//! `price` or `detector` lines), comments kept next to the statement they precede or end.
+//!
+//! Printing is a function of the AST alone (plus comments), so formatting is idempotent
+//! and a formatted file parses back to the same tree.
+
+use crate::ast::*;
+
+/// Prints a parsed file canonically. `source` is needed only for the verbatim text of
+/// unknown actions, which the AST does not model.
+pub(crate) fn print_file(file: &File, source: &str) -> String {
+    let mut p = Printer {
+        out: String::new(),
+        comments: &file.comments,
+        next: 0,
+        source,
+    };
+    let mut prev: Option<&Item> = None;
+    for item in &file.items {
+        if let Some(prev) = prev {
+            let one_liners = matches!(
+                (prev, &item.node),
+                (Item::Price(_), Item::Price(_)) | (Item::Detector(_), Item::Detector(_))
+            );
+            if !one_liners {
+                p.out.push('\n');
+            }
+        }
+        p.item(item);
+        prev = Some(&item.node);
+    }
+    // Comments after the last item.
+    let rest: Vec<&Comment> = file.comments.iter().skip(p.next).collect();
+    if !rest.is_empty() && !p.out.is_empty() {
+        p.out.push('\n');
+    }
+    for c in rest {
+        p.out.push_str(&c.text);
+        p.out.push('\n');
+    }
+    p.out
+}
+
+struct Printer<'a> {
+    out: String,
+    comments: &'a [Comment],
+    /// Index of the first comment not yet printed.
+    next: usize,
+    source: &'a str,
+}
+
+impl Printer<'_> {
+    /// Prints every unprinted comment that starts before `pos`, each on its own line.
+    fn leading(&mut self, pos: u32, indent: &str) {
+        while let Some(c) = self.comments.get(self.next) {
+            if c.span.start >= pos {
+                break;
+            }
+            self.out.push_str(indent);
+            self.out.push_str(&c.text);
+            self.out.push('\n');
+            self.next += 1;
+        }
+    }
+
+    /// Ends the current line, with the comment that followed `end` on its source line.
+    fn end_line(&mut self, end: u32) {
+        if let Some(c) = self.comments.get(self.next) {
+            let between = self
+                .source
+                .get(end as usize..c.span.start as usize)
+                .unwrap_or("\n");
+            if c.span.start >= end && !between.contains('\n') {
+                self.out.push_str("  ");
+                self.out.push_str(&c.text);
+                self.next += 1;
+            }
+        }
+        self.out.push('\n');
+    }
+
+    fn line(&mut self, indent: &str, text: &str, span: Span) {
+        self.leading(span.end, indent);
+        self.out.push_str(indent);
+        self.out.push_str(text);
+        self.end_line(span.end);
+    }
+
+    fn block<T>(
+        &mut self,
+        head: String,
+        span: Span,
+        stmts: &[Node<T>],
+        print: impl Fn(&T) -> String,
+    ) {
+        self.leading(span.start, "");
+        self.out.push_str(&head);
+        self.out.push_str(" {\n");
+        for s in stmts {
+            self.line("  ", &print(&s.node), s.span);
+        }
+        // Comments inside the block after the last statement.
+        self.leading(span.end.saturating_sub(1), "  ");
+        self.out.push('}');
+        self.end_line(span.end);
+    }
+
+    fn item(&mut self, item: &Node<Item>) {
+        let span = item.span;
+        match &item.node {
+            Item::Policy(p) => self.block(
+                format!(
+                    "policy {} version {}",
+                    string(&p.name.node),
+                    string(&p.version.node)
+                ),
+                span,
+                &p.stmts,
+                |s| match s {
+                    PolicyStmt::Owner(v) => format!("owner {}", string(&v.node)),
+                    PolicyStmt::Implements(v) => format!("implements {}", string(&v.node)),
+                    PolicyStmt::Currency(v) => format!("currency {}", v.node),
+                    PolicyStmt::Enforcement(v) => format!("enforcement {}", v.node),
+                },
+            ),
+            Item::Workflow(w) => self.block(
+                format!("workflow {}", string(&w.name.node)),
+                span,
+                &w.stmts,
+                workflow_stmt,
+            ),
+            Item::Price(p) => {
+                let mut s = format!(
+                    "price {} input {} output {}",
+                    string(&p.model.node),
+                    amount(&p.input.node),
+                    amount(&p.output.node)
+                );
+                if let Some(c) = &p.cached {
+                    s.push_str(&format!(" cached {}", amount(&c.node)));
+                }
+                s.push_str(" per 1M tokens");
+                self.line("", &s, span);
+            }
+            Item::Detector(d) => {
+                let mut s = format!(
+                    "detector {} = regex {}",
+                    d.name.node,
+                    string(&d.pattern.node)
+                );
+                if let Some(v) = &d.validator {
+                    s.push_str(&format!(" validate {}", v.node));
+                }
+                if let Some(c) = &d.class {
+                    s.push_str(&format!(" class {}", c.node));
+                }
+                self.line("", &s, span);
+            }
+            Item::Rule(r) => {
+                let source = self.source;
+                self.block(
+                    format!("rule {} {}", r.id.node, string(&r.title.node)),
+                    span,
+                    &r.stmts,
+                    |s| match s {
+                        RuleStmt::On(v) => format!("on {}", v.node),
+                        RuleStmt::When(c) => format!("when {}", cond(&c.node)),
+                        RuleStmt::Then(a) => format!("then {}", action_src(a, source)),
+                        RuleStmt::Enforcement(v) => format!("enforcement {}", v.node),
+                        RuleStmt::AlertAt(n) => format!("alert at {}%", n.node.text),
+                    },
+                )
+            }
+            Item::Manual(m) => self.block(
+                format!("manual {} {}", m.id.node, string(&m.title.node)),
+                span,
+                &m.stmts,
+                |s| match s {
+                    ManualStmt::Owner(v) => format!("owner {}", string(&v.node)),
+                    ManualStmt::Reason(v) => format!("reason {}", string(&v.node)),
+                },
+            ),
+            Item::KillSwitch(k) => {
+                self.block("kill_switch".to_string(), span, &k.stmts, |s| match s {
+                    KillStmt::AdminPath(v) => format!("admin path {}", string(&v.node)),
+                    KillStmt::TokenSha256(v) => format!("token sha256 {}", string(&v.node)),
+                })
+            }
+        }
+    }
+}
+
+fn workflow_stmt(s: &WorkflowStmt) -> String {
+    match s {
+        WorkflowStmt::Match(c) => format!("match {}", cond(&c.node)),
+        WorkflowStmt::Oversight {
+            mode,
+            below,
+            sample,
+        } => {
+            let mut s = format!("oversight {}", mode.node);
+            if let Some(b) = below {
+                s.push_str(&format!(" below {}", b.node.text));
+            }
+            if let Some(p) = sample {
+                s.push_str(&format!(" sample {}%", p.node.text));
+            }
+            s
+        }
+        WorkflowStmt::Assume {
+            name,
+            op,
+            value,
+            percent,
+        } => format!(
+            "assume {} {} {}{}",
+            name.node,
+            op.node.as_str(),
+            value.node.text,
+            if *percent { "%" } else { "" }
+        ),
+        WorkflowStmt::Identify(ids) => {
+            let parts: Vec<String> = ids
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} by {}header {}",
+                        i.node.who.node,
+                        if i.node.trusted { "trusted " } else { "" },
+                        string(&i.node.header.node)
+                    )
+                })
+                .collect();
+            format!("identify {}", parts.join(", "))
+        }
+    }
+}
+
+fn amount(a: &Amount) -> String {
+    match &a.currency {
+        Some(c) => format!("{} {}", a.num.text, c.node),
+        None => a.num.text.clone(),
+    }
+}
+
+/// A string literal with its quotes and escapes: `"` always, and a backslash only where it
+/// would otherwise read as an escape (before `"`, `\` or the closing quote).
+pub(crate) fn string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' if matches!(chars.peek(), None | Some('"' | '\\')) => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A condition, parenthesised only where precedence requires it (and where a nested
+/// `and`/`or` of the same kind would otherwise be flattened on re-parse).
+pub(crate) fn cond(c: &Cond) -> String {
+    match c {
+        Cond::And(parts) => parts
+            .iter()
+            .map(|p| match p.node {
+                Cond::And(_) | Cond::Or(_) => format!("({})", cond(&p.node)),
+                _ => cond(&p.node),
+            })
+            .collect::<Vec<_>>()
+            .join(" and "),
+        Cond::Or(parts) => parts
+            .iter()
+            .map(|p| match p.node {
+                Cond::Or(_) => format!("({})", cond(&p.node)),
+                _ => cond(&p.node),
+            })
+            .collect::<Vec<_>>()
+            .join(" or "),
+        Cond::Not(inner) => match inner.node {
+            Cond::And(_) | Cond::Or(_) => format!("not ({})", cond(&inner.node)),
+            _ => format!("not {}", cond(&inner.node)),
+        },
+        Cond::Compare { left, op, right } => {
+            format!(
+                "{} {} {}",
+                operand(&left.node),
+                op.node.as_str(),
+                operand(&right.node)
+            )
+        }
+        Cond::In {
+            operand: o,
+            negated,
+            list,
+        } => format!(
+            "{} {}in {}",
+            operand(&o.node),
+            if *negated { "not " } else { "" },
+            lit_list(&list.node)
+        ),
+        Cond::Has { subject, target } => format!(
+            "{} has {}",
+            match subject.node {
+                Subject::Prompt => "prompt",
+                Subject::Response => "response",
+            },
+            has_target(&target.node)
+        ),
+        Cond::Bare(o) => operand(&o.node),
+        Cond::Error => "false".to_string(),
+    }
+}
+
+pub(crate) fn has_target(t: &HasTarget) -> String {
+    match &t.names {
+        None => t.class.node.clone(),
+        Some(names) => format!(
+            "{}({})",
+            t.class.node,
+            names
+                .iter()
+                .map(|n| n.node.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+pub(crate) fn operand(o: &Operand) -> String {
+    match o {
+        Operand::Field(f) => f.node.clone(),
+        Operand::Header(h) => format!("header {}", string(&h.node)),
+        Operand::ResponseHeader(h) => format!("response header {}", string(&h.node)),
+        Operand::Call { name, args } => format!(
+            "{}({})",
+            name.node,
+            args.iter()
+                .map(|a| match &a.node {
+                    CallArg::Name(n) => n.node.clone(),
+                    CallArg::Header(h) => format!("header {}", string(&h.node)),
+                    CallArg::Json(j) => format!("json {}", string(&j.node)),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Operand::Lit(l) => lit(l),
+    }
+}
+
+pub(crate) fn lit(l: &Lit) -> String {
+    match l {
+        Lit::Str(s) => string(s),
+        Lit::Num(n) => n.text.clone(),
+        Lit::Percent(n) => format!("{}%", n.text),
+        Lit::Money { num, currency } => format!("{} {}", num.text, currency.node),
+        Lit::Bool(b) => b.to_string(),
+        Lit::List(items) => lit_list(items),
+    }
+}
+
+pub(crate) fn lit_list(items: &[Node<Lit>]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|i| lit(&i.node))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// An action in canonical form; unknown actions print as their name.
+pub(crate) fn action(a: &Action) -> String {
+    match a {
+        Action::Allow => "allow".to_string(),
+        Action::Deny { status, message } => {
+            format!("deny {} {}", status.node.text, string(&message.node))
+        }
+        Action::Redact(t) => match t {
+            Some(t) => format!("redact {}", has_target(&t.node)),
+            None => "redact".to_string(),
+        },
+        Action::Tokenise(t) => match t {
+            Some(t) => format!("tokenise {}", has_target(&t.node)),
+            None => "tokenise".to_string(),
+        },
+        Action::Route(m) => format!("route to {}", string(&m.node)),
+        Action::RouteCheapest(l) => format!("route to cheapest {}", lit_list(&l.node)),
+        Action::Escalate { queue, reason } => {
+            format!(
+                "escalate {} reason {}",
+                string(&queue.node),
+                string(&reason.node)
+            )
+        }
+        Action::Tag { key, value } => {
+            format!("tag {} = {}", string(&key.node), string(&value.node))
+        }
+        Action::Unknown(n) => n.node.clone(),
+    }
+}
+
+/// Like [`action`], but an unknown action keeps its source text so formatting never drops
+/// what the author wrote.
+fn action_src(a: &Node<Action>, source: &str) -> String {
+    match &a.node {
+        Action::Unknown(_) => source
+            .get(a.span.start as usize..a.span.end as usize)
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+        other => action(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use crate::format;
+
+    #[test]
+    fn lays_out_canonically_and_keeps_comments() {
+        let src = "# head\npolicy \"p\"   version \"1.0.0\" {owner \"o\"  # who\n implements \"a.md\"}\nprice \"a\" input 1 output 2 per 1M tokens\nprice \"b\" input 1 EUR output 2 EUR per 1M tokens\nrule A-1 \"t\" {\n on request when model==\"x\" and (path == \"/a\" or not stream)\n  then deny 403 \"no\"\n  # tail\n}\n# end\n";
+        let out = format(src).unwrap();
+        assert_eq!(
+            out,
+            "# head\npolicy \"p\" version \"1.0.0\" {\n  owner \"o\"  # who\n  implements \"a.md\"\n}\n\nprice \"a\" input 1 output 2 per 1M tokens\nprice \"b\" input 1 EUR output 2 EUR per 1M tokens\n\nrule A-1 \"t\" {\n  on request\n  when model == \"x\" and (path == \"/a\" or not stream)\n  then deny 403 \"no\"\n  # tail\n}\n\n# end\n"
+        );
+        assert_eq!(format(&out).unwrap(), out);
+    }
+
+    #[test]
+    fn keeps_nested_groups_that_would_flatten() {
+        let src =
+            "rule A \"t\" {\n  when (a == 1 and b == 2) and c == 3 or (d == 4 or e == 5)\n}\n";
+        let out = format(src).unwrap();
+        assert!(
+            out.contains("when (a == 1 and b == 2) and c == 3 or (d == 4 or e == 5)"),
+            "{out}"
+        );
+        assert_eq!(format(&out).unwrap(), out);
+    }
+
+    #[test]
+    fn refuses_to_format_what_does_not_parse() {
+        assert!(format("rule {").is_err());
+    }
+}

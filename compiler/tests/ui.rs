@@ -1,0 +1,97 @@
+//! Golden tests: every `tests/ui/<area>/<case>.policy` is checked and its rendered
+//! diagnostics compared with `<case>.stderr` beside it (an empty or missing file means "no
+//! output"). `BLESS=1 cargo test -p writ-compiler --test ui` rewrites the expectations;
+//! review every blessed file by eye.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+fn cases(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            cases(&p, out);
+        } else if p.extension().is_some_and(|e| e == "policy") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn ui() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut all = Vec::new();
+    cases(&root.join("tests/ui"), &mut all);
+    assert!(
+        all.len() >= 25,
+        "expected the golden cases, found {}",
+        all.len()
+    );
+    let bless = std::env::var_os("BLESS").is_some();
+    let mut failures = Vec::new();
+    for case in &all {
+        let rel = case
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let source = std::fs::read_to_string(case).unwrap();
+        let diags = writ_compiler::check(&rel, &source);
+        let actual = writ_compiler::render(&rel, &source, &diags);
+        let expected_path = case.with_extension("stderr");
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if actual != expected {
+            if bless {
+                if actual.is_empty() {
+                    let _ = std::fs::remove_file(&expected_path);
+                } else {
+                    std::fs::write(&expected_path, &actual).unwrap();
+                }
+            } else {
+                failures.push(format!(
+                    "--- {rel}\nexpected:\n{expected}\nactual:\n{actual}"
+                ));
+            }
+        }
+        // Every case that has diagnostics must not compile only if one is an error, and the
+        // rendering must name the case's path.
+        if !diags.is_empty() {
+            assert!(actual.contains(&format!("--> {rel}:")), "{rel}");
+        }
+        assert_eq!(
+            writ_compiler::compile(&rel, &source).is_err(),
+            diags.iter().any(|d| d.is_error()),
+            "{rel}: compile and check disagree"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden file(s) differ (BLESS=1 to update):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The bundled policies compile without errors.
+#[test]
+fn bundled_policies_compile() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let mut n = 0;
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "policy") {
+            let source = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if let Err(errs) = writ_compiler::compile(&name, &source) {
+                panic!("{name}:\n{}", errs.join("\n"));
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 0);
+}
