@@ -131,34 +131,55 @@ pub(crate) fn scan(b: &[u8], mask: u16, sink: &mut dyn FnMut(Kind, usize, usize)
     let mut st = State::default();
     let n = b.len();
     let mut i = 0usize;
-    let mut prev = 0u8;
     while i < n {
         let c = at(b, i);
-        if c == b'@' {
-            if email && let Some((s, e)) = email_at(b, i) {
-                if !sink(Kind::Email, s, e) {
-                    return;
-                }
-                prev = at(b, e.wrapping_sub(1));
-                i = e;
-                continue;
-            }
-        } else if !is_word(prev) {
-            let m = FIRST[usize::from(c)] & mask;
-            if m != 0
+        let m = FIRST[usize::from(c)] & mask;
+        if m != 0 {
+            let prev = at(b, i.wrapping_sub(1));
+            if !is_word(prev)
                 && let Some((k, e)) = best_at(b, i, prev, m, &mut st)
             {
                 if !sink(k, i, e) {
                     return;
                 }
-                prev = at(b, e.wrapping_sub(1));
                 i = e;
                 continue;
             }
+        } else if c == b'@'
+            && email
+            && let Some((s, e)) = email_at(b, i)
+        {
+            if !sink(Kind::Email, s, e) {
+                return;
+            }
+            i = e;
+            continue;
         }
-        prev = c;
         i += 1;
+        if WORD[usize::from(c)] {
+            // Nothing starts inside a word: skip to its end in a tight loop.
+            i += b
+                .get(i..)
+                .unwrap_or_default()
+                .iter()
+                .position(|&x| !WORD[usize::from(x)])
+                .unwrap_or(n - i);
+        }
     }
+}
+
+/// Word bytes as a table, for the inner skip loop.
+static WORD: [bool; 256] = word_table();
+
+const fn word_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_';
+        c += 1;
+    }
+    t
 }
 
 /// The longest candidate of the kinds in `m` starting at token start `i`, ties going to
@@ -328,7 +349,7 @@ impl Run {
         if k == self.len {
             let e = self.group(k - 1).oe;
             let nxt = at(b, e);
-            !is_word(nxt) && !(nxt == b'.' && at(b, e + 1).is_ascii_digit())
+            !(is_word(nxt) || (nxt == b'.' && at(b, e + 1).is_ascii_digit()))
         } else {
             matches!(self.sep(k), b' ' | b'/')
         }
@@ -609,6 +630,13 @@ fn dotted_quad(b: &[u8], i: usize) -> Option<usize> {
 }
 
 fn ipv6_at(b: &[u8], i: usize) -> Option<usize> {
+    // Cheap reject for ordinary words: an address has a `:` within five bytes.
+    if at(b, i) != b':' {
+        let h = run_len(b, i, 4, |c| c.is_ascii_hexdigit());
+        if !matches!(at(b, i + h), b':' | b'.') {
+            return None;
+        }
+    }
     let mut p = i;
     let mut groups = 0usize;
     let mut double = false;
@@ -698,7 +726,11 @@ fn iban_at(b: &[u8], i: usize) -> Option<usize> {
             }
             n += 1;
             p += 1;
-        } else if c == b' ' && spaced && n % 4 == 0 && n > 0 && at(b, p + 1).is_ascii_alphanumeric()
+        } else if c == b' '
+            && spaced
+            && n.is_multiple_of(4)
+            && n > 0
+            && at(b, p + 1).is_ascii_alphanumeric()
         {
             p += 1;
         } else {

@@ -25,7 +25,7 @@ pub fn luhn_digits(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether the leading digits of a 13–19 digit number are an issuer prefix (IIN) of a
