@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::cases::{Case, Expect, run_case, run_cases};
 use crate::support::envoy::{EnvoyProcess, envoy_binary, version_of};
-use crate::support::envoy_config::EnvoyConfig;
+use crate::support::envoy_config::{EnvoyConfig, FailurePolicy};
 use crate::support::guests::{passthrough_filter, probe_filter};
 use crate::support::http::{Request, send};
 use crate::support::process::{run_bounded, run_ok};
@@ -94,6 +94,83 @@ fn probe_filter_buffers_the_body_and_forwards_it_unchanged() {
         vm.is_some_and(|d| d < Duration::from_secs(10)),
         "VM start {vm:?}"
     );
+}
+
+/// Sends the probe's trap request, then returns the statuses of `n` ordinary requests.
+fn trap_then_send(envoy: &EnvoyProcess, n: usize) -> (u16, Vec<u16>) {
+    let ok = Request::post_json("/v1/chat/completions", r#"{"model":"m"}"#);
+    let timeout = Duration::from_secs(10);
+    assert_eq!(send(envoy.listener(), &ok, timeout).unwrap().status, 200);
+    let trap = send(
+        envoy.listener(),
+        &ok.clone().header("x-probe-trap", "1"),
+        timeout,
+    )
+    .map(|r| r.status)
+    .unwrap_or(0);
+    let after = (0..n)
+        .map(|_| {
+            send(envoy.listener(), &ok, timeout)
+                .map(|r| r.status)
+                .unwrap_or(0)
+        })
+        .collect();
+    (trap, after)
+}
+
+#[test]
+fn fail_closed_answers_503_after_a_vm_trap() {
+    let wasm = probe_filter().unwrap();
+    let upstream = Upstream::start(Reply::chat("hello"));
+    // One worker, so every request meets the VM that trapped.
+    let envoy = EnvoyProcess::start_with_workers(&config_for(&wasm, &upstream), 1).unwrap();
+    let (trap, after) = trap_then_send(&envoy, 3);
+    eprintln!("FAIL_CLOSED: trap answered {trap}, then {after:?}");
+    assert_eq!(trap, 503, "the trapping request itself");
+    assert_eq!(
+        after,
+        [503, 503, 503],
+        "a dead VM must not let traffic through"
+    );
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "only the request before the trap"
+    );
+}
+
+#[test]
+fn fail_reload_recreates_the_vm_after_a_trap() {
+    let wasm = probe_filter().unwrap();
+    let upstream = Upstream::start(Reply::chat("hello"));
+    let mut config = EnvoyConfig::new(&wasm, &upstream.addr().to_string()).unwrap();
+    config.listen("127.0.0.1:0").unwrap();
+    config.admin("127.0.0.1:0").unwrap();
+    config.failure_policy = FailurePolicy::Reload;
+    let envoy = EnvoyProcess::start_with_workers(&config.to_yaml(), 1).unwrap();
+    let (trap, _) = trap_then_send(&envoy, 0);
+    assert_eq!(trap, 503);
+    let ok = Request::post_json("/v1/chat/completions", r#"{"model":"m"}"#);
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        let status = send(envoy.listener(), &ok, Duration::from_secs(10))
+            .map(|r| r.status)
+            .unwrap_or(0);
+        statuses.push(status);
+        if status == 200 {
+            break;
+        }
+        // Never through unchecked while reloading.
+        assert_eq!(status, 503, "statuses so far {statuses:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "FAIL_RELOAD: recovered after {:?} ({} requests)",
+        started.elapsed(),
+        statuses.len()
+    );
+    assert_eq!(statuses.last(), Some(&200), "no recovery: {statuses:?}");
 }
 
 #[test]

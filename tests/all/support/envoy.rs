@@ -104,6 +104,12 @@ impl EnvoyProcess {
     /// (no race between tests), and we learn them from `--admin-address-path` and the admin
     /// `/listeners` endpoint. Two workers, so per-worker VMs and shared data are exercised.
     pub fn start(config: &str) -> Result<EnvoyProcess, String> {
+        EnvoyProcess::start_with_workers(config, 2)
+    }
+
+    /// As [`EnvoyProcess::start`] with `workers` worker threads; one worker makes a test
+    /// deterministic where it depends on which VM serves a request.
+    pub fn start_with_workers(config: &str, workers: u32) -> Result<EnvoyProcess, String> {
         let bin = envoy_binary()?;
         let dir = TempDir::new("envoy");
         let config_path = dir.path().join("envoy.yaml");
@@ -114,7 +120,9 @@ impl EnvoyProcess {
         let child = Command::new(bin)
             .arg("-c")
             .arg(&config_path)
-            .args(["--disable-hot-restart", "--concurrency", "2", "-l", "info"])
+            .args(["--disable-hot-restart", "-l", "info"])
+            .arg("--concurrency")
+            .arg(workers.to_string())
             .args(["--component-log-level", "wasm:debug"])
             .arg("--admin-address-path")
             .arg(&admin_path)

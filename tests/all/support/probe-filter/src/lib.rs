@@ -5,6 +5,8 @@
 //! unless the plugin sets `allow_on_headers_stop_iteration`), forwards the body unchanged,
 //! and tags the response with `x-probe: <request body length>` so a test can tell the filter
 //! saw the whole body. It logs `probe-filter: vm started` in `on_vm_start` to time VM starts.
+//! A request with the header `x-probe-trap` makes it trap (a panic, aborting), so tests can
+//! see what the host's failure policy does with a dead VM.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -43,6 +45,13 @@ impl Context for Probe {}
 
 impl HttpContext for Probe {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Ok(Some(_)) = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-probe-trap") {
+            // Deliberate: the one way this guest fails, on request.
+            #[allow(clippy::panic)]
+            {
+                panic!("probe-filter: trap requested");
+            }
+        }
         if end_of_stream {
             Action::Continue
         } else {
