@@ -114,10 +114,12 @@ impl SharedStore for MemoryStore {
     }
 }
 
-/// How many times [`update`] re-reads after losing a race before it gives up. Under
-/// contention each retry means another worker made progress, so this bound is only hit
-/// under pathological load; the caller then fails closed.
-pub const MAX_CAS_RETRIES: usize = 64;
+/// How many times [`update`] re-reads after losing a race before it gives up. Each lost
+/// race means another worker made progress, and one attempt is a get and a set (about a
+/// microsecond), so the bound caps a starved worker at about a millisecond; 64 proved too
+/// few with 8 threads hammering one key on 2 cores (`tests/governance.rs`). The caller
+/// then fails closed.
+pub const MAX_CAS_RETRIES: usize = 1024;
 
 /// The token [`update`] writes a missing key with. On Envoy a non-zero token creates a
 /// missing key but fails against an existing one, which makes it a create-if-absent: two

@@ -1,0 +1,362 @@
+//! Governance state under concurrency: spend ledgers, alerts, kill switch and oversight
+//! counters shared by many workers through the CAS store, as Envoy's worker threads share
+//! proxy-wasm shared data.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
+use writ_plugin::ir::{
+    Action, CmpOp, Enforcement, Expr, KillSwitch, Micros, Operand, Oversight, Phase, Policy, Price,
+    Rule, Scope, Value, Window, Workflow,
+};
+use writ_plugin::store::{CasMismatch, MemoryStore, SharedStore};
+use writ_plugin::{kill_switch, oversight, spend};
+
+/// A store that widens race windows: it yields between operations and makes every
+/// `fail_every`-th write fail as if another worker had won, so CAS retries really run.
+struct Hostile {
+    inner: MemoryStore,
+    writes: AtomicU64,
+    fail_every: u64,
+}
+
+impl Hostile {
+    fn new(fail_every: u64) -> Hostile {
+        Hostile {
+            inner: MemoryStore::new(),
+            writes: AtomicU64::new(0),
+            fail_every,
+        }
+    }
+}
+
+impl SharedStore for Hostile {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let r = self.inner.get(key);
+        std::thread::yield_now();
+        r
+    }
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+        let n = self.writes.fetch_add(1, Ordering::Relaxed);
+        if self.fail_every > 0 && n % self.fail_every == self.fail_every - 1 {
+            return Err(CasMismatch);
+        }
+        self.inner.set(key, value, cas)
+    }
+}
+
+fn budget_key(key: &str, cap: Micros, alert_at: Option<Micros>) -> spend::BudgetKey {
+    spend::BudgetKey {
+        key: key.into(),
+        scope: Scope::Team,
+        window: Window::Month,
+        cap: Some(cap),
+        cap_rule: Some(0),
+        alert_at,
+        alert_rule: Some(0),
+    }
+}
+
+/// N threads × M requests against a budget far smaller than the demand. At every admit
+/// the ledger total (settled + reserved, this request included) is within the cap;
+/// afterwards the ledger holds exactly the sum of what was settled, nothing reserved.
+#[test]
+fn concurrent_requests_never_overspend_and_lose_no_update() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 400;
+    const CAP: Micros = 50_000;
+    let store = Hostile::new(7);
+    let keys = [
+        budget_key(
+            "writ/spend/team/billing/month/2026-11",
+            CAP,
+            Some(CAP * 8 / 10),
+        ),
+        // A second, looser ledger each request is also charged to (the user's).
+        budget_key("writ/spend/user/u1/day/2026-11-24", CAP * 10, None),
+    ];
+    let settled_sum = AtomicI64::new(0);
+    let admitted = AtomicUsize::new(0);
+    let denied = AtomicUsize::new(0);
+    let alerts = Mutex::new(Vec::new());
+    let start = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (store, keys, settled_sum, admitted, denied, alerts, start) = (
+                &store,
+                &keys,
+                &settled_sum,
+                &admitted,
+                &denied,
+                &alerts,
+                &start,
+            );
+            s.spawn(move || {
+                start.wait();
+                for i in 0..PER_THREAD {
+                    let estimate = 100 + ((t * 31 + i * 17) % 400) as Micros;
+                    match spend::reserve(store, keys, estimate) {
+                        Ok(spend::Admission::Admit { totals }) => {
+                            assert!(totals[0] <= CAP, "admitted at total {}", totals[0]);
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                            if i % 5 == 0 {
+                                // The upstream failed: nothing is charged.
+                                spend::release(store, keys, estimate).unwrap();
+                            } else {
+                                // Real cost at most the estimate (the estimate is an upper bound).
+                                let actual = estimate - (i as Micros % 50);
+                                let a = spend::settle(store, keys, estimate, actual).unwrap();
+                                settled_sum.fetch_add(actual, Ordering::Relaxed);
+                                alerts.lock().unwrap().extend(a);
+                            }
+                        }
+                        Ok(spend::Admission::Deny { current, limit, .. }) => {
+                            assert_eq!(limit, CAP);
+                            assert!(current + estimate > CAP);
+                            denied.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("store error: {e}"),
+                    }
+                }
+            });
+        }
+    });
+    let ledger = spend::ledger(&store, &keys[0].key).unwrap();
+    assert_eq!(ledger.settled, settled_sum.load(Ordering::Relaxed));
+    assert_eq!(ledger.reserved, 0);
+    assert_eq!(ledger.in_flight, 0);
+    assert!(ledger.settled <= CAP);
+    let user = spend::ledger(&store, &keys[1].key).unwrap();
+    assert_eq!(user.settled, ledger.settled);
+    assert!(admitted.load(Ordering::Relaxed) > 100);
+    assert!(
+        denied.load(Ordering::Relaxed) > 100,
+        "the budget must actually bind"
+    );
+    let alerts = alerts.into_inner().unwrap();
+    assert_eq!(alerts.len(), 1, "one alert per window: {alerts:?}");
+    assert!(alerts[0].settled >= CAP * 8 / 10);
+    assert!(ledger.alerted);
+}
+
+/// Many workers hit ledgers that do not exist yet at the same instant: creation must not
+/// let one worker's write overwrite another's (the CREATE_CAS create-if-absent).
+#[test]
+fn simultaneous_creation_loses_nothing() {
+    const THREADS: usize = 8;
+    let store = MemoryStore::new();
+    for round in 0..50 {
+        let key = [budget_key(&format!("fresh/{round}"), Micros::MAX, None)];
+        let start = Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                let (store, key, start) = (&store, &key, &start);
+                s.spawn(move || {
+                    start.wait();
+                    let r = spend::reserve(store, key, 10).unwrap();
+                    assert!(matches!(r, spend::Admission::Admit { .. }));
+                });
+            }
+        });
+        let l = spend::ledger(&store, &key[0].key).unwrap();
+        assert_eq!(
+            (l.reserved, l.in_flight),
+            (10 * THREADS as Micros, THREADS as u32)
+        );
+    }
+}
+
+fn budget_policy() -> Policy {
+    let rule = |clause: &str, scope, window, op, limit, enforcement| Rule {
+        clause: clause.into(),
+        title: format!("budget {clause}"),
+        phase: Phase::Request,
+        condition: Expr::Compare {
+            left: Operand::Spend { scope, window },
+            op,
+            right: Operand::Const(Value::Money(limit)),
+        },
+        action: Action::Deny {
+            status: 429,
+            message: "Budget reached.".into(),
+        },
+        enforcement,
+        alert_at_percent: Some(80),
+        line: 1,
+    };
+    Policy {
+        name: "p".into(),
+        version: "1.0.0".into(),
+        source_sha256: "00".into(),
+        currency: "EUR".into(),
+        enforcement: Enforcement::Enforce,
+        workflows: vec![Workflow {
+            name: "support".into(),
+            matcher: Expr::Const(true),
+            oversight: Oversight::Hotl { threshold: 0.7 },
+            assumed_verification_rate: Some(0.1),
+            team: None,
+            user: None,
+        }],
+        prices: vec![Price {
+            model: "gpt-4o-mini".into(),
+            input_per_mtok: 150_000,
+            output_per_mtok: 600_000,
+            cached_input_per_mtok: None,
+        }],
+        detectors: vec![],
+        rules: vec![
+            rule(
+                "AIP-4.2",
+                Scope::Team,
+                Window::Month,
+                CmpOp::Gt,
+                1_000,
+                Enforcement::Enforce,
+            ),
+            rule(
+                "AIP-4.3",
+                Scope::Team,
+                Window::Month,
+                CmpOp::Ge,
+                500,
+                Enforcement::Monitor,
+            ),
+            rule(
+                "AIP-4.4",
+                Scope::User,
+                Window::Day,
+                CmpOp::Ge,
+                5_000,
+                Enforcement::Enforce,
+            ),
+        ],
+        kill_switch: Some(KillSwitch {
+            admin_path: "/writ/admin/kill-switch".into(),
+            // sha256("test")
+            token_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        }),
+    }
+}
+
+/// The whole request-side flow the filter runs: plan, estimate, reserve, settle.
+#[test]
+fn a_policy_budget_denies_with_its_rule_once_spent() {
+    let policy = budget_policy();
+    let now = 1_795_490_900; // 2026-11-24T03:28:20Z
+    let plan = spend::SpendPlan::for_request(&policy, Some("support"), Some("billing"), None, now);
+    assert_eq!(plan.keys.len(), 2);
+    assert_eq!(plan.keys[0].key, "writ/spend/team/billing/month/2026-11");
+    assert_eq!(plan.keys[0].cap, Some(1_000));
+    assert_eq!(
+        plan.keys[0].alert_at,
+        Some(400),
+        "the lowest threshold: 80% of 500"
+    );
+    assert_eq!(plan.keys[1].key, "writ/spend/user/-/day/2026-11-24");
+    assert_eq!(plan.keys[1].cap, Some(4_999));
+    let store = MemoryStore::new();
+    let price = spend::price_for(&policy.prices, "gpt-4o-mini").unwrap();
+    let body = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let est = spend::estimate(price, &body, spend::DEFAULT_MAX_COMPLETION_TOKENS);
+    assert!(est.micros > 0);
+    let mut admitted = 0;
+    let mut monitor_hits = 0;
+    loop {
+        match spend::reserve(&store, &plan.keys, est.micros).unwrap() {
+            spend::Admission::Admit { totals } => {
+                admitted += 1;
+                if !plan.would_have_denied(&totals).is_empty() {
+                    monitor_hits += 1;
+                }
+                let usage = spend::usage_from_json(&serde_json::json!(
+                    {"usage": {"prompt_tokens": 12, "completion_tokens": 300}}))
+                .unwrap();
+                spend::settle(
+                    &store,
+                    &plan.keys,
+                    est.micros,
+                    spend::cost_micros(price, &usage),
+                )
+                .unwrap();
+            }
+            spend::Admission::Deny { rule, limit, .. } => {
+                assert_eq!(rule, Some(0));
+                assert_eq!(policy.rules[0].clause, "AIP-4.2");
+                assert_eq!(limit, 1_000);
+                break;
+            }
+        }
+        assert!(admitted < 1000, "never denied");
+    }
+    assert!(admitted > 1);
+    assert!(
+        monitor_hits > 0,
+        "the monitor budget at 500 would have denied some"
+    );
+}
+
+/// A stop flips every worker's next check; a resume flips it back.
+#[test]
+fn kill_switch_flip_is_seen_by_every_worker() {
+    let policy = budget_policy();
+    let ks = policy.kill_switch.clone().unwrap();
+    let store = MemoryStore::new();
+    let checked = Barrier::new(5);
+    let flipped = Barrier::new(5);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let (store, checked, flipped) = (&store, &checked, &flipped);
+            s.spawn(move || {
+                assert!(!kill_switch::is_stopped(store, Some("support")));
+                checked.wait();
+                flipped.wait();
+                assert!(kill_switch::is_stopped(store, Some("support")));
+            });
+        }
+        checked.wait();
+        let r = kill_switch::handle_admin(
+            &store,
+            &ks,
+            &["support"],
+            "POST",
+            Some("Bearer test"),
+            br#"{"workflow":"support","action":"stop","reason":"incident"}"#,
+            0,
+        );
+        assert_eq!(r.status, 200);
+        assert!(r.audit.log_line().starts_with("writ-audit {"));
+        flipped.wait();
+    });
+}
+
+/// Verification-rate counters from many workers add up exactly, and drift alerts once.
+#[test]
+fn verification_counts_are_exact_under_concurrency() {
+    let store = Hostile::new(5);
+    let alerts = AtomicUsize::new(0);
+    let cfg = oversight::DriftConfig {
+        window: Window::Hour,
+        min_samples: 20,
+    };
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let (store, alerts) = (&store, &alerts);
+            s.spawn(move || {
+                for i in 0..200 {
+                    let escalated = (t + i) % 3 == 0;
+                    let (_, a) =
+                        oversight::record_outcome(store, "support", escalated, Some(0.1), cfg, 0)
+                            .unwrap();
+                    if a.is_some() {
+                        alerts.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(alerts.load(Ordering::Relaxed), 1);
+    let rate = oversight::sliding_rate(&store, "support", Window::Hour, 0).unwrap();
+    assert!((rate - 400.0 / 1200.0).abs() < 1e-9, "{rate}");
+}
