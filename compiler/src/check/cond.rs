@@ -9,6 +9,8 @@ pub(crate) struct Ctx {
     /// `None` for a workflow `match` (request headers only).
     response: Option<bool>,
     pub uses_spend: bool,
+    /// How many `has` tests the condition makes (valid or not).
+    pub has_count: usize,
     /// Detector names the condition's `has` tests mention, for a bare `redact`/`tokenise`.
     pub has_detectors: Vec<String>,
 }
@@ -18,6 +20,7 @@ impl Ctx {
         Ctx {
             response: None,
             uses_spend: false,
+            has_count: 0,
             has_detectors: Vec::new(),
         }
     }
@@ -26,6 +29,7 @@ impl Ctx {
         Ctx {
             response: Some(response),
             uses_spend: false,
+            has_count: 0,
             has_detectors: Vec::new(),
         }
     }
@@ -55,11 +59,20 @@ impl Ty {
             Ty::Percent => "a percentage".into(),
             Ty::Money => "money".into(),
             Ty::Bool => "a boolean".into(),
-            Ty::List(t) => format!(
-                "a list of {}",
-                t.name().trim_start_matches("a ").trim_start_matches("an ")
-            ),
+            Ty::List(t) => format!("a list of {}", t.plural()),
             Ty::EmptyList => "an empty list".into(),
+        }
+    }
+
+    fn plural(&self) -> String {
+        match self {
+            Ty::Str => "strings".into(),
+            Ty::Num => "numbers".into(),
+            Ty::Fraction => "scores".into(),
+            Ty::Percent => "percentages".into(),
+            Ty::Money => "amounts".into(),
+            Ty::Bool => "booleans".into(),
+            Ty::List(_) | Ty::EmptyList => "lists".into(),
         }
     }
 
@@ -214,10 +227,7 @@ impl Checker {
                                 Ty::List(et.clone()).name()
                             ),
                             list.span,
-                            format!(
-                                "expected a list of {}",
-                                t.name().trim_start_matches("a ").trim_start_matches("an ")
-                            ),
+                            format!("expected a list of {}", t.plural()),
                         )
                         .with_label(operand.span, format!("this is {}", t.name())),
                     );
@@ -237,6 +247,7 @@ impl Checker {
                 } else if ctx.response.is_none() {
                     self.not_in_match(subject.span, "the prompt");
                 }
+                ctx.has_count += 1;
                 let names = self.has_target(target);
                 ctx.has_detectors.extend(names);
             }
@@ -245,6 +256,12 @@ impl Checker {
 
     /// Validates `pii(a, b)` / `secret` and returns the detector names it stands for.
     pub(super) fn has_target(&mut self, t: &Node<HasTarget>) -> Vec<String> {
+        // A detector named anywhere counts as used, even where the test has other errors.
+        for n in t.node.names.iter().flatten() {
+            if !self.used_detectors.contains(&n.node) {
+                self.used_detectors.push(n.node.clone());
+            }
+        }
         let secret = match t.node.class.node.as_str() {
             "pii" => false,
             "secret" => true,
@@ -627,7 +644,7 @@ impl Checker {
                     Some(t) => {
                         self.has_target(t);
                     }
-                    None if ctx.has_detectors.is_empty() => self.push(
+                    None if ctx.has_count == 0 => self.push(
                         Diagnostic::new(
                             codes::NOTHING_TO_TRANSFORM,
                             format!("`{verb}` has no detectors to act on"),

@@ -111,6 +111,11 @@ fn expected_words(rules: &[Rule]) -> String {
         R::primary,
         R::has_expr,
     ];
+    if rules.contains(&R::cmp_op) {
+        // Right after an operand: what completes a comparison matters most.
+        return "a comparison operator (`==`, `!=`, `<`, `<=`, `>`, `>=`), `in` or `not in`"
+            .to_string();
+    }
     let in_value = |r: &Rule| VALUE.contains(r);
     let mut words: Vec<String> = Vec::new();
     let condition = rules.contains(&R::k_not) || rules.contains(&R::cond);
@@ -365,7 +370,7 @@ impl Builder<'_> {
     }
 
     fn amount(&self, p: Pair<'_, Rule>) -> Node<Amount> {
-        let span = self.span(&p);
+        let mut span = self.span(&p);
         let mut num = Num {
             text: String::new(),
             value: 0.0,
@@ -373,8 +378,16 @@ impl Builder<'_> {
         let mut currency = None;
         for c in p.into_inner() {
             match c.as_rule() {
-                Rule::number => num = self.num(&c).node,
-                Rule::currency => currency = Some(self.ident(&c)),
+                Rule::number => {
+                    let n = self.num(&c);
+                    span = n.span;
+                    num = n.node;
+                }
+                Rule::currency => {
+                    let cur = self.ident(&c);
+                    span = span.to(cur.span);
+                    currency = Some(cur);
+                }
                 _ => {}
             }
         }
@@ -587,10 +600,14 @@ impl Builder<'_> {
                 _ => {}
             }
         }
-        let depth = depth + nots.len();
-        if depth > MAX_DEPTH {
-            return self.too_deep(span);
+        if depth + nots.len() > MAX_DEPTH {
+            let at = nots
+                .get(MAX_DEPTH.saturating_sub(depth))
+                .copied()
+                .unwrap_or(span);
+            return self.too_deep(at);
         }
+        let depth = depth + nots.len();
         let Some(prim) = prim else {
             return Node::new(Cond::Error, span);
         };
