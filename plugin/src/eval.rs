@@ -3,6 +3,7 @@
 //! Architecture invariant: no host calls here. The same code runs natively in unit tests
 //! and benches and inside the wasm artifact, so what the tests prove is what ships.
 
+use crate::detect::Scanner;
 use crate::ir::{
     self, Action, CmpOp, Enforcement, Expr, Field, Operand, Phase, Policy, Text, Value,
 };
@@ -101,8 +102,6 @@ pub enum Unsupported {
     Spend,
     /// `confidence(...)` is a response-phase operand.
     Confidence,
-    /// `has` needs the detectors (`crate::detect`).
-    Detectors,
     /// Response text is not available in the request phase.
     ResponseText,
 }
@@ -113,7 +112,6 @@ impl Unsupported {
         match self {
             Unsupported::Spend => "spend is not enforced yet",
             Unsupported::Confidence => "confidence is not evaluated yet",
-            Unsupported::Detectors => "detectors are not wired into the engine yet",
             Unsupported::ResponseText => "response text is not available in this phase",
         }
     }
@@ -152,11 +150,56 @@ impl Decision {
     }
 }
 
+/// A policy ready to evaluate: decoded once per VM, with its detectors built, so a
+/// request pays for neither.
+#[derive(Debug)]
+pub struct Engine {
+    pub policy: Policy,
+    pub scanner: Scanner,
+}
+
+/// Why a policy cannot be loaded; the adapter refuses every request when it sees one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    Decode(ir::DecodeError),
+    Detectors(crate::detect::DetectError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Decode(e) => e.fmt(f),
+            LoadError::Detectors(e) => write!(f, "cannot build the detectors: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl Engine {
+    /// Builds the detectors of an already decoded policy.
+    pub fn new(policy: Policy) -> Result<Engine, LoadError> {
+        let scanner = Scanner::new(&policy.detectors).map_err(LoadError::Detectors)?;
+        Ok(Engine { policy, scanner })
+    }
+
+    /// Decodes a serialized policy (as embedded in an artifact) and builds its detectors.
+    pub fn load(blob: &[u8]) -> Result<Engine, LoadError> {
+        Engine::new(Policy::decode(blob).map_err(LoadError::Decode)?)
+    }
+
+    /// [`evaluate_request`] with this engine's policy and detectors.
+    pub fn evaluate_request(&self, request: &Request) -> Decision {
+        evaluate_request(&self.policy, &self.scanner, request)
+    }
+}
+
 /// Resolves the workflow and identity. Workflow matchers see headers only (the body has
 /// not arrived when a host would first ask), so body fields inside a matcher read as missing.
 pub fn identify(policy: &Policy, request: &Request) -> Identity {
     let mut ctx = Ctx {
         policy,
+        scanner: None,
         request,
         identity: &Identity::default(),
         headers_only: true,
@@ -186,7 +229,7 @@ pub fn identify(policy: &Policy, request: &Request) -> Identity {
 /// recorded as [`Effect::WouldHave`] and changes nothing. The first enforced deny wins and
 /// stops evaluation (nothing outranks it in [`Action::precedence`]); other enforced actions
 /// combine and are listed for the adapter.
-pub fn evaluate_request(policy: &Policy, request: &Request) -> Decision {
+pub fn evaluate_request(policy: &Policy, scanner: &Scanner, request: &Request) -> Decision {
     let identity = identify(policy, request);
     let mut decision = Decision {
         identity,
@@ -196,6 +239,7 @@ pub fn evaluate_request(policy: &Policy, request: &Request) -> Decision {
     };
     let mut ctx = Ctx {
         policy,
+        scanner: Some(scanner),
         request,
         identity: &decision.identity,
         headers_only: false,
@@ -269,6 +313,8 @@ pub fn evaluate_request(policy: &Policy, request: &Request) -> Decision {
 /// cannot compute, so the caller reports the rule as undecided instead of guessing.
 struct Ctx<'a> {
     policy: &'a Policy,
+    /// `None` while matching workflows, which see headers only and never scan text.
+    scanner: Option<&'a Scanner>,
     request: &'a Request,
     identity: &'a Identity,
     headers_only: bool,
@@ -320,24 +366,12 @@ impl<'a> Ctx<'a> {
     fn has(&mut self, subject: Text, detectors: &[u16]) -> bool {
         match subject {
             Text::Prompt if self.headers_only => false,
-            Text::Prompt => {
-                let policy = self.policy;
-                let mut missing = false;
-                let found = self.request.any_body_string(|text| {
-                    match detectors_find(policy, detectors, text) {
-                        Some(hit) => hit,
-                        None => {
-                            missing = true;
-                            true
-                        }
-                    }
-                });
-                if missing {
-                    self.unsupported.get_or_insert(Unsupported::Detectors);
-                    return false;
-                }
-                found
-            }
+            Text::Prompt => match self.scanner {
+                Some(scanner) => self
+                    .request
+                    .any_body_string(|text| scanner.any(text, detectors)),
+                None => false,
+            },
             Text::Response => {
                 self.unsupported.get_or_insert(Unsupported::ResponseText);
                 false
@@ -383,14 +417,6 @@ impl<'a> Ctx<'a> {
             Field::ResponseHeader(_) | Field::Status => None,
         }
     }
-}
-
-/// Whether any of `detectors` (indices into `Policy::detectors`) finds a value in `text`;
-/// `None` while the detector engine (`crate::detect`) is not wired in, so `has`
-/// conditions are reported as undecided rather than silently false.
-fn detectors_find(policy: &Policy, detectors: &[u16], text: &str) -> Option<bool> {
-    let _ = (policy, detectors, text);
-    None
 }
 
 /// Compares two values of the same type; values of different types are unequal and

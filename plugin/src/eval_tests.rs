@@ -83,6 +83,10 @@ fn request(headers: &[(&str, &str)], body: &str) -> Request {
     Request::from_headers(h, Some(parse_body(body.as_bytes(), 1 << 20).unwrap()))
 }
 
+fn eval(p: &Policy, r: &Request) -> Decision {
+    Engine::new(p.clone()).unwrap().evaluate_request(r)
+}
+
 #[test]
 fn model_allowlist_denies_unapproved_models_only() {
     let p = policy(
@@ -93,7 +97,7 @@ fn model_allowlist_denies_unapproved_models_only() {
             deny(403),
         )],
     );
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"gpt-3.5-turbo"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"gpt-3.5-turbo"}"#));
     assert_eq!(
         d.verdict,
         Verdict::Deny {
@@ -106,7 +110,7 @@ fn model_allowlist_denies_unapproved_models_only() {
     assert_eq!(d.fired.len(), 1);
     assert_eq!(d.fired[0].effect, Effect::Enforced);
 
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"gpt-4o"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"gpt-4o"}"#));
     assert_eq!(d.verdict, Verdict::Continue);
     assert!(d.fired.is_empty());
 }
@@ -139,7 +143,7 @@ fn first_matching_workflow_sets_identity_and_scopes_rules() {
         &[("x-workflow", "support"), ("X-Team", "sales")],
         r#"{"model":"m"}"#,
     );
-    let d = evaluate_request(&p, &r);
+    let d = eval(&p, &r);
     assert_eq!(d.identity.workflow, Some(0));
     assert_eq!(d.identity.team.as_deref(), Some("sales"));
     assert!(matches!(d.verdict, Verdict::Deny { .. }));
@@ -148,10 +152,10 @@ fn first_matching_workflow_sets_identity_and_scopes_rules() {
         &[("x-workflow", "support"), ("x-team", "risk")],
         r#"{"model":"m"}"#,
     );
-    assert_eq!(evaluate_request(&p, &r).verdict, Verdict::Continue);
+    assert_eq!(eval(&p, &r).verdict, Verdict::Continue);
 
     let r = request(&[("x-team", "sales")], r#"{"model":"m"}"#);
-    let d = evaluate_request(&p, &r);
+    let d = eval(&p, &r);
     assert_eq!(d.identity.workflow, Some(1));
     assert_eq!(d.verdict, Verdict::Continue);
 }
@@ -169,7 +173,7 @@ fn workflow_matchers_do_not_see_the_body() {
         )],
         vec![],
     );
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"gpt-4o"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"gpt-4o"}"#));
     assert_eq!(d.identity, Identity::default());
 }
 
@@ -178,7 +182,7 @@ fn monitor_records_would_have_without_acting() {
     let mut r = rule("AIP-3.1", model_not_in(&["gpt-4o"]), deny(403));
     r.enforcement = Enforcement::Monitor;
     let p = policy(vec![], vec![r]);
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"other"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"other"}"#));
     assert_eq!(d.verdict, Verdict::Continue);
     assert_eq!(d.fired.len(), 1);
     assert!(d.fired[0].monitor);
@@ -191,7 +195,7 @@ fn monitor_records_would_have_without_acting() {
         vec![rule("AIP-3.1", model_not_in(&["gpt-4o"]), deny(403))],
     );
     p.enforcement = Enforcement::Monitor;
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"other"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"other"}"#));
     assert_eq!(d.verdict, Verdict::Continue);
     assert_eq!(d.would_have_denied().count(), 1);
 }
@@ -211,7 +215,7 @@ fn deny_wins_over_transformations_and_stops() {
             rule("D-2", Expr::Const(true), deny(403)),
         ],
     );
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"m"}"#));
     assert!(matches!(
         d.verdict,
         Verdict::Deny { status: 451, ref clause, .. } if clause == "D-1"
@@ -224,7 +228,7 @@ fn deny_wins_over_transformations_and_stops() {
 
     // Without a deny, transformations are listed honestly as not enforced yet.
     let p = policy(vec![], vec![rule("T-1", Expr::Const(true), tag)]);
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"m"}"#));
     assert_eq!(d.verdict, Verdict::Continue);
     assert_eq!(d.fired[0].effect, Effect::NotEnforcedYet);
     assert_eq!(d.fired[0].action, ActionKind::Tag);
@@ -276,14 +280,14 @@ fn conditions_are_total_and_typed() {
             ),
         ],
     );
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"m","max_tokens":500}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"m","max_tokens":500}"#));
     assert_eq!(d.verdict, Verdict::Continue);
     assert!(d.fired.is_empty());
 
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"m","max_tokens":5000}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"m","max_tokens":5000}"#));
     assert!(matches!(d.verdict, Verdict::Deny { ref clause, .. } if clause == "MT"));
 
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"m","stream":true}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"m","stream":true}"#));
     assert!(matches!(d.verdict, Verdict::Deny { ref clause, .. } if clause == "ST"));
 }
 
@@ -304,7 +308,7 @@ fn unimplemented_operands_are_reported_not_guessed() {
             deny(429),
         )],
     );
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"m"}"#));
     assert_eq!(d.verdict, Verdict::Continue);
     assert!(d.fired.is_empty());
     assert_eq!(d.undecided.len(), 1);
@@ -316,7 +320,45 @@ fn response_rules_are_not_evaluated_on_requests() {
     let mut r = rule("R-1", Expr::Const(true), deny(403));
     r.phase = Phase::Response;
     let p = policy(vec![], vec![r]);
-    let d = evaluate_request(&p, &request(&[], r#"{"model":"m"}"#));
+    let d = eval(&p, &request(&[], r#"{"model":"m"}"#));
     assert_eq!(d.verdict, Verdict::Continue);
     assert!(d.fired.is_empty());
+}
+
+#[test]
+fn has_delegates_to_the_detectors_over_every_body_string() {
+    let mut p = policy(
+        vec![],
+        vec![rule(
+            "AIP-2.1",
+            Expr::Has {
+                subject: Text::Prompt,
+                detectors: vec![0],
+            },
+            deny(403),
+        )],
+    );
+    p.detectors = vec![Detector {
+        name: "email".into(),
+        class: DetectorClass::Pii,
+        kind: DetectorKind::Builtin("email".into()),
+    }];
+    let hit = r#"{"model":"m","metadata":{"note":["write to ann@example.com"]}}"#;
+    let d = eval(&p, &request(&[], hit));
+    assert!(matches!(d.verdict, Verdict::Deny { ref clause, .. } if clause == "AIP-2.1"));
+    let d = eval(
+        &p,
+        &request(&[], r#"{"model":"m","messages":[{"content":"hi"}]}"#),
+    );
+    assert_eq!(d.verdict, Verdict::Continue);
+}
+
+#[test]
+fn engine_load_refuses_bad_blobs() {
+    assert!(matches!(
+        Engine::load(b"nope"),
+        Err(LoadError::Decode(DecodeError::BadMagic))
+    ));
+    let p = policy(vec![], vec![]);
+    assert_eq!(Engine::load(&p.encode()).unwrap().policy, p);
 }

@@ -14,8 +14,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use crate::eval::{self, Verdict};
-use crate::ir::Policy;
+use crate::eval::{Engine, Verdict};
 use crate::request::{self, BodyError, Request};
 use crate::wire::Reply;
 
@@ -27,12 +26,12 @@ proxy_wasm::main! {{
     // Installs the SDK's panic hook (logs a panic before the trap); the adapter itself
     // avoids panicking.
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { policy: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None }) });
 }}
 
 struct Root {
-    /// `None` until the embedded policy decodes; requests are refused while it is `None`.
-    policy: Option<Rc<Policy>>,
+    /// `None` until the embedded policy loads; requests are refused while it is `None`.
+    engine: Option<Rc<Engine>>,
 }
 
 impl Context for Root {}
@@ -46,8 +45,9 @@ impl RootContext for Root {
             );
             return false;
         };
-        match Policy::decode(blob) {
-            Ok(policy) => {
+        match Engine::load(blob) {
+            Ok(engine) => {
+                let policy = &engine.policy;
                 host::log(
                     LogLevel::Info,
                     &format!(
@@ -57,7 +57,7 @@ impl RootContext for Root {
                         policy.rules.len()
                     ),
                 );
-                self.policy = Some(Rc::new(policy));
+                self.engine = Some(Rc::new(engine));
                 true
             }
             Err(e) => {
@@ -78,7 +78,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http {
-            policy: self.policy.clone(),
+            engine: self.engine.clone(),
             headers: Vec::new(),
             replied: false,
         }))
@@ -90,7 +90,7 @@ impl RootContext for Root {
 }
 
 struct Http {
-    policy: Option<Rc<Policy>>,
+    engine: Option<Rc<Engine>>,
     /// Request headers kept from the header callback until the body has arrived.
     headers: Vec<(String, String)>,
     /// Set once a local reply was sent, so later callbacks do nothing.
@@ -101,7 +101,7 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.policy.is_none() {
+        if self.engine.is_none() {
             return self.reply(&Reply::engine_error(
                 "the policy engine has no policy loaded",
                 "policy_unavailable",
@@ -164,15 +164,15 @@ impl HttpContext for Http {
 
 impl Http {
     fn decide(&mut self, request: Request) -> Action {
-        let Some(policy) = self.policy.clone() else {
+        let Some(engine) = self.engine.clone() else {
             return self.reply(&Reply::engine_error(
                 "the policy engine has no policy loaded",
                 "policy_unavailable",
             ));
         };
-        let decision = eval::evaluate_request(&policy, &request);
+        let decision = engine.evaluate_request(&request);
         for f in decision.would_have_denied() {
-            let status = match policy.rules.get(f.rule).map(|r| &r.action) {
+            let status = match engine.policy.rules.get(f.rule).map(|r| &r.action) {
                 Some(crate::ir::Action::Deny { status, .. }) => *status,
                 _ => 0,
             };

@@ -4,5 +4,6 @@
 // Tests report failure by panicking; these lints guard library code, not assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod artifact;
 mod envoy;
 mod support;

@@ -1,0 +1,82 @@
+//! `writ build`: compile each policy, link it into the embedded engine, write
+//! `<policy>-<version>.wasm` and `<policy>-<version>.manifest.json`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use writ_compiler::link;
+
+/// Arguments of `writ build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Policy sources to build.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Folder the artifacts are written to (created if missing).
+    #[arg(long, short, value_name = "DIR", default_value = "out")]
+    pub out: PathBuf,
+}
+
+/// Builds every file, printing one line per artifact (path, size in bytes, sha256) to
+/// stdout and diagnostics to stderr; exits 1 if any file has errors. Files without errors
+/// are still built, so one bad policy does not hide the state of the others.
+pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for path in &args.files {
+        let source = super::read_source(path)?;
+        let name = path.display().to_string();
+        let compiled = match writ_compiler::compile(&name, &source) {
+            Ok(c) => c,
+            Err(diagnostics) => {
+                failed = true;
+                for d in &diagnostics {
+                    eprintln!("{d}");
+                }
+                continue;
+            }
+        };
+        for w in &compiled.warnings {
+            eprintln!("{w}");
+        }
+        let artifact = link::link(crate::engine::ENGINE_WASM, &compiled)
+            .with_context(|| format!("linking {name}"))?;
+        let (wasm_path, _) = write(&args.out, &artifact)?;
+        println!(
+            "{}  {} bytes  sha256:{}",
+            wasm_path.display(),
+            artifact.wasm.len(),
+            artifact
+                .manifest
+                .artifact_sha256
+                .as_deref()
+                .unwrap_or_default()
+        );
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes the artifact and its manifest into `out`, returning both paths. Each file is
+/// written to a temporary name and renamed, so a reader never sees a half-written artifact.
+pub fn write(out: &Path, artifact: &link::Artifact) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let stem = artifact.file_stem();
+    let wasm = out.join(format!("{stem}.wasm"));
+    let manifest = out.join(format!("{stem}.manifest.json"));
+    write_atomic(&wasm, &artifact.wasm)?;
+    write_atomic(&manifest, artifact.manifest.to_json_pretty().as_bytes())?;
+    Ok((wasm, manifest))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! Subcommands, one file each. Each `run` returns the process exit code for outcomes the
+//! user caused (a policy with errors, a file that would be reformatted) and `Err` for
+//! failures of the tool itself (an unreadable file, an unwritable output folder).
+
+pub mod build;
+pub mod check;
+pub mod envoy;
+pub mod inspect;
+
+use std::process::ExitCode;
+
+/// Policy-as-code for AI governance: compile `.policy` files into proxy-wasm artifacts.
+#[derive(Debug, clap::Parser)]
+#[command(name = "writ", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check policies for errors without building them.
+    Check(check::CheckArgs),
+    /// Compile policies into `.wasm` artifacts with their manifests.
+    Build(build::BuildArgs),
+    /// Show what an artifact contains: policy, hashes, compiler, rules and clauses.
+    Inspect(inspect::InspectArgs),
+    /// Print an Envoy config that runs an artifact in front of an upstream.
+    Envoy(envoy::EnvoyArgs),
+}
+
+/// Dispatches to the subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Envoy(args) => envoy::run(args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// How a command prints what a machine may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Reads a policy source, naming the file in the error.
+pub fn read_source(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
