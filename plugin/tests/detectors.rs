@@ -439,3 +439,26 @@ fn bad_custom_dfa_and_validator_are_errors() {
         Err(detect::DetectError::UnknownValidator { .. })
     ));
 }
+
+#[test]
+fn custom_pattern_that_matches_empty_still_terminates() {
+    let s = Scanner::new(&[custom("as", "a*", None)]).unwrap();
+    let text = "bé aa b a";
+    let mut out = Vec::new();
+    s.scan(text, &[0], &mut out);
+    let got: Vec<&str> = out.iter().map(|m| &text[m.start..m.end]).collect();
+    assert_eq!(got, vec!["aa", "a"]);
+}
+
+#[test]
+fn private_key_in_raw_json_and_truncated() {
+    let raw = r#"{"content":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----"}"#;
+    let v = one("private_key", raw).unwrap();
+    assert!(v.starts_with("-----BEGIN") && v.ends_with("KEY-----"));
+    let cut =
+        r#"{"content":"-----BEGIN RSA PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nABCD"}"#;
+    let v = one("private_key", cut).unwrap();
+    assert!(v.ends_with("\\nABCD"), "{v}");
+    let many = "-----BEGIN PRIVATE KEY-----\nAAAA\n".repeat(3);
+    assert_eq!(found(&many).len(), 3);
+}

@@ -157,15 +157,34 @@ pub(crate) fn scan(b: &[u8], mask: u16, sink: &mut dyn FnMut(Kind, usize, usize)
         }
         i += 1;
         if WORD[usize::from(c)] {
-            // Nothing starts inside a word: skip to its end in a tight loop.
-            i += b
-                .get(i..)
-                .unwrap_or_default()
-                .iter()
-                .position(|&x| !WORD[usize::from(x)])
-                .unwrap_or(n - i);
+            i = skip_word(b, i);
         }
     }
+}
+
+/// The end of the word continuing at `i`. Nothing starts inside a word, so the scan
+/// skips it: eight lowercase letters at a time (most prose), then byte by byte.
+#[inline(always)]
+fn skip_word(b: &[u8], mut i: usize) -> usize {
+    const H: u64 = 0x8080_8080_8080_8080;
+    const L: u64 = 0x0101_0101_0101_0101;
+    while let Some(chunk) = b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        let x = u64::from_le_bytes(chunk);
+        // Per byte (all ASCII, so no borrow crosses bytes): high bit set where >= b'a'
+        // and where >= b'{'; lowercase letters are the first and not the second.
+        let ge_a = (x | H) - L * 0x61;
+        let ge_brace = (x | H) - L * 0x7b;
+        if x & H != 0 || ge_a & !ge_brace & H != H {
+            break;
+        }
+        i += 8;
+    }
+    i + b
+        .get(i..)
+        .unwrap_or_default()
+        .iter()
+        .position(|&x| !WORD[usize::from(x)])
+        .unwrap_or(b.len().saturating_sub(i))
 }
 
 /// Word bytes as a table, for the inner skip loop.
@@ -940,14 +959,21 @@ fn private_key_at(b: &[u8], i: usize, st: &mut State) -> Option<usize> {
     let mut end = header_end;
     let mut q = header_end;
     loop {
-        while matches!(at(b, q), b'\r' | b'\n') {
-            q += 1;
+        // Real line breaks, or `\n` escapes when the text is raw JSON.
+        loop {
+            if matches!(at(b, q), b'\r' | b'\n') {
+                q += 1;
+            } else if at(b, q) == b'\\' && matches!(at(b, q + 1), b'r' | b'n') {
+                q += 2;
+            } else {
+                break;
+            }
         }
         let n = run_len(b, q, usize::MAX - 1, |c| {
             c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')
         });
         // A body line: a full-width base64 line, or a shorter one ending its line.
-        let line_end = matches!(at(b, q + n), b'\r' | b'\n') || q + n >= b.len();
+        let line_end = matches!(at(b, q + n), b'\r' | b'\n' | b'\\' | b'"') || q + n >= b.len();
         if n == 0 || !(line_end || (n >= 16 && !is_word(at(b, q + n)))) {
             break;
         }

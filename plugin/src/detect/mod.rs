@@ -12,6 +12,7 @@ mod validate;
 
 use std::fmt;
 
+use regex_automata::Input;
 use regex_automata::dfa::dense::DFA;
 use regex_automata::dfa::regex::Regex;
 
@@ -24,8 +25,11 @@ pub use validate::{VALIDATORS, iban_compact, iban_mod97, known_iin, luhn_digits,
 /// `detector` (its index in `Policy::detectors`). Bounds are always char boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Match {
+    /// Index of the detector in the policy's detector list.
     pub detector: u16,
+    /// Byte offset of the first byte of the value.
     pub start: usize,
+    /// Byte offset just past the value.
     pub end: usize,
 }
 
@@ -36,9 +40,19 @@ pub enum DetectError {
     /// A built-in detector name the engine does not know.
     UnknownBuiltin(String),
     /// A custom detector names a validator the engine does not have.
-    UnknownValidator { detector: String, validator: String },
+    UnknownValidator {
+        /// The custom detector's name.
+        detector: String,
+        /// The validator it names.
+        validator: String,
+    },
     /// A custom detector's serialized DFA failed to deserialize.
-    BadDfa { detector: String, reason: String },
+    BadDfa {
+        /// The custom detector's name.
+        detector: String,
+        /// regex-automata's deserialization error.
+        reason: String,
+    },
     /// More detectors than a `u16` id can address.
     TooManyDetectors(usize),
 }
@@ -283,8 +297,25 @@ impl Scanner {
             let Some(Entry::Custom(c)) = self.entries.get(usize::from(id)) else {
                 continue;
             };
-            for m in c.re.find_iter(text.as_bytes()) {
+            let mut pos = 0usize;
+            while pos <= text.len() {
+                // `try_search` rather than `find_iter`: a DFA that may quit (e.g. built
+                // with Unicode word-boundary heuristics) reports an error instead of
+                // panicking; the detector then stops for this text.
+                let input = Input::new(text.as_bytes()).range(pos..);
+                let Ok(Some(m)) = c.re.try_search(&input) else {
+                    break;
+                };
                 let (s, e) = (m.start(), m.end());
+                pos = if e > s {
+                    e
+                } else {
+                    // Skip an empty match by one char so the loop always advances.
+                    e + text
+                        .get(e..)
+                        .and_then(|t| t.chars().next())
+                        .map_or(1, char::len_utf8)
+                };
                 if s == e || !text.is_char_boundary(s) || !text.is_char_boundary(e) {
                     continue;
                 }
