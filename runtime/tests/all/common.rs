@@ -51,12 +51,26 @@ pub fn probe() -> Vec<u8> {
     )
 }
 
+/// The smallest filter (every callback continues), from the benches.
+pub fn passthrough() -> Vec<u8> {
+    guest(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/passthrough-filter"),
+        "passthrough_filter",
+    )
+}
+
 pub fn probe_host(plugin_config: &str) -> Host {
     let mut config = HostConfig::new(probe());
     config.plugin_config = plugin_config.as_bytes().to_vec();
     config.plugin_name = "probe-plugin".to_string();
     config.limits.max_vms = 16;
+    config.cache_dir = Some(module_cache());
     Host::new(config).expect("host")
+}
+
+/// One compiled-module cache for the tests: compiling in a debug build is slow.
+pub fn module_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-tmp/module-cache")
 }
 
 /// A unique empty directory under the target dir.

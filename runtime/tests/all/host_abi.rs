@@ -1,6 +1,6 @@
 //! The proxy-wasm ABI as the probe filter exercises it.
 
-use crate::common::{http_server, probe, probe_host, temp_dir};
+use crate::common::{http_server, module_cache, passthrough, probe, probe_host, temp_dir};
 use writ_runtime::{
     Host, HostConfig, HostError, MetricKind, RequestSpec, StreamInfo, UpstreamReply,
 };
@@ -261,6 +261,7 @@ fn http_callout_reaches_a_named_cluster() {
     let mut config = HostConfig::new(probe());
     config.clusters.insert("backend".to_string(), base);
     config.limits.max_vms = 4;
+    config.cache_dir = Some(module_cache());
     let host = Host::new(config).unwrap();
     let mut vm = host.vm().unwrap();
     let ex = vm.http_request(
@@ -284,7 +285,7 @@ fn http_callout_reaches_a_named_cluster() {
 fn compiled_module_is_cached_on_disk() {
     let dir = temp_dir("cache");
     let config = || {
-        let mut c = HostConfig::new(probe());
+        let mut c = HostConfig::new(passthrough());
         c.cache_dir = Some(dir.clone());
         c.limits.max_vms = 2;
         c
@@ -318,6 +319,7 @@ fn configuration_can_be_refused() {
     let mut config = HostConfig::new(probe());
     config.plugin_config = b"reject".to_vec();
     config.limits.max_vms = 2;
+    config.cache_dir = Some(module_cache());
     assert!(matches!(
         Host::new(config),
         Err(HostError::ConfigureRejected)

@@ -9,6 +9,7 @@ fn host() -> Host {
     config.limits.call_timeout = Duration::from_millis(100);
     config.limits.max_memory_bytes = 64 << 20;
     config.limits.max_vms = 4;
+    config.cache_dir = Some(crate::common::module_cache());
     Host::new(config).unwrap()
 }
 
