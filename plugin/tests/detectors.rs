@@ -313,6 +313,8 @@ fn phone_edges() {
         "12345678901",
         "4111 1111 1111 1111",
         "v1.2.3",
+        "0000 1234 5678",
+        "+0 20 7946 0018",
     ] {
         assert_eq!(one("phone", v), None, "{v}");
     }
@@ -461,4 +463,97 @@ fn private_key_in_raw_json_and_truncated() {
     assert!(v.ends_with("\\nABCD"), "{v}");
     let many = "-----BEGIN PRIVATE KEY-----\nAAAA\n".repeat(3);
     assert_eq!(found(&many).len(), 3);
+}
+
+/// Random texts built from fragments that exercise every detector's edges: no panic,
+/// results sorted, non-overlapping and on char boundaries, `any` agrees with `scan`,
+/// and every match is also a complete match on its own (context-free validation).
+#[test]
+fn random_fragment_texts_keep_the_invariants() {
+    const FRAGS: &[&str] = &[
+        "4111",
+        "1111",
+        " ",
+        "-",
+        ".",
+        ":",
+        "::",
+        "@",
+        "a",
+        "Z",
+        "é",
+        "名",
+        "0",
+        "9",
+        "+",
+        "(",
+        ")",
+        "eyJ",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "sk-",
+        "ghp_",
+        "AKIA",
+        "xoxb-",
+        "\n",
+        "GB82",
+        "WEST",
+        "1",
+        "255",
+        "_",
+        "/",
+        "example.com",
+        "x",
+        "-----BEGIN PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----",
+        "123",
+        "45",
+        "6789",
+        "415",
+        "555",
+        "0132",
+        "fe80",
+        "\\n",
+        "\"",
+        "ABCDEFGHIJKLMNOP",
+        "0123456789abcdef",
+    ];
+    let s = scanner();
+    let all = s.all_ids();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut out = Vec::new();
+    let mut total = 0;
+    for _ in 0..20_000 {
+        let n = (next() % 40) as usize + 1;
+        let text: String = (0..n)
+            .map(|_| FRAGS[(next() % FRAGS.len() as u64) as usize])
+            .collect();
+        s.scan(&text, &all, &mut out);
+        total += out.len();
+        let mut last = 0;
+        for m in &out {
+            assert!(
+                m.start >= last && m.start < m.end && m.end <= text.len(),
+                "{text:?}"
+            );
+            assert!(text.is_char_boundary(m.start) && text.is_char_boundary(m.end));
+            last = m.end;
+            let name = s.name(m.detector).unwrap();
+            let value = &text[m.start..m.end];
+            assert!(
+                detect::validate(name, value),
+                "{name} {value:?} found in {text:?} but not alone"
+            );
+        }
+        assert_eq!(s.any(&text, &all), !out.is_empty(), "{text:?}");
+    }
+    assert!(
+        total > 1000,
+        "fragments should produce matches, got {total}"
+    );
 }

@@ -500,20 +500,28 @@ fn phone_shape(b: &[u8], r: &Run, k: usize) -> bool {
     }
     let non_paren_seps = sep_buf.get(..nseps).unwrap_or_default();
     let seps_same = non_paren_seps.windows(2).all(|w| w.first() == w.get(1));
-    if r.plus {
+    // `00` is the international call prefix written instead of `+` (`0044 20 …`).
+    let intl00 = !r.plus
+        && k > 1
+        && (3..=5).contains(&g(0).len())
+        && at(b, g(0).ds) == b'0'
+        && at(b, g(0).ds + 1) == b'0'
+        && at(b, g(0).ds + 2) != b'0';
+    if r.plus || intl00 {
         // E.164: country code never starts with 0; 8–15 digits; a `(0)` trunk may appear.
         let trunk = (0..k)
             .filter(|&j| g(j).paren)
             .map(|j| g(j).len())
             .sum::<usize>();
-        let counted = digits - if trunk == 1 { 1 } else { 0 };
-        return first_digit(0) != b'0'
+        let counted = digits - usize::from(trunk == 1) - if intl00 { 2 } else { 0 };
+        let cc_start = if intl00 { g(0).ds + 2 } else { g(0).ds };
+        return at(b, cc_start) != b'0'
             && !g(0).paren
             && (8..=15).contains(&counted)
             && non_paren_seps
                 .iter()
                 .all(|&s| matches!(s, b' ' | b'-' | b'.'))
-            && (k == 1 || g(0).len() <= 4)
+            && (k == 1 || g(0).len() <= if intl00 { 5 } else { 3 })
             && !(k == 4 && non_paren_seps.iter().all(|&s| s == b'.'));
     }
     // NANP: optional leading 1, area and exchange start 2–9.
