@@ -159,6 +159,7 @@ impl Printer<'_> {
             }
             Item::Rule(r) => {
                 let source = self.source;
+                let comments = self.comments;
                 self.block(
                     format!("rule {} {}", r.id.node, string(&r.title.node)),
                     span,
@@ -166,7 +167,7 @@ impl Printer<'_> {
                     |s| match s {
                         RuleStmt::On(v) => format!("on {}", v.node),
                         RuleStmt::When(c) => format!("when {}", cond(&c.node)),
-                        RuleStmt::Then(a) => format!("then {}", action_src(a, source)),
+                        RuleStmt::Then(a) => format!("then {}", action_src(a, source, comments)),
                         RuleStmt::Enforcement(v) => format!("enforcement {}", v.node),
                         RuleStmt::AlertAt(n) => format!("alert at {}%", n.node.text),
                     },
@@ -405,14 +406,26 @@ pub(crate) fn action(a: &Action) -> String {
     }
 }
 
-/// Like [`action`], but an unknown action keeps its source text so formatting never drops
-/// what the author wrote.
-fn action_src(a: &Node<Action>, source: &str) -> String {
+/// Like [`action`], but an unknown action keeps its source text (less any comments inside
+/// it, which the printer moves before the statement) so formatting never drops what the
+/// author wrote.
+fn action_src(a: &Node<Action>, source: &str, comments: &[Comment]) -> String {
     match &a.node {
-        Action::Unknown(_) => source
-            .get(a.span.start as usize..a.span.end as usize)
-            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-            .unwrap_or_default(),
+        Action::Unknown(_) => {
+            let (start, end) = (a.span.start, a.span.end);
+            let mut text = String::new();
+            let mut at = start;
+            for c in comments
+                .iter()
+                .filter(|c| c.span.start >= start && c.span.end <= end)
+            {
+                text.push_str(source.get(at as usize..c.span.start as usize).unwrap_or(""));
+                text.push(' ');
+                at = c.span.end;
+            }
+            text.push_str(source.get(at as usize..end as usize).unwrap_or(""));
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
         other => action(other),
     }
 }

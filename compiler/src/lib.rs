@@ -97,12 +97,17 @@ pub fn check(path: &str, source: &str) -> Vec<Diagnostic> {
     parse_and_check(source).1
 }
 
+/// At most this many diagnostics are reported per file: past it, the rest are the same
+/// damage repeated, and rendering thousands of them only buries the first.
+pub const MAX_DIAGNOSTICS: usize = 200;
+
 fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
     let (file, mut diags) = syntax::parse(source);
     if diags.is_empty() {
         diags = check::check(&file);
     }
     diag::sort(&mut diags);
+    diags.truncate(MAX_DIAGNOSTICS);
     (file, diags)
 }
 
@@ -110,6 +115,7 @@ fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
 pub fn parse(source: &str) -> (ast::File, Vec<Diagnostic>) {
     let (file, mut diags) = syntax::parse(source);
     diag::sort(&mut diags);
+    diags.truncate(MAX_DIAGNOSTICS);
     (file, diags)
 }
 
@@ -126,6 +132,7 @@ pub fn format(source: &str) -> Result<String, Diagnostics> {
         Ok(fmt::print_file(&file, source))
     } else {
         diag::sort(&mut diags);
+        diags.truncate(MAX_DIAGNOSTICS);
         Err(Diagnostics(diags))
     }
 }

@@ -76,8 +76,8 @@ pub(super) fn scan(source: &str) -> Lexed {
                     .map_or(bytes.len(), |n| i + n);
                 let text = source.get(i..end).unwrap_or("").trim_end().to_string();
                 comments.push(Comment {
+                    span: Span::new(i, i + text.len()),
                     text,
-                    span: Span::new(i, end),
                 });
                 i = end;
             }

@@ -39,6 +39,8 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
             Ok(mut pairs) => {
                 let mut b = Builder {
                     base: start,
+                    source,
+                    comments: &file.comments,
                     diags: &mut diags,
                 };
                 if let Some(item) = pairs
@@ -190,6 +192,8 @@ fn describe(rule: Rule) -> String {
 /// Builds AST nodes from pest pairs of one segment.
 struct Builder<'d> {
     base: usize,
+    source: &'d str,
+    comments: &'d [Comment],
     diags: &'d mut Vec<Diagnostic>,
 }
 
@@ -227,9 +231,26 @@ fn unescape(raw: &str) -> String {
 }
 
 impl Builder<'_> {
+    /// A pair's span without the whitespace and comments pest lets a rule end with (an
+    /// optional part that did not match still consumes the trivia before it).
     fn span(&self, p: &Pair<'_, Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.base + s.start(), self.base + s.end())
+        let start = self.base + s.start();
+        let mut end = self.base + s.end();
+        loop {
+            let text = self.source.get(start..end).unwrap_or("");
+            end = start + text.trim_end().len();
+            match self
+                .comments
+                .binary_search_by_key(&end, |c| c.span.end as usize)
+                .ok()
+                .and_then(|i| self.comments.get(i))
+            {
+                Some(c) if c.span.start as usize >= start => end = c.span.start as usize,
+                _ => break,
+            }
+        }
+        Span::new(start, end)
     }
 
     /// The meaningful children of a pair.

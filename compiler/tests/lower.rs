@@ -1,0 +1,243 @@
+//! Lowering: what the engine receives for a known policy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use writ_plugin::ir::*;
+
+const SRC: &str = r#"
+policy "p" version "1.2.3" {
+  owner "o@example.com"
+  implements "ai-policy.md"
+  enforcement monitor
+}
+
+workflow "support" {
+  match header "X-Workflow" == "support"
+  oversight HIC sample 5%
+  assume verification_rate <= 10%
+  identify team by trusted header "X-Team", user by header "x-user"
+}
+
+price "gpt-4o-mini" input 0.15 EUR output 0.60 cached 0.075 EUR per 1M tokens
+price "gpt-4o" input 2.5 output 10 per 1M tokens
+
+detector employee_id = regex "EMP-[0-9]{6}"
+detector vault = regex "hvs\.[a-z]{4}" class secret
+
+rule AIP-2.1 "No personal data" {
+  on request
+  when prompt has pii(phone, employee_id, email)
+  then tokenise
+  enforcement enforce
+}
+
+rule AIP-3.1 "Only approved models" {
+  on request
+  when model not in ["gpt-4o", "gpt-4o-mini", "gpt-4o"]
+  then deny 403 "no"
+}
+
+rule AIP-4.2 "Budget" {
+  on request
+  when spend(team, month) > 5000.5 EUR
+  then route to cheapest ["gpt-4o", "gpt-4o-mini"]
+  alert at 80%
+}
+
+rule AIP-5.1 "Confidence" {
+  on response
+  when confidence(header "X-Conf") < 70%
+  then escalate "q" reason "low"
+}
+
+rule AIP-7.1 "Audit" {
+  on request
+  then allow
+}
+
+rule AIP-2.4 "No vault tokens" {
+  on request
+  when prompt has secret(vault)
+  then deny 400 "no secrets"
+}
+
+manual AIP-8.2 "Weekly review" {
+  owner "gov@example.com"
+  reason "people"
+}
+"#;
+
+#[test]
+fn lowers_names_to_indices_and_values_to_exact_units() {
+    let c = writ_compiler::compile("p.policy", SRC).unwrap();
+    let p = &c.policy;
+    assert_eq!((p.name.as_str(), p.version.as_str()), ("p", "1.2.3"));
+    assert_eq!(p.enforcement, Enforcement::Monitor);
+    assert_eq!(p.currency, "EUR");
+    assert_eq!(p.source_sha256.len(), 64);
+    assert_eq!(c.owner, "o@example.com");
+    assert_eq!(c.implements, "ai-policy.md");
+
+    // Used built-ins sorted by name, then custom detectors.
+    let names: Vec<&str> = p.detectors.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["email", "phone", "employee_id", "vault"]);
+    assert_eq!(p.detectors[3].class, DetectorClass::Secret);
+
+    let w = &p.workflows[0];
+    assert_eq!(
+        w.matcher,
+        Expr::Compare {
+            left: Operand::Field(Field::Header("x-workflow".into())),
+            op: CmpOp::Eq,
+            right: Operand::Const(Value::Str("support".into())),
+        }
+    );
+    assert_eq!(w.oversight, Oversight::Hic { sample_rate: 0.05 });
+    assert_eq!(w.assumed_verification_rate, Some(0.1));
+    assert_eq!(
+        w.team,
+        Some(Identity {
+            header: "x-team".into(),
+            trusted: true
+        })
+    );
+    assert_eq!(w.user.as_ref().map(|u| u.trusted), Some(false));
+
+    assert_eq!(p.prices[0].input_per_mtok, 150_000);
+    assert_eq!(p.prices[0].output_per_mtok, 600_000);
+    assert_eq!(p.prices[0].cached_input_per_mtok, Some(75_000));
+    assert_eq!(p.prices[1].output_per_mtok, 10_000_000);
+
+    let r = &p.rules;
+    assert_eq!(
+        r[0].condition,
+        Expr::Has {
+            subject: Text::Prompt,
+            detectors: vec![0, 1, 2]
+        }
+    );
+    assert_eq!(
+        r[0].action,
+        Action::Tokenise {
+            detectors: vec![0, 1, 2]
+        }
+    );
+    assert_eq!(r[0].enforcement, Enforcement::Enforce);
+    assert_eq!(r[1].enforcement, Enforcement::Monitor);
+    assert_eq!(
+        r[1].condition,
+        Expr::Not(Box::new(Expr::In {
+            operand: Operand::Field(Field::Model),
+            set: vec![
+                Value::Str("gpt-4o".into()),
+                Value::Str("gpt-4o-mini".into())
+            ],
+        }))
+    );
+    assert_eq!(
+        r[2].condition,
+        Expr::Compare {
+            left: Operand::Spend {
+                scope: Scope::Team,
+                window: Window::Month
+            },
+            op: CmpOp::Gt,
+            right: Operand::Const(Value::Money(5_000_500_000)),
+        }
+    );
+    assert_eq!(r[2].alert_at_percent, Some(80));
+    assert_eq!(
+        r[2].action,
+        Action::Route(RouteTarget::CheapestOf(vec![
+            "gpt-4o".into(),
+            "gpt-4o-mini".into()
+        ]))
+    );
+    assert_eq!(r[3].phase, Phase::Response);
+    assert_eq!(
+        r[3].condition,
+        Expr::Compare {
+            left: Operand::Confidence(ConfidenceSource::Header("x-conf".into())),
+            op: CmpOp::Lt,
+            right: Operand::Const(Value::Num(0.7)),
+        }
+    );
+    assert_eq!(r[4].condition, Expr::Const(true));
+    assert_eq!(r[4].action, Action::Allow);
+    assert_eq!(
+        r[5].condition,
+        Expr::Has {
+            subject: Text::Prompt,
+            detectors: vec![3]
+        }
+    );
+
+    assert_eq!(c.rule_info.len(), r.len());
+    assert_eq!(c.rule_info[0].clause, "AIP-2.1");
+    assert_eq!(c.rule_info[0].line, r[0].line);
+    assert_eq!(c.rule_info[0].column, 1);
+    let start = c.rule_info[0].start as usize;
+    assert!(SRC[start..].starts_with("rule AIP-2.1"));
+    assert!(SRC[..c.rule_info[0].end as usize].ends_with('}'));
+    assert_eq!(c.manual[0].clause, "AIP-8.2");
+    assert_eq!(c.manual[0].owner, "gov@example.com");
+}
+
+#[test]
+fn custom_detectors_ship_working_dfas() {
+    use regex_automata::{
+        Input,
+        dfa::{dense::DFA, regex::Regex},
+    };
+    let c = writ_compiler::compile("p.policy", SRC).unwrap();
+    let DetectorKind::Custom(d) = &c.policy.detectors[2].kind else {
+        panic!("expected a custom detector");
+    };
+    assert_eq!(d.pattern, "EMP-[0-9]{6}");
+    // Copy into 4-byte aligned storage, as the engine does.
+    let load = |bytes: &[u8]| {
+        let mut buf = vec![0u8; bytes.len() + 3];
+        let off = buf.as_ptr().align_offset(4).min(3);
+        buf[off..off + bytes.len()].copy_from_slice(bytes);
+        DFA::from_bytes(&buf[off..off + bytes.len()])
+            .unwrap()
+            .0
+            .to_owned()
+    };
+    let re = Regex::builder().build_from_dfas(load(&d.forward_dfa), load(&d.reverse_dfa));
+    let m = re.find(Input::new("id EMP-123456 here")).unwrap();
+    assert_eq!((m.start(), m.end()), (3, 13));
+    assert!(re.find(Input::new("EMP-12345")).is_none());
+}
+
+#[test]
+fn building_twice_gives_identical_bytes() {
+    let a = writ_compiler::compile("p.policy", SRC).unwrap();
+    let b = writ_compiler::compile("p.policy", SRC).unwrap();
+    assert_eq!(a.policy.encode(), b.policy.encode());
+    assert_eq!(Policy::decode(&a.policy.encode()).unwrap(), a.policy);
+}
+
+#[test]
+fn warnings_are_returned_with_a_successful_compile() {
+    let src = SRC.replace("identify team by trusted header", "identify team by header");
+    let c = writ_compiler::compile("p.policy", &src).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("warning[W0003]"),
+        "{}",
+        c.warnings[0]
+    );
+}
+
+#[test]
+fn errors_are_all_reported_rendered() {
+    let src = SRC
+        .replace("gpt-4o-mini\"]\n  alert", "gpt-4o-mni\"]\n  alert")
+        .replace("pii(phone,", "pii(phon,");
+    let errs = writ_compiler::compile("p.policy", &src).unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].starts_with("error[E0103]: unknown detector `phon`"));
+    assert!(errs[0].contains("--> p.policy:"));
+    assert!(errs[1].starts_with("error[E0603]"));
+}
