@@ -201,7 +201,10 @@ pub fn expr_text(e: &ir::Expr, policy: &ir::Policy) -> String {
         ir::Expr::Const(b) => b.to_string(),
         ir::Expr::And(v) => join(v, " and ", policy),
         ir::Expr::Or(v) => join(v, " or ", policy),
-        ir::Expr::Not(inner) => format!("not {}", expr_text(inner, policy)),
+        ir::Expr::Not(inner) => match inner.as_ref() {
+            ir::Expr::In { operand, set } => in_text(operand, set, "not in", policy),
+            other => format!("not {}", expr_text(other, policy)),
+        },
         ir::Expr::Compare { left, op, right } => {
             let op = match op {
                 ir::CmpOp::Eq => "==",
@@ -217,14 +220,7 @@ pub fn expr_text(e: &ir::Expr, policy: &ir::Policy) -> String {
                 operand_text(right, policy)
             )
         }
-        ir::Expr::In { operand, set } => format!(
-            "{} in [{}]",
-            operand_text(operand, policy),
-            set.iter()
-                .map(|v| value_text(v, policy))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        ir::Expr::In { operand, set } => in_text(operand, set, "in", policy),
         ir::Expr::Has { subject, detectors } => format!(
             "{} has ({})",
             match subject {
@@ -234,6 +230,17 @@ pub fn expr_text(e: &ir::Expr, policy: &ir::Policy) -> String {
             detector_names(detectors, policy)
         ),
     }
+}
+
+fn in_text(operand: &ir::Operand, set: &[ir::Value], op: &str, policy: &ir::Policy) -> String {
+    format!(
+        "{} {op} [{}]",
+        operand_text(operand, policy),
+        set.iter()
+            .map(|v| value_text(v, policy))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn join(v: &[ir::Expr], sep: &str, policy: &ir::Policy) -> String {

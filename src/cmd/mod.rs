@@ -2,8 +2,10 @@
 //! user caused (a policy with errors, a file that would be reformatted) and `Err` for
 //! failures of the tool itself (an unreadable file, an unwritable output folder).
 
+pub mod audit;
 pub mod build;
 pub mod check;
+pub mod diff;
 pub mod envoy;
 pub mod inspect;
 
@@ -19,12 +21,16 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Verify the hash-chained audit log, or show the records of one request.
+    Audit(audit::AuditArgs),
     /// Check policies for errors without building them.
     Check(check::CheckArgs),
     /// Compile policies into `.wasm` artifacts with their manifests.
     Build(build::BuildArgs),
     /// Show what an artifact contains: policy, hashes, compiler, rules and clauses.
     Inspect(inspect::InspectArgs),
+    /// List the rule-level changes between two versions of a policy.
+    Diff(diff::DiffArgs),
     /// Print an Envoy config that runs an artifact in front of an upstream.
     Envoy(envoy::EnvoyArgs),
 }
@@ -32,9 +38,11 @@ pub enum Command {
 /// Dispatches to the subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Audit(args) => audit::run(args),
         Command::Check(args) => check::run(args),
         Command::Build(args) => build::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Envoy(args) => envoy::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
