@@ -95,3 +95,24 @@ fn bundled_policies_compile() {
     }
     assert!(n > 0);
 }
+
+/// Every code is documented in `docs/diagnostics.md`, codes are unique, and there are
+/// enough of them to tell problems apart.
+#[test]
+fn every_code_is_documented_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/diagnostics.md")).unwrap();
+    let all = writ_compiler::diag::codes::ALL;
+    assert!(all.len() >= 25);
+    let mut ids: Vec<&str> = all.iter().map(|c| c.id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len(), "duplicate code");
+    for id in ids {
+        assert_eq!(
+            doc.matches(&format!("### {id} ")).count(),
+            1,
+            "{id} must have exactly one section in docs/diagnostics.md"
+        );
+    }
+}

@@ -244,21 +244,27 @@ pub(crate) fn rule_relations(rules: &[RuleFacts], diags: &mut Vec<Diagnostic>) {
                 );
                 break;
             }
-            if ec == lc && (earlier.is_allow && later.is_deny || earlier.is_deny && later.is_allow)
+            // An allow is dead when a deny fires on all its traffic (the deny's condition is
+            // the same or weaker), whichever comes first.
+            let pair = if earlier.is_allow && later.is_deny {
+                Some((earlier, later))
+            } else if earlier.is_deny && later.is_allow {
+                Some((later, earlier))
+            } else {
+                None
+            };
+            if let Some((allow, deny)) = pair
+                && let (Some(ac), Some(dc)) = (&allow.cond, &deny.cond)
+                && conjuncts(dc).is_subset(&conjuncts(ac))
             {
-                let (allow, deny) = if earlier.is_allow {
-                    (earlier, later)
-                } else {
-                    (later, earlier)
-                };
                 diags.push(
                     Diagnostic::new(
                         codes::CONTRADICTORY_RULES,
-                        "two rules allow and deny the same traffic",
+                        "this rule allows traffic that another rule denies",
                         allow.span,
                         "this rule allows",
                     )
-                    .with_label(deny.span, "this rule denies the same traffic")
+                    .with_label(deny.span, "this rule denies all of that traffic")
                     .help("deny takes precedence, so the allow never has an effect; narrow one condition"),
                 );
             }

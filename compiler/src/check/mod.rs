@@ -867,6 +867,7 @@ impl Checker {
         let mut when: Option<&Node<Cond>> = None;
         let mut then: Option<&Node<Action>> = None;
         let mut alert: Option<&Node<Num>> = None;
+        let mut enforcement: Option<&str> = None;
         for s in &r.stmts {
             match &s.node {
                 RuleStmt::On(p) => {
@@ -896,6 +897,7 @@ impl Checker {
                 RuleStmt::Enforcement(e) => {
                     once(&mut seen, "enforcement", s.span, &mut self.diags);
                     self.enforcement(e);
+                    enforcement = Some(e.node.as_str());
                 }
                 RuleStmt::AlertAt(n) => {
                     once(&mut seen, "alert", s.span, &mut self.diags);
@@ -965,7 +967,14 @@ impl Checker {
             when_span: when.map_or(head, |c| c.span),
             response,
             cond: if clean { nf } else { None },
-            action: then.filter(|_| clean).map(|a| crate::fmt::action(&a.node)),
+            // A monitor rule does not act, so it never shadows (or is shadowed by) one that does.
+            action: then.filter(|_| clean).map(|a| {
+                format!(
+                    "{} @{}",
+                    crate::fmt::action(&a.node),
+                    enforcement.unwrap_or("")
+                )
+            }),
             is_allow: matches!(then.map(|a| &a.node), Some(Action::Allow)),
             is_deny: matches!(then.map(|a| &a.node), Some(Action::Deny { .. })),
         });

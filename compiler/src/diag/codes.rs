@@ -30,7 +30,7 @@ impl Code {
 pub const UNEXPECTED_TOKEN: Code = Code("E0001");
 /// A string literal has no closing `"` on its line. Strings cannot span lines.
 pub const UNCLOSED_STRING: Code = Code("E0002");
-/// A `{` has no matching `}` before the end of the file.
+/// A `{`, `(` or `[` has no matching `}`, `)` or `]`.
 pub const UNCLOSED_BLOCK: Code = Code("E0003");
 /// Parentheses, brackets or `not`s nest deeper than the compiler accepts (64 levels); the
 /// limit keeps hostile input from exhausting the stack. Simplify the condition.
@@ -180,8 +180,9 @@ pub const INTERNAL: Code = Code("E0900");
 /// An earlier rule with the same phase and action fires on all the traffic this one does
 /// (its condition is the same or weaker), so this rule never changes an outcome.
 pub const SHADOWED_RULE: Code = Code("W0001");
-/// Two rules match the same traffic with contradictory actions (one allows, one denies);
-/// deny wins by precedence, so the allow is dead.
+/// Two rules match the same traffic with contradictory actions: one allows, and one denies
+/// the same traffic or more (its condition is the same or weaker). Deny wins by precedence,
+/// so the allow is dead.
 pub const CONTRADICTORY_RULES: Code = Code("W0002");
 /// A spend budget per team or user relies on an identity header the client sets itself;
 /// a client can dodge the budget by changing it. Use `by trusted header` with a header set
