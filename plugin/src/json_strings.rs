@@ -26,7 +26,10 @@ pub enum JsonError {
     /// The body is not UTF-8; `offset` is the first bad byte.
     Utf8 { offset: usize },
     /// The grammar was violated at byte `offset`.
-    Syntax { offset: usize, expected: &'static str },
+    Syntax {
+        offset: usize,
+        expected: &'static str,
+    },
     /// Nesting went deeper than [`MAX_DEPTH`] at byte `offset`.
     TooDeep { offset: usize },
 }
@@ -183,7 +186,9 @@ pub fn rewrite_strings(
     mut f: impl FnMut(&Path<'_>, &str) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, JsonError> {
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
-    visit(body, &mut |path: &Path<'_>, leaf: Leaf<'_>, span: Range<usize>| {
+    visit(body, &mut |path: &Path<'_>,
+                      leaf: Leaf<'_>,
+                      span: Range<usize>| {
         if let Leaf::Str(s) = leaf
             && let Some(new) = f(path, s)
             && new != s
@@ -554,7 +559,9 @@ impl<'a> Scanner<'a> {
             .get(at..at + 4)
             .unwrap_or_default()
             .iter()
-            .fold(0u32, |n, &h| n * 16 + char::from(h).to_digit(16).unwrap_or(0))
+            .fold(0u32, |n, &h| {
+                n * 16 + char::from(h).to_digit(16).unwrap_or(0)
+            })
     }
 
     /// Consumes a number with JSON's grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
@@ -664,7 +671,10 @@ mod tests {
             assert!(strings(bad).is_err(), "accepted {bad:?}");
         }
         assert_eq!(
-            visit(b"\"\xff\"", &mut |_: &Path<'_>, _: Leaf<'_>, _: Range<usize>| {}),
+            visit(
+                b"\"\xff\"",
+                &mut |_: &Path<'_>, _: Leaf<'_>, _: Range<usize>| {}
+            ),
             Err(JsonError::Utf8 { offset: 1 })
         );
     }

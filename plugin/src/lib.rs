@@ -9,6 +9,7 @@ pub mod eval;
 pub mod ir;
 pub mod json_strings;
 pub mod request;
+pub mod stream;
 pub mod tokenise;
 pub mod wire;
 pub mod audit;

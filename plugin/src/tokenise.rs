@@ -34,22 +34,27 @@ use std::ops::Bound;
 
 use sha2::{Digest, Sha256};
 
-use crate::ir;
+use crate::detect;
 use crate::json_strings::{self, JsonError, Path};
 
-/// One detected value: detector index (into the policy's detector list) and byte range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hit {
-    pub detector: u16,
-    pub start: usize,
-    pub end: usize,
-}
+pub use crate::detect::Match;
 
 /// What the tokeniser needs from a detector engine: the values of the `wanted` detectors
-/// in `text`, non-overlapping and sorted by start. Implemented for the engine's scanner;
-/// tests use small fakes.
+/// in `text` (replacing `out`'s contents), non-overlapping and sorted by start, and each
+/// detector's name for placeholders and masks. Implemented by [`detect::Scanner`]; a
+/// trait so tests can use small fakes.
 pub trait Find {
-    fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Hit>);
+    fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>);
+    fn name(&self, detector: u16) -> Option<&str>;
+}
+
+impl Find for detect::Scanner {
+    fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
+        self.scan(text, wanted, out);
+    }
+    fn name(&self, detector: u16) -> Option<&str> {
+        detect::Scanner::name(self, detector)
+    }
 }
 
 /// Crockford base32: digits and upper-case letters without `I L O U`.
@@ -80,9 +85,10 @@ pub fn nonce(request_id: &[u8], time_nanos: u64, salt: u64) -> [u8; 16] {
     n
 }
 
-/// The typed, irreversible mask for a detector: `email` → `[EMAIL]`.
+/// The typed, irreversible mask for a detector: `email` → `[EMAIL]` (the engine's one
+/// spelling, [`detect::mask`]).
 pub fn mask(detector_name: &str) -> String {
-    format!("[{}]", type_tag(detector_name))
+    detect::mask(detector_name)
 }
 
 /// A detector name as it appears in placeholders and masks: upper-case ASCII letters,
@@ -344,7 +350,8 @@ const STRUCTURAL_KEYS: &[&str] = &["model", "role", "type", "tool_call_id", "id"
 
 /// True for a string the rewrite leaves alone (see [`STRUCTURAL_KEYS`]).
 pub fn is_structural(path: &Path<'_>) -> bool {
-    path.last_key().is_some_and(|k| STRUCTURAL_KEYS.contains(&k))
+    path.last_key()
+        .is_some_and(|k| STRUCTURAL_KEYS.contains(&k))
 }
 
 /// Rewrites a request body: every detected value of a `tokenise` detector becomes its
@@ -352,11 +359,9 @@ pub fn is_structural(path: &Path<'_>) -> bool {
 /// wins when a detector is in both). Every string value is covered — `messages[].content`
 /// and its `text` parts, `tool_calls[].function.arguments`, `prompt`, `input`, and any
 /// other field — except the structural ones ([`is_structural`]).
-/// `detectors` is the policy's detector list, indexed by [`Hit::detector`].
 pub fn rewrite_request(
     body: &[u8],
     finder: &impl Find,
-    detectors: &[ir::Detector],
     tokenise: &[u16],
     redact: &[u16],
     vault: &mut Vault,
@@ -388,9 +393,7 @@ pub fn rewrite_request(
             let (Some(keep), Some(value)) = (s.get(at..h.start), s.get(h.start..h.end)) else {
                 continue;
             };
-            let name = detectors
-                .get(usize::from(h.detector))
-                .map_or("value", |d| d.name.as_str());
+            let name = finder.name(h.detector).unwrap_or("value");
             out.push_str(keep);
             let t = tallies.entry(h.detector).or_insert(Tally {
                 detector: h.detector,
@@ -416,13 +419,14 @@ pub fn rewrite_request(
 }
 
 #[cfg(test)]
+#[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     /// Finds `@`-words as detector 0 and runs of 9+ digits as detector 1.
     struct Fake;
     impl Find for Fake {
-        fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Hit>) {
+        fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
             let b = text.as_bytes();
             let mut i = 0;
             while i < b.len() {
@@ -438,7 +442,7 @@ mod tests {
                     None
                 };
                 if let Some(d) = det.filter(|d| wanted.contains(d)) {
-                    out.push(Hit {
+                    out.push(Match {
                         detector: d,
                         start: i,
                         end: j,
@@ -447,17 +451,9 @@ mod tests {
                 i = j + 1;
             }
         }
-    }
-
-    fn dets() -> Vec<ir::Detector> {
-        ["email", "us_ssn"]
-            .iter()
-            .map(|n| ir::Detector {
-                name: n.to_string(),
-                class: ir::DetectorClass::Pii,
-                kind: ir::DetectorKind::Builtin(n.to_string()),
-            })
-            .collect()
+        fn name(&self, detector: u16) -> Option<&str> {
+            ["email", "us_ssn"].get(usize::from(detector)).copied()
+        }
     }
 
     #[test]
@@ -519,7 +515,7 @@ mod tests {
     fn rewrites_request_and_counts_without_values() {
         let body = br#"{"model":"a@b.c","messages":[{"role":"user","content":"mail a@x.io or a@x.io ssn 123456789"}],"prompt":"b@y.io"}"#;
         let mut v = Vault::new(nonce(b"r", 1, 2));
-        let rw = rewrite_request(body, &Fake, &dets(), &[0], &[1], &mut v);
+        let rw = rewrite_request(body, &Fake, &[0], &[1], &mut v);
         let Ok(rw) = rw else { panic!("{rw:?}") };
         let out = String::from_utf8(rw.body.unwrap_or_default()).unwrap_or_default();
         let pa = v.tokenise("email", "a@x.io").into_owned();
@@ -552,10 +548,10 @@ mod tests {
     #[test]
     fn malformed_bodies_are_errors_even_without_detectors() {
         let mut v = Vault::new([0; 16]);
-        assert!(rewrite_request(b"{", &Fake, &dets(), &[], &[], &mut v).is_err());
-        assert!(rewrite_request(b"{", &Fake, &dets(), &[0], &[], &mut v).is_err());
+        assert!(rewrite_request(b"{", &Fake, &[], &[], &mut v).is_err());
+        assert!(rewrite_request(b"{", &Fake, &[0], &[], &mut v).is_err());
         assert_eq!(
-            rewrite_request(b"{\"a\":\"none\"}", &Fake, &dets(), &[0], &[], &mut v),
+            rewrite_request(b"{\"a\":\"none\"}", &Fake, &[0], &[], &mut v),
             Ok(Rewrite::default())
         );
     }

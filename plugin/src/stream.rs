@@ -1,0 +1,862 @@
+//! Reply rewriting: placeholders restored and leaked values redacted, in JSON replies and
+//! in streamed (`text/event-stream`) replies cut into arbitrary chunks.
+//!
+//! A streamed reply delivers each piece of text (a choice's `delta.content`, a tool call's
+//! `function.arguments`, a completion's `text`) as fragments spread over many events,
+//! and the proxy sees those events cut into arbitrary byte chunks. [`SseRestorer`]
+//! reassembles events, and per *stream key* — choice index, tool call index and field —
+//! runs a [`TextStream`] that holds back only what is still undecided:
+//!
+//! - restoration holds the suffix that could still become a placeholder of this request
+//!   (at most the longest placeholder, [`Vault::max_placeholder_len`]);
+//! - response-side redaction holds the trailing text a detector match could still
+//!   extend into (the trailing run without whitespace, plus a bounded window for
+//!   detectors whose values contain spaces, see [`Hold`]), so no part of a leaked value
+//!   is sent before the part that reveals it.
+//!
+//! Held text goes out with the next fragment of the same key, or, when the key ends
+//! (`finish_reason`, `data: [DONE]`, end of stream) with no fragment to carry it, in a
+//! small event of its own just before the event that ends it. Every event is otherwise
+//! passed through byte for byte, with only the changed JSON strings re-encoded.
+//!
+//! The invariant the tests check: for every way of cutting the reply, the text the client
+//! reassembles per key equals the text it would get from the whole reply at once, with
+//! the original values in place of the placeholders.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use crate::ir;
+use crate::json_strings::{self, JsonError, Leaf, Path, Seg};
+use crate::tokenise::{self, Find, Match, Vault};
+
+/// How far back response redaction must hold text for a set of detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hold {
+    /// Bytes a match (plus the scanner's look-ahead) can span across whitespace; 0 when
+    /// every wanted detector matches only runs without whitespace.
+    pub span: usize,
+    /// Hold an unfinished `-----BEGIN … PRIVATE KEY-----` block until its end line.
+    pub pem: bool,
+}
+
+/// Text held by one stream key beyond this is released even if undecided, so a reply
+/// without whitespace (or an unterminated key block) can never make the filter buffer the
+/// whole stream. Whole-vs-chunked equality holds for values shorter than this.
+pub const HOLD_CAP: usize = 16 * 1024;
+
+/// Span across whitespace assumed for a custom detector: its DFA may match anything.
+const CUSTOM_SPAN: usize = 256;
+
+impl Hold {
+    /// The hold needed for detector `d`. Built-ins whose values never contain whitespace
+    /// (e-mail, IP addresses, tokens, keys, JWTs) need none beyond the trailing word;
+    /// numbers written with spaces (cards, IBANs, phones, SSNs) need their longest
+    /// spelling plus look-ahead; key blocks are held to their end line.
+    pub fn of(d: &ir::Detector) -> Hold {
+        match &d.kind {
+            ir::DetectorKind::Builtin(name) => match name.as_str() {
+                "email" | "ipv4" | "ipv6" | "aws_access_key" | "github_token" | "slack_token"
+                | "openai_key" | "jwt" => Hold::default(),
+                "credit_card" => Hold {
+                    span: 48,
+                    pem: false,
+                },
+                "us_ssn" => Hold {
+                    span: 24,
+                    pem: false,
+                },
+                "phone" => Hold {
+                    span: 48,
+                    pem: false,
+                },
+                "iban" => Hold {
+                    span: 64,
+                    pem: false,
+                },
+                "private_key" => Hold {
+                    span: 64,
+                    pem: true,
+                },
+                _ => Hold {
+                    span: CUSTOM_SPAN,
+                    pem: false,
+                },
+            },
+            ir::DetectorKind::Custom(_) => Hold {
+                span: CUSTOM_SPAN,
+                pem: false,
+            },
+        }
+    }
+
+    /// The hold for a set of detectors: the widest of each.
+    pub fn union(self, other: Hold) -> Hold {
+        Hold {
+            span: self.span.max(other.span),
+            pem: self.pem || other.pem,
+        }
+    }
+}
+
+/// Response-side redaction settings: which detectors' values to mask in replies.
+#[derive(Clone, Copy)]
+pub struct Redact<'a> {
+    pub finder: &'a dyn Find,
+    pub wanted: &'a [u16],
+    pub hold: Hold,
+}
+
+impl<'a> Redact<'a> {
+    /// Redaction of the `wanted` detectors (indices into `detectors`, the policy's list).
+    pub fn new(finder: &'a dyn Find, wanted: &'a [u16], detectors: &[ir::Detector]) -> Self {
+        let hold = wanted
+            .iter()
+            .filter_map(|&i| detectors.get(usize::from(i)))
+            .map(Hold::of)
+            .fold(Hold::default(), Hold::union);
+        Redact {
+            finder,
+            wanted,
+            hold,
+        }
+    }
+}
+
+/// Everything a reply rewrite needs from its request: the request's vault and, if the
+/// policy redacts responses, what to redact.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub vault: &'a Vault,
+    pub redact: Option<Redact<'a>>,
+}
+
+impl Ctx<'_> {
+    /// True when replies need no rewriting at all, so the filter can pass them through.
+    pub fn is_noop(&self) -> bool {
+        self.vault.is_empty() && self.redact.is_none_or(|r| r.wanted.is_empty())
+    }
+}
+
+/// Response-side redaction counts per detector, for the audit record (never values).
+pub type Redacted = BTreeMap<u16, u32>;
+
+/// The incremental rewrite of one piece of streamed text.
+#[derive(Debug, Default, Clone)]
+pub struct TextStream {
+    /// Input not yet restored: a possible placeholder prefix.
+    restore_held: String,
+    /// Restored text not yet emitted: a possible partial detector match.
+    redact_held: String,
+    scratch: Vec<Match>,
+}
+
+impl TextStream {
+    /// Feeds the next fragment and appends to `out` whatever is now decided. With
+    /// `at_end`, everything held is released.
+    pub fn push(
+        &mut self,
+        fragment: &str,
+        ctx: &Ctx<'_>,
+        at_end: bool,
+        out: &mut String,
+        redacted: &mut Redacted,
+    ) {
+        let mut restored = String::new();
+        let input: Cow<'_, str> = if self.restore_held.is_empty() {
+            Cow::Borrowed(fragment)
+        } else {
+            let mut s = std::mem::take(&mut self.restore_held);
+            s.push_str(fragment);
+            Cow::Owned(s)
+        };
+        let target = if ctx.redact.is_some() {
+            &mut restored
+        } else {
+            &mut *out
+        };
+        let used = ctx.vault.restore_into(&input, target, at_end);
+        self.restore_held = input.get(used..).unwrap_or_default().to_string();
+        let Some(r) = ctx.redact else { return };
+        self.redact_held.push_str(&restored);
+        self.redact_step(&r, ctx.vault, at_end, out, redacted);
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.restore_held.is_empty() && self.redact_held.is_empty()
+    }
+
+    fn redact_step(
+        &mut self,
+        r: &Redact<'_>,
+        vault: &Vault,
+        at_end: bool,
+        out: &mut String,
+        redacted: &mut Redacted,
+    ) {
+        let text = &self.redact_held;
+        let hits = &mut self.scratch;
+        hits.clear();
+        r.finder.find(text, r.wanted, hits);
+        let cut = if at_end {
+            text.len()
+        } else {
+            safe_cut(text, hits, r.hold)
+        };
+        let mut at = 0usize;
+        for h in hits.iter().filter(|h| h.end <= cut) {
+            let (Some(keep), Some(value)) = (text.get(at..h.start), text.get(h.start..h.end))
+            else {
+                continue;
+            };
+            out.push_str(keep);
+            if vault.contains_value(value) {
+                out.push_str(value);
+            } else {
+                out.push_str(&tokenise::mask(
+                    r.finder.name(h.detector).unwrap_or("value"),
+                ));
+                *redacted.entry(h.detector).or_default() += 1;
+            }
+            at = h.end;
+        }
+        out.push_str(text.get(at..cut).unwrap_or_default());
+        self.redact_held.drain(..cut);
+    }
+}
+
+/// The longest prefix of `text` whose redaction cannot change whatever follows: it ends
+/// right after an ASCII whitespace byte (no value without whitespace can extend across
+/// it, and a scanner restarting there sees a token start, as it would in the whole text),
+/// at least `hold.span` bytes before the end (values with spaces and the scanner's
+/// look-ahead fit in the rest), before an unfinished private-key block, and not inside a
+/// match. Past [`HOLD_CAP`] the whitespace and key-block conditions are dropped.
+fn safe_cut(text: &str, hits: &[Match], hold: Hold) -> usize {
+    let b = text.as_bytes();
+    let n = b.len();
+    let mut limit = n.saturating_sub(hold.span);
+    let capped = n > HOLD_CAP;
+    if hold.pem
+        && !capped
+        && let Some(p) = unfinished_key_block(text)
+        && !hits.iter().any(|h| h.start <= p && p < h.end)
+    {
+        limit = limit.min(p);
+    }
+    let inside = |c: usize| hits.iter().any(|h| h.start < c && c < h.end);
+    let mut c = limit;
+    while c > 0 {
+        let ws = b.get(c - 1).is_some_and(u8::is_ascii_whitespace);
+        if (ws || (capped && text.is_char_boundary(c))) && !inside(c) {
+            return c;
+        }
+        c -= 1;
+    }
+    0
+}
+
+/// Start of the last `-----BEGIN` whose header is unfinished or names a private key.
+fn unfinished_key_block(text: &str) -> Option<usize> {
+    let p = text.rfind("-----BEGIN")?;
+    let rest = text.get(p + 10..).unwrap_or_default();
+    match rest.find("-----") {
+        None => Some(p),
+        Some(e) if rest.get(..e).is_some_and(|h| h.contains("PRIVATE KEY")) => Some(p),
+        Some(_) => None,
+    }
+}
+
+/// Rewrites one whole string (restore, then redact): for JSON replies and for strings of
+/// streamed events that are not streamed text. `None` when unchanged.
+pub fn rewrite_text(text: &str, ctx: &Ctx<'_>, redacted: &mut Redacted) -> Option<String> {
+    let mut ts = TextStream::default();
+    let mut out = String::with_capacity(text.len());
+    ts.push(text, ctx, true, &mut out, redacted);
+    (out != text).then_some(out)
+}
+
+/// The result of rewriting a whole JSON reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyRewrite {
+    /// The new body, or `None` to forward the original.
+    pub body: Option<Vec<u8>>,
+    pub redacted: Redacted,
+}
+
+/// Restores placeholders in (and redacts) every string of a non-streamed JSON reply,
+/// except protocol fields ([`tokenise::is_structural`]). A reply that is not valid JSON
+/// is an error: the filter must not forward it unrestored when it has to redact.
+pub fn rewrite_reply_json(body: &[u8], ctx: &Ctx<'_>) -> Result<ReplyRewrite, JsonError> {
+    let mut redacted = Redacted::new();
+    if ctx.is_noop() {
+        return Ok(ReplyRewrite::default());
+    }
+    let body = json_strings::rewrite_strings(body, |path, s| {
+        if tokenise::is_structural(path) {
+            None
+        } else {
+            rewrite_text(s, ctx, &mut redacted)
+        }
+    })?;
+    Ok(ReplyRewrite { body, redacted })
+}
+
+/// Which streamed field a string is, below `choices[i]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Field {
+    /// `delta.<name>` for `content`, `reasoning_content`, `reasoning`, `refusal`.
+    Delta(&'static str),
+    /// `delta.tool_calls[j].function.arguments`.
+    ToolArguments,
+    /// `delta.function_call.arguments` (the legacy single function call).
+    FunctionArguments,
+    /// `text` (legacy completions).
+    Text,
+}
+
+/// One piece of streamed text: choice index, tool call index, field.
+type Key = (u64, Option<u64>, Field);
+
+const DELTA_TEXT: &[&str] = &["content", "reasoning_content", "reasoning", "refusal"];
+/// Top-level fields copied into events the restorer adds, so they look like their
+/// neighbours to a client.
+const TOP_FIELDS: &[&str] = &["id", "object", "created", "model", "system_fingerprint"];
+
+/// Classifies a string below `choices[a]` as streamed text: (field, tool call position).
+fn streamed(path: &Path<'_>) -> Option<(Field, Option<usize>)> {
+    if path.key(0) != Some("choices") || path.index(1).is_none() {
+        return None;
+    }
+    let segs = path.segs().get(2..)?;
+    let k = |i: usize| match segs.get(i) {
+        Some(Seg::Key(k)) => Some(k.as_ref()),
+        _ => None,
+    };
+    match segs.len() {
+        1 if k(0) == Some("text") => Some((Field::Text, None)),
+        2 if k(0) == Some("delta") => {
+            let name = DELTA_TEXT.iter().find(|n| Some(**n) == k(1))?;
+            Some((Field::Delta(name), None))
+        }
+        3 if k(0) == Some("delta")
+            && k(1) == Some("function_call")
+            && k(2) == Some("arguments") =>
+        {
+            Some((Field::FunctionArguments, None))
+        }
+        5 if k(0) == Some("delta")
+            && k(1) == Some("tool_calls")
+            && k(3) == Some("function")
+            && k(4) == Some("arguments") =>
+        {
+            match segs.get(2) {
+                Some(Seg::Index(j)) => Some((Field::ToolArguments, Some(*j))),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A string of an event: its span, its text, and for streamed text (choice position,
+/// field, tool call position).
+type EventString = (Range<usize>, String, Option<(usize, Field, Option<usize>)>);
+
+/// What one event's JSON payload holds that the restorer needs.
+#[derive(Default)]
+struct Scan {
+    /// (span, text, streamed as (choice position, field, tool position)).
+    strings: Vec<EventString>,
+    /// `choices[a].index` by position a.
+    choice_index: Vec<(usize, u64)>,
+    /// `choices[a].delta.tool_calls[b].index`.
+    tool_index: Vec<(usize, usize, u64)>,
+    /// Positions a whose `finish_reason` is set.
+    finished: Vec<usize>,
+    top: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Restores placeholders (and redacts leaked values) in a `text/event-stream` reply fed
+/// in arbitrary byte chunks. One per response; see the module docs for what it holds.
+#[derive(Debug, Default)]
+pub struct SseRestorer {
+    /// Bytes of the event being received.
+    event: Vec<u8>,
+    /// Bytes in the current line so far (0 at a line start).
+    line_len: usize,
+    /// The last byte was `\r`: a following `\n` completes the same line break.
+    prev_cr: bool,
+    streams: BTreeMap<Key, TextStream>,
+    /// The latest values of [`TOP_FIELDS`], raw JSON.
+    top: Vec<(&'static str, Vec<u8>)>,
+    /// Line break used by the upstream (`\n` until a `\r\n` is seen).
+    crlf: bool,
+    redacted: Redacted,
+    /// Events passed through unchanged / rewritten / added (for metrics and benches).
+    pub stats: SseStats,
+}
+
+/// Counters of what the restorer did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SseStats {
+    pub passed: u64,
+    pub rewritten: u64,
+    pub added: u64,
+}
+
+impl SseRestorer {
+    pub fn new() -> SseRestorer {
+        SseRestorer::default()
+    }
+
+    /// Response-side redaction counts so far, for the audit record.
+    pub fn redacted(&self) -> &Redacted {
+        &self.redacted
+    }
+
+    /// Feeds the next chunk of the reply body; appends to `out` the bytes to send now.
+    pub fn push(&mut self, chunk: &[u8], ctx: &Ctx<'_>, out: &mut Vec<u8>) {
+        let mut from = 0usize;
+        for (i, &c) in chunk.iter().enumerate() {
+            if self.prev_cr && c == b'\n' {
+                self.prev_cr = false;
+                self.crlf = true;
+                // The `\n` of a `\r\n` whose `\r` ended an event belongs to that event.
+                if self.event.is_empty() && from == i {
+                    out.push(b'\n');
+                    from = i + 1;
+                }
+                continue;
+            }
+            self.prev_cr = false;
+            if c == b'\r' || c == b'\n' {
+                self.prev_cr = c == b'\r';
+                if self.line_len == 0 {
+                    self.event
+                        .extend_from_slice(chunk.get(from..=i).unwrap_or_default());
+                    from = i + 1;
+                    let ev = std::mem::take(&mut self.event);
+                    self.dispatch(&ev, ctx, out);
+                    self.event = ev;
+                    self.event.clear();
+                }
+                self.line_len = 0;
+            } else {
+                self.line_len += 1;
+            }
+        }
+        self.event
+            .extend_from_slice(chunk.get(from..).unwrap_or_default());
+    }
+
+    /// Ends the reply: an unterminated last event is completed and processed, and all held
+    /// text is released (in added events, before the end).
+    pub fn finish(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>) {
+        if !self.event.is_empty() {
+            let mut ev = std::mem::take(&mut self.event);
+            let eol: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+            if self.line_len > 0 {
+                ev.extend_from_slice(eol);
+            }
+            ev.extend_from_slice(eol);
+            self.dispatch(&ev, ctx, out);
+        }
+        self.line_len = 0;
+        self.flush(None, ctx, out);
+    }
+
+    /// Processes one complete event (its bytes, blank line included).
+    fn dispatch(&mut self, raw: &[u8], ctx: &Ctx<'_>, out: &mut Vec<u8>) {
+        let lines = split_lines(raw);
+        let data: Vec<Range<usize>> = lines.iter().filter_map(|l| data_value(raw, l)).collect();
+        if data.is_empty() || ctx.is_noop() {
+            self.stats.passed += 1;
+            out.extend_from_slice(raw);
+            return;
+        }
+        let payload: Cow<'_, [u8]> = match data.as_slice() {
+            [one] => Cow::Borrowed(raw.get(one.clone()).unwrap_or_default()),
+            many => Cow::Owned(
+                many.iter()
+                    .map(|r| raw.get(r.clone()).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(&b'\n'),
+            ),
+        };
+        if payload.trim_ascii() == b"[DONE]" {
+            self.flush(None, ctx, out);
+            self.stats.passed += 1;
+            out.extend_from_slice(raw);
+            return;
+        }
+        let Some(new) = self.rewrite_payload(&payload, ctx, out) else {
+            self.stats.passed += 1;
+            out.extend_from_slice(raw);
+            return;
+        };
+        self.stats.rewritten += 1;
+        if let [one] = data.as_slice() {
+            out.extend_from_slice(raw.get(..one.start).unwrap_or_default());
+            out.extend_from_slice(&new);
+            out.extend_from_slice(raw.get(one.end..).unwrap_or_default());
+            return;
+        }
+        // Several data lines: the new payload goes where the first one was, split at the
+        // same line breaks (new strings are escaped, so they add none).
+        let mut first = true;
+        for l in &lines {
+            if data_value(raw, l).is_none() {
+                out.extend_from_slice(raw.get(l.start..l.full_end).unwrap_or_default());
+            } else if first {
+                first = false;
+                let eol = raw.get(l.end..l.full_end).unwrap_or(b"\n");
+                for part in new.split(|&c| c == b'\n') {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(part);
+                    out.extend_from_slice(eol);
+                }
+            }
+        }
+    }
+
+    /// Rewrites one JSON payload; added events for keys that end here go to `out` first.
+    /// `None` when the payload is unchanged or is not JSON (passed through as it is).
+    fn rewrite_payload(
+        &mut self,
+        payload: &[u8],
+        ctx: &Ctx<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let scan = scan_payload(payload).ok()?;
+        if !scan.top.is_empty() {
+            for (k, v) in scan.top {
+                match self.top.iter_mut().find(|(n, _)| *n == k) {
+                    Some(slot) => slot.1 = v,
+                    None => self.top.push((k, v)),
+                }
+            }
+        }
+        let choice = |a: usize| {
+            scan.choice_index
+                .iter()
+                .find(|(p, _)| *p == a)
+                .map_or(a as u64, |(_, v)| *v)
+        };
+        let tool = |a: usize, b: usize| {
+            scan.tool_index
+                .iter()
+                .find(|(p, q, _)| *p == a && *q == b)
+                .map_or(b as u64, |(_, _, v)| *v)
+        };
+        let finished: Vec<u64> = scan.finished.iter().map(|&a| choice(a)).collect();
+        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+        for (span, text, kind) in &scan.strings {
+            let new = match kind {
+                Some((a, field, b)) => {
+                    let c = choice(*a);
+                    let key: Key = (c, b.map(|b| tool(*a, b)), *field);
+                    let end = finished.contains(&c);
+                    let ts = self.streams.entry(key).or_default();
+                    let mut o = String::with_capacity(text.len() + 16);
+                    ts.push(text, ctx, end, &mut o, &mut self.redacted);
+                    if end {
+                        self.streams.remove(&key);
+                    }
+                    (o != *text).then_some(o)
+                }
+                None => rewrite_text(text, ctx, &mut self.redacted),
+            };
+            if let Some(n) = new {
+                edits.push((span.clone(), n));
+            }
+        }
+        for c in finished {
+            self.flush(Some(c), ctx, out);
+        }
+        (!edits.is_empty()).then(|| json_strings::splice(payload, &edits))
+    }
+
+    /// Releases the held text of every key (or of one choice's keys), each in an added
+    /// event written to `out`, and forgets those keys.
+    fn flush(&mut self, choice: Option<u64>, ctx: &Ctx<'_>, out: &mut Vec<u8>) {
+        let keys: Vec<Key> = self
+            .streams
+            .keys()
+            .filter(|k| choice.is_none_or(|c| k.0 == c))
+            .copied()
+            .collect();
+        for key in keys {
+            let Some(mut ts) = self.streams.remove(&key) else {
+                continue;
+            };
+            let mut text = String::new();
+            ts.push("", ctx, true, &mut text, &mut self.redacted);
+            if !text.is_empty() {
+                self.added_event(key, &text, out);
+            }
+        }
+    }
+
+    /// Writes an event carrying `text` for `key`, shaped like a chat completion chunk.
+    fn added_event(&mut self, key: Key, text: &str, out: &mut Vec<u8>) {
+        self.stats.added += 1;
+        let mut j: Vec<u8> = Vec::with_capacity(text.len() + 160);
+        j.push(b'{');
+        for (k, v) in &self.top {
+            json_strings::push_json_string(&mut j, k);
+            j.push(b':');
+            j.extend_from_slice(v);
+            j.push(b',');
+        }
+        let (c, t, field) = key;
+        j.extend_from_slice(format!("\"choices\":[{{\"index\":{c},").as_bytes());
+        match field {
+            Field::Text => {
+                j.extend_from_slice(b"\"text\":");
+                json_strings::push_json_string(&mut j, text);
+            }
+            Field::Delta(name) => {
+                j.extend_from_slice(b"\"delta\":{");
+                json_strings::push_json_string(&mut j, name);
+                j.push(b':');
+                json_strings::push_json_string(&mut j, text);
+                j.push(b'}');
+            }
+            Field::FunctionArguments => {
+                j.extend_from_slice(b"\"delta\":{\"function_call\":{\"arguments\":");
+                json_strings::push_json_string(&mut j, text);
+                j.extend_from_slice(b"}}");
+            }
+            Field::ToolArguments => {
+                let t = t.unwrap_or(0);
+                j.extend_from_slice(
+                    format!(
+                        "\"delta\":{{\"tool_calls\":[{{\"index\":{t},\"function\":{{\"arguments\":"
+                    )
+                    .as_bytes(),
+                );
+                json_strings::push_json_string(&mut j, text);
+                j.extend_from_slice(b"}}]}");
+            }
+        }
+        j.extend_from_slice(b",\"finish_reason\":null}]}");
+        let eol: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&j);
+        out.extend_from_slice(eol);
+        out.extend_from_slice(eol);
+    }
+}
+
+/// Collects what [`SseRestorer::rewrite_payload`] needs from one payload in one pass.
+fn scan_payload(payload: &[u8]) -> Result<Scan, JsonError> {
+    let mut scan = Scan::default();
+    json_strings::visit(
+        payload,
+        &mut |path: &Path<'_>, leaf: Leaf<'_>, span: Range<usize>| {
+            if path.len() == 1
+                && let Some(k) = path.key(0)
+                && let Some(name) = TOP_FIELDS.iter().find(|n| **n == k)
+            {
+                scan.top
+                    .push((name, payload.get(span.clone()).unwrap_or_default().to_vec()));
+            }
+            let in_choice = path.key(0) == Some("choices");
+            match leaf {
+                Leaf::Str(s) => {
+                    if in_choice && path.len() == 3 && path.key(2) == Some("finish_reason") {
+                        if let Some(a) = path.index(1) {
+                            scan.finished.push(a);
+                        }
+                        return;
+                    }
+                    if tokenise::is_structural(path) {
+                        return;
+                    }
+                    let kind = streamed(path).and_then(|(f, b)| Some((path.index(1)?, f, b)));
+                    scan.strings.push((span, s.to_string(), kind));
+                }
+                Leaf::Number(n) if in_choice && path.last_key() == Some("index") => {
+                    let Ok(v) = n.parse::<u64>() else { return };
+                    match (path.len(), path.index(1)) {
+                        (3, Some(a)) => scan.choice_index.push((a, v)),
+                        (6, Some(a))
+                            if path.key(3) == Some("tool_calls")
+                                && path.key(2) == Some("delta") =>
+                        {
+                            if let Some(b) = path.index(4) {
+                                scan.tool_index.push((a, b, v));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        },
+    )?;
+    Ok(scan)
+}
+
+/// One line of an event: content `start..end`, line break included up to `full_end`.
+struct Line {
+    start: usize,
+    end: usize,
+    full_end: usize,
+}
+
+fn split_lines(raw: &[u8]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut start = 0usize;
+    let mut i = 0usize;
+    while i < raw.len() {
+        match raw.get(i) {
+            Some(b'\r') => {
+                let full_end = if raw.get(i + 1) == Some(&b'\n') {
+                    i + 2
+                } else {
+                    i + 1
+                };
+                lines.push(Line {
+                    start,
+                    end: i,
+                    full_end,
+                });
+                start = full_end;
+                i = full_end;
+            }
+            Some(b'\n') => {
+                lines.push(Line {
+                    start,
+                    end: i,
+                    full_end: i + 1,
+                });
+                start = i + 1;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    if start < raw.len() {
+        lines.push(Line {
+            start,
+            end: raw.len(),
+            full_end: raw.len(),
+        });
+    }
+    lines
+}
+
+/// The value range of a `data` field line (after `data:` and one optional space).
+fn data_value(raw: &[u8], l: &Line) -> Option<Range<usize>> {
+    let line = raw.get(l.start..l.end)?;
+    let rest = line.strip_prefix(b"data")?;
+    let skip = match rest {
+        [] => 0,
+        [b':', b' ', ..] => 2,
+        [b':', ..] => 1,
+        _ => return None,
+    };
+    Some(l.start + 4 + skip..l.end)
+}
+
+/// How the filter should treat a reply body, from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// `application/json` (or `+json`): buffer the body, then [`rewrite_reply_json`].
+    Json,
+    /// `text/event-stream`: feed every chunk through an [`SseRestorer`].
+    EventStream,
+    /// A compressed body (`content-encoding` other than identity) that cannot be rewritten:
+    /// the filter fails closed when it must redact, and otherwise lets placeholders through
+    /// unrestored (they reveal nothing).
+    Encoded,
+    /// Anything else: passed through untouched.
+    Other,
+}
+
+/// Classifies a reply from its `content-type` and `content-encoding` headers.
+pub fn reply_kind(content_type: Option<&str>, content_encoding: Option<&str>) -> ReplyKind {
+    if content_encoding.is_some_and(|e| {
+        let e = e.trim();
+        !e.is_empty() && !e.eq_ignore_ascii_case("identity")
+    }) {
+        return ReplyKind::Encoded;
+    }
+    let mime = content_type
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "text/event-stream" {
+        ReplyKind::EventStream
+    } else if mime == "application/json" || mime.ends_with("+json") {
+        ReplyKind::Json
+    } else {
+        ReplyKind::Other
+    }
+}
+
+/// Request header the filter sets whenever it may rewrite the reply (vault not empty, or
+/// response redaction in force), so the upstream answers uncompressed: a compressed reply
+/// cannot be restored or redacted. Replaces any `accept-encoding` the client sent.
+pub const UPSTREAM_ACCEPT_ENCODING: (&str, &str) = ("accept-encoding", "identity");
+
+/// Headers the filter removes when it rewrites a body, because the new length differs:
+/// on the request when [`tokenise::rewrite_request`] returned a new body, on the reply
+/// (in the response-headers callback, before any body is seen) whenever the reply may be
+/// rewritten. Envoy then re-frames the body (chunked on HTTP/1.1). `content-md5`-style
+/// digests would be wrong too, so they go as well.
+pub const LENGTH_HEADERS: &[&str] = &["content-length", "content-md5", "digest"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_kinds() {
+        assert_eq!(
+            reply_kind(Some("text/event-stream; charset=utf-8"), None),
+            ReplyKind::EventStream
+        );
+        assert_eq!(
+            reply_kind(Some("application/json"), Some("identity")),
+            ReplyKind::Json
+        );
+        assert_eq!(
+            reply_kind(Some("application/json"), Some("gzip")),
+            ReplyKind::Encoded
+        );
+        assert_eq!(reply_kind(Some("text/plain"), None), ReplyKind::Other);
+        assert_eq!(reply_kind(None, None), ReplyKind::Other);
+    }
+
+    #[test]
+    fn data_lines() {
+        let raw = b"event: x\r\ndata:{\"a\":1}\r\ndata: 2\ndata\n\n";
+        let lines = split_lines(raw);
+        let vals: Vec<&[u8]> = lines
+            .iter()
+            .filter_map(|l| data_value(raw, l))
+            .map(|r| &raw[r])
+            .collect();
+        assert_eq!(vals, vec![&b"{\"a\":1}"[..], b"2", b""]);
+    }
+
+    #[test]
+    fn key_blocks_are_held() {
+        assert_eq!(unfinished_key_block("a -----BEGIN RSA PRI"), Some(2));
+        assert_eq!(
+            unfinished_key_block("a -----BEGIN RSA PRIVATE KEY-----\nMII"),
+            Some(2)
+        );
+        assert_eq!(
+            unfinished_key_block("a -----BEGIN CERTIFICATE-----\nMII"),
+            None
+        );
+    }
+}

@@ -1,0 +1,683 @@
+//! Property tests for tokenisation, JSON string rewriting and streamed restoration.
+//!
+//! Inputs come from a small seeded generator (no RNG crate needed, every failure
+//! reproducible from its seed): random JSON documents, random texts with values in them,
+//! and random ways of cutting a reply into events and an event stream into chunks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde_json::{Value, json};
+use writ_plugin::detect::Scanner;
+use writ_plugin::ir;
+use writ_plugin::json_strings::{self, Leaf, Path};
+use writ_plugin::stream::{Ctx, Redact, Redacted, SseRestorer, TextStream, rewrite_text};
+use writ_plugin::tokenise::{self, Vault};
+
+/// xorshift64*: deterministic, good enough to pick shapes.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+    fn word(&mut self, xs: &[&'static str]) -> &'static str {
+        xs[self.below(xs.len())]
+    }
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "mail",
+    "EMAIL",
+    "EMAIL_",
+    "E",
+    "_",
+    "PHONE_7",
+    "héllo",
+    "日本語",
+    "🦀",
+    "\n",
+    "\"q\"",
+    "back\\slash",
+    " ",
+    "  ",
+    "tab\t",
+    "ok.",
+    "x",
+    "\u{1}",
+    "CARD",
+    "é",
+];
+
+fn random_string(r: &mut Rng) -> String {
+    let mut s = String::new();
+    for _ in 0..r.below(6) {
+        s.push_str(r.word(WORDS));
+    }
+    s
+}
+
+fn random_json(r: &mut Rng, depth: usize) -> Value {
+    let k = if depth == 0 { r.below(4) } else { r.below(6) };
+    match k {
+        0 => Value::String(random_string(r)),
+        1 => json!(r.next() as i64 % 100_000),
+        2 => json!((r.below(1000) as f64) / 8.0),
+        3 => r
+            .pick(&[Value::Null, Value::Bool(true), Value::Bool(false)])
+            .clone(),
+        4 => Value::Array((0..r.below(4)).map(|_| random_json(r, depth - 1)).collect()),
+        _ => {
+            let mut m = serde_json::Map::new();
+            for _ in 0..r.below(4) {
+                m.insert(random_string(r), random_json(r, depth - 1));
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+fn map_dom(v: &mut Value, f: &dyn Fn(&str) -> String) {
+    match v {
+        Value::String(s) => *s = f(s),
+        Value::Array(a) => a.iter_mut().for_each(|x| map_dom(x, f)),
+        Value::Object(m) => m.values_mut().for_each(|x| map_dom(x, f)),
+        _ => {}
+    }
+}
+
+fn dom_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| dom_strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| dom_strings(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn json_rewrite_agrees_with_the_dom() {
+    let change = |s: &str| format!("<{}\"\\\n{}>", s.to_uppercase(), s.len());
+    for seed in 0..2000 {
+        let mut r = Rng::new(seed);
+        let v = random_json(&mut r, 4);
+        let text = if seed % 2 == 0 {
+            serde_json::to_string(&v).unwrap()
+        } else {
+            serde_json::to_string_pretty(&v).unwrap()
+        };
+        let body = text.as_bytes();
+        // Visiting sees exactly the DOM's string values, in order.
+        let mut seen = Vec::new();
+        json_strings::visit(body, &mut |_: &Path<'_>, l: Leaf<'_>, _: Range<usize>| {
+            if let Leaf::Str(s) = l {
+                seen.push(s.to_string());
+            }
+        })
+        .unwrap();
+        let mut want = Vec::new();
+        dom_strings(&v, &mut want);
+        assert_eq!(seen, want, "seed {seed}");
+        // No change: no new body (the original bytes are forwarded).
+        assert_eq!(json_strings::rewrite_strings(body, |_, _| None), Ok(None));
+        // Identity replacement re-encodes: still the same value.
+        let same = json_strings::rewrite_strings(body, |_, s| Some(s.to_string()));
+        assert_eq!(same, Ok(None), "seed {seed}");
+        // Replacing every string equals replacing in the DOM.
+        let new = json_strings::rewrite_strings(body, |_, s| Some(change(s))).unwrap();
+        let mut dom = v.clone();
+        map_dom(&mut dom, &change);
+        let got: Value = match new {
+            Some(b) => serde_json::from_slice::<Value>(&b).unwrap(),
+            None => v.clone(),
+        };
+        assert_eq!(got, dom, "seed {seed}");
+    }
+}
+
+#[test]
+fn json_scanner_rejects_what_serde_rejects() {
+    let mut r = Rng::new(99);
+    for _ in 0..3000 {
+        let v = random_json(&mut r, 3);
+        let mut b = serde_json::to_vec(&v).unwrap();
+        // Corrupt one byte.
+        if !b.is_empty() {
+            let i = r.below(b.len());
+            b[i] = *r.pick(b"{}[],:\"\\ 0a-.eE\x01");
+        }
+        let ours = json_strings::visit(&b, &mut |_: &Path<'_>, _: Leaf<'_>, _: Range<usize>| {});
+        let theirs = serde_json::from_slice::<Value>(&b);
+        // serde_json also refuses numbers that overflow f64; the grammar allows them and
+        // the scanner never interprets numbers.
+        if theirs
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("out of range"))
+        {
+            continue;
+        }
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+}
+
+fn detectors(names: &[&str]) -> Vec<ir::Detector> {
+    names
+        .iter()
+        .map(|n| ir::Detector {
+            name: n.to_string(),
+            class: ir::DetectorClass::Pii,
+            kind: ir::DetectorKind::Builtin(n.to_string()),
+        })
+        .collect()
+}
+
+const VALUES: &[(&str, &str)] = &[
+    ("email", "ada@example.com"),
+    ("email", "b.o+b@mail.example.org"),
+    ("phone", "+1 415 555 0100"),
+    ("credit_card", "4111 1111 1111 1111"),
+    ("iban", "DE89 3704 0044 0532 0130 00"),
+    ("email", "zoë@example.com"),
+];
+
+/// A reply text with placeholders, and the same text with the values.
+fn reply_text(r: &mut Rng, vault: &mut Vault) -> (String, String) {
+    let (mut with_ph, mut with_values) = (String::new(), String::new());
+    for _ in 0..r.below(12) {
+        if r.chance(35) {
+            let (det, value) = *r.pick(VALUES);
+            let ph = vault.tokenise(det, value).into_owned();
+            with_ph.push_str(&ph);
+            with_values.push_str(value);
+        } else {
+            let w = r.word(WORDS);
+            with_ph.push_str(w);
+            with_values.push_str(w);
+        }
+    }
+    (with_ph, with_values)
+}
+
+/// Splits `s` at char boundaries: one char per piece, or random sizes.
+fn fragments(r: &mut Rng, s: &str) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let one_each = r.chance(30);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let n = if one_each { 1 } else { 1 + r.below(8) };
+        let j = (i + n).min(chars.len());
+        out.push(chars[i..j].iter().collect());
+        i = j;
+    }
+    if r.chance(20) {
+        out.insert(r.below(out.len() + 1), String::new());
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Slot {
+    Content(u64),
+    Tool(u64, u64),
+    Text(u64),
+}
+
+/// Builds an OpenAI-style event stream from per-slot fragments, interleaved at random.
+fn build_stream(r: &mut Rng, slots: &BTreeMap<Slot, Vec<String>>, done: bool) -> Vec<u8> {
+    let mut queues: Vec<(Slot, std::collections::VecDeque<String>)> = slots
+        .iter()
+        .map(|(k, v)| (*k, v.iter().cloned().collect()))
+        .collect();
+    let mut out = Vec::new();
+    let eol = if r.chance(20) { "\r\n" } else { "\n" };
+    let head = |choices: Value| json!({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":choices});
+    let event = |v: Value, out: &mut Vec<u8>| {
+        out.extend_from_slice(
+            format!("data: {}{eol}{eol}", serde_json::to_string(&v).unwrap()).as_bytes(),
+        );
+    };
+    event(
+        head(json!([{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}])),
+        &mut out,
+    );
+    if r.chance(30) {
+        out.extend_from_slice(format!(": keep-alive{eol}{eol}").as_bytes());
+    }
+    let mut finished: Vec<u64> = Vec::new();
+    while queues.iter().any(|(_, q)| !q.is_empty()) {
+        let live: Vec<usize> = (0..queues.len())
+            .filter(|&i| !queues[i].1.is_empty())
+            .collect();
+        let qi = *r.pick(&live);
+        let slot = queues[qi].0;
+        let frag = queues[qi].1.pop_front().unwrap();
+        let last_of_choice = queues[qi].1.is_empty();
+        let choice = match slot {
+            Slot::Content(c) | Slot::Tool(c, _) | Slot::Text(c) => c,
+        };
+        // Sometimes the final fragment carries the finish_reason itself.
+        let finish_here = last_of_choice && r.chance(30) && !queues.iter().any(|(s, q)| {
+            !q.is_empty()
+                && matches!(*s, Slot::Content(c) | Slot::Tool(c, _) | Slot::Text(c) if c == choice)
+        });
+        let fin = if finish_here {
+            json!("stop")
+        } else {
+            Value::Null
+        };
+        let v = match slot {
+            Slot::Content(c) => {
+                json!([{"index":c,"delta":{"content":frag},"logprobs":null,"finish_reason":fin}])
+            }
+            Slot::Text(c) => json!([{"index":c,"text":frag,"finish_reason":fin}]),
+            Slot::Tool(c, t) => {
+                json!([{"index":c,"delta":{"tool_calls":[{"index":t,"function":{"arguments":frag}}]},"finish_reason":fin}])
+            }
+        };
+        event(head(v), &mut out);
+        if finish_here {
+            finished.push(choice);
+        }
+    }
+    let mut choices: Vec<u64> = slots
+        .keys()
+        .map(|s| match *s {
+            Slot::Content(c) | Slot::Tool(c, _) | Slot::Text(c) => c,
+        })
+        .collect();
+    choices.dedup();
+    for c in choices {
+        if !finished.contains(&c) && r.chance(80) {
+            event(
+                head(json!([{"index":c,"delta":{},"finish_reason":"stop"}])),
+                &mut out,
+            );
+        }
+    }
+    event(
+        json!({"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}),
+        &mut out,
+    );
+    if done {
+        out.extend_from_slice(format!("data: [DONE]{eol}{eol}").as_bytes());
+    }
+    out
+}
+
+/// What a client reassembles from an event stream: text per slot, and the [DONE] count.
+fn client_view(body: &[u8]) -> (BTreeMap<Slot, String>, usize) {
+    let text = String::from_utf8(body.to_vec()).expect("output is UTF-8");
+    let norm = text.replace("\r\n", "\n");
+    let mut texts: BTreeMap<Slot, String> = BTreeMap::new();
+    let mut dones = 0;
+    for ev in norm.split("\n\n") {
+        let data: Vec<&str> = ev
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("data:")
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            })
+            .collect();
+        if data.is_empty() {
+            continue;
+        }
+        let payload = data.join("\n");
+        if payload == "[DONE]" {
+            dones += 1;
+            continue;
+        }
+        let v: Value =
+            serde_json::from_str(&payload).unwrap_or_else(|e| panic!("bad event {payload:?}: {e}"));
+        for ch in v["choices"].as_array().unwrap() {
+            let c = ch["index"].as_u64().unwrap();
+            if let Some(s) = ch["delta"]["content"].as_str() {
+                texts.entry(Slot::Content(c)).or_default().push_str(s);
+            }
+            if let Some(s) = ch["text"].as_str() {
+                texts.entry(Slot::Text(c)).or_default().push_str(s);
+            }
+            if let Some(tcs) = ch["delta"]["tool_calls"].as_array() {
+                for tc in tcs {
+                    let t = tc["index"].as_u64().unwrap();
+                    if let Some(s) = tc["function"]["arguments"].as_str() {
+                        texts.entry(Slot::Tool(c, t)).or_default().push_str(s);
+                    }
+                }
+            }
+        }
+    }
+    texts.retain(|_, s| !s.is_empty());
+    (texts, dones)
+}
+
+fn run_sse(body: &[u8], cuts: &[usize], ctx: &Ctx<'_>) -> Vec<u8> {
+    let mut sse = SseRestorer::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &c in cuts.iter().chain(std::iter::once(&body.len())) {
+        sse.push(&body[at..c], ctx, &mut out);
+        at = c;
+    }
+    sse.finish(ctx, &mut out);
+    out
+}
+
+#[test]
+fn streamed_restoration_survives_any_cutting() {
+    for seed in 0..400u64 {
+        let mut r = Rng::new(seed);
+        let mut vault = Vault::new(tokenise::nonce(format!("req-{seed}").as_bytes(), seed, 0));
+        let mut slots = BTreeMap::new();
+        let mut want = BTreeMap::new();
+        for _ in 0..1 + r.below(3) {
+            let slot = *r.pick(&[
+                Slot::Content(0),
+                Slot::Content(1),
+                Slot::Tool(0, 0),
+                Slot::Tool(0, 1),
+                Slot::Text(2),
+            ]);
+            let (ph, plain) = reply_text(&mut r, &mut vault);
+            slots.insert(slot, fragments(&mut r, &ph));
+            want.insert(slot, plain);
+        }
+        want.retain(|_, s: &mut String| !s.is_empty());
+        let done = r.chance(80);
+        let body = build_stream(&mut r, &slots, done);
+        let ctx = Ctx {
+            vault: &vault,
+            redact: None,
+        };
+        let whole = run_sse(&body, &[], &ctx);
+        let (texts, dones) = client_view(&whole);
+        assert_eq!(
+            texts,
+            want,
+            "seed {seed}\n{}",
+            String::from_utf8_lossy(&whole)
+        );
+        assert_eq!(dones, usize::from(done));
+        // Held text never exceeds the longest placeholder: check with one byte per chunk.
+        let bytewise: Vec<usize> = (1..body.len()).collect();
+        assert_eq!(
+            run_sse(&body, &bytewise, &ctx),
+            whole,
+            "seed {seed} bytewise"
+        );
+        // Every single cut point (on small streams), and random multi-cuts.
+        if body.len() < 1500 {
+            for c in 1..body.len() {
+                assert_eq!(run_sse(&body, &[c], &ctx), whole, "seed {seed} cut {c}");
+            }
+        }
+        for _ in 0..20 {
+            let mut cuts: Vec<usize> = (0..r.below(12)).map(|_| r.below(body.len() + 1)).collect();
+            cuts.sort_unstable();
+            assert_eq!(
+                run_sse(&body, &cuts, &ctx),
+                whole,
+                "seed {seed} cuts {cuts:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn untouched_events_pass_byte_for_byte() {
+    let vault = Vault::new([1; 16]);
+    let ctx = Ctx {
+        vault: &vault,
+        redact: None,
+    };
+    let body =
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+    assert_eq!(run_sse(body, &[7], &ctx), body.to_vec());
+    let mut v2 = Vault::new([2; 16]);
+    let ph = v2.tokenise("email", "a@b.io").into_owned();
+    let ctx = Ctx {
+        vault: &v2,
+        redact: None,
+    };
+    let body = format!(
+        "id: 1\r\ndata: {{\"x\" : 1.50, \"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"to {ph}\"}}}}]}}\r\n\r\n"
+    );
+    let out = run_sse(body.as_bytes(), &[], &ctx);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "id: 1\r\ndata: {\"x\" : 1.50, \"choices\":[{\"index\":0,\"delta\":{\"content\":\"to a@b.io\"}}]}\r\n\r\n"
+    );
+}
+
+#[test]
+fn held_text_is_bounded_by_the_longest_placeholder() {
+    let mut vault = Vault::new([3; 16]);
+    let ph = vault
+        .tokenise("credit_card", "4111111111111111")
+        .into_owned();
+    let ctx = Ctx {
+        vault: &vault,
+        redact: None,
+    };
+    let mut ts = TextStream::default();
+    let mut red = Redacted::new();
+    let mut emitted = String::new();
+    let text = format!("a long reply {ph} with more words after it");
+    let value = "4111111111111111";
+    for (i, ch) in text.char_indices() {
+        ts.push(&ch.to_string(), &ctx, false, &mut emitted, &mut red);
+        let consumed = if emitted.contains(value) {
+            emitted.len() - value.len() + ph.len()
+        } else {
+            emitted.len()
+        };
+        let held = i + ch.len_utf8() - consumed;
+        assert!(held < ph.len(), "held {held} bytes at {i}");
+    }
+    ts.push("", &ctx, true, &mut emitted, &mut red);
+    assert_eq!(emitted, text.replace(&ph, value));
+}
+
+fn scanner(names: &[&str]) -> (Scanner, Vec<ir::Detector>) {
+    let d = detectors(names);
+    (Scanner::new(&d).unwrap(), d)
+}
+
+const LEAKS: &[&str] = &[
+    "ada@example.com",
+    "+1 415 555 0100",
+    "(415) 555-0100",
+    "4111 1111 1111 1111",
+    "4111-1111-1111-1111",
+    "DE89 3704 0044 0532 0130 00",
+    "AKIAIOSFODNN7EXAMPLE",
+    "192.168.10.1",
+    "078-05-1120",
+    "2001:db8::ff00:42:8329",
+];
+
+#[test]
+fn streamed_redaction_equals_whole_redaction() {
+    let names = [
+        "email",
+        "phone",
+        "credit_card",
+        "iban",
+        "aws_access_key",
+        "ipv4",
+        "ipv6",
+        "us_ssn",
+    ];
+    let (sc, dets) = scanner(&names);
+    let wanted: Vec<u16> = (0..names.len() as u16).collect();
+    let mut vault = Vault::new([4; 16]);
+    let ph = vault.tokenise("email", "mine@example.com").into_owned();
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &wanted, &dets)),
+    };
+    let words = [
+        "call", "me", "at", " ", "  ", "\n", "or", ",", ".", "x", "12", "+1", "é", "日本",
+    ];
+    let mut checked = 0;
+    let mut masked = 0;
+    for seed in 0..1500u64 {
+        let mut r = Rng::new(seed);
+        let mut text = String::new();
+        for _ in 0..r.below(14) {
+            match r.below(10) {
+                0..=2 => text.push_str(r.word(LEAKS)),
+                3 => text.push_str(&ph),
+                _ => text.push_str(r.word(&words)),
+            }
+            if r.chance(60) {
+                text.push(' ');
+            }
+        }
+        let mut red_whole = Redacted::new();
+        let whole = rewrite_text(&text, &ctx, &mut red_whole).unwrap_or_else(|| text.clone());
+        masked += red_whole.values().sum::<u32>();
+        for _ in 0..4 {
+            let mut ts = TextStream::default();
+            let mut out = String::new();
+            let mut red = Redacted::new();
+            let mut prefixes_ok = true;
+            for f in fragments(&mut r, &text) {
+                ts.push(&f, &ctx, false, &mut out, &mut red);
+                // Never ahead of the whole answer: what is out is a prefix of it.
+                prefixes_ok &= whole.starts_with(&out);
+            }
+            ts.push("", &ctx, true, &mut out, &mut red);
+            assert!(
+                prefixes_ok,
+                "seed {seed}: emitted a prefix the whole reply does not have"
+            );
+            assert_eq!(out, whole, "seed {seed} text {text:?}");
+            assert_eq!(red, red_whole, "seed {seed}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000);
+    assert!(masked > 1000, "the texts should leak values: {masked}");
+}
+
+#[test]
+fn leaked_values_are_masked_and_prompt_values_restored() {
+    let (sc, dets) = scanner(&["email", "phone"]);
+    let wanted = [0u16, 1];
+    let mut vault = Vault::new([5; 16]);
+    let ph = vault.tokenise("email", "mine@example.com").into_owned();
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &wanted, &dets)),
+    };
+    let body = format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"mail {ph} or leak@corp.example, call +1 415 555 0100 \"}}}}]}}\n\ndata: [DONE]\n\n"
+    );
+    let cuts: Vec<usize> = (1..body.len()).collect();
+    let mut sse = SseRestorer::new();
+    let mut out = Vec::new();
+    let mut at = 0;
+    for c in cuts.into_iter().chain([body.len()]) {
+        sse.push(&body.as_bytes()[at..c], &ctx, &mut out);
+        at = c;
+    }
+    sse.finish(&ctx, &mut out);
+    let (texts, dones) = client_view(&out);
+    assert_eq!(dones, 1);
+    assert_eq!(
+        texts.get(&Slot::Content(0)).map(String::as_str),
+        Some("mail mine@example.com or [EMAIL], call [PHONE] ")
+    );
+    assert_eq!(sse.redacted().get(&0), Some(&1));
+    assert_eq!(sse.redacted().get(&1), Some(&1));
+}
+
+#[test]
+fn request_tokenised_then_reply_restored_end_to_end() {
+    let (sc, _) = scanner(&["email", "us_ssn"]);
+    let body = serde_json::to_vec(&json!({
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": [{"type": "text", "text": "mail ada@example.com about 078-05-1120, cc ada@example.com"}]},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "send", "arguments": "{\"to\":\"bob@example.org\"}"}}]}
+        ],
+        "user": "ada@example.com"
+    }))
+    .unwrap();
+    let mut vault = Vault::new(tokenise::nonce(b"req-42", 1_700_000_000_000_000_000, 1));
+    let rw = tokenise::rewrite_request(&body, &sc, &[0], &[1], &mut vault).unwrap();
+    let new = rw.body.expect("body changed");
+    let text = String::from_utf8(new.clone()).unwrap();
+    assert!(!text.contains("ada@example.com") && !text.contains("bob@example.org"));
+    assert!(!text.contains("078-05-1120") && text.contains("[US_SSN]"));
+    assert_eq!(vault.len(), 2);
+    let v: Value = serde_json::from_slice(&new).unwrap();
+    assert_eq!(v["model"], "gpt-4o");
+    let args: Value = serde_json::from_str(
+        v["messages"][2]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(args["to"].as_str().unwrap().starts_with("EMAIL_"));
+    assert_eq!(rw.tallies.len(), 2);
+    assert_eq!((rw.tallies[0].detector, rw.tallies[0].tokenised), (0, 4));
+    assert_eq!((rw.tallies[1].detector, rw.tallies[1].redacted), (1, 1));
+    // The model echoes the placeholders; the client gets the values back.
+    let ph = vault.tokenise("email", "ada@example.com").into_owned();
+    let reply = serde_json::to_vec(&json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("Sent to {ph}.")}}]
+    }))
+    .unwrap();
+    let ctx = Ctx {
+        vault: &vault,
+        redact: None,
+    };
+    let out = writ_plugin::stream::rewrite_reply_json(&reply, &ctx).unwrap();
+    let v: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Sent to ada@example.com."
+    );
+}
+
+#[test]
+fn placeholders_of_another_request_are_not_restored() {
+    let mut mine = Vault::new(tokenise::nonce(b"a", 1, 0));
+    mine.tokenise("email", "me@example.com");
+    let mut theirs = Vault::new(tokenise::nonce(b"b", 1, 0));
+    let foreign = theirs.tokenise("email", "victim@example.com").into_owned();
+    let ctx = Ctx {
+        vault: &mine,
+        redact: None,
+    };
+    let body = format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{foreign}\"}}}}]}}\n\n"
+    );
+    let out = run_sse(body.as_bytes(), &[], &ctx);
+    assert_eq!(out, body.as_bytes());
+}
