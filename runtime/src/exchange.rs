@@ -168,10 +168,8 @@ impl Vm {
     }
 
     fn fail(&mut self, mut ex: Exchange, e: HostError, id: Option<StreamId>) -> Exchange {
-        if let Some(id) = id {
-            if let Ok(report) = self.close_stream(id) {
-                ex.logs = report.logs;
-            }
+        if let Some(Ok(report)) = id.map(|id| self.close_stream(id)) {
+            ex.logs = report.logs;
         }
         let reply = e.fail_closed_response();
         ex.upstream_request = None;

@@ -70,6 +70,7 @@ enum Stage {
 type F1 = TypedFunc<i32, ()>;
 type F2 = TypedFunc<(i32, i32), i32>;
 type F3 = TypedFunc<(i32, i32, i32), i32>;
+type F5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 struct Exports {
     context_create: Option<TypedFunc<(i32, i32), ()>>,
@@ -86,7 +87,7 @@ struct Exports {
     delete: Option<F1>,
     tick: Option<F1>,
     queue_ready: Option<TypedFunc<(i32, i32), ()>>,
-    http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    http_call_response: Option<F5>,
 }
 
 fn export<P: WasmParams, R: WasmResults>(

@@ -10,7 +10,8 @@ use writ_runtime::{Host, HostConfig};
 /// Builds a guest crate under `tests/guests/NAME` (or any manifest dir) for
 /// wasm32-unknown-unknown, once per test binary, and returns its module bytes.
 pub fn guest(dir: &Path, artifact: &str) -> Vec<u8> {
-    static BUILT: OnceLock<Mutex<Vec<(PathBuf, Vec<u8>)>>> = OnceLock::new();
+    type Built = Mutex<Vec<(PathBuf, Vec<u8>)>>;
+    static BUILT: OnceLock<Built> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, bytes)) = built.iter().find(|(d, _)| d == dir) {

@@ -1,0 +1,210 @@
+//! `writ serve`: an OpenAI-compatible reverse proxy that runs a proxy-wasm module on every
+//! request and response, streaming SSE replies chunk by chunk.
+//!
+//! hyper 1 on tokio does the I/O; worker threads (one VM each) run the filter. A request is
+//! pinned to one worker for its whole life, since its HTTP context lives in that VM.
+
+mod proxy;
+mod workers;
+
+use crate::error::HostError;
+use crate::host::Host;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How the gateway listens and where it forwards.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// Base URL of the upstream (`http://127.0.0.1:8000`, a path prefix allowed).
+    pub upstream: String,
+    /// Worker threads (one VM each).
+    pub workers: usize,
+    /// Largest request body accepted; larger gets 413.
+    pub max_request_body: usize,
+    /// Budget for the upstream's response headers.
+    pub upstream_timeout: Duration,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+impl GatewayConfig {
+    /// Defaults: 2 workers, 1 MiB bodies (Envoy's default buffer limit), 60 s upstream.
+    pub fn new(listen: SocketAddr, upstream: &str) -> Self {
+        Self {
+            listen,
+            upstream: upstream.trim_end_matches('/').to_string(),
+            workers: 2,
+            max_request_body: 1 << 20,
+            upstream_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("unsupported upstream `{0}`: expected http://host:port")]
+    Upstream(String),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A gateway serving on a background thread; [`Gateway::shutdown`] stops it gracefully.
+pub struct Gateway {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds, starts the workers (one VM each) and serves on a background thread.
+    pub fn start(host: Host, config: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("writ-io")
+            .build()
+            .map_err(GatewayError::Runtime)?;
+        let std_listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| GatewayError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(GatewayError::Runtime)?;
+        let addr = std_listener.local_addr().map_err(GatewayError::Runtime)?;
+        let state = Arc::new(proxy::State::new(host, &config)?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let drain = config.drain_timeout;
+        let thread = std::thread::Builder::new()
+            .name("writ-gateway".to_string())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(listener) => accept_loop(listener, state, stopped, drain).await,
+                        Err(e) => tracing::error!("cannot listen: {e}"),
+                    }
+                });
+            })
+            .map_err(GatewayError::Runtime)?;
+        tracing::info!(%addr, upstream = config.upstream, "writ gateway listening");
+        Ok(Gateway {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the drain timeout), and waits.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub fn run_until_signal(self) -> Result<(), GatewayError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(GatewayError::Runtime)?;
+        runtime.block_on(async {
+            let term = async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    match signal(SignalKind::terminate()) {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                }
+                #[cfg(not(unix))]
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
+        });
+        tracing::info!("shutting down");
+        self.shutdown();
+        Ok(())
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<proxy::State>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(state, req, peer).await) }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection error: {e}");
+                    }
+                });
+            }
+            _ = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the drain timeout; closing");
+    }
+}

@@ -1,0 +1,479 @@
+//! One request through the gateway: filter the request on its worker, forward it, then
+//! filter the reply frame by frame and stream what the filter releases to the client.
+
+use super::workers::Workers;
+use super::{GatewayConfig, GatewayError};
+use crate::abi::Headers;
+use crate::error::HostError;
+use crate::host::Host;
+use crate::state::{LocalResponse, StreamInfo, header_get};
+use crate::vm::{Flow, StreamId};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub(crate) type ResBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "host",
+    "content-length",
+];
+
+pub(crate) struct State {
+    host: Host,
+    workers: Workers,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream_base: String,
+    upstream_authority: String,
+    max_body: usize,
+    upstream_timeout: Duration,
+    request_ids: AtomicU64,
+}
+
+impl State {
+    pub(crate) fn new(host: Host, config: &GatewayConfig) -> Result<State, GatewayError> {
+        let rest = config
+            .upstream
+            .strip_prefix("http://")
+            .ok_or_else(|| GatewayError::Upstream(config.upstream.clone()))?;
+        let authority = rest.split('/').next().unwrap_or("").to_string();
+        if authority.is_empty() {
+            return Err(GatewayError::Upstream(config.upstream.clone()));
+        }
+        let workers = Workers::start(&host, config.workers)?;
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        Ok(State {
+            host,
+            workers,
+            client,
+            upstream_base: config.upstream.clone(),
+            upstream_authority: authority,
+            max_body: config.max_request_body,
+            upstream_timeout: config.upstream_timeout,
+            request_ids: AtomicU64::new(1),
+        })
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> ResBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn json_error(status: u16, kind: &str, message: &str) -> Response<ResBody> {
+    let body = serde_json::json!({ "error": { "type": kind, "message": message } });
+    respond(
+        status,
+        &[("content-type".to_string(), "application/json".to_string())],
+        body.to_string().into_bytes(),
+    )
+}
+
+fn respond(status: u16, headers: &[(String, String)], body: Vec<u8>) -> Response<ResBody> {
+    let mut builder =
+        Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
+    for (k, v) in headers {
+        if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    builder
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full("invalid response headers")))
+}
+
+fn local(resp: &LocalResponse) -> Response<ResBody> {
+    respond(resp.status, &resp.headers, resp.body.clone())
+}
+
+fn fail(e: &HostError) -> Response<ResBody> {
+    local(&e.fail_closed_response())
+}
+
+/// Serves one HTTP request.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResBody> {
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/healthz") => {
+            return respond(
+                200,
+                &[("content-type".into(), "application/json".into())],
+                b"{\"status\":\"ok\"}".to_vec(),
+            );
+        }
+        ("GET", "/metrics") => {
+            return respond(
+                200,
+                &[("content-type".into(), "text/plain; version=0.0.4".into())],
+                state.host.prometheus().into_bytes(),
+            );
+        }
+        _ => {}
+    }
+    let (parts, mut incoming) = req.into_parts();
+    let declared = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > state.max_body) {
+        return too_large(state.max_body);
+    }
+    let mut body = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    body.extend_from_slice(data);
+                    if body.len() > state.max_body {
+                        return too_large(state.max_body);
+                    }
+                }
+            }
+            Err(e) => return json_error(400, "bad_request", &format!("reading the body: {e}")),
+        }
+    }
+
+    let mut headers: Headers = vec![
+        (":method".into(), parts.method.as_str().to_string()),
+        (
+            ":path".into(),
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.as_str().to_string()),
+        ),
+        (
+            ":authority".into(),
+            parts
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(&state.upstream_authority)
+                .to_string(),
+        ),
+        (":scheme".into(), "http".into()),
+    ];
+    for (k, v) in &parts.headers {
+        if HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        headers.push((
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        ));
+    }
+    if header_get(&headers, "x-request-id").is_none() {
+        let n = state.request_ids.fetch_add(1, Ordering::Relaxed);
+        let id = format!("writ-{:x}-{n}", std::process::id());
+        headers.push(("x-request-id".into(), id));
+    }
+    let info = StreamInfo {
+        source: Some(peer),
+        ..StreamInfo::default()
+    };
+
+    let worker = state.workers.pick();
+    let outcome = state
+        .workers
+        .run(worker, move |vm| {
+            let id = vm.open_stream(info)?;
+            let result = (|| {
+                let first = vm.request_headers(id, headers, body.is_empty())?;
+                let mut flows = vec![first];
+                if !body.is_empty() && flows[0].local_response.is_none() {
+                    flows.push(vm.request_body(id, &body, true)?);
+                }
+                Ok::<_, HostError>(flows)
+            })();
+            if result.is_err() {
+                let _ = vm.close_stream(id);
+            }
+            result.map(|flows| (id, flows))
+        })
+        .await;
+    let (id, flows) = match outcome {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return fail(&e),
+        Err(_) => return json_error(503, "filter_unavailable", "the filter worker is gone"),
+    };
+    let mut up_headers = None;
+    let mut up_body = Vec::new();
+    let mut ended = false;
+    for flow in flows {
+        if let Some(resp) = flow.local_response {
+            close(&state, worker, id).await;
+            return local(&resp);
+        }
+        up_headers = up_headers.or(flow.headers);
+        up_body.extend_from_slice(&flow.body);
+        ended |= flow.end_of_stream;
+    }
+    let (Some(up_headers), true) = (up_headers, ended) else {
+        close(&state, worker, id).await;
+        return fail(&HostError::Stalled("request"));
+    };
+    forward(state, worker, id, up_headers, up_body).await
+}
+
+fn too_large(limit: usize) -> Response<ResBody> {
+    json_error(
+        413,
+        "body_too_large",
+        &format!("request body larger than {limit} bytes"),
+    )
+}
+
+async fn close(state: &State, worker: usize, id: StreamId) {
+    match state
+        .workers
+        .run(worker, move |vm| vm.close_stream(id))
+        .await
+    {
+        Ok(Ok(report)) => {
+            for log in report.logs {
+                tracing::debug!(target: "writ::guest", level = ?log.level, "{}", log.message);
+            }
+        }
+        Ok(Err(e)) => tracing::debug!("closing stream: {e}"),
+        Err(_) => {}
+    }
+}
+
+async fn forward(
+    state: Arc<State>,
+    worker: usize,
+    id: StreamId,
+    headers: Headers,
+    body: Vec<u8>,
+) -> Response<ResBody> {
+    let path = header_get(&headers, ":path").unwrap_or("/");
+    let uri = format!("{}{}", state.upstream_base, path);
+    let method = header_get(&headers, ":method").unwrap_or("GET");
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", state.upstream_authority.as_str());
+    for (k, v) in &headers {
+        if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let request = match builder.body(Full::new(Bytes::from(body))) {
+        Ok(r) => r,
+        Err(e) => {
+            close(&state, worker, id).await;
+            return json_error(
+                502,
+                "bad_gateway",
+                &format!("the filter produced an invalid request: {e}"),
+            );
+        }
+    };
+    let reply = tokio::time::timeout(state.upstream_timeout, state.client.request(request)).await;
+    let reply = match reply {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            close(&state, worker, id).await;
+            return json_error(
+                502,
+                "upstream_unavailable",
+                &format!("upstream request failed: {e}"),
+            );
+        }
+        Err(_) => {
+            close(&state, worker, id).await;
+            return json_error(
+                504,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            );
+        }
+    };
+    let (parts, mut incoming) = reply.into_parts();
+    let mut resp_headers: Headers = vec![(":status".into(), parts.status.as_u16().to_string())];
+    for (k, v) in &parts.headers {
+        if HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        resp_headers.push((
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        ));
+    }
+    let empty = incoming.is_end_stream();
+    let first = state
+        .workers
+        .run(worker, move |vm| {
+            vm.response_headers(id, resp_headers, empty)
+        })
+        .await;
+
+    // Feed frames until the filter releases the response headers.
+    let mut flow = match first {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return fail(&e),
+        Err(_) => return json_error(503, "filter_unavailable", "the filter worker is gone"),
+    };
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut upstream_done = empty;
+    let client_headers = loop {
+        if let Some(resp) = flow.local_response.take() {
+            close(&state, worker, id).await;
+            return local(&resp);
+        }
+        if !flow.body.is_empty() {
+            held.push(Bytes::from(std::mem::take(&mut flow.body)));
+        }
+        if let Some(h) = flow.headers.take() {
+            break h;
+        }
+        if upstream_done {
+            close(&state, worker, id).await;
+            return fail(&HostError::Stalled("response"));
+        }
+        let (chunk, eos) = next_chunk(&mut incoming).await;
+        upstream_done = eos;
+        flow = match state
+            .workers
+            .run(worker, move |vm| vm.response_body(id, &chunk, eos))
+            .await
+        {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return fail(&e),
+            Err(_) => return json_error(503, "filter_unavailable", "the filter worker is gone"),
+        };
+    };
+    let finished = flow.end_of_stream;
+    let status = header_get(&client_headers, ":status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(parts.status.as_u16());
+    let mut builder =
+        Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
+    for (k, v) in &client_headers {
+        if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if finished {
+        close(&state, worker, id).await;
+        let body: Vec<u8> = held.concat();
+        return builder
+            .body(full(body))
+            .unwrap_or_else(|_| json_error(502, "bad_gateway", "invalid response headers"));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    for chunk in held {
+        let _ = tx.try_send(Ok(Frame::data(chunk)));
+    }
+    tokio::spawn(pump(state, worker, id, incoming, tx, upstream_done));
+    builder
+        .body(ChannelBody { rx }.boxed())
+        .unwrap_or_else(|_| json_error(502, "bad_gateway", "invalid response headers"))
+}
+
+/// The next data chunk of the upstream body, and whether it was the last.
+async fn next_chunk(incoming: &mut Incoming) -> (Vec<u8>, bool) {
+    loop {
+        match incoming.frame().await {
+            None => return (Vec::new(), true),
+            Some(Err(e)) => {
+                tracing::warn!("upstream body failed: {e}");
+                return (Vec::new(), true);
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return (data.to_vec(), incoming.is_end_stream());
+                }
+            }
+        }
+    }
+}
+
+/// Streams the rest of the reply through the filter to the client, chunk by chunk.
+async fn pump(
+    state: Arc<State>,
+    worker: usize,
+    id: StreamId,
+    mut incoming: Incoming,
+    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+    mut upstream_done: bool,
+) {
+    while !upstream_done {
+        let (chunk, eos) = next_chunk(&mut incoming).await;
+        upstream_done = eos;
+        let flow: Result<Flow, String> = match state
+            .workers
+            .run(worker, move |vm| vm.response_body(id, &chunk, eos))
+            .await
+        {
+            Ok(Ok(f)) => Ok(f),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the filter worker is gone".to_string()),
+        };
+        match flow {
+            Ok(flow) if flow.local_response.is_none() => {
+                if !flow.body.is_empty()
+                    && tx
+                        .send(Ok(Frame::data(Bytes::from(flow.body))))
+                        .await
+                        .is_err()
+                {
+                    break; // client went away
+                }
+                if flow.end_of_stream {
+                    break;
+                }
+            }
+            Ok(_) | Err(_) => {
+                // Headers are already out: the only fail-closed answer left is to abort.
+                let _ = tx
+                    .send(Err(std::io::Error::other("response stopped by the filter")))
+                    .await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    close(&state, worker, id).await;
+}
+
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,361 @@
+//! `writ serve` end to end: a loopback upstream, the gateway, and a raw HTTP client.
+
+use crate::common::{module_cache, probe};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use writ_runtime::{Gateway, GatewayConfig, Host, HostConfig};
+
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// The upstream: records requests; `/sse` streams three events, each only after the test
+/// says the client received the previous one (proving the gateway does not buffer).
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    step: mpsc::Sender<()>,
+}
+
+fn read_head(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    Some((path, headers))
+}
+
+fn upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (step, steps) = mpsc::channel::<()>();
+    let steps = Arc::new(Mutex::new(steps));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let record = record.clone();
+            let steps = steps.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let Some((path, headers)) = read_head(&mut reader) else {
+                    return;
+                };
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                record.lock().unwrap().push(Seen {
+                    path: path.clone(),
+                    headers,
+                    body,
+                });
+                let mut conn = conn;
+                if path.starts_with("/sse") {
+                    conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+                    )
+                    .unwrap();
+                    for (i, event) in ["data: one\n\n", "data: two\n\n", "data: [done]\n\n"]
+                        .iter()
+                        .enumerate()
+                    {
+                        if i > 0 {
+                            steps
+                                .lock()
+                                .unwrap()
+                                .recv_timeout(Duration::from_secs(10))
+                                .unwrap();
+                        }
+                        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+                        conn.write_all(chunk.as_bytes()).unwrap();
+                        conn.flush().unwrap();
+                    }
+                    conn.write_all(b"0\r\n\r\n").unwrap();
+                } else {
+                    let body = "{\"msg\":\"hello world\"}";
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    conn.write_all(reply.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    Upstream { addr, seen, step }
+}
+
+fn gateway(upstream: &str, max_body: usize) -> Gateway {
+    let mut config = HostConfig::new(probe());
+    config.cache_dir = Some(module_cache());
+    config.limits.max_vms = 8;
+    config.limits.call_timeout = Duration::from_millis(200);
+    let host = Host::new(config).unwrap();
+    let mut gw = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
+    gw.max_request_body = max_body;
+    gw.workers = 2;
+    Gateway::start(host, gw).unwrap()
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: gateway.test\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    conn
+}
+
+fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let size = usize::from_str_radix(line.trim(), 16).ok()?;
+    if size == 0 {
+        return None;
+    }
+    let mut chunk = vec![0; size + 2];
+    reader.read_exact(&mut chunk).ok()?;
+    chunk.truncate(size);
+    Some(chunk)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let conn = send(addr, method, path, headers, body);
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut body = Vec::new();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
+    {
+        while let Some(chunk) = read_chunk(&mut reader) {
+            body.extend(chunk);
+        }
+    } else {
+        reader.read_to_end(&mut body).unwrap();
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[test]
+fn proxies_and_filters_both_directions() {
+    let up = upstream();
+    let gw = gateway(&format!("http://{}", up.addr), 1 << 20);
+    let addr = gw.local_addr();
+
+    let health = request(addr, "GET", "/healthz", &[], b"");
+    assert_eq!(
+        (health.status, health.body.as_slice()),
+        (200, &b"{\"status\":\"ok\"}"[..])
+    );
+
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"my secret"}]}"#;
+    let reply = request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json")],
+        body,
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"{\"msg\":\"hello WORLD\"}");
+    assert_eq!(reply.header("x-probe-response"), Some("1"));
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(
+        seen[0].body,
+        br#"{"model":"m","messages":[{"role":"user","content":"my [redacted]"}]}"#
+    );
+    let header = |name: &str| {
+        seen[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("x-probe-seen").as_deref(), Some("1"));
+    assert!(header("x-probe-request-id").is_some_and(|id| id.starts_with("writ-")));
+    assert!(header("x-probe-source").is_some_and(|s| s.starts_with("127.0.0.1:")));
+
+    let denied = request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-probe", "deny")],
+        b"{}",
+    );
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.body, b"{\"error\":\"denied\"}");
+    assert_eq!(
+        up.seen.lock().unwrap().len(),
+        1,
+        "a denied request must not reach the upstream"
+    );
+
+    let metrics = request(addr, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(text.contains("probe_requests_total 2"), "{text}");
+    gw.shutdown();
+}
+
+#[test]
+fn sse_streams_event_by_event() {
+    let up = upstream();
+    let gw = gateway(&format!("http://{}", up.addr), 1 << 20);
+    let conn = send(gw.local_addr(), "POST", "/sse", &[], b"{\"stream\":true}");
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("200"), "{line}");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+    }
+    // The probe upper-cases SSE chunks as they pass; each must arrive before the upstream
+    // is allowed to send the next.
+    for expected in ["DATA: ONE\n\n", "DATA: TWO\n\n", "DATA: [DONE]\n\n"] {
+        let chunk = read_chunk(&mut reader).unwrap();
+        assert_eq!(String::from_utf8(chunk).unwrap(), expected);
+        let _ = up.step.send(());
+    }
+    assert_eq!(read_chunk(&mut reader), None);
+    gw.shutdown();
+}
+
+#[test]
+fn limits_and_failures_answer_json() {
+    let up = upstream();
+    let gw = gateway(&format!("http://{}", up.addr), 1024);
+    let addr = gw.local_addr();
+    let big = vec![b'a'; 4096];
+    let reply = request(addr, "POST", "/v1/chat/completions", &[], &big);
+    assert_eq!(reply.status, 413);
+    let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(err["error"]["type"], "body_too_large");
+
+    for _ in 0..2 {
+        let reply = request(addr, "GET", "/", &[("x-probe", "loop")], b"");
+        assert_eq!(reply.status, 503);
+        let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(err["error"]["type"], "filter_timeout");
+    }
+    // Both workers recovered.
+    for _ in 0..4 {
+        assert_eq!(request(addr, "GET", "/ok", &[], b"").status, 200);
+    }
+    assert!(up.seen.lock().unwrap().iter().all(|s| s.path == "/ok"));
+    gw.shutdown();
+
+    let gw = gateway("http://127.0.0.1:9", 1024);
+    let reply = request(gw.local_addr(), "GET", "/", &[], b"");
+    assert_eq!(reply.status, 502);
+    gw.shutdown();
+}
+
+#[test]
+fn concurrent_requests_share_metrics() {
+    let up = upstream();
+    let gw = gateway(&format!("http://{}", up.addr), 1 << 20);
+    let addr = gw.local_addr();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let reply = request(
+                        addr,
+                        "POST",
+                        "/v1/chat/completions",
+                        &[("x-probe", "shared")],
+                        b"{}",
+                    );
+                    assert_eq!(reply.status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let text = String::from_utf8(request(addr, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(text.contains("probe_requests_total 60"), "{text}");
+    assert!(text.contains("probe_inflight 0"), "{text}");
+    assert_eq!(up.seen.lock().unwrap().len(), 60);
+    gw.shutdown();
+}
