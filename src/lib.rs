@@ -1,6 +1,7 @@
 //! The `writ` CLI's library half: what the subcommands share and the integration tests
 //! reach directly (policy test files, coverage). `main.rs` stays a thin dispatcher.
 
+pub mod audit_log;
 pub mod coverage;
 pub mod diff;
 pub mod policy_tests;
