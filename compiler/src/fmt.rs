@@ -1,6 +1,8 @@
 //! The canonical layout printed by `writ fmt`: two-space indent, one statement per line,
 //! single spaces around operators, a blank line between items (none between consecutive
 //! `price` or `detector` lines), comments kept next to the statement they precede or end.
+//! The policy header and manual clauses align their values in one column, as the
+//! language reference shows them.
 //!
 //! Printing is a function of the AST alone (plus comments), so formatting is idempotent
 //! and a formatted file parses back to the same tree.
@@ -118,9 +120,9 @@ impl Printer<'_> {
                 span,
                 &p.stmts,
                 |s| match s {
-                    PolicyStmt::Owner(v) => format!("owner {}", string(&v.node)),
-                    PolicyStmt::Implements(v) => format!("implements {}", string(&v.node)),
-                    PolicyStmt::Currency(v) => format!("currency {}", v.node),
+                    PolicyStmt::Owner(v) => format!("owner       {}", string(&v.node)),
+                    PolicyStmt::Implements(v) => format!("implements  {}", string(&v.node)),
+                    PolicyStmt::Currency(v) => format!("currency    {}", v.node),
                     PolicyStmt::Enforcement(v) => format!("enforcement {}", v.node),
                 },
             ),
@@ -178,7 +180,7 @@ impl Printer<'_> {
                 span,
                 &m.stmts,
                 |s| match s {
-                    ManualStmt::Owner(v) => format!("owner {}", string(&v.node)),
+                    ManualStmt::Owner(v) => format!("owner  {}", string(&v.node)),
                     ManualStmt::Reason(v) => format!("reason {}", string(&v.node)),
                 },
             ),
@@ -441,7 +443,7 @@ mod tests {
         let out = format(src).unwrap();
         assert_eq!(
             out,
-            "# head\npolicy \"p\" version \"1.0.0\" {\n  owner \"o\"  # who\n  implements \"a.md\"\n}\n\nprice \"a\" input 1 output 2 per 1M tokens\nprice \"b\" input 1 EUR output 2 EUR per 1M tokens\n\nrule A-1 \"t\" {\n  on request\n  when model == \"x\" and (path == \"/a\" or not stream)\n  then deny 403 \"no\"\n  # tail\n}\n\n# end\n"
+            "# head\npolicy \"p\" version \"1.0.0\" {\n  owner       \"o\"  # who\n  implements  \"a.md\"\n}\n\nprice \"a\" input 1 output 2 per 1M tokens\nprice \"b\" input 1 EUR output 2 EUR per 1M tokens\n\nrule A-1 \"t\" {\n  on request\n  when model == \"x\" and (path == \"/a\" or not stream)\n  then deny 403 \"no\"\n  # tail\n}\n\n# end\n"
         );
         assert_eq!(format(&out).unwrap(), out);
     }
