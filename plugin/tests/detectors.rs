@@ -526,10 +526,17 @@ fn random_fragment_texts_keep_the_invariants() {
         seed ^= seed << 17;
         seed
     };
+    // Short-bounded detectors, so short texts still settle.
+    let short: Vec<u16> = all
+        .iter()
+        .copied()
+        .filter(|&id| s.max_match_len(&[id]).is_some_and(|l| l <= 48))
+        .collect();
+    assert_eq!(short.len(), 7);
     let mut out = Vec::new();
     let mut total = 0;
     for _ in 0..20_000 {
-        let n = (next() % 40) as usize + 1;
+        let n = (next() % 60) as usize + 1;
         let text: String = (0..n)
             .map(|_| FRAGS[(next() % FRAGS.len() as u64) as usize])
             .collect();
@@ -551,9 +558,75 @@ fn random_fragment_texts_keep_the_invariants() {
             );
         }
         assert_eq!(s.any(&text, &all), !out.is_empty(), "{text:?}");
+        // Streaming: a settled prefix of a cut agrees with the whole text.
+        let cut = (next() as usize) % (text.len() + 1);
+        if text.is_char_boundary(cut) {
+            let mut whole = Vec::new();
+            s.scan(&text, &short, &mut whole);
+            let settled = s.settled_len(&text[..cut], &short);
+            let mut part = Vec::new();
+            s.scan(&text[..cut], &short, &mut part);
+            let a: Vec<&Match> = whole.iter().filter(|m| m.start < settled).collect();
+            let b: Vec<&Match> = part.iter().filter(|m| m.start < settled).collect();
+            assert_eq!(a, b, "{text:?} cut {cut}");
+            assert!(a.iter().all(|m| m.end <= settled));
+        }
     }
     assert!(
         total > 1000,
         "fragments should produce matches, got {total}"
     );
+}
+
+/// The streaming contract of `settled_len`: cutting a text anywhere, the settled prefix's
+/// matches are exactly the whole text's matches in that prefix, and none crosses the cut.
+#[test]
+fn settled_len_is_final_under_any_continuation() {
+    let s = scanner();
+    let all = s.all_ids();
+    let pieces = [
+        "mail jane.doe@example.com or call +44 20 7946 0018. ",
+        "card 4111 1111 1111 1111 1 and IBAN GB82 WEST 1234 5698 7654 32 ok ",
+        "hosts 10.0.0.1 and fe80::1ff:fe23:4567:890a; ",
+        "key AKIAIOSFODNN7EXAMPLE, ssn 123-45-6789 — née ü. ",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n",
+        "more prose in between the key lines to make the block long enough ",
+        "-----END RSA PRIVATE KEY----- done. ",
+    ];
+    let text: String = pieces.concat().repeat(3);
+    let no_jwt: Vec<u16> = all
+        .iter()
+        .copied()
+        .filter(|&id| s.name(id) != Some("jwt"))
+        .collect();
+    for wanted in [&all, &no_jwt] {
+        let mut whole = Vec::new();
+        s.scan(&text, wanted, &mut whole);
+        let mut part = Vec::new();
+        let mut progress = 0;
+        for cut in (0..=text.len()).filter(|&c| text.is_char_boundary(c)) {
+            let prefix = &text[..cut];
+            let n = s.settled_len(prefix, wanted);
+            assert!(n <= cut && prefix.is_char_boundary(n));
+            progress = progress.max(n);
+            s.scan(prefix, wanted, &mut part);
+            let a: Vec<Match> = whole.iter().copied().filter(|m| m.start < n).collect();
+            let b: Vec<Match> = part.iter().copied().filter(|m| m.start < n).collect();
+            assert_eq!(a, b, "cut {cut} settled {n}");
+            assert!(a.iter().all(|m| m.end <= n), "cut {cut} settled {n}");
+        }
+        if wanted.len() < all.len() {
+            assert!(progress > text.len() / 2, "{progress}");
+        }
+    }
+    // Without private keys the hold-back is bounded, so long texts make progress.
+    let bounded: Vec<u16> = all
+        .iter()
+        .copied()
+        .filter(|&id| s.name(id) != Some("private_key") && s.name(id) != Some("jwt"))
+        .collect();
+    let long = "word ".repeat(400);
+    assert!(s.settled_len(&long, &bounded) >= long.len() - 600);
+    assert_eq!(s.max_match_len(&bounded), Some(3 + 512));
+    assert_eq!(s.max_match_len(&all), None);
 }

@@ -888,26 +888,58 @@ fn b64_json_object(seg: &[u8]) -> bool {
     last == b'}'
 }
 
+/// Segment bounds: real headers are a few hundred characters, RSA-4096 signatures 683.
+const JWT_HEADER_MAX: usize = 1024;
+const JWT_PAYLOAD_MAX: usize = 16384;
+const JWT_SIG_MAX: usize = 1024;
+
+/// Bytes after a match's end that a scanner reads to accept it (`.` then a digit).
+pub(crate) const LOOKAHEAD: usize = 2;
+
+/// An upper bound on the length of a match of `kind`, or `None` when unbounded (a
+/// private key block runs to its END line).
+pub(crate) const fn max_len(kind: Kind) -> Option<usize> {
+    Some(match kind {
+        Kind::CreditCard => 40,
+        Kind::Iban => 42,
+        Kind::UsSsn => 11,
+        Kind::Ipv4 => 15,
+        Kind::Ipv6 => 45,
+        Kind::Email => 64 + 1 + 255,
+        Kind::AwsAccessKey => 20,
+        Kind::GithubToken => 4 + 255,
+        Kind::SlackToken => 5 + 255,
+        Kind::OpenaiKey => 3 + 512,
+        Kind::Jwt => JWT_HEADER_MAX + JWT_PAYLOAD_MAX + JWT_SIG_MAX + 2,
+        Kind::PrivateKey => return None,
+        // `+`, up to 8 groups of digits with separators and parentheses.
+        Kind::Phone => 48,
+    })
+}
+
+/// The longest `-----BEGIN <label>-----` header the private key scanner accepts.
+pub(crate) const PRIVATE_KEY_HEADER_MAX: usize = 11 + 64 + 5;
+
 /// A JWT at `i`, and (for the caller's rejection cache) where the first segment's
 /// base64url run ends.
 fn jwt_at(b: &[u8], i: usize) -> (Option<usize>, usize) {
     if !starts(b, i, b"eyJ") {
         return (None, i);
     }
-    let n1 = run_len(b, i, 4096, is_b64url);
+    let n1 = run_len(b, i, JWT_HEADER_MAX, is_b64url);
     let run_end = i + n1;
     let found = (|| {
-        if n1 > 4096 || at(b, i + n1) != b'.' {
+        if n1 > JWT_HEADER_MAX || at(b, i + n1) != b'.' {
             return None;
         }
         let s2 = i + n1 + 1;
-        let n2 = run_len(b, s2, 65536, is_b64url);
-        if n2 > 65536 || at(b, s2 + n2) != b'.' {
+        let n2 = run_len(b, s2, JWT_PAYLOAD_MAX, is_b64url);
+        if n2 > JWT_PAYLOAD_MAX || at(b, s2 + n2) != b'.' {
             return None;
         }
         let s3 = s2 + n2 + 1;
-        let n3 = run_len(b, s3, 4096, is_b64url);
-        if !(8..=4096).contains(&n3) || is_word(at(b, s3 + n3)) {
+        let n3 = run_len(b, s3, JWT_SIG_MAX, is_b64url);
+        if !(8..=JWT_SIG_MAX).contains(&n3) || is_word(at(b, s3 + n3)) {
             return None;
         }
         (b64_json_object(b.get(i..i + n1)?) && b64_json_object(b.get(s2..s2 + n2)?))

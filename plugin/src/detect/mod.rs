@@ -384,6 +384,71 @@ impl Scanner {
         out.truncate(keep);
     }
 
+    /// An upper bound on the byte length of any match of the `wanted` detectors, or `None`
+    /// when some can be arbitrarily long (`private_key`, custom patterns).
+    pub fn max_match_len(&self, wanted: &[u16]) -> Option<usize> {
+        let mut max = 0usize;
+        for &id in wanted {
+            match self.entries.get(usize::from(id)) {
+                Some(Entry::Builtin(k)) => max = max.max(builtin::max_len(*k)?),
+                Some(Entry::Custom(_)) => return None,
+                None => {}
+            }
+        }
+        Some(max)
+    }
+
+    /// For streaming: the length `n` of the prefix of `text` whose scan result is final.
+    /// Whatever is appended to `text`, the matches of the longer text that start before
+    /// `n` are exactly the matches of `text` that start before `n`, and none of them
+    /// crosses `n`. A rewriter may therefore emit `text[..n]` (redacted) and keep only the
+    /// rest buffered, and chunked output equals whole-stream output. Always a char
+    /// boundary; `0` when a wanted custom detector makes the bound unknown.
+    pub fn settled_len(&self, text: &str, wanted: &[u16]) -> usize {
+        let (mask, _) = self.plan(wanted);
+        let bounded = mask & !Kind::PrivateKey.bit();
+        let mut reach = 0usize;
+        for id in wanted {
+            match self.entries.get(usize::from(*id)) {
+                Some(Entry::Custom(_)) => return 0,
+                Some(Entry::Builtin(k)) if bounded & k.bit() != 0 => {
+                    reach = reach.max(builtin::max_len(*k).unwrap_or(0));
+                }
+                _ => {}
+            }
+        }
+        let mut settled = text.len();
+        if mask & Kind::PrivateKey.bit() != 0 {
+            // A BEGIN header may still be arriving; a block without its END line may
+            // still grow up to an END line that arrives later.
+            reach = reach.max(builtin::PRIVATE_KEY_HEADER_MAX);
+            let b = text.as_bytes();
+            builtin::scan(b, Kind::PrivateKey.bit(), &mut |_, s, e| {
+                let closed = text.get(..e).is_some_and(|t| t.ends_with("-----"))
+                    && text.get(s..e).is_some_and(|t| t.contains("-----END "));
+                if !closed {
+                    settled = settled.min(s);
+                }
+                closed
+            });
+        }
+        if mask != 0 {
+            settled = settled.min(text.len().saturating_sub(reach + builtin::LOOKAHEAD));
+        }
+        while settled > 0 && !text.is_char_boundary(settled) {
+            settled -= 1;
+        }
+        if settled > 0 {
+            // A final match may straddle the cut: move the cut to its end.
+            let mut out = Vec::new();
+            self.scan(text, wanted, &mut out);
+            if let Some(m) = out.iter().find(|m| m.start < settled && m.end > settled) {
+                settled = m.end;
+            }
+        }
+        settled
+    }
+
     /// Whether `text` contains any value of the `wanted` detectors, stopping at the first.
     pub fn any(&self, text: &str, wanted: &[u16]) -> bool {
         let (mask, _) = self.plan(wanted);
