@@ -351,8 +351,10 @@ impl<'a> Ctx<'a> {
             Expr::Compare { left, op, right } => {
                 match (self.operand(left), self.operand(right)) {
                     (Some(l), Some(r)) => compare(&l, *op, &r),
-                    // Total evaluation: a missing value makes every comparison false.
-                    _ => false,
+                    // Total evaluation: a missing value matches no comparison, so `!=`
+                    // (the negation of `==`, like `not in`) holds. `workflow !=
+                    // "support"` must refuse a request that matched no workflow.
+                    _ => *op == CmpOp::Ne,
                 }
             }
             Expr::In { operand, set } => match self.operand(operand) {
@@ -419,8 +421,8 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Compares two values of the same type; values of different types are unequal and
-/// unordered, so every operator except `!=` is false and `!=` is true only for equal types.
+/// Compares two values. Values of different types are unequal and unordered: `!=` holds
+/// and every other operator is false.
 fn compare(l: &Val<'_>, op: CmpOp, r: &Val<'_>) -> bool {
     use std::cmp::Ordering;
     let ord: Option<Ordering> = match (l, r) {
@@ -431,7 +433,7 @@ fn compare(l: &Val<'_>, op: CmpOp, r: &Val<'_>) -> bool {
         _ => None,
     };
     let Some(ord) = ord else {
-        return false;
+        return op == CmpOp::Ne;
     };
     match op {
         CmpOp::Eq => ord == Ordering::Equal,

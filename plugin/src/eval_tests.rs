@@ -292,6 +292,30 @@ fn conditions_are_total_and_typed() {
 }
 
 #[test]
+fn not_equal_is_the_negation_of_equal_even_when_missing() {
+    let wf_ne = Expr::Compare {
+        left: Operand::Field(Field::Workflow),
+        op: CmpOp::Ne,
+        right: Operand::Const(s("support")),
+    };
+    let p = policy(
+        vec![workflow("support", header_eq("x-workflow", "support"))],
+        vec![rule("AIP-1.2", wf_ne, deny(403))],
+    );
+    // No workflow matched: `workflow != "support"` holds, so unregistered traffic is refused.
+    let d = eval(&p, &request(&[], r#"{"model":"m"}"#));
+    assert!(matches!(d.verdict, Verdict::Deny { ref clause, .. } if clause == "AIP-1.2"));
+    let d = eval(
+        &p,
+        &request(&[("x-workflow", "support")], r#"{"model":"m"}"#),
+    );
+    assert_eq!(d.verdict, Verdict::Continue);
+    // A type mismatch is unequal too.
+    assert!(compare(&Val::Str("a"), CmpOp::Ne, &Val::Num(1.0)));
+    assert!(!compare(&Val::Str("a"), CmpOp::Eq, &Val::Num(1.0)));
+}
+
+#[test]
 fn unimplemented_operands_are_reported_not_guessed() {
     let p = policy(
         vec![],

@@ -184,16 +184,8 @@ impl Http {
                 ),
             );
         }
-        for u in &decision.undecided {
-            host::log(
-                LogLevel::Debug,
-                &format!(
-                    "writ: clause {} not evaluated: {}",
-                    u.clause,
-                    u.reason.as_str()
-                ),
-            );
-        }
+        // `decision.undecided` (conditions on features not enforced yet) is not logged per
+        // request: audit records will carry it without a host call on every request.
         match decision.verdict {
             Verdict::Continue => Action::Continue,
             Verdict::Deny {

@@ -1,4 +1,4 @@
-//! `writ check`: the front end's checks without linking, for editors and CI.
+//! `writ check`: the front end's checks without lowering or linking, for editors and CI.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,25 +11,24 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// Prints every diagnostic of every file to stderr; exits 1 if any file has an error.
+/// Prints every diagnostic of every file to stderr, rustc-style; exits 1 if any file has
+/// an error (warnings alone exit 0).
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for path in &args.files {
         let source = super::read_source(path)?;
         let name = path.display().to_string();
-        match writ_compiler::compile(&name, &source) {
-            Ok(compiled) => {
-                for w in &compiled.warnings {
-                    eprintln!("{w}");
-                }
-                eprintln!("{name}: ok ({} rules)", compiled.policy.rules.len());
-            }
-            Err(diagnostics) => {
-                failed = true;
-                for d in &diagnostics {
-                    eprintln!("{d}");
-                }
-            }
+        let diagnostics = writ_compiler::check(&name, &source);
+        if !diagnostics.is_empty() {
+            eprint!("{}", writ_compiler::render(&name, &source, &diagnostics));
+        }
+        let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+        failed |= errors > 0;
+        let warnings = diagnostics.len() - errors;
+        if errors == 0 {
+            eprintln!("{name}: ok ({warnings} warnings)");
+        } else {
+            eprintln!("{name}: {errors} errors, {warnings} warnings");
         }
     }
     Ok(if failed {

@@ -7,6 +7,7 @@ pub mod build;
 pub mod check;
 pub mod diff;
 pub mod envoy;
+pub mod fmt;
 pub mod inspect;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Check policies for errors without building them.
     Check(check::CheckArgs),
+    /// Rewrite policies in the canonical layout (`--check`: only report).
+    Fmt(fmt::FmtArgs),
     /// Compile policies into `.wasm` artifacts with their manifests.
     Build(build::BuildArgs),
     /// Show what an artifact contains: policy, hashes, compiler, rules and clauses.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Audit(args) => audit::run(args),
         Command::Check(args) => check::run(args),
+        Command::Fmt(args) => fmt::run(args),
         Command::Build(args) => build::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Diff(args) => diff::run(args),
