@@ -4,19 +4,19 @@
 //! it builds natively and is unit-tested and benchmarked without a wasm host; only
 //! `filter` (wasm32 only) touches proxy-wasm.
 
+pub mod audit;
 pub mod detect;
 pub mod eval;
 pub mod ir;
 pub mod json_strings;
+pub mod kill_switch;
+pub mod oversight;
 pub mod request;
+pub mod spend;
+pub mod store;
 pub mod stream;
 pub mod tokenise;
 pub mod wire;
-pub mod audit;
-pub mod kill_switch;
-pub mod oversight;
-pub mod spend;
-pub mod store;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
