@@ -628,7 +628,7 @@ impl Checker {
                     if !p.node.starts_with('/') {
                         self.push(
                             Diagnostic::new(
-                                codes::EMPTY_STRING,
+                                codes::INVALID_PATH,
                                 "the admin path must start with `/`",
                                 p.span,
                                 "not a request path",

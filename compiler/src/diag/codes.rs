@@ -130,6 +130,8 @@ pub const INVALID_TOKEN_HASH: Code = Code("E0407");
 pub const AMOUNT_PRECISION: Code = Code("E0408");
 /// A string that must not be empty is empty (a name, owner, message, header, …).
 pub const EMPTY_STRING: Code = Code("E0409");
+/// The kill switch's admin path is not a request path (it must start with `/`).
+pub const INVALID_PATH: Code = Code("E0410");
 
 // ---- structure ----
 
@@ -235,6 +237,7 @@ pub const ALL: &[Code] = &[
     INVALID_TOKEN_HASH,
     AMOUNT_PRECISION,
     EMPTY_STRING,
+    INVALID_PATH,
     MISSING_HEADER,
     MISSING_OWNER,
     MISSING_IMPLEMENTS,
