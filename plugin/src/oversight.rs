@@ -376,6 +376,56 @@ pub fn sliding_rate(
     Ok(if total > 0.0 { escalated / total } else { 0.0 })
 }
 
+impl Handoff {
+    /// The escalation as the audit record carries it.
+    pub fn audit(&self) -> crate::audit::EscalationRecord {
+        crate::audit::EscalationRecord {
+            queue: self.queue.clone(),
+            reason: self.reason.clone(),
+            review_id: self.review_id.clone(),
+        }
+    }
+}
+
+impl DriftAlert {
+    /// The alert as an audit record (`event: drift_alert`).
+    pub fn audit_record(&self, policy: &Policy, unix_nanos: i64) -> crate::audit::AuditRecord {
+        crate::audit::AuditRecord {
+            event: "drift_alert".into(),
+            time: crate::audit::rfc3339(unix_nanos),
+            workflow: Some(self.workflow.clone()),
+            policy: policy.name.clone(),
+            policy_version: policy.version.clone(),
+            source_sha256: policy.source_sha256.clone(),
+            outcome: "alert".into(),
+            detail: Some(format!(
+                "verification rate {:.1}% ({} of {}) is above the assumed {:.1}% ({})",
+                self.measured * 100.0,
+                self.escalated,
+                self.total,
+                self.assumed * 100.0,
+                self.key
+            )),
+            ..crate::audit::AuditRecord::default()
+        }
+    }
+
+    /// The JSON body of the optional alert HTTP call.
+    pub fn payload(&self, policy: &Policy) -> Vec<u8> {
+        let v = serde_json::json!({
+            "alert": "verification_rate_drift",
+            "policy": policy.name,
+            "workflow": self.workflow,
+            "measured": self.measured,
+            "assumed": self.assumed,
+            "outputs": self.total,
+            "escalated": self.escalated,
+            "bucket": self.key,
+        });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

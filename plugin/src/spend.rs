@@ -811,6 +811,146 @@ pub fn release(
     first_err.map_or(Ok(()), Err)
 }
 
+// ---------------------------------------------------------------------------------------
+// One request's reservation, as the filter holds it
+
+/// What a finished request cost, ready for the audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Tokens from the provider's usage, or the estimate's when `estimated`.
+    pub usage: Usage,
+    pub cost_micros: Micros,
+    /// True when no usage came back and the estimate was charged instead: the audit record
+    /// must say `cost_estimated: true`.
+    pub estimated: bool,
+    /// Budget alerts this settlement raised (each exactly once per window).
+    pub alerts: Vec<Alert>,
+}
+
+/// A request's reservation, kept in the filter's per-request context from admission to
+/// the end of the exchange. Settling or releasing twice is harmless: only the first call
+/// touches the ledgers, so the filter can call [`Reservation::release`] unconditionally
+/// when the stream ends (`on_log`) to cover errors and disconnects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub keys: Vec<BudgetKey>,
+    pub price: Price,
+    pub estimate: Estimate,
+    done: bool,
+}
+
+impl Reservation {
+    /// Estimates the request at `price` and reserves it on the plan's ledgers. On
+    /// [`Admission::Deny`] nothing is held and no reservation is returned.
+    pub fn admit(
+        store: &dyn SharedStore,
+        plan: &SpendPlan,
+        price: &Price,
+        body: &Json,
+        default_completion_tokens: u64,
+    ) -> Result<(Admission, Option<Reservation>), StoreError> {
+        let estimate = estimate(price, body, default_completion_tokens);
+        let admission = reserve(store, &plan.keys, estimate.micros)?;
+        let held = matches!(admission, Admission::Admit { .. }).then(|| Reservation {
+            keys: plan.keys.clone(),
+            price: price.clone(),
+            estimate,
+            done: false,
+        });
+        Ok((admission, held))
+    }
+
+    /// Charges the real cost from `usage`, or the estimate when the reply carried none
+    /// (`Settled::estimated`). `None` once the reservation was already settled or released.
+    pub fn settle(
+        &mut self,
+        store: &dyn SharedStore,
+        usage: Option<Usage>,
+    ) -> Result<Option<Settled>, StoreError> {
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(None);
+        }
+        let (usage, estimated) = match usage {
+            Some(u) => (u, false),
+            None => (
+                Usage {
+                    prompt_tokens: self.estimate.prompt_tokens,
+                    completion_tokens: self.estimate.completion_tokens,
+                    cached_tokens: 0,
+                },
+                true,
+            ),
+        };
+        let cost_micros = if estimated {
+            self.estimate.micros
+        } else {
+            cost_micros(&self.price, &usage)
+        };
+        let alerts = settle(store, &self.keys, self.estimate.micros, cost_micros)?;
+        Ok(Some(Settled {
+            usage,
+            cost_micros,
+            estimated,
+            alerts,
+        }))
+    }
+
+    /// Drops the reservation without charging (upstream error, local reply after
+    /// admission, client gone). Does nothing after a settle or an earlier release.
+    pub fn release(&mut self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(());
+        }
+        release(store, &self.keys, self.estimate.micros)
+    }
+
+    /// Whether the reservation is still held.
+    pub fn is_open(&self) -> bool {
+        !self.done
+    }
+}
+
+impl Alert {
+    /// The alert as an audit record (`event: budget_alert`), logged like any other.
+    pub fn audit_record(&self, policy: &Policy, unix_nanos: i64) -> crate::audit::AuditRecord {
+        let rule = self.rule.and_then(|r| policy.rules.get(r));
+        crate::audit::AuditRecord {
+            event: "budget_alert".into(),
+            time: crate::audit::rfc3339(unix_nanos),
+            policy: policy.name.clone(),
+            policy_version: policy.version.clone(),
+            source_sha256: policy.source_sha256.clone(),
+            currency: Some(policy.currency.clone()),
+            cost_micros: Some(self.settled),
+            outcome: "alert".into(),
+            detail: Some(format!(
+                "{}: spend {} crossed the alert threshold {} ({})",
+                rule.map_or("budget", |r| r.clause.as_str()),
+                self.settled,
+                self.threshold,
+                self.key
+            )),
+            ..crate::audit::AuditRecord::default()
+        }
+    }
+
+    /// The JSON body of the optional alert HTTP call.
+    pub fn payload(&self, policy: &Policy) -> Vec<u8> {
+        let rule = self.rule.and_then(|r| policy.rules.get(r));
+        let v = serde_json::json!({
+            "alert": "budget",
+            "policy": policy.name,
+            "clause": rule.map(|r| r.clause.as_str()),
+            "title": rule.map(|r| r.title.as_str()),
+            "ledger": self.key,
+            "settled_micros": self.settled,
+            "threshold_micros": self.threshold,
+            "currency": policy.currency,
+        });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1183,5 +1323,70 @@ mod tests {
         let s = MemoryStore::new();
         let _ = s.set("bad", b"garbage", 0);
         assert!(reserve(&s, &[key("bad", Some(10), None)], 1).is_err());
+    }
+
+    #[test]
+    fn a_reservation_settles_or_releases_once() {
+        let s = MemoryStore::new();
+        let policy_keys = SpendPlan {
+            keys: vec![key("r", Some(10_000), None)],
+            monitors: vec![],
+        };
+        let body = serde_json::json!({"max_tokens": 10, "messages": []});
+        let (adm, held) = Reservation::admit(&s, &policy_keys, &price(), &body, 0)
+            .unwrap_or((Admission::Admit { totals: vec![] }, None));
+        assert!(matches!(adm, Admission::Admit { .. }));
+        let mut r = held.unwrap_or_else(|| unreachable!());
+        let est = r.estimate.micros;
+        // No usage came back: the estimate is charged and flagged as such.
+        let settled = r.settle(&s, None);
+        assert_eq!(
+            settled
+                .as_ref()
+                .map(|o| o.as_ref().map(|x| (x.cost_micros, x.estimated))),
+            Ok(Some((est, true)))
+        );
+        assert_eq!(r.settle(&s, None), Ok(None));
+        assert_eq!(r.release(&s), Ok(()));
+        assert_eq!(
+            ledger(&s, "r").map(|l| (l.settled, l.reserved, l.in_flight)),
+            Ok((est, 0, 0))
+        );
+        // A released one charges nothing; real usage is not flagged as estimated.
+        let (_, held) = Reservation::admit(&s, &policy_keys, &price(), &body, 0)
+            .unwrap_or((Admission::Admit { totals: vec![] }, None));
+        let mut r = held.unwrap_or_else(|| unreachable!());
+        assert_eq!(r.release(&s), Ok(()));
+        assert!(!r.is_open());
+        assert_eq!(
+            r.settle(
+                &s,
+                Some(Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                    cached_tokens: 0
+                })
+            ),
+            Ok(None)
+        );
+        let (_, held) = Reservation::admit(&s, &policy_keys, &price(), &body, 0)
+            .unwrap_or((Admission::Admit { totals: vec![] }, None));
+        let mut r = held.unwrap_or_else(|| unreachable!());
+        let real = r.settle(
+            &s,
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+                cached_tokens: 0,
+            }),
+        );
+        assert_eq!(
+            real.map(|o| o.map(|x| (x.cost_micros, x.estimated))),
+            Ok(Some((2, false)))
+        );
+        assert_eq!(
+            ledger(&s, "r").map(|l| (l.settled, l.reserved, l.in_flight, l.requests)),
+            Ok((est + 2, 0, 0, 2))
+        );
     }
 }

@@ -360,3 +360,44 @@ fn verification_counts_are_exact_under_concurrency() {
     let rate = oversight::sliding_rate(&store, "support", Window::Hour, 0).unwrap();
     assert!((rate - 400.0 / 1200.0).abs() < 1e-9, "{rate}");
 }
+
+/// The filter's view: admit with a reservation, settle from a streamed reply's usage, and
+/// log the alert the settlement raised as an audit record.
+#[test]
+fn reservations_settle_from_stream_usage_and_alert_into_the_audit_log() {
+    let policy = budget_policy();
+    let store = MemoryStore::new();
+    let plan = spend::SpendPlan::for_request(&policy, Some("support"), Some("ops"), Some("u"), 0);
+    let price = spend::price_for(&policy.prices, "gpt-4o-mini").unwrap();
+    let mut body = serde_json::json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}]});
+    assert!(spend::request_stream_usage(&mut body));
+    let mut alerts = Vec::new();
+    for _ in 0..3 {
+        let (admission, held) =
+            spend::Reservation::admit(&store, &plan, price, &body, 4096).unwrap();
+        assert!(matches!(admission, spend::Admission::Admit { .. }));
+        let mut held = held.unwrap();
+        let mut sse = spend::SseUsage::new();
+        sse.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
+        sse.push(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":");
+        sse.push(b"300}}\n\ndata: [DONE]\n\n");
+        let settled = held.settle(&store, sse.finish()).unwrap().unwrap();
+        assert!(!settled.estimated);
+        assert_eq!(settled.cost_micros, 182);
+        alerts.extend(settled.alerts);
+        held.release(&store).unwrap();
+    }
+    // 546 settled crosses 80% of the monitor budget's 500 (400) once.
+    assert_eq!(alerts.len(), 1);
+    let record = alerts[0].audit_record(&policy, 0);
+    assert_eq!(record.event, "budget_alert");
+    assert!(record.detail.as_deref().unwrap().starts_with("AIP-4.3"));
+    let payload: serde_json::Value = serde_json::from_slice(&alerts[0].payload(&policy)).unwrap();
+    assert_eq!(payload["clause"], "AIP-4.3");
+    let ledger = spend::ledger(&store, &plan.keys[0].key).unwrap();
+    assert_eq!(
+        (ledger.settled, ledger.reserved, ledger.in_flight),
+        (546, 0, 0)
+    );
+}
