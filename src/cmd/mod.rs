@@ -9,6 +9,8 @@ pub mod diff;
 pub mod envoy;
 pub mod fmt;
 pub mod inspect;
+pub mod run;
+pub mod serve;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,10 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Print an Envoy config that runs an artifact in front of an upstream.
     Envoy(envoy::EnvoyArgs),
+    /// Run one request (JSON) through an artifact in the embedded wasmtime host.
+    Run(run::RunArgs),
+    /// Serve an OpenAI-compatible gateway that enforces an artifact, without Envoy.
+    Serve(serve::ServeArgs),
 }
 
 /// Dispatches to the subcommand.
@@ -48,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Envoy(args) => envoy::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
