@@ -273,6 +273,9 @@ fn ssn_edges() {
 fn ip_edges() {
     assert_eq!(one("ipv4", "1.2.3.4.5"), None);
     assert_eq!(one("ipv4", "256.1.1.1"), None);
+    assert_eq!(one("ipv4", "Version 1.2.3.4"), None);
+    assert_eq!(one("ipv4", "build=1.2.3.4"), None);
+    assert_eq!(one("ipv4", "rebuild 1.2.3.4"), Some("1.2.3.4".into()));
     assert_eq!(one("ipv4", "host 10.0.0.1:8080"), Some("10.0.0.1".into()));
     assert_eq!(one("ipv4", "net 10.0.0.0/8"), Some("10.0.0.0".into()));
     assert_eq!(one("ipv6", "at 12:30:45"), None);
@@ -629,4 +632,20 @@ fn settled_len_is_final_under_any_continuation() {
     assert!(s.settled_len(&long, &bounded) >= long.len() - 600);
     assert_eq!(s.max_match_len(&bounded), Some(3 + 512));
     assert_eq!(s.max_match_len(&all), None);
+}
+
+/// Everyday text (logs, code, versions, hashes, UUIDs, prices, times) raises no detector.
+#[test]
+fn clean_text_raises_nothing() {
+    let data = std::fs::read_to_string(corpus_dir().join("clean.txt")).unwrap();
+    let mut hits = Vec::new();
+    let mut lines = 0;
+    for line in data.lines().filter(|l| !l.starts_with('#')) {
+        lines += 1;
+        for f in found(line) {
+            hits.push(format!("{f:?} in {line:?}"));
+        }
+    }
+    assert!(lines >= 50);
+    assert!(hits.is_empty(), "{hits:#?}");
 }

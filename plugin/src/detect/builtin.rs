@@ -465,12 +465,39 @@ fn ipv4(b: &[u8], r: &Run) -> Option<usize> {
     if !r.prefix_ok(b, 4) {
         return None;
     }
-    (0..4)
-        .all(|j| {
-            let g = r.group(j);
-            b.get(g.ds..g.de).is_some_and(octet)
-        })
-        .then(|| r.end(4))
+    let octets = (0..4).all(|j| {
+        let g = r.group(j);
+        b.get(g.ds..g.de).is_some_and(octet)
+    });
+    (octets && !after_version_word(b, r.group(0).ds)).then(|| r.end(4))
+}
+
+/// Whether the word just before `i` (across at most two spaces or `:`/`=`) names a
+/// version, so `firmware 2.4.1.7` is not read as an address.
+fn after_version_word(b: &[u8], i: usize) -> bool {
+    let mut p = i;
+    let mut gap = 0;
+    while p > 0 && gap < 2 && matches!(at(b, p - 1), b' ' | b':' | b'=') {
+        p -= 1;
+        gap += 1;
+    }
+    let end = p;
+    while p > 0 && end - p < 9 && at(b, p - 1).is_ascii_alphabetic() {
+        p -= 1;
+    }
+    if p > 0 && is_word(at(b, p - 1)) {
+        return false;
+    }
+    const WORDS: &[&[u8]] = &[
+        b"version",
+        b"ver",
+        b"release",
+        b"firmware",
+        b"build",
+        b"rev",
+    ];
+    b.get(p..end)
+        .is_some_and(|w| WORDS.iter().any(|v| w.eq_ignore_ascii_case(v)))
 }
 
 /// The longest phone-shaped prefix of a run: E.164 with `+`, NANP, and trunk-`0`
