@@ -34,8 +34,18 @@ pub(crate) enum Nf {
     Atom(String),
 }
 
-fn is_const(o: &Operand) -> bool {
-    matches!(o, Operand::Lit(_))
+/// A constant by its value rather than its spelling, so `1`, `1.0` and `100%` of a score
+/// compare as the engine will compare them.
+fn canon(l: &Lit) -> String {
+    match l {
+        Lit::Num(n) => format!("n{}", n.value),
+        Lit::Percent(n) => format!("n{}", n.value / 100.0),
+        Lit::Money { num, .. } => match crate::lower::micros(&num.text) {
+            Some(m) => format!("m{m}"),
+            None => format!("m{}", num.text),
+        },
+        other => fmt::lit(other),
+    }
 }
 
 fn flip(op: CmpOp) -> CmpOp {
@@ -92,12 +102,12 @@ pub(crate) fn normalize(c: &Cond) -> Nf {
             (Operand::Lit(b), o) => Nf::Cmp {
                 key: fmt::operand(o),
                 op: flip(op.node),
-                val: fmt::lit(b),
+                val: canon(b),
             },
-            (o, r) if is_const(r) => Nf::Cmp {
+            (o, Operand::Lit(r)) => Nf::Cmp {
                 key: fmt::operand(o),
                 op: op.node,
-                val: fmt::operand(r),
+                val: canon(r),
             },
             _ => Nf::Atom(fmt::cond(c)),
         },
@@ -106,7 +116,7 @@ pub(crate) fn normalize(c: &Cond) -> Nf {
             negated,
             list,
         } => {
-            let set: BTreeSet<String> = list.node.iter().map(|l| fmt::lit(&l.node)).collect();
+            let set: BTreeSet<String> = list.node.iter().map(|l| canon(&l.node)).collect();
             if set.is_empty() {
                 return Nf::Const(*negated);
             }
