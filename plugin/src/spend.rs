@@ -32,8 +32,13 @@ use serde_json::Value as Json;
 /// of current chat models. A host may pass its own default to [`estimate`].
 pub const DEFAULT_MAX_COMPLETION_TOKENS: u64 = 4096;
 
+/// Tokens the prompt estimate counts for one inline `data:` URL (an image sent as base64):
+/// above what a high-detail image costs on current OpenAI models, so it errs on the side
+/// of the budget without counting the base64 text itself.
+pub const INLINE_DATA_TOKENS: u64 = 1_600;
+
 /// Tokens the prompt estimate adds per message for the role and framing tokens.
-const TOKENS_PER_MESSAGE: u64 = 4;
+pub const TOKENS_PER_MESSAGE: u64 = 4;
 
 // ---------------------------------------------------------------------------------------
 // Calendar windows
@@ -353,11 +358,17 @@ pub struct Estimate {
 /// Estimates prompt tokens from the body without a tokenizer: one token per 4 bytes of
 /// every string value in the body (rounded up; bytes rather than characters, so scripts
 /// that take more tokens per character, such as CJK, are not under-counted), plus
-/// [`TOKENS_PER_MESSAGE`] per chat message for role and framing. It over-counts the
+/// [`TOKENS_PER_MESSAGE`] per chat message for role and framing, and a fixed
+/// [`INLINE_DATA_TOKENS`] per inline `data:` URL (images). It over-counts the
 /// parameter strings (`model`, `role`), which errs on the side of the budget.
 pub fn estimate_prompt_tokens(body: &Json) -> u64 {
     fn bytes(v: &Json) -> u64 {
         match v {
+            // An inline image or file is billed by its size in tiles, not by its base64
+            // text, which would reserve hundreds of thousands of tokens for one picture.
+            Json::String(s) if s.starts_with("data:") && s.contains(";base64,") => {
+                INLINE_DATA_TOKENS * 4
+            }
             Json::String(s) => s.len() as u64,
             Json::Array(a) => a.iter().map(bytes).sum(),
             Json::Object(o) => o.values().map(bytes).sum(),
@@ -1387,6 +1398,19 @@ mod tests {
         assert_eq!(
             ledger(&s, "r").map(|l| (l.settled, l.reserved, l.in_flight, l.requests)),
             Ok((est + 2, 0, 0, 2))
+        );
+    }
+
+    #[test]
+    fn inline_images_are_not_counted_as_text() {
+        let b64 = "A".repeat(400_000);
+        let body = serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b64}")}}]}]});
+        let tokens = estimate_prompt_tokens(&body);
+        assert!(
+            tokens > INLINE_DATA_TOKENS && tokens < INLINE_DATA_TOKENS + 100,
+            "{tokens}"
         );
     }
 }
