@@ -22,6 +22,37 @@ fn cases(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A line diff by longest common subsequence (golden files are small).
+fn diff(expected: &str, actual: &str) -> String {
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push_str(&format!("  {}\n", a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push_str(&format!("+ {}\n", b[j]));
+            j += 1;
+        } else {
+            out.push_str(&format!("- {}\n", a[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
 #[test]
 fn ui() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -54,7 +85,8 @@ fn ui() {
                 }
             } else {
                 failures.push(format!(
-                    "--- {rel}\nexpected:\n{expected}\nactual:\n{actual}"
+                    "--- {rel} (- expected, + actual)\n{}",
+                    diff(&expected, &actual)
                 ));
             }
         }
