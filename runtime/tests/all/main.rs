@@ -5,3 +5,4 @@ mod common;
 mod gateway;
 mod host_abi;
 mod limits;
+mod perf;
