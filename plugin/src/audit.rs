@@ -155,6 +155,22 @@ impl AuditRecord {
         }
     }
 
+    /// Copies what the evaluator decided: who the request is (workflow name, team, user)
+    /// and every rule that fired. Call once per phase with that phase's decision.
+    pub fn add_decision(&mut self, policy: &crate::ir::Policy, decision: &crate::eval::Decision) {
+        let id = &decision.identity;
+        if let Some(w) = id.workflow.and_then(|i| policy.workflows.get(i)) {
+            self.workflow = Some(w.name.clone());
+        }
+        if id.team.is_some() {
+            self.team = id.team.clone();
+        }
+        if id.user.is_some() {
+            self.user = id.user.clone();
+        }
+        self.add_fired(&decision.fired);
+    }
+
     /// Records the rules the evaluator reports as fired.
     pub fn add_fired(&mut self, fired: &[Fired]) {
         self.rules.extend(fired.iter().map(RuleRecord::from_fired));

@@ -9,6 +9,26 @@
 //!
 //! Architecture invariant: every read-modify-write of shared state goes through
 //! [`update`], so the CAS retry and creation rules live in one place.
+//!
+//! The filter's implementation is a few lines (the SDK's wrappers `panic!` on a status
+//! other than Ok, NotFound and CasMismatch; Envoy returns no other for these calls):
+//!
+//! ```ignore
+//! struct HostStore;
+//! impl SharedStore for HostStore {
+//!     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+//!         match proxy_wasm::hostcalls::get_shared_data(key) {
+//!             Ok((Some(v), Some(cas))) => Some((v, cas)),
+//!             Ok((None, Some(cas))) => Some((Vec::new(), cas)),
+//!             _ => None,
+//!         }
+//!     }
+//!     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+//!         let cas = (cas != 0).then_some(cas);
+//!         proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| CasMismatch)
+//!     }
+//! }
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Mutex;

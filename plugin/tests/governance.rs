@@ -401,3 +401,60 @@ fn reservations_settle_from_stream_usage_and_alert_into_the_audit_log() {
         (546, 0, 0)
     );
 }
+
+/// Hostile bytes never panic the parsers the filter feeds from the network: SSE usage,
+/// reply usage, confidence, the admin endpoint, audit log lines, stored values.
+#[test]
+fn hostile_input_never_panics() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet: &[u8] = b"data: {}[]\":,usage prompt_tokens 0123456789\n\r\\-.eE\xff\x00";
+    let policy = budget_policy();
+    let ks = policy.kill_switch.clone().unwrap();
+    let store = MemoryStore::new();
+    for _ in 0..2000 {
+        let len = (next() % 200) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        let mut sse = spend::SseUsage::new();
+        for chunk in bytes.chunks(1 + (next() % 7) as usize) {
+            sse.push(chunk);
+        }
+        let _ = sse.finish();
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let _ = spend::usage_from_json(&v);
+            let _ = spend::estimate(&policy.prices[0], &v, 4096);
+            let mut v2 = v.clone();
+            let _ = spend::request_stream_usage(&mut v2);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = writ_plugin::audit::parse_log_line(&format!("writ-audit {text}"));
+        let src = writ_plugin::ir::ConfidenceSource::Header("c".into());
+        let _ = oversight::read_confidence(&src, |_| Some(text.as_ref()), None);
+        let r = kill_switch::handle_admin(
+            &store,
+            &ks,
+            &["support"],
+            "POST",
+            Some("Bearer test"),
+            &bytes,
+            0,
+        );
+        assert!(r.status == 400 || r.status == 200 || r.status == 404);
+        // Garbage under a ledger key is refused, never trusted.
+        store
+            .set("writ/spend/team/x/month/2026-11", &bytes, 0)
+            .unwrap();
+        let key = [budget_key("writ/spend/team/x/month/2026-11", 10, None)];
+        if let Ok(spend::Admission::Admit { totals }) = spend::reserve(&store, &key, 1) {
+            assert!(totals[0] <= 10);
+        }
+        let _ = spend::release(&store, &key, 1);
+    }
+}
