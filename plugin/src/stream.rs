@@ -2,7 +2,8 @@
 //! in streamed (`text/event-stream`) replies cut into arbitrary chunks.
 //!
 //! A streamed reply delivers each piece of text (a choice's `delta.content`, a tool call's
-//! `function.arguments`, a completion's `text`) as fragments spread over many events,
+//! `function.arguments`, a completion's `text`, a Responses API event's `delta`) as
+//! fragments spread over many events,
 //! and the proxy sees those events cut into arbitrary byte chunks. [`SseRestorer`]
 //! reassembles events, and per *stream key* — choice index, tool call index and field —
 //! runs a [`TextStream`] that holds back only what is still undecided:
@@ -18,6 +19,21 @@
 //! (`finish_reason`, `data: [DONE]`, end of stream) with no fragment to carry it, in a
 //! small event of its own just before the event that ends it. Every event is otherwise
 //! passed through byte for byte, with only the changed JSON strings re-encoded.
+//!
+//! # Wiring in the filter
+//!
+//! - Request headers: when the policy may tokenise, redact or restore, set
+//!   [`UPSTREAM_ACCEPT_ENCODING`] and remove [`LENGTH_HEADERS`] (the body is rewritten
+//!   after the headers are forwarded, so its length is unknown then).
+//! - Request body (end of stream): `let mut vault = Vault::new(tokenise::nonce(request_id,
+//!   now_nanos, per_vm_counter));` then [`tokenise::rewrite_request`]; on `Err` answer 400,
+//!   on `Some(body)` replace the whole buffered body. Keep `vault` in the HTTP context.
+//! - Response headers: [`reply_kind`] from `content-type`/`content-encoding`; unless
+//!   [`Ctx::is_noop`], remove [`LENGTH_HEADERS`].
+//! - Response body: `EventStream` → one [`SseRestorer`] per response; for every chunk
+//!   `push(chunk, &ctx, &mut out)` (plus `finish` at end of stream) and replace the chunk
+//!   with `out` (possibly empty). `Json` → buffer to the end, then [`rewrite_reply_json`].
+//!   `Encoded` → fail closed when response redaction is in force, else pass through.
 //!
 //! The invariant the tests check: for every way of cutting the reply, the text the client
 //! reassembles per key equals the text it would get from the whole reply at once, with
@@ -314,6 +330,9 @@ enum Field {
     FunctionArguments,
     /// `text` (legacy completions).
     Text,
+    /// The top-level `delta` of a Responses API event (`response.output_text.delta`,
+    /// `response.function_call_arguments.delta`, …), keyed by output and content index.
+    Event,
 }
 
 /// One piece of streamed text: choice index, tool call index, field.
@@ -360,9 +379,17 @@ fn streamed(path: &Path<'_>) -> Option<(Field, Option<usize>)> {
     }
 }
 
-/// A string of an event: its span, its text, and for streamed text (choice position,
-/// field, tool call position).
-type EventString = (Range<usize>, String, Option<(usize, Field, Option<usize>)>);
+/// Where a string of an event streams to.
+#[derive(Debug, Clone, Copy)]
+enum Streamed {
+    /// Below `choices[a]`: (choice position, field, tool call position).
+    Choice(usize, Field, Option<usize>),
+    /// A Responses API event's top-level `delta`.
+    TopDelta,
+}
+
+/// A string of an event: its span, its text, and where it streams to, if anywhere.
+type EventString = (Range<usize>, String, Option<Streamed>);
 
 /// What one event's JSON payload holds that the restorer needs.
 #[derive(Default)]
@@ -376,7 +403,15 @@ struct Scan {
     /// Positions a whose `finish_reason` is set.
     finished: Vec<usize>,
     top: Vec<(&'static str, Vec<u8>)>,
+    /// Responses API: the event's `type`, `output_index` and `content_index` (or
+    /// `summary_index`).
+    event_type: Option<String>,
+    output_index: Option<u64>,
+    content_index: Option<u64>,
 }
+
+/// A Responses API key's last delta event: raw bytes, data value range, `delta` span.
+type Template = (Vec<u8>, Range<usize>, Range<usize>);
 
 /// Restores placeholders (and redacts leaked values) in a `text/event-stream` reply fed
 /// in arbitrary byte chunks. One per response; see the module docs for what it holds.
@@ -394,6 +429,9 @@ pub struct SseRestorer {
     /// Line break used by the upstream (`\n` until a `\r\n` is seen).
     crlf: bool,
     redacted: Redacted,
+    /// Responses API keys: the last delta event (raw bytes, data value range, `delta`
+    /// span in the payload), the shape of the event added when held text is released.
+    templates: BTreeMap<Key, Template>,
     /// Events passed through unchanged / rewritten / added (for metrics and benches).
     pub stats: SseStats,
 }
@@ -464,7 +502,7 @@ impl SseRestorer {
             self.dispatch(&ev, ctx, out);
         }
         self.line_len = 0;
-        self.flush(None, ctx, out);
+        self.flush(|_| true, ctx, out);
     }
 
     /// Processes one complete event (its bytes, blank line included).
@@ -486,12 +524,16 @@ impl SseRestorer {
             ),
         };
         if payload.trim_ascii() == b"[DONE]" {
-            self.flush(None, ctx, out);
+            self.flush(|_| true, ctx, out);
             self.stats.passed += 1;
             out.extend_from_slice(raw);
             return;
         }
-        let Some(new) = self.rewrite_payload(&payload, ctx, out) else {
+        let template = match data.as_slice() {
+            [one] => Some((raw, one.clone())),
+            _ => None,
+        };
+        let Some(new) = self.rewrite_payload(&payload, template, ctx, out) else {
             self.stats.passed += 1;
             out.extend_from_slice(raw);
             return;
@@ -526,6 +568,7 @@ impl SseRestorer {
     fn rewrite_payload(
         &mut self,
         payload: &[u8],
+        template: Option<(&[u8], Range<usize>)>,
         ctx: &Ctx<'_>,
         out: &mut Vec<u8>,
     ) -> Option<Vec<u8>> {
@@ -551,42 +594,61 @@ impl SseRestorer {
                 .map_or(b as u64, |(_, _, v)| *v)
         };
         let finished: Vec<u64> = scan.finished.iter().map(|&a| choice(a)).collect();
+        let ty = scan.event_type.as_deref().unwrap_or_default();
+        let event_key: Key = (
+            scan.output_index.unwrap_or(0),
+            Some(scan.content_index.unwrap_or(0)),
+            Field::Event,
+        );
         let mut edits: Vec<(Range<usize>, String)> = Vec::new();
         for (span, text, kind) in &scan.strings {
-            let new = match kind {
-                Some((a, field, b)) => {
+            let (key, end) = match kind {
+                Some(Streamed::Choice(a, field, b)) => {
                     let c = choice(*a);
-                    let key: Key = (c, b.map(|b| tool(*a, b)), *field);
-                    let end = finished.contains(&c);
-                    let ts = self.streams.entry(key).or_default();
-                    let mut o = String::with_capacity(text.len() + 16);
-                    ts.push(text, ctx, end, &mut o, &mut self.redacted);
-                    if end {
-                        self.streams.remove(&key);
-                    }
-                    (o != *text).then_some(o)
+                    ((c, b.map(|b| tool(*a, b)), *field), finished.contains(&c))
                 }
-                None => rewrite_text(text, ctx, &mut self.redacted),
+                Some(Streamed::TopDelta) if ty.ends_with(".delta") => (event_key, false),
+                _ => {
+                    if let Some(n) = rewrite_text(text, ctx, &mut self.redacted) {
+                        edits.push((span.clone(), n));
+                    }
+                    continue;
+                }
             };
-            if let Some(n) = new {
-                edits.push((span.clone(), n));
+            let ts = self.streams.entry(key).or_default();
+            let mut o = String::with_capacity(text.len() + 16);
+            ts.push(text, ctx, end, &mut o, &mut self.redacted);
+            if end {
+                self.streams.remove(&key);
+            } else if key.2 == Field::Event
+                && !ts.is_empty()
+                && let Some((raw, data)) = &template
+            {
+                self.templates
+                    .insert(key, (raw.to_vec(), data.clone(), span.clone()));
+            }
+            if o != *text {
+                edits.push((span.clone(), o));
             }
         }
         for c in finished {
-            self.flush(Some(c), ctx, out);
+            self.flush(|k| k.0 == c && k.2 != Field::Event, ctx, out);
+        }
+        if ty.ends_with(".done") {
+            self.flush(|k| *k == event_key, ctx, out);
+        } else if matches!(
+            ty,
+            "response.completed" | "response.failed" | "response.incomplete" | "error"
+        ) {
+            self.flush(|_| true, ctx, out);
         }
         (!edits.is_empty()).then(|| json_strings::splice(payload, &edits))
     }
 
-    /// Releases the held text of every key (or of one choice's keys), each in an added
+    /// Releases the held text of the keys `which` selects, each in an added
     /// event written to `out`, and forgets those keys.
-    fn flush(&mut self, choice: Option<u64>, ctx: &Ctx<'_>, out: &mut Vec<u8>) {
-        let keys: Vec<Key> = self
-            .streams
-            .keys()
-            .filter(|k| choice.is_none_or(|c| k.0 == c))
-            .copied()
-            .collect();
+    fn flush(&mut self, which: impl Fn(&Key) -> bool, ctx: &Ctx<'_>, out: &mut Vec<u8>) {
+        let keys: Vec<Key> = self.streams.keys().filter(|k| which(k)).copied().collect();
         for key in keys {
             let Some(mut ts) = self.streams.remove(&key) else {
                 continue;
@@ -602,6 +664,16 @@ impl SseRestorer {
     /// Writes an event carrying `text` for `key`, shaped like a chat completion chunk.
     fn added_event(&mut self, key: Key, text: &str, out: &mut Vec<u8>) {
         self.stats.added += 1;
+        if key.2 == Field::Event {
+            // A copy of the key's last delta event with the held text as its `delta`.
+            if let Some((raw, data, span)) = self.templates.remove(&key) {
+                let payload = raw.get(data.clone()).unwrap_or_default();
+                out.extend_from_slice(raw.get(..data.start).unwrap_or_default());
+                out.extend_from_slice(&json_strings::splice(payload, &[(span, text)]));
+                out.extend_from_slice(raw.get(data.end..).unwrap_or_default());
+            }
+            return;
+        }
         let mut j: Vec<u8> = Vec::with_capacity(text.len() + 160);
         j.push(b'{');
         for (k, v) in &self.top {
@@ -629,6 +701,7 @@ impl SseRestorer {
                 json_strings::push_json_string(&mut j, text);
                 j.extend_from_slice(b"}}");
             }
+            Field::Event => {}
             Field::ToolArguments => {
                 let t = t.unwrap_or(0);
                 j.extend_from_slice(
@@ -664,6 +737,16 @@ fn scan_payload(payload: &[u8]) -> Result<Scan, JsonError> {
                     .push((name, payload.get(span.clone()).unwrap_or_default().to_vec()));
             }
             let in_choice = path.key(0) == Some("choices");
+            if path.len() == 1 {
+                match (path.key(0), leaf) {
+                    (Some("type"), Leaf::Str(t)) => scan.event_type = Some(t.to_string()),
+                    (Some("output_index"), Leaf::Number(n)) => scan.output_index = n.parse().ok(),
+                    (Some("content_index" | "summary_index"), Leaf::Number(n)) => {
+                        scan.content_index = n.parse().ok()
+                    }
+                    _ => {}
+                }
+            }
             match leaf {
                 Leaf::Str(s) => {
                     if in_choice && path.len() == 3 && path.key(2) == Some("finish_reason") {
@@ -675,7 +758,12 @@ fn scan_payload(payload: &[u8]) -> Result<Scan, JsonError> {
                     if tokenise::is_structural(path) {
                         return;
                     }
-                    let kind = streamed(path).and_then(|(f, b)| Some((path.index(1)?, f, b)));
+                    let kind = if path.len() == 1 && path.key(0) == Some("delta") {
+                        Some(Streamed::TopDelta)
+                    } else {
+                        streamed(path)
+                            .and_then(|(f, b)| Some(Streamed::Choice(path.index(1)?, f, b)))
+                    };
                     scan.strings.push((span, s.to_string(), kind));
                 }
                 Leaf::Number(n) if in_choice && path.last_key() == Some("index") => {

@@ -346,7 +346,7 @@ pub struct Rewrite {
 
 /// Keys whose string values are protocol structure, not content: rewriting them would
 /// break the request (an unknown model, role or tool name) and they carry no user data.
-const STRUCTURAL_KEYS: &[&str] = &["model", "role", "type", "tool_call_id", "id", "name"];
+pub const STRUCTURAL_KEYS: &[&str] = &["model", "role", "type", "tool_call_id", "id", "name"];
 
 /// True for a string the rewrite leaves alone (see [`STRUCTURAL_KEYS`]).
 pub fn is_structural(path: &Path<'_>) -> bool {

@@ -681,3 +681,163 @@ fn placeholders_of_another_request_are_not_restored() {
     let out = run_sse(body.as_bytes(), &[], &ctx);
     assert_eq!(out, body.as_bytes());
 }
+
+/// A Responses API stream (`/v1/responses`): top-level `delta` strings keyed by output
+/// and content index, `.done` events carrying the whole text.
+fn responses_stream(r: &mut Rng, parts: &[(u64, Vec<String>, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut seq = 0;
+    let mut ev = |ty: &str, mut v: Value, out: &mut Vec<u8>| {
+        v["type"] = json!(ty);
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        out.extend_from_slice(
+            format!(
+                "event: {ty}\ndata: {}\n\n",
+                serde_json::to_string(&v).unwrap()
+            )
+            .as_bytes(),
+        );
+    };
+    ev(
+        "response.created",
+        json!({"response": {"id": "resp_1"}}),
+        &mut out,
+    );
+    for (oi, frags, whole) in parts {
+        for f in frags {
+            ev(
+                "response.output_text.delta",
+                json!({"item_id": "msg_1", "output_index": oi, "content_index": 0, "delta": f}),
+                &mut out,
+            );
+        }
+        if r.chance(80) {
+            ev(
+                "response.output_text.done",
+                json!({"item_id": "msg_1", "output_index": oi, "content_index": 0, "text": whole}),
+                &mut out,
+            );
+        }
+    }
+    if r.chance(70) {
+        ev(
+            "response.completed",
+            json!({"response": {"id": "resp_1"}}),
+            &mut out,
+        );
+    }
+    out
+}
+
+fn responses_view(body: &[u8]) -> (BTreeMap<u64, String>, BTreeMap<u64, String>) {
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let (mut deltas, mut dones) = (BTreeMap::new(), BTreeMap::new());
+    for ev in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+        let data = ev.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
+        let ty = v["type"].as_str().unwrap();
+        let ety = ev.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
+        assert_eq!(ty, ety, "the event line matches the payload");
+        let oi = v["output_index"].as_u64().unwrap_or(0);
+        if ty == "response.output_text.delta" {
+            deltas
+                .entry(oi)
+                .or_insert_with(String::new)
+                .push_str(v["delta"].as_str().unwrap());
+        } else if ty == "response.output_text.done" {
+            dones.insert(oi, v["text"].as_str().unwrap().to_string());
+        }
+    }
+    deltas.retain(|_, s: &mut String| !s.is_empty());
+    (deltas, dones)
+}
+
+#[test]
+fn responses_api_streams_are_restored_under_any_cutting() {
+    for seed in 0..300u64 {
+        let mut r = Rng::new(seed);
+        let mut vault = Vault::new(tokenise::nonce(b"resp", seed, 0));
+        let mut parts = Vec::new();
+        let mut want = BTreeMap::new();
+        for oi in 0..1 + r.below(2) as u64 {
+            let (ph, plain) = reply_text(&mut r, &mut vault);
+            parts.push((oi, fragments(&mut r, &ph), ph));
+            want.insert(oi, plain);
+        }
+        let body = responses_stream(&mut r, &parts);
+        let ctx = Ctx {
+            vault: &vault,
+            redact: None,
+        };
+        let whole = run_sse(&body, &[], &ctx);
+        let (deltas, dones) = responses_view(&whole);
+        let mut want_deltas = want.clone();
+        want_deltas.retain(|_, s| !s.is_empty());
+        assert_eq!(
+            deltas,
+            want_deltas,
+            "seed {seed}\n{}",
+            String::from_utf8_lossy(&whole)
+        );
+        for (oi, t) in &dones {
+            assert_eq!(Some(t), want.get(oi), "seed {seed}");
+        }
+        let bytewise: Vec<usize> = (1..body.len()).collect();
+        assert_eq!(
+            run_sse(&body, &bytewise, &ctx),
+            whole,
+            "seed {seed} bytewise"
+        );
+        for _ in 0..10 {
+            let mut cuts: Vec<usize> = (0..r.below(12)).map(|_| r.below(body.len() + 1)).collect();
+            cuts.sort_unstable();
+            assert_eq!(
+                run_sse(&body, &cuts, &ctx),
+                whole,
+                "seed {seed} cuts {cuts:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn text_held_at_the_end_goes_out_in_an_added_event() {
+    let mut vault = Vault::new([9; 16]);
+    vault.tokenise("email", "a@b.io");
+    let ctx = Ctx {
+        vault: &vault,
+        redact: None,
+    };
+    // Chat: the last fragment ends with a placeholder prefix; the finish event has none.
+    let chat = "data: {\"id\":\"c\",\"created\":7,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bye EMAIL\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c\",\"created\":7,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+data: [DONE]\n\n";
+    let mut sse = SseRestorer::new();
+    let mut out = Vec::new();
+    sse.push(chat.as_bytes(), &ctx, &mut out);
+    sse.finish(&ctx, &mut out);
+    assert_eq!(sse.stats.added, 1);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        out,
+        "data: {\"id\":\"c\",\"created\":7,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"bye \"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c\",\"created\":7,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"EMAIL\"},\"finish_reason\":null}]}\n\n\
+data: {\"id\":\"c\",\"created\":7,\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+data: [DONE]\n\n"
+    );
+    // Responses API: the added event copies the last delta event.
+    let resp = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"bye EMAIL_\"}\n\n\
+event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"output_index\":0,\"content_index\":0,\"text\":\"bye EMAIL_\"}\n\n";
+    let mut sse = SseRestorer::new();
+    let mut out = Vec::new();
+    sse.push(resp.as_bytes(), &ctx, &mut out);
+    sse.finish(&ctx, &mut out);
+    assert_eq!(sse.stats.added, 1);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"bye \"}\n\n\
+event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"EMAIL_\"}\n\n\
+event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"output_index\":0,\"content_index\":0,\"text\":\"bye EMAIL_\"}\n\n"
+    );
+}
