@@ -841,3 +841,76 @@ event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\
 event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"output_index\":0,\"content_index\":0,\"text\":\"bye EMAIL_\"}\n\n"
     );
 }
+
+/// Smoke fuzzing: hostile bytes never panic the scanner, the tokeniser or the restorer.
+#[test]
+fn hostile_input_never_panics() {
+    let (sc, dets) = scanner(&["email", "phone", "private_key", "iban"]);
+    let wanted = [0u16, 1, 2, 3];
+    let mut vault = Vault::new([7; 16]);
+    let ph = vault.tokenise("email", "a@b.io").into_owned();
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &wanted, &dets)),
+    };
+    let seed_stream = format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"x {ph} -----BEGIN RSA PRIVATE KEY-----\\nMII\"}}}}]}}\r\n\r\ndata: [DONE]\n\n"
+    );
+    let alphabet = b"{}[]\",:\\ \r\n\x00\xff\xc3\xa9datchoiesx-EMAIL_0123456789";
+    let mut r = Rng::new(1);
+    for _ in 0..3000 {
+        let mut b = seed_stream.as_bytes().to_vec();
+        for _ in 0..1 + r.below(6) {
+            let i = r.below(b.len());
+            match r.below(3) {
+                0 => b[i] = *r.pick(alphabet),
+                1 => b.insert(i, *r.pick(alphabet)),
+                _ => {
+                    b.remove(i);
+                }
+            }
+        }
+        let _ = json_strings::visit(&b, &mut |_: &Path<'_>, _: Leaf<'_>, _: Range<usize>| {});
+        let mut v = Vault::new([1; 16]);
+        let _ = tokenise::rewrite_request(&b, &sc, &[0, 1], &[2], &mut v);
+        let cuts: Vec<usize> = (0..r.below(5)).map(|_| r.below(b.len() + 1)).collect();
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let _ = run_sse(&b, &cuts, &ctx);
+        let _ = writ_plugin::stream::rewrite_reply_json(&b, &ctx);
+    }
+}
+
+#[test]
+fn private_key_blocks_are_never_partly_emitted() {
+    let (sc, dets) = scanner(&["private_key", "email"]);
+    let wanted = [0u16, 1];
+    let vault = Vault::new([8; 16]);
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &wanted, &dets)),
+    };
+    let body: String = (0..12)
+        .map(|i| format!("MIIEowIBAAKCAQEA{i:02}xyzABCDEFGHIJKLMNOPQRSTUVWXYZabcdef\n"))
+        .collect();
+    let text = format!(
+        "Here is the key:\n-----BEGIN RSA PRIVATE KEY-----\n{body}-----END RSA PRIVATE KEY-----\nand a cert -----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE----- done"
+    );
+    let mut red = Redacted::new();
+    let whole = rewrite_text(&text, &ctx, &mut red).unwrap();
+    assert!(
+        whole.contains("[PRIVATE_KEY]") && !whole.contains("MIIEow"),
+        "{whole}"
+    );
+    let mut ts = TextStream::default();
+    let mut out = String::new();
+    for ch in text.chars() {
+        ts.push(&ch.to_string(), &ctx, false, &mut out, &mut red);
+        assert!(
+            !out.contains("MIIEow") && !out.contains("-----BEGIN RSA"),
+            "{out}"
+        );
+    }
+    ts.push("", &ctx, true, &mut out, &mut red);
+    assert_eq!(out, whole);
+}
