@@ -483,6 +483,20 @@ impl Checker {
                                     .help("identify it `by trusted header` set by Envoy's `jwt_authn`"),
                                 );
                             }
+                            if !self.env.identified.contains(&scope.node) {
+                                self.push(
+                                    Diagnostic::new(
+                                        codes::UNIDENTIFIED_SCOPE,
+                                        format!("budget per {} but no workflow identifies the {}", scope.node, scope.node),
+                                        scope.span,
+                                        "every request would share one budget",
+                                    )
+                                    .help(format!(
+                                        "add `identify {} by trusted header \"…\"` to the workflows",
+                                        scope.node
+                                    )),
+                                );
+                            }
                         }
                     }
                     if let Some(window) = names.get(1)

@@ -87,6 +87,8 @@ pub(crate) struct Env {
     pub prices: Vec<String>,
     /// Identity headers a client can set: (scope, span of the `identify` entry).
     pub untrusted: Vec<(String, Span)>,
+    /// Scopes (`team`, `user`) some workflow identifies, trusted or not.
+    pub identified: Vec<String>,
 }
 
 /// A rule as the logic checks see it.
@@ -110,16 +112,22 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
             workflows: Vec::new(),
             prices: Vec::new(),
             untrusted: Vec::new(),
+            identified: Vec::new(),
         },
         used_detectors: Vec::new(),
         rules: Vec::new(),
     };
     c.declarations(file);
+    // Workflows first: rules are checked against the identities they declare, wherever
+    // the rules stand in the file.
     for item in &file.items {
-        match &item.node {
-            Item::Workflow(w) => c.workflow(w),
-            Item::Rule(r) => c.rule(r, item.span),
-            _ => {}
+        if let Item::Workflow(w) = &item.node {
+            c.workflow(w);
+        }
+    }
+    for item in &file.items {
+        if let Item::Rule(r) = &item.node {
+            c.rule(r, item.span);
         }
     }
     c.unused_detectors(file);
@@ -812,6 +820,9 @@ impl Checker {
                         self.nonempty(&id.node.header, "the header name");
                         if !id.node.trusted {
                             self.env.untrusted.push((who.to_string(), id.span));
+                        }
+                        if !self.env.identified.iter().any(|w| w == who) {
+                            self.env.identified.push(who.to_string());
                         }
                     }
                 }

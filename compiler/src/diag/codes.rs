@@ -194,6 +194,9 @@ pub const UNTRUSTED_BUDGET: Code = Code("W0003");
 pub const ALWAYS_FIRES: Code = Code("W0004");
 /// A custom detector is declared but no rule uses it.
 pub const UNUSED_DETECTOR: Code = Code("W0005");
+/// A budget is kept per team or user, but no workflow says where the team or user comes
+/// from (`identify`), so every request falls into one shared, unnamed bucket.
+pub const UNIDENTIFIED_SCOPE: Code = Code("W0006");
 
 /// Every code with its severity, for documentation tests.
 pub const ALL: &[Code] = &[
@@ -257,4 +260,5 @@ pub const ALL: &[Code] = &[
     UNTRUSTED_BUDGET,
     ALWAYS_FIRES,
     UNUSED_DETECTOR,
+    UNIDENTIFIED_SCOPE,
 ];
