@@ -218,6 +218,27 @@ pub fn handle_admin(
     )
 }
 
+/// [`handle_admin`] for a whole policy: its kill switch and workflow names, with the
+/// policy's name, version and source hash in the audit record (the artifact hash is the
+/// host's to add). `None` when the policy declares no kill switch: the path is then an
+/// ordinary request.
+pub fn handle_admin_for(
+    store: &dyn SharedStore,
+    policy: &crate::ir::Policy,
+    method: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    unix_nanos: i64,
+) -> Option<AdminResponse> {
+    let ks = policy.kill_switch.as_ref()?;
+    let names: Vec<&str> = policy.workflows.iter().map(|w| w.name.as_str()).collect();
+    let mut r = handle_admin(store, ks, &names, method, authorization, body, unix_nanos);
+    r.audit.policy = policy.name.clone();
+    r.audit.policy_version = policy.version.clone();
+    r.audit.source_sha256 = policy.source_sha256.clone();
+    Some(r)
+}
+
 /// Whether the `authorization` header carries a bearer token whose sha256 is the policy's
 /// hash. The comparison takes the same time wherever the digests differ.
 pub fn authorized(ks: &KillSwitch, authorization: Option<&str>) -> bool {

@@ -301,33 +301,37 @@ fn a_policy_budget_denies_with_its_rule_once_spent() {
 #[test]
 fn kill_switch_flip_is_seen_by_every_worker() {
     let policy = budget_policy();
-    let ks = policy.kill_switch.clone().unwrap();
     let store = MemoryStore::new();
-    let checked = Barrier::new(5);
-    let flipped = Barrier::new(5);
+    // Each step: the operator acts, then every worker checks.
+    let step = Barrier::new(5);
+    let admin = |body: &[u8]| {
+        kill_switch::handle_admin_for(&store, &policy, "POST", Some("Bearer test"), body, 0)
+            .unwrap()
+    };
     std::thread::scope(|s| {
         for _ in 0..4 {
-            let (store, checked, flipped) = (&store, &checked, &flipped);
+            let (store, step) = (&store, &step);
             s.spawn(move || {
                 assert!(!kill_switch::is_stopped(store, Some("support")));
-                checked.wait();
-                flipped.wait();
+                step.wait(); // checked running
+                step.wait(); // stopped
                 assert!(kill_switch::is_stopped(store, Some("support")));
+                step.wait(); // checked stopped
+                step.wait(); // resumed
+                assert!(!kill_switch::is_stopped(store, Some("support")));
             });
         }
-        checked.wait();
-        let r = kill_switch::handle_admin(
-            &store,
-            &ks,
-            &["support"],
-            "POST",
-            Some("Bearer test"),
-            br#"{"workflow":"support","action":"stop","reason":"incident"}"#,
-            0,
-        );
+        step.wait();
+        let r = admin(br#"{"workflow":"support","action":"stop","reason":"incident"}"#);
         assert_eq!(r.status, 200);
+        assert_eq!(r.audit.policy, "p");
+        assert_eq!(r.audit.event, "kill_switch");
         assert!(r.audit.log_line().starts_with("writ-audit {"));
-        flipped.wait();
+        step.wait();
+        step.wait();
+        let r = admin(br#"{"workflow":"support","action":"resume","reason":"fixed"}"#);
+        assert_eq!((r.status, r.audit.outcome.as_str()), (200, "resumed"));
+        step.wait();
     });
 }
 
