@@ -37,12 +37,29 @@ pub struct ServeArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Serves until SIGINT or SIGTERM.
+/// Serves until SIGINT or SIGTERM; SIGHUP reloads the artifact and configuration.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let host = load(&args)?;
+    let mut gateway = GatewayConfig::new(args.listen, &args.upstream);
+    gateway.workers = args.workers.max(1);
+    gateway.max_request_body = args.max_body;
+    let gateway = Gateway::start(host, gateway)?;
+    eprintln!(
+        "writ serve: listening on http://{} -> {}",
+        gateway.local_addr(),
+        args.upstream
+    );
+    gateway.run_until_signal(|| load(&args).map_err(|e| format!("{e:#}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the artifact and configuration and starts a host; also what SIGHUP re-runs.
+fn load(args: &ServeArgs) -> anyhow::Result<Host> {
     let module = std::fs::read(&args.policy)
         .with_context(|| format!("cannot read {}", args.policy.display()))?;
     let mut config = HostConfig::new(module);
     config.cache_dir = args.cache_dir.clone();
+    // Two sets of workers may overlap during a reload.
     config.limits.max_vms = u32::try_from(args.workers.saturating_mul(2) + 2).unwrap_or(64);
     if let Some(path) = &args.config {
         config.plugin_config =
@@ -54,16 +71,5 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         config.clusters.insert(name.to_string(), url.to_string());
     }
-    let host = Host::new(config).with_context(|| args.policy.display().to_string())?;
-    let mut gateway = GatewayConfig::new(args.listen, &args.upstream);
-    gateway.workers = args.workers.max(1);
-    gateway.max_request_body = args.max_body;
-    let gateway = Gateway::start(host, gateway)?;
-    eprintln!(
-        "writ serve: listening on http://{} -> {}",
-        gateway.local_addr(),
-        args.upstream
-    );
-    gateway.run_until_signal()?;
-    Ok(ExitCode::SUCCESS)
+    Host::new(config).with_context(|| args.policy.display().to_string())
 }

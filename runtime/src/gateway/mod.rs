@@ -60,11 +60,14 @@ pub enum GatewayError {
     Host(#[from] HostError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("reload: {0}")]
+    Reload(String),
 }
 
 /// A gateway serving on a background thread; [`Gateway::shutdown`] stops it gracefully.
 pub struct Gateway {
     addr: SocketAddr,
+    state: Arc<proxy::State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -88,6 +91,7 @@ impl Gateway {
             .map_err(GatewayError::Runtime)?;
         let addr = std_listener.local_addr().map_err(GatewayError::Runtime)?;
         let state = Arc::new(proxy::State::new(host, &config)?);
+        let serving = state.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let drain = config.drain_timeout;
         let thread = std::thread::Builder::new()
@@ -95,7 +99,7 @@ impl Gateway {
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(std_listener) {
-                        Ok(listener) => accept_loop(listener, state, stopped, drain).await,
+                        Ok(listener) => accept_loop(listener, serving, stopped, drain).await,
                         Err(e) => tracing::error!("cannot listen: {e}"),
                     }
                 });
@@ -104,6 +108,7 @@ impl Gateway {
         tracing::info!(%addr, upstream = config.upstream, "writ gateway listening");
         Ok(Gateway {
             addr,
+            state,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -114,13 +119,25 @@ impl Gateway {
         self.addr
     }
 
+    /// Switches new requests to `host` (a new module or configuration) with fresh workers;
+    /// requests in flight finish on the old ones. The new host's metrics start from zero.
+    pub fn reload(&self, host: Host) -> Result<(), GatewayError> {
+        self.state.replace(host)?;
+        tracing::info!(sha256 = self.state.current_sha256(), "gateway reloaded");
+        Ok(())
+    }
+
     /// Stops accepting, lets requests in flight finish (up to the drain timeout), and waits.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
-    pub fn run_until_signal(self) -> Result<(), GatewayError> {
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully. On SIGHUP it calls
+    /// `reload` for a new host and switches to it; a failed reload keeps the current one.
+    pub fn run_until_signal(
+        self,
+        reload: impl Fn() -> Result<Host, String>,
+    ) -> Result<(), GatewayError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -140,9 +157,33 @@ impl Gateway {
                 #[cfg(not(unix))]
                 std::future::pending::<()>().await
             };
+            let hangups = async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    match signal(SignalKind::hangup()) {
+                        Ok(mut s) => loop {
+                            s.recv().await;
+                            match reload()
+                                .map_err(GatewayError::Reload)
+                                .and_then(|h| self.reload(h))
+                            {
+                                Ok(()) => eprintln!("writ serve: reloaded"),
+                                Err(e) => eprintln!(
+                                    "writ serve: reload failed, keeping the current module: {e}"
+                                ),
+                            }
+                        },
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                }
+                #[cfg(not(unix))]
+                std::future::pending::<()>().await
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term => {}
+                _ = hangups => {}
             }
         });
         tracing::info!("shutting down");

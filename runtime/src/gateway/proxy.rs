@@ -36,9 +36,32 @@ const HOP_BY_HOP: [&str; 9] = [
     "content-length",
 ];
 
-pub(crate) struct State {
+/// A module and the workers running it. Replaced whole on reload; requests in flight keep
+/// the one they started with.
+pub(crate) struct Pipeline {
     host: Host,
     workers: Workers,
+}
+
+/// The worker a request is pinned to, and the pipeline it belongs to.
+#[derive(Clone)]
+pub(crate) struct Lane {
+    pipeline: Arc<Pipeline>,
+    index: usize,
+}
+
+impl Lane {
+    async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut crate::vm::Vm) -> R + Send + 'static,
+    ) -> Result<R, super::workers::WorkerGone> {
+        self.pipeline.workers.run(self.index, f).await
+    }
+}
+
+pub(crate) struct State {
+    pipeline: std::sync::RwLock<Arc<Pipeline>>,
+    workers_per_pipeline: usize,
     client: Client<HttpConnector, Full<Bytes>>,
     upstream_base: String,
     upstream_authority: String,
@@ -58,10 +81,11 @@ impl State {
             return Err(GatewayError::Upstream(config.upstream.clone()));
         }
         let workers = Workers::start(&host, config.workers)?;
+        let pipeline = std::sync::RwLock::new(Arc::new(Pipeline { host, workers }));
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         Ok(State {
-            host,
-            workers,
+            pipeline,
+            workers_per_pipeline: config.workers,
             client,
             upstream_base: config.upstream.clone(),
             upstream_authority: authority,
@@ -69,6 +93,35 @@ impl State {
             upstream_timeout: config.upstream_timeout,
             request_ids: AtomicU64::new(1),
         })
+    }
+}
+
+impl State {
+    /// The pipeline new requests use.
+    pub(crate) fn current(&self) -> Arc<Pipeline> {
+        self.pipeline
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn lane(&self) -> Lane {
+        let pipeline = self.current();
+        let index = pipeline.workers.pick();
+        Lane { pipeline, index }
+    }
+
+    /// Hex sha256 of the module serving new requests.
+    pub(crate) fn current_sha256(&self) -> String {
+        self.current().host.module_sha256().to_string()
+    }
+
+    /// Starts workers for `host` and sends new requests to them.
+    pub(crate) fn replace(&self, host: Host) -> Result<(), HostError> {
+        let workers = Workers::start(&host, self.workers_per_pipeline)?;
+        let next = Arc::new(Pipeline { host, workers });
+        *self.pipeline.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
     }
 }
 
@@ -127,7 +180,7 @@ pub(crate) async fn handle(
             return respond(
                 200,
                 &[("content-type".into(), "text/plain; version=0.0.4".into())],
-                state.host.prometheus().into_bytes(),
+                state.current().host.prometheus().into_bytes(),
             );
         }
         _ => {}
@@ -195,10 +248,9 @@ pub(crate) async fn handle(
         ..StreamInfo::default()
     };
 
-    let worker = state.workers.pick();
-    let outcome = state
-        .workers
-        .run(worker, move |vm| {
+    let worker = state.lane();
+    let outcome = worker
+        .run(move |vm| {
             let id = vm.open_stream(info)?;
             let result = (|| {
                 let first = vm.request_headers(id, headers, body.is_empty())?;
@@ -224,7 +276,7 @@ pub(crate) async fn handle(
     let mut ended = false;
     for flow in flows {
         if let Some(resp) = flow.local_response {
-            close(&state, worker, id).await;
+            close(&worker, id).await;
             return local(&resp);
         }
         up_headers = up_headers.or(flow.headers);
@@ -232,7 +284,7 @@ pub(crate) async fn handle(
         ended |= flow.end_of_stream;
     }
     let (Some(up_headers), true) = (up_headers, ended) else {
-        close(&state, worker, id).await;
+        close(&worker, id).await;
         return fail(&HostError::Stalled("request"));
     };
     forward(state, worker, id, up_headers, up_body).await
@@ -246,12 +298,8 @@ fn too_large(limit: usize) -> Response<ResBody> {
     )
 }
 
-async fn close(state: &State, worker: usize, id: StreamId) {
-    match state
-        .workers
-        .run(worker, move |vm| vm.close_stream(id))
-        .await
-    {
+async fn close(worker: &Lane, id: StreamId) {
+    match worker.run(move |vm| vm.close_stream(id)).await {
         Ok(Ok(report)) => {
             for log in report.logs {
                 tracing::debug!(target: "writ::guest", level = ?log.level, "{}", log.message);
@@ -264,7 +312,7 @@ async fn close(state: &State, worker: usize, id: StreamId) {
 
 async fn forward(
     state: Arc<State>,
-    worker: usize,
+    worker: Lane,
     id: StreamId,
     headers: Headers,
     body: Vec<u8>,
@@ -285,7 +333,7 @@ async fn forward(
     let request = match builder.body(Full::new(Bytes::from(body))) {
         Ok(r) => r,
         Err(e) => {
-            close(&state, worker, id).await;
+            close(&worker, id).await;
             return json_error(
                 502,
                 "bad_gateway",
@@ -297,7 +345,7 @@ async fn forward(
     let reply = match reply {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            close(&state, worker, id).await;
+            close(&worker, id).await;
             return json_error(
                 502,
                 "upstream_unavailable",
@@ -305,7 +353,7 @@ async fn forward(
             );
         }
         Err(_) => {
-            close(&state, worker, id).await;
+            close(&worker, id).await;
             return json_error(
                 504,
                 "upstream_timeout",
@@ -325,11 +373,8 @@ async fn forward(
         ));
     }
     let empty = incoming.is_end_stream();
-    let first = state
-        .workers
-        .run(worker, move |vm| {
-            vm.response_headers(id, resp_headers, empty)
-        })
+    let first = worker
+        .run(move |vm| vm.response_headers(id, resp_headers, empty))
         .await;
 
     // Feed frames until the filter releases the response headers.
@@ -342,7 +387,7 @@ async fn forward(
     let mut upstream_done = empty;
     let client_headers = loop {
         if let Some(resp) = flow.local_response.take() {
-            close(&state, worker, id).await;
+            close(&worker, id).await;
             return local(&resp);
         }
         if !flow.body.is_empty() {
@@ -352,14 +397,13 @@ async fn forward(
             break h;
         }
         if upstream_done {
-            close(&state, worker, id).await;
+            close(&worker, id).await;
             return fail(&HostError::Stalled("response"));
         }
         let (chunk, eos) = next_chunk(&mut incoming).await;
         upstream_done = eos;
-        flow = match state
-            .workers
-            .run(worker, move |vm| vm.response_body(id, &chunk, eos))
+        flow = match worker
+            .run(move |vm| vm.response_body(id, &chunk, eos))
             .await
         {
             Ok(Ok(f)) => f,
@@ -380,7 +424,7 @@ async fn forward(
         builder = builder.header(k.as_str(), v.as_str());
     }
     if finished {
-        close(&state, worker, id).await;
+        close(&worker, id).await;
         let body: Vec<u8> = held.concat();
         return builder
             .body(full(body))
@@ -390,7 +434,7 @@ async fn forward(
     for chunk in held {
         let _ = tx.try_send(Ok(Frame::data(chunk)));
     }
-    tokio::spawn(pump(state, worker, id, incoming, tx, upstream_done));
+    tokio::spawn(pump(worker, id, incoming, tx, upstream_done));
     builder
         .body(ChannelBody { rx }.boxed())
         .unwrap_or_else(|_| json_error(502, "bad_gateway", "invalid response headers"))
@@ -416,8 +460,7 @@ async fn next_chunk(incoming: &mut Incoming) -> (Vec<u8>, bool) {
 
 /// Streams the rest of the reply through the filter to the client, chunk by chunk.
 async fn pump(
-    state: Arc<State>,
-    worker: usize,
+    worker: Lane,
     id: StreamId,
     mut incoming: Incoming,
     tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
@@ -426,9 +469,8 @@ async fn pump(
     while !upstream_done {
         let (chunk, eos) = next_chunk(&mut incoming).await;
         upstream_done = eos;
-        let flow: Result<Flow, String> = match state
-            .workers
-            .run(worker, move |vm| vm.response_body(id, &chunk, eos))
+        let flow: Result<Flow, String> = match worker
+            .run(move |vm| vm.response_body(id, &chunk, eos))
             .await
         {
             Ok(Ok(f)) => Ok(f),
@@ -459,7 +501,7 @@ async fn pump(
         }
     }
     drop(tx);
-    close(&state, worker, id).await;
+    close(&worker, id).await;
 }
 
 struct ChannelBody {

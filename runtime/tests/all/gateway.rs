@@ -359,3 +359,21 @@ fn concurrent_requests_share_metrics() {
     assert_eq!(up.seen.lock().unwrap().len(), 60);
     gw.shutdown();
 }
+
+#[test]
+fn reload_switches_modules_for_new_requests() {
+    let up = upstream();
+    let gw = gateway(&format!("http://{}", up.addr), 1 << 20);
+    let addr = gw.local_addr();
+    let before = request(addr, "GET", "/a", &[], b"");
+    assert_eq!(before.header("x-probe-response"), Some("1"));
+    let mut config = HostConfig::new(crate::common::passthrough());
+    config.cache_dir = Some(module_cache());
+    config.limits.max_vms = 4;
+    gw.reload(Host::new(config).unwrap()).unwrap();
+    let after = request(addr, "GET", "/b", &[], b"");
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("x-probe-response"), None);
+    assert_eq!(after.body, b"{\"msg\":\"hello world\"}");
+    gw.shutdown();
+}
