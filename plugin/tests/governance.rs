@@ -462,3 +462,28 @@ fn hostile_input_never_panics() {
         let _ = spend::release(&store, &key, 1);
     }
 }
+
+/// Per-request cost of the governance state on the in-memory store (debug build numbers
+/// are in the report): `cargo test -p writ-plugin --test governance -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn per_request_cost() {
+    let policy = budget_policy();
+    let store = MemoryStore::new();
+    let price = &policy.prices[0];
+    let body = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hello there"}]});
+    let n = 20_000;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let plan = spend::SpendPlan::for_request(&policy, Some("support"), Some("t"), Some("u"), i);
+        let (_, held) = spend::Reservation::admit(&store, &plan, price, &body, 4096).unwrap();
+        if let Some(mut held) = held {
+            held.settle(&store, Some(spend::Usage::default())).unwrap();
+        }
+        assert!(!kill_switch::is_stopped(&store, Some("support")));
+        let cfg = oversight::DriftConfig::default();
+        oversight::record_outcome(&store, "support", false, Some(0.1), cfg, i).unwrap();
+    }
+    println!("per request: {:?}", t.elapsed() / n as u32);
+}
