@@ -70,7 +70,7 @@ fn syntax_error(source: &str, base: usize, e: &pest::error::Error<Rule>) -> Diag
         ErrorVariant::CustomError { message } => message.clone(),
     };
     let message = match found {
-        Some(tok) => format!("unexpected {tok}"),
+        Some(ref tok) => format!("unexpected {tok}"),
         None => "unexpected end of file".to_string(),
     };
     let label = if expected.is_empty() {
@@ -78,12 +78,32 @@ fn syntax_error(source: &str, base: usize, e: &pest::error::Error<Rule>) -> Diag
     } else {
         format!("expected {expected}")
     };
+    let hint = match found.as_deref() {
+        Some("`&`") => Some("write `and` instead of `&&`".to_string()),
+        Some("`|`") => Some("write `or` instead of `||`".to_string()),
+        Some("`!`") => Some("write `not` to negate a condition".to_string()),
+        Some("`'`") => Some("strings are written in double quotes: `\"…\"`".to_string()),
+        Some("`=`") if expected.contains("comparison") => Some("compare with `==`".to_string()),
+        Some(word) if word.starts_with('`') => {
+            // A misspelt keyword: suggest the closest expected one.
+            let word = word.trim_matches('`');
+            let candidates: Vec<&str> = expected
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|c| c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+                .collect();
+            crate::check::suggest::did_you_mean(word, candidates)
+        }
+        _ => None,
+    };
     Diagnostic::new(
         codes::UNEXPECTED_TOKEN,
         message,
         Span::new(tok_start, tok_end),
         label,
     )
+    .maybe_help(hint)
 }
 
 /// The grammar rules a parse error lists, as the words a policy author knows.
@@ -130,8 +150,16 @@ fn expected_words(rules: &[Rule]) -> String {
         } else {
             describe(*r)
         };
-        if !words.contains(&w) {
-            words.push(w);
+        // Group descriptions list several words; split them so the sentence has one "or".
+        let parts: Vec<String> = if w.contains('(') {
+            vec![w]
+        } else {
+            w.split(", ").map(str::to_string).collect()
+        };
+        for w in parts {
+            if !words.contains(&w) {
+                words.push(w);
+            }
         }
     }
     match words.split_last() {
@@ -160,7 +188,7 @@ fn describe(rule: Rule) -> String {
         R::comma => "`,`",
         R::equals => "`=`",
         R::cmp_op => "a comparison operator (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
-        R::bin_op => "`and` or `or`",
+        R::bin_op => "`and`, `or`",
         R::cond | R::unary | R::primary => "a condition",
         R::operand | R::literal | R::field | R::call => "a value",
         R::list => "a list `[...]`",
@@ -169,11 +197,11 @@ fn describe(rule: Rule) -> String {
             "an item (`policy`, `workflow`, `price`, `detector`, `rule`, `manual` or `kill_switch`)"
         }
         R::has_target => "a detector class (`pii` or `secret`)",
-        R::policy_stmt => "`owner`, `implements`, `currency` or `enforcement`",
-        R::workflow_stmt => "`match`, `oversight`, `assume` or `identify`",
-        R::rule_stmt => "`on`, `when`, `then`, `enforcement` or `alert`",
-        R::manual_stmt => "`owner` or `reason`",
-        R::kill_stmt => "`admin path` or `token sha256`",
+        R::policy_stmt => "`owner`, `implements`, `currency`, `enforcement`",
+        R::workflow_stmt => "`match`, `oversight`, `assume`, `identify`",
+        R::rule_stmt => "`on`, `when`, `then`, `enforcement`, `alert`",
+        R::manual_stmt => "`owner`, `reason`",
+        R::kill_stmt => "`admin path`, `token sha256`",
         R::identity => "`team by header \"…\"` or `user by header \"…\"`",
         R::call_arg => "an argument",
         R::k_tokenise => "`tokenise`",
