@@ -69,7 +69,9 @@ impl Hold {
     /// The hold needed for detector `d`. Built-ins whose values never contain whitespace
     /// (e-mail, IP addresses, tokens, keys, JWTs) need none beyond the trailing word;
     /// numbers written with spaces (cards, IBANs, phones, SSNs) need their longest
-    /// spelling plus look-ahead; key blocks are held to their end line.
+    /// spelling plus the scanner's look-ahead (the bounds of `detect`'s `max_len` plus 2,
+    /// rounded up); key blocks are held to their end line. Custom patterns get a fixed
+    /// 256 bytes: the IR does not yet carry a pattern's maximum length.
     pub fn of(d: &ir::Detector) -> Hold {
         match &d.kind {
             ir::DetectorKind::Builtin(name) => match name.as_str() {
@@ -84,7 +86,7 @@ impl Hold {
                     pem: false,
                 },
                 "phone" => Hold {
-                    span: 48,
+                    span: 56,
                     pem: false,
                 },
                 "iban" => Hold {
@@ -92,7 +94,7 @@ impl Hold {
                     pem: false,
                 },
                 "private_key" => Hold {
-                    span: 64,
+                    span: 88,
                     pem: true,
                 },
                 _ => Hold {

@@ -516,6 +516,11 @@ const LEAKS: &[&str] = &[
     "192.168.10.1",
     "078-05-1120",
     "2001:db8::ff00:42:8329",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "xoxb-123456789012-abcdefghijklmnop",
+    "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nAAAA\n-----END PRIVATE KEY-----",
 ];
 
 #[test]
@@ -529,6 +534,11 @@ fn streamed_redaction_equals_whole_redaction() {
         "ipv4",
         "ipv6",
         "us_ssn",
+        "github_token",
+        "slack_token",
+        "openai_key",
+        "jwt",
+        "private_key",
     ];
     let (sc, dets) = scanner(&names);
     let wanted: Vec<u16> = (0..names.len() as u16).collect();
