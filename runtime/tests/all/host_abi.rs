@@ -328,3 +328,40 @@ fn configuration_can_be_refused() {
     config.limits.max_vms = 2;
     assert!(matches!(Host::new(config), Err(HostError::Compile(_))));
 }
+
+#[test]
+fn response_phase_local_reply_replaces_the_upstream_reply() {
+    let host = probe_host("");
+    let mut vm = host.vm().unwrap();
+    let req = RequestSpec::new("GET", "/", &[("x-probe", "deny-response")], b"");
+    let ex = vm.http_request(&req, |_| UpstreamReply::new(200, &[], b"secret reply"));
+    assert!(ex.upstream_request.is_some());
+    assert_eq!(ex.client_response.status, 502);
+    assert_eq!(ex.client_response.header("x-blocked"), Some("reply"));
+    assert_eq!(ex.client_response.body_bytes(), b"blocked reply");
+}
+
+#[test]
+fn trailers_release_a_buffered_body() {
+    let host = probe_host("");
+    let mut vm = host.vm().unwrap();
+    let id = vm.open_stream(StreamInfo::default()).unwrap();
+    let headers = RequestSpec::new("POST", "/t", &[], b"").wire_headers();
+    assert!(
+        vm.request_headers(id, headers, false)
+            .unwrap()
+            .headers
+            .is_some()
+    );
+    assert!(vm.request_body(id, b"held", false).unwrap().is_paused());
+    let flow = vm
+        .request_trailers(id, vec![("x-trailer".into(), "1".into())])
+        .unwrap();
+    assert_eq!(flow.body, b"held");
+    assert_eq!(
+        flow.trailers,
+        Some(vec![("x-trailer".to_string(), "1".to_string())])
+    );
+    assert!(flow.end_of_stream);
+    vm.close_stream(id).unwrap();
+}

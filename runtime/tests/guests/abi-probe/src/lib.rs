@@ -281,6 +281,10 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.mode == "deny-response" {
+            self.send_http_response(502, vec![("x-blocked", "reply")], Some(b"blocked reply"));
+            return Action::Pause;
+        }
         let status = self.get_http_response_header(":status").unwrap_or_default();
         self.set_http_response_header("x-probe-upstream-status", Some(&status));
         self.add_http_response_header("x-probe-response", "1");
