@@ -28,12 +28,13 @@
 //! - Request body (end of stream): `let mut vault = Vault::new(tokenise::nonce(request_id,
 //!   now_nanos, per_vm_counter));` then [`tokenise::rewrite_request`]; on `Err` answer 400,
 //!   on `Some(body)` replace the whole buffered body. Keep `vault` in the HTTP context.
-//! - Response headers: [`reply_kind`] from `content-type`/`content-encoding`; unless
-//!   [`Ctx::is_noop`], remove [`LENGTH_HEADERS`].
-//! - Response body: `EventStream` → one [`SseRestorer`] per response; for every chunk
-//!   `push(chunk, &ctx, &mut out)` (plus `finish` at end of stream) and replace the chunk
-//!   with `out` (possibly empty). `Json` → buffer to the end, then [`rewrite_reply_json`].
-//!   `Encoded` → fail closed when response redaction is in force, else pass through.
+//! - Response headers: `let rr = ReplyRewriter::new(content_type, content_encoding,
+//!   &ctx)`; if [`ReplyRewriter::strip_length`], remove [`LENGTH_HEADERS`].
+//! - Response body: `rr.on_body(bytes, end_of_stream, &ctx)` and do what the
+//!   [`BodyAction`] says. Underneath: `EventStream` → an [`SseRestorer`] fed every chunk;
+//!   `Json` → buffered to the end, then [`rewrite_reply_json`]; `Encoded` → fail closed
+//!   when response redaction is in force, else pass through (placeholders reveal
+//!   nothing).
 //!
 //! The invariant the tests check: for every way of cutting the reply, the text the client
 //! reassembles per key equals the text it would get from the whole reply at once, with
@@ -891,6 +892,98 @@ pub fn reply_kind(content_type: Option<&str>, content_encoding: Option<&str>) ->
     }
 }
 
+/// What the filter does with a response body callback's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyAction {
+    /// Forward the bytes as they are.
+    Unchanged,
+    /// Replace the callback's bytes with these (possibly none: text is being held).
+    Replace(Vec<u8>),
+    /// Keep buffering (return `StopIterationAndBuffer`); the whole body comes at the end.
+    Buffer,
+    /// Fail closed: answer an error instead of forwarding (a reply that must be redacted
+    /// but cannot be read: compressed, or not valid JSON).
+    Fail(&'static str),
+}
+
+/// One response's rewriting, driven by the filter's response callbacks, so the filter
+/// only moves bytes: build it from the response headers, ask [`Self::strip_length`]
+/// whether to remove [`LENGTH_HEADERS`], then hand every body callback to
+/// [`Self::on_body`].
+#[derive(Debug)]
+pub struct ReplyRewriter {
+    kind: ReplyKind,
+    sse: SseRestorer,
+    active: bool,
+    must_redact: bool,
+}
+
+impl ReplyRewriter {
+    /// From the reply's `content-type` and `content-encoding`, and the request's context.
+    pub fn new(
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        ctx: &Ctx<'_>,
+    ) -> ReplyRewriter {
+        ReplyRewriter {
+            kind: reply_kind(content_type, content_encoding),
+            sse: SseRestorer::new(),
+            active: !ctx.is_noop(),
+            must_redact: ctx.redact.is_some_and(|r| !r.wanted.is_empty()),
+        }
+    }
+
+    /// True when the body may change length, so `content-length` must go.
+    pub fn strip_length(&self) -> bool {
+        self.active && matches!(self.kind, ReplyKind::Json | ReplyKind::EventStream)
+    }
+
+    /// Response-side redaction counts, for the audit record (never values).
+    pub fn redacted(&self) -> &Redacted {
+        self.sse.redacted()
+    }
+
+    /// Handles one body callback: `body` is the new chunk for event streams, or the whole
+    /// buffered body once `end` is true for JSON.
+    pub fn on_body(&mut self, body: &[u8], end: bool, ctx: &Ctx<'_>) -> BodyAction {
+        if !self.active {
+            return BodyAction::Unchanged;
+        }
+        match self.kind {
+            ReplyKind::Other => BodyAction::Unchanged,
+            ReplyKind::Encoded if self.must_redact => {
+                BodyAction::Fail("the upstream reply is compressed and cannot be redacted")
+            }
+            ReplyKind::Encoded => BodyAction::Unchanged,
+            ReplyKind::Json if !end => BodyAction::Buffer,
+            ReplyKind::Json => match rewrite_reply_json(body, ctx) {
+                Ok(r) => {
+                    for (k, n) in r.redacted {
+                        *self.sse.redacted.entry(k).or_default() += n;
+                    }
+                    r.body.map_or(BodyAction::Unchanged, BodyAction::Replace)
+                }
+                Err(_) if self.must_redact => {
+                    BodyAction::Fail("the upstream reply is not valid JSON and cannot be redacted")
+                }
+                Err(_) => BodyAction::Unchanged,
+            },
+            ReplyKind::EventStream => {
+                let mut out = Vec::with_capacity(body.len() + 64);
+                self.sse.push(body, ctx, &mut out);
+                if end {
+                    self.sse.finish(ctx, &mut out);
+                }
+                if out == body {
+                    BodyAction::Unchanged
+                } else {
+                    BodyAction::Replace(out)
+                }
+            }
+        }
+    }
+}
+
 /// Request header the filter sets whenever it may rewrite the reply (vault not empty, or
 /// response redaction in force), so the upstream answers uncompressed: a compressed reply
 /// cannot be restored or redacted. Replaces any `accept-encoding` the client sent.
@@ -923,6 +1016,47 @@ mod tests {
         );
         assert_eq!(reply_kind(Some("text/plain"), None), ReplyKind::Other);
         assert_eq!(reply_kind(None, None), ReplyKind::Other);
+    }
+
+    #[test]
+    fn reply_rewriter_drives_json_and_sse() {
+        let mut vault = Vault::new([1; 16]);
+        let ph = vault.tokenise("email", "a@b.io").into_owned();
+        let ctx = Ctx {
+            vault: &vault,
+            redact: None,
+        };
+        let mut json = ReplyRewriter::new(Some("application/json"), None, &ctx);
+        assert!(json.strip_length());
+        assert_eq!(json.on_body(b"{", false, &ctx), BodyAction::Buffer);
+        let body = format!("{{\"content\":\"{ph}\"}}");
+        assert_eq!(
+            json.on_body(body.as_bytes(), true, &ctx),
+            BodyAction::Replace(b"{\"content\":\"a@b.io\"}".to_vec())
+        );
+        let mut sse = ReplyRewriter::new(Some("text/event-stream"), None, &ctx);
+        let ev = format!("data: {{\"choices\":[{{\"index\":0,\"text\":\"{ph}\"}}]}}\n\n");
+        let (a, b) = ev.as_bytes().split_at(20);
+        assert_eq!(sse.on_body(a, false, &ctx), BodyAction::Replace(Vec::new()));
+        assert_eq!(
+            sse.on_body(b, true, &ctx),
+            BodyAction::Replace(
+                b"data: {\"choices\":[{\"index\":0,\"text\":\"a@b.io\"}]}\n\n".to_vec()
+            )
+        );
+        let mut gz = ReplyRewriter::new(Some("application/json"), Some("gzip"), &ctx);
+        assert_eq!(gz.on_body(b"x", true, &ctx), BodyAction::Unchanged);
+        let empty = Vault::new([0; 16]);
+        let noop = Ctx {
+            vault: &empty,
+            redact: None,
+        };
+        let mut pass = ReplyRewriter::new(Some("text/event-stream"), None, &noop);
+        assert!(!pass.strip_length());
+        assert_eq!(
+            pass.on_body(b"data: x", false, &noop),
+            BodyAction::Unchanged
+        );
     }
 
     #[test]
