@@ -33,7 +33,7 @@ pub(crate) const BUILTIN_SECRET: &[&str] = &[
 ];
 pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
 /// Largest dense DFA (each direction) a custom detector may compile to.
-pub(crate) const DFA_SIZE_LIMIT: usize = 2 << 20;
+pub(crate) const DFA_SIZE_LIMIT: usize = 1 << 20;
 
 /// Why a custom detector's pattern did not compile.
 pub(crate) enum RegexError {
@@ -50,18 +50,29 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexEr
         return Err(RegexError::Invalid(e.to_string()));
     }
     let re = Regex::builder()
+        // Bound the intermediate NFA too, so `a{1000000}` fails fast instead of
+        // exhausting memory before the DFA limit is reached.
+        .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(DFA_SIZE_LIMIT)))
         .dense(
             dense::Config::new()
                 .dfa_size_limit(Some(DFA_SIZE_LIMIT))
-                .determinize_size_limit(Some(DFA_SIZE_LIMIT * 2)),
+                .determinize_size_limit(Some(DFA_SIZE_LIMIT)),
         )
         .build(pattern)
         .map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("exceed") || msg.contains("limit") || msg.contains("too big") {
+            // The build error's own text can be generic ("error building NFA"); the reason
+            // is further down its source chain.
+            let mut chain = vec![e.to_string()];
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                chain.push(inner.to_string());
+                source = inner.source();
+            }
+            let all = chain.join(": ");
+            if all.contains("exceed") || all.contains("limit") || all.contains("too big") {
                 RegexError::TooLarge
             } else {
-                RegexError::Invalid(msg)
+                RegexError::Invalid(chain.last().cloned().unwrap_or(all))
             }
         })?;
     let strip =
@@ -597,6 +608,11 @@ impl Checker {
                         .find(|l| l.trim_start().starts_with("error:"))
                         .map(|l| l.trim_start().trim_start_matches("error:").trim().to_string())
                         .unwrap_or_else(|| e.lines().last().unwrap_or("").trim().to_string());
+                    let help = if reason.contains("word boundar") {
+                        "write `(?-u:\\b)` for a word boundary: the gateway's DFAs support ASCII ones only"
+                    } else {
+                        "patterns use Rust `regex` syntax"
+                    };
                     self.push(
                         Diagnostic::new(
                             codes::INVALID_REGEX,
@@ -604,7 +620,7 @@ impl Checker {
                             d.pattern.span,
                             reason,
                         )
-                        .help("patterns use Rust `regex` syntax"),
+                        .help(help),
                     );
                 }
                 Err(RegexError::TooLarge) => self.push(
