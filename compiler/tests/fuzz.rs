@@ -223,7 +223,7 @@ fn mutated_policies_never_panic_and_format_round_trips() {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let mut rng = Rng(env("FUZZ_SEED").unwrap_or(0x5EED_1234_ABCD_0001) | 1);
     let mut clean = 0;
-    let iterations = env("FUZZ_ITERS").map_or(2500, |n| n as usize);
+    let iterations = env("FUZZ_ITERS").map_or(2000, |n| n as usize);
     for i in 0..iterations {
         let seed = &seeds[i % seeds.len()];
         let input = mutate(&mut rng, seed);
