@@ -222,6 +222,43 @@ fn conjuncts(nf: &Nf) -> BTreeSet<&Nf> {
     }
 }
 
+/// Workflows no request can reach: a request belongs to the first workflow whose `match`
+/// holds, so a later workflow whose `match` implies an earlier one's never gets traffic.
+pub(crate) fn workflow_relations(matchers: &[(Span, Nf)], diags: &mut Vec<Diagnostic>) {
+    for (j, (later_span, later)) in matchers.iter().enumerate() {
+        if *later == Nf::Const(false) {
+            diags.push(
+                Diagnostic::new(
+                    codes::NEVER_FIRES,
+                    "this workflow's `match` is never true",
+                    *later_span,
+                    "this condition is never true",
+                )
+                .help(
+                    "two constraints on the same field contradict each other, or a list is empty",
+                ),
+            );
+            continue;
+        }
+        if let Some((earlier_span, _)) = matchers
+            .iter()
+            .take(j)
+            .find(|(_, earlier)| conjuncts(earlier).is_subset(&conjuncts(later)))
+        {
+            diags.push(
+                Diagnostic::new(
+                    codes::SHADOWED_WORKFLOW,
+                    "this workflow never gets a request",
+                    *later_span,
+                    "every request this matches goes to the earlier workflow",
+                )
+                .with_label(*earlier_span, "the earlier workflow's `match` is the same or weaker")
+                .help("a request belongs to the first workflow whose `match` holds; narrow the earlier one or reorder them"),
+            );
+        }
+    }
+}
+
 /// Shadowed rules and contradictory pairs, in source order.
 pub(crate) fn rule_relations(rules: &[RuleFacts], diags: &mut Vec<Diagnostic>) {
     for (j, later) in rules.iter().enumerate() {

@@ -127,6 +127,7 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
         },
         used_detectors: Vec::new(),
         rules: Vec::new(),
+        matchers: Vec::new(),
     };
     c.declarations(file);
     // Workflows first: rules are checked against the identities they declare, wherever
@@ -142,6 +143,7 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
         }
     }
     c.unused_detectors(file);
+    logic::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
     logic::rule_relations(&rules, &mut c.diags);
     c.diags
@@ -152,6 +154,8 @@ struct Checker {
     env: Env,
     used_detectors: Vec<String>,
     rules: Vec<RuleFacts>,
+    /// Each workflow's checked `match`, normalised, in source order.
+    matchers: Vec<(Span, logic::Nf)>,
 }
 
 fn is_semver(v: &str) -> bool {
@@ -703,7 +707,11 @@ impl Checker {
                 WorkflowStmt::Match(c) => {
                     once(&mut seen, "match", s.span, &mut self.diags);
                     let mut ctx = cond::Ctx::matcher();
+                    let before = self.diags.len();
                     self.cond(c, &mut ctx);
+                    if self.diags.len() == before {
+                        self.matchers.push((c.span, logic::normalize(&c.node)));
+                    }
                 }
                 WorkflowStmt::Oversight {
                     mode,

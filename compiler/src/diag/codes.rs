@@ -171,8 +171,8 @@ pub const ROUTE_ON_RESPONSE: Code = Code("E0608");
 
 // ---- rule logic ----
 
-/// The rule's condition can never be true (e.g. `model == "a" and model == "b"`, or
-/// `model in []`), so the rule would never fire.
+/// A rule's condition (or a workflow's `match`) can never be true, e.g.
+/// `model == "a" and model == "b"` or `model in []`, so the rule would never fire.
 pub const NEVER_FIRES: Code = Code("E0701");
 
 /// The compiler failed on a policy its checks accepted: a bug in writ, not in the policy.
@@ -194,6 +194,9 @@ pub const UNTRUSTED_BUDGET: Code = Code("W0003");
 pub const ALWAYS_FIRES: Code = Code("W0004");
 /// A custom detector is declared but no rule uses it.
 pub const UNUSED_DETECTOR: Code = Code("W0005");
+/// A workflow's `match` implies an earlier workflow's, and a request belongs to the first
+/// workflow whose `match` holds, so this workflow never gets a request.
+pub const SHADOWED_WORKFLOW: Code = Code("W0007");
 /// A budget is kept per team or user, but no workflow says where the team or user comes
 /// from (`identify`), so every request falls into one shared, unnamed bucket.
 pub const UNIDENTIFIED_SCOPE: Code = Code("W0006");
@@ -261,4 +264,5 @@ pub const ALL: &[Code] = &[
     ALWAYS_FIRES,
     UNUSED_DETECTOR,
     UNIDENTIFIED_SCOPE,
+    SHADOWED_WORKFLOW,
 ];
