@@ -89,9 +89,9 @@ pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
     }
 }
 
-/// Every problem in a policy, errors and warnings, in source order. Syntax errors stop the
-/// semantic checks (they would report the same damage again), so a file with syntax errors
-/// reports only those.
+/// Every problem in a policy, errors and warnings, in source order. With syntax errors,
+/// the items that parsed are still checked for problems of their own; checks that depend
+/// on the whole file (names, prices, the header, rule relations) wait until it parses.
 pub fn check(path: &str, source: &str) -> Vec<Diagnostic> {
     let _ = path;
     parse_and_check(source).1
@@ -105,6 +105,27 @@ fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
     let (file, mut diags) = syntax::parse(source);
     if diags.is_empty() {
         diags = check::check(&file);
+    } else {
+        // The items that did parse are still checked, but only for problems local to
+        // them: anything that depends on the file's declarations (names, prices, the
+        // header) or on all its rules (warnings) could be an echo of the broken item.
+        use diag::codes::*;
+        let depends_on_others = [
+            MISSING_HEADER,
+            MISSING_OWNER,
+            MISSING_IMPLEMENTS,
+            UNKNOWN_WORKFLOW,
+            UNKNOWN_DETECTOR,
+            CLASS_MISMATCH,
+            ROUTE_WITHOUT_PRICE,
+            CURRENCY_MISMATCH,
+            DUPLICATE_ITEM,
+        ];
+        diags.extend(
+            check::check(&file)
+                .into_iter()
+                .filter(|d| d.is_error() && !depends_on_others.contains(&d.code)),
+        );
     }
     diag::sort(&mut diags);
     diags.truncate(MAX_DIAGNOSTICS);
