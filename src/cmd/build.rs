@@ -23,6 +23,7 @@ pub struct BuildArgs {
 /// are still built, so one bad policy does not hide the state of the others.
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
+    let mut written: Vec<(String, String)> = Vec::new();
     for path in &args.files {
         let source = super::read_source(path)?;
         let name = path.display().to_string();
@@ -41,6 +42,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         let artifact = link::link(crate::engine::ENGINE_WASM, &compiled)
             .with_context(|| format!("linking {name}"))?;
+        let stem = artifact.file_stem();
+        if let Some((_, first)) = written.iter().find(|(s, _)| *s == stem) {
+            eprintln!(
+                "error: {name} and {first} both build `{stem}.wasm`; give them distinct names or versions"
+            );
+            failed = true;
+            continue;
+        }
+        written.push((stem, name.clone()));
         let (wasm_path, _) = write(&args.out, &artifact)?;
         println!(
             "{}  {} bytes  sha256:{}",
