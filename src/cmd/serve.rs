@@ -14,7 +14,7 @@ pub struct ServeArgs {
     /// The artifact to enforce (any proxy-wasm module).
     #[arg(long)]
     pub policy: PathBuf,
-    /// Base URL of the model provider (`http://127.0.0.1:8000`).
+    /// Base URL of the model provider (`https://api.openai.com`, `http://127.0.0.1:8000`).
     #[arg(long)]
     pub upstream: String,
     /// Address to listen on.
@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// Named clusters for the module's HTTP callouts, `name=http://host:port`.
     #[arg(long = "cluster", value_name = "NAME=URL")]
     pub clusters: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for an HTTPS upstream, besides the web roots.
+    #[arg(long)]
+    pub upstream_ca: Option<PathBuf>,
     /// Cache compiled modules here (keyed by the module's sha256).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -43,6 +46,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut gateway = GatewayConfig::new(args.listen, &args.upstream);
     gateway.workers = args.workers.max(1);
     gateway.max_request_body = args.max_body;
+    if let Some(path) = &args.upstream_ca {
+        gateway.upstream_ca =
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
+    }
     let gateway = Gateway::start(host, gateway)?;
     eprintln!(
         "writ serve: listening on http://{} -> {}",

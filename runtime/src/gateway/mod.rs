@@ -20,8 +20,11 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// Base URL of the upstream (`http://127.0.0.1:8000`, a path prefix allowed).
+    /// Base URL of the upstream (`http://127.0.0.1:8000`, `https://api.openai.com`, a path
+    /// prefix allowed).
     pub upstream: String,
+    /// Extra CA certificates (PEM) trusted for an HTTPS upstream, besides the web roots.
+    pub upstream_ca: Option<Vec<u8>>,
     /// Worker threads (one VM each).
     pub workers: usize,
     /// Largest request body accepted; larger gets 413.
@@ -38,6 +41,7 @@ impl GatewayConfig {
         Self {
             listen,
             upstream: upstream.trim_end_matches('/').to_string(),
+            upstream_ca: None,
             workers: 2,
             max_request_body: 1 << 20,
             upstream_timeout: Duration::from_secs(60),
@@ -54,12 +58,14 @@ pub enum GatewayError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("unsupported upstream `{0}`: expected http://host:port")]
+    #[error("unsupported upstream `{0}`: expected http://host:port or https://host")]
     Upstream(String),
     #[error(transparent)]
     Host(#[from] HostError),
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("tls: {0}")]
+    Tls(String),
     #[error("reload: {0}")]
     Reload(String),
 }

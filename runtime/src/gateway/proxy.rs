@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::net::SocketAddr;
@@ -62,7 +63,7 @@ impl Lane {
 pub(crate) struct State {
     pipeline: std::sync::RwLock<Arc<Pipeline>>,
     workers_per_pipeline: usize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     upstream_base: String,
     upstream_authority: String,
     max_body: usize,
@@ -75,6 +76,7 @@ impl State {
         let rest = config
             .upstream
             .strip_prefix("http://")
+            .or_else(|| config.upstream.strip_prefix("https://"))
             .ok_or_else(|| GatewayError::Upstream(config.upstream.clone()))?;
         let authority = rest.split('/').next().unwrap_or("").to_string();
         if authority.is_empty() {
@@ -82,7 +84,12 @@ impl State {
         }
         let workers = Workers::start(&host, config.workers)?;
         let pipeline = std::sync::RwLock::new(Arc::new(Pipeline { host, workers }));
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(config.upstream_ca.as_deref())?)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         Ok(State {
             pipeline,
             workers_per_pipeline: config.workers,
@@ -94,6 +101,36 @@ impl State {
             request_ids: AtomicU64::new(1),
         })
     }
+}
+
+/// TLS for HTTPS upstreams: the public web roots, plus `extra_ca` (PEM) when given.
+fn tls_config(extra_ca: Option<&[u8]>) -> Result<rustls::ClientConfig, GatewayError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = extra_ca {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| GatewayError::Tls(format!("upstream CA: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| GatewayError::Tls(format!("upstream CA: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(GatewayError::Tls(
+                "upstream CA: no certificate in the file".into(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl State {

@@ -377,3 +377,91 @@ fn reload_switches_modules_for_new_requests() {
     assert_eq!(after.body, b"{\"msg\":\"hello world\"}");
     gw.shutdown();
 }
+
+/// An HTTPS upstream with the test CA's certificate for `localhost`.
+fn tls_upstream() -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = "{\"msg\":\"hello over tls\"}";
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(reply.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+#[test]
+fn https_upstream_with_a_private_ca() {
+    let addr = tls_upstream();
+    let ca = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem"),
+    )
+    .unwrap();
+    let mut config = HostConfig::new(probe());
+    config.cache_dir = Some(module_cache());
+    config.limits.max_vms = 4;
+    let upstream = format!("https://localhost:{}", addr.port());
+    let mut gw = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), &upstream);
+    gw.upstream_ca = Some(ca);
+    let gw = Gateway::start(Host::new(config.clone()).unwrap(), gw).unwrap();
+    let reply = request(gw.local_addr(), "GET", "/v1/models", &[], b"");
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.body, b"{\"msg\":\"hello over tls\"}");
+    gw.shutdown();
+
+    // Without the CA the certificate is refused: a 502, never a plaintext fallback.
+    let gw = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), &upstream);
+    let gw = Gateway::start(Host::new(config).unwrap(), gw).unwrap();
+    let reply = request(gw.local_addr(), "GET", "/v1/models", &[], b"");
+    assert_eq!(reply.status, 502);
+    gw.shutdown();
+}
