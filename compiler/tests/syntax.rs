@@ -121,6 +121,7 @@ fn renderer_counts_columns_in_characters() {
     let src = "policy \"é\" version \"x\" {\n  owner \"o\"\n  implements \"i\"\n}\n";
     let diags = writ_compiler::check("p.policy", src);
     assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0].line_col(src), (1, 20));
     let out = writ_compiler::render("p.policy", src, &diags);
     assert_eq!(
         out,

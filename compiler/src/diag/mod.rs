@@ -79,6 +79,12 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// 1-based line and column (in characters) of the primary span, for tools that want
+    /// positions rather than rendered text (CI annotations, editors).
+    pub fn line_col(&self, source: &str) -> (u32, u32) {
+        Lines::new(source).line_col(self.primary.span.start)
+    }
 }
 
 /// Every diagnostic of one run, in source order.
