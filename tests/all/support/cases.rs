@@ -156,10 +156,10 @@ pub fn run_case(gw: &dyn Gateway, upstream: &Upstream, case: &Case) -> Result<Ou
                     "expected an OpenAI-style {\"error\":{message,type,code}} body",
                 ));
             }
-            if let Some(code) = code {
-                if error["code"].as_str() != Some(code.as_str()) {
-                    return Err(got(&format!("expected error code `{code}`")));
-                }
+            if let Some(code) = code
+                && error["code"].as_str() != Some(code.as_str())
+            {
+                return Err(got(&format!("expected error code `{code}`")));
             }
         }
     }

@@ -6,6 +6,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+/// Header name/value pairs in wire order, names lower-cased.
+pub type Headers = Vec<(String, String)>;
+
 /// An HTTP request as sent by a client or as received by the upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
@@ -163,9 +166,7 @@ fn bad(msg: String) -> std::io::Error {
 }
 
 /// Reads the start line and headers; `None` if the peer closed before sending anything.
-fn read_head(
-    reader: &mut impl BufRead,
-) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+fn read_head(reader: &mut impl BufRead) -> std::io::Result<Option<(String, Headers)>> {
     let mut start = String::new();
     if reader.read_line(&mut start)? == 0 {
         return Ok(None);
