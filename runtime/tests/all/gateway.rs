@@ -465,3 +465,40 @@ fn https_upstream_with_a_private_ca() {
     assert_eq!(reply.status, 502);
     gw.shutdown();
 }
+
+#[test]
+fn shutdown_drains_requests_in_flight() {
+    let up = upstream();
+    let gw = gateway(&format!("http://{}", up.addr), 1 << 20);
+    let addr = gw.local_addr();
+    let conn = send(addr, "POST", "/sse", &[], b"{}");
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+    }
+    assert_eq!(read_chunk(&mut reader).unwrap(), b"DATA: ONE\n\n");
+    let stopping = std::thread::spawn(move || gw.shutdown());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !stopping.is_finished(),
+        "shutdown must wait for the stream in flight"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "no new connections while draining"
+    );
+    for expected in ["DATA: TWO\n\n", "DATA: [DONE]\n\n"] {
+        let _ = up.step.send(());
+        assert_eq!(
+            String::from_utf8(read_chunk(&mut reader).unwrap()).unwrap(),
+            expected
+        );
+    }
+    assert_eq!(read_chunk(&mut reader), None);
+    stopping.join().unwrap();
+}
