@@ -649,3 +649,18 @@ fn clean_text_raises_nothing() {
     assert!(lines >= 50);
     assert!(hits.is_empty(), "{hits:#?}");
 }
+
+#[test]
+fn custom_detectors_make_the_stream_bound_unknown_and_scanner_is_shareable() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Scanner>();
+    let mut dets = builtins();
+    dets.push(custom("ticket", r"TCK-[0-9]+", None));
+    let s = Scanner::new(&dets).unwrap();
+    let text = "word ".repeat(500);
+    assert_eq!(s.max_match_len(&[13]), None);
+    assert_eq!(s.settled_len(&text, &[13]), 0);
+    assert_eq!(s.max_match_len(&[0, 3]), Some(40));
+    assert!(s.settled_len(&text, &[0, 3]) > 2000);
+    assert_eq!(s.settled_len(&text, &[]), text.len());
+}
