@@ -90,12 +90,30 @@ fn main() {
         let rw = rewrite_request(black_box(&body), &scanner, &[], &[], &mut vault).unwrap();
         black_box(rw);
     });
+    let t_scan = time(budget, || {
+        let mut hits = Vec::new();
+        let mut n = 0usize;
+        writ_plugin::json_strings::visit(
+            black_box(&body),
+            &mut |_: &writ_plugin::json_strings::Path<'_>,
+                  l: writ_plugin::json_strings::Leaf<'_>,
+                  _: std::ops::Range<usize>| {
+                if let writ_plugin::json_strings::Leaf::Str(s) = l {
+                    scanner.scan(s, &all, &mut hits);
+                    n += hits.len();
+                }
+            },
+        )
+        .unwrap();
+        black_box(n);
+    });
     let t_serde = time(budget, || {
         let v: serde_json::Value = serde_json::from_slice(black_box(&body)).unwrap();
         black_box(serde_json::to_vec(&v).unwrap());
     });
     println!("tokenise 4 KB request (scan + 6 values)  {}", us(t_tok));
     println!("validate only (no detectors wanted)      {}", us(t_none));
+    println!("validate + detector scan, no rewrite     {}", us(t_scan));
     println!("serde_json parse + serialise (baseline)  {}", us(t_serde));
 
     // A 500-event stream whose text holds placeholders split across events.

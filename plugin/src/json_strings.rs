@@ -258,6 +258,19 @@ pub fn push_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// True when any byte of `w` is `"`, `\\` or a control character (below 0x20), with
+/// the usual SWAR zero-byte test; false positives are impossible for the first such byte
+/// and harmless after it (the caller then goes byte by byte).
+fn needs_attention(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    quote | backslash | control != 0
+}
+
 /// The scanner's position in the document: which container it is in and what comes next.
 enum Frame {
     /// In an object; `first` until the first member is read.
@@ -330,18 +343,15 @@ impl<'a> Scanner<'a> {
                     }
                     Some(b'"') => {
                         let (has_escape, end) = self.string_end()?;
-                        let value: &str = if has_escape {
+                        if has_escape {
                             let mut buf = std::mem::take(&mut self.scratch);
                             buf.clear();
                             self.decode(start + 1, end - 1, &mut buf)?;
                             v.leaf(&self.path, Leaf::Str(&buf), start..end);
                             self.scratch = buf;
-                            ""
                         } else {
-                            self.s.get(start + 1..end - 1).unwrap_or_default()
-                        };
-                        if !has_escape {
-                            v.leaf(&self.path, Leaf::Str(value), start..end);
+                            let raw = self.s.get(start + 1..end - 1).unwrap_or_default();
+                            v.leaf(&self.path, Leaf::Str(raw), start..end);
                         }
                         self.i = end;
                     }
@@ -457,6 +467,17 @@ impl<'a> Scanner<'a> {
         let mut j = self.i + 1;
         let mut esc = false;
         loop {
+            // Skip eight plain bytes at a time: most of a body is long string content.
+            while let Some(w) = self
+                .b
+                .get(j..j + 8)
+                .and_then(|c| <[u8; 8]>::try_from(c).ok())
+            {
+                if needs_attention(u64::from_le_bytes(w)) {
+                    break;
+                }
+                j += 8;
+            }
             match self.b.get(j) {
                 None => {
                     return Err(JsonError::Syntax {
@@ -725,6 +746,25 @@ mod tests {
         )
         .ok();
         assert_eq!(hits, 11);
+    }
+
+    #[test]
+    fn word_test_flags_exactly_the_special_bytes() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut w = [b'a'; 8];
+                w[pos] = b;
+                let want = b == b'"' || b == b'\\' || b < 0x20;
+                assert_eq!(
+                    needs_attention(u64::from_le_bytes(w)),
+                    want,
+                    "{b:#x} at {pos}"
+                );
+            }
+        }
+        assert!(!needs_attention(u64::from_le_bytes(
+            *b"\xc3\xa9\xe6\x97\xa5\x7f~ "
+        )));
     }
 
     #[test]
