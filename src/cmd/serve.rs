@@ -35,9 +35,13 @@ pub struct ServeArgs {
     /// Extra CA certificates (PEM) to trust for an HTTPS upstream, besides the web roots.
     #[arg(long)]
     pub upstream_ca: Option<PathBuf>,
-    /// Cache compiled modules here (keyed by the module's sha256).
+    /// Cache compiled modules here (keyed by the module's sha256); default
+    /// `$WRIT_CACHE_DIR`, else `$XDG_CACHE_HOME/writ`, else `~/.cache/writ`.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Compile the module every time instead of using the cache.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the artifact and configuration.
@@ -65,7 +69,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Host> {
     let module = std::fs::read(&args.policy)
         .with_context(|| format!("cannot read {}", args.policy.display()))?;
     let mut config = HostConfig::new(module);
-    config.cache_dir = args.cache_dir.clone();
+    config.cache_dir = super::run::cache_dir(args.cache_dir.as_ref(), args.no_cache);
     // Two sets of workers may overlap during a reload.
     config.limits.max_vms = u32::try_from(args.workers.saturating_mul(2) + 2).unwrap_or(64);
     if let Some(path) = &args.config {
