@@ -6,6 +6,7 @@
 //! Reply file: `{"status", "headers", "body": <JSON value>}` or `"body_text"`, or
 //! `{"events": [<JSON value or string>, …]}` for an SSE stream (`data: …` per event).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,7 +58,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = request_spec(&request)?;
     let upstream = upstream_reply(&reply)?;
     let exchange = vm.http_request(&spec, |_| upstream);
-    println!("{}", serde_json::to_string_pretty(&render(&exchange))?);
+    let text = serde_json::to_string_pretty(&render(&exchange))?;
+    // A closed pipe (`writ run … | head`) is not an error of the tool.
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
