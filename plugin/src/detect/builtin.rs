@@ -117,6 +117,8 @@ pub(crate) struct State {
     /// A JWT start before this offset lies inside a base64url run already rejected, so
     /// runs like `eyJa-eyJa-…` are not rescanned from every `-`.
     jwt_fail_until: usize,
+    /// The digit-group run parsed at the current token start.
+    run: Run,
 }
 
 /// Scans `text` for the kinds in `mask`, calling `sink(kind, start, end)` for each
@@ -218,7 +220,8 @@ fn best_at(b: &[u8], i: usize, prev: u8, m: u16, st: &mut State) -> Option<(Kind
         // A digit right after `1.` / `1-` / `1,` continues a longer number: not a start.
         let joined = matches!(prev, b'.' | b',' | b'-' | b'/' | b':')
             && at(b, i.wrapping_sub(2)).is_ascii_digit();
-        if !joined && let Some(run) = Run::parse(b, i) {
+        if !joined && st.run.parse(b, i) {
+            let run = &st.run;
             if m & Kind::CreditCard.bit() != 0 {
                 offer(Kind::CreditCard, card(b, &run));
             }
@@ -300,8 +303,12 @@ struct Run {
 const MAX_GROUP_DIGITS: usize = 19;
 
 impl Run {
-    fn parse(b: &[u8], i: usize) -> Option<Run> {
-        let mut r = Run::default();
+    /// Parses the run at `i` into `self` (reused across token starts so nothing is
+    /// zeroed or copied per number); false when no digit group starts there.
+    fn parse(&mut self, b: &[u8], i: usize) -> bool {
+        let r = self;
+        r.len = 0;
+        r.plus = false;
         let mut p = i;
         if at(b, p) == b'+' {
             r.plus = true;
@@ -348,7 +355,7 @@ impl Run {
                 break;
             }
         }
-        (r.len > 0).then_some(r)
+        r.len > 0
     }
 
     fn group(&self, k: usize) -> Group {
