@@ -16,6 +16,7 @@ pub mod envoy_config;
 pub mod guests;
 pub mod http;
 pub mod process;
+pub mod serve;
 pub mod tempdir;
 pub mod upstream;
 
