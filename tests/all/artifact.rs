@@ -281,3 +281,79 @@ fn writ_build_reports_errors_and_exits_1() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("error"));
     assert!(!dir.path().join("out").exists() || files(&dir.path().join("out")).is_empty());
 }
+
+/// One request through a VM of `host`, answered by an upstream that echoes 200 `{}`.
+fn send(vm: &mut writ_runtime::Vm, content_type: &str, body: &str) -> writ_runtime::Exchange {
+    let req = writ_runtime::RequestSpec::new(
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", content_type)],
+        body.as_bytes(),
+    );
+    vm.http_request(&req, |_| {
+        writ_runtime::UpstreamReply::new(200, &[("content-type", "application/json")], b"{}")
+    })
+}
+
+/// The `error` object of a local JSON reply.
+fn error_of(ex: &writ_runtime::Exchange) -> serde_json::Value {
+    let body = ex.client_response.body_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["error"].clone()
+}
+
+#[test]
+fn artifact_starts_in_the_wasmtime_host_and_decides() {
+    let artifact = link::link(ENGINE, &hand_compiled()).unwrap();
+    let host =
+        writ_runtime::Host::new(writ_runtime::HostConfig::new(artifact.wasm.clone())).unwrap();
+    let mut vm = host.vm().unwrap();
+
+    let ok = send(
+        &mut vm,
+        "application/json",
+        r#"{"model":"gpt-4o","messages":[]}"#,
+    );
+    assert_eq!(ok.error, None);
+    assert_eq!(ok.client_response.status, 200);
+    assert!(ok.upstream_request.is_some());
+
+    let denied = send(&mut vm, "application/json", r#"{"model":"gpt-3.5-turbo"}"#);
+    assert_eq!(denied.client_response.status, 403);
+    assert!(denied.upstream_request.is_none());
+    let e = error_of(&denied);
+    assert_eq!(e["type"], "policy_violation");
+    assert_eq!(e["code"], "AIP-3.1");
+    assert_eq!(e["message"], "Model not approved.");
+    assert_eq!(
+        denied.client_response.header("content-type"),
+        Some("application/json")
+    );
+
+    let pii = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"mail bob@example.org"}]}"#;
+    let denied = send(&mut vm, "application/json", pii);
+    assert_eq!(denied.client_response.status, 400);
+    assert_eq!(error_of(&denied)["code"], "AIP-2.1");
+
+    let bad = send(&mut vm, "application/json", r#"{"model":"#);
+    assert_eq!(bad.client_response.status, 400);
+    assert_eq!(error_of(&bad)["code"], "invalid_json");
+    assert!(bad.upstream_request.is_none());
+
+    let text = send(&mut vm, "text/plain", "hello");
+    assert_eq!(text.client_response.status, 415);
+    assert_eq!(error_of(&text)["type"], "invalid_request_error");
+    assert!(text.upstream_request.is_none());
+}
+
+#[test]
+fn unlinked_engine_refuses_to_start() {
+    // The bare engine has no policy: `proxy_on_vm_start` returns false, so no VM (and no
+    // request) ever runs without a policy.
+    let started = writ_runtime::Host::new(writ_runtime::HostConfig::new(ENGINE.to_vec()))
+        .and_then(|host| host.vm().map(|_| ()));
+    match started {
+        Err(e) => assert!(e.to_string().contains("refused to start"), "{e}"),
+        Ok(()) => panic!("an engine without a policy must not start"),
+    }
+}
