@@ -223,16 +223,16 @@ fn best_at(b: &[u8], i: usize, prev: u8, m: u16, st: &mut State) -> Option<(Kind
         if !joined && st.run.parse(b, i) {
             let run = &st.run;
             if m & Kind::CreditCard.bit() != 0 {
-                offer(Kind::CreditCard, card(b, &run));
+                offer(Kind::CreditCard, card(b, run));
             }
             if m & Kind::UsSsn.bit() != 0 {
-                offer(Kind::UsSsn, ssn(b, &run));
+                offer(Kind::UsSsn, ssn(b, run));
             }
             if m & Kind::Ipv4.bit() != 0 {
-                offer(Kind::Ipv4, ipv4(b, &run));
+                offer(Kind::Ipv4, ipv4(b, run));
             }
             if m & Kind::Phone.bit() != 0 {
-                offer(Kind::Phone, phone(b, &run));
+                offer(Kind::Phone, phone(b, run));
             }
         }
     }
