@@ -429,8 +429,9 @@ pub struct SseRestorer {
     streams: BTreeMap<Key, TextStream>,
     /// The latest values of [`TOP_FIELDS`], raw JSON.
     top: Vec<(&'static str, Vec<u8>)>,
-    /// Line break used by the upstream (`\n` until a `\r\n` is seen).
-    crlf: bool,
+    /// The upstream's latest line break (`\n`, `\r\n` or `\r`; empty before the
+    /// first), used for the events the restorer adds.
+    eol: &'static [u8],
     redacted: Redacted,
     /// Responses API keys: the last delta event (raw bytes, data value range, `delta`
     /// span in the payload), the shape of the event added when held text is released.
@@ -452,6 +453,11 @@ impl SseRestorer {
         SseRestorer::default()
     }
 
+    /// The line break for added events: the upstream's own, `\n` before any.
+    fn line_break(&self) -> &'static [u8] {
+        if self.eol.is_empty() { b"\n" } else { self.eol }
+    }
+
     /// Response-side redaction counts so far, for the audit record.
     pub fn redacted(&self) -> &Redacted {
         &self.redacted
@@ -463,13 +469,18 @@ impl SseRestorer {
         for (i, &c) in chunk.iter().enumerate() {
             if self.prev_cr && c == b'\n' {
                 self.prev_cr = false;
-                self.crlf = true;
+                self.eol = b"\r\n";
                 // The `\n` of a `\r\n` whose `\r` ended an event belongs to that event.
                 if self.event.is_empty() && from == i {
                     out.push(b'\n');
                     from = i + 1;
                 }
                 continue;
+            }
+            if self.prev_cr {
+                self.eol = b"\r";
+            } else if c == b'\n' {
+                self.eol = b"\n";
             }
             self.prev_cr = false;
             if c == b'\r' || c == b'\n' {
@@ -497,7 +508,7 @@ impl SseRestorer {
     pub fn finish(&mut self, ctx: &Ctx<'_>, out: &mut Vec<u8>) {
         if !self.event.is_empty() {
             let mut ev = std::mem::take(&mut self.event);
-            let eol: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+            let eol = self.line_break();
             if self.line_len > 0 {
                 ev.extend_from_slice(eol);
             }
@@ -718,7 +729,7 @@ impl SseRestorer {
             }
         }
         j.extend_from_slice(b",\"finish_reason\":null}]}");
-        let eol: &[u8] = if self.crlf { b"\r\n" } else { b"\n" };
+        let eol = self.line_break();
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&j);
         out.extend_from_slice(eol);

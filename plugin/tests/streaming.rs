@@ -252,7 +252,7 @@ fn build_stream(r: &mut Rng, slots: &BTreeMap<Slot, Vec<String>>, done: bool) ->
         .map(|(k, v)| (*k, v.iter().cloned().collect()))
         .collect();
     let mut out = Vec::new();
-    let eol = if r.chance(20) { "\r\n" } else { "\n" };
+    let eol = *r.pick(&["\n", "\n", "\n", "\r\n", "\r"]);
     let head = |choices: Value| json!({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":choices});
     let event = |v: Value, out: &mut Vec<u8>| {
         out.extend_from_slice(
@@ -330,7 +330,7 @@ fn build_stream(r: &mut Rng, slots: &BTreeMap<Slot, Vec<String>>, done: bool) ->
 /// What a client reassembles from an event stream: text per slot, and the [DONE] count.
 fn client_view(body: &[u8]) -> (BTreeMap<Slot, String>, usize) {
     let text = String::from_utf8(body.to_vec()).expect("output is UTF-8");
-    let norm = text.replace("\r\n", "\n");
+    let norm = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut texts: BTreeMap<Slot, String> = BTreeMap::new();
     let mut dones = 0;
     for ev in norm.split("\n\n") {
