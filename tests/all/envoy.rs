@@ -475,3 +475,31 @@ fn envoy_and_writ_serve_agree_on_the_e2e_cases() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
 }
+
+/// V8 start times from Envoy's own log (one worker), each guest started three times in a
+/// row: the base VM (module compiled by V8) and each clone into a thread. A measurement:
+/// `cargo test --test all envoy_vm_start_time -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run explicitly with --ignored --nocapture"]
+fn envoy_vm_start_time() {
+    let upstream = Upstream::start(Reply::chat("ok"));
+    let dir = TempDir::new("vm-start");
+    let mut guests = vec![
+        ("pass-through", passthrough_filter().unwrap()),
+        ("probe", probe_filter().unwrap()),
+    ];
+    if let Some(artifact) = build_e2e_policy(dir.path()) {
+        guests.push(("writ artifact", artifact));
+    }
+    for (name, wasm) in guests {
+        let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+        for _ in 0..3 {
+            let envoy = EnvoyProcess::start_with_workers(&config_for(&wasm, &upstream), 1).unwrap();
+            eprintln!(
+                "{name:<14} {size:>7} bytes: base VM {:?}, clones {:?}",
+                envoy.vm_start_time(),
+                envoy.vm_clone_times()
+            );
+        }
+    }
+}

@@ -246,6 +246,34 @@ impl EnvoyProcess {
     }
 }
 
+impl EnvoyProcess {
+    /// For each worker VM: from its "Thread-Local Wasm created" line to the module's first log
+    /// line on the same thread (the guest logging in `on_vm_start`, as writ's engine and the
+    /// probe do): cloning the compiled module into a worker and starting it.
+    pub fn vm_clone_times(&self) -> Vec<Duration> {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let thread = |l: &str| l.split("][").nth(1).map(str::to_string);
+        let mut times = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.contains("Thread-Local Wasm created") {
+                continue;
+            }
+            let t = thread(line);
+            let started = lines
+                .iter()
+                .skip(i + 1)
+                .find(|l| thread(l) == t && (l.contains("wasm log") || l.contains("Wasm created")));
+            if let Some(started) = started.filter(|l| l.contains("wasm log"))
+                && let (Some(a), Some(b)) = (log_time(line), log_time(started))
+            {
+                times.push(b.saturating_sub(a));
+            }
+        }
+        times
+    }
+}
+
 /// Parses the `[2026-11-24 03:26:41.602]` prefix of an Envoy log line into time of day.
 fn log_time(line: &str) -> Option<Duration> {
     let stamp = line.strip_prefix('[')?.split(']').next()?;
