@@ -182,6 +182,57 @@ pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     define_shared(linker)?;
     define_metrics(linker)?;
     define_streams(linker)?;
+    define_unsupported(linker)?;
+    Ok(())
+}
+
+/// Calls this host does not serve, answered with the status the SDK turns into an `Err`
+/// (rather than `Unimplemented`, on which it panics): as Envoy answers for an unknown
+/// foreign function or gRPC cluster.
+fn define_unsupported(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        "proxy_call_foreign_function",
+        |_c: C, _np: i32, _nl: i32, _ap: i32, _al: i32, _rp: i32, _rl: i32| -> i32 {
+            Status::NotFound.code()
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_call",
+        |_c: C,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32|
+         -> i32 { Status::InternalFailure.code() },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_stream",
+        |_c: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
+            Status::InternalFailure.code()
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_send",
+        |_c: C, _: i32, _: i32, _: i32, _: i32| -> i32 { Status::NotFound.code() },
+    )?;
+    linker.func_wrap("env", "proxy_grpc_cancel", |_c: C, _: i32| -> i32 {
+        Status::NotFound.code()
+    })?;
+    linker.func_wrap("env", "proxy_grpc_close", |_c: C, _: i32| -> i32 {
+        Status::NotFound.code()
+    })?;
     Ok(())
 }
 

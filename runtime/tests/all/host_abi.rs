@@ -191,6 +191,9 @@ fn header_pairs_time_and_unimplemented() {
         Some("12")
     );
     assert_eq!(one(&mut vm, "badptr").header("x-badptr"), Some("6"));
+    let up = one(&mut vm, "unsupported");
+    assert_eq!(up.header("x-foreign"), Some("Some(NotFound)"));
+    assert_eq!(up.header("x-grpc"), Some("Some(InternalFailure)"));
 }
 
 #[test]

@@ -245,6 +245,13 @@ impl HttpContext for Probe {
                 let status = unsafe { proxy_does_not_exist(1) };
                 self.set_http_request_header("x-unimplemented", Some(&status.to_string()));
             }
+            "unsupported" => {
+                let foreign = hostcalls::call_foreign_function("nope", None);
+                self.set_http_request_header("x-foreign", Some(&format!("{:?}", foreign.err())));
+                let grpc =
+                    self.dispatch_grpc_call("svc", "s", "m", vec![], None, Duration::from_secs(1));
+                self.set_http_request_header("x-grpc", Some(&format!("{:?}", grpc.err())));
+            }
             "badptr" => {
                 let status = unsafe { proxy_log(2, 0xFFFF_FFF0usize as *const u8, 64) };
                 self.set_http_request_header("x-badptr", Some(&status.to_string()));
