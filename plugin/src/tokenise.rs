@@ -124,6 +124,8 @@ enum At {
 pub struct Vault {
     base: u32,
     step: u32,
+    /// Codes drawn so far (issued or skipped), the `k` of `base + k * step`.
+    issued: u32,
     /// (placeholder, value), in issue order.
     entries: Vec<(String, String)>,
     /// (type tag, value) → entry.
@@ -149,6 +151,7 @@ impl Vault {
         Vault {
             base: word(0) % CODES,
             step: (word(4) % CODES) | 1,
+            issued: 0,
             entries: Vec::new(),
             by_value: HashMap::new(),
             by_placeholder: BTreeMap::new(),
@@ -184,6 +187,19 @@ impl Vault {
     /// same value recurs in this request. Past [`MAX_TOKENS`] distinct values it returns
     /// the mask instead (fail safe: the value still never leaves).
     pub fn tokenise(&mut self, detector_name: &str, value: &str) -> Cow<'_, str> {
+        self.tokenise_avoiding(detector_name, value, "")
+    }
+
+    /// [`Self::tokenise`], never issuing a placeholder that occurs in `avoid` (the
+    /// request's own text): if a prompt happens to contain `EMAIL_7Q2K` literally, a
+    /// value must not get that placeholder, or the model's echo of the literal would be
+    /// "restored" into the value.
+    pub fn tokenise_avoiding(
+        &mut self,
+        detector_name: &str,
+        value: &str,
+        avoid: &str,
+    ) -> Cow<'_, str> {
         let tag = type_tag(detector_name);
         let key = (tag, value.to_string());
         if let Some(&i) = self.by_value.get(&key) {
@@ -192,17 +208,26 @@ impl Vault {
         if self.entries.len() >= MAX_TOKENS {
             return Cow::Owned(format!("[{}]", key.0));
         }
-        let k = self.entries.len() as u32;
-        let mut code = self.base.wrapping_add(k.wrapping_mul(self.step)) % CODES;
-        let mut placeholder = String::with_capacity(key.0.len() + 1 + CODE_LEN);
-        placeholder.push_str(&key.0);
-        placeholder.push('_');
-        let mut chars = [0u8; CODE_LEN];
-        for c in chars.iter_mut().rev() {
-            *c = ALPHABET.get((code % 32) as usize).copied().unwrap_or(b'0');
-            code /= 32;
-        }
-        placeholder.extend(chars.iter().map(|&c| char::from(c)));
+        let placeholder = loop {
+            if self.issued >= CODES {
+                return Cow::Owned(format!("[{}]", key.0));
+            }
+            let k = self.issued;
+            self.issued += 1;
+            let mut code = self.base.wrapping_add(k.wrapping_mul(self.step)) % CODES;
+            let mut p = String::with_capacity(key.0.len() + 1 + CODE_LEN);
+            p.push_str(&key.0);
+            p.push('_');
+            let mut chars = [0u8; CODE_LEN];
+            for c in chars.iter_mut().rev() {
+                *c = ALPHABET.get((code % 32) as usize).copied().unwrap_or(b'0');
+                code /= 32;
+            }
+            p.extend(chars.iter().map(|&c| char::from(c)));
+            if !avoid.contains(p.as_str()) {
+                break p;
+            }
+        };
         let idx = self.entries.len();
         if let Some(&b) = placeholder.as_bytes().first() {
             self.first[usize::from(b)] = true;
@@ -378,6 +403,9 @@ pub fn rewrite_request(
         return Ok(Rewrite::default());
     }
     let mut hits = Vec::new();
+    // `visit` rejects non-UTF-8 bodies before any callback runs, so this is never empty
+    // for a body that gets rewritten.
+    let text = std::str::from_utf8(body).unwrap_or_default();
     let new = json_strings::rewrite_strings(body, |path, s| {
         if is_structural(path) {
             return None;
@@ -404,7 +432,7 @@ pub fn rewrite_request(
                 out.push_str(&mask(name));
                 t.redacted += 1;
             } else {
-                out.push_str(&vault.tokenise(name, value));
+                out.push_str(&vault.tokenise_avoiding(name, value, text));
                 t.tokenised += 1;
             }
             at = h.end;
@@ -471,6 +499,23 @@ mod tests {
         let mut w = Vault::new(nonce(b"req-2", 1, 0));
         assert_ne!(w.tokenise("email", "a@x.io"), a);
         assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn placeholders_already_in_the_request_are_skipped() {
+        let mut probe = Vault::new([3; 16]);
+        let first = probe.tokenise("email", "a@x.io").into_owned();
+        let body = format!(r#"{{"messages":[{{"content":"{first} is mine; mail a@x.io"}}]}}"#);
+        let mut v = Vault::new([3; 16]);
+        let rw = rewrite_request(body.as_bytes(), &Fake, &[0], &[], &mut v);
+        let out = String::from_utf8(rw.unwrap_or_default().body.unwrap_or_default());
+        let second = v.tokenise("email", "a@x.io").into_owned();
+        assert_ne!(first, second);
+        assert_eq!(
+            out.unwrap_or_default(),
+            format!(r#"{{"messages":[{{"content":"{first} is mine; mail {second}"}}]}}"#)
+        );
+        assert_eq!(v.restore_str(&first), first);
     }
 
     #[test]
