@@ -586,7 +586,7 @@ impl SseRestorer {
         ctx: &Ctx<'_>,
         out: &mut Vec<u8>,
     ) -> Option<Vec<u8>> {
-        let scan = scan_payload(payload).ok()?;
+        let scan = scan_payload(payload, ctx).ok()?;
         if !scan.top.is_empty() {
             for (k, v) in scan.top {
                 match self.top.iter_mut().find(|(n, _)| *n == k) {
@@ -738,7 +738,7 @@ impl SseRestorer {
 }
 
 /// Collects what [`SseRestorer::rewrite_payload`] needs from one payload in one pass.
-fn scan_payload(payload: &[u8]) -> Result<Scan, JsonError> {
+fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
     let mut scan = Scan::default();
     json_strings::visit(
         payload,
@@ -778,6 +778,14 @@ fn scan_payload(payload: &[u8]) -> Result<Scan, JsonError> {
                         streamed(path)
                             .and_then(|(f, b)| Some(Streamed::Choice(path.index(1)?, f, b)))
                     };
+                    // A string that is not streamed text changes only if it holds a
+                    // placeholder or a value to redact; skip copying the others.
+                    if kind.is_none()
+                        && ctx.redact.is_none()
+                        && !ctx.vault.may_contain_placeholder(s)
+                    {
+                        return;
+                    }
                     scan.strings.push((span, s.to_string(), kind));
                 }
                 Leaf::Number(n) if in_choice && path.last_key() == Some("index") => {

@@ -324,10 +324,16 @@ impl Vault {
         b.len()
     }
 
+    /// Cheap pre-check: false when `s` cannot contain any of this vault's placeholders
+    /// (it has none of their first bytes), so callers can skip copying it.
+    pub fn may_contain_placeholder(&self, s: &str) -> bool {
+        !self.entries.is_empty() && s.bytes().any(|c| self.first[usize::from(c)])
+    }
+
     /// `s` with every placeholder of this vault replaced by its value (borrowed when
     /// there is none). Placeholders of other requests stay as they are.
     pub fn restore_str<'s>(&self, s: &'s str) -> Cow<'s, str> {
-        if self.entries.is_empty() || !s.bytes().any(|c| self.first[usize::from(c)]) {
+        if !self.may_contain_placeholder(s) {
             return Cow::Borrowed(s);
         }
         let mut out = String::with_capacity(s.len());
