@@ -651,7 +651,7 @@ fn clean_text_raises_nothing() {
 }
 
 #[test]
-fn custom_detectors_make_the_stream_bound_unknown_and_scanner_is_shareable() {
+fn custom_detectors_hold_back_only_open_matches_and_scanner_is_shareable() {
     fn shareable<T: Send + Sync>() {}
     shareable::<Scanner>();
     let mut dets = builtins();
@@ -659,8 +659,53 @@ fn custom_detectors_make_the_stream_bound_unknown_and_scanner_is_shareable() {
     let s = Scanner::new(&dets).unwrap();
     let text = "word ".repeat(500);
     assert_eq!(s.max_match_len(&[13]), None);
-    assert_eq!(s.settled_len(&text, &[13]), 0);
+    assert_eq!(s.settled_len(&text, &[13]), text.len());
+    assert_eq!(s.settled_len("see TCK-12", &[13]), 4);
     assert_eq!(s.max_match_len(&[0, 3]), Some(40));
     assert!(s.settled_len(&text, &[0, 3]) > 2000);
     assert_eq!(s.settled_len(&text, &[]), text.len());
+}
+
+/// The streaming contract with custom patterns in the mix, on random fragment texts.
+#[test]
+fn settled_len_with_custom_patterns_is_final() {
+    const FRAGS: &[&str] = &[
+        "TCK-", "12", "x", "yz", " ", "a@b.co", "10.0.0.1", "é", "-", "9",
+    ];
+    let mut dets = builtins();
+    dets.push(custom("ticket", r"TCK-[0-9]+", None));
+    dets.push(custom("xyz", r"x(?:yz)*", None));
+    dets.push(custom("num", r"[0-9]{2}(?-u:\b)", Some("luhn")));
+    let s = Scanner::new(&dets).unwrap();
+    let wanted: Vec<u16> = vec![2, 3, 13, 14, 15];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut whole, mut part) = (Vec::new(), Vec::new());
+    let mut progressed = 0;
+    for _ in 0..3_000 {
+        let n = (next() % 120) as usize + 1;
+        let text: String = (0..n)
+            .map(|_| FRAGS[(next() % FRAGS.len() as u64) as usize])
+            .collect();
+        s.scan(&text, &wanted, &mut whole);
+        for _ in 0..4 {
+            let cut = (next() as usize) % (text.len() + 1);
+            if !text.is_char_boundary(cut) {
+                continue;
+            }
+            let settled = s.settled_len(&text[..cut], &wanted);
+            progressed += usize::from(settled > 0);
+            s.scan(&text[..cut], &wanted, &mut part);
+            let a: Vec<&Match> = whole.iter().filter(|m| m.start < settled).collect();
+            let b: Vec<&Match> = part.iter().filter(|m| m.start < settled).collect();
+            assert_eq!(a, b, "{text:?} cut {cut} settled {settled}");
+            assert!(a.iter().all(|m| m.end <= settled));
+        }
+    }
+    assert!(progressed > 1000, "{progressed}");
 }

@@ -12,9 +12,10 @@ mod validate;
 
 use std::fmt;
 
-use regex_automata::Input;
+use regex_automata::dfa::Automaton;
 use regex_automata::dfa::dense::DFA;
 use regex_automata::dfa::regex::Regex;
+use regex_automata::{Anchored, Input};
 
 use crate::ir::{Detector, DetectorClass, DetectorKind};
 use builtin::{ALL, KINDS, Kind};
@@ -156,6 +157,44 @@ pub fn validate(name: &str, value: &str) -> bool {
 struct Custom {
     re: Regex<DFA<Vec<u32>>>,
     validator: Option<String>,
+}
+
+/// How far `settled_len` follows one in-progress custom match before treating it as still
+/// open; bounds its work at this many steps per position.
+const CUSTOM_WALK_MAX: usize = 1024;
+
+impl Custom {
+    /// The first offset before `limit` where a match of this pattern could begin and
+    /// still be undecided at the end of `text` (its anchored DFA walk has not died), so
+    /// text yet to come could change the result there.
+    fn first_open_start(&self, text: &str, limit: usize) -> Option<usize> {
+        let dfa = self.re.forward();
+        let b = text.as_bytes();
+        for p in 0..limit.min(b.len()) {
+            if !text.is_char_boundary(p) {
+                continue;
+            }
+            let input = Input::new(b).range(p..).anchored(Anchored::Yes);
+            let Ok(mut sid) = dfa.start_state_forward(&input) else {
+                return Some(p);
+            };
+            let mut open = true;
+            for (k, &c) in b.get(p..).unwrap_or_default().iter().enumerate() {
+                if k >= CUSTOM_WALK_MAX || dfa.is_quit_state(sid) {
+                    break;
+                }
+                sid = dfa.next_state(sid, c);
+                if dfa.is_dead_state(sid) {
+                    open = false;
+                    break;
+                }
+            }
+            if open {
+                return Some(p);
+            }
+        }
+        None
+    }
 }
 
 enum Entry {
@@ -403,14 +442,17 @@ impl Scanner {
     /// `n` are exactly the matches of `text` that start before `n`, and none of them
     /// crosses `n`. A rewriter may therefore emit `text[..n]` (redacted) and keep only the
     /// rest buffered, and chunked output equals whole-stream output. Always a char
-    /// boundary; `0` when a wanted custom detector makes the bound unknown.
+    /// boundary. Built-ins hold back their maximum match length (a private key block
+    /// from its BEGIN until its END); custom detectors hold back from the first offset
+    /// where their DFA could still be inside a match.
     pub fn settled_len(&self, text: &str, wanted: &[u16]) -> usize {
         let (mask, _) = self.plan(wanted);
         let bounded = mask & !Kind::PrivateKey.bit();
         let mut reach = 0usize;
+        let mut customs = Vec::new();
         for id in wanted {
             match self.entries.get(usize::from(*id)) {
-                Some(Entry::Custom(_)) => return 0,
+                Some(Entry::Custom(c)) => customs.push(c),
                 Some(Entry::Builtin(k)) if bounded & k.bit() != 0 => {
                     reach = reach.max(builtin::max_len(*k).unwrap_or(0));
                 }
@@ -434,6 +476,11 @@ impl Scanner {
         }
         if mask != 0 {
             settled = settled.min(text.len().saturating_sub(reach + builtin::LOOKAHEAD));
+        }
+        for c in customs {
+            if let Some(p) = c.first_open_start(text, settled) {
+                settled = settled.min(p);
+            }
         }
         while settled > 0 && !text.is_char_boundary(settled) {
             settled -= 1;
