@@ -80,6 +80,7 @@ impl RootContext for Root {
         Some(Box::new(Http {
             engine: self.engine.clone(),
             headers: Vec::new(),
+            body_len: 0,
             replied: false,
         }))
     }
@@ -93,6 +94,8 @@ struct Http {
     engine: Option<Rc<Engine>>,
     /// Request headers kept from the header callback until the body has arrived.
     headers: Vec<(String, String)>,
+    /// Bytes of request body buffered so far, as the host last reported.
+    body_len: usize,
     /// Set once a local reply was sent, so later callbacks do nothing.
     replied: bool,
 }
@@ -145,10 +148,27 @@ impl HttpContext for Http {
             let err = BodyError::TooLarge { limit: BODY_LIMIT };
             return self.reply(&Reply::body_error(&err));
         }
+        self.body_len = body_size;
         if !end_of_stream {
-            // Ask the host to keep buffering until the last chunk.
+            // Ask the host to keep buffering until the last chunk (or the trailers).
             return Action::Pause;
         }
+        self.finish(body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end a request whose last body chunk did not say so (HTTP/2, gRPC-web):
+        // decide on the body buffered so far rather than wait forever.
+        if self.replied || self.engine.is_none() {
+            return Action::Pause;
+        }
+        self.finish(self.body_len)
+    }
+}
+
+impl Http {
+    /// Reads the complete buffered body and decides.
+    fn finish(&mut self, body_size: usize) -> Action {
         let bytes = match host::request_body(body_size) {
             Ok(b) => b,
             Err(what) => return self.host_failed(what),
@@ -160,9 +180,7 @@ impl HttpContext for Http {
         let headers = std::mem::take(&mut self.headers);
         self.decide(Request::from_headers(headers, Some(body)))
     }
-}
 
-impl Http {
     fn decide(&mut self, request: Request) -> Action {
         let Some(engine) = self.engine.clone() else {
             return self.reply(&Reply::engine_error(
