@@ -113,7 +113,7 @@ impl EnvoyConfig {
             return Err(EnvoyConfigError::NotWasm(artifact.display().to_string()));
         }
         let absolute = std::path::absolute(artifact).map_err(artifact_err)?;
-        let (upstream_host, upstream_port) = parse_host_port(upstream)?;
+        let (upstream_host, upstream_port, upstream_tls) = parse_upstream(upstream)?;
         let manifest = embedded_manifest(&bytes);
         let field = |key: &str| {
             manifest
@@ -128,7 +128,7 @@ impl EnvoyConfig {
             policy: name.map(|n| format!("{n} {}", version.unwrap_or_default())),
             artifact: absolute,
             artifact_sha256: hex(&Sha256::digest(&bytes)),
-            upstream_tls: upstream_port == 443,
+            upstream_tls,
             upstream_host,
             upstream_port,
             listen_host: "127.0.0.1".into(),
@@ -244,6 +244,8 @@ static_resources:
               - match: {{ prefix: \"/\" }}
                 route:
                   cluster: {UPSTREAM_CLUSTER}
+                  # A provider behind a DNS name routes on Host: send its name, not ours.
+                  auto_host_rewrite: true
                   # Model calls, streamed ones above all, take minutes; a stalled one ends
                   # after 60 s without a byte.
                   timeout: {route_timeout}s
@@ -402,16 +404,48 @@ fn leb128_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
     None
 }
 
+/// Reads the upstream as `HOST:PORT` (TLS when the port is 443) or as a URL,
+/// `http://HOST[:PORT]` or `https://HOST[:PORT]`, the form `writ serve` takes.
+fn parse_upstream(upstream: &str) -> Result<(String, u16, bool), EnvoyConfigError> {
+    let bad = || EnvoyConfigError::Address(upstream.to_string());
+    let (rest, tls, default_port) = if let Some(rest) = upstream.strip_prefix("https://") {
+        (rest, true, 443)
+    } else if let Some(rest) = upstream.strip_prefix("http://") {
+        (rest, false, 80)
+    } else {
+        let (host, port) = parse_host_port(upstream)?;
+        return Ok((host, port, port == 443));
+    };
+    // Envoy forwards the client's path as is; a base path would need a rewrite, so refuse it.
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('/') {
+        return Err(bad());
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'));
+    if has_port {
+        let (host, port) = parse_host_port(authority).map_err(|_| bad())?;
+        Ok((host, port, tls))
+    } else {
+        let (host, port) =
+            parse_host_port(&format!("{authority}:{default_port}")).map_err(|_| bad())?;
+        Ok((host, port, tls))
+    }
+}
+
 /// Splits `HOST:PORT` (or `[IPv6]:PORT`).
 fn parse_host_port(addr: &str) -> Result<(String, u16), EnvoyConfigError> {
     let bad = || EnvoyConfigError::Address(addr.to_string());
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let (host, bracketed) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => (inner, true),
+        None => (host, false),
+    };
     let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() || host.contains(char::is_whitespace) {
+    // Only a bracketed IPv6 address may contain `:`; no host contains `/` or spaces.
+    let stray = |c: char| c == '/' || c.is_whitespace() || (c == ':' && !bracketed);
+    if host.is_empty() || host.contains(stray) {
         return Err(bad());
     }
     Ok((host.to_string(), port))
@@ -459,6 +493,28 @@ mod tests {
         assert_eq!(m, Some(serde_json::json!("p")));
         assert!(embedded_manifest(b"\0asm\x01\0\0\0").is_none());
         assert!(embedded_manifest(&wasm[..wasm.len() - 3]).is_none());
+    }
+
+    #[test]
+    fn upstreams_parse_as_address_or_url() {
+        let parse = |s: &str| parse_upstream(s).ok();
+        let up = |h: &str, p, tls| Some((h.to_string(), p, tls));
+        assert_eq!(parse("127.0.0.1:8000"), up("127.0.0.1", 8000, false));
+        assert_eq!(parse("api.openai.com:443"), up("api.openai.com", 443, true));
+        assert_eq!(
+            parse("https://api.openai.com"),
+            up("api.openai.com", 443, true)
+        );
+        assert_eq!(
+            parse("https://api.openai.com/"),
+            up("api.openai.com", 443, true)
+        );
+        assert_eq!(parse("http://127.0.0.1:8000"), up("127.0.0.1", 8000, false));
+        assert_eq!(parse("http://localhost"), up("localhost", 80, false));
+        assert_eq!(parse("https://[::1]:8443"), up("::1", 8443, true));
+        assert_eq!(parse("https://[::1]"), up("::1", 443, true));
+        assert_eq!(parse("https://h.example/v1"), None);
+        assert_eq!(parse("ftp://h:1"), None);
     }
 
     #[test]

@@ -13,9 +13,9 @@ use crate::envoy_config::{EnvoyConfig, FailurePolicy};
 pub struct EnvoyArgs {
     /// The compiled policy artifact (`<policy>-<version>.wasm`).
     pub artifact: PathBuf,
-    /// The model provider (or any OpenAI-compatible server) to forward to, as HOST:PORT.
-    /// Port 443 turns on TLS to the upstream.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// The model provider (or any OpenAI-compatible server) to forward to: HOST:PORT (TLS
+    /// when the port is 443) or a URL, `https://api.openai.com`, `http://127.0.0.1:8000`.
+    #[arg(long, value_name = "HOST:PORT|URL")]
     pub upstream: String,
     /// Where Envoy accepts client traffic.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10000")]
@@ -28,7 +28,7 @@ pub struct EnvoyArgs {
     #[arg(long = "cluster", value_name = "NAME=HOST:PORT")]
     pub clusters: Vec<String>,
     /// What happens when the wasm VM fails: `closed` answers 503 until Envoy restarts,
-    /// `reload` answers 503 while the VM is recreated (about 2 s). Never fail-open.
+    /// `reload` answers 503 while the VM is recreated (1–2 s). Never fail-open.
     #[arg(long, value_name = "POLICY", default_value = "closed", value_parser = parse_failure)]
     pub failure_policy: FailurePolicy,
     /// The largest request body, in bytes, the policy inspects; larger bodies get 413.

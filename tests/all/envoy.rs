@@ -278,7 +278,7 @@ fn writ_envoy_prints_a_config_envoy_validates() {
         Command::new(writ_bin())
             .arg("envoy")
             .arg(&wasm)
-            .args(["--upstream", "api.openai.com:443"])
+            .args(["--upstream", "https://api.openai.com"])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--cluster", "review=127.0.0.1:18080"])
             .args(["--cluster", "audit=localhost:18081"])
@@ -306,6 +306,8 @@ fn writ_envoy_prints_a_config_envoy_validates() {
         "UpstreamTlsContext",
         "per_connection_buffer_limit_bytes: 2097152",
         "envoy.access_loggers.stdout",
+        "auto_host_rewrite: true",
+        "sni: \"api.openai.com\"",
     ] {
         assert!(yaml.contains(needle), "`{needle}` missing from:\n{yaml}");
     }
