@@ -239,7 +239,10 @@ impl Vm {
             restarts = self.restarts,
             "proxy-wasm VM restarted after a failure"
         );
-        self.boot()
+        let booted = self.boot();
+        // A VM that did not start cleanly is not used: the next stream tries again.
+        self.failed = booted.is_err();
+        booted
     }
 
     /// Opens a stream (creates an HTTP context) for one request.
@@ -551,8 +554,16 @@ impl Vm {
         let limit = self.host.inner.shared.limits.max_buffered_body;
         let stream = self.stream(id)?;
         if stream.closed && stream.local.is_none() {
-            stream.local =
-                Some(HostError::Stalled("stream: the filter closed it").fail_closed_response());
+            // `proxy_close_stream`: Envoy resets the stream; a client here gets a defined
+            // 503 instead of a dropped connection.
+            stream.local = Some(LocalResponse {
+                status: 503,
+                headers: vec![("content-type".to_string(), "application/json".to_string())],
+                body:
+                    br#"{"error":{"type":"stream_reset","message":"the filter reset the stream"}}"#
+                        .to_vec(),
+                details: "stream_reset".to_string(),
+            });
         }
         if let Some(local) = stream.local.take() {
             return match dir {
