@@ -461,7 +461,9 @@ pub fn read_policy(wasm: &[u8]) -> Result<ir::Policy, LinkError> {
         let end = at + data.len() as i64;
         if ptr >= at && ptr + len <= end {
             let from = usize::try_from(ptr - at).map_err(|_| not("bad offset"))?;
-            blob = data.get(from..from + len as usize);
+            blob = from
+                .checked_add(len as usize)
+                .and_then(|end| data.get(from..end));
         }
     }
     let blob = blob.ok_or_else(|| not("no data segment holds the policy"))?;

@@ -209,3 +209,36 @@ fn refuses_engines_without_the_getters_and_foreign_files() {
         Err(LinkError::NotAnArtifact(_))
     ));
 }
+
+/// Truncated and bit-flipped artifacts and engines: reading and linking return errors,
+/// never panic (a smoke run of what a fuzzer would do).
+#[test]
+fn damaged_modules_never_panic() {
+    let engine = fake_engine();
+    let artifact = link(&engine, &compiled(40)).unwrap().wasm;
+    for cut in 0..artifact.len() {
+        let _ = read_manifest(&artifact[..cut]);
+        let _ = read_policy(&artifact[..cut]);
+    }
+    for cut in 0..engine.len() {
+        let _ = link(&engine[..cut], &compiled(1));
+    }
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..2000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut bad = artifact.clone();
+        let at = (state % bad.len() as u64) as usize;
+        bad[at] ^= 1 << (state >> 61);
+        let _ = read_manifest(&bad);
+        let _ = read_policy(&bad);
+        let mut bad_engine = engine.clone();
+        let at = (state % bad_engine.len() as u64) as usize;
+        bad_engine[at] ^= 1 << (state >> 61);
+        if let Ok(a) = link(&bad_engine, &compiled(1)) {
+            // Whatever links must still validate (link validates before returning).
+            validate(&a.wasm).unwrap();
+        }
+    }
+}
