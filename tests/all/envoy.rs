@@ -173,6 +173,40 @@ fn fail_reload_recreates_the_vm_after_a_trap() {
     assert_eq!(statuses.last(), Some(&200), "no recovery: {statuses:?}");
 }
 
+/// One `vm_id` per artifact means one shared-data namespace for all workers: a counter the
+/// probe increments with compare-and-swap counts every request exactly once, whichever
+/// worker served it.
+#[test]
+fn workers_share_data_under_one_vm_id() {
+    let wasm = probe_filter().unwrap();
+    let upstream = Upstream::start(Reply::chat("hello"));
+    let envoy = EnvoyProcess::start(&config_for(&wasm, &upstream)).unwrap();
+    const N: u64 = 40;
+    let req = Request::post_json("/v1/chat/completions", "{}");
+    let mut counts: Vec<u64> = (0..N)
+        .map(|_| {
+            let resp = send(envoy.listener(), &req, Duration::from_secs(10)).unwrap();
+            resp.header_value("x-probe-count")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, (1..=N).collect::<Vec<_>>());
+    // Both workers took connections (the kernel spreads them), so the count crossed VMs.
+    let stats = envoy
+        .admin_get("/stats?filter=worker_.\\.downstream_cx_total")
+        .unwrap()
+        .body_str();
+    let per_worker: Vec<u64> = stats
+        .lines()
+        .filter(|l| l.starts_with("listener.") && l.contains(".worker_"))
+        .filter_map(|l| l.rsplit(": ").next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(per_worker.len(), 2, "stats: {stats}");
+    assert!(per_worker.iter().all(|&n| n > 0), "stats: {stats}");
+}
+
 #[test]
 fn bodies_over_the_buffer_limit_get_413_before_the_filter() {
     let wasm = probe_filter().unwrap();

@@ -5,6 +5,8 @@
 //! unless the plugin sets `allow_on_headers_stop_iteration`), forwards the body unchanged,
 //! and tags the response with `x-probe: <request body length>` so a test can tell the filter
 //! saw the whole body. It logs `probe-filter: vm started` in `on_vm_start` to time VM starts.
+//! Every request also increments a counter in shared data (compare-and-swap) and the
+//! response carries it as `x-probe-count`, which shows whether workers share data.
 //! A request with the header `x-probe-trap` makes it trap (a panic, aborting), so tests can
 //! see what the host's failure policy does with a dead VM.
 
@@ -70,6 +72,14 @@ impl HttpContext for Probe {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(count) = increment_shared_counter() {
+            hostcalls::add_map_value(
+                MapType::HttpResponseHeaders,
+                "x-probe-count",
+                &count.to_string(),
+            )
+            .ok();
+        }
         // A failed set must not fail traffic: the probe only observes.
         hostcalls::add_map_value(
             MapType::HttpResponseHeaders,
@@ -79,4 +89,20 @@ impl HttpContext for Probe {
         .ok();
         Action::Continue
     }
+}
+
+/// Adds one to the shared `probe.count`, retrying on a lost compare-and-swap; `None` if the
+/// host refuses.
+fn increment_shared_counter() -> Option<u64> {
+    for _ in 0..100 {
+        let (value, cas) = hostcalls::get_shared_data("probe.count").ok()?;
+        let current = value
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        let next = current + 1;
+        if hostcalls::set_shared_data("probe.count", Some(&next.to_le_bytes()), cas).is_ok() {
+            return Some(next);
+        }
+    }
+    None
 }
