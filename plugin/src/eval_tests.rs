@@ -386,3 +386,50 @@ fn engine_load_refuses_bad_blobs() {
     let p = policy(vec![], vec![]);
     assert_eq!(Engine::load(&p.encode()).unwrap().policy, p);
 }
+
+/// Damaged bodies and odd headers: parsing refuses or evaluation decides, never a panic
+/// (a smoke run of what a fuzzer would do against the request path).
+#[test]
+fn damaged_requests_never_panic() {
+    let p = policy(
+        vec![workflow("w", header_eq("x-workflow", "w"))],
+        vec![
+            rule("A", model_not_in(&["gpt-4o"]), deny(403)),
+            rule(
+                "B",
+                Expr::Compare {
+                    left: Operand::Field(Field::MaxTokens),
+                    op: CmpOp::Ge,
+                    right: Operand::Const(Value::Num(10.0)),
+                },
+                deny(400),
+            ),
+        ],
+    );
+    let engine = Engine::new(p).unwrap();
+    let body = br#"{"model":"gpt-4o","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"h\u00e9llo \"x\""}]}"#;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..3000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut bad = body.to_vec();
+        let at = (state % bad.len() as u64) as usize;
+        match i % 3 {
+            0 => bad[at] = (state >> 56) as u8,
+            1 => bad.truncate(at),
+            _ => bad.insert(at, b"{}[]\",:\\0e-"[(state >> 60) as usize % 11]),
+        }
+        let headers = vec![
+            (
+                ":path".to_string(),
+                String::from_utf8_lossy(&bad[..at]).into_owned(),
+            ),
+            ("x-workflow".to_string(), "w".to_string()),
+        ];
+        if let Ok(json) = parse_body(&bad, 1 << 20) {
+            let d = engine.evaluate_request(&Request::from_headers(headers, Some(json)));
+            assert!(d.fired.len() <= 2);
+        }
+    }
+}
