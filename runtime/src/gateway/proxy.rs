@@ -360,9 +360,11 @@ async fn forward(
     let mut builder = Request::builder()
         .method(method)
         .uri(uri)
-        .header("host", state.upstream_authority.as_str());
+        .header("host", state.upstream_authority.as_str())
+        // The filter must read the reply as the model wrote it, not compressed.
+        .header("accept-encoding", "identity");
     for (k, v) in &headers {
-        if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) {
+        if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) || k == "accept-encoding" {
             continue;
         }
         builder = builder.header(k.as_str(), v.as_str());

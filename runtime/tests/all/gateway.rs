@@ -227,7 +227,10 @@ fn proxies_and_filters_both_directions() {
         addr,
         "POST",
         "/v1/chat/completions",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("accept-encoding", "gzip, br"),
+        ],
         body,
     );
     assert_eq!(reply.status, 200);
@@ -248,6 +251,7 @@ fn proxies_and_filters_both_directions() {
             .map(|(_, v)| v.clone())
     };
     assert_eq!(header("x-probe-seen").as_deref(), Some("1"));
+    assert_eq!(header("accept-encoding").as_deref(), Some("identity"));
     assert!(header("x-probe-request-id").is_some_and(|id| id.starts_with("writ-")));
     assert!(header("x-probe-source").is_some_and(|s| s.starts_with("127.0.0.1:")));
 
