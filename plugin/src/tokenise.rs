@@ -107,6 +107,44 @@ fn type_tag(name: &str) -> String {
     if t.is_empty() { "VALUE".into() } else { t }
 }
 
+/// Placeholder-shaped text already present in a request, which [`Vault::tokenise_avoiding`]
+/// must not issue. Built with one pass over the text collecting the codes of every `_`
+/// followed by four code characters, so each new placeholder costs a binary search
+/// (and a substring search only on the rare code hit) instead of a scan of the body.
+#[derive(Debug, Default, Clone)]
+pub struct Avoid<'t> {
+    text: &'t str,
+    /// Sorted codes seen after a `_`.
+    codes: Vec<u32>,
+}
+
+impl<'t> Avoid<'t> {
+    /// Collects the placeholder-shaped codes in `text`.
+    pub fn new(text: &'t str) -> Avoid<'t> {
+        let b = text.as_bytes();
+        let mut codes = Vec::new();
+        for (i, _) in text.match_indices('_') {
+            let code = b.get(i + 1..i + 1 + CODE_LEN).and_then(|w| {
+                w.iter().try_fold(0u32, |n, c| {
+                    let d = ALPHABET.iter().position(|a| a == c)?;
+                    Some(n * 32 + d as u32)
+                })
+            });
+            if let Some(code) = code {
+                codes.push(code);
+            }
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        Avoid { text, codes }
+    }
+
+    /// True when `placeholder` (whose code is `code`) occurs in the text.
+    fn contains(&self, placeholder: &str, code: u32) -> bool {
+        self.codes.binary_search(&code).is_ok() && self.text.contains(placeholder)
+    }
+}
+
 /// How a placeholder starts at some position of a text.
 enum At {
     /// No placeholder starts here.
@@ -187,10 +225,10 @@ impl Vault {
     /// same value recurs in this request. Past [`MAX_TOKENS`] distinct values it returns
     /// the mask instead (fail safe: the value still never leaves).
     pub fn tokenise(&mut self, detector_name: &str, value: &str) -> Cow<'_, str> {
-        self.tokenise_avoiding(detector_name, value, "")
+        self.tokenise_avoiding(detector_name, value, &Avoid::default())
     }
 
-    /// [`Self::tokenise`], never issuing a placeholder that occurs in `avoid` (the
+    /// [`Self::tokenise`], never issuing a placeholder that occurs in `avoid`'s text (the
     /// request's own text): if a prompt happens to contain `EMAIL_7Q2K` literally, a
     /// value must not get that placeholder, or the model's echo of the literal would be
     /// "restored" into the value.
@@ -198,7 +236,7 @@ impl Vault {
         &mut self,
         detector_name: &str,
         value: &str,
-        avoid: &str,
+        avoid: &Avoid<'_>,
     ) -> Cow<'_, str> {
         let tag = type_tag(detector_name);
         let key = (tag, value.to_string());
@@ -214,7 +252,8 @@ impl Vault {
             }
             let k = self.issued;
             self.issued += 1;
-            let mut code = self.base.wrapping_add(k.wrapping_mul(self.step)) % CODES;
+            let drawn = self.base.wrapping_add(k.wrapping_mul(self.step)) % CODES;
+            let mut code = drawn;
             let mut p = String::with_capacity(key.0.len() + 1 + CODE_LEN);
             p.push_str(&key.0);
             p.push('_');
@@ -224,7 +263,7 @@ impl Vault {
                 code /= 32;
             }
             p.extend(chars.iter().map(|&c| char::from(c)));
-            if !avoid.contains(p.as_str()) {
+            if !avoid.contains(&p, drawn) {
                 break p;
             }
         };
@@ -412,6 +451,7 @@ pub fn rewrite_request(
     // `visit` rejects non-UTF-8 bodies before any callback runs, so this is never empty
     // for a body that gets rewritten.
     let text = std::str::from_utf8(body).unwrap_or_default();
+    let mut avoid: Option<Avoid<'_>> = None;
     let new = json_strings::rewrite_strings(body, |path, s| {
         if is_structural(path) {
             return None;
@@ -438,7 +478,8 @@ pub fn rewrite_request(
                 out.push_str(&mask(name));
                 t.redacted += 1;
             } else {
-                out.push_str(&vault.tokenise_avoiding(name, value, text));
+                let avoid = avoid.get_or_insert_with(|| Avoid::new(text));
+                out.push_str(&vault.tokenise_avoiding(name, value, avoid));
                 t.tokenised += 1;
             }
             at = h.end;
@@ -512,6 +553,8 @@ mod tests {
         let mut probe = Vault::new([3; 16]);
         let first = probe.tokenise("email", "a@x.io").into_owned();
         let body = format!(r#"{{"messages":[{{"content":"{first} is mine; mail a@x.io"}}]}}"#);
+        let avoid = Avoid::new(&body);
+        assert!(avoid.codes.len() == 1);
         let mut v = Vault::new([3; 16]);
         let rw = rewrite_request(body.as_bytes(), &Fake, &[0], &[], &mut v);
         let out = String::from_utf8(rw.unwrap_or_default().body.unwrap_or_default());
