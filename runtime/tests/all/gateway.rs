@@ -506,3 +506,37 @@ fn shutdown_drains_requests_in_flight() {
     assert_eq!(read_chunk(&mut reader), None);
     stopping.join().unwrap();
 }
+
+#[test]
+fn gateway_overhead_is_measured() {
+    let up = upstream();
+    let mut config = HostConfig::new(crate::common::passthrough());
+    config.cache_dir = Some(module_cache());
+    config.limits.max_vms = 4;
+    let gw = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        &format!("http://{}", up.addr),
+    );
+    let gw = Gateway::start(Host::new(config).unwrap(), gw).unwrap();
+    let body = vec![b'x'; 4096];
+    let time = |addr: SocketAddr| {
+        let n = 100;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(
+                request(addr, "POST", "/v1/chat/completions", &[], &body).status,
+                200
+            );
+        }
+        started.elapsed() / n
+    };
+    let _ = time(gw.local_addr());
+    let direct = time(up.addr);
+    let through = time(gw.local_addr());
+    println!(
+        "4 KB POST, new connection each: direct {direct:?}, through the gateway with the \
+         passthrough filter {through:?}"
+    );
+    assert!(through < Duration::from_millis(50), "{through:?}");
+    gw.shutdown();
+}
