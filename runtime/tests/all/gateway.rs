@@ -540,3 +540,39 @@ fn gateway_overhead_is_measured() {
     assert!(through < Duration::from_millis(50), "{through:?}");
     gw.shutdown();
 }
+
+#[test]
+fn response_phase_local_reply_and_callouts_through_the_gateway() {
+    let up = upstream();
+    let backend = crate::common::http_server(200, "found");
+    let mut config = HostConfig::new(probe());
+    config.cache_dir = Some(module_cache());
+    config.limits.max_vms = 4;
+    config.clusters.insert("backend".to_string(), backend);
+    let gw = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        &format!("http://{}", up.addr),
+    );
+    let gw = Gateway::start(Host::new(config).unwrap(), gw).unwrap();
+    let addr = gw.local_addr();
+
+    let reply = request(addr, "GET", "/r", &[("x-probe", "deny-response")], b"");
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.header("x-blocked"), Some("reply"));
+    assert_eq!(reply.body, b"blocked reply");
+    assert!(!String::from_utf8_lossy(&reply.body).contains("hello"));
+
+    let reply = request(addr, "GET", "/c", &[("x-probe", "callout")], b"");
+    assert_eq!(reply.status, 200);
+    let seen = up.seen.lock().unwrap().clone();
+    let last = seen.iter().find(|s| s.path == "/c").unwrap();
+    let header = |n: &str| {
+        last.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("x-callout-status"), Some("200"));
+    assert_eq!(header("x-callout-body"), Some("found"));
+    gw.shutdown();
+}
