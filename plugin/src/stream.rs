@@ -61,7 +61,7 @@ pub struct Hold {
 /// Text held by one stream key beyond this is released even if undecided, so a reply
 /// without whitespace (or an unterminated key block) can never make the filter buffer the
 /// whole stream. Whole-vs-chunked equality holds for values shorter than this.
-pub const HOLD_CAP: usize = 16 * 1024;
+pub const HOLD_CAP: usize = 8 * 1024;
 
 /// Span across whitespace assumed for a custom detector: its DFA may match anything.
 const CUSTOM_SPAN: usize = 256;
@@ -264,16 +264,25 @@ fn safe_cut(text: &str, hits: &[Match], hold: Hold) -> usize {
     {
         limit = limit.min(p);
     }
-    let inside = |c: usize| hits.iter().any(|h| h.start < c && c < h.end);
+    let allowed = |c: usize| {
+        b.get(c.wrapping_sub(1))
+            .is_some_and(u8::is_ascii_whitespace)
+            || (capped && text.is_char_boundary(c))
+    };
+    // Linear: `c` only moves down, to an allowed position or to a match's start.
     let mut c = limit;
-    while c > 0 {
-        let ws = b.get(c - 1).is_some_and(u8::is_ascii_whitespace);
-        if (ws || (capped && text.is_char_boundary(c))) && !inside(c) {
-            return c;
+    loop {
+        while c > 0 && !allowed(c) {
+            c -= 1;
         }
-        c -= 1;
+        if c == 0 {
+            return 0;
+        }
+        match hits.iter().rev().find(|h| h.start < c && c < h.end) {
+            Some(h) => c = h.start,
+            None => return c,
+        }
     }
-    0
 }
 
 /// Start of the last `-----BEGIN` whose header is unfinished or names a private key.

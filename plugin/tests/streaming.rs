@@ -924,3 +924,27 @@ fn private_key_blocks_are_never_partly_emitted() {
     ts.push("", &ctx, true, &mut out, &mut red);
     assert_eq!(out, whole);
 }
+
+#[test]
+fn long_runs_without_whitespace_are_released_at_the_cap() {
+    let (sc, dets) = scanner(&["email", "jwt", "private_key"]);
+    let wanted = [0u16, 1, 2];
+    let vault = Vault::new([6; 16]);
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &wanted, &dets)),
+    };
+    let blob = "QUJD".repeat(5000);
+    let mut ts = TextStream::default();
+    let mut out = String::new();
+    let mut red = Redacted::new();
+    let mut pushed = 0;
+    for piece in blob.as_bytes().chunks(7) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        ts.push(piece, &ctx, false, &mut out, &mut red);
+        pushed += piece.len();
+        assert!(pushed - out.len() <= writ_plugin::stream::HOLD_CAP + 7);
+    }
+    ts.push("", &ctx, true, &mut out, &mut red);
+    assert_eq!(out, blob);
+}
