@@ -397,8 +397,8 @@ fn writ_envoy_refuses_fail_open_and_files_that_are_not_wasm() {
     );
 }
 
-/// Mean and percentiles of round trips through `addr` on one keep-alive connection.
-fn measure(addr: std::net::SocketAddr, req: &Request, n: usize) -> String {
+/// Median round trip through `addr` on one keep-alive connection, after a warm-up.
+fn median_round_trip(addr: std::net::SocketAddr, req: &Request, n: usize) -> Duration {
     let mut conn = Connection::open(addr, Duration::from_secs(10)).unwrap();
     for _ in 0..n / 10 {
         assert_eq!(conn.request(req).unwrap().status, 200);
@@ -411,24 +411,20 @@ fn measure(addr: std::net::SocketAddr, req: &Request, n: usize) -> String {
         })
         .collect();
     samples.sort();
-    let mean = samples.iter().sum::<Duration>() / n as u32;
-    let pct = |p: usize| samples[(n * p / 100).min(n - 1)];
-    format!(
-        "mean {:>4} µs  p50 {:>4} µs  p99 {:>5} µs",
-        mean.as_micros(),
-        pct(50).as_micros(),
-        pct(99).as_micros()
-    )
+    samples[n / 2]
 }
 
 /// Per-request cost through Envoy with one worker, one keep-alive connection and a 4 KB
 /// chat body: the upstream alone, Envoy without wasm, with the pass-through filter, and
-/// with a writ artifact. A measurement, not a check, so it runs only when asked:
+/// with a writ artifact. All run side by side and are measured in interleaved rounds, so
+/// load from elsewhere on the machine hits each alike; the best round's median is reported.
+/// A measurement, not a check, so it runs only when asked:
 /// `cargo test --test all envoy_request_cost -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement; run explicitly with --ignored --nocapture"]
 fn envoy_request_cost() {
-    const N: usize = 3000;
+    const N: usize = 1000;
+    const ROUNDS: usize = 5;
     let upstream = Upstream::start(Reply::chat("ok"));
     let content = "lorem ipsum ".repeat(4096 / 12);
     let body = format!(
@@ -437,12 +433,6 @@ fn envoy_request_cost() {
     let req = Request::post_json("/v1/chat/completions", &body)
         .header("x-workflow", "e2e")
         .header("x-team", "support");
-    eprintln!("{} requests of {} bytes each", N, body.len());
-    eprintln!(
-        "upstream alone         {}",
-        measure(upstream.addr(), &req, N)
-    );
-
     let passthrough = passthrough_config(&upstream);
     let start = passthrough
         .find("          - name: envoy.filters.http.wasm")
@@ -452,64 +442,32 @@ fn envoy_request_cost() {
         .unwrap();
     let no_wasm = format!("{}{}", &passthrough[..start], &passthrough[end..]);
     let dir = TempDir::new("cost");
-    let mut runs = vec![
+    let mut configs = vec![
         ("envoy, no wasm", no_wasm),
         ("envoy + pass-through", passthrough),
     ];
     if let Some(artifact) = build_e2e_policy(dir.path()) {
-        runs.push(("envoy + writ artifact", config_for(&artifact, &upstream)));
+        configs.push(("envoy + writ artifact", config_for(&artifact, &upstream)));
     }
-    for (name, config) in runs {
-        let envoy = EnvoyProcess::start_with_workers(&config, 1).unwrap();
-        eprintln!("{name:<22} {}", measure(envoy.listener(), &req, N));
-    }
-}
-
-/// The same artifact and case table in both hosts: each passes the table, and for every
-/// case the client gets the same status and body from Envoy (V8) as from `writ serve`
-/// (wasmtime).
-#[test]
-fn envoy_and_writ_serve_agree_on_the_e2e_cases() {
-    let dir = TempDir::new("hosts-agree");
-    let Some(artifact) = build_e2e_policy(dir.path()) else {
-        eprintln!("SKIPPED envoy_and_writ_serve_agree: `writ build` is not available yet");
-        return;
-    };
-    let upstream = Upstream::start(Reply::chat("fine"));
-    let envoy = EnvoyProcess::start(&config_for(&artifact, &upstream)).unwrap();
-    let serve = ServeProcess::start(&artifact, upstream.addr()).unwrap();
-    let gateways: [&dyn Gateway; 2] = [&envoy, &serve];
-    let mut mismatches = Vec::new();
-    for mut case in e2e_cases() {
-        // Compared here: what the client and the upstream see. Log lines are checked in
-        // Envoy by `writ_policy_enforces_in_envoy`; `writ serve` collects module logs per
-        // exchange but does not print them yet, so they are not compared.
-        case.log_contains.clear();
-        let outcomes: Vec<_> = gateways
-            .iter()
-            .map(|gw| run_case(*gw, &upstream, &case))
-            .collect();
-        match (&outcomes[0], &outcomes[1]) {
-            (Ok(a), Ok(b)) => {
-                if (a.response.status, &a.response.body) != (b.response.status, &b.response.body) {
-                    mismatches.push(format!(
-                        "{}: envoy {} {} / writ serve {} {}",
-                        case.name,
-                        a.response.status,
-                        a.response.body_str(),
-                        b.response.status,
-                        b.response.body_str()
-                    ));
-                }
-            }
-            (a, b) => {
-                for e in [a.as_ref().err(), b.as_ref().err()].into_iter().flatten() {
-                    mismatches.push(e.clone());
-                }
-            }
+    let envoys: Vec<(&str, EnvoyProcess)> = configs
+        .into_iter()
+        .map(|(name, config)| (name, EnvoyProcess::start_with_workers(&config, 1).unwrap()))
+        .collect();
+    let mut targets = vec![("upstream alone", upstream.addr())];
+    targets.extend(envoys.iter().map(|(name, e)| (*name, e.listener())));
+    let mut best = vec![Duration::MAX; targets.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, addr)) in targets.iter().enumerate() {
+            best[i] = best[i].min(median_round_trip(*addr, &req, N));
         }
     }
-    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+    eprintln!(
+        "{ROUNDS} rounds of {N} requests of {} bytes; best median round trip:",
+        body.len()
+    );
+    for ((name, _), t) in targets.iter().zip(best) {
+        eprintln!("  {name:<22} {:>4} µs", t.as_micros());
+    }
 }
 
 /// V8 start times from Envoy's own log (one worker), each guest started three times in a
