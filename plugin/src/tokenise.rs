@@ -24,6 +24,15 @@
 //!   detector's name is another's name plus `_` and four code characters; restoration
 //!   takes the longest at the leftmost position either way.
 //!
+//! - A placeholder that the request already contains literally is never issued
+//!   ([`Vault::tokenise_avoiding`]), so echoing the client's own text restores nothing.
+//!
+//! Known limits: a model that alters a placeholder (re-cases it, escapes its `_` as `\_`
+//! in Markdown, or splits it with spaces) gets it back unrestored, which shows the
+//! placeholder and never a value; a value detected inside a JSON-encoded string (tool
+//! call `arguments`) is stored as it appears there, escapes included, and restored the
+//! same way.
+//!
 //! Redaction replaces a value by its typed mask (`[EMAIL]`), which is never restored.
 //!
 //! Audit: [`Rewrite::tallies`] carries detector indices and counts only, never values.
