@@ -4,4 +4,5 @@
 pub mod audit_log;
 pub mod coverage;
 pub mod diff;
+pub mod engine;
 pub mod policy_tests;

@@ -1,7 +1,6 @@
 //! The `writ` command line: a thin dispatcher, one file per subcommand under `cmd/`.
 
 mod cmd;
-mod engine;
 mod envoy_config;
 
 use std::process::ExitCode;

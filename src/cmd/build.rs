@@ -40,7 +40,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         for w in &compiled.warnings {
             eprintln!("{w}");
         }
-        let artifact = link::link(crate::engine::ENGINE_WASM, &compiled)
+        let artifact = link::link(writ::engine::ENGINE_WASM, &compiled)
             .with_context(|| format!("linking {name}"))?;
         let stem = artifact.file_stem();
         if let Some((_, first)) = written.iter().find(|(s, _)| *s == stem) {

@@ -5,12 +5,14 @@
 pub mod audit;
 pub mod build;
 pub mod check;
+pub mod coverage;
 pub mod diff;
 pub mod envoy;
 pub mod fmt;
 pub mod inspect;
 pub mod run;
 pub mod serve;
+pub mod test;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Show what an artifact contains: policy, hashes, compiler, rules and clauses.
     Inspect(inspect::InspectArgs),
+    /// Run the policy tests beside each policy against its compiled artifact.
+    Test(test::TestArgs),
+    /// Report paper-to-code coverage: clauses, rules, tests and artifacts.
+    Coverage(coverage::CoverageArgs),
     /// List the rule-level changes between two versions of a policy.
     Diff(diff::DiffArgs),
     /// Print an Envoy config that runs an artifact in front of an upstream.
@@ -52,6 +58,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fmt(args) => fmt::run(args),
         Command::Build(args) => build::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Coverage(args) => coverage::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Envoy(args) => envoy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run::run(args),

@@ -40,13 +40,12 @@ pub struct Mismatch {
     pub actual: String,
 }
 
-/// Whether a test's rule reference (`AIP-2.1` or `AIP-2.1 "title"`) names this rule.
-fn names(reference: &str, rule: &FiredRule) -> bool {
+/// Whether a test's rule reference (`AIP-2.1` or `AIP-2.1 "title"`) names the rule with
+/// this clause and title.
+pub fn names(reference: &str, clause: &str, title: &str) -> bool {
     match reference.split_once(' ') {
-        Some((clause, title)) => {
-            clause == rule.clause && title.trim().trim_matches('"') == rule.title
-        }
-        None => reference == rule.clause,
+        Some((c, t)) => c == clause && t.trim().trim_matches('"') == title,
+        None => reference == clause,
     }
 }
 
@@ -54,11 +53,11 @@ fn names(reference: &str, rule: &FiredRule) -> bool {
 fn compare_rules(what: &str, expected: &[String], fired: &[&FiredRule], out: &mut Vec<Mismatch>) {
     let unmatched_expected: Vec<&String> = expected
         .iter()
-        .filter(|r| !fired.iter().any(|f| names(r, f)))
+        .filter(|r| !fired.iter().any(|f| names(r, &f.clause, &f.title)))
         .collect();
     let unexpected: Vec<&&FiredRule> = fired
         .iter()
-        .filter(|f| !expected.iter().any(|r| names(r, f)))
+        .filter(|f| !expected.iter().any(|r| names(r, &f.clause, &f.title)))
         .collect();
     if !unmatched_expected.is_empty() || !unexpected.is_empty() {
         let mut exp: Vec<String> = expected.to_vec();
