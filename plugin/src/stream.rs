@@ -871,14 +871,20 @@ fn split_lines(raw: &[u8]) -> Vec<Line> {
 /// The value range of a `data` field line (after `data:` and one optional space).
 fn data_value(raw: &[u8], l: &Line) -> Option<Range<usize>> {
     let line = raw.get(l.start..l.end)?;
-    let rest = line.strip_prefix(b"data")?;
+    // A stream may open with a byte order mark, which clients skip.
+    let bom = if line.starts_with(b"\xEF\xBB\xBF") {
+        3
+    } else {
+        0
+    };
+    let rest = line.get(bom..)?.strip_prefix(b"data")?;
     let skip = match rest {
         [] => 0,
         [b':', b' ', ..] => 2,
         [b':', ..] => 1,
         _ => return None,
     };
-    Some(l.start + 4 + skip..l.end)
+    Some(l.start + bom + 4 + skip..l.end)
 }
 
 /// How the filter should treat a reply body, from its headers.
@@ -1089,7 +1095,9 @@ mod tests {
 
     #[test]
     fn data_lines() {
-        let raw = b"event: x\r\ndata:{\"a\":1}\r\ndata: 2\ndata\n\n";
+        let raw = b"\xEF\xBB\xBFevent: x\r\ndata:{\"a\":1}\r\ndata: 2\ndata\n\n";
+        let bom = b"\xEF\xBB\xBFdata: 1\n";
+        assert_eq!(data_value(bom, &split_lines(bom)[0]), Some(9..10));
         let lines = split_lines(raw);
         let vals: Vec<&[u8]> = lines
             .iter()
