@@ -72,6 +72,8 @@ pub struct EnvoyConfig {
     pub upstream_port: u16,
     /// Whether the upstream speaks TLS (port 443 unless told otherwise).
     pub upstream_tls: bool,
+    /// CA bundle (PEM) that verifies a TLS upstream's certificate.
+    pub upstream_ca: PathBuf,
     pub listen_host: String,
     pub listen_port: u16,
     pub admin_host: String,
@@ -129,6 +131,7 @@ impl EnvoyConfig {
             artifact: absolute,
             artifact_sha256: hex(&Sha256::digest(&bytes)),
             upstream_tls,
+            upstream_ca: PathBuf::from(DEFAULT_CA_BUNDLE),
             upstream_host,
             upstream_port,
             listen_host: "127.0.0.1".into(),
@@ -213,7 +216,7 @@ static_resources:
           \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: writ
           codec_type: AUTO
-          # Slow clients may not hold a stream open without sending; streams idle 5 min end.
+          # A client gets 10 s to send its headers; a stream idle for 5 min is closed.
           request_headers_timeout: 10s
           stream_idle_timeout: 300s
           generate_request_id: true
@@ -336,18 +339,35 @@ static_resources:
             max = self.max_request_bytes,
         );
         if tls {
+            // Without a validation context Envoy accepts any certificate: prompts would go to
+            // whoever answers. Verify the chain and that the certificate names this host.
+            let san_type = if host.parse::<std::net::IpAddr>().is_ok() {
+                "IP_ADDRESS"
+            } else {
+                "DNS"
+            };
             let _ = writeln!(
                 y,
                 "    transport_socket:
       name: envoy.transport_sockets.tls
       typed_config:
         \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: {host}",
+        sni: {host}
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{ filename: {ca} }}
+            match_typed_subject_alt_names:
+            - san_type: {san_type}
+              matcher: {{ exact: {host} }}",
                 host = yaml_str(host),
+                ca = yaml_str(&self.upstream_ca.display().to_string()),
             );
         }
     }
 }
+
+/// Where Debian, Ubuntu and Alpine keep the system's CA bundle (Envoy ships none).
+pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The cluster every route goes to.
 const UPSTREAM_CLUSTER: &str = "upstream";

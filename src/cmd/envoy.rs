@@ -23,6 +23,9 @@ pub struct EnvoyArgs {
     /// Envoy's admin endpoint (`/ready`, `/stats/prometheus`). Keep it on loopback.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
     pub admin: String,
+    /// CA bundle (PEM) that verifies a TLS upstream's certificate.
+    #[arg(long, value_name = "FILE", default_value = crate::envoy_config::DEFAULT_CA_BUNDLE)]
+    pub upstream_ca: PathBuf,
     /// An extra cluster the policy calls out to, e.g. `review=127.0.0.1:8081` for a review
     /// queue or `audit=…` for an audit sink. Repeatable.
     #[arg(long = "cluster", value_name = "NAME=HOST:PORT")]
@@ -61,6 +64,7 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
         config.add_cluster(spec)?;
     }
     config.failure_policy = args.failure_policy;
+    config.upstream_ca = args.upstream_ca;
     config.max_request_bytes = args.max_request_bytes;
     if let Some(id) = args.vm_id {
         config.vm_id = id;

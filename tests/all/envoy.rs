@@ -342,6 +342,8 @@ fn writ_envoy_prints_a_config_envoy_validates() {
         "envoy.access_loggers.stdout",
         "auto_host_rewrite: true",
         "sni: \"api.openai.com\"",
+        "trusted_ca: { filename: \"/etc/ssl/certs/ca-certificates.crt\" }",
+        "matcher: { exact: \"api.openai.com\" }",
     ] {
         assert!(yaml.contains(needle), "`{needle}` missing from:\n{yaml}");
     }
