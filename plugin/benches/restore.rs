@@ -16,13 +16,13 @@
 //!
 //! | measurement                                   | µs          |
 //! |-----------------------------------------------|-------------|
-//! | tokenise 4 KB request (validate, scan, 6 values) | 13–19    |
+//! | tokenise 4 KB request (validate, scan, 6 values) | 13–19 |
 //! | of which: validate only                       | 0.9–1.4     |
 //! | of which: validate + detector scan            | 6.9–7.7     |
 //! | serde_json parse + serialise (naive filter)   | 5.2–7.7     |
-//! | SSE restore, per event (500 events)           | 1.0–1.4     |
-//! | SSE framing only, per event                   | 0.35–0.56   |
-//! | restore a 4 KB JSON reply (placeholder-dense) | 6.5–8.8     |
+//! | SSE restore, per event (500 events)           | 0.8–1.2     |
+//! | SSE framing only, per event                   | 0.2–0.4     |
+//! | restore a 4 KB JSON reply (placeholder-dense) | 6.0–8.8     |
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;

@@ -475,14 +475,27 @@ impl SseRestorer {
     /// Feeds the next chunk of the reply body; appends to `out` the bytes to send now.
     pub fn push(&mut self, chunk: &[u8], ctx: &Ctx<'_>, out: &mut Vec<u8>) {
         let mut from = 0usize;
-        for (i, &c) in chunk.iter().enumerate() {
+        let mut i = 0usize;
+        while let Some(&c) = chunk.get(i) {
+            if !self.prev_cr && c != b'\r' && c != b'\n' {
+                // Inside a line: skip to its end at once.
+                let rest = chunk.get(i..).unwrap_or_default();
+                let run = rest
+                    .iter()
+                    .position(|&b| b == b'\r' || b == b'\n')
+                    .unwrap_or(rest.len());
+                self.line_len += run;
+                i += run;
+                continue;
+            }
+            i += 1;
             if self.prev_cr && c == b'\n' {
                 self.prev_cr = false;
                 self.eol = b"\r\n";
                 // The `\n` of a `\r\n` whose `\r` ended an event belongs to that event.
-                if self.event.is_empty() && from == i {
+                if self.event.is_empty() && from == i - 1 {
                     out.push(b'\n');
-                    from = i + 1;
+                    from = i;
                 }
                 continue;
             }
@@ -496,8 +509,8 @@ impl SseRestorer {
                 self.prev_cr = c == b'\r';
                 if self.line_len == 0 {
                     self.event
-                        .extend_from_slice(chunk.get(from..=i).unwrap_or_default());
-                    from = i + 1;
+                        .extend_from_slice(chunk.get(from..i).unwrap_or_default());
+                    from = i;
                     let ev = std::mem::take(&mut self.event);
                     self.dispatch(&ev, ctx, out);
                     self.event = ev;
