@@ -546,3 +546,165 @@ fn envoy_vm_start_time() {
         }
     }
 }
+
+/// An Envoy that terminates TLS with `cert`/`key` and forwards plain HTTP to `upstream`:
+/// a loopback stand-in for an HTTPS model provider.
+fn tls_terminator_config(cert: &Path, key: &Path, upstream: std::net::SocketAddr) -> String {
+    format!(
+        r#"admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+  - name: tls
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: "{cert}" }}
+              private_key: {{ filename: "{key}" }}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: tls
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: plain }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: plain
+    type: STATIC
+    load_assignment:
+      cluster_name: plain
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+        port = upstream.port(),
+    )
+}
+
+/// A TLS upstream is verified: with the CA that signed its certificate the request goes
+/// through; with another CA bundle Envoy refuses the connection and nothing is sent.
+#[test]
+fn tls_upstream_certificates_are_verified() {
+    let dir = TempDir::new("tls");
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        run_ok(
+            Command::new("openssl").current_dir(d).args(args),
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=writ test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(d.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    ]);
+
+    let upstream = Upstream::start(Reply::chat("over tls"));
+    let tls = EnvoyProcess::start_with_workers(
+        &tls_terminator_config(
+            &d.join("server.pem"),
+            &d.join("server.key"),
+            upstream.addr(),
+        ),
+        1,
+    )
+    .unwrap();
+    let provider = format!("https://{}", tls.listener());
+    let wasm = probe_filter().unwrap();
+    let gateway = |ca: &Path| {
+        let mut config = EnvoyConfig::new(&wasm, &provider).unwrap();
+        config.listen("127.0.0.1:0").unwrap();
+        config.admin("127.0.0.1:0").unwrap();
+        config.upstream_ca = ca.to_path_buf();
+        EnvoyProcess::start_with_workers(&config.to_yaml(), 1).unwrap()
+    };
+    let req = Request::post_json("/v1/chat/completions", r#"{"model":"m"}"#);
+
+    let trusted = gateway(&d.join("ca.pem"));
+    let resp = send(trusted.listener(), &req, Duration::from_secs(10)).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    assert_eq!(upstream.received().len(), 1);
+
+    // The other CA: a certificate of our own, trusted by nobody else.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=another CA",
+    ]);
+    let untrusted = gateway(&d.join("other.pem"));
+    let resp = send(untrusted.listener(), &req, Duration::from_secs(10)).unwrap();
+    assert_eq!(resp.status, 503, "{}", resp.body_str());
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "nothing sent to an unverified upstream"
+    );
+}
