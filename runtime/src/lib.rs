@@ -28,4 +28,4 @@ pub use gateway::{Gateway, GatewayConfig, GatewayError};
 pub use host::Host;
 pub use shared::MetricValue;
 pub use state::{LocalResponse, LogRecord, StreamInfo};
-pub use vm::{Flow, StreamId, StreamReport, Vm};
+pub use vm::{Callout, CalloutReply, Flow, StreamId, StreamReport, Vm};

@@ -101,6 +101,16 @@ pub(crate) struct Direction {
     pub end_released: bool,
     /// Set by `proxy_continue_stream` while the direction is paused.
     pub resume: bool,
+    /// Where the direction is paused (stage, end of stream seen), to resume it later.
+    pub paused: Option<(Stage, bool)>,
+}
+
+/// A step of a direction: which callback ran last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Headers,
+    Body,
+    Trailers,
 }
 
 /// One HTTP context.

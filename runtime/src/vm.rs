@@ -7,7 +7,8 @@ use crate::callout;
 use crate::error::{HostError, TrapKind};
 use crate::host::Host;
 use crate::state::{
-    Direction, LocalResponse, LogRecord, StoreState, StreamInfo, StreamState, header_get, normalize,
+    CallResponse, Direction, LocalResponse, LogRecord, Stage, StoreState, StreamInfo, StreamState,
+    header_get, normalize,
 };
 use std::time::Instant;
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmParams, WasmResults};
@@ -58,13 +59,6 @@ pub struct StreamReport {
 enum Dir {
     Request,
     Response,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Headers,
-    Body,
-    Trailers,
 }
 
 type F1 = TypedFunc<i32, ()>;
@@ -134,6 +128,31 @@ pub struct Vm {
     failed: bool,
     last_tick: Instant,
     restarts: u64,
+    deferred_callouts: bool,
+}
+
+/// An HTTP callout a filter made (`proxy_http_call`), for a driver that performs it itself
+/// (see [`Vm::set_deferred_callouts`]).
+#[derive(Debug, Clone)]
+pub struct Callout {
+    pub token: u32,
+    /// The stream that made it (`None`: the root context).
+    pub stream: Option<StreamId>,
+    pub cluster: String,
+    /// The cluster's base URL from the host configuration.
+    pub base_url: String,
+    /// Headers including `:method`, `:path`, `:authority`.
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub timeout: std::time::Duration,
+    context: u32,
+}
+
+/// The reply to a [`Callout`]: headers (with `:status` first) and body.
+#[derive(Debug, Clone, Default)]
+pub struct CalloutReply {
+    pub headers: Headers,
+    pub body: Vec<u8>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -185,6 +204,7 @@ impl Vm {
             failed: false,
             last_tick: Instant::now(),
             restarts: 0,
+            deferred_callouts: false,
         };
         vm.boot()?;
         Ok(vm)
@@ -378,6 +398,79 @@ impl Vm {
             .map(|_| ())
     }
 
+    /// Leaves callouts made by streams to the caller ([`Vm::take_callouts`] after each
+    /// step, [`Vm::complete_callout`] with the reply) instead of performing them, blocking,
+    /// before the step returns. The gateway does this so a slow cluster holds only its own
+    /// request. Callouts from the root context (ticks) are still performed by the VM.
+    pub fn set_deferred_callouts(&mut self, deferred: bool) {
+        self.deferred_callouts = deferred;
+    }
+
+    /// The callouts made since the last call (deferred mode only).
+    pub fn take_callouts(&mut self) -> Vec<Callout> {
+        let clusters = &self.host.inner.shared.clusters;
+        let root = self.store.data().root_context;
+        std::mem::take(&mut self.store.data_mut().callouts)
+            .into_iter()
+            .map(|c| Callout {
+                token: c.token,
+                stream: (c.context != root).then_some(StreamId(c.context)),
+                base_url: clusters.get(&c.cluster).cloned().unwrap_or_default(),
+                cluster: c.cluster,
+                headers: c.headers,
+                body: c.body,
+                timeout: c.timeout,
+                context: c.context,
+            })
+            .collect()
+    }
+
+    /// Delivers a callout's reply (`None`: it failed) with `proxy_on_http_call_response`,
+    /// then returns what the stream released if the filter resumed it (or answered).
+    pub fn complete_callout(
+        &mut self,
+        callout: &Callout,
+        reply: Option<CalloutReply>,
+    ) -> Result<Flow, HostError> {
+        let (nh, nb) = reply
+            .as_ref()
+            .map_or((0, 0), |r| (r.headers.len(), r.body.len()));
+        self.store.data_mut().call_response = Some(CallResponse {
+            headers: reply
+                .as_ref()
+                .map(|r| r.headers.clone())
+                .unwrap_or_default(),
+            body: reply.map(|r| r.body).unwrap_or_default(),
+            trailers: Vec::new(),
+        });
+        let ctx = callout.context;
+        let params = (ctx as i32, callout.token as i32, nh as i32, nb as i32, 0);
+        let result = self.call(ctx, self.ex.clone().http_call_response.as_ref(), params);
+        self.store.data_mut().call_response = None;
+        result?;
+        self.run_callouts()?;
+        self.deliver_queues()?;
+        match callout.stream {
+            Some(id) if self.store.data().streams.contains_key(&id.0) => self.resume(id),
+            _ => Ok(Flow::default()),
+        }
+    }
+
+    /// Releases what a resumed (or locally answered) paused direction holds.
+    fn resume(&mut self, id: StreamId) -> Result<Flow, HostError> {
+        let stream = self.stream(id)?;
+        let answered = stream.local.is_some() || stream.closed;
+        for dir in [Dir::Response, Dir::Request] {
+            let d = Self::dir(stream, dir);
+            if let Some((stage, eos)) = d.paused {
+                if d.resume || answered {
+                    return self.settle(id, dir, false, stage, eos);
+                }
+            }
+        }
+        Ok(Flow::default())
+    }
+
     // ---- internals ----
 
     /// Calls one guest function in context `ctx` under the call deadline; a trap marks the
@@ -428,9 +521,15 @@ impl Vm {
     }
 
     fn run_callouts(&mut self) -> Result<(), HostError> {
+        let root = self.store.data().root_context;
+        let deferred = self.deferred_callouts;
         // Bounded: a filter that calls out from every callout reply cannot spin forever.
         for _ in 0..64 {
-            let Some(call) = self.store.data_mut().callouts.pop_front() else {
+            let callouts = &mut self.store.data_mut().callouts;
+            let Some(next) = callouts.iter().position(|c| !deferred || c.context == root) else {
+                return Ok(());
+            };
+            let Some(call) = callouts.remove(next) else {
                 return Ok(());
             };
             let base = self
@@ -464,7 +563,10 @@ impl Vm {
             self.store.data_mut().call_response = None;
             result?;
         }
-        self.store.data_mut().callouts.clear();
+        self.store
+            .data_mut()
+            .callouts
+            .retain(|c| deferred && c.context != root);
         Ok(())
     }
 
@@ -581,6 +683,7 @@ impl Vm {
         let d = Self::dir(stream, dir);
         let go = continued | std::mem::take(&mut d.resume);
         let mut flow = Flow::default();
+        d.paused = (!go).then_some((stage, eos));
         if !go {
             if d.body.len() > limit {
                 return Err(HostError::BodyTooLarge { limit });

@@ -7,7 +7,7 @@ use crate::abi::Headers;
 use crate::error::HostError;
 use crate::host::Host;
 use crate::state::{LocalResponse, StreamInfo, header_get};
-use crate::vm::{Flow, StreamId};
+use crate::vm::{Callout, CalloutReply, Flow, StreamId, Vm};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
@@ -286,27 +286,26 @@ pub(crate) async fn handle(
     };
 
     let worker = state.lane();
-    let outcome = worker
-        .run(move |vm| {
-            let id = vm.open_stream(info)?;
-            let result = (|| {
-                let first = vm.request_headers(id, headers, body.is_empty())?;
-                let mut flows = vec![first];
-                if !body.is_empty() && flows[0].local_response.is_none() {
-                    flows.push(vm.request_body(id, &body, true)?);
-                }
-                Ok::<_, HostError>(flows)
-            })();
-            if result.is_err() {
-                let _ = vm.close_stream(id);
-            }
-            result.map(|flows| (id, flows))
-        })
-        .await;
-    let (id, flows) = match outcome {
-        Ok(Ok(x)) => x,
+    let id = match worker.run(move |vm| vm.open_stream(info)).await {
+        Ok(Ok(id)) => id,
         Ok(Err(e)) => return fail(&e),
-        Err(_) => return json_error(503, "filter_unavailable", "the filter worker is gone"),
+        Err(_) => return gone(),
+    };
+    let stepped = step(&state, &worker, move |vm| {
+        let first = vm.request_headers(id, headers, body.is_empty())?;
+        let mut flows = vec![first];
+        if !body.is_empty() && flows[0].local_response.is_none() {
+            flows.push(vm.request_body(id, &body, true)?);
+        }
+        Ok(flows)
+    })
+    .await;
+    let flows = match stepped {
+        Ok(flows) => flows,
+        Err(reply) => {
+            close(&worker, id).await;
+            return reply;
+        }
     };
     let mut up_headers = None;
     let mut up_body = Vec::new();
@@ -412,15 +411,19 @@ async fn forward(
         ));
     }
     let empty = incoming.is_end_stream();
-    let first = worker
-        .run(move |vm| vm.response_headers(id, resp_headers, empty))
-        .await;
+    let first = step(&state, &worker, move |vm| {
+        vm.response_headers(id, resp_headers, empty)
+            .map(|f| vec![f])
+    })
+    .await;
 
     // Feed frames until the filter releases the response headers.
     let mut flow = match first {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return fail(&e),
-        Err(_) => return json_error(503, "filter_unavailable", "the filter worker is gone"),
+        Ok(flows) => merge(flows),
+        Err(reply) => {
+            close(&worker, id).await;
+            return reply;
+        }
     };
     let mut held: Vec<Bytes> = Vec::new();
     let mut upstream_done = empty;
@@ -441,13 +444,16 @@ async fn forward(
         }
         let (chunk, eos) = next_chunk(&mut incoming).await;
         upstream_done = eos;
-        flow = match worker
-            .run(move |vm| vm.response_body(id, &chunk, eos))
-            .await
+        flow = match step(&state, &worker, move |vm| {
+            vm.response_body(id, &chunk, eos).map(|f| vec![f])
+        })
+        .await
         {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => return fail(&e),
-            Err(_) => return json_error(503, "filter_unavailable", "the filter worker is gone"),
+            Ok(flows) => merge(flows),
+            Err(reply) => {
+                close(&worker, id).await;
+                return reply;
+            }
         };
     };
     let finished = flow.end_of_stream;
@@ -473,7 +479,7 @@ async fn forward(
     for chunk in held {
         let _ = tx.try_send(Ok(Frame::data(chunk)));
     }
-    tokio::spawn(pump(worker, id, incoming, tx, upstream_done));
+    tokio::spawn(pump(state.clone(), worker, id, incoming, tx, upstream_done));
     builder
         .body(ChannelBody { rx }.boxed())
         .unwrap_or_else(|_| json_error(502, "bad_gateway", "invalid response headers"))
@@ -499,6 +505,7 @@ async fn next_chunk(incoming: &mut Incoming) -> (Vec<u8>, bool) {
 
 /// Streams the rest of the reply through the filter to the client, chunk by chunk.
 async fn pump(
+    state: Arc<State>,
     worker: Lane,
     id: StreamId,
     mut incoming: Incoming,
@@ -508,14 +515,11 @@ async fn pump(
     while !upstream_done {
         let (chunk, eos) = next_chunk(&mut incoming).await;
         upstream_done = eos;
-        let flow: Result<Flow, String> = match worker
-            .run(move |vm| vm.response_body(id, &chunk, eos))
-            .await
-        {
-            Ok(Ok(f)) => Ok(f),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the filter worker is gone".to_string()),
-        };
+        let flow = step(&state, &worker, move |vm| {
+            vm.response_body(id, &chunk, eos).map(|f| vec![f])
+        })
+        .await
+        .map(merge);
         match flow {
             Ok(flow) if flow.local_response.is_none() => {
                 if !flow.body.is_empty()
@@ -556,5 +560,119 @@ impl Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+fn gone() -> Response<ResBody> {
+    json_error(503, "filter_unavailable", "the filter worker is gone")
+}
+
+/// Joins the flows of one step (and of the callout replies it led to) into one.
+fn merge(flows: Vec<Flow>) -> Flow {
+    let mut all = Flow::default();
+    for flow in flows {
+        all.headers = all.headers.or(flow.headers);
+        all.body.extend_from_slice(&flow.body);
+        all.trailers = all.trailers.or(flow.trailers);
+        all.end_of_stream |= flow.end_of_stream;
+        all.local_response = all.local_response.or(flow.local_response);
+    }
+    all
+}
+
+/// Runs one step on the worker, then performs the HTTP callouts it made, concurrently and
+/// off the worker, and delivers their replies there; returns every flow released, in order.
+/// A failure is the reply to send (the caller closes the stream).
+async fn step(
+    state: &State,
+    worker: &Lane,
+    f: impl FnOnce(&mut Vm) -> Result<Vec<Flow>, HostError> + Send + 'static,
+) -> Result<Vec<Flow>, Response<ResBody>> {
+    let (first, mut callouts) = worker
+        .run(move |vm| {
+            let flows = f(vm);
+            (flows, vm.take_callouts())
+        })
+        .await
+        .map_err(|_| gone())?;
+    let mut flows = first.map_err(|e| fail(&e))?;
+    // Bounded: a filter that calls out from every callout reply cannot loop forever.
+    for _ in 0..16 {
+        if callouts.is_empty() {
+            break;
+        }
+        let tasks: Vec<_> = callouts
+            .iter()
+            .map(|c| tokio::spawn(perform(state.client.clone(), c.clone())))
+            .collect();
+        let mut next = Vec::new();
+        for (callout, task) in callouts.drain(..).zip(tasks) {
+            let reply = task.await.ok().flatten();
+            let (flow, more) = worker
+                .run(move |vm| {
+                    let flow = vm.complete_callout(&callout, reply);
+                    (flow, vm.take_callouts())
+                })
+                .await
+                .map_err(|_| gone())?;
+            flows.push(flow.map_err(|e| fail(&e))?);
+            next.extend(more);
+        }
+        callouts = next;
+    }
+    Ok(flows)
+}
+
+/// Largest callout reply read.
+const MAX_CALLOUT_REPLY: usize = 16 << 20;
+
+/// Performs one callout; `None` when it fails (the filter then sees no headers and no body,
+/// as Envoy reports a failed call).
+async fn perform(
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    callout: Callout,
+) -> Option<CalloutReply> {
+    let path = header_get(&callout.headers, ":path").unwrap_or("/");
+    let method = header_get(&callout.headers, ":method").unwrap_or("GET");
+    let base = callout.base_url.trim_end_matches('/');
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
+    if let Some(authority) = header_get(&callout.headers, ":authority") {
+        builder = builder.header("host", authority);
+    }
+    for (k, v) in &callout.headers {
+        if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) {
+            continue;
+        }
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let request = builder.body(Full::new(Bytes::from(callout.body))).ok()?;
+    let call = async {
+        let reply = client.request(request).await.ok()?;
+        let (parts, body) = reply.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_CALLOUT_REPLY)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        let mut headers = vec![(":status".to_string(), parts.status.as_u16().to_string())];
+        for (k, v) in &parts.headers {
+            headers.push((
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            ));
+        }
+        Some(CalloutReply {
+            headers,
+            body: body.to_vec(),
+        })
+    };
+    match tokio::time::timeout(callout.timeout, call).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::warn!(cluster = callout.cluster, "callout timed out");
+            None
+        }
     }
 }

@@ -32,7 +32,9 @@ impl Workers {
                 .name(format!("writ-worker-{i}"))
                 .spawn(move || {
                     let mut vm = match host.vm() {
-                        Ok(vm) => {
+                        Ok(mut vm) => {
+                            // Callouts are performed by the request's task, not this thread.
+                            vm.set_deferred_callouts(true);
                             let _ = ready_tx.send(Ok(()));
                             vm
                         }

@@ -585,3 +585,55 @@ fn response_phase_local_reply_and_callouts_through_the_gateway() {
     assert_eq!(header("x-callout-body"), Some("found"));
     gw.shutdown();
 }
+
+#[test]
+fn a_slow_callout_does_not_hold_the_worker() {
+    let up = upstream();
+    let slow = TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in slow.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let _ = conn.read(&mut buf);
+                std::thread::sleep(Duration::from_millis(800));
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow",
+                );
+            });
+        }
+    });
+    let mut config = HostConfig::new(probe());
+    config.cache_dir = Some(module_cache());
+    config.limits.max_vms = 4;
+    config
+        .clusters
+        .insert("backend".to_string(), format!("http://{slow_addr}"));
+    let mut gw = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        &format!("http://{}", up.addr),
+    );
+    gw.workers = 1;
+    let gw = Gateway::start(Host::new(config).unwrap(), gw).unwrap();
+    let addr = gw.local_addr();
+    let started = std::time::Instant::now();
+    let slow_request =
+        std::thread::spawn(move || request(addr, "GET", "/slow", &[("x-probe", "callout")], b""));
+    std::thread::sleep(Duration::from_millis(100));
+    let fast = request(addr, "GET", "/fast", &[], b"");
+    let fast_done = started.elapsed();
+    assert_eq!(fast.status, 200);
+    assert!(fast_done < Duration::from_millis(700), "{fast_done:?}");
+    let slow = slow_request.join().unwrap();
+    assert_eq!(slow.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    let seen = up.seen.lock().unwrap().clone();
+    let slow_seen = seen.iter().find(|s| s.path == "/slow").unwrap();
+    assert!(
+        slow_seen
+            .headers
+            .contains(&("x-callout-body".to_string(), "slow".to_string()))
+    );
+    gw.shutdown();
+}

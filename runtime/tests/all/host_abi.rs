@@ -371,3 +371,39 @@ fn trailers_release_a_buffered_body() {
     assert!(flow.end_of_stream);
     vm.close_stream(id).unwrap();
 }
+
+#[test]
+fn deferred_callouts_are_left_to_the_driver() {
+    let mut config = HostConfig::new(probe());
+    config
+        .clusters
+        .insert("backend".to_string(), "http://127.0.0.1:9".to_string());
+    config.cache_dir = Some(module_cache());
+    config.limits.max_vms = 4;
+    let host = Host::new(config).unwrap();
+    let mut vm = host.vm().unwrap();
+    vm.set_deferred_callouts(true);
+    let id = vm.open_stream(StreamInfo::default()).unwrap();
+    let headers = RequestSpec::new("GET", "/", &[("x-probe", "callout")], b"").wire_headers();
+    assert!(vm.request_headers(id, headers, true).unwrap().is_paused());
+    let callouts = vm.take_callouts();
+    assert_eq!(callouts.len(), 1);
+    let call = &callouts[0];
+    assert_eq!((call.stream, call.cluster.as_str()), (Some(id), "backend"));
+    assert_eq!(call.base_url, "http://127.0.0.1:9");
+    assert!(
+        call.headers
+            .contains(&(":path".to_string(), "/lookup".to_string()))
+    );
+    let reply = writ_runtime::CalloutReply {
+        headers: vec![(":status".into(), "201".into())],
+        body: b"later".to_vec(),
+    };
+    let flow = vm.complete_callout(call, Some(reply)).unwrap();
+    let released = flow.headers.unwrap();
+    assert!(released.contains(&("x-callout-status".to_string(), "201".to_string())));
+    assert!(released.contains(&("x-callout-body".to_string(), "later".to_string())));
+    assert!(flow.end_of_stream);
+    assert!(vm.take_callouts().is_empty());
+    vm.close_stream(id).unwrap();
+}
