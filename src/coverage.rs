@@ -48,6 +48,9 @@ pub struct RuleRef {
     /// Artifact file name and sha256 the rule ships in.
     pub artifact: String,
     pub artifact_sha256: String,
+    /// A rule without a condition matches every request of its phase, so no test can
+    /// show it not firing; coverage asks only for a firing test.
+    pub unconditional: bool,
 }
 
 /// A manual clause declaration.
@@ -161,7 +164,7 @@ pub fn compute(paper: &[String], policies: &[PolicyInput]) -> Report {
                     r.rule.title, r.rule.location
                 ));
             }
-            if r.non_firing_tests.is_empty() {
+            if r.non_firing_tests.is_empty() && !r.rule.unconditional {
                 gaps.push(format!(
                     "rule \"{}\" ({}) has no passing test where it must not fire",
                     r.rule.title, r.rule.location
@@ -209,11 +212,15 @@ impl Report {
                     short(&r.rule.artifact_sha256)
                 );
                 let _ = writeln!(out, "        fires in: {}", list_or_none(&r.firing_tests));
-                let _ = writeln!(
-                    out,
-                    "        must not fire in: {}",
-                    list_or_none(&r.non_firing_tests)
-                );
+                if r.rule.unconditional && r.non_firing_tests.is_empty() {
+                    let _ = writeln!(out, "        must not fire in: (unconditional rule)");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "        must not fire in: {}",
+                        list_or_none(&r.non_firing_tests)
+                    );
+                }
             }
             for m in &c.manual {
                 let _ = writeln!(
@@ -296,6 +303,7 @@ mod tests {
             location: "p.policy:3".into(),
             artifact: "p-1.0.0.wasm".into(),
             artifact_sha256: "ab".repeat(32),
+            unconditional: false,
         }
     }
 

@@ -196,9 +196,11 @@ pub enum ManualStmt {
     Reason(Str),
 }
 
-/// `kill_switch { admin path "…" token sha256 "…" }`
+/// `kill_switch AIP-6.1 { admin path "…" token sha256 "…" }`
 #[derive(Debug, Clone, PartialEq)]
 pub struct KillSwitchItem {
+    /// The paper policy clause the kill switch implements, if the policy names one.
+    pub clause: Option<Ident>,
     pub stmts: Vec<Node<KillStmt>>,
 }
 

@@ -185,7 +185,11 @@ impl Printer<'_> {
                 },
             ),
             Item::KillSwitch(k) => {
-                self.block("kill_switch".to_string(), span, &k.stmts, |s| match s {
+                let head = match &k.clause {
+                    Some(c) => format!("kill_switch {}", c.node),
+                    None => "kill_switch".to_string(),
+                };
+                self.block(head, span, &k.stmts, |s| match s {
                     KillStmt::AdminPath(v) => format!("admin path {}", string(&v.node)),
                     KillStmt::TokenSha256(v) => format!("token sha256 {}", string(&v.node)),
                 })

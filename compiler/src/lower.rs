@@ -142,6 +142,7 @@ pub(crate) fn lower(file: &File, source: &str) -> Res<Compiled> {
             }
             Item::KillSwitch(k) => {
                 let mut ks = ir::KillSwitch {
+                    clause: k.clause.as_ref().map(|c| c.node.clone()),
                     admin_path: String::new(),
                     token_sha256: String::new(),
                 };

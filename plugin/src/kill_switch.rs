@@ -288,6 +288,7 @@ mod tests {
 
     fn ks() -> KillSwitch {
         KillSwitch {
+            clause: None,
             admin_path: "/writ/admin/kill-switch".into(),
             token_sha256: TEST_HASH.into(),
         }
@@ -383,6 +384,7 @@ mod tests {
         let get = handle_admin(&s, &ks(), &["support"], "GET", Some("Bearer test"), b"", 0);
         assert_eq!(get.status, 405);
         let bad_policy = KillSwitch {
+            clause: None,
             admin_path: "/a".into(),
             token_sha256: "zz".into(),
         };

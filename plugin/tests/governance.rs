@@ -232,6 +232,7 @@ fn budget_policy() -> Policy {
             ),
         ],
         kill_switch: Some(KillSwitch {
+            clause: None,
             admin_path: "/writ/admin/kill-switch".into(),
             // sha256("test")
             token_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),

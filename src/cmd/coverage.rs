@@ -177,17 +177,35 @@ fn policy_input(
     sha: String,
     cases: Vec<CaseRef>,
 ) -> PolicyInput {
-    let rules = compiled
+    let mut rules: Vec<RuleRef> = compiled
         .rule_info
         .iter()
-        .map(|r| RuleRef {
+        .zip(&compiled.policy.rules)
+        .map(|(r, ir_rule)| RuleRef {
             clause: r.clause.clone(),
             title: r.title.clone(),
             location: format!("{}:{}", path.display(), r.line),
             artifact: artifact.clone(),
             artifact_sha256: sha.clone(),
+            unconditional: ir_rule.condition == writ_plugin::ir::Expr::Const(true),
         })
         .collect();
+    // The kill switch enforces its clause like a rule; its index follows the rules'.
+    if let Some(clause) = compiled
+        .policy
+        .kill_switch
+        .as_ref()
+        .and_then(|k| k.clause.clone())
+    {
+        rules.push(RuleRef {
+            clause,
+            title: writ::policy_tests::run::KILL_SWITCH_TITLE.to_string(),
+            location: format!("{} (kill_switch)", path.display()),
+            artifact: artifact.clone(),
+            artifact_sha256: sha.clone(),
+            unconditional: false,
+        });
+    }
     let manual = compiled
         .manual
         .iter()

@@ -43,6 +43,9 @@ pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The title under which the engine reports a request refused by the kill switch.
+pub const KILL_SWITCH_TITLE: &str = "Kill switch";
+
 /// One test file compiled, linked and ready to run.
 pub struct Suite {
     pub test_path: PathBuf,
@@ -133,6 +136,21 @@ impl Suite {
                 .iter()
                 .any(|r| expect::names(r, &rule.clause, &rule.title));
             if named {
+                fired.push(i)
+            } else {
+                not_fired.push(i)
+            }
+        }
+        // The kill switch, when it cites a clause, is asserted like an enforce-mode rule.
+        if let (Some(clause), Some(list)) = (
+            policy.kill_switch.as_ref().and_then(|k| k.clause.as_ref()),
+            &case.expect.fired,
+        ) {
+            let i = policy.rules.len();
+            if list
+                .iter()
+                .any(|r| expect::names(r, clause, KILL_SWITCH_TITLE))
+            {
                 fired.push(i)
             } else {
                 not_fired.push(i)

@@ -395,8 +395,13 @@ impl Builder<'_> {
                     .collect(),
             }),
             Rule::kill_item => Item::KillSwitch(KillSwitchItem {
+                clause: k
+                    .first()
+                    .filter(|c| c.as_rule() == Rule::rule_id)
+                    .map(|c| self.ident(c)),
                 stmts: k
                     .iter()
+                    .filter(|s| s.as_rule() == Rule::kill_stmt)
                     .filter_map(|s| {
                         let s = s.clone().into_inner().next()?;
                         let sp = self.span(&s);
