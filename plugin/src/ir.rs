@@ -193,7 +193,10 @@ pub enum Operand {
     Field(Field),
     /// Money spent in the current calendar window by the request's scope, plus reservations
     /// in flight, plus this request's estimated cost.
-    Spend { scope: Scope, window: Window },
+    Spend {
+        scope: Scope,
+        window: Window,
+    },
     /// The reply's confidence score, 0..=1.
     Confidence(ConfidenceSource),
 }
@@ -296,6 +299,8 @@ impl Action {
 /// How an operator stops and resumes workflows without a redeploy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillSwitch {
+    /// The paper policy clause it implements, so coverage and audit records can cite it.
+    pub clause: Option<String>,
     /// Request path of the admin endpoint the filter answers itself.
     pub admin_path: String,
     /// sha256 (hex) of the bearer token an operator must present.
