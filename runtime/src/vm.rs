@@ -462,10 +462,8 @@ impl Vm {
         let answered = stream.local.is_some() || stream.closed;
         for dir in [Dir::Response, Dir::Request] {
             let d = Self::dir(stream, dir);
-            if let Some((stage, eos)) = d.paused {
-                if d.resume || answered {
-                    return self.settle(id, dir, false, stage, eos);
-                }
+            if let Some((stage, eos)) = d.paused.filter(|_| d.resume || answered) {
+                return self.settle(id, dir, false, stage, eos);
             }
         }
         Ok(Flow::default())
