@@ -110,8 +110,8 @@ impl Unsupported {
     /// A short reason for logs and audit records.
     pub fn as_str(self) -> &'static str {
         match self {
-            Unsupported::Spend => "spend is not enforced yet",
-            Unsupported::Confidence => "confidence is not evaluated yet",
+            Unsupported::Spend => "spend is known only after the budget admission",
+            Unsupported::Confidence => "confidence is known only in the response phase",
             Unsupported::ResponseText => "response text is not available in this phase",
         }
     }
@@ -204,6 +204,7 @@ pub fn identify(policy: &Policy, request: &Request) -> Identity {
         identity: &Identity::default(),
         headers_only: true,
         unsupported: None,
+        facts: &Facts::default(),
     };
     for (i, wf) in policy.workflows.iter().enumerate() {
         ctx.unsupported = None;
@@ -223,7 +224,8 @@ pub fn identify(policy: &Policy, request: &Request) -> Identity {
     Identity::default()
 }
 
-/// Evaluates the request-phase rules of `policy` against `request`.
+/// Evaluates the request-phase rules of `policy` against `request`, with spend unknown:
+/// rules reading `spend(...)` are reported as undecided ([`Unsupported::Spend`]).
 ///
 /// Rules are visited in source order. A rule in monitor mode (its own or the policy's) is
 /// recorded as [`Effect::WouldHave`] and changes nothing. The first enforced deny wins and
@@ -231,6 +233,60 @@ pub fn identify(policy: &Policy, request: &Request) -> Identity {
 /// combine and are listed for the adapter.
 pub fn evaluate_request(policy: &Policy, scanner: &Scanner, request: &Request) -> Decision {
     let identity = identify(policy, request);
+    evaluate(
+        policy,
+        scanner,
+        request,
+        identity,
+        &Facts::default(),
+        Phase::Request,
+        None,
+    )
+}
+
+/// What the adapter knows beyond the request itself: spend totals after admission and,
+/// in the response phase, the reply. Absent facts make the rules that read them
+/// undecided (spend, response text) or compare as missing (status, headers, confidence).
+#[derive(Default)]
+pub struct Facts<'a> {
+    /// `spend(scope, window)` values (settled + reserved, this request included), or
+    /// `None` when no admission ran: spend rules are then undecided.
+    pub spend: Option<&'a dyn Fn(ir::Scope, ir::Window) -> Option<ir::Micros>>,
+    /// The reply, in the response phase.
+    pub reply: Option<ReplyView<'a>>,
+}
+
+/// The reply as response-phase rules see it.
+#[derive(Default, Clone, Copy)]
+pub struct ReplyView<'a> {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: &'a [(String, String)],
+    /// The parsed JSON reply, when the reply is JSON and was buffered; `None` for streams.
+    pub body: Option<&'a serde_json::Value>,
+}
+
+impl<'a> ReplyView<'a> {
+    fn header(self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Evaluates the rules of `phase` (only those listed in `only`, when given) with the
+/// identity already resolved and the `facts` the adapter gathered. The same precedence as
+/// [`evaluate_request`]: the first enforced deny wins and overrides transformations.
+pub fn evaluate(
+    policy: &Policy,
+    scanner: &Scanner,
+    request: &Request,
+    identity: Identity,
+    facts: &Facts<'_>,
+    phase: Phase,
+    only: Option<&[usize]>,
+) -> Decision {
     let mut decision = Decision {
         identity,
         verdict: Verdict::Continue,
@@ -244,10 +300,11 @@ pub fn evaluate_request(policy: &Policy, scanner: &Scanner, request: &Request) -
         identity: &decision.identity,
         headers_only: false,
         unsupported: None,
+        facts,
     };
     let mut deny = None;
     for (i, rule) in policy.rules.iter().enumerate() {
-        if rule.phase != Phase::Request {
+        if rule.phase != phase || only.is_some_and(|o| !o.contains(&i)) {
             continue;
         }
         ctx.unsupported = None;
@@ -263,30 +320,8 @@ pub fn evaluate_request(policy: &Policy, scanner: &Scanner, request: &Request) -
         if !holds {
             continue;
         }
-        let monitor =
-            policy.enforcement == Enforcement::Monitor || rule.enforcement == Enforcement::Monitor;
-        let effect = if monitor {
-            Effect::WouldHave
-        } else {
-            match &rule.action {
-                Action::Allow | Action::Deny { .. } => Effect::Enforced,
-                // Filled by later changes: the streaming rewriter (redact, tokenise), model
-                // rewriting (route), the review queue (escalate) and cost labels (tag).
-                Action::Redact { .. }
-                | Action::Tokenise { .. }
-                | Action::Route(_)
-                | Action::Escalate { .. }
-                | Action::Tag { .. } => Effect::NotEnforcedYet,
-            }
-        };
-        decision.fired.push(Fired {
-            rule: i,
-            clause: rule.clause.clone(),
-            title: rule.title.clone(),
-            action: ActionKind::of(&rule.action),
-            monitor,
-            effect,
-        });
+        let monitor = is_monitor(policy, i);
+        decision.fired.push(fired(policy, i, monitor));
         if let (false, Action::Deny { status, message }) = (monitor, &rule.action) {
             deny = Some(Verdict::Deny {
                 status: *status,
@@ -298,15 +333,233 @@ pub fn evaluate_request(policy: &Policy, scanner: &Scanner, request: &Request) -
         }
     }
     if let Some(verdict) = deny {
-        // A deny overrides every enforced transformation that fired before it.
-        for f in &mut decision.fired {
+        decision.deny_with(verdict);
+    }
+    decision
+}
+
+/// True when rule `i` (or the whole policy) is in monitor mode.
+pub fn is_monitor(policy: &Policy, i: usize) -> bool {
+    policy.enforcement == Enforcement::Monitor
+        || policy
+            .rules
+            .get(i)
+            .is_some_and(|r| r.enforcement == Enforcement::Monitor)
+}
+
+/// The record of rule `i` firing (the adapter uses it for rules it decides itself, such as
+/// a budget the ledger refused).
+pub fn fired(policy: &Policy, i: usize, monitor: bool) -> Fired {
+    let rule = policy.rules.get(i);
+    Fired {
+        rule: i,
+        clause: rule.map(|r| r.clause.clone()).unwrap_or_default(),
+        title: rule.map(|r| r.title.clone()).unwrap_or_default(),
+        action: rule.map_or(ActionKind::Allow, |r| ActionKind::of(&r.action)),
+        monitor,
+        effect: if monitor {
+            Effect::WouldHave
+        } else {
+            Effect::Enforced
+        },
+    }
+}
+
+impl Decision {
+    /// Applies a deny: the verdict changes and every enforced transformation that fired
+    /// becomes [`Effect::Overridden`].
+    pub fn deny_with(&mut self, verdict: Verdict) {
+        for f in &mut self.fired {
             if f.effect != Effect::WouldHave && f.action != ActionKind::Deny {
                 f.effect = Effect::Overridden;
             }
         }
-        decision.verdict = verdict;
+        self.verdict = verdict;
     }
-    decision
+
+    /// Merges a later evaluation of other rules (re-evaluated undecided ones) into this
+    /// decision, keeping source order and the first deny.
+    pub fn merge(&mut self, other: Decision) {
+        self.undecided
+            .retain(|u| !other.fired.iter().any(|f| f.rule == u.rule));
+        self.undecided
+            .retain(|u| !other.undecided.iter().any(|o| o.rule == u.rule));
+        self.undecided.extend(other.undecided);
+        self.fired.extend(other.fired);
+        self.fired.sort_by_key(|f| f.rule);
+        if let Verdict::Deny { .. } = other.verdict
+            && self.verdict == Verdict::Continue
+        {
+            self.deny_with(other.verdict);
+        }
+    }
+
+    /// The enforced (not monitor, not overridden) rules that fired, with their actions.
+    pub fn enforced<'p>(&self, policy: &'p Policy) -> impl Iterator<Item = (usize, &'p Action)> {
+        self.fired
+            .iter()
+            .filter(|f| f.effect == Effect::Enforced)
+            .filter_map(move |f| policy.rules.get(f.rule).map(|r| (f.rule, &r.action)))
+    }
+}
+
+/// What the enforced rules of one decision ask the adapter to do to the traffic.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transforms {
+    /// Detectors whose values become placeholders (restored in the reply).
+    pub tokenise: Vec<u16>,
+    /// Detectors whose values become typed masks.
+    pub redact: Vec<u16>,
+    /// The model to send instead of the requested one: the first enforced route in source
+    /// order wins.
+    pub route: Option<String>,
+    /// `(key, value)` cost-attribution labels, in source order (a later key overwrites).
+    pub tags: Vec<(String, String)>,
+    /// The first enforced escalation: `(rule, queue, reason)`.
+    pub escalate: Option<(usize, String, String)>,
+}
+
+impl Transforms {
+    /// Collects the enforced actions of `decision` (monitor and overridden rules change
+    /// nothing). Detector lists are sorted and deduplicated.
+    pub fn of(policy: &Policy, decision: &Decision) -> Transforms {
+        let mut t = Transforms::default();
+        for (i, action) in decision.enforced(policy) {
+            match action {
+                Action::Tokenise { detectors } => t.tokenise.extend_from_slice(detectors),
+                Action::Redact { detectors } => t.redact.extend_from_slice(detectors),
+                Action::Route(target) if t.route.is_none() => {
+                    t.route = route_target(policy, target);
+                }
+                Action::Tag { key, value } => t.tags.push((key.clone(), value.clone())),
+                Action::Escalate { queue, reason } if t.escalate.is_none() => {
+                    t.escalate = Some((i, queue.clone(), reason.clone()));
+                }
+                _ => {}
+            }
+        }
+        for v in [&mut t.tokenise, &mut t.redact] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        t
+    }
+}
+
+/// The model a route names: the model itself, or for `cheapest [..]` the listed model
+/// with the lowest input + output price per million tokens (ties: the first listed;
+/// models without a price are never the cheapest unless none has one, then the first).
+pub fn route_target(policy: &Policy, target: &ir::RouteTarget) -> Option<String> {
+    match target {
+        ir::RouteTarget::Model(m) => Some(m.clone()),
+        ir::RouteTarget::CheapestOf(models) => {
+            let priced = models.iter().filter_map(|m| {
+                let p = crate::spend::price_for(&policy.prices, m)?;
+                Some((p.input_per_mtok.saturating_add(p.output_per_mtok), m))
+            });
+            let mut best: Option<(i64, &String)> = None;
+            for (cost, m) in priced {
+                if best.is_none_or(|(c, _)| cost < c) {
+                    best = Some((cost, m));
+                }
+            }
+            best.map(|(_, m)| m.clone())
+                .or_else(|| models.first().cloned())
+        }
+    }
+}
+
+/// Detectors that enforced response-phase `redact` rules mask in replies (their union,
+/// sorted): applied to every reply, since a leaked value must be caught before it is
+/// sent, not after the rule's condition is known.
+pub fn response_redactions(policy: &Policy) -> Vec<u16> {
+    let mut out: Vec<u16> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.phase == Phase::Response && !is_monitor(policy, *i))
+        .filter_map(|(_, r)| match &r.action {
+            Action::Redact { detectors } => Some(detectors.iter().copied()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The detectors a rule's condition looks for in the prompt (`prompt has …`), sorted:
+/// what a deny of a PII rule names in its message and counts in the audit record.
+pub fn prompt_detectors(rule: &ir::Rule) -> Vec<u16> {
+    fn walk(e: &Expr, out: &mut Vec<u16>) {
+        match e {
+            Expr::And(v) | Expr::Or(v) => v.iter().for_each(|e| walk(e, out)),
+            Expr::Not(e) => walk(e, out),
+            Expr::Has {
+                subject: Text::Prompt,
+                detectors,
+            } => out.extend_from_slice(detectors),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&rule.condition, &mut out);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// How many values of each of `detectors` the request body holds (every string, the
+/// structural ones included), by detector index. Counts only: values never leave here.
+pub fn count_in_request(
+    scanner: &Scanner,
+    request: &Request,
+    detectors: &[u16],
+) -> std::collections::BTreeMap<u16, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    if detectors.is_empty() {
+        return counts;
+    }
+    let mut hits = Vec::new();
+    request.any_body_string(|text| {
+        scanner.scan(text, detectors, &mut hits);
+        for m in &hits {
+            *counts.entry(m.detector).or_insert(0u32) += 1;
+        }
+        false
+    });
+    counts
+}
+
+/// The deny message of a PII rule with the data types found appended, e.g. `Remove
+/// identifiers. (found: us_ssn)`: names of detectors, never values. The message is kept
+/// as written when nothing was counted.
+pub fn deny_message_with_types(
+    message: &str,
+    scanner: &Scanner,
+    counts: &std::collections::BTreeMap<u16, u32>,
+) -> String {
+    let names: Vec<&str> = counts.keys().filter_map(|&d| scanner.name(d)).collect();
+    if names.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message} (found: {})", names.join(", "))
+    }
+}
+
+/// True for a response rule `redact` whose condition is only `response has …`: the reply
+/// rewriter enforces it while streaming, and the rule fires when it masked something.
+pub fn is_streamed_redaction(rule: &ir::Rule) -> bool {
+    rule.phase == Phase::Response
+        && matches!(rule.action, Action::Redact { .. })
+        && matches!(
+            rule.condition,
+            Expr::Has {
+                subject: Text::Response,
+                ..
+            }
+        )
 }
 
 /// Evaluation state for one condition. `unsupported` records the first operand the engine
@@ -319,6 +572,7 @@ struct Ctx<'a> {
     identity: &'a Identity,
     headers_only: bool,
     unsupported: Option<Unsupported>,
+    facts: &'a Facts<'a>,
 }
 
 /// A resolved operand, borrowed where possible so evaluation allocates nothing.
@@ -374,10 +628,15 @@ impl<'a> Ctx<'a> {
                     .any_body_string(|text| scanner.any(text, detectors)),
                 None => false,
             },
-            Text::Response => {
-                self.unsupported.get_or_insert(Unsupported::ResponseText);
-                false
-            }
+            Text::Response => match (self.facts.reply.and_then(|r| r.body), self.scanner) {
+                (Some(body), Some(scanner)) => {
+                    any_json_string(body, &mut |text| scanner.any(text, detectors))
+                }
+                _ => {
+                    self.unsupported.get_or_insert(Unsupported::ResponseText);
+                    false
+                }
+            },
         }
     }
 
@@ -385,14 +644,26 @@ impl<'a> Ctx<'a> {
         match o {
             Operand::Const(v) => Some(Val::of(v)),
             Operand::Field(f) => self.field(f),
-            Operand::Spend { .. } => {
-                self.unsupported.get_or_insert(Unsupported::Spend);
-                None
-            }
-            Operand::Confidence(_) => {
-                self.unsupported.get_or_insert(Unsupported::Confidence);
-                None
-            }
+            Operand::Spend { scope, window } => match self.facts.spend {
+                Some(spend) => spend(*scope, *window).map(Val::Money),
+                None => {
+                    self.unsupported.get_or_insert(Unsupported::Spend);
+                    None
+                }
+            },
+            Operand::Confidence(source) => match self.facts.reply {
+                // A missing or unreadable score compares as missing: no comparison holds
+                // (the oversight mode escalates such replies on its own, failing safe).
+                Some(reply) => {
+                    crate::oversight::read_confidence(source, |name| reply.header(name), reply.body)
+                        .ok()
+                        .map(Val::Num)
+                }
+                None => {
+                    self.unsupported.get_or_insert(Unsupported::Confidence);
+                    None
+                }
+            },
         }
     }
 
@@ -415,9 +686,22 @@ impl<'a> Ctx<'a> {
                 .map(|w| Val::Str(&w.name)),
             Field::Team => self.identity.team.as_deref().map(Val::Str),
             Field::User => self.identity.user.as_deref().map(Val::Str),
-            // Response-phase fields; the response evaluator fills them in a later change.
-            Field::ResponseHeader(_) | Field::Status => None,
+            Field::ResponseHeader(name) => {
+                self.facts.reply.and_then(|r| r.header(name)).map(Val::Str)
+            }
+            Field::Status => self.facts.reply.map(|r| Val::Num(f64::from(r.status))),
         }
+    }
+}
+
+/// Calls `f` on every string value of a JSON value, depth first; stops when it returns true.
+fn any_json_string(value: &serde_json::Value, f: &mut impl FnMut(&str) -> bool) -> bool {
+    use serde_json::Value as J;
+    match value {
+        J::String(s) => f(s),
+        J::Array(items) => items.iter().any(|v| any_json_string(v, f)),
+        J::Object(map) => map.values().any(|v| any_json_string(v, f)),
+        J::Null | J::Bool(_) | J::Number(_) => false,
     }
 }
 

@@ -226,11 +226,11 @@ fn deny_wins_over_transformations_and_stops() {
     assert_eq!(d.fired[1].effect, Effect::Overridden);
     assert_eq!(d.fired[2].effect, Effect::Enforced);
 
-    // Without a deny, transformations are listed honestly as not enforced yet.
+    // Without a deny, transformations are enforced (the adapter carries them out).
     let p = policy(vec![], vec![rule("T-1", Expr::Const(true), tag)]);
     let d = eval(&p, &request(&[], r#"{"model":"m"}"#));
     assert_eq!(d.verdict, Verdict::Continue);
-    assert_eq!(d.fired[0].effect, Effect::NotEnforcedYet);
+    assert_eq!(d.fired[0].effect, Effect::Enforced);
     assert_eq!(d.fired[0].action, ActionKind::Tag);
 }
 

@@ -140,8 +140,53 @@ pub fn is_json_content_type(value: &str) -> bool {
             .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json"))
 }
 
+/// Rewrites the top-level `model` of a JSON body to `model`, splicing only that string
+/// (every other byte is kept). `Ok(None)` when the body has no top-level `model` string or
+/// it already names `model`.
+pub fn set_model(
+    body: &[u8],
+    model: &str,
+) -> Result<Option<Vec<u8>>, crate::json_strings::JsonError> {
+    use crate::json_strings::Pat;
+    crate::json_strings::rewrite_strings(body, |path, s| {
+        (path.matches(&[Pat::Key("model")]) && s != model).then(|| model.to_string())
+    })
+}
+
+/// For a streamed chat or completions request without `stream_options`, the body with
+/// `"stream_options":{"include_usage":true}` spliced in first, so the provider reports
+/// usage in its final chunk and the budget is settled from real usage. A body that already
+/// has `stream_options` goes through [`crate::spend::request_stream_usage`] on a copy and
+/// is re-serialised (rare). `None` when nothing needs changing.
+pub fn ask_stream_usage(body: &[u8], json: &Json) -> Option<Vec<u8>> {
+    let obj = json.as_object()?;
+    if obj.get("stream").and_then(Json::as_bool) != Some(true) {
+        return None;
+    }
+    if !obj.contains_key("stream_options") {
+        let mut probe = json.clone();
+        if !crate::spend::request_stream_usage(&mut probe) {
+            return None;
+        }
+        let open = body.iter().position(|&b| b == b'{')?;
+        let insert: &[u8] = br#""stream_options":{"include_usage":true},"#;
+        let mut out = Vec::with_capacity(body.len() + insert.len());
+        out.extend_from_slice(body.get(..=open)?);
+        out.extend_from_slice(insert);
+        out.extend_from_slice(body.get(open + 1..)?);
+        return Some(out);
+    }
+    let mut copy = json.clone();
+    if crate::spend::request_stream_usage(&mut copy) {
+        serde_json::to_vec(&copy).ok()
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -177,6 +222,32 @@ mod tests {
             false
         });
         assert_eq!(seen, ["gpt-4o", "hi"]);
+    }
+
+    #[test]
+    fn model_and_stream_usage_are_spliced() {
+        let body = br#"{"model":"gpt-4o", "messages":[{"role":"user","content":"model"}]}"#;
+        let out = set_model(body, "gpt-4o-mini").unwrap().unwrap();
+        assert_eq!(
+            out,
+            br#"{"model":"gpt-4o-mini", "messages":[{"role":"user","content":"model"}]}"#
+        );
+        assert_eq!(set_model(&out, "gpt-4o-mini").unwrap(), None);
+
+        let body = br#" {"model":"m","stream":true}"#;
+        let json: Json = serde_json::from_slice(body).unwrap();
+        let out = ask_stream_usage(body, &json).unwrap();
+        let v: Json = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "m");
+        let again: Json = serde_json::from_slice(&out).unwrap();
+        assert_eq!(ask_stream_usage(&out, &again), None);
+        let plain: Json = serde_json::from_slice(br#"{"model":"m"}"#).unwrap();
+        assert_eq!(ask_stream_usage(br#"{"model":"m"}"#, &plain), None);
+        let opts = br#"{"stream":true,"stream_options":{}}"#;
+        let v: Json = serde_json::from_slice(opts).unwrap();
+        let out: Json = serde_json::from_slice(&ask_stream_usage(opts, &v).unwrap()).unwrap();
+        assert_eq!(out["stream_options"]["include_usage"], true);
     }
 
     #[test]
