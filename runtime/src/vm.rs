@@ -466,6 +466,15 @@ impl Vm {
                 return self.settle(id, dir, false, stage, eos);
             }
         }
+        if answered {
+            // A local reply from the callout's callback while nothing was paused.
+            let dir = if stream.response.headers.is_empty() {
+                Dir::Request
+            } else {
+                Dir::Response
+            };
+            return self.settle(id, dir, false, Stage::Headers, false);
+        }
         Ok(Flow::default())
     }
 
