@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use writ_compiler::link;
+use writ_plugin::ir;
 
 /// Arguments of `writ build`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         for w in &compiled.warnings {
             eprintln!("{w}");
         }
+        if let Some(refusal) = version_discipline(&args.out, &compiled.policy)? {
+            failed = true;
+            eprintln!("error: {name}: {refusal}");
+            continue;
+        }
         let artifact = link::link(writ::engine::ENGINE_WASM, &compiled)
             .with_context(|| format!("linking {name}"))?;
         let stem = artifact.file_stem();
@@ -68,6 +74,44 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// An artifact of the same name and version already in `out` must enforce exactly the
+/// same thing: a policy whose enforcement changed needs a new version, or audit records
+/// citing that version would be ambiguous. Returns why the build is refused, if it is.
+fn version_discipline(out: &Path, policy: &ir::Policy) -> anyhow::Result<Option<String>> {
+    let previous = out.join(format!("{}-{}.wasm", policy.name, policy.version));
+    if !previous.exists() {
+        return Ok(None);
+    }
+    let bytes =
+        std::fs::read(&previous).with_context(|| format!("reading {}", previous.display()))?;
+    let old = link::read_policy(&bytes)
+        .with_context(|| format!("reading the policy embedded in {}", previous.display()))?;
+    if enforcement_of(&old) == enforcement_of(policy) {
+        return Ok(None);
+    }
+    let changes = writ::diff::diff(&writ::diff::summarize(&old), &writ::diff::summarize(policy));
+    let what = if changes.is_empty() {
+        "its workflows, prices, detectors or kill switch changed\n".to_string()
+    } else {
+        writ::diff::render(&changes)
+    };
+    Ok(Some(format!(
+        "enforcement changed but the version is still {} ({} holds the previous build); bump the version\n{what}",
+        policy.version,
+        previous.display()
+    )))
+}
+
+/// The policy with what does not affect enforcement (source hash, rule lines) erased.
+fn enforcement_of(policy: &ir::Policy) -> ir::Policy {
+    let mut p = policy.clone();
+    p.source_sha256.clear();
+    for r in &mut p.rules {
+        r.line = 0;
+    }
+    p
 }
 
 /// Writes the artifact and its manifest into `out`, returning both paths. Each file is

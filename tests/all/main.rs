@@ -7,3 +7,4 @@
 mod artifact;
 mod envoy;
 mod support;
+mod versions;

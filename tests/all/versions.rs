@@ -1,0 +1,127 @@
+//! Version discipline and rule-level diffs: `writ diff` names what changed between two
+//! versions, and `writ build` refuses a changed policy that kept its version.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::tempdir::TempDir;
+use crate::support::{workspace_root, writ_bin};
+
+fn writ(args: &[&str]) -> Output {
+    Command::new(writ_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .expect("run writ")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The bundled support policy with the allowlist widened and one rule put in monitor mode.
+fn edited_support_policy(dir: &Path, version: &str) -> String {
+    let source =
+        std::fs::read_to_string(workspace_root().join("policies/support-assistant.policy"))
+            .unwrap()
+            .replace(
+                "[\"gpt-4o-mini\", \"gpt-4o\"]",
+                "[\"gpt-4o-mini\", \"gpt-4o\", \"gpt-4.1\"]",
+            )
+            .replace(
+                "output tokens.\"\n}",
+                "output tokens.\"\n  enforcement monitor\n}",
+            )
+            .replace("version \"1.0.0\"", &format!("version \"{version}\""));
+    let path = dir.join("support-assistant.policy");
+    std::fs::write(&path, source).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn diff_names_the_changed_rules_between_two_versions() {
+    let dir = TempDir::new("writ-diff");
+    let new = edited_support_policy(dir.path(), "1.1.0");
+    let out = writ(&["diff", "policies/support-assistant.policy", &new]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("support-assistant 1.0.0 → support-assistant 1.1.0"),
+        "{t}"
+    );
+    assert!(
+        t.contains("~ rule AIP-3.1 \"Only approved models\" (condition changed)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("~ rule AIP-4.4 \"No long outputs\" (enforcement changed)"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("AIP-2.1"),
+        "unchanged rules are not listed: {t}"
+    );
+
+    // The same comparison from a built artifact gives the same changes.
+    let built = TempDir::new("writ-diff-built");
+    let out_dir = built.path().display().to_string();
+    assert!(
+        writ(&[
+            "build",
+            "policies/support-assistant.policy",
+            "--out",
+            &out_dir
+        ])
+        .status
+        .success()
+    );
+    let artifact = built
+        .path()
+        .join("support-assistant-1.0.0.wasm")
+        .display()
+        .to_string();
+    let from_artifact = writ(&["diff", &artifact, &new]);
+    assert_eq!(text(&from_artifact), t);
+}
+
+#[test]
+fn build_refuses_changed_enforcement_under_the_same_version() {
+    let out_dir = TempDir::new("writ-versions");
+    let out = out_dir.path().display().to_string();
+    assert!(
+        writ(&["build", "policies/support-assistant.policy", "--out", &out])
+            .status
+            .success()
+    );
+
+    let src = TempDir::new("writ-versions-src");
+    let same_version = edited_support_policy(src.path(), "1.0.0");
+    let refused = writ(&["build", &same_version, "--out", &out]);
+    assert!(!refused.status.success());
+    let t = text(&refused);
+    assert!(
+        t.contains("enforcement changed but the version is still 1.0.0"),
+        "{t}"
+    );
+    assert!(t.contains("AIP-3.1"), "{t}");
+
+    // A comment-only change is not an enforcement change.
+    let reworded = src.path().join("reworded.policy");
+    let original =
+        std::fs::read_to_string(workspace_root().join("policies/support-assistant.policy"))
+            .unwrap();
+    std::fs::write(&reworded, format!("# reviewed again\n{original}")).unwrap();
+    let ok = writ(&["build", &reworded.display().to_string(), "--out", &out]);
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    // With the version bumped the build goes through beside the old one.
+    let bumped = edited_support_policy(src.path(), "1.1.0");
+    let ok = writ(&["build", &bumped, "--out", &out]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(out_dir.path().join("support-assistant-1.1.0.wasm").exists());
+    assert!(out_dir.path().join("support-assistant-1.0.0.wasm").exists());
+}
