@@ -708,3 +708,28 @@ fn tls_upstream_certificates_are_verified() {
         "nothing sent to an unverified upstream"
     );
 }
+
+/// Why `writ envoy` sets `allow_on_headers_stop_iteration`: without it, a filter that pauses
+/// on request headers until the body arrives (as writ's engine does) never gets the request
+/// to the upstream.
+#[test]
+fn pausing_on_headers_needs_allow_on_headers_stop_iteration() {
+    let wasm = probe_filter().unwrap();
+    let upstream = Upstream::start(Reply::chat("hello"));
+    let config = config_for(&wasm, &upstream);
+    let flag = "allow_on_headers_stop_iteration: true";
+    assert!(config.contains(flag));
+    let without = config.replace(flag, "allow_on_headers_stop_iteration: false");
+    let envoy = EnvoyProcess::start(&without).unwrap();
+    let req = Request::post_json("/v1/chat/completions", r#"{"model":"m"}"#);
+    let outcome = send(envoy.listener(), &req, Duration::from_secs(3));
+    eprintln!(
+        "without the flag: {:?}",
+        outcome.as_ref().map(|r| (r.status, r.body_str()))
+    );
+    assert!(
+        outcome.is_err() || outcome.as_ref().is_ok_and(|r| r.status != 200),
+        "expected the paused request to hang or fail"
+    );
+    assert!(upstream.received().is_empty());
+}
