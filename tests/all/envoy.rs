@@ -258,10 +258,7 @@ fn admin_serves_prometheus_stats_and_the_artifact_hash() {
 #[test]
 fn writ_policy_enforces_in_envoy() {
     let dir = TempDir::new("writ-e2e");
-    let Some(artifact) = build_e2e_policy(dir.path()) else {
-        eprintln!("SKIPPED writ_policy_enforces_in_envoy: `writ build` is not available yet");
-        return;
-    };
+    let artifact = build_e2e_policy(dir.path());
 
     let upstream = Upstream::start(Reply::chat("fine"));
     let yaml = run_ok(
@@ -448,9 +445,8 @@ fn envoy_request_cost() {
         ("envoy, no wasm", no_wasm),
         ("envoy + pass-through", passthrough),
     ];
-    if let Some(artifact) = build_e2e_policy(dir.path()) {
-        configs.push(("envoy + writ artifact", config_for(&artifact, &upstream)));
-    }
+    let artifact = build_e2e_policy(dir.path());
+    configs.push(("envoy + writ artifact", config_for(&artifact, &upstream)));
     let envoys: Vec<(&str, EnvoyProcess)> = configs
         .into_iter()
         .map(|(name, config)| (name, EnvoyProcess::start_with_workers(&config, 1).unwrap()))
@@ -478,10 +474,7 @@ fn envoy_request_cost() {
 #[test]
 fn envoy_and_writ_serve_agree_on_the_e2e_cases() {
     let dir = TempDir::new("hosts-agree");
-    let Some(artifact) = build_e2e_policy(dir.path()) else {
-        eprintln!("SKIPPED envoy_and_writ_serve_agree: `writ build` is not available yet");
-        return;
-    };
+    let artifact = build_e2e_policy(dir.path());
     let upstream = Upstream::start(Reply::chat("fine"));
     let envoy = EnvoyProcess::start(&config_for(&artifact, &upstream)).unwrap();
     let serve = ServeProcess::start(&artifact, upstream.addr()).unwrap();
@@ -531,9 +524,7 @@ fn envoy_vm_start_time() {
         ("pass-through", passthrough_filter().unwrap()),
         ("probe", probe_filter().unwrap()),
     ];
-    if let Some(artifact) = build_e2e_policy(dir.path()) {
-        guests.push(("writ artifact", artifact));
-    }
+    guests.push(("writ artifact", build_e2e_policy(dir.path())));
     for (name, wasm) in guests {
         let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
         for _ in 0..3 {

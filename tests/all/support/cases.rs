@@ -230,15 +230,15 @@ rule AIP-4.4 "At most 4000 output tokens" {
 }
 "#;
 
-/// Builds [`E2E_POLICY`] with the real `writ build` into `dir`, returning the artifact; `None`
-/// while the CLI cannot build yet (it prints nothing or says "not implemented"), so host
-/// tests can land before the compiler. Any other failure panics with the CLI's output.
-pub fn build_e2e_policy(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+/// Builds [`E2E_POLICY`] with the real `writ build` into `dir` and returns the artifact;
+/// panics with the CLI's output if it fails.
+pub fn build_e2e_policy(dir: &std::path::Path) -> std::path::PathBuf {
     let source = dir.join("e2e-gateway.policy");
-    std::fs::write(&source, E2E_POLICY).ok()?;
     let paper = super::workspace_root().join("policies/ai-policy.md");
-    if let Err(e) = std::fs::copy(&paper, dir.join("ai-policy.md")) {
-        panic!("cannot copy {}: {e}", paper.display());
+    if let Err(e) = std::fs::write(&source, E2E_POLICY)
+        .and_then(|()| std::fs::copy(&paper, dir.join("ai-policy.md")).map(drop))
+    {
+        panic!("cannot prepare the policy in {}: {e}", dir.display());
     }
     let out = dir.join("out");
     let build = super::process::run_bounded(
@@ -254,27 +254,23 @@ pub fn build_e2e_policy(dir: &std::path::Path) -> Option<std::path::PathBuf> {
         Err(e) => panic!("writ build: {e}"),
     };
     let stderr = String::from_utf8_lossy(&build.stderr);
-    let artifact = out.join("e2e-gateway-0.1.0.wasm");
-    let not_there_yet = stderr.contains("not implemented")
-        || (build.status.success() && build.stdout.is_empty() && stderr.is_empty());
-    if not_there_yet && !artifact.exists() {
-        return None;
-    }
     assert!(
         build.status.success(),
         "writ build failed ({}):\n{stderr}",
         build.status
     );
+    let artifact = out.join("e2e-gateway-0.1.0.wasm");
     assert!(
         artifact.is_file(),
         "writ build wrote no {}",
         artifact.display()
     );
-    Some(artifact)
+    artifact
 }
 
 /// The cases every gateway must pass with [`E2E_POLICY`]: the allowlist forwards and denies,
-/// the monitor rule only logs, and a streamed reply comes back byte for byte.
+/// the monitor rule only logs, a streamed reply comes back byte for byte, and bodies the
+/// engine cannot read are refused (fail closed) rather than forwarded.
 pub fn e2e_cases() -> Vec<Case> {
     let chat = |model: &str, extra: &str| {
         format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#)
@@ -319,5 +315,27 @@ pub fn e2e_cases() -> Vec<Case> {
             Expect::Forwarded,
         )
         .reply(Reply::Sse { events: sse }),
+        Case::new(
+            "malformed JSON fails closed",
+            req(r#"{"model":"gpt-4o-mini","messages":["#.into()),
+            Expect::Denied {
+                status: 400,
+                code: None,
+            },
+        ),
+        Case::new(
+            "a body that is not JSON fails closed",
+            Request {
+                headers: vec![
+                    ("content-type".into(), "text/plain".into()),
+                    ("x-workflow".into(), "e2e".into()),
+                ],
+                ..req("model=gpt-4o-mini".into())
+            },
+            Expect::Denied {
+                status: 415,
+                code: None,
+            },
+        ),
     ]
 }
