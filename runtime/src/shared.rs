@@ -145,14 +145,17 @@ impl Shared {
         lock(&self.data).get(key).cloned()
     }
 
-    /// Stores `value` if `cas` is 0 or still the key's current token.
+    /// Stores `value` if `cas` is 0 or still the key's current token. A key that does not
+    /// exist yet is created whatever `cas` says, as Envoy does; so a guest creates a key
+    /// with a non-zero token it can never hold, and of two guests racing to create the same
+    /// key only the first succeeds.
     pub fn set_data(&self, key: &str, value: Vec<u8>, cas: u32) -> Status {
         let mut data = lock(&self.data);
-        if cas != 0 {
-            match data.get(key) {
-                Some((_, current)) if *current == cas => {}
-                _ => return Status::CasMismatch,
-            }
+        if cas != 0
+            && let Some((_, current)) = data.get(key)
+            && *current != cas
+        {
+            return Status::CasMismatch;
         }
         // Tokens are never 0 (0 means "no CAS" to the guest).
         let token =
@@ -237,6 +240,14 @@ mod tests {
         assert_eq!(s.set_data("k", b"2".to_vec(), cas), Status::Ok);
         assert_eq!(s.set_data("k", b"3".to_vec(), cas), Status::CasMismatch);
         assert_eq!(s.get_data("k").map(|v| v.0), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_missing_key_is_created_whatever_the_cas_but_only_once() {
+        let s = Shared::default();
+        assert_eq!(s.set_data("new", b"a".to_vec(), u32::MAX), Status::Ok);
+        assert_eq!(s.set_data("new", b"b".to_vec(), u32::MAX), Status::CasMismatch);
+        assert_eq!(s.get_data("new").map(|v| v.0), Some(b"a".to_vec()));
     }
 
     #[test]
