@@ -246,7 +246,10 @@ mod tests {
     fn a_missing_key_is_created_whatever_the_cas_but_only_once() {
         let s = Shared::default();
         assert_eq!(s.set_data("new", b"a".to_vec(), u32::MAX), Status::Ok);
-        assert_eq!(s.set_data("new", b"b".to_vec(), u32::MAX), Status::CasMismatch);
+        assert_eq!(
+            s.set_data("new", b"b".to_vec(), u32::MAX),
+            Status::CasMismatch
+        );
         assert_eq!(s.get_data("new").map(|v| v.0), Some(b"a".to_vec()));
     }
 
