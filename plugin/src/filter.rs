@@ -4,34 +4,222 @@
 //! the host goes through [`host`], which declares the ABI imports itself and turns each
 //! status into a `Result`. The SDK's own wrappers `panic!` on an unexpected status, and a
 //! panic traps the VM and fails every later request on that worker, so they are not used.
+//! The one exception is `dispatch_http_call`: the SDK must register the call's token or
+//! its dispatcher traps when the answer arrives; it panics only on statuses other than
+//! Ok, BadArgument and InternalFailure, which neither Envoy nor writ-runtime return.
+//!
+//! # What one request goes through
+//!
+//! 1. Request headers: the kill-switch admin path is answered locally; a stopped
+//!    workflow gets 503; a non-JSON body 415; a declared length over the limit 413. When
+//!    the policy may rewrite the body, `content-length` goes (and `accept-encoding:
+//!    identity` is set when replies may need restoring or redaction).
+//! 2. Request body (buffered to its end): request rules are evaluated; a deny answers
+//!    locally (a PII rule's message names the data types found, never values); the spend
+//!    ledgers admit and reserve the estimate (fail closed on a store error); rules on spend
+//!    are evaluated on the totals; then tokenise/redact, route and the stream-usage option
+//!    are spliced into the body, which is replaced only if something changed.
+//! 3. Response headers: response rules on status, headers and header confidence; the
+//!    oversight mode; escalation adds `x-writ-review-id/-queue/-reason` and posts the
+//!    handoff to the configured review queue. JSON replies that must be read are buffered
+//!    (headers held) and decided at their end; event streams are rewritten chunk by chunk.
+//! 4. Response body: placeholders restored and leaked values redacted (`stream.rs`);
+//!    usage read and the reservation settled (alerts logged, counted, posted).
+//! 5. `on_log`: an unsettled reservation is settled at the estimate (a reply came) or
+//!    released (none did); exactly one `writ-audit <json>` line is logged at info level.
 //!
 //! Failure answers (all fail closed, all `{"error":{"message","type","code"}}` JSON):
 //! no policy loaded → 500 `policy_unavailable`; host call failed → 500 `host_error`;
-//! non-JSON content type → 415; body over [`BODY_LIMIT`] → 413; malformed JSON → 400.
+//! non-JSON content type → 415; body over the limit → 413; malformed JSON → 400; spend
+//! ledger unavailable → 503 `spend_unavailable`; a reply that must be redacted but cannot
+//! be read → 502 `unredactable_reply`; a stopped workflow → 503 `kill_switch`.
+//!
+//! # Metrics
+//!
+//! Labels are embedded in the name as `.key.value` pairs after the base name (Envoy's
+//! convention for tag extraction; `writ serve`'s Prometheus page turns the dots into
+//! `_`). Label values are reduced to `[A-Za-z0-9_-]`.
+//! - `writ_requests_total.outcome.<allowed|denied|stopped|error|admin>` (counter)
+//! - `writ_decisions_total.clause.<clause>.action.<action>.mode.<enforce|monitor>` (counter)
+//! - `writ_spend_micros.workflow.<w>.team.<t>` (counter, settled micros)
+//! - `writ_reservations_in_flight` (gauge)
+//! - `writ_escalations_total.queue.<q>` (counter)
+//! - `writ_verification_rate_ppm.workflow.<w>` (gauge, parts per million, this day)
+//! - `writ_kill_switch_stopped.workflow.<w>` (gauge, 1 stopped / 0 running)
+//! - `writ_budget_alerts_total`, `writ_drift_alerts_total`, `writ_tags_total.<key>.<value>`
+//!   (counters)
 
+mod host;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use serde_json::Value as Json;
 
-use crate::eval::{Engine, Verdict};
+use crate::audit::{AuditRecord, Tokens};
+use crate::eval::{self, Decision, Engine, Facts, ReplyView, Transforms, Unsupported, Verdict};
+use crate::ir::{self, Phase};
+use crate::oversight;
 use crate::request::{self, BodyError, Request};
-use crate::wire::Reply;
-
-/// Largest request body the engine buffers and parses. Envoy's default connection buffer
-/// limit is 1 MiB and answers 413 itself above it; this keeps the engine's own bound equal.
-pub const BODY_LIMIT: usize = 1 << 20;
+use crate::spend::{self, Admission, Reservation, SpendPlan, SseUsage, Usage};
+use crate::stream::{self, ReplyKind, ReplyRewriter};
+use crate::tokenise::{self, Vault};
+use crate::wire::{PluginConfig, Reply};
+use host::HostStore;
 
 proxy_wasm::main! {{
     // Installs the SDK's panic hook (logs a panic before the trap); the adapter itself
     // avoids panicking.
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { shared: None, config: Rc::new(RefCell::new(PluginConfig::default())) })
+    });
 }}
+
+/// What every request of this VM shares: the engine, facts derived from the policy once,
+/// metric ids and a counter that makes tokenisation nonces unique.
+struct Shared {
+    engine: Engine,
+    /// Detectors enforced response `redact` rules mask in every reply.
+    response_redact: Vec<u16>,
+    /// The policy has rules that may change the request body.
+    may_rewrite_request: bool,
+    /// Replies may need restoring or redaction, so they must come uncompressed.
+    may_rewrite_reply: bool,
+    /// Spend operands exist: requests are admitted against ledgers.
+    uses_spend: bool,
+    /// Response rules or the confidence source read the reply body.
+    reads_reply_body: bool,
+    /// Where `oversight` reads confidence.
+    confidence: ir::ConfidenceSource,
+    /// Queue for escalations by the oversight mode itself: the policy's first escalate
+    /// rule's queue, else `oversight`.
+    default_queue: String,
+    metrics: RefCell<HashMap<String, u32>>,
+    counter: Cell<u64>,
+}
+
+impl Shared {
+    fn new(engine: Engine) -> Shared {
+        let policy = &engine.policy;
+        let enforced = |i: usize| !eval::is_monitor(policy, i);
+        let mut may_rewrite_request = false;
+        let mut may_tokenise = false;
+        let mut reads_reply_body = false;
+        let mut default_queue = None;
+        for (i, r) in policy.rules.iter().enumerate() {
+            match (&r.action, r.phase) {
+                (ir::Action::Tokenise { .. }, Phase::Request) if enforced(i) => {
+                    may_tokenise = true;
+                    may_rewrite_request = true;
+                }
+                (ir::Action::Redact { .. } | ir::Action::Route(_), Phase::Request)
+                    if enforced(i) =>
+                {
+                    may_rewrite_request = true;
+                }
+                (ir::Action::Escalate { queue, .. }, _) => {
+                    default_queue.get_or_insert_with(|| queue.clone());
+                }
+                _ => {}
+            }
+            if r.phase == Phase::Response
+                && !eval::is_streamed_redaction(r)
+                && reads_body(&r.condition)
+            {
+                reads_reply_body = true;
+            }
+        }
+        let confidence = oversight::confidence_source(policy);
+        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_)) {
+            reads_reply_body = true;
+        }
+        let response_redact = eval::response_redactions(policy);
+        let uses_spend = !spend::spend_operands(policy).is_empty();
+        Shared {
+            may_rewrite_request: may_rewrite_request || uses_spend,
+            may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
+            response_redact,
+            uses_spend,
+            reads_reply_body,
+            confidence,
+            default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
+            metrics: RefCell::new(HashMap::new()),
+            counter: Cell::new(0),
+            engine,
+        }
+    }
+
+    fn policy(&self) -> &ir::Policy {
+        &self.engine.policy
+    }
+
+    /// Adds `delta` to the metric `name` (defined on first use; best effort).
+    fn count(&self, kind: u32, name: &str, delta: i64) {
+        if let Some(id) = self.metric(kind, name) {
+            host::increment_metric(id, delta);
+        }
+    }
+
+    fn gauge(&self, name: &str, value: u64) {
+        if let Some(id) = self.metric(host::GAUGE, name) {
+            host::record_metric(id, value);
+        }
+    }
+
+    fn metric(&self, kind: u32, name: &str) -> Option<u32> {
+        if let Some(id) = self.metrics.borrow().get(name) {
+            return Some(*id);
+        }
+        let id = host::define_metric(kind, name)?;
+        self.metrics.borrow_mut().insert(name.to_string(), id);
+        Some(id)
+    }
+
+    fn next_salt(&self) -> u64 {
+        let n = self.counter.get().wrapping_add(1);
+        self.counter.set(n);
+        n
+    }
+}
+
+/// Whether a condition reads the reply body (`response has`, a JSON-pointer confidence).
+fn reads_body(e: &ir::Expr) -> bool {
+    use ir::{Expr, Operand};
+    let op = |o: &Operand| matches!(o, Operand::Confidence(ir::ConfidenceSource::JsonPointer(_)));
+    match e {
+        Expr::And(v) | Expr::Or(v) => v.iter().any(reads_body),
+        Expr::Not(e) => reads_body(e),
+        Expr::Compare { left, right, .. } => op(left) || op(right),
+        Expr::In { operand, .. } => op(operand),
+        Expr::Has { subject, .. } => *subject == ir::Text::Response,
+        Expr::Const(_) => false,
+    }
+}
+
+/// A metric label value: `[A-Za-z0-9_-]`, anything else as `_`.
+fn label(value: &str) -> String {
+    let v: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if v.is_empty() { "_".into() } else { v }
+}
 
 struct Root {
     /// `None` until the embedded policy loads; requests are refused while it is `None`.
-    engine: Option<Rc<Engine>>,
+    shared: Option<Rc<Shared>>,
+    config: Rc<RefCell<PluginConfig>>,
 }
 
 impl Context for Root {}
@@ -57,7 +245,7 @@ impl RootContext for Root {
                         policy.rules.len()
                     ),
                 );
-                self.engine = Some(Rc::new(engine));
+                self.shared = Some(Rc::new(Shared::new(engine)));
                 true
             }
             Err(e) => {
@@ -72,17 +260,41 @@ impl RootContext for Root {
         }
     }
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = if plugin_configuration_size == 0 {
+            Vec::new()
+        } else {
+            match host::buffer(host::PLUGIN_CONFIGURATION, 0, plugin_configuration_size) {
+                Ok(b) => b,
+                Err(what) => {
+                    host::log(
+                        LogLevel::Error,
+                        &format!(
+                            "writ: cannot read the plugin configuration ({what}); using defaults"
+                        ),
+                    );
+                    Vec::new()
+                }
+            }
+        };
+        let (config, problems) = PluginConfig::parse(&bytes);
+        for p in problems {
+            host::log(
+                LogLevel::Error,
+                &format!("writ: plugin configuration: {p}; using the default for it"),
+            );
+        }
+        *self.config.borrow_mut() = config;
+        // A bad configuration never stops enforcement: the policy needs none.
         true
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http {
-            engine: self.engine.clone(),
-            headers: Vec::new(),
-            body_len: 0,
-            replied: false,
-        }))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(
+            self.shared.clone(),
+            self.config.borrow().clone(),
+            context_id,
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -90,62 +302,177 @@ impl RootContext for Root {
     }
 }
 
+/// Where a request stands, so each callback knows what is left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the request body.
+    Request,
+    /// A kill-switch admin call whose body is being buffered.
+    Admin,
+    /// Forwarded upstream.
+    Forwarded,
+    /// Answered locally; later callbacks pass everything through untouched.
+    Replied,
+}
+
 struct Http {
-    engine: Option<Rc<Engine>>,
-    /// Request headers kept from the header callback until the body has arrived.
-    headers: Vec<(String, String)>,
+    shared: Option<Rc<Shared>>,
+    config: PluginConfig,
+    context_id: u32,
+    stage: Stage,
+    now_nanos: u64,
+    request_id: String,
+    /// The request view: headers from the first callback, the body once complete.
+    request: Request,
+    identity: eval::Identity,
     /// Bytes of request body buffered so far, as the host last reported.
     body_len: usize,
-    /// Set once a local reply was sent, so later callbacks do nothing.
-    replied: bool,
+    audit: AuditRecord,
+    audit_logged: bool,
+    vault: Vault,
+    reservation: Option<Reservation>,
+    /// Escalations and tags of the request phase carry into the reply.
+    transforms: Transforms,
+    // ---- response
+    response_status: u16,
+    response_headers: Vec<(String, String)>,
+    rewriter: Option<ReplyRewriter>,
+    reply_kind: ReplyKind,
+    sse_usage: Option<SseUsage>,
+    /// A JSON reply is buffered and decided at its end (its headers are held).
+    buffering: bool,
 }
 
 impl Context for Http {}
 
+impl Http {
+    fn new(shared: Option<Rc<Shared>>, config: PluginConfig, context_id: u32) -> Http {
+        Http {
+            shared,
+            config,
+            context_id,
+            stage: Stage::Request,
+            now_nanos: 0,
+            request_id: String::new(),
+            request: Request::default(),
+            identity: eval::Identity::default(),
+            body_len: 0,
+            audit: AuditRecord::default(),
+            audit_logged: false,
+            vault: Vault::new([0; 16]),
+            reservation: None,
+            transforms: Transforms::default(),
+            response_status: 0,
+            response_headers: Vec::new(),
+            rewriter: None,
+            reply_kind: ReplyKind::Other,
+            sse_usage: None,
+            buffering: false,
+        }
+    }
+}
+
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.engine.is_none() {
+        let Some(shared) = self.shared.clone() else {
             return self.reply(&Reply::engine_error(
                 "the policy engine has no policy loaded",
                 "policy_unavailable",
             ));
-        }
-        let headers = match host::request_headers() {
+        };
+        self.now_nanos = host::now_nanos();
+        let headers = match host::headers(host::REQUEST_HEADERS) {
             Ok(h) => h,
             Err(what) => return self.host_failed(what),
         };
-        if end_of_stream {
-            return self.decide(Request::from_headers(headers, None));
+        self.request = Request::from_headers(headers, None);
+        self.request_id = self
+            .request
+            .header("x-request-id")
+            .map(str::to_string)
+            .or_else(|| host::property(&["request", "id"]).and_then(|b| String::from_utf8(b).ok()))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("writ-{}-{}", self.context_id, self.now_nanos));
+        let policy = shared.policy();
+        self.audit = AuditRecord::request(
+            policy,
+            self.config.artifact_sha256.as_deref(),
+            &self.request_id,
+            self.now_nanos as i64,
+        );
+
+        if let Some(ks) = &policy.kill_switch
+            && crate::kill_switch::is_admin_path(ks, &self.request.path)
+        {
+            if end_of_stream {
+                return self.admin(&shared, &[]);
+            }
+            self.stage = Stage::Admin;
+            return Action::Pause;
         }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
-        let content_type = header("content-type").unwrap_or("");
+
+        self.identity = eval::identify(policy, &self.request);
+        let workflow = self.workflow_name(&shared);
+        if crate::kill_switch::is_stopped(&HostStore, workflow.as_deref()) {
+            self.audit.outcome = "stopped".into();
+            self.audit.workflow = workflow.clone();
+            return self.reply_with(
+                crate::kill_switch::STOPPED_STATUS,
+                &crate::kill_switch::stopped_body(workflow.as_deref()),
+            );
+        }
+
+        if end_of_stream {
+            return self.decide(&shared, None);
+        }
+        let content_type = self.request.header("content-type").unwrap_or("");
         if !request::is_json_content_type(content_type) {
             let err = BodyError::UnsupportedMediaType(content_type.to_string());
             return self.reply(&Reply::body_error(&err));
         }
-        if let Some(len) = header("content-length").and_then(|v| v.trim().parse::<usize>().ok())
-            && len > BODY_LIMIT
+        if let Some(len) = self
+            .request
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            && len > self.config.body_limit
         {
-            let err = BodyError::TooLarge { limit: BODY_LIMIT };
+            let err = BodyError::TooLarge {
+                limit: self.config.body_limit,
+            };
             return self.reply(&Reply::body_error(&err));
         }
-        self.headers = headers;
+        if shared.may_rewrite_request {
+            // The body may be rewritten after these headers are decided: its length is
+            // then unknown, and the host re-frames it.
+            for h in stream::LENGTH_HEADERS {
+                if host::remove_header(host::REQUEST_HEADERS, h).is_err() {
+                    return self.host_failed("proxy_remove_header_map_value");
+                }
+            }
+        }
+        if shared.may_rewrite_reply {
+            let (name, value) = stream::UPSTREAM_ACCEPT_ENCODING;
+            if host::replace_header(host::REQUEST_HEADERS, name, value).is_err() {
+                return self.host_failed("proxy_replace_header_map_value");
+            }
+        }
         // Hold the headers until the body is complete; needs
         // `allow_on_headers_stop_iteration: true` in Envoy's plugin config.
         Action::Pause
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.replied {
-            return Action::Pause;
+        if self.stage == Stage::Replied || self.stage == Stage::Forwarded {
+            return if self.stage == Stage::Replied {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
         }
-        if body_size > BODY_LIMIT {
-            let err = BodyError::TooLarge { limit: BODY_LIMIT };
+        if body_size > self.config.body_limit {
+            let err = BodyError::TooLarge {
+                limit: self.config.body_limit,
+            };
             return self.reply(&Reply::body_error(&err));
         }
         self.body_len = body_size;
@@ -159,64 +486,850 @@ impl HttpContext for Http {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         // Trailers end a request whose last body chunk did not say so (HTTP/2, gRPC-web):
         // decide on the body buffered so far rather than wait forever.
-        if self.replied || self.engine.is_none() {
+        match self.stage {
+            Stage::Request | Stage::Admin if self.shared.is_some() => self.finish(self.body_len),
+            Stage::Forwarded => Action::Continue,
+            _ => Action::Pause,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.stage != Stage::Forwarded {
+            // A local reply passes through here too: leave it alone.
+            return Action::Continue;
+        }
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let headers = match host::headers(host::RESPONSE_HEADERS) {
+            Ok(h) => h,
+            Err(what) => return self.host_failed(what),
+        };
+        self.response_status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        self.audit.status = self.response_status;
+        self.response_headers = headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        let header = |name: &str| {
+            self.response_headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let content_type = header("content-type");
+        let content_encoding = header("content-encoding");
+        self.reply_kind = stream::reply_kind(content_type, content_encoding);
+        let rewriter = {
+            let ctx = self.reply_ctx(&shared);
+            ReplyRewriter::new(content_type, content_encoding, &ctx)
+        };
+        if self.reply_kind == ReplyKind::Encoded && !shared.response_redact.is_empty() {
+            return self.reply(&Reply {
+                status: 502,
+                body: crate::wire::error_body(
+                    "the upstream reply is compressed and cannot be checked for leaked data",
+                    "engine_error",
+                    "unredactable_reply",
+                ),
+            });
+        }
+        let active = rewriter.strip_length();
+        self.rewriter = Some(rewriter);
+        if self.reply_kind == ReplyKind::EventStream && self.reservation.is_some() {
+            self.sse_usage = Some(SseUsage::new());
+        }
+        self.buffering = self.reply_kind == ReplyKind::Json
+            && !end_of_stream
+            && (active || self.reservation.is_some() || shared.reads_reply_body);
+        if self.buffering {
+            // Decided at the end of the body, where the headers can still change.
             return Action::Pause;
         }
-        self.finish(self.body_len)
+        if let Some(action) = self.respond(&shared, None) {
+            return action;
+        }
+        if active && self.strip_response_length().is_err() {
+            return self.host_failed("proxy_remove_header_map_value");
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.stage != Stage::Forwarded {
+            return Action::Continue;
+        }
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        if self.buffering {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            return self.finish_json_reply(&shared, body_size);
+        }
+        let streaming = self.reply_kind == ReplyKind::EventStream
+            && (self.sse_usage.is_some()
+                || self.rewriter.as_ref().is_some_and(|r| r.strip_length()));
+        if !streaming {
+            return Action::Continue;
+        }
+        let chunk = match host::buffer(host::RESPONSE_BODY, 0, body_size) {
+            Ok(b) => b,
+            Err(what) => {
+                host::log(LogLevel::Error, &format!("writ: host call failed: {what}"));
+                return Action::Continue;
+            }
+        };
+        if let Some(u) = &mut self.sse_usage {
+            u.push(&chunk);
+        }
+        let action = match self.rewriter.take() {
+            Some(mut rw) => {
+                let ctx = self.reply_ctx(&shared);
+                let a = rw.on_body(&chunk, end_of_stream, &ctx);
+                self.rewriter = Some(rw);
+                a
+            }
+            None => stream::BodyAction::Unchanged,
+        };
+        if let stream::BodyAction::Replace(out) = action
+            && host::set_buffer(host::RESPONSE_BODY, body_size, &out).is_err()
+        {
+            host::log(
+                LogLevel::Error,
+                "writ: the host refused a rewritten reply chunk",
+            );
+        }
+        if end_of_stream {
+            let usage = self.sse_usage.take().and_then(SseUsage::finish);
+            self.settle(&shared, usage);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.reservation.as_ref().is_some_and(Reservation::is_open) {
+            if (200..300).contains(&self.response_status) {
+                // A reply came but carried no usage: charge the estimate, and say so.
+                self.settle(&shared, None);
+            } else {
+                // No reply (upstream error, client gone): charge nothing.
+                self.release();
+            }
+        }
+        self.log_audit(&shared);
     }
 }
 
 impl Http {
-    /// Reads the complete buffered body and decides.
+    fn workflow_name(&self, shared: &Shared) -> Option<String> {
+        self.identity
+            .workflow
+            .and_then(|i| shared.policy().workflows.get(i))
+            .map(|w| w.name.clone())
+    }
+
+    fn reply_ctx<'a>(&'a self, shared: &'a Shared) -> stream::Ctx<'a> {
+        stream::Ctx {
+            vault: &self.vault,
+            redact: (!shared.response_redact.is_empty()).then(|| {
+                stream::Redact::new(
+                    &shared.engine.scanner,
+                    &shared.response_redact,
+                    &shared.policy().detectors,
+                )
+            }),
+        }
+    }
+
+    /// Reads the complete buffered body and decides (or answers the admin call).
     fn finish(&mut self, body_size: usize) -> Action {
-        let bytes = match host::request_body(body_size) {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Pause;
+        };
+        let bytes = match host::buffer(host::REQUEST_BODY, 0, body_size) {
             Ok(b) => b,
             Err(what) => return self.host_failed(what),
         };
-        let body = match request::parse_body(&bytes, BODY_LIMIT) {
+        if self.stage == Stage::Admin {
+            return self.admin(&shared, &bytes);
+        }
+        let body = match request::parse_body(&bytes, self.config.body_limit) {
             Ok(body) => body,
             Err(err) => return self.reply(&Reply::body_error(&err)),
         };
-        let headers = std::mem::take(&mut self.headers);
-        self.decide(Request::from_headers(headers, Some(body)))
+        self.request.body = Some(body);
+        self.decide(&shared, Some((bytes, body_size)))
     }
 
-    fn decide(&mut self, request: Request) -> Action {
-        let Some(engine) = self.engine.clone() else {
+    /// The kill-switch admin endpoint: answered locally, audited as its own event.
+    fn admin(&mut self, shared: &Shared, body: &[u8]) -> Action {
+        let policy = shared.policy();
+        let auth = self.request.header("authorization").map(str::to_string);
+        let Some(r) = crate::kill_switch::handle_admin_for(
+            &HostStore,
+            policy,
+            &self.request.method,
+            auth.as_deref(),
+            body,
+            self.now_nanos as i64,
+        ) else {
             return self.reply(&Reply::engine_error(
-                "the policy engine has no policy loaded",
-                "policy_unavailable",
+                "the policy has no kill switch",
+                "no_kill_switch",
             ));
         };
-        let decision = engine.evaluate_request(&request);
-        for f in decision.would_have_denied() {
-            let status = match engine.policy.rules.get(f.rule).map(|r| &r.action) {
-                Some(crate::ir::Action::Deny { status, .. }) => *status,
-                _ => 0,
+        let mut audit = r.audit;
+        audit.request_id = self.request_id.clone();
+        audit.artifact_sha256 = self.config.artifact_sha256.clone();
+        if r.status == 200
+            && let Some(w) = &audit.workflow
+        {
+            let stopped = audit.outcome == "stopped";
+            shared.gauge(
+                &format!("writ_kill_switch_stopped.workflow.{}", label(w)),
+                u64::from(stopped),
+            );
+        }
+        self.audit = audit;
+        let headers: Vec<(&str, &str)> = std::iter::once(("content-type", "application/json"))
+            .chain(r.headers.iter().map(|(k, v)| (*k, v.as_str())))
+            .collect();
+        self.stage = Stage::Replied;
+        if let Err(status) = host::send_local(r.status, &r.body, &headers) {
+            host::log(
+                LogLevel::Error,
+                &format!("writ: the host refused a local reply (status {status})"),
+            );
+        }
+        Action::Pause
+    }
+
+    /// The request phase: evaluate, admit spend, transform the body.
+    fn decide(&mut self, shared: &Shared, body: Option<(Vec<u8>, usize)>) -> Action {
+        let policy = shared.policy();
+        let scanner = &shared.engine.scanner;
+        let mut decision = eval::evaluate(
+            policy,
+            scanner,
+            &self.request,
+            self.identity.clone(),
+            &Facts::default(),
+            Phase::Request,
+            None,
+        );
+        self.audit.model_requested = self.request.model().map(str::to_string);
+        if let Verdict::Deny { .. } = decision.verdict {
+            return self.deny(shared, decision);
+        }
+
+        // Spend: admit against the ledgers, then decide the rules that read spend.
+        let spend_rules: Vec<usize> = decision
+            .undecided
+            .iter()
+            .filter(|u| u.reason == Unsupported::Spend)
+            .map(|u| u.rule)
+            .collect();
+        if shared.uses_spend {
+            let pre = Transforms::of(policy, &decision);
+            let model = pre
+                .route
+                .clone()
+                .or_else(|| self.request.model().map(str::to_string))
+                .unwrap_or_default();
+            let price = spend::price_for(&policy.prices, &model)
+                .cloned()
+                .or_else(|| spend::conservative_price(&policy.prices))
+                .unwrap_or(ir::Price {
+                    model: "*".into(),
+                    input_per_mtok: 0,
+                    output_per_mtok: 0,
+                    cached_input_per_mtok: None,
+                });
+            let workflow = self.workflow_name(shared);
+            let plan = SpendPlan::for_request(
+                policy,
+                workflow.as_deref(),
+                self.identity.team.as_deref(),
+                self.identity.user.as_deref(),
+                (self.now_nanos / 1_000_000_000) as i64,
+            );
+            let empty = Json::Object(serde_json::Map::new());
+            let json = self.request.body.as_ref().unwrap_or(&empty);
+            match Reservation::admit(
+                &HostStore,
+                &plan,
+                &price,
+                json,
+                spend::DEFAULT_MAX_COMPLETION_TOKENS,
+            ) {
+                Err(e) => {
+                    host::log(
+                        LogLevel::Error,
+                        &format!("writ: spend ledger unavailable: {e} (failing closed)"),
+                    );
+                    self.audit.outcome = "error".into();
+                    self.audit.add_decision(policy, &decision);
+                    return self.reply(&Reply {
+                        status: 503,
+                        body: crate::wire::error_body(
+                            "the spend ledger is unavailable; try again",
+                            "engine_error",
+                            "spend_unavailable",
+                        ),
+                    });
+                }
+                Ok((Admission::Deny { rule, .. }, _)) => {
+                    let rule = rule.unwrap_or(usize::MAX);
+                    let (status, message, clause) = match policy.rules.get(rule) {
+                        Some(ir::Rule {
+                            action: ir::Action::Deny { status, message },
+                            clause,
+                            ..
+                        }) => (*status, message.clone(), clause.clone()),
+                        _ => (429, "Budget exhausted.".to_string(), "budget".to_string()),
+                    };
+                    decision.undecided.retain(|u| u.rule != rule);
+                    if rule != usize::MAX {
+                        decision.fired.push(eval::fired(policy, rule, false));
+                        decision.fired.sort_by_key(|f| f.rule);
+                    }
+                    decision.deny_with(Verdict::Deny {
+                        status,
+                        message,
+                        clause,
+                        rule,
+                    });
+                    return self.deny(shared, decision);
+                }
+                Ok((Admission::Admit { totals }, held)) => {
+                    if let Some(held) = held {
+                        shared.count(host::GAUGE, "writ_reservations_in_flight", 1);
+                        self.reservation = Some(held);
+                    }
+                    if !spend_rules.is_empty() {
+                        let lookup = |s: ir::Scope, w: ir::Window| plan.total_for(s, w, &totals);
+                        let facts = Facts {
+                            spend: Some(&lookup),
+                            reply: None,
+                        };
+                        let more = eval::evaluate(
+                            policy,
+                            scanner,
+                            &self.request,
+                            self.identity.clone(),
+                            &facts,
+                            Phase::Request,
+                            Some(&spend_rules),
+                        );
+                        decision.merge(more);
+                    }
+                }
+            }
+            if let Verdict::Deny { .. } = decision.verdict {
+                self.release();
+                return self.deny(shared, decision);
+            }
+        }
+        self.log_would_have(shared, &decision);
+
+        // Transformations.
+        let t = Transforms::of(policy, &decision);
+        let requested = self.request.model().map(str::to_string);
+        self.audit.model_used = t.route.clone().or_else(|| requested.clone());
+        for (k, v) in &t.tags {
+            self.audit.tags.insert(k.clone(), v.clone());
+        }
+        if let Some((bytes, body_size)) = body {
+            match self.rewrite_body(shared, &t, &bytes) {
+                Ok(Some(new)) => {
+                    if host::set_buffer(host::REQUEST_BODY, body_size, &new).is_err() {
+                        self.release();
+                        return self.host_failed("proxy_set_buffer_bytes");
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    self.release();
+                    return self.reply(&Reply::body_error(&err));
+                }
+            }
+        }
+        self.audit.add_decision(policy, &decision);
+        self.transforms = t;
+        self.stage = Stage::Forwarded;
+        Action::Continue
+    }
+
+    /// Tokenise/redact, route and the stream-usage option, spliced into the body. `None`
+    /// when nothing changed.
+    fn rewrite_body(
+        &mut self,
+        shared: &Shared,
+        t: &Transforms,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<u8>>, BodyError> {
+        let malformed = |e: crate::json_strings::JsonError| BodyError::Malformed(e.to_string());
+        let mut current: Option<Vec<u8>> = None;
+        if !t.tokenise.is_empty() || !t.redact.is_empty() {
+            self.vault = Vault::new(tokenise::nonce(
+                self.request_id.as_bytes(),
+                self.now_nanos,
+                shared.next_salt(),
+            ));
+            let rw = tokenise::rewrite_request(
+                bytes,
+                &shared.engine.scanner,
+                &t.tokenise,
+                &t.redact,
+                &mut self.vault,
+            )
+            .map_err(malformed)?;
+            for tally in &rw.tallies {
+                if let Some(name) = shared.engine.scanner.name(tally.detector) {
+                    self.audit
+                        .add_pii(name, tally.tokenised.saturating_add(tally.redacted));
+                }
+            }
+            current = rw.body;
+        }
+        if let Some(model) = &t.route
+            && let Some(new) =
+                request::set_model(current.as_deref().unwrap_or(bytes), model).map_err(malformed)?
+        {
+            current = Some(new);
+        }
+        if self.reservation.is_some()
+            && let Some(json) = &self.request.body
+            && let Some(new) = request::ask_stream_usage(current.as_deref().unwrap_or(bytes), json)
+        {
+            current = Some(new);
+        }
+        Ok(current)
+    }
+
+    /// Answers a denied request; a PII rule's message names the types found.
+    fn deny(&mut self, shared: &Shared, decision: Decision) -> Action {
+        let policy = shared.policy();
+        self.log_would_have(shared, &decision);
+        self.audit.add_decision(policy, &decision);
+        self.audit.outcome = "denied".into();
+        let Verdict::Deny {
+            status,
+            message,
+            clause,
+            rule,
+        } = decision.verdict
+        else {
+            return Action::Continue;
+        };
+        let mut message = message;
+        if let Some(r) = policy.rules.get(rule) {
+            let detectors = eval::prompt_detectors(r);
+            if !detectors.is_empty() {
+                let counts =
+                    eval::count_in_request(&shared.engine.scanner, &self.request, &detectors);
+                for (d, n) in &counts {
+                    if let Some(name) = shared.engine.scanner.name(*d) {
+                        self.audit.add_pii(name, *n);
+                    }
+                }
+                message = eval::deny_message_with_types(&message, &shared.engine.scanner, &counts);
+            }
+        }
+        self.reply(&Reply::policy_violation(status, &message, &clause))
+    }
+
+    fn log_would_have(&self, shared: &Shared, decision: &Decision) {
+        for f in decision
+            .fired
+            .iter()
+            .filter(|f| f.effect == eval::Effect::WouldHave)
+        {
+            let what = match shared.policy().rules.get(f.rule).map(|r| &r.action) {
+                Some(ir::Action::Deny { status, .. }) => format!("denied {status}"),
+                Some(a) => format!("applied {}", eval::ActionKind::of(a).as_str()),
+                None => "acted".into(),
             };
             host::log(
                 LogLevel::Info,
                 &format!(
-                    "writ: monitor: would have denied {status} \"{}\" (clause {})",
+                    "writ: monitor: would have {what} \"{}\" (clause {})",
                     f.title, f.clause
                 ),
             );
         }
-        // `decision.undecided` (conditions on features not enforced yet) is not logged per
-        // request: audit records will carry it without a host call on every request.
-        match decision.verdict {
-            Verdict::Continue => Action::Continue,
-            Verdict::Deny {
-                status,
-                message,
-                clause,
-                ..
-            } => self.reply(&Reply::policy_violation(status, &message, &clause)),
+    }
+
+    /// The response phase on what is known: rules, oversight, escalation. Returns an
+    /// action when it answered locally.
+    fn respond(&mut self, shared: &Shared, body: Option<&Json>) -> Option<Action> {
+        let policy = shared.policy();
+        let reply = ReplyView {
+            status: self.response_status,
+            headers: &self.response_headers,
+            body,
+        };
+        let facts = Facts {
+            spend: None,
+            reply: Some(reply),
+        };
+        let rules: Vec<usize> = policy
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.phase == Phase::Response && !eval::is_streamed_redaction(r))
+            .map(|(i, _)| i)
+            .collect();
+        let decision = eval::evaluate(
+            policy,
+            &shared.engine.scanner,
+            &self.request,
+            self.identity.clone(),
+            &facts,
+            Phase::Response,
+            Some(&rules),
+        );
+        self.log_would_have(shared, &decision);
+        self.audit.add_fired(&decision.fired);
+        let t = Transforms::of(policy, &decision);
+        for (k, v) in &t.tags {
+            self.audit.tags.insert(k.clone(), v.clone());
         }
+        if let Verdict::Deny {
+            status,
+            message,
+            clause,
+            ..
+        } = &decision.verdict
+        {
+            self.audit.outcome = "denied".into();
+            return Some(self.reply(&Reply::policy_violation(*status, message, clause)));
+        }
+
+        // Oversight and escalation.
+        let confidence = oversight::read_confidence(
+            &shared.confidence,
+            |name| {
+                self.response_headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+            },
+            body,
+        );
+        if let Ok(c) = confidence {
+            self.audit.confidence = Some(c);
+        }
+        let success = (200..300).contains(&self.response_status);
+        let workflow = self.identity.workflow.and_then(|i| policy.workflows.get(i));
+        let by_rule = t.escalate.or_else(|| self.transforms.escalate.clone());
+        let handoff = match (by_rule, workflow) {
+            (Some((rule, queue, reason)), _) => {
+                let r = policy.rules.get(rule);
+                Some(oversight::Handoff {
+                    rule: r.map(|r| r.title.clone()).unwrap_or_default(),
+                    clause: r.map(|r| r.clause.clone()).unwrap_or_default(),
+                    reason,
+                    confidence: confidence.as_ref().ok().copied(),
+                    request_id: self.request_id.clone(),
+                    workflow: workflow.map(|w| w.name.clone()),
+                    review_id: oversight::review_id(&self.request_id),
+                    queue,
+                    model: self.audit.model_used.clone(),
+                    pii: self.audit.pii.clone(),
+                    status: self.response_status,
+                })
+            }
+            (None, Some(wf)) if success => {
+                oversight::decide(&wf.oversight, &confidence, &self.request_id).map(|e| {
+                    oversight::Handoff {
+                        rule: format!(
+                            "oversight {}",
+                            match wf.oversight {
+                                ir::Oversight::Hitl => "HITL",
+                                ir::Oversight::Hotl { .. } => "HOTL",
+                                ir::Oversight::Hic { .. } => "HIC",
+                            }
+                        ),
+                        clause: String::new(),
+                        reason: e.reason,
+                        confidence: e.confidence,
+                        request_id: self.request_id.clone(),
+                        workflow: Some(wf.name.clone()),
+                        review_id: oversight::review_id(&self.request_id),
+                        queue: shared.default_queue.clone(),
+                        model: self.audit.model_used.clone(),
+                        pii: self.audit.pii.clone(),
+                        status: self.response_status,
+                    }
+                })
+            }
+            _ => None,
+        };
+        let escalated = handoff.is_some();
+        if let Some(h) = handoff {
+            for (name, value) in h.headers() {
+                if host::replace_header(host::RESPONSE_HEADERS, name, &value).is_err() {
+                    host::log(LogLevel::Error, "writ: the host refused a review header");
+                }
+            }
+            shared.count(
+                host::COUNTER,
+                &format!("writ_escalations_total.queue.{}", label(&h.queue)),
+                1,
+            );
+            self.audit.escalation = Some(h.audit());
+            if let Some(target) = self.config.review_queue.clone() {
+                self.call(&target, &h.payload());
+            }
+        }
+        if success && let Some(wf) = workflow {
+            match oversight::record_outcome(
+                &HostStore,
+                &wf.name,
+                escalated,
+                wf.assumed_verification_rate,
+                oversight::DriftConfig::default(),
+                (self.now_nanos / 1_000_000_000) as i64,
+            ) {
+                Ok((counts, alert)) => {
+                    shared.gauge(
+                        &format!("writ_verification_rate_ppm.workflow.{}", label(&wf.name)),
+                        (counts.rate() * 1_000_000.0) as u64,
+                    );
+                    if let Some(a) = alert {
+                        let rec = a.audit_record(policy, host::now_nanos() as i64);
+                        host::log(LogLevel::Info, &rec.log_line());
+                        shared.count(host::COUNTER, "writ_drift_alerts_total", 1);
+                        if let Some(target) = self.config.alert_sink.clone() {
+                            self.call(&target, &a.payload(policy));
+                        }
+                    }
+                }
+                Err(e) => host::log(
+                    LogLevel::Error,
+                    &format!("writ: could not count the verification rate: {e}"),
+                ),
+            }
+        }
+        None
+    }
+
+    /// The end of a buffered JSON reply: parse once, decide, restore/redact, settle.
+    fn finish_json_reply(&mut self, shared: &Shared, body_size: usize) -> Action {
+        self.buffering = false;
+        let bytes = match host::buffer(host::RESPONSE_BODY, 0, body_size) {
+            Ok(b) => b,
+            Err(what) => return self.host_failed(what),
+        };
+        let json: Option<Json> = serde_json::from_slice(&bytes).ok();
+        if let Some(action) = self.respond(shared, json.as_ref()) {
+            return action;
+        }
+        let action = match self.rewriter.take() {
+            Some(mut rw) => {
+                let ctx = self.reply_ctx(shared);
+                let a = rw.on_body(&bytes, true, &ctx);
+                self.rewriter = Some(rw);
+                a
+            }
+            None => stream::BodyAction::Unchanged,
+        };
+        match action {
+            stream::BodyAction::Replace(out) => {
+                if self.strip_response_length().is_err()
+                    || host::set_buffer(host::RESPONSE_BODY, body_size, &out).is_err()
+                {
+                    return self.host_failed("proxy_set_buffer_bytes");
+                }
+            }
+            stream::BodyAction::Fail(why) => {
+                return self.reply(&Reply {
+                    status: 502,
+                    body: crate::wire::error_body(why, "engine_error", "unredactable_reply"),
+                });
+            }
+            stream::BodyAction::Unchanged | stream::BodyAction::Buffer => {}
+        }
+        let usage = json.as_ref().and_then(spend::usage_from_json);
+        self.settle(shared, usage);
+        Action::Continue
+    }
+
+    fn strip_response_length(&self) -> Result<(), u32> {
+        for h in stream::LENGTH_HEADERS {
+            host::remove_header(host::RESPONSE_HEADERS, h)?;
+        }
+        Ok(())
+    }
+
+    /// Settles the reservation from `usage` (or the estimate) and handles its alerts.
+    fn settle(&mut self, shared: &Shared, usage: Option<Usage>) {
+        let Some(held) = self.reservation.as_mut() else {
+            return;
+        };
+        let policy = shared.policy();
+        match held.settle(&HostStore, usage) {
+            Ok(Some(s)) => {
+                shared.count(host::GAUGE, "writ_reservations_in_flight", -1);
+                self.audit.tokens = Some(Tokens {
+                    prompt: s.usage.prompt_tokens,
+                    completion: s.usage.completion_tokens,
+                    cached: s.usage.cached_tokens,
+                });
+                self.audit.cost_micros = Some(s.cost_micros);
+                self.audit.cost_estimated = s.estimated;
+                let name = format!(
+                    "writ_spend_micros.workflow.{}.team.{}",
+                    label(self.audit.workflow.as_deref().unwrap_or("-")),
+                    label(self.audit.team.as_deref().unwrap_or("-")),
+                );
+                shared.count(host::COUNTER, &name, s.cost_micros.max(0));
+                for alert in &s.alerts {
+                    let rec = alert.audit_record(policy, host::now_nanos() as i64);
+                    host::log(LogLevel::Info, &rec.log_line());
+                    shared.count(host::COUNTER, "writ_budget_alerts_total", 1);
+                    if let Some(target) = self.config.alert_sink.clone() {
+                        self.call(&target, &alert.payload(policy));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                shared.count(host::GAUGE, "writ_reservations_in_flight", -1);
+                host::log(
+                    LogLevel::Error,
+                    &format!("writ: could not settle a spend reservation: {e}"),
+                );
+            }
+        }
+    }
+
+    /// Drops the reservation (the request was refused after admission).
+    fn release(&mut self) {
+        if let Some(mut held) = self.reservation.take()
+            && held.is_open()
+        {
+            if let Err(e) = held.release(&HostStore) {
+                host::log(
+                    LogLevel::Error,
+                    &format!("writ: could not release a spend reservation: {e}"),
+                );
+            }
+            if let Some(shared) = &self.shared {
+                shared.count(host::GAUGE, "writ_reservations_in_flight", -1);
+            }
+        }
+    }
+
+    /// Posts `body` to a configured cluster; the answer is only logged.
+    fn call(&self, target: &crate::wire::CalloutTarget, body: &[u8]) {
+        let headers = vec![
+            (":method", "POST"),
+            (":path", target.path.as_str()),
+            (":authority", target.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if let Err(status) = self.dispatch_http_call(
+            &target.cluster,
+            headers,
+            Some(body),
+            vec![],
+            Duration::from_millis(u64::from(target.timeout_ms)),
+        ) {
+            host::log(
+                LogLevel::Error,
+                &format!(
+                    "writ: call to cluster `{}` refused by the host ({status:?})",
+                    target.cluster
+                ),
+            );
+        }
+    }
+
+    /// Logs the request's one audit line and counts it.
+    fn log_audit(&mut self, shared: &Shared) {
+        if std::mem::replace(&mut self.audit_logged, true) {
+            return;
+        }
+        let policy = shared.policy();
+        // Response-side redaction: counts per type, and the rules it enforced.
+        if let Some(rw) = &self.rewriter {
+            let redacted = rw.redacted().clone();
+            for (d, n) in &redacted {
+                if let Some(name) = shared.engine.scanner.name(*d) {
+                    self.audit.add_pii(name, *n);
+                }
+            }
+            let fired: Vec<eval::Fired> = policy
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| eval::is_streamed_redaction(r))
+                .filter(|(_, r)| match &r.action {
+                    ir::Action::Redact { detectors } => detectors
+                        .iter()
+                        .any(|d| redacted.get(d).is_some_and(|n| *n > 0)),
+                    _ => false,
+                })
+                .map(|(i, _)| eval::fired(policy, i, eval::is_monitor(policy, i)))
+                .collect();
+            self.audit.add_fired(&fired);
+        }
+        if self.audit.event.is_empty() {
+            self.audit.event = "request".into();
+        }
+        if self.audit.outcome.is_empty() {
+            self.audit.outcome = if self.stage == Stage::Forwarded {
+                "allowed".into()
+            } else {
+                "error".into()
+            };
+        }
+        let outcome = if self.audit.event == "kill_switch" {
+            "admin"
+        } else {
+            self.audit.outcome.as_str()
+        };
+        shared.count(
+            host::COUNTER,
+            &format!("writ_requests_total.outcome.{}", label(outcome)),
+            1,
+        );
+        for r in &self.audit.rules {
+            shared.count(
+                host::COUNTER,
+                &format!(
+                    "writ_decisions_total.clause.{}.action.{}.mode.{}",
+                    label(&r.clause),
+                    label(&r.action),
+                    label(&r.mode)
+                ),
+                1,
+            );
+        }
+        for (k, v) in &self.audit.tags {
+            shared.count(
+                host::COUNTER,
+                &format!("writ_tags_total.{}.{}", label(k), label(v)),
+                1,
+            );
+        }
+        host::log(LogLevel::Info, &self.audit.log_line());
     }
 
     fn host_failed(&mut self, what: &str) -> Action {
         host::log(LogLevel::Error, &format!("writ: host call failed: {what}"));
+        self.audit.outcome = "error".into();
         self.reply(&Reply::engine_error(
             "the policy engine could not read the request",
             "host_error",
@@ -226,112 +1339,21 @@ impl Http {
     /// Sends a local reply and stops the request. If the host refuses the reply too, the
     /// request stays paused (never continued unchecked) and the failure is logged.
     fn reply(&mut self, reply: &Reply) -> Action {
-        self.replied = true;
-        if let Err(status) = host::send_json(reply.status, &reply.body) {
+        self.reply_with(reply.status, &reply.body)
+    }
+
+    fn reply_with(&mut self, status: u16, body: &[u8]) -> Action {
+        self.stage = Stage::Replied;
+        self.audit.status = status;
+        if self.audit.outcome.is_empty() {
+            self.audit.outcome = "error".into();
+        }
+        if let Err(rc) = host::send_local(status, body, &[("content-type", "application/json")]) {
             host::log(
                 LogLevel::Error,
-                &format!("writ: the host refused a local reply (status {status})"),
+                &format!("writ: the host refused a local reply (status {rc})"),
             );
         }
         Action::Pause
-    }
-}
-
-/// The proxy-wasm ABI 0.2.1 imports the adapter uses, declared here so every status is a
-/// `Result` and nothing panics.
-mod host {
-    use proxy_wasm::types::LogLevel;
-
-    const OK: u32 = 0;
-    const NOT_FOUND: u32 = 1;
-    const MAP_REQUEST_HEADERS: u32 = 0;
-    const BUFFER_REQUEST_BODY: u32 = 0;
-
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
-        fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
-        fn proxy_get_buffer_bytes(
-            buffer: u32,
-            start: usize,
-            max_size: usize,
-            data: *mut *mut u8,
-            size: *mut usize,
-        ) -> u32;
-        fn proxy_send_local_response(
-            status: u32,
-            details: *const u8,
-            details_size: usize,
-            body: *const u8,
-            body_size: usize,
-            headers: *const u8,
-            headers_size: usize,
-            grpc_status: i32,
-        ) -> u32;
-    }
-
-    /// Logs through the host; a failure to log is ignored (there is nowhere to report it).
-    pub fn log(level: LogLevel, message: &str) {
-        // SAFETY: the pointer and length describe a live `&str` for the call's duration.
-        let _ = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
-    }
-
-    /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
-    ///
-    /// SAFETY: `data` must be null or come from the SDK's allocator with exactly `size`
-    /// bytes, which is what the ABI promises for returned buffers.
-    unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
-        if data.is_null() {
-            Vec::new()
-        } else {
-            // SAFETY: guaranteed by the caller (see above).
-            unsafe { Vec::from_raw_parts(data, size, size) }
-        }
-    }
-
-    pub fn request_headers() -> Result<Vec<(String, String)>, &'static str> {
-        let mut data = core::ptr::null_mut();
-        let mut size = 0usize;
-        // SAFETY: the out-pointers are valid for writes for the call's duration.
-        let status =
-            unsafe { proxy_get_header_map_pairs(MAP_REQUEST_HEADERS, &mut data, &mut size) };
-        if status != OK {
-            return Err("proxy_get_header_map_pairs");
-        }
-        // SAFETY: on OK the host returned a buffer from our allocator.
-        let bytes = unsafe { owned(data, size) };
-        crate::wire::decode_header_map(&bytes).ok_or("malformed header map")
-    }
-
-    pub fn request_body(size: usize) -> Result<Vec<u8>, &'static str> {
-        let mut data = core::ptr::null_mut();
-        let mut len = 0usize;
-        // SAFETY: the out-pointers are valid for writes for the call's duration.
-        let status =
-            unsafe { proxy_get_buffer_bytes(BUFFER_REQUEST_BODY, 0, size, &mut data, &mut len) };
-        match status {
-            // SAFETY: on OK the host returned a buffer from our allocator.
-            OK => Ok(unsafe { owned(data, len) }),
-            NOT_FOUND => Ok(Vec::new()),
-            _ => Err("proxy_get_buffer_bytes"),
-        }
-    }
-
-    pub fn send_json(status: u16, body: &[u8]) -> Result<(), u32> {
-        let headers = crate::wire::encode_header_map(&[("content-type", "application/json")]);
-        // SAFETY: every pointer/length pair describes a live buffer for the call's duration.
-        let rc = unsafe {
-            proxy_send_local_response(
-                u32::from(status),
-                core::ptr::null(),
-                0,
-                body.as_ptr(),
-                body.len(),
-                headers.as_ptr(),
-                headers.len(),
-                -1,
-            )
-        };
-        if rc == OK { Ok(()) } else { Err(rc) }
     }
 }
