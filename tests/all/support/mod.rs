@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: temp dirs, a recording loopback upstream, a
-//! minimal HTTP/1.1 client, guest filters built for wasm32, and gateways under test (real
-//! Envoy today; `writ serve` can implement [`cases::Gateway`] and run the same case table).
+//! minimal HTTP/1.1 client, guest filters built for wasm32, and the gateways under test: real
+//! Envoy ([`envoy::EnvoyProcess`]) and `writ serve` ([`serve::ServeProcess`]), both
+//! [`cases::Gateway`]s that run the same case table ([`cases::e2e_cases`]).
 //!
 //! Everything here is bounded in time: every wait has a deadline, every child process is
 //! killed on drop, so a broken gateway fails a test instead of hanging CI.
