@@ -68,7 +68,7 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
             &suite.policy_path,
             &suite.compiled.implements,
         )?;
-        let runs = suite.run()?;
+        let runs = suite.run(super::run::cache_dir(None, false))?;
         let cases = suite
             .file
             .cases

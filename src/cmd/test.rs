@@ -31,7 +31,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             suite.artifact_name(),
             &suite.artifact_sha256()[..12]
         );
-        for case in suite.run()? {
+        for case in suite.run(super::run::cache_dir(None, false))? {
             match case.diff() {
                 None => {
                     passed += 1;

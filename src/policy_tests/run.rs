@@ -92,8 +92,10 @@ impl Suite {
 
     /// Runs every case in order in one host, so state that lives across requests (spend
     /// ledgers, verification counts) behaves as in a gateway serving them one after another.
-    pub fn run(&self) -> anyhow::Result<Vec<CaseRun>> {
+    /// `cache_dir` holds compiled modules between runs (see `writ run --cache-dir`).
+    pub fn run(&self, cache_dir: Option<PathBuf>) -> anyhow::Result<Vec<CaseRun>> {
         let mut config = writ_runtime::HostConfig::new(self.artifact.wasm.clone());
+        config.cache_dir = cache_dir;
         config.plugin_config = serde_json::json!({ "artifact_sha256": self.artifact_sha256() })
             .to_string()
             .into_bytes();

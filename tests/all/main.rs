@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod artifact;
+mod enforcement;
+mod coverage;
 mod envoy;
 mod support;
 mod versions;
