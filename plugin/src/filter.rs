@@ -607,7 +607,7 @@ impl HttpContext for Http {
         }
         if end_of_stream {
             let usage = self.sse_usage.take().and_then(SseUsage::finish);
-            self.settle(&shared, usage);
+            self.end_of_reply(&shared, usage);
         }
         Action::Continue
     }
@@ -1161,7 +1161,7 @@ impl Http {
             stream::BodyAction::Unchanged | stream::BodyAction::Buffer => {}
         }
         let usage = json.as_ref().and_then(spend::usage_from_json);
-        self.settle(shared, usage);
+        self.end_of_reply(shared, usage);
         Action::Continue
     }
 
@@ -1170,6 +1170,16 @@ impl Http {
             host::remove_header(host::RESPONSE_HEADERS, h)?;
         }
         Ok(())
+    }
+
+    /// At the end of a reply: a reply that reported usage, or succeeded, is charged
+    /// (from usage, else at the estimate); a failed reply without usage is released.
+    fn end_of_reply(&mut self, shared: &Shared, usage: Option<Usage>) {
+        if usage.is_some() || (200..300).contains(&self.response_status) {
+            self.settle(shared, usage);
+        } else {
+            self.release();
+        }
     }
 
     /// Settles the reservation from `usage` (or the estimate) and handles its alerts.
