@@ -227,10 +227,12 @@ pub fn identify(policy: &Policy, request: &Request) -> Identity {
 /// Evaluates the request-phase rules of `policy` against `request`, with spend unknown:
 /// rules reading `spend(...)` are reported as undecided ([`Unsupported::Spend`]).
 ///
-/// Rules are visited in source order. A rule in monitor mode (its own or the policy's) is
-/// recorded as [`Effect::WouldHave`] and changes nothing. The first enforced deny wins and
-/// stops evaluation (nothing outranks it in [`Action::precedence`]); other enforced actions
-/// combine and are listed for the adapter.
+/// Every rule is visited, in source order, and every rule that matches is recorded (the
+/// audit record lists them all). A rule in monitor mode (its own or the policy's) is
+/// recorded as [`Effect::WouldHave`] and changes nothing. The first enforced deny wins
+/// (nothing outranks it in [`Action::precedence`]): every other enforced rule that
+/// matched, before or after it, is [`Effect::Overridden`]. Without a deny, enforced
+/// actions combine and are listed for the adapter.
 pub fn evaluate_request(policy: &Policy, scanner: &Scanner, request: &Request) -> Decision {
     let identity = identify(policy, request);
     evaluate(
@@ -323,13 +325,19 @@ pub fn evaluate(
         let monitor = is_monitor(policy, i);
         decision.fired.push(fired(policy, i, monitor));
         if let (false, Action::Deny { status, message }) = (monitor, &rule.action) {
+            if deny.is_some() {
+                // A later deny matched too: recorded, but the first one answers.
+                if let Some(f) = decision.fired.last_mut() {
+                    f.effect = Effect::Overridden;
+                }
+                continue;
+            }
             deny = Some(Verdict::Deny {
                 status: *status,
                 message: message.clone(),
                 clause: rule.clause.clone(),
                 rule: i,
             });
-            break;
         }
     }
     if let Some(verdict) = deny {
@@ -369,8 +377,12 @@ impl Decision {
     /// Applies a deny: the verdict changes and every enforced transformation that fired
     /// becomes [`Effect::Overridden`].
     pub fn deny_with(&mut self, verdict: Verdict) {
+        let winner = match &verdict {
+            Verdict::Deny { rule, .. } => Some(*rule),
+            Verdict::Continue => None,
+        };
         for f in &mut self.fired {
-            if f.effect != Effect::WouldHave && f.action != ActionKind::Deny {
+            if f.effect != Effect::WouldHave && Some(f.rule) != winner {
                 f.effect = Effect::Overridden;
             }
         }

@@ -221,10 +221,12 @@ fn deny_wins_over_transformations_and_stops() {
         Verdict::Deny { status: 451, ref clause, .. } if clause == "D-1"
     ));
     let clauses: Vec<_> = d.fired.iter().map(|f| f.clause.as_str()).collect();
-    assert_eq!(clauses, ["T-1", "A-1", "D-1"]);
+    // Every matching rule is recorded; the first deny answers, the rest are overridden.
+    assert_eq!(clauses, ["T-1", "A-1", "D-1", "D-2"]);
     assert_eq!(d.fired[0].effect, Effect::Overridden);
     assert_eq!(d.fired[1].effect, Effect::Overridden);
     assert_eq!(d.fired[2].effect, Effect::Enforced);
+    assert_eq!(d.fired[3].effect, Effect::Overridden);
 
     // Without a deny, transformations are enforced (the adapter carries them out).
     let p = policy(vec![], vec![rule("T-1", Expr::Const(true), tag)]);

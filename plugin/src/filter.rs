@@ -26,7 +26,10 @@
 //! 4. Response body: placeholders restored and leaked values redacted (`stream.rs`);
 //!    usage read and the reservation settled (alerts logged, counted, posted).
 //! 5. `on_log`: an unsettled reservation is settled at the estimate (a reply came) or
-//!    released (none did); exactly one `writ-audit <json>` line is logged at info level.
+//!    released (none did); exactly one `writ-audit <json>` record with `event: request`
+//!    (`kill_switch` for an admin call) is logged at info level, always the request's
+//!    first audit line; budget and drift alerts it raised follow as their own records
+//!    (`event: budget_alert` / `drift_alert`).
 //!
 //! Failure answers (all fail closed, all `{"error":{"message","type","code"}}` JSON):
 //! no policy loaded → 500 `policy_unavailable`; host call failed → 500 `host_error`;
@@ -329,6 +332,9 @@ struct Http {
     body_len: usize,
     audit: AuditRecord,
     audit_logged: bool,
+    /// Budget and drift alert records, logged right after the request's own record so
+    /// the request record is always the first `writ-audit` line of a request.
+    alert_lines: Vec<String>,
     vault: Vault,
     reservation: Option<Reservation>,
     /// Escalations and tags of the request phase carry into the reply.
@@ -359,6 +365,7 @@ impl Http {
             body_len: 0,
             audit: AuditRecord::default(),
             audit_logged: false,
+            alert_lines: Vec::new(),
             vault: Vault::new([0; 16]),
             reservation: None,
             transforms: Transforms::default(),
@@ -1108,7 +1115,7 @@ impl Http {
                     );
                     if let Some(a) = alert {
                         let rec = a.audit_record(policy, host::now_nanos() as i64);
-                        host::log(LogLevel::Info, &rec.log_line());
+                        self.alert_lines.push(rec.log_line());
                         shared.count(host::COUNTER, "writ_drift_alerts_total", 1);
                         if let Some(target) = self.config.alert_sink.clone() {
                             self.call(&target, &a.payload(policy));
@@ -1206,7 +1213,7 @@ impl Http {
                 shared.count(host::COUNTER, &name, s.cost_micros.max(0));
                 for alert in &s.alerts {
                     let rec = alert.audit_record(policy, host::now_nanos() as i64);
-                    host::log(LogLevel::Info, &rec.log_line());
+                    self.alert_lines.push(rec.log_line());
                     shared.count(host::COUNTER, "writ_budget_alerts_total", 1);
                     if let Some(target) = self.config.alert_sink.clone() {
                         self.call(&target, &alert.payload(policy));
@@ -1335,6 +1342,9 @@ impl Http {
             );
         }
         host::log(LogLevel::Info, &self.audit.log_line());
+        for line in std::mem::take(&mut self.alert_lines) {
+            host::log(LogLevel::Info, &line);
+        }
     }
 
     fn host_failed(&mut self, what: &str) -> Action {
