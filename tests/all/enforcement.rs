@@ -690,3 +690,67 @@ fn every_request_logs_exactly_one_audit_line() {
     assert!(record.get("cost_micros").is_none(), "{record}");
     assert_eq!(metric(&ex, "writ_reservations_in_flight"), Some(0));
 }
+
+/// Mean time per request of `n` requests with a ~4 KB body through `host` (µs).
+fn per_request_micros(host: &Host, body: &Value, n: u32) -> f64 {
+    let mut vm = host.vm().unwrap();
+    let reply = json!({"choices": [{"index": 0, "message": {"content": "ok"}}],
+                       "usage": {"prompt_tokens": 900, "completion_tokens": 2}});
+    let run = |vm: &mut Vm| {
+        let ex = vm.http_request(&chat("t-perf", body, &[]), |_| {
+            json_reply(&reply, &[("x-model-confidence", "0.9")])
+        });
+        assert_eq!(ex.client_response.status, 200, "{:?}", ex.client_response);
+    };
+    for _ in 0..20 {
+        run(&mut vm);
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        run(&mut vm);
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+/// What enforcement adds per 4 KB request over a policy that only tags, in the same
+/// host: printed, and bounded loosely so a gross regression fails (the host here is a
+/// debug build, so absolute numbers are higher than in release).
+#[test]
+fn enforcement_cost_per_4k_request() {
+    let text = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(60);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 50,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]});
+    assert!(body.to_string().len() > 3900);
+    let full = host("", &[]);
+    let minimal_src = r#"policy "minimal" version "1.0.0" {
+  owner      "security@example.com"
+  implements "ai-policy.md"
+  currency   EUR
+}
+
+workflow "support" {
+  match header "x-workflow" == "support"
+  oversight HIC sample 0%
+}
+
+rule AIP-4.1 "Cost centre" {
+  on request
+  then tag "cost-center" = "x"
+}
+"#;
+    let compiled =
+        writ_compiler::compile("minimal.policy", minimal_src).unwrap_or_else(|e| panic!("{e:?}"));
+    let minimal = Host::new(HostConfig::new(link::link(ENGINE, &compiled).unwrap().wasm)).unwrap();
+    let n = 300;
+    let base = per_request_micros(&minimal, &body, n);
+    let enforced = per_request_micros(&full, &body, n);
+    eprintln!(
+        "per 4 KB request: minimal policy {base:.1} µs, full policy {enforced:.1} µs, added {:.1} µs",
+        enforced - base
+    );
+    assert!(
+        enforced - base < 500.0,
+        "enforcement costs {:.1} µs",
+        enforced - base
+    );
+}
