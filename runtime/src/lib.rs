@@ -24,7 +24,7 @@ pub use abi::{Headers, LogLevel, MetricKind};
 pub use config::{HostConfig, Limits};
 pub use error::{HostError, TrapKind};
 pub use exchange::{ClientResponse, Exchange, RequestSpec, UpstreamReply, UpstreamRequest};
-pub use gateway::{Gateway, GatewayConfig, GatewayError};
+pub use gateway::{Gateway, GatewayConfig, GatewayError, LogSink};
 pub use host::Host;
 pub use shared::MetricValue;
 pub use state::{LocalResponse, LogRecord, StreamInfo};

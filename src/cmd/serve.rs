@@ -11,9 +11,14 @@ use writ_runtime::{Gateway, GatewayConfig, Host, HostConfig};
 /// Arguments of `writ serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The artifact to enforce (any proxy-wasm module).
+    /// The artifact to enforce (any proxy-wasm module), or a `.policy` source, compiled and
+    /// linked in memory.
     #[arg(long)]
     pub policy: PathBuf,
+    /// Append one audit record per request to this JSONL file, each line chained to the
+    /// previous one by sha256 (`writ audit verify` checks the chain).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Base URL of the model provider (`https://api.openai.com`, `http://127.0.0.1:8000`).
     #[arg(long)]
     pub upstream: String,
@@ -54,6 +59,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway.upstream_ca =
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
     }
+    if let Some(path) = &args.audit_log {
+        gateway.log_sink = Some(audit_sink(path)?);
+    }
     let gateway = Gateway::start(host, gateway)?;
     eprintln!(
         "writ serve: listening on http://{} -> {}",
@@ -64,11 +72,63 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A sink that appends the filter's `writ-audit` records to a hash-chained JSONL file.
+fn audit_sink(path: &std::path::Path) -> anyhow::Result<writ_runtime::LogSink> {
+    let log = writ::audit_log::AuditLog::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open the audit log {}: {e}", path.display()))?;
+    let log = std::sync::Mutex::new(log);
+    Ok(writ_runtime::LogSink(std::sync::Arc::new(move |record| {
+        let Some(value) = writ_plugin::audit::parse_log_line(&record.message) else {
+            return;
+        };
+        let mut log = match log.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(e) = log.append(&value) {
+            eprintln!("error: writing the audit log: {e}");
+        }
+    })))
+}
+
+/// The module to serve: a `.wasm` as is, or a `.policy` compiled and linked in memory.
+fn module_of(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "policy") {
+        let source = super::read_source(path)?;
+        let name = path.display().to_string();
+        let compiled = writ_compiler::compile(&name, &source)
+            .map_err(|d| anyhow::anyhow!("{name} has errors:\n{}", d.join("\n")))?;
+        let artifact = writ_compiler::link::link(writ::engine::ENGINE_WASM, &compiled)?;
+        return Ok(artifact.wasm);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// A writ artifact cannot know its own hash, so the host tells it (audit records carry
+/// it): `artifact_sha256` is added to the plugin configuration unless it is already set.
+fn with_artifact_sha256(config: Vec<u8>, module: &[u8]) -> Vec<u8> {
+    if writ_compiler::link::read_manifest(module).is_err() {
+        return config;
+    }
+    let mut value: serde_json::Value = if config.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(&config) {
+            Ok(v) => v,
+            Err(_) => return config,
+        }
+    };
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("artifact_sha256")
+            .or_insert_with(|| writ_compiler::link::sha256_hex(module).into());
+    }
+    serde_json::to_vec(&value).unwrap_or(config)
+}
+
 /// Reads the artifact and configuration and starts a host; also what SIGHUP re-runs.
 fn load(args: &ServeArgs) -> anyhow::Result<Host> {
-    let module = std::fs::read(&args.policy)
-        .with_context(|| format!("cannot read {}", args.policy.display()))?;
-    let mut config = HostConfig::new(module);
+    let module = module_of(&args.policy)?;
+    let mut config = HostConfig::new(module.clone());
     config.cache_dir = super::run::cache_dir(args.cache_dir.as_ref(), args.no_cache);
     // Two sets of workers may overlap during a reload.
     config.limits.max_vms = u32::try_from(args.workers.saturating_mul(2) + 2).unwrap_or(64);
@@ -76,6 +136,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Host> {
         config.plugin_config =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     }
+    config.plugin_config = with_artifact_sha256(std::mem::take(&mut config.plugin_config), &module);
     for cluster in &args.clusters {
         let Some((name, url)) = cluster.split_once('=') else {
             anyhow::bail!("--cluster expects NAME=URL, got `{cluster}`");

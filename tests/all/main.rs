@@ -8,5 +8,6 @@ mod artifact;
 mod enforcement;
 mod coverage;
 mod envoy;
+mod serve_audit;
 mod support;
 mod versions;

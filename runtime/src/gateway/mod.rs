@@ -33,6 +33,20 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     /// How long a graceful shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Receives every log line a filter wrote for a request, when its stream closes; the
+    /// gateway itself only forwards them to `tracing` at debug level.
+    pub log_sink: Option<LogSink>,
+}
+
+/// Where a request's filter logs go (an audit log, say). Called on the request's task;
+/// keep it short.
+#[derive(Clone)]
+pub struct LogSink(pub std::sync::Arc<dyn Fn(&crate::LogRecord) + Send + Sync>);
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogSink")
+    }
 }
 
 impl GatewayConfig {
@@ -46,6 +60,7 @@ impl GatewayConfig {
             max_request_body: 1 << 20,
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
+            log_sink: None,
         }
     }
 }

@@ -69,6 +69,7 @@ pub(crate) struct State {
     max_body: usize,
     upstream_timeout: Duration,
     request_ids: AtomicU64,
+    log_sink: Option<super::LogSink>,
 }
 
 impl State {
@@ -99,6 +100,7 @@ impl State {
             max_body: config.max_request_body,
             upstream_timeout: config.upstream_timeout,
             request_ids: AtomicU64::new(1),
+            log_sink: config.log_sink.clone(),
         })
     }
 }
@@ -303,7 +305,7 @@ pub(crate) async fn handle(
     let flows = match stepped {
         Ok(flows) => flows,
         Err(reply) => {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return reply;
         }
     };
@@ -312,7 +314,7 @@ pub(crate) async fn handle(
     let mut ended = false;
     for flow in flows {
         if let Some(resp) = flow.local_response {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return local(&resp);
         }
         up_headers = up_headers.or(flow.headers);
@@ -320,7 +322,7 @@ pub(crate) async fn handle(
         ended |= flow.end_of_stream;
     }
     let (Some(up_headers), true) = (up_headers, ended) else {
-        close(&worker, id).await;
+        close(&state, &worker, id).await;
         return fail(&HostError::Stalled("request"));
     };
     forward(state, worker, id, up_headers, up_body).await
@@ -334,11 +336,14 @@ fn too_large(limit: usize) -> Response<ResBody> {
     )
 }
 
-async fn close(worker: &Lane, id: StreamId) {
+async fn close(state: &State, worker: &Lane, id: StreamId) {
     match worker.run(move |vm| vm.close_stream(id)).await {
         Ok(Ok(report)) => {
             for log in report.logs {
                 tracing::debug!(target: "writ::guest", level = ?log.level, "{}", log.message);
+                if let Some(sink) = &state.log_sink {
+                    (sink.0)(&log);
+                }
             }
         }
         Ok(Err(e)) => tracing::debug!("closing stream: {e}"),
@@ -371,7 +376,7 @@ async fn forward(
     let request = match builder.body(Full::new(Bytes::from(body))) {
         Ok(r) => r,
         Err(e) => {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return json_error(
                 502,
                 "bad_gateway",
@@ -383,7 +388,7 @@ async fn forward(
     let reply = match reply {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return json_error(
                 502,
                 "upstream_unavailable",
@@ -391,7 +396,7 @@ async fn forward(
             );
         }
         Err(_) => {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return json_error(
                 504,
                 "upstream_timeout",
@@ -421,7 +426,7 @@ async fn forward(
     let mut flow = match first {
         Ok(flows) => merge(flows),
         Err(reply) => {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return reply;
         }
     };
@@ -429,7 +434,7 @@ async fn forward(
     let mut upstream_done = empty;
     let client_headers = loop {
         if let Some(resp) = flow.local_response.take() {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return local(&resp);
         }
         if !flow.body.is_empty() {
@@ -439,7 +444,7 @@ async fn forward(
             break h;
         }
         if upstream_done {
-            close(&worker, id).await;
+            close(&state, &worker, id).await;
             return fail(&HostError::Stalled("response"));
         }
         let (chunk, eos) = next_chunk(&mut incoming).await;
@@ -451,7 +456,7 @@ async fn forward(
         {
             Ok(flows) => merge(flows),
             Err(reply) => {
-                close(&worker, id).await;
+                close(&state, &worker, id).await;
                 return reply;
             }
         };
@@ -469,7 +474,7 @@ async fn forward(
         builder = builder.header(k.as_str(), v.as_str());
     }
     if finished {
-        close(&worker, id).await;
+        close(&state, &worker, id).await;
         let body: Vec<u8> = held.concat();
         return builder
             .body(full(body))
@@ -544,7 +549,7 @@ async fn pump(
         }
     }
     drop(tx);
-    close(&worker, id).await;
+    close(&state, &worker, id).await;
 }
 
 struct ChannelBody {
