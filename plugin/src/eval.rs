@@ -156,6 +156,9 @@ impl Decision {
 pub struct Engine {
     pub policy: Policy,
     pub scanner: Scanner,
+    /// Every detector a request rule looks for in the prompt: one pass with all of them
+    /// proves most requests clean, so each `prompt has …` need not scan the body again.
+    pub prompt_detectors: Vec<u16>,
 }
 
 /// Why a policy cannot be loaded; the adapter refuses every request when it sees one.
@@ -180,7 +183,19 @@ impl Engine {
     /// Builds the detectors of an already decoded policy.
     pub fn new(policy: Policy) -> Result<Engine, LoadError> {
         let scanner = Scanner::new(&policy.detectors).map_err(LoadError::Detectors)?;
-        Ok(Engine { policy, scanner })
+        let mut prompt_detectors: Vec<u16> = policy
+            .rules
+            .iter()
+            .filter(|r| r.phase == Phase::Request)
+            .flat_map(prompt_detectors)
+            .collect();
+        prompt_detectors.sort_unstable();
+        prompt_detectors.dedup();
+        Ok(Engine {
+            policy,
+            scanner,
+            prompt_detectors,
+        })
     }
 
     /// Decodes a serialized policy (as embedded in an artifact) and builds its detectors.
@@ -190,7 +205,31 @@ impl Engine {
 
     /// [`evaluate_request`] with this engine's policy and detectors.
     pub fn evaluate_request(&self, request: &Request) -> Decision {
-        evaluate_request(&self.policy, &self.scanner, request)
+        let identity = identify(&self.policy, request);
+        self.evaluate(request, identity, &Facts::default(), Phase::Request, None)
+    }
+
+    /// [`evaluate`] with this engine's policy and detectors, and the one-pass clean check
+    /// of the prompt ([`Engine::prompt_detectors`]).
+    pub fn evaluate(
+        &self,
+        request: &Request,
+        identity: Identity,
+        facts: &Facts<'_>,
+        phase: Phase,
+        only: Option<&[usize]>,
+    ) -> Decision {
+        let union = Some(self.prompt_detectors.as_slice());
+        evaluate_with(
+            &self.policy,
+            &self.scanner,
+            request,
+            identity,
+            facts,
+            phase,
+            only,
+            union,
+        )
     }
 }
 
@@ -205,6 +244,8 @@ pub fn identify(policy: &Policy, request: &Request) -> Identity {
         headers_only: true,
         unsupported: None,
         facts: &Facts::default(),
+        prompt_union: None,
+        prompt_clean: None,
     };
     for (i, wf) in policy.workflows.iter().enumerate() {
         ctx.unsupported = None;
@@ -289,6 +330,22 @@ pub fn evaluate(
     phase: Phase,
     only: Option<&[usize]>,
 ) -> Decision {
+    evaluate_with(policy, scanner, request, identity, facts, phase, only, None)
+}
+
+/// [`evaluate`], where `prompt_union` (every detector the prompt rules use) lets one
+/// pass over the body prove it clean for all of them at once.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_with(
+    policy: &Policy,
+    scanner: &Scanner,
+    request: &Request,
+    identity: Identity,
+    facts: &Facts<'_>,
+    phase: Phase,
+    only: Option<&[usize]>,
+    prompt_union: Option<&[u16]>,
+) -> Decision {
     let mut decision = Decision {
         identity,
         verdict: Verdict::Continue,
@@ -303,6 +360,8 @@ pub fn evaluate(
         headers_only: false,
         unsupported: None,
         facts,
+        prompt_union,
+        prompt_clean: None,
     };
     let mut deny = None;
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -585,6 +644,11 @@ struct Ctx<'a> {
     headers_only: bool,
     unsupported: Option<Unsupported>,
     facts: &'a Facts<'a>,
+    /// Every detector the prompt rules use, when known.
+    prompt_union: Option<&'a [u16]>,
+    /// Computed on the first `prompt has`: true when no detector of the union finds
+    /// anything in the body, so every `prompt has` is false without another pass.
+    prompt_clean: Option<bool>,
 }
 
 /// A resolved operand, borrowed where possible so evaluation allocates nothing.
@@ -635,9 +699,21 @@ impl<'a> Ctx<'a> {
         match subject {
             Text::Prompt if self.headers_only => false,
             Text::Prompt => match self.scanner {
-                Some(scanner) => self
-                    .request
-                    .any_body_string(|text| scanner.any(text, detectors)),
+                Some(scanner) => {
+                    if let Some(union) = self.prompt_union
+                        && detectors.iter().all(|d| union.contains(d))
+                    {
+                        let request = self.request;
+                        let clean = *self.prompt_clean.get_or_insert_with(|| {
+                            !request.any_body_string(|text| scanner.any(text, union))
+                        });
+                        if clean {
+                            return false;
+                        }
+                    }
+                    self.request
+                        .any_body_string(|text| scanner.any(text, detectors))
+                }
                 None => false,
             },
             Text::Response => match (self.facts.reply.and_then(|r| r.body), self.scanner) {

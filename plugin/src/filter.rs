@@ -723,10 +723,7 @@ impl Http {
     /// The request phase: evaluate, admit spend, transform the body.
     fn decide(&mut self, shared: &Shared, body: Option<(Vec<u8>, usize)>) -> Action {
         let policy = shared.policy();
-        let scanner = &shared.engine.scanner;
-        let mut decision = eval::evaluate(
-            policy,
-            scanner,
+        let mut decision = shared.engine.evaluate(
             &self.request,
             self.identity.clone(),
             &Facts::default(),
@@ -828,9 +825,7 @@ impl Http {
                             spend: Some(&lookup),
                             reply: None,
                         };
-                        let more = eval::evaluate(
-                            policy,
-                            scanner,
+                        let more = shared.engine.evaluate(
                             &self.request,
                             self.identity.clone(),
                             &facts,
@@ -996,9 +991,7 @@ impl Http {
             .filter(|(_, r)| r.phase == Phase::Response && !eval::is_streamed_redaction(r))
             .map(|(i, _)| i)
             .collect();
-        let decision = eval::evaluate(
-            policy,
-            &shared.engine.scanner,
+        let decision = shared.engine.evaluate(
             &self.request,
             self.identity.clone(),
             &facts,

@@ -695,7 +695,7 @@ fn every_request_logs_exactly_one_audit_line() {
 fn per_request_micros(host: &Host, body: &Value, n: u32) -> f64 {
     let mut vm = host.vm().unwrap();
     let reply = json!({"choices": [{"index": 0, "message": {"content": "ok"}}],
-                       "usage": {"prompt_tokens": 900, "completion_tokens": 2}});
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
     let run = |vm: &mut Vm| {
         let ex = vm.http_request(&chat("t-perf", body, &[]), |_| {
             json_reply(&reply, &[("x-model-confidence", "0.9")])
