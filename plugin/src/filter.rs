@@ -451,13 +451,16 @@ impl HttpContext for Http {
         if shared.may_rewrite_request {
             // The body may be rewritten after these headers are decided: its length is
             // then unknown, and the host re-frames it.
+            // Only headers that are present: each host call costs.
             for h in stream::LENGTH_HEADERS {
-                if host::remove_header(host::REQUEST_HEADERS, h).is_err() {
+                if self.request.header(h).is_some()
+                    && host::remove_header(host::REQUEST_HEADERS, h).is_err()
+                {
                     return self.host_failed("proxy_remove_header_map_value");
                 }
             }
         }
-        if shared.may_rewrite_reply {
+        if shared.may_rewrite_reply && self.request.header("accept-encoding") != Some("identity") {
             let (name, value) = stream::UPSTREAM_ACCEPT_ENCODING;
             if host::replace_header(host::REQUEST_HEADERS, name, value).is_err() {
                 return self.host_failed("proxy_replace_header_map_value");
@@ -1167,7 +1170,9 @@ impl Http {
 
     fn strip_response_length(&self) -> Result<(), u32> {
         for h in stream::LENGTH_HEADERS {
-            host::remove_header(host::RESPONSE_HEADERS, h)?;
+            if self.response_headers.iter().any(|(k, _)| k == h) {
+                host::remove_header(host::RESPONSE_HEADERS, h)?;
+            }
         }
         Ok(())
     }

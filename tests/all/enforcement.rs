@@ -741,9 +741,12 @@ rule AIP-4.1 "Cost centre" {
     let compiled =
         writ_compiler::compile("minimal.policy", minimal_src).unwrap_or_else(|e| panic!("{e:?}"));
     let minimal = Host::new(HostConfig::new(link::link(ENGINE, &compiled).unwrap().wasm)).unwrap();
-    let n = 300;
-    let base = per_request_micros(&minimal, &body, n);
-    let enforced = per_request_micros(&full, &body, n);
+    // Interleaved rounds, best of each: other processes share these cores.
+    let (mut base, mut enforced) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        base = base.min(per_request_micros(&minimal, &body, 60));
+        enforced = enforced.min(per_request_micros(&full, &body, 60));
+    }
     eprintln!(
         "per 4 KB request: minimal policy {base:.1} µs, full policy {enforced:.1} µs, added {:.1} µs",
         enforced - base
