@@ -458,10 +458,18 @@ impl Decision {
         self.undecided.extend(other.undecided);
         self.fired.extend(other.fired);
         self.fired.sort_by_key(|f| f.rule);
-        if let Verdict::Deny { .. } = other.verdict
-            && self.verdict == Verdict::Continue
-        {
+        // The first deny in file order answers.
+        let earlier = match (&self.verdict, &other.verdict) {
+            (_, Verdict::Continue) => false,
+            (Verdict::Continue, Verdict::Deny { .. }) => true,
+            (Verdict::Deny { rule: a, .. }, Verdict::Deny { rule: b, .. }) => b < a,
+        };
+        if earlier {
             self.deny_with(other.verdict);
+        } else if let Verdict::Deny { rule, .. } = other.verdict
+            && let Some(f) = self.fired.iter_mut().find(|f| f.rule == rule)
+        {
+            f.effect = Effect::Overridden;
         }
     }
 

@@ -435,3 +435,121 @@ fn damaged_requests_never_panic() {
         }
     }
 }
+
+#[test]
+fn spend_facts_decide_spend_rules_and_the_first_deny_in_file_order_answers() {
+    let spend_over = |limit: i64| Expr::Compare {
+        left: Operand::Spend {
+            scope: Scope::Team,
+            window: Window::Month,
+        },
+        op: CmpOp::Gt,
+        right: Operand::Const(Value::Money(limit)),
+    };
+    let p = policy(
+        vec![],
+        vec![
+            rule("B-1", spend_over(100), deny(429)),
+            rule("D-1", Expr::Const(true), deny(400)),
+        ],
+    );
+    let engine = Engine::new(p.clone()).unwrap();
+    let r = request(&[], r#"{"model":"m"}"#);
+    let first = engine.evaluate_request(&r);
+    assert!(matches!(first.verdict, Verdict::Deny { status: 400, .. }));
+    assert_eq!(first.undecided.len(), 1);
+    let spend = |_: Scope, _: Window| Some(150);
+    let facts = Facts {
+        spend: Some(&spend),
+        reply: None,
+    };
+    let more = engine.evaluate(
+        &r,
+        first.identity.clone(),
+        &facts,
+        Phase::Request,
+        Some(&[0]),
+    );
+    let mut merged = first.clone();
+    merged.merge(more);
+    assert!(matches!(merged.verdict, Verdict::Deny { status: 429, .. }));
+    assert!(merged.undecided.is_empty());
+    let effects: Vec<_> = merged
+        .fired
+        .iter()
+        .map(|f| (f.clause.as_str(), f.effect))
+        .collect();
+    assert_eq!(
+        effects,
+        [("B-1", Effect::Enforced), ("D-1", Effect::Overridden)]
+    );
+
+    // Under the limit the spend rule does not fire and the later deny stands.
+    let low = |_: Scope, _: Window| Some(50);
+    let facts = Facts {
+        spend: Some(&low),
+        reply: None,
+    };
+    let mut merged = first.clone();
+    merged.merge(engine.evaluate(
+        &r,
+        first.identity.clone(),
+        &facts,
+        Phase::Request,
+        Some(&[0]),
+    ));
+    assert!(matches!(merged.verdict, Verdict::Deny { status: 400, .. }));
+}
+
+#[test]
+fn response_facts_feed_status_headers_confidence_and_response_text() {
+    let mut status = rule(
+        "R-1",
+        Expr::Compare {
+            left: Operand::Field(Field::Status),
+            op: CmpOp::Ge,
+            right: Operand::Const(Value::Num(500.0)),
+        },
+        deny(502),
+    );
+    status.phase = Phase::Response;
+    let mut conf = rule(
+        "R-2",
+        Expr::Compare {
+            left: Operand::Confidence(ConfidenceSource::Header("x-c".into())),
+            op: CmpOp::Lt,
+            right: Operand::Const(Value::Num(0.5)),
+        },
+        Action::Escalate {
+            queue: "q".into(),
+            reason: "low".into(),
+        },
+    );
+    conf.phase = Phase::Response;
+    let p = policy(vec![], vec![status, conf]);
+    let engine = Engine::new(p).unwrap();
+    let r = request(&[], r#"{"model":"m"}"#);
+    let headers = vec![("x-c".to_string(), "0.2".to_string())];
+    let facts = Facts {
+        spend: None,
+        reply: Some(ReplyView {
+            status: 200,
+            headers: &headers,
+            body: None,
+        }),
+    };
+    let d = engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None);
+    assert_eq!(d.verdict, Verdict::Continue);
+    let t = Transforms::of(&engine.policy, &d);
+    assert_eq!(t.escalate, Some((1, "q".into(), "low".into())));
+    let facts = Facts {
+        spend: None,
+        reply: Some(ReplyView {
+            status: 503,
+            headers: &[],
+            body: None,
+        }),
+    };
+    let d = engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None);
+    assert!(matches!(d.verdict, Verdict::Deny { status: 502, .. }));
+}

@@ -734,17 +734,23 @@ impl Http {
             None,
         );
         self.audit.model_requested = self.request.model().map(str::to_string);
-        if let Verdict::Deny { .. } = decision.verdict {
-            return self.deny(shared, decision);
-        }
 
-        // Spend: admit against the ledgers, then decide the rules that read spend.
+        // Spend: admit against the ledgers, then decide the rules that read spend. A deny
+        // already decided answers unless a spend rule comes before it in the file (the
+        // first matching deny in file order answers).
         let spend_rules: Vec<usize> = decision
             .undecided
             .iter()
             .filter(|u| u.reason == Unsupported::Spend)
             .map(|u| u.rule)
             .collect();
+        let denied_by = match decision.verdict {
+            Verdict::Deny { rule, .. } => Some(rule),
+            Verdict::Continue => None,
+        };
+        if denied_by.is_some_and(|r| !spend_rules.iter().any(|s| *s < r)) {
+            return self.deny(shared, decision);
+        }
         if shared.uses_spend {
             let pre = Transforms::of(policy, &decision);
             let model = pre
@@ -809,12 +815,21 @@ impl Http {
                         decision.fired.push(eval::fired(policy, rule, false));
                         decision.fired.sort_by_key(|f| f.rule);
                     }
-                    decision.deny_with(Verdict::Deny {
+                    let verdict = Verdict::Deny {
                         status,
                         message,
                         clause,
                         rule,
-                    });
+                    };
+                    match denied_by {
+                        // An earlier rule's deny still answers; the budget is recorded.
+                        Some(r) if r < rule => {
+                            if let Some(f) = decision.fired.iter_mut().find(|f| f.rule == rule) {
+                                f.effect = eval::Effect::Overridden;
+                            }
+                        }
+                        _ => decision.deny_with(verdict),
+                    }
                     return self.deny(shared, decision);
                 }
                 Ok((Admission::Admit { totals }, held)) => {
