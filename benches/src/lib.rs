@@ -6,6 +6,7 @@
 //! the upstream and the load generator take as little CPU as possible away from the proxy
 //! being measured.
 
+pub mod fixtures;
 pub mod load;
 pub mod payload;
 pub mod procstat;

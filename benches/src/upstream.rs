@@ -96,6 +96,12 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    let first_gap_ms: u64 = req
+        .headers()
+        .get("x-bench-first-gap-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
@@ -107,7 +113,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
         .header("x-model-confidence", CONFIDENCE);
     let resp = if stream {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(send_events(tx, text, events));
+        tokio::spawn(send_events(tx, text, events, first_gap_ms));
         builder
             .header("content-type", "text/event-stream")
             .body(Reply::Events(rx))
@@ -128,10 +134,14 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
 /// Writes `events` chunk events cycling through `text` in 8-byte pieces (so placeholders
 /// are split across events), then a usage event and `[DONE]`. Yielding between events
 /// lets hyper flush each one as its own write, as a real provider's tokens arrive.
-async fn send_events(tx: mpsc::Sender<Bytes>, text: String, events: usize) {
+///
+/// With `first_gap_ms` the first event is sent alone and the rest follow after that pause:
+/// a burst faster than any proxy would otherwise reach the proxy in one read, and the time
+/// to the first byte would measure the whole burst instead of the first event.
+async fn send_events(tx: mpsc::Sender<Bytes>, text: String, events: usize, first_gap_ms: u64) {
     let bytes = text.as_bytes();
     let mut at = 0usize;
-    for _ in 0..events {
+    for i in 0..events {
         let mut end = (at + 8).min(bytes.len());
         // Do not split a JSON escape (`\"`, `\\`) across events.
         while end < bytes.len() && bytes.get(end - 1) == Some(&b'\\') {
@@ -146,7 +156,11 @@ async fn send_events(tx: mpsc::Sender<Bytes>, text: String, events: usize) {
         if tx.send(Bytes::from(ev)).await.is_err() {
             return;
         }
-        tokio::task::yield_now().await;
+        if first_gap_ms > 0 && i == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(first_gap_ms)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
         at = if end >= bytes.len() { 0 } else { end };
     }
     let usage = "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\
@@ -159,7 +173,7 @@ async fn send_events(tx: mpsc::Sender<Bytes>, text: String, events: usize) {
 /// The last `ECHO_BYTES` of the last `"content":"…"` string in `body`, still JSON-escaped
 /// (so it can be pasted into a JSON string as is), cut on a character boundary and never
 /// inside an escape.
-fn echo(body: &[u8]) -> String {
+pub fn echo(body: &[u8]) -> String {
     let key = b"\"content\":\"";
     let Some(start) = rfind(body, key).map(|i| i + key.len()) else {
         return "Hello.".into();

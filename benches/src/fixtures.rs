@@ -1,0 +1,127 @@
+//! Inputs the criterion benches share: the bundled policies, the engine module the
+//! artifacts are linked from, generated policies of a given size, and the artifacts.
+
+use std::path::PathBuf;
+
+/// The workspace root (the benches crate's parent directory).
+pub fn root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+/// The bundled policies, `(file name, source)`, in name order.
+pub fn bundled_policies() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(root().join("policies")) {
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "policy")
+                && let Ok(src) = std::fs::read_to_string(&p)
+            {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.push((name, src));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// One bundled policy's source.
+pub fn policy_source(name: &str) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(
+        root().join("policies").join(format!("{name}.policy")),
+    )?)
+}
+
+/// The engine module `writ build` links policies into: `$WRIT_ENGINE_WASM`, else the one
+/// the root `build.rs` leaves in `target/engine` (run `cargo build -p writ` first).
+pub fn engine_wasm() -> anyhow::Result<Vec<u8>> {
+    let path = match std::env::var_os("WRIT_ENGINE_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => root().join("target/engine/wasm32-unknown-unknown/release/writ_plugin.wasm"),
+    };
+    std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the engine at {}: {e} (build writ first, or set WRIT_ENGINE_WASM)",
+            path.display()
+        )
+    })
+}
+
+/// The pass-through proxy-wasm filter, built by `benches/run.sh` (or `$WRIT_PASSTHROUGH_WASM`).
+pub fn passthrough_wasm() -> anyhow::Result<Vec<u8>> {
+    let path = match std::env::var_os("WRIT_PASSTHROUGH_WASM") {
+        Some(p) => PathBuf::from(p),
+        None => root().join(
+            "benches/passthrough-filter/target/wasm32-unknown-unknown/release/passthrough_filter.wasm",
+        ),
+    };
+    std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// Compiles a policy source, errors rendered.
+pub fn compile(name: &str, source: &str) -> anyhow::Result<writ_compiler::Compiled> {
+    writ_compiler::compile(name, source).map_err(|d| anyhow::anyhow!("{}", d.join("\n")))
+}
+
+/// Compiles and links a bundled policy into its artifact bytes.
+pub fn artifact(name: &str) -> anyhow::Result<Vec<u8>> {
+    let compiled = compile(name, &policy_source(name)?)?;
+    Ok(writ_compiler::link::link(&engine_wasm()?, &compiled)?.wasm)
+}
+
+/// A policy of `rules` rules shaped like real ones: model allowlists, token caps, header
+/// checks, PII and custom-detector rules in rotation, so build cost grows with every
+/// stage (parse, check, lower, detector compilation, link).
+pub fn generated_policy(rules: usize) -> String {
+    let mut s = String::from(
+        "policy \"generated\" version \"1.0.0\" {\n  owner \"bench@example.com\"\n  implements \"ai-policy.md\"\n  currency EUR\n}\n\n\
+         workflow \"gen\" {\n  match header \"x-workflow\" == \"gen\"\n  identify team by trusted header \"x-jwt-team\", user by trusted header \"x-jwt-sub\"\n}\n\n\
+         price \"gpt-4o-mini\" input 0.15 EUR output 0.60 EUR per 1M tokens\n\n",
+    );
+    for i in 0..rules.div_ceil(5) {
+        s.push_str(&format!("detector d{i} = regex \"ID{i}-[0-9]{{6}}\"\n"));
+    }
+    s.push('\n');
+    for i in 0..rules {
+        let body = match i % 5 {
+            0 => format!(
+                "  on request\n  when model not in [\"gpt-4o-mini\", \"m{i}\"]\n  then deny 403 \"model {i}\""
+            ),
+            1 => format!(
+                "  on request\n  when max_tokens > {}\n  then deny 400 \"cap {i}\"",
+                1000 + i
+            ),
+            2 => format!(
+                "  on request\n  when header \"x-h{i}\" == \"v{i}\"\n  then deny 403 \"header {i}\""
+            ),
+            3 => "  on request\n  when prompt has pii(email, iban)\n  then redact".to_string(),
+            _ => format!(
+                "  on request\n  when prompt has pii(d{})\n  then redact",
+                i / 5
+            ),
+        };
+        s.push_str(&format!(
+            "rule GEN-{i} \"Generated rule {i}\" {{\n{body}\n}}\n\n"
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_policies_compile() {
+        for n in [10, 100] {
+            let src = generated_policy(n);
+            let result = compile("gen.policy", &src);
+            assert!(result.is_ok(), "{result:?}\n{src}");
+        }
+    }
+}
