@@ -757,3 +757,104 @@ rule AIP-4.1 "Cost centre" {
         enforced - base
     );
 }
+
+/// The same artifact in real Envoy (V8): tokenised values never reach the upstream, a card
+/// number streamed one character per event is masked without any part of it reaching the
+/// client, a reply without a confidence score is escalated (HOTL fails safe) with review
+/// headers, and the kill switch stops and resumes the workflow; one audit record each.
+#[test]
+fn the_artifact_enforces_in_envoy() {
+    use crate::support::envoy::EnvoyProcess;
+    use crate::support::http::{Request, send};
+    use crate::support::process::run_ok;
+    use crate::support::tempdir::TempDir;
+
+    let dir = TempDir::new("enforcement-envoy");
+    let compiled = writ_compiler::compile("enforce-test.policy", &policy_source()).unwrap();
+    let wasm = dir.path().join("enforce-test.wasm");
+    std::fs::write(&wasm, link::link(ENGINE, &compiled).unwrap().wasm).unwrap();
+    let card = "4111 1111 1111 1111";
+    let mut events: Vec<(Duration, String)> = format!("Card {card} ok.")
+        .chars()
+        .map(|c| {
+            let v = json!({"choices": [{"index": 0, "delta": {"content": c.to_string()}}]});
+            (Duration::ZERO, v.to_string())
+        })
+        .collect();
+    events.push((Duration::ZERO, "[DONE]".into()));
+    let upstream = Upstream::start(Reply::Sse { events });
+    let yaml = run_ok(
+        std::process::Command::new(crate::support::writ_bin())
+            .arg("envoy")
+            .arg(&wasm)
+            .arg("--upstream")
+            .arg(upstream.addr().to_string())
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let envoy = EnvoyProcess::start(&yaml).unwrap();
+    let t = Duration::from_secs(10);
+    let chat = |body: &Value| {
+        Request::post_json("/v1/chat/completions", &body.to_string())
+            .header("x-workflow", "support")
+            .header("x-team", "t-envoy")
+    };
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 20, "stream": true,
+        "messages": [{"role": "user", "content": format!("mail {EMAIL}")}]});
+
+    let res = send(envoy.listener(), &chat(&body), t).unwrap();
+    let log = || envoy.log();
+    assert_eq!(res.status, 200, "{}\n{}", res.body_str(), log());
+    let seen = upstream.received();
+    let up = seen.last().unwrap();
+    let up_text = String::from_utf8_lossy(&up.body);
+    assert!(!up_text.contains(EMAIL), "{up_text}");
+    assert!(up_text.contains("EMAIL_"), "{up_text}");
+    assert!(up_text.contains("include_usage"), "{up_text}");
+    let (content, _, done) = reassemble(&res.body);
+    assert_eq!(content, "Card [CREDIT_CARD] ok.");
+    assert_eq!(done, 1);
+    assert!(!res.body_str().contains("4111"));
+    assert_eq!(
+        res.header_value("x-writ-review-queue"),
+        Some("support-review")
+    );
+    assert!(
+        res.header_value("x-writ-review-reason")
+            .unwrap()
+            .contains("HOTL")
+    );
+
+    // The kill switch, across Envoy's workers.
+    let admin = |token: &str, action: &str| {
+        let b = json!({"workflow": "support", "action": action, "reason": "drill"});
+        let req = Request::post_json("/writ/admin/kill-switch", &b.to_string())
+            .header("authorization", &format!("Bearer {token}"));
+        send(envoy.listener(), &req, t).unwrap()
+    };
+    assert_eq!(admin("wrong", "stop").status, 401);
+    assert_eq!(admin("test", "stop").status, 200);
+    let plain = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": []});
+    let stopped = send(envoy.listener(), &chat(&plain), t).unwrap();
+    assert_eq!(stopped.status, 503, "{}", stopped.body_str());
+    assert_eq!(stopped.json()["error"]["code"], "kill_switch");
+    assert_eq!(admin("test", "resume").status, 200);
+    assert_eq!(
+        send(envoy.listener(), &chat(&plain), t).unwrap().status,
+        200
+    );
+
+    // One request audit record per request (5 requests and admin calls so far: 1 + 3
+    // admin + 2), and no e-mail value anywhere in the log.
+    assert!(envoy.wait_log("\"outcome\":\"resumed\"", t));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = log();
+    let records: Vec<Value> = log
+        .lines()
+        .filter_map(writ_plugin::audit::parse_log_line)
+        .filter(|r| r["event"] == "request" || r["event"] == "kill_switch")
+        .collect();
+    assert_eq!(records.len(), 6, "{log}");
+    assert!(!log.contains(EMAIL));
+}
