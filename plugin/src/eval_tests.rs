@@ -553,3 +553,126 @@ fn response_facts_feed_status_headers_confidence_and_response_text() {
     let d = engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None);
     assert!(matches!(d.verdict, Verdict::Deny { status: 502, .. }));
 }
+
+#[test]
+fn transforms_collect_enforced_actions_and_route_to_the_cheapest() {
+    let price = |model: &str, input: i64, output: i64| Price {
+        model: model.into(),
+        input_per_mtok: input,
+        output_per_mtok: output,
+        cached_input_per_mtok: None,
+    };
+    let mut p = policy(
+        vec![],
+        vec![
+            rule(
+                "T-1",
+                Expr::Const(true),
+                Action::Tokenise {
+                    detectors: vec![1, 0],
+                },
+            ),
+            rule(
+                "R-1",
+                Expr::Const(true),
+                Action::Redact { detectors: vec![2] },
+            ),
+            rule(
+                "C-1",
+                Expr::Const(true),
+                Action::Route(RouteTarget::CheapestOf(vec![
+                    "big".into(),
+                    "unpriced".into(),
+                    "small".into(),
+                ])),
+            ),
+            rule(
+                "C-2",
+                Expr::Const(true),
+                Action::Route(RouteTarget::Model("other".into())),
+            ),
+            rule(
+                "G-1",
+                Expr::Const(true),
+                Action::Tag {
+                    key: "cc".into(),
+                    value: "x".into(),
+                },
+            ),
+        ],
+    );
+    p.prices = vec![
+        price("big", 2_500_000, 10_000_000),
+        price("small", 150_000, 600_000),
+    ];
+    let mut monitored = rule(
+        "R-2",
+        Expr::Const(true),
+        Action::Redact { detectors: vec![3] },
+    );
+    monitored.enforcement = Enforcement::Monitor;
+    p.rules.push(monitored);
+    let d = eval(&p, &request(&[], r#"{"model":"big"}"#));
+    let t = Transforms::of(&p, &d);
+    assert_eq!(t.tokenise, [0, 1]);
+    assert_eq!(t.redact, [2], "monitor rules change nothing");
+    assert_eq!(t.route.as_deref(), Some("small"), "the first route wins");
+    assert_eq!(t.tags, [("cc".to_string(), "x".to_string())]);
+    assert_eq!(
+        route_target(&p, &RouteTarget::CheapestOf(vec!["a".into(), "b".into()])).as_deref(),
+        Some("a"),
+        "none priced: the first listed"
+    );
+
+    let mut resp = rule(
+        "O-1",
+        Expr::Has {
+            subject: Text::Response,
+            detectors: vec![4],
+        },
+        Action::Redact { detectors: vec![4] },
+    );
+    resp.phase = Phase::Response;
+    assert!(is_streamed_redaction(&resp));
+    p.rules.push(resp);
+    assert_eq!(response_redactions(&p), [4]);
+}
+
+#[test]
+fn pii_denies_count_and_name_types_only() {
+    let mut p = policy(vec![], vec![]);
+    p.detectors = vec![Detector {
+        name: "email".into(),
+        class: DetectorClass::Pii,
+        kind: DetectorKind::Builtin("email".into()),
+    }];
+    let r = rule(
+        "P-1",
+        Expr::And(vec![
+            Expr::Const(true),
+            Expr::Has {
+                subject: Text::Prompt,
+                detectors: vec![0],
+            },
+        ]),
+        deny(400),
+    );
+    assert_eq!(prompt_detectors(&r), [0]);
+    p.rules.push(r);
+    let engine = Engine::new(p).unwrap();
+    let req = request(
+        &[],
+        r#"{"model":"m","messages":[{"content":"a@b.example and c@d.example"},{"content":"e@f.example"}]}"#,
+    );
+    let counts = count_in_request(&engine.scanner, &req, &[0]);
+    assert_eq!(counts.get(&0), Some(&3));
+    let msg = deny_message_with_types("Remove personal data.", &engine.scanner, &counts);
+    assert_eq!(msg, "Remove personal data. (found: email)");
+    assert!(!msg.contains("example"));
+    assert!(matches!(
+        engine.evaluate_request(&req).verdict,
+        Verdict::Deny { status: 400, .. }
+    ));
+    let clean = request(&[], r#"{"model":"m","messages":[{"content":"hello"}]}"#);
+    assert_eq!(engine.evaluate_request(&clean).verdict, Verdict::Continue);
+}
