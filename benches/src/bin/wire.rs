@@ -577,6 +577,38 @@ fn main() -> anyhow::Result<()> {
             f((s.sse_cpu_us - none.sse_cpu_us) / 502.0, 2),
         );
     }
+    if let Some(w) = get(Target::EnvoyWrit) {
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let dcpu = w.plain_cpu_us - none.plain_cpu_us;
+        let r_none = w.plain_rps / none.plain_rps;
+        let r_pass = w.plain_rps / pass.plain_rps;
+        let dp50 = w.lat_p50 - none.lat_p50;
+        println!(
+            "\n### Targets (issue 7), Envoy + writ against Envoy alone, plain 4 KB requests\n"
+        );
+        println!("| target | measured | verdict |");
+        println!("|---|---|---|");
+        println!(
+            "| ≤ 30 µs CPU added per request | {} µs | {} |",
+            f(dcpu, 1),
+            verdict(dcpu <= 30.0)
+        );
+        println!(
+            "| throughput ≥ 0.75 × Envoy without a filter | {} × | {} |",
+            f(r_none, 2),
+            verdict(r_none >= 0.75)
+        );
+        println!(
+            "| throughput ≥ 0.9 × Envoy with a pass-through filter | {} × | {} |",
+            f(r_pass, 2),
+            verdict(r_pass >= 0.9)
+        );
+        println!(
+            "| ≤ 50 µs added to median latency at one connection | {} µs | {} |",
+            f(dp50, 1),
+            verdict(dp50 <= 50.0)
+        );
+    }
     println!("\n### Peak RSS under this load (VmHWM)\n");
     println!("| target | VmHWM MiB |");
     println!("|---|---|");
