@@ -423,6 +423,15 @@ impl HttpContext for Http {
         if crate::kill_switch::is_stopped(&HostStore, workflow.as_deref()) {
             self.audit.outcome = "stopped".into();
             self.audit.workflow = workflow.clone();
+            if let Some(clause) = policy.kill_switch.as_ref().and_then(|k| k.clause.clone()) {
+                self.audit.rules.push(crate::audit::RuleRecord {
+                    clause,
+                    title: crate::kill_switch::RULE_TITLE.into(),
+                    action: "deny".into(),
+                    mode: "enforce".into(),
+                    effect: "enforced".into(),
+                });
+            }
             return self.reply_with(
                 crate::kill_switch::STOPPED_STATUS,
                 &crate::kill_switch::stopped_body(workflow.as_deref()),

@@ -84,6 +84,10 @@ pub fn stopped_body(workflow: Option<&str>) -> Vec<u8> {
 /// The status of a request refused because its workflow is stopped.
 pub const STOPPED_STATUS: u16 = 503;
 
+/// The title under which a request refused by the kill switch cites the switch's clause
+/// in its audit record, as if the switch were a rule.
+pub const RULE_TITLE: &str = "Kill switch";
+
 /// Whether a request is for the admin endpoint (the path without its query string).
 pub fn is_admin_path(ks: &KillSwitch, path: &str) -> bool {
     path.split('?').next() == Some(ks.admin_path.as_str())

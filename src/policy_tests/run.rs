@@ -44,7 +44,7 @@ pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The title under which the engine reports a request refused by the kill switch.
-pub const KILL_SWITCH_TITLE: &str = "Kill switch";
+pub const KILL_SWITCH_TITLE: &str = writ_plugin::kill_switch::RULE_TITLE;
 
 /// One test file compiled, linked and ready to run.
 pub struct Suite {
