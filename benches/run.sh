@@ -71,7 +71,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
     echo "### $b"
     echo '```'
     WRIT_PASSTHROUGH_WASM=$PASS cargo bench -q -p writ-benches --bench "$b" -- --noplot "${CRIT[@]}" 2>&1 \
-      | grep -E '^[a-z_]+/|time:|thrpt:' || true
+      | grep -E '^[a-z_]+/|time:|thrpt:' | grep -v '%' || true
     echo '```'
     echo
   done

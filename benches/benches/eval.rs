@@ -85,6 +85,28 @@ fn bench(c: &mut Criterion) {
             rewrite_request(&body, scanner, &t.tokenise, &t.redact, &mut vault).unwrap()
         })
     });
+    // One pass of every detector of the policy over every string of the body: the unit the
+    // two lines above are made of (each `prompt has …` rule and the tokeniser make a pass).
+    let ids = scanner.all_ids();
+    g.bench_function("native/one_detector_pass", |b| {
+        b.iter(|| {
+            let mut hits = Vec::new();
+            let mut n = 0usize;
+            writ_plugin::json_strings::visit(
+                black_box(&body),
+                &mut |_: &writ_plugin::json_strings::Path<'_>,
+                      l: writ_plugin::json_strings::Leaf<'_>,
+                      _: std::ops::Range<usize>| {
+                    if let writ_plugin::json_strings::Leaf::Str(s) = l {
+                        scanner.scan(s, &ids, &mut hits);
+                        n += hits.len();
+                    }
+                },
+            )
+            .unwrap();
+            n
+        })
+    });
     g.bench_function("native/serde_json_roundtrip (naive filter)", |b| {
         b.iter(|| {
             let v: serde_json::Value = serde_json::from_slice(black_box(&body)).unwrap();
