@@ -5,9 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod artifact;
+mod budget_concurrency;
 mod enforcement;
 mod coverage;
 mod envoy;
+mod families;
+mod pii_e2e;
+mod policy_suite;
 mod serve_audit;
 mod support;
 mod versions;
