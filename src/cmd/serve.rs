@@ -59,9 +59,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway.upstream_ca =
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
     }
-    if let Some(path) = &args.audit_log {
-        gateway.log_sink = Some(audit_sink(path)?);
-    }
+    let audit = match &args.audit_log {
+        Some(path) => Some(audit_sink(path)?),
+        None => None,
+    };
+    gateway.log_sink = Some(stderr_sink(audit));
     let gateway = Gateway::start(host, gateway)?;
     eprintln!(
         "writ serve: listening on http://{} -> {}",
@@ -70,6 +72,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     gateway.run_until_signal(|| load(&args).map_err(|e| format!("{e:#}")))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A sink that prints the module's log lines at info level and above to stderr, as Envoy
+/// does (`would have denied` lines of monitor rules, `writ-audit` records), then hands each
+/// line to `next` (the audit log, when there is one).
+fn stderr_sink(next: Option<writ_runtime::LogSink>) -> writ_runtime::LogSink {
+    use writ_runtime::abi::LogLevel;
+    writ_runtime::LogSink(std::sync::Arc::new(move |record| {
+        let level = match record.level {
+            LogLevel::Trace | LogLevel::Debug => None,
+            LogLevel::Info => Some("info"),
+            LogLevel::Warn => Some("warning"),
+            LogLevel::Error => Some("error"),
+            LogLevel::Critical => Some("critical"),
+        };
+        if let Some(level) = level {
+            eprintln!("[{level}] wasm log: {}", record.message);
+        }
+        if let Some(next) = &next {
+            (next.0)(record);
+        }
+    }))
 }
 
 /// A sink that appends the filter's `writ-audit` records to a hash-chained JSONL file.

@@ -15,6 +15,7 @@ pub mod envoy;
 #[path = "../../../src/envoy_config.rs"]
 pub mod envoy_config;
 pub mod guests;
+pub mod hosts;
 pub mod http;
 pub mod process;
 pub mod serve;

@@ -24,6 +24,16 @@ impl ServeProcess {
     /// Starts `writ serve --policy artifact --upstream http://upstream` on a kernel-chosen
     /// port, learnt from its "listening on http://ADDR" line.
     pub fn start(artifact: &Path, upstream: SocketAddr) -> Result<ServeProcess, String> {
+        ServeProcess::start_with(artifact, upstream, &[])
+    }
+
+    /// As [`ServeProcess::start`] with extra command-line arguments (`--workers 2`,
+    /// `--cluster name=URL`, `--config FILE`, `--audit-log FILE`, …).
+    pub fn start_with(
+        artifact: &Path,
+        upstream: SocketAddr,
+        extra: &[String],
+    ) -> Result<ServeProcess, String> {
         let dir = TempDir::new("serve");
         let log =
             |name: &str| std::fs::File::create(dir.path().join(name)).map_err(|e| e.to_string());
@@ -34,6 +44,7 @@ impl ServeProcess {
             .arg("--upstream")
             .arg(format!("http://{upstream}"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log("stdout.log")?)
             .stderr(log("serve.log")?)
@@ -74,6 +85,13 @@ impl ServeProcess {
         let read =
             |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         read("serve.log") + &read("stdout.log")
+    }
+}
+
+impl ServeProcess {
+    /// The process's own temp dir (for files the test passes it, such as an audit log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 

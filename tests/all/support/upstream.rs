@@ -3,7 +3,7 @@
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,12 @@ pub enum Reply {
     Json { status: u16, body: String },
     /// `text/event-stream`, chunked: each event's `data` sent after its delay, then flushed.
     Sse { events: Vec<(Duration, String)> },
+    /// Echoes the content of the request's last message back as a chat completion: as a
+    /// JSON reply, or (`sse`) as one SSE event per character, then (`tool_args`) the same
+    /// text again as tool-call argument deltas one character per event, then an event
+    /// with `usage` and `[DONE]`. Both carry `usage` `{prompt_tokens: 10, completion_tokens:
+    /// 5}`. What a gateway restores is then exactly what the client sent.
+    Echo { sse: bool, tool_args: bool },
 }
 
 impl Reply {
@@ -41,6 +47,8 @@ pub struct Upstream {
     received: Arc<Mutex<Vec<Request>>>,
     reply: Arc<Mutex<Reply>>,
     stop: Arc<AtomicBool>,
+    /// Milliseconds every reply waits before it is written (a slow model).
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Upstream {
@@ -59,8 +67,10 @@ impl Upstream {
             received: Arc::default(),
             reply: Arc::new(Mutex::new(reply)),
             stop: Arc::default(),
+            delay_ms: Arc::default(),
         };
         let (received, reply, stop) = (up.received.clone(), up.reply.clone(), up.stop.clone());
+        let delay_ms = up.delay_ms.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -68,7 +78,8 @@ impl Upstream {
                 }
                 let Ok(conn) = conn else { continue };
                 let (received, reply) = (received.clone(), reply.clone());
-                std::thread::spawn(move || serve(conn, &received, &reply));
+                let delay_ms = delay_ms.clone();
+                std::thread::spawn(move || serve(conn, &received, &reply, &delay_ms));
             }
         });
         up
@@ -81,6 +92,13 @@ impl Upstream {
     /// Every request received so far, in arrival order.
     pub fn received(&self) -> Vec<Request> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Makes every later reply wait `delay` before it is written (a slow model), so
+    /// concurrent requests overlap at the gateway.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Changes the reply for later requests.
@@ -100,7 +118,12 @@ impl Drop for Upstream {
 }
 
 /// Serves one keep-alive connection until the peer closes it or goes quiet for 30 s.
-fn serve(conn: TcpStream, received: &Mutex<Vec<Request>>, reply: &Mutex<Reply>) {
+fn serve(
+    conn: TcpStream,
+    received: &Mutex<Vec<Request>>,
+    reply: &Mutex<Reply>,
+    delay_ms: &AtomicU64,
+) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     // Replies go out in one write each; without this, Nagle plus the peer's delayed ACK
     // adds ~40 ms to every keep-alive round trip.
@@ -110,15 +133,70 @@ fn serve(conn: TcpStream, received: &Mutex<Vec<Request>>, reply: &Mutex<Reply>) 
     };
     let mut reader = BufReader::new(conn);
     while let Ok(Some(req)) = read_request(&mut reader) {
+        let reply = reply.lock().map(|r| r.clone());
+        let Ok(reply) = reply else { return };
+        let reply = echo(reply, &req.body);
         if let Ok(mut r) = received.lock() {
             r.push(req);
         }
-        let reply = reply.lock().map(|r| r.clone());
-        let Ok(reply) = reply else { return };
+        let delay = delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         if write_reply(&mut out, &reply).is_err() {
             return;
         }
     }
+}
+
+/// Turns an [`Reply::Echo`] into the concrete reply for a request `body`.
+pub fn echo(reply: Reply, body: &[u8]) -> Reply {
+    let Reply::Echo { sse, tool_args } = reply else {
+        return reply;
+    };
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let usage =
+        serde_json::json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15});
+    if !sse {
+        let body = serde_json::json!({
+            "id": "chatcmpl-echo",
+            "object": "chat.completion",
+            "model": request["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop"}],
+            "usage": usage
+        });
+        return Reply::Json {
+            status: 200,
+            body: body.to_string(),
+        };
+    }
+    let delta = |delta: serde_json::Value| {
+        let event = serde_json::json!({"id": "chatcmpl-echo", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta}]});
+        (Duration::from_millis(1), event.to_string())
+    };
+    let mut events: Vec<(Duration, String)> = text
+        .chars()
+        .map(|c| delta(serde_json::json!({"content": c.to_string()})))
+        .collect();
+    if tool_args {
+        events.extend(text.chars().map(|c| {
+            delta(serde_json::json!({"tool_calls": [{"index": 0,
+                "function": {"arguments": c.to_string()}}]}))
+        }));
+    }
+    let last = serde_json::json!({"id": "chatcmpl-echo", "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage});
+    events.push((Duration::ZERO, last.to_string()));
+    events.push((Duration::ZERO, "[DONE]".into()));
+    Reply::Sse { events }
 }
 
 fn write_reply(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
@@ -144,6 +222,11 @@ fn write_reply(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
                 out.flush()?;
             }
             write!(out, "0\r\n\r\n")?;
+        }
+        // Resolved by `echo` before writing.
+        Reply::Echo { .. } => {
+            let message = "HTTP/1.1 500 X\r\ncontent-length: 0\r\n\r\n";
+            out.write_all(message.as_bytes())?;
         }
     }
     out.flush()

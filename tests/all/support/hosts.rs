@@ -1,0 +1,262 @@
+//! A writ policy running in either host behind one type: real Envoy configured from the
+//! output of `writ envoy`, or `writ serve`. Tests that must hold in both hosts start a
+//! [`WritGateway`] per [`HostKind`] and read its metrics and audit records the same way.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::cases::Gateway;
+use super::envoy::EnvoyProcess;
+use super::http::{Request, send};
+use super::process::run_ok;
+use super::serve::ServeProcess;
+
+/// Which host runs the artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Envoy,
+    Serve,
+}
+
+impl HostKind {
+    pub const BOTH: [HostKind; 2] = [HostKind::Envoy, HostKind::Serve];
+}
+
+/// How to start a gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Envoy worker threads / `writ serve --workers`.
+    pub workers: u32,
+    /// A loopback review queue: escalations are posted to `http://ADDR/reviews`.
+    pub review_queue: Option<SocketAddr>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            workers: 2,
+            review_queue: None,
+        }
+    }
+}
+
+/// The cluster name and path the review queue is configured with.
+pub const REVIEW_CLUSTER: &str = "reviews";
+pub const REVIEW_PATH: &str = "/reviews";
+
+/// A running gateway enforcing a writ artifact.
+pub enum WritGateway {
+    Envoy(EnvoyProcess),
+    Serve(ServeProcess),
+}
+
+/// Builds the policy `source` with the real `writ build` into `out` and returns the
+/// artifact it wrote (the `.policy`'s directory must hold the paper policy it implements).
+pub fn build_policy(source: &Path, out: &Path) -> PathBuf {
+    let built = run_ok(
+        Command::new(super::writ_bin())
+            .arg("build")
+            .arg(source)
+            .arg("--out")
+            .arg(out),
+        Duration::from_secs(120),
+    );
+    if let Err(e) = built {
+        panic!("writ build {}: {e}", source.display());
+    }
+    let wasm = std::fs::read_dir(out)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "wasm"));
+    match wasm {
+        Some(w) => w,
+        None => panic!("writ build wrote no artifact into {}", out.display()),
+    }
+}
+
+/// The plugin configuration both hosts get: the artifact's hash (audit records carry it)
+/// and, when given, the review queue.
+fn plugin_config(artifact: &Path, opts: &Options) -> String {
+    let sha = super::envoy_config::EnvoyConfig::new(artifact, "127.0.0.1:1")
+        .map(|c| c.artifact_sha256)
+        .unwrap_or_default();
+    let mut config = serde_json::json!({ "artifact_sha256": sha });
+    if opts.review_queue.is_some() {
+        config["review_queue"] =
+            serde_json::json!({"cluster": REVIEW_CLUSTER, "path": REVIEW_PATH});
+    }
+    config.to_string()
+}
+
+/// Replaces (or adds) the filter's `configuration` in a `writ envoy` bootstrap.
+///
+/// `writ envoy --cluster NAME=HOST:PORT` declares the cluster but writes the plugin
+/// configuration as `{"clusters": {NAME: NAME}}`, a key the engine does not read (it reads
+/// `review_queue`/`alert_sink`, see `plugin/src/wire.rs`); an operator writes the
+/// configuration the engine reads, as this does.
+fn with_configuration(yaml: &str, json: &str) -> String {
+    let mut out = Vec::new();
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() == "configuration:" {
+            // Drop the block: its `@type` and `value` lines.
+            lines.next();
+            lines.next();
+            continue;
+        }
+        if line.trim() == "vm_config:" {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push(format!("{indent}configuration:"));
+            out.push(format!(
+                "{indent}  \"@type\": type.googleapis.com/google.protobuf.StringValue"
+            ));
+            out.push(format!("{indent}  value: '{json}'"));
+        }
+        out.push(line.to_string());
+    }
+    out.join("\n") + "\n"
+}
+
+impl WritGateway {
+    /// Starts `artifact` in front of `upstream` in the given host.
+    pub fn start(
+        kind: HostKind,
+        artifact: &Path,
+        upstream: SocketAddr,
+        opts: &Options,
+    ) -> Result<WritGateway, String> {
+        let config = plugin_config(artifact, opts);
+        match kind {
+            HostKind::Envoy => {
+                let mut cmd = Command::new(super::writ_bin());
+                cmd.arg("envoy")
+                    .arg(artifact)
+                    .arg("--upstream")
+                    .arg(upstream.to_string())
+                    .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+                if let Some(review) = opts.review_queue {
+                    cmd.arg("--cluster")
+                        .arg(format!("{REVIEW_CLUSTER}={review}"));
+                }
+                let yaml = run_ok(&mut cmd, Duration::from_secs(30))?;
+                let yaml = with_configuration(&yaml, &config);
+                EnvoyProcess::start_with_workers(&yaml, opts.workers).map(WritGateway::Envoy)
+            }
+            HostKind::Serve => {
+                let dir = super::tempdir::TempDir::new("serve-config");
+                let config_path = dir.path().join("plugin.json");
+                std::fs::write(&config_path, &config).map_err(|e| e.to_string())?;
+                let mut extra = vec![
+                    "--workers".to_string(),
+                    opts.workers.to_string(),
+                    "--config".to_string(),
+                    config_path.display().to_string(),
+                ];
+                if let Some(review) = opts.review_queue {
+                    extra.push("--cluster".into());
+                    extra.push(format!("{REVIEW_CLUSTER}=http://{review}"));
+                }
+                // The configuration is read at start; the temp dir may go afterwards.
+                ServeProcess::start_with(artifact, upstream, &extra).map(WritGateway::Serve)
+            }
+        }
+    }
+
+    pub fn kind(&self) -> HostKind {
+        match self {
+            WritGateway::Envoy(_) => HostKind::Envoy,
+            WritGateway::Serve(_) => HostKind::Serve,
+        }
+    }
+
+    fn gateway(&self) -> &dyn Gateway {
+        match self {
+            WritGateway::Envoy(e) => e,
+            WritGateway::Serve(s) => s,
+        }
+    }
+
+    /// The Prometheus text: Envoy's admin `/stats/prometheus`, `writ serve`'s `/metrics`.
+    pub fn prometheus(&self) -> String {
+        let got = match self {
+            WritGateway::Envoy(e) => e.admin_get("/stats/prometheus"),
+            WritGateway::Serve(s) => {
+                let req = Request {
+                    method: "GET".into(),
+                    path: "/metrics".into(),
+                    ..Default::default()
+                };
+                send(s.addr(), &req, Duration::from_secs(5)).map_err(|e| e.to_string())
+            }
+        };
+        got.map(|r| r.body_str()).unwrap_or_default()
+    }
+
+    /// The writ metrics as (name, value), the name normalised across hosts: Envoy exports a
+    /// proxy-wasm metric `writ_x.k.v` as `envoy_wasmcustom_writ_x_k_v` (custom wasm stats live
+    /// under `wasmcustom.`, and its Prometheus page prefixes `envoy_`); `writ serve` as
+    /// `writ_x_k_v`. Both become `writ_x_k_v`.
+    pub fn writ_metrics(&self) -> Vec<(String, f64)> {
+        self.prometheus()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                let name = name.split('{').next()?;
+                let start = name.find("writ_")?;
+                Some((name[start..].to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The value of the writ metric `name` (dots or underscores), if exported.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let name = name.replace('.', "_");
+        self.writ_metrics()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Every `writ-audit` record the gateway logged so far, in order.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(writ_plugin::audit::parse_log_line)
+            .collect()
+    }
+
+    /// Waits up to `timeout` until at least `n` audit records with `event == event` exist
+    /// (both hosts log them when the stream closes, after the client has its answer).
+    pub fn wait_audit(&self, event: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let records: Vec<_> = self
+                .audit_records()
+                .into_iter()
+                .filter(|r| r["event"] == event)
+                .collect();
+            if records.len() >= n || std::time::Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Gateway for WritGateway {
+    fn name(&self) -> &str {
+        self.gateway().name()
+    }
+    fn addr(&self) -> SocketAddr {
+        self.gateway().addr()
+    }
+    fn log(&self) -> String {
+        self.gateway().log()
+    }
+}
