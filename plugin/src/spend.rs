@@ -444,7 +444,9 @@ pub struct Budget {
 pub fn budgets(policy: &Policy) -> Vec<Budget> {
     let mut out = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
-        if rule.phase != Phase::Request {
+        // Only a deny caps spend; a spend condition on another action (a tag at 80% of the
+        // budget, say) is evaluated against the admitted totals like any condition.
+        if rule.phase != Phase::Request || !matches!(rule.action, crate::ir::Action::Deny { .. }) {
             continue;
         }
         let Expr::Compare { left, op, right } = &rule.condition else {
