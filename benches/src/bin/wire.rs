@@ -336,7 +336,7 @@ fn measure(args: &Args, target: Target, up: SocketAddr, dir: &Path) -> anyhow::R
     sse.headers
         .push(("x-bench-first-gap-ms".into(), SSE_FIRST_GAP_MS.to_string()));
     // Warm-up: V8 and wasmtime tiers, connection pools, the upstream.
-    let warm = load::run(proxy.addr, &plain, bounds(args.connections, 500))?;
+    let warm = load::run(proxy.addr, &plain, bounds(args.connections, 1500))?;
     if warm.ok == 0 {
         bail!(
             "{}: no request succeeded (status {:?}): {}",
