@@ -20,9 +20,12 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo
 
 # 1. Binaries: writ (release, engine embedded), the pass-through filter, the wire bench.
-cargo build --release -q -p writ
-cargo build --release -q -p writ-benches --bin wire
-(cd benches/passthrough-filter && cargo build --release -q --target wasm32-unknown-unknown)
+#    NO_BUILD=1 reuses the binaries already built (e.g. while the tree does not build).
+if [ "${NO_BUILD:-}" != 1 ]; then
+  cargo build --release -q -p writ
+  cargo build --release -q -p writ-benches --bin wire
+  (cd benches/passthrough-filter && cargo build --release -q --target wasm32-unknown-unknown)
+fi
 PASS=$ROOT/benches/passthrough-filter/target/wasm32-unknown-unknown/release/passthrough_filter.wasm
 WRIT=$ROOT/target/release/writ
 ART_DIR=$ROOT/target/bench-artifacts
@@ -70,7 +73,13 @@ if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
   for b in parse_check build vm_start eval scan restore peers; do
     echo "### $b"
     echo '```'
-    WRIT_PASSTHROUGH_WASM=$PASS cargo bench -q -p writ-benches --bench "$b" -- --noplot "${CRIT[@]}" 2>&1 \
+    if [ "${NO_BUILD:-}" = 1 ]; then
+      BIN=$(ls -t target/release/deps/"$b"-* | grep -v '\.d$' | head -1)
+      RUN=("$BIN" --bench)
+    else
+      RUN=(cargo bench -q -p writ-benches --bench "$b" --)
+    fi
+    WRIT_PASSTHROUGH_WASM=$PASS "${RUN[@]}" --noplot "${CRIT[@]}" 2>&1 \
       | grep -E '^[a-z_]+/|time:|thrpt:' | grep -v '%' || true
     echo '```'
     echo
