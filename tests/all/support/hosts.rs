@@ -208,18 +208,25 @@ impl WritGateway {
             .filter_map(|l| {
                 let (name, value) = l.rsplit_once(' ')?;
                 let name = name.split('{').next()?;
-                let start = name.find("writ_")?;
-                Some((name[start..].to_string(), value.trim().parse().ok()?))
+                // Envoy's own stats of the filter named `writ` (`envoy_wasm_…writ_vm_reload`)
+                // are not the module's metrics.
+                let name = name
+                    .strip_prefix("envoy_wasmcustom_")
+                    .unwrap_or(name)
+                    .strip_prefix("writ_")?;
+                Some((format!("writ_{name}"), value.trim().parse().ok()?))
             })
             .collect()
     }
 
     /// The value of the writ metric `name` (dots or underscores), if exported.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let name = name.replace('.', "_");
+        // Envoy's Prometheus page also turns `-` into `_`; compare without either.
+        let norm = |n: &str| n.replace(['.', '-'], "_");
+        let name = norm(name);
         self.writ_metrics()
             .into_iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| norm(n) == name)
             .map(|(_, v)| v)
     }
 

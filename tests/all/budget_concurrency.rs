@@ -1,0 +1,1 @@
+//! Issue 5: budgets under concurrency (see the tests below).
