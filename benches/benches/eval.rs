@@ -151,6 +151,73 @@ fn bench(c: &mut Criterion) {
         b.iter(|| run(&mut pvm))
     });
     g.finish();
+    ablation(c, &spec);
+}
+
+/// The policy's source with the named rules removed (each `rule ID "…" { … }` block).
+fn without(source: &str, rules: &[&str]) -> String {
+    let mut s = source.to_string();
+    for id in rules {
+        let Some(start) = s.find(&format!("rule {id} ")) else {
+            panic!("no rule {id}");
+        };
+        let end = s
+            .get(start..)
+            .and_then(|r| r.find("\n}\n"))
+            .map(|i| start + i + 3)
+            .unwrap_or(s.len());
+        s.replace_range(start..end, "");
+    }
+    s
+}
+
+/// Where the guest's time goes: the whole exchange in the wasmtime host with parts of the
+/// policy removed. The difference to `full` is what the removed rules cost inside wasm.
+fn ablation(c: &mut Criterion, spec: &RequestSpec) {
+    let source = fixtures::policy_source("support-assistant").unwrap();
+    let engine = fixtures::engine_wasm().unwrap();
+    let variants: &[(&str, &[&str])] = &[
+        ("full", &[]),
+        ("no_tokenise_AIP-2.1", &["AIP-2.1"]),
+        (
+            "no_prompt_detector_rules_AIP-2.1-2.4",
+            &["AIP-2.1", "AIP-2.2", "AIP-2.3", "AIP-2.4"],
+        ),
+        ("no_response_redaction_AIP-2.5", &["AIP-2.5"]),
+        ("no_budget_AIP-4.2", &["AIP-4.2"]),
+        ("no_oversight_AIP-5.1", &["AIP-5.1"]),
+        (
+            "only_allowlist_tag_cap",
+            &[
+                "AIP-2.1", "AIP-2.2", "AIP-2.3", "AIP-2.4", "AIP-2.5", "AIP-4.2", "AIP-5.1",
+            ],
+        ),
+    ];
+    let mut g = c.benchmark_group("eval_ablation");
+    for (name, rules) in variants {
+        let src = without(&source, rules);
+        let compiled = fixtures::compile("support-assistant.policy", &src).unwrap();
+        let wasm = writ_compiler::link::link(&engine, &compiled).unwrap().wasm;
+        let host = Host::new(HostConfig::new(wasm)).unwrap();
+        let mut vm = host.vm().unwrap();
+        let mut run = || {
+            let ex = vm.http_request(spec, |up| {
+                UpstreamReply::new(
+                    200,
+                    &[
+                        ("content-type", "application/json"),
+                        ("x-model-confidence", "0.93"),
+                    ],
+                    &reply_for(&up.body),
+                )
+            });
+            assert_eq!(ex.client_response.status, 200, "{name}: {:?}", ex.error);
+            ex
+        };
+        run();
+        g.bench_function(format!("wasmtime/{name}"), |b| b.iter(&mut run));
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);
