@@ -68,8 +68,8 @@ fi
 if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
   echo "## Criterion"
   echo
-  CRIT=()
-  [ "${QUICK:-}" = 1 ] && CRIT=(--warm-up-time 1 --measurement-time 2)
+  CRIT=(--warm-up-time 2 --measurement-time 4)
+  [ "${QUICK:-}" = 1 ] && CRIT=(--warm-up-time 1 --measurement-time 1)
   for b in parse_check build vm_start eval scan restore peers; do
     echo "### $b"
     echo '```'
