@@ -266,7 +266,12 @@ pub fn outcome_of(exchange: &writ_runtime::Exchange) -> Outcome {
         .logs
         .iter()
         .filter_map(|l| writ_plugin::audit::parse_log_line(&l.message))
-        .find(|v| v.get("event").and_then(|e| e.as_str()) != Some("alert"));
+        .find(|v| {
+            matches!(
+                v.get("event").and_then(|e| e.as_str()),
+                Some("request" | "kill_switch")
+            )
+        });
     let fired = audit
         .as_ref()
         .and_then(|a| a.get("rules"))
