@@ -549,3 +549,22 @@ fn wasm_lines(log: &str) -> String {
         .collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// `writ serve` prints the module's log lines as Envoy does, so the shared case table's
+/// log expectations (a monitor rule's `would have denied 400 … AIP-4.4`) hold there too.
+#[test]
+fn writ_serve_logs_what_monitor_rules_would_have_done() {
+    use crate::support::cases::{build_e2e_policy, e2e_cases, run_cases};
+    use crate::support::serve::ServeProcess;
+    let dir = TempDir::new("serve-monitor-log");
+    let artifact = build_e2e_policy(dir.path());
+    let upstream = Upstream::start(Reply::chat("fine"));
+    let serve = ServeProcess::start(&artifact, upstream.addr()).unwrap();
+    let cases = e2e_cases();
+    assert!(cases.iter().any(|c| !c.log_contains.is_empty()));
+    if let Err(e) = run_cases(&serve, &upstream, &cases) {
+        panic!("{e}\n--- writ serve log ---\n{}", serve.log());
+    }
+    // Debug lines stay out; info lines carry the level.
+    assert!(serve.log().contains("[info] wasm log: writ-audit "));
+}
