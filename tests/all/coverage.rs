@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::support::tempdir::TempDir;
-use crate::support::writ_bin;
+use crate::support::{output_text, writ_bin};
 
 const PAPER: &str = "# Paper\n\n- **GOV-1** Only approved models.\n- **GOV-2** Big requests are refused.\n- **GOV-3** A yearly review.\n";
 
@@ -65,14 +65,6 @@ fn coverage(dir: &Path, extra: &[&str]) -> Output {
         .expect("run writ coverage")
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn a_complete_chain_passes_and_reports_tests_and_artifact() {
     let dir = fixture(POLICY, TESTS);
@@ -87,7 +79,7 @@ fn a_complete_chain_passes_and_reports_tests_and_artifact() {
             junit.to_str().unwrap(),
         ],
     );
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("coverage: 3/3 clauses (100.0%)"), "{t}");
     assert!(
@@ -111,7 +103,7 @@ fn a_deleted_rule_leaves_its_clause_paper_only() {
         .replace("fired: [GOV-2]", "fired: []")
         .replace("allowed: false, status: 400", "allowed: true");
     let out = coverage(fixture(&without_rule, &tests).path(), &[]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("GAP GOV-2"), "{t}");
     assert!(t.contains("paper only: no rule enforces it"), "{t}");
@@ -131,7 +123,7 @@ fn a_deleted_test_leaves_its_rule_without_a_firing_test() {
         .unwrap()
         .to_string();
     let out = coverage(fixture(POLICY, &tests).path(), &[]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
         t.contains("rule \"No big requests\"")
@@ -144,7 +136,7 @@ fn a_deleted_test_leaves_its_rule_without_a_firing_test() {
 fn a_deleted_manual_declaration_leaves_its_clause_paper_only() {
     let policy = POLICY.split("manual GOV-3").next().unwrap().to_string();
     let out = coverage(fixture(&policy, TESTS).path(), &[]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("GAP GOV-3"), "{t}");
 }
@@ -154,7 +146,7 @@ fn a_rule_citing_a_clause_the_paper_lacks_is_named() {
     let policy = POLICY.replace("rule GOV-2 \"No big", "rule GOV-9 \"No big");
     let tests = TESTS.replace("[GOV-2]", "[GOV-9]");
     let out = coverage(fixture(&policy, &tests).path(), &[]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("GAP GOV-9 (not in the paper policy)"), "{t}");
 }
@@ -163,7 +155,7 @@ fn a_rule_citing_a_clause_the_paper_lacks_is_named() {
 fn a_failing_test_proves_nothing() {
     let tests = TESTS.replace("status: 403", "status: 418");
     let out = coverage(fixture(POLICY, &tests).path(), &[]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("rule \"Only approved models\""), "{t}");
 }

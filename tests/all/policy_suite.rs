@@ -2,33 +2,17 @@
 //! artifacts, `writ coverage policies/` reaches 100%, and a wrong expectation fails with a
 //! readable expected-versus-actual diff and a non-zero exit.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::support::tempdir::TempDir;
-use crate::support::{workspace_root, writ_bin};
-
-fn writ(args: &[&str]) -> Output {
-    Command::new(writ_bin())
-        .args(args)
-        .current_dir(workspace_root())
-        .output()
-        .expect("run writ")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::support::{output_text, workspace_root, writ, writ_bin};
 
 #[test]
 fn bundled_policy_tests_pass_and_write_junit() {
     let dir = TempDir::new("writ-policy-tests");
     let junit = dir.path().join("tests.xml");
     let out = writ(&["test", "policies", "--junit", junit.to_str().unwrap()]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains(" 0 failed"), "{t}");
     let xml = std::fs::read_to_string(junit).unwrap();
@@ -39,7 +23,7 @@ fn bundled_policy_tests_pass_and_write_junit() {
 #[test]
 fn bundled_policies_are_fully_covered() {
     let out = writ(&["coverage", "policies"]);
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("(100.0%)"), "{t}");
     assert!(!t.contains("GAP "), "{t}");
@@ -69,7 +53,7 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
         .arg(dir.path())
         .output()
         .unwrap();
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
         t.contains("FAIL  a model outside the allowlist is refused"),

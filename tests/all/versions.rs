@@ -2,26 +2,9 @@
 //! versions, and `writ build` refuses a changed policy that kept its version.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use crate::support::tempdir::TempDir;
-use crate::support::{workspace_root, writ_bin};
-
-fn writ(args: &[&str]) -> Output {
-    Command::new(writ_bin())
-        .args(args)
-        .current_dir(workspace_root())
-        .output()
-        .expect("run writ")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::support::{output_text, workspace_root, writ};
 
 /// The bundled support policy with the allowlist widened and one rule put in monitor mode.
 fn edited_support_policy(dir: &Path, version: &str) -> String {
@@ -47,8 +30,8 @@ fn diff_names_the_changed_rules_between_two_versions() {
     let dir = TempDir::new("writ-diff");
     let new = edited_support_policy(dir.path(), "1.1.0");
     let out = writ(&["diff", "policies/support-assistant.policy", &new]);
-    assert!(out.status.success(), "{}", text(&out));
-    let t = text(&out);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let t = output_text(&out);
     assert!(
         t.contains("support-assistant 1.0.0 → support-assistant 1.1.0"),
         "{t}"
@@ -85,7 +68,7 @@ fn diff_names_the_changed_rules_between_two_versions() {
         .display()
         .to_string();
     let from_artifact = writ(&["diff", &artifact, &new]);
-    assert_eq!(text(&from_artifact), t);
+    assert_eq!(output_text(&from_artifact), t);
 }
 
 #[test]
@@ -102,7 +85,7 @@ fn build_refuses_changed_enforcement_under_the_same_version() {
     let same_version = edited_support_policy(src.path(), "1.0.0");
     let refused = writ(&["build", &same_version, "--out", &out]);
     assert!(!refused.status.success());
-    let t = text(&refused);
+    let t = output_text(&refused);
     assert!(
         t.contains("enforcement changed but the version is still 1.0.0"),
         "{t}"
@@ -116,12 +99,12 @@ fn build_refuses_changed_enforcement_under_the_same_version() {
             .unwrap();
     std::fs::write(&reworded, format!("# reviewed again\n{original}")).unwrap();
     let ok = writ(&["build", &reworded.display().to_string(), "--out", &out]);
-    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(ok.status.success(), "{}", output_text(&ok));
 
     // With the version bumped the build goes through beside the old one.
     let bumped = edited_support_policy(src.path(), "1.1.0");
     let ok = writ(&["build", &bumped, "--out", &out]);
-    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(ok.status.success(), "{}", output_text(&ok));
     assert!(out_dir.path().join("support-assistant-1.1.0.wasm").exists());
     assert!(out_dir.path().join("support-assistant-1.0.0.wasm").exists());
 }

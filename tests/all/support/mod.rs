@@ -47,3 +47,24 @@ pub fn target_dir() -> PathBuf {
 pub fn writ_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_writ"))
 }
+
+/// Runs the `writ` binary in the workspace root and waits for it.
+pub fn writ(args: &[&str]) -> std::process::Output {
+    match std::process::Command::new(writ_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run writ: {e}"),
+    }
+}
+
+/// Everything a command printed, stdout then stderr, for assertions and failure messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
