@@ -6,8 +6,8 @@
 
 mod artifact;
 mod budget_concurrency;
-mod enforcement;
 mod coverage;
+mod enforcement;
 mod envoy;
 mod families;
 mod pii_e2e;
