@@ -197,10 +197,10 @@ impl WritGateway {
         got.map(|r| r.body_str()).unwrap_or_default()
     }
 
-    /// The writ metrics as (name, value), the name normalised across hosts: Envoy exports a
-    /// proxy-wasm metric `writ_x.k.v` as `envoy_wasmcustom_writ_x_k_v` (custom wasm stats live
-    /// under `wasmcustom.`, and its Prometheus page prefixes `envoy_`); `writ serve` as
-    /// `writ_x_k_v`. Both become `writ_x_k_v`.
+    /// The writ metrics as (name, value). Both hosts export a proxy-wasm metric
+    /// `writ_x.k.v-w` as `writ_x_k_v_w` (Envoy 1.40 lists custom wasm stats without their
+    /// internal `wasmcustom.` prefix and with an empty label set `{}`, which is dropped
+    /// here); an `envoy_wasmcustom_` prefix, as older Envoys print, is stripped too.
     pub fn writ_metrics(&self) -> Vec<(String, f64)> {
         self.prometheus()
             .lines()
