@@ -17,7 +17,8 @@
 //!   reservation is left in flight.
 //!
 //! `WRIT_BUDGET_REPS=20 cargo test --test all budget_concurrency -- --nocapture` repeats
-//! the whole run (fresh gateways, fresh ledgers) 20 times per host.
+//! the whole run (fresh gateways, fresh ledgers) 20 times per host and reply kind (usage in
+//! a JSON reply, and in the last event of an SSE stream).
 
 use std::time::{Duration, Instant};
 
@@ -43,8 +44,8 @@ struct Run {
     elapsed: Duration,
 }
 
-fn run_once(kind: HostKind, artifact: &std::path::Path) -> Result<Run, String> {
-    let upstream = Upstream::start(Reply::chat("ok"));
+fn run_once(kind: HostKind, artifact: &std::path::Path, reply: &Reply) -> Result<Run, String> {
+    let upstream = Upstream::start(reply.clone());
     // A slow model: requests overlap, so reservations are in flight together.
     upstream.set_delay(Duration::from_millis(20));
     let opts = Options {
@@ -158,13 +159,28 @@ fn a_budget_holds_under_concurrent_requests_in_both_hosts() {
     let dir = TempDir::new("budget-concurrency");
     let artifact = build_budget_policy(dir.path());
     let mut failures = Vec::new();
-    for kind in HostKind::BOTH {
+    // Usage in a JSON reply, and in the last event of a stream (the gateway asks for it
+    // with `stream_options.include_usage`); both cost 10 prompt + 5 completion tokens.
+    let replies = [
+        ("json", Reply::chat("ok")),
+        (
+            "sse",
+            Reply::Echo {
+                sse: true,
+                tool_args: false,
+            },
+        ),
+    ];
+    for (kind, (mode, reply)) in HostKind::BOTH
+        .into_iter()
+        .flat_map(|k| replies.iter().map(move |r| (k, r)))
+    {
         let mut admitted = Vec::new();
         for rep in 0..reps {
-            match run_once(kind, &artifact) {
+            match run_once(kind, &artifact, reply) {
                 Ok(run) => {
                     eprintln!(
-                        "{kind:?} run {}/{reps}: {} admitted, {} denied, settled {} of {} micros, {:?}",
+                        "{kind:?} {mode} run {}/{reps}: {} admitted, {} denied, settled {} of {} micros, {:?}",
                         rep + 1,
                         run.admitted,
                         run.denied,
@@ -174,11 +190,11 @@ fn a_budget_holds_under_concurrent_requests_in_both_hosts() {
                     );
                     admitted.push(run.admitted);
                 }
-                Err(e) => failures.push(format!("run {}: {e}", rep + 1)),
+                Err(e) => failures.push(format!("{mode} run {}: {e}", rep + 1)),
             }
         }
         eprintln!(
-            "{kind:?}: {}/{reps} runs passed; admitted per run {admitted:?}",
+            "{kind:?} {mode}: {}/{reps} runs passed; admitted per run {admitted:?}",
             admitted.len()
         );
     }
