@@ -86,6 +86,10 @@ pub struct EnvoyConfig {
     /// Whole-request timeout on the route; long because model calls stream for minutes.
     pub route_timeout_secs: u32,
     pub clusters: Vec<ExtraCluster>,
+    /// The filter's plugin configuration (a JSON object the engine reads: `review_queue`,
+    /// `alert_sink`, `body_limit`). For a writ artifact `artifact_sha256` is added, so
+    /// audit records name the artifact.
+    pub plugin_config: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A problem with the inputs of [`EnvoyConfig::new`].
@@ -144,6 +148,7 @@ impl EnvoyConfig {
             max_request_bytes: 1024 * 1024,
             route_timeout_secs: 300,
             clusters: Vec::new(),
+            plugin_config: serde_json::Map::new(),
         })
     }
 
@@ -276,13 +281,22 @@ static_resources:
             max = self.max_request_bytes,
             route_timeout = self.route_timeout_secs,
         );
-        if !self.clusters.is_empty() {
-            // Deployment settings only: the policy itself is compiled into the artifact.
+        // Deployment settings only: the policy itself is compiled into the artifact.
+        let mut plugin = self.plugin_config.clone();
+        if !self.clusters.is_empty() && !plugin.contains_key("clusters") {
             let mut clusters = serde_json::Map::new();
             for c in &self.clusters {
                 clusters.insert(c.name.clone(), serde_json::Value::String(c.name.clone()));
             }
-            let json = serde_json::json!({ "clusters": clusters }).to_string();
+            plugin.insert("clusters".into(), clusters.into());
+        }
+        if self.policy.is_some() {
+            plugin
+                .entry("artifact_sha256")
+                .or_insert_with(|| self.artifact_sha256.clone().into());
+        }
+        if !plugin.is_empty() {
+            let json = serde_json::Value::Object(plugin).to_string();
             let _ = writeln!(
                 y,
                 "                configuration:

@@ -30,6 +30,10 @@ pub struct EnvoyArgs {
     /// queue or `audit=…` for an audit sink. Repeatable.
     #[arg(long = "cluster", value_name = "NAME=HOST:PORT")]
     pub clusters: Vec<String>,
+    /// The filter's plugin configuration, a JSON object: `review_queue` and `alert_sink`
+    /// (`{"cluster": NAME, "path": "/…"}`, naming a `--cluster`), `body_limit`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// What happens when the wasm VM fails: `closed` answers 503 until Envoy restarts,
     /// `reload` answers 503 while the VM is recreated (1–2 s). Never fail-open.
     #[arg(long, value_name = "POLICY", default_value = "closed", value_parser = parse_failure)]
@@ -62,6 +66,14 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     config.admin(&args.admin)?;
     for spec in &args.clusters {
         config.add_cluster(spec)?;
+    }
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(map)) => config.plugin_config = map,
+            _ => anyhow::bail!("{} must hold a JSON object", path.display()),
+        }
     }
     config.failure_policy = args.failure_policy;
     config.upstream_ca = args.upstream_ca;

@@ -242,6 +242,11 @@ fn audit_one_record_per_request(env: &Env) -> Result<String, String> {
             if denied["status"] != 403 {
                 return Err(format!("denied request's record: {denied}"));
             }
+            // Both CLIs tell the artifact its hash, so every record names the artifact.
+            let sha = denied["artifact_sha256"].as_str().unwrap_or_default();
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("no artifact_sha256 in {denied}"));
+            }
             return Ok(String::new());
         }
         if Instant::now() > deadline {

@@ -79,47 +79,15 @@ pub fn build_policy(source: &Path, out: &Path) -> PathBuf {
     }
 }
 
-/// The plugin configuration both hosts get: the artifact's hash (audit records carry it)
-/// and, when given, the review queue.
-fn plugin_config(artifact: &Path, opts: &Options) -> String {
-    let sha = super::envoy_config::EnvoyConfig::new(artifact, "127.0.0.1:1")
-        .map(|c| c.artifact_sha256)
-        .unwrap_or_default();
-    let mut config = serde_json::json!({ "artifact_sha256": sha });
+/// The plugin configuration both hosts get (`writ envoy --config`, `writ serve --config`):
+/// the review queue, when given. Both CLIs add `artifact_sha256` themselves.
+fn plugin_config(opts: &Options) -> String {
+    let mut config = serde_json::json!({});
     if opts.review_queue.is_some() {
         config["review_queue"] =
             serde_json::json!({"cluster": REVIEW_CLUSTER, "path": REVIEW_PATH});
     }
     config.to_string()
-}
-
-/// Replaces (or adds) the filter's `configuration` in a `writ envoy` bootstrap.
-///
-/// `writ envoy --cluster NAME=HOST:PORT` declares the cluster but writes the plugin
-/// configuration as `{"clusters": {NAME: NAME}}`, a key the engine does not read (it reads
-/// `review_queue`/`alert_sink`, see `plugin/src/wire.rs`); an operator writes the
-/// configuration the engine reads, as this does.
-fn with_configuration(yaml: &str, json: &str) -> String {
-    let mut out = Vec::new();
-    let mut lines = yaml.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line.trim() == "configuration:" {
-            // Drop the block: its `@type` and `value` lines.
-            lines.next();
-            lines.next();
-            continue;
-        }
-        if line.trim() == "vm_config:" {
-            let indent = &line[..line.len() - line.trim_start().len()];
-            out.push(format!("{indent}configuration:"));
-            out.push(format!(
-                "{indent}  \"@type\": type.googleapis.com/google.protobuf.StringValue"
-            ));
-            out.push(format!("{indent}  value: '{json}'"));
-        }
-        out.push(line.to_string());
-    }
-    out.join("\n") + "\n"
 }
 
 impl WritGateway {
@@ -130,12 +98,17 @@ impl WritGateway {
         upstream: SocketAddr,
         opts: &Options,
     ) -> Result<WritGateway, String> {
-        let config = plugin_config(artifact, opts);
+        let config = plugin_config(opts);
+        let dir = super::tempdir::TempDir::new("plugin-config");
+        let config_path = dir.path().join("plugin.json");
+        std::fs::write(&config_path, &config).map_err(|e| e.to_string())?;
         match kind {
             HostKind::Envoy => {
                 let mut cmd = Command::new(super::writ_bin());
                 cmd.arg("envoy")
                     .arg(artifact)
+                    .arg("--config")
+                    .arg(&config_path)
                     .arg("--upstream")
                     .arg(upstream.to_string())
                     .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
@@ -144,13 +117,9 @@ impl WritGateway {
                         .arg(format!("{REVIEW_CLUSTER}={review}"));
                 }
                 let yaml = run_ok(&mut cmd, Duration::from_secs(30))?;
-                let yaml = with_configuration(&yaml, &config);
                 EnvoyProcess::start_with_workers(&yaml, opts.workers).map(WritGateway::Envoy)
             }
             HostKind::Serve => {
-                let dir = super::tempdir::TempDir::new("serve-config");
-                let config_path = dir.path().join("plugin.json");
-                std::fs::write(&config_path, &config).map_err(|e| e.to_string())?;
                 let mut extra = vec![
                     "--workers".to_string(),
                     opts.workers.to_string(),
