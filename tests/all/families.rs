@@ -5,6 +5,13 @@
 //! The table ([`cases`]) names the policy each case runs under; per host, one gateway per
 //! policy runs its cases in table order (a budget is exhausted after it settles, the kill
 //! switch comes last). Cases return a note (a measurement) that the test prints.
+//!
+//! Where the hosts legitimately differ, the cases read through [`WritGateway`], which
+//! hides it: metrics come from Envoy's admin `/stats/prometheus` (names the same, with an
+//! empty label set `{}`) or `writ serve`'s `/metrics` on the listener; audit records from
+//! Envoy's application log or `writ serve`'s stderr (the marker-prefixed line is the same;
+//! only Envoy's prefix differs). Both run two workers, so the kill switch and the budget
+//! ledger are exercised across VMs through shared data in both.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
