@@ -142,6 +142,21 @@ fn run_once(kind: HostKind, artifact: &std::path::Path, reply: &Reply) -> Result
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // In Envoy, both workers took connections: the ledger was shared across two VMs.
+    if let WritGateway::Envoy(envoy) = &gw {
+        let stats = envoy
+            .admin_get("/stats?filter=worker_.\\.downstream_cx_total")
+            .map(|r| r.body_str())
+            .unwrap_or_default();
+        let per_worker: Vec<u64> = stats
+            .lines()
+            .filter(|l| l.starts_with("listener.") && l.contains(".worker_"))
+            .filter_map(|l| l.rsplit(": ").next()?.trim().parse().ok())
+            .collect();
+        if per_worker.len() != 2 || per_worker.contains(&0) {
+            return Err(ctx(format!("connections per worker: {stats}")));
+        }
+    }
     Ok(Run {
         admitted,
         denied,
