@@ -29,6 +29,9 @@ fi
 PASS=$ROOT/benches/passthrough-filter/target/wasm32-unknown-unknown/release/passthrough_filter.wasm
 WRIT=$ROOT/target/release/writ
 ART_DIR=$ROOT/target/bench-artifacts
+# A fresh directory: `writ build` refuses to overwrite an artifact whose enforcement changed
+# under the same version, which a bench run should not trip over.
+rm -rf "$ART_DIR"
 "$WRIT" build policies/*.policy --out "$ART_DIR" > /dev/null
 ARTIFACT=$ART_DIR/support-assistant-1.0.0.wasm
 
