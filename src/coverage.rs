@@ -278,11 +278,14 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
+/// The first few test names and how many more, so a rule every case exercises stays one
+/// readable line (the JSON report has them all).
 fn list_or_none(v: &[String]) -> String {
-    if v.is_empty() {
-        "(none)".to_string()
-    } else {
-        v.join("; ")
+    const SHOWN: usize = 3;
+    match v.len() {
+        0 => "(none)".to_string(),
+        n if n <= SHOWN => v.join("; "),
+        n => format!("{}; and {} more", v[..SHOWN].join("; "), n - SHOWN),
     }
 }
 
