@@ -6,6 +6,7 @@
 
 mod artifact;
 mod budget_concurrency;
+mod check;
 mod coverage;
 mod enforcement;
 mod envoy;
