@@ -519,8 +519,8 @@ fn envoy_and_writ_serve_agree_on_the_e2e_cases() {
     let mut mismatches = Vec::new();
     for mut case in e2e_cases() {
         // Compared here: what the client and the upstream see. Log lines are checked in
-        // Envoy by `writ_policy_enforces_in_envoy`; `writ serve` collects module logs per
-        // exchange but does not print them yet, so they are not compared.
+        // each host on its own (`writ_policy_enforces_in_envoy`, and the families tests for
+        // `writ serve`), since the two hosts format and flush their logs differently.
         case.log_contains.clear();
         let outcomes: Vec<_> = gateways
             .iter()
