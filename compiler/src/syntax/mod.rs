@@ -286,6 +286,16 @@ impl Builder<'_> {
         p.into_inner().filter(|c| !is_noise(c.as_rule())).collect()
     }
 
+    /// A statement wrapper whose one statement carries one string (`owner "…"`,
+    /// `admin path "…"`): which statement it is, the string, and the statement's span.
+    fn string_stmt(&self, wrapper: &Pair<'_, Rule>) -> Option<(Rule, Str, Span)> {
+        let s = wrapper.clone().into_inner().next()?;
+        let span = self.span(&s);
+        let rule = s.as_rule();
+        let value = self.string(self.kids(s).first()?);
+        Some((rule, value, span))
+    }
+
     fn ident(&self, p: &Pair<'_, Rule>) -> Ident {
         Node::new(p.as_str().to_string(), self.span(p))
     }
@@ -379,18 +389,13 @@ impl Builder<'_> {
                     .iter()
                     .skip(2)
                     .filter_map(|s| {
-                        let s = s.clone().into_inner().next()?;
-                        let sp = self.span(&s);
-                        let rule = s.as_rule();
-                        let v = self.string(self.kids(s).first()?);
-                        Some(Node::new(
-                            if rule == Rule::owner_stmt {
-                                ManualStmt::Owner(v)
-                            } else {
-                                ManualStmt::Reason(v)
-                            },
-                            sp,
-                        ))
+                        let (rule, v, sp) = self.string_stmt(s)?;
+                        let stmt = if rule == Rule::owner_stmt {
+                            ManualStmt::Owner(v)
+                        } else {
+                            ManualStmt::Reason(v)
+                        };
+                        Some(Node::new(stmt, sp))
                     })
                     .collect(),
             }),
@@ -403,18 +408,13 @@ impl Builder<'_> {
                     .iter()
                     .filter(|s| s.as_rule() == Rule::kill_stmt)
                     .filter_map(|s| {
-                        let s = s.clone().into_inner().next()?;
-                        let sp = self.span(&s);
-                        let rule = s.as_rule();
-                        let v = self.string(self.kids(s).first()?);
-                        Some(Node::new(
-                            if rule == Rule::admin_stmt {
-                                KillStmt::AdminPath(v)
-                            } else {
-                                KillStmt::TokenSha256(v)
-                            },
-                            sp,
-                        ))
+                        let (rule, v, sp) = self.string_stmt(s)?;
+                        let stmt = if rule == Rule::admin_stmt {
+                            KillStmt::AdminPath(v)
+                        } else {
+                            KillStmt::TokenSha256(v)
+                        };
+                        Some(Node::new(stmt, sp))
                     })
                     .collect(),
             }),
