@@ -42,6 +42,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     ]
     .join("\x1f");
 
+    ensure_target_installed(&root)?;
+
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
@@ -95,6 +97,54 @@ fn main() -> Result<(), Box<dyn Error>> {
         .join("writ_plugin.wasm");
     copy_if_changed(&built, &out_dir.join("engine.wasm"))?;
     Ok(())
+}
+
+/// Makes sure the standard library for the engine's target is present before the nested
+/// build needs it. rustup installs the targets of `rust-toolchain.toml` only when it installs
+/// the toolchain itself, so a machine that already had the toolchain lacks the target: add
+/// it with `rustup target add` when rustup is there, and say exactly what to do otherwise.
+fn ensure_target_installed(root: &Path) -> Result<(), Box<dyn Error>> {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |sysroot: &Path| {
+        sysroot
+            .join("lib")
+            .join("rustlib")
+            .join(TARGET)
+            .join("lib")
+            .is_dir()
+    };
+    if sysroot.as_deref().is_some_and(installed) {
+        return Ok(());
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.current_dir(root).args(["target", "add", TARGET]);
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        rustup.arg("--toolchain").arg(toolchain);
+    }
+    match rustup.output() {
+        Ok(out) if out.status.success() => {
+            println!(
+                "cargo:warning=installed the {TARGET} target with `rustup target add {TARGET}`"
+            );
+            Ok(())
+        }
+        Ok(out) => Err(format!(
+            "the {TARGET} target is missing and `rustup target add {TARGET}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into()),
+        Err(_) => Err(format!(
+            "the {TARGET} target is missing and rustup is not available to add it; install \
+             the Rust standard library for {TARGET} for this toolchain, then build again"
+        )
+        .into()),
+    }
 }
 
 /// Copies without touching the destination when the bytes are equal, so an unchanged
