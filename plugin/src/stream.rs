@@ -44,6 +44,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use crate::detect;
 use crate::ir;
 use crate::json_strings::{self, JsonError, Leaf, Path, Seg};
 use crate::tokenise::{self, Find, Match, Vault};
@@ -71,7 +72,8 @@ impl Hold {
     /// (e-mail, IP addresses, tokens, keys, JWTs) need none beyond the trailing word;
     /// numbers written with spaces (cards, IBANs, phones, SSNs) need their longest
     /// spelling plus the scanner's look-ahead (the bounds of `detect`'s `max_len` plus 2,
-    /// rounded up); key blocks are held to their end line. Custom patterns get a fixed
+    /// rounded up), times [`detect::EXPANSION`] for their disguised spellings (fullwidth
+    /// digits, `%XX`); key blocks are held to their end line. Custom patterns get a fixed
     /// 256 bytes: the IR does not yet carry a pattern's maximum length.
     pub fn of(d: &ir::Detector) -> Hold {
         match &d.kind {
@@ -79,19 +81,19 @@ impl Hold {
                 "email" | "ipv4" | "ipv6" | "aws_access_key" | "github_token" | "slack_token"
                 | "openai_key" | "jwt" => Hold::default(),
                 "credit_card" => Hold {
-                    span: 48,
+                    span: 48 * detect::EXPANSION,
                     pem: false,
                 },
                 "us_ssn" => Hold {
-                    span: 24,
+                    span: 24 * detect::EXPANSION,
                     pem: false,
                 },
                 "phone" => Hold {
-                    span: 56,
+                    span: 56 * detect::EXPANSION,
                     pem: false,
                 },
                 "iban" => Hold {
-                    span: 64,
+                    span: 64 * detect::EXPANSION,
                     pem: false,
                 },
                 "private_key" => Hold {

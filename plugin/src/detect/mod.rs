@@ -8,6 +8,7 @@
 //! a regex. Every search is linear in the text (no backtracking).
 
 mod builtin;
+mod normalize;
 mod validate;
 
 use std::fmt;
@@ -20,6 +21,7 @@ use regex_automata::{Anchored, Input};
 use crate::ir::{Detector, DetectorClass, DetectorKind};
 use builtin::{ALL, KINDS, Kind};
 
+pub use normalize::EXPANSION;
 pub use validate::{VALIDATORS, iban_compact, iban_mod97, known_iin, luhn_digits, ssn_parts};
 
 /// One detected value: `text[start..end]` was found by the policy's detector number
@@ -378,7 +380,55 @@ impl Scanner {
     /// `out` with non-overlapping matches sorted by start. Where candidates overlap the
     /// leftmost wins, then the longest, then the lower detector id. Unknown ids are
     /// ignored. Linear in `text` for each custom detector and for the built-ins together.
+    ///
+    /// Disguised values count too (see [`normalize`]): a value found in the folded view
+    /// of `text` (fullwidth or other scripts' digits, look-alike letters, invisible
+    /// characters removed, `%XX` decoded) or in a decoded base64 or hex run is reported on
+    /// the whole original span it was written as.
     pub fn scan(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
+        let mut dirty = self.collect(text, wanted, out);
+        if let Some(view) = normalize::View::of(text) {
+            let mut found = Vec::new();
+            self.scan_plain(&view.text, wanted, &mut found);
+            for m in found {
+                if let Some((start, end)) = view.original(m.start, m.end) {
+                    out.push(Match {
+                        detector: m.detector,
+                        start,
+                        end,
+                    });
+                    dirty = true;
+                }
+            }
+        }
+        let mut found = Vec::new();
+        normalize::decoded_runs(text, &mut |start, end, decoded| {
+            self.scan_plain(decoded, wanted, &mut found);
+            if let Some(m) = found.first() {
+                out.push(Match {
+                    detector: m.detector,
+                    start,
+                    end,
+                });
+                dirty = true;
+            }
+            true
+        });
+        if dirty {
+            resolve(out);
+        }
+    }
+
+    /// [`Scanner::scan`] without looking for disguised forms.
+    fn scan_plain(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
+        if self.collect(text, wanted, out) {
+            resolve(out);
+        }
+    }
+
+    /// Replaces `out` with every candidate of the `wanted` detectors in `text`; returns
+    /// whether they may overlap or be out of order (so [`resolve`] must run).
+    fn collect(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) -> bool {
         out.clear();
         let (mask, ids) = self.plan(wanted);
         let mut clean = true;
@@ -399,28 +449,7 @@ impl Scanner {
             out.push(m);
             true
         });
-        if out.len() == before && clean {
-            return;
-        }
-        out.sort_unstable_by(|a, b| {
-            a.start
-                .cmp(&b.start)
-                .then(b.end.cmp(&a.end))
-                .then(a.detector.cmp(&b.detector))
-        });
-        let mut last_end = 0usize;
-        let mut keep = 0usize;
-        for r in 0..out.len() {
-            let Some(&m) = out.get(r) else { break };
-            if m.start >= last_end {
-                last_end = m.end;
-                if let Some(slot) = out.get_mut(keep) {
-                    *slot = m;
-                }
-                keep += 1;
-            }
-        }
-        out.truncate(keep);
+        !(out.len() == before && clean)
     }
 
     /// An upper bound on the byte length of any match of the `wanted` detectors, or `None`
@@ -497,7 +526,26 @@ impl Scanner {
     }
 
     /// Whether `text` contains any value of the `wanted` detectors, stopping at the first.
+    /// Disguised values count, as in [`Scanner::scan`].
     pub fn any(&self, text: &str, wanted: &[u16]) -> bool {
+        if self.any_plain(text, wanted) {
+            return true;
+        }
+        if let Some(view) = normalize::View::of(text)
+            && self.any_plain(&view.text, wanted)
+        {
+            return true;
+        }
+        let mut found = false;
+        normalize::decoded_runs(text, &mut |_, _, decoded| {
+            found = self.any_plain(decoded, wanted);
+            !found
+        });
+        found
+    }
+
+    /// [`Scanner::any`] without looking for disguised forms.
+    fn any_plain(&self, text: &str, wanted: &[u16]) -> bool {
         let (mask, _) = self.plan(wanted);
         let mut found = false;
         builtin::scan(text.as_bytes(), mask, &mut |_, _, _| {
@@ -511,5 +559,132 @@ impl Scanner {
             });
         }
         found
+    }
+}
+
+/// Sorts candidates by start and keeps the non-overlapping ones: where they overlap the
+/// leftmost wins, then the longest, then the lower detector id.
+fn resolve(out: &mut Vec<Match>) {
+    out.sort_unstable_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then(b.end.cmp(&a.end))
+            .then(a.detector.cmp(&b.detector))
+    });
+    let mut last_end = 0usize;
+    let mut keep = 0usize;
+    for r in 0..out.len() {
+        let Some(&m) = out.get(r) else { break };
+        if m.start >= last_end {
+            last_end = m.end;
+            if let Some(slot) = out.get_mut(keep) {
+                *slot = m;
+            }
+            keep += 1;
+        }
+    }
+    out.truncate(keep);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod disguise_tests {
+    use super::*;
+    use crate::ir::{Detector, DetectorClass, DetectorKind};
+
+    fn scanner(names: &[&str]) -> Scanner {
+        let ds: Vec<Detector> = names
+            .iter()
+            .map(|n| Detector {
+                name: n.to_string(),
+                class: DetectorClass::Pii,
+                kind: DetectorKind::Builtin(n.to_string()),
+            })
+            .collect();
+        Scanner::new(&ds).unwrap()
+    }
+
+    fn spans(s: &Scanner, text: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        s.scan(text, &s.all_ids(), &mut out);
+        out.iter()
+            .map(|m| {
+                (
+                    s.name(m.detector).unwrap().to_string(),
+                    text[m.start..m.end].to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn disguised_values_are_found_on_their_whole_original_span() {
+        let s = scanner(&["credit_card", "email"]);
+        let cases = [
+            (
+                "fullwidth",
+                "pay ４１１１ １１１１ １１１１ １１１１ now",
+                "４１１１ １１１１ １１１１ １１１１",
+                "credit_card",
+            ),
+            (
+                "zero width",
+                "to jane\u{200b}.doe@example.com ok",
+                "jane\u{200b}.doe@example.com",
+                "email",
+            ),
+            (
+                "percent",
+                "q=jane.doe%40example.com&x",
+                "jane.doe%40example.com",
+                "email",
+            ),
+            (
+                "base64",
+                "blob amFuZS5kb2VAZXhhbXBsZS5jb20= end",
+                "amFuZS5kb2VAZXhhbXBsZS5jb20=",
+                "email",
+            ),
+            (
+                "hex",
+                "h 6a616e65406578616d706c652e636f6d",
+                "6a616e65406578616d706c652e636f6d",
+                "email",
+            ),
+            (
+                "arabic digits",
+                "٤١١١١١١١١١١١١١١١",
+                "٤١١١١١١١١١١١١١١١",
+                "credit_card",
+            ),
+        ];
+        for (what, text, value, det) in cases {
+            assert_eq!(
+                spans(&s, text),
+                vec![(det.to_string(), value.to_string())],
+                "{what}"
+            );
+            assert!(s.any(text, &s.all_ids()), "{what}");
+        }
+    }
+
+    #[test]
+    fn plain_values_and_clean_text_are_unchanged() {
+        let s = scanner(&["credit_card", "email"]);
+        assert_eq!(
+            spans(&s, "a jane@example.com b 4111 1111 1111 1111"),
+            vec![
+                ("email".to_string(), "jane@example.com".to_string()),
+                ("credit_card".to_string(), "4111 1111 1111 1111".to_string())
+            ]
+        );
+        for clean in [
+            "internationalization and café",
+            "100% of ４２ things",
+            "QUJDREVGR0hJSktMTU5PUA==",
+        ] {
+            assert!(spans(&s, clean).is_empty(), "{clean}");
+            assert!(!s.any(clean, &s.all_ids()), "{clean}");
+        }
     }
 }
