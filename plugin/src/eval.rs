@@ -726,7 +726,7 @@ impl<'a> Ctx<'a> {
             },
             Text::Response => match (self.facts.reply.and_then(|r| r.body), self.scanner) {
                 (Some(body), Some(scanner)) => {
-                    any_json_string(body, &mut |text| scanner.any(text, detectors))
+                    crate::request::any_string(body, &mut |text| scanner.any(text, detectors))
                 }
                 _ => {
                     self.unsupported.get_or_insert(Unsupported::ResponseText);
@@ -787,17 +787,6 @@ impl<'a> Ctx<'a> {
             }
             Field::Status => self.facts.reply.map(|r| Val::Num(f64::from(r.status))),
         }
-    }
-}
-
-/// Calls `f` on every string value of a JSON value, depth first; stops when it returns true.
-fn any_json_string(value: &serde_json::Value, f: &mut impl FnMut(&str) -> bool) -> bool {
-    use serde_json::Value as J;
-    match value {
-        J::String(s) => f(s),
-        J::Array(items) => items.iter().any(|v| any_json_string(v, f)),
-        J::Object(map) => map.values().any(|v| any_json_string(v, f)),
-        J::Null | J::Bool(_) | J::Number(_) => false,
     }
 }
 

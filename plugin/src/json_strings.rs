@@ -154,6 +154,9 @@ pub trait Visitor<'a> {
     fn leaf(&mut self, path: &Path<'a>, leaf: Leaf<'_>, span: Range<usize>);
     /// An object or array opens at byte `at` (the `{` or `[`). Default: ignored.
     fn open(&mut self, _path: &Path<'a>, _kind: Container, _at: usize) {}
+    /// An object key (decoded) of the object at `path`; `span` includes the quotes.
+    /// Default: ignored, as keys are usually protocol structure.
+    fn key(&mut self, _path: &Path<'a>, _key: &str, _span: Range<usize>) {}
 }
 
 impl<'a, F: FnMut(&Path<'a>, Leaf<'_>, Range<usize>)> Visitor<'a> for F {
@@ -185,21 +188,57 @@ pub fn rewrite_strings(
     body: &[u8],
     mut f: impl FnMut(&Path<'_>, &str) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, JsonError> {
-    let mut edits: Vec<(Range<usize>, String)> = Vec::new();
-    visit(body, &mut |path: &Path<'_>,
-                      leaf: Leaf<'_>,
-                      span: Range<usize>| {
-        if let Leaf::Str(s) = leaf
-            && let Some(new) = f(path, s)
-            && new != s
-        {
-            edits.push((span, new));
+    rewrite_strings_and_keys(body, |path, s, slot| match slot {
+        Slot::Value => f(path, s),
+        Slot::Key => None,
+    })
+}
+
+/// Which kind of string [`rewrite_strings_and_keys`] shows its callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A string value; the path leads to it.
+    Value,
+    /// An object key; the path leads to the object that has it.
+    Key,
+}
+
+/// [`rewrite_strings`] for object keys too: personal data can be a key
+/// (`{"jane@example.com": 1}`) as well as a value.
+pub fn rewrite_strings_and_keys(
+    body: &[u8],
+    f: impl FnMut(&Path<'_>, &str, Slot) -> Option<String>,
+) -> Result<Option<Vec<u8>>, JsonError> {
+    struct Edits<F> {
+        f: F,
+        edits: Vec<(Range<usize>, String)>,
+    }
+    impl<'a, F: FnMut(&Path<'_>, &str, Slot) -> Option<String>> Visitor<'a> for Edits<F> {
+        fn leaf(&mut self, path: &Path<'a>, leaf: Leaf<'_>, span: Range<usize>) {
+            if let Leaf::Str(s) = leaf
+                && let Some(new) = (self.f)(path, s, Slot::Value)
+                && new != s
+            {
+                self.edits.push((span, new));
+            }
         }
-    })?;
-    if edits.is_empty() {
+        fn key(&mut self, path: &Path<'a>, key: &str, span: Range<usize>) {
+            if let Some(new) = (self.f)(path, key, Slot::Key)
+                && new != key
+            {
+                self.edits.push((span, new));
+            }
+        }
+    }
+    let mut e = Edits {
+        f,
+        edits: Vec::new(),
+    };
+    visit(body, &mut e)?;
+    if e.edits.is_empty() {
         return Ok(None);
     }
-    Ok(Some(splice(body, &edits)))
+    Ok(Some(splice(body, &e.edits)))
 }
 
 /// Copies `body`, replacing each range (sorted, non-overlapping, as [`visit`] reports
@@ -433,6 +472,7 @@ impl<'a> Scanner<'a> {
                     } else {
                         Cow::Borrowed(self.s.get(start + 1..end - 1).unwrap_or_default())
                     };
+                    v.key(&self.path, &key, start..end);
                     self.i = end;
                     self.ws();
                     if self.peek() != Some(b':') {

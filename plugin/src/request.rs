@@ -76,8 +76,8 @@ impl Request {
         }
     }
 
-    /// Calls `f` on every string value of the body (not keys), depth first in document
-    /// order, so detectors cover the whole body and not only `messages`. Stops early when
+    /// Calls `f` on every string of the body, object keys included, depth first, so
+    /// detectors cover the whole body and not only `messages`. Stops early when
     /// `f` returns true, and returns whether it did.
     pub fn any_body_string(&self, mut f: impl FnMut(&str) -> bool) -> bool {
         match &self.body {
@@ -87,11 +87,13 @@ impl Request {
     }
 }
 
-fn any_string(value: &Json, f: &mut impl FnMut(&str) -> bool) -> bool {
+/// Calls `f` on every string of a JSON value, object keys included (personal data can be
+/// a key), depth first; stops at the first that it returns true for.
+pub(crate) fn any_string(value: &Json, f: &mut impl FnMut(&str) -> bool) -> bool {
     match value {
         Json::String(s) => f(s),
         Json::Array(items) => items.iter().any(|v| any_string(v, f)),
-        Json::Object(map) => map.values().any(|v| any_string(v, f)),
+        Json::Object(map) => map.iter().any(|(k, v)| f(k) || any_string(v, f)),
         Json::Null | Json::Bool(_) | Json::Number(_) => false,
     }
 }
@@ -221,7 +223,17 @@ mod tests {
             seen.push(s.to_string());
             false
         });
-        assert_eq!(seen, ["gpt-4o", "hi"]);
+        assert_eq!(
+            seen,
+            [
+                "model",
+                "gpt-4o",
+                "max_completion_tokens",
+                "messages",
+                "content",
+                "hi"
+            ]
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ use std::ops::Range;
 
 use crate::detect;
 use crate::ir;
-use crate::json_strings::{self, JsonError, Leaf, Path, Seg};
+use crate::json_strings::{self, JsonError, Leaf, Path, Seg, Slot};
 use crate::tokenise::{self, Find, Match, Vault};
 
 /// How far back response redaction must hold text for a set of detectors.
@@ -315,16 +315,16 @@ pub struct ReplyRewrite {
     pub redacted: Redacted,
 }
 
-/// Restores placeholders in (and redacts) every string of a non-streamed JSON reply,
-/// except protocol fields ([`tokenise::is_structural`]). A reply that is not valid JSON
+/// Restores placeholders in (and redacts) every string and object key of a non-streamed
+/// JSON reply, except protocol fields ([`tokenise::is_structural`]). A reply that is not valid JSON
 /// is an error: the filter must not forward it unrestored when it has to redact.
 pub fn rewrite_reply_json(body: &[u8], ctx: &Ctx<'_>) -> Result<ReplyRewrite, JsonError> {
     let mut redacted = Redacted::new();
     if ctx.is_noop() {
         return Ok(ReplyRewrite::default());
     }
-    let body = json_strings::rewrite_strings(body, |path, s| {
-        if tokenise::is_structural(path) {
+    let body = json_strings::rewrite_strings_and_keys(body, |path, s, slot| {
+        if slot == Slot::Value && tokenise::is_structural(path) {
             None
         } else {
             rewrite_text(s, ctx, &mut redacted)

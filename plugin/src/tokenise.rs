@@ -44,7 +44,7 @@ use std::ops::Bound;
 use sha2::{Digest, Sha256};
 
 use crate::detect;
-use crate::json_strings::{self, JsonError, Path};
+use crate::json_strings::{self, JsonError, Path, Slot};
 
 pub use crate::detect::Match;
 
@@ -393,13 +393,13 @@ impl Vault {
         }
     }
 
-    /// Restores placeholders in every string of a JSON reply (non-streamed). `Ok(None)`
-    /// when nothing changed, so the filter leaves the body alone.
+    /// Restores placeholders in every string of a JSON reply (non-streamed), object keys
+    /// included. `Ok(None)` when nothing changed, so the filter leaves the body alone.
     pub fn restore_json(&self, body: &[u8]) -> Result<Option<Vec<u8>>, JsonError> {
         if self.entries.is_empty() {
             return Ok(None);
         }
-        json_strings::rewrite_strings(body, |_, s| match self.restore_str(s) {
+        json_strings::rewrite_strings_and_keys(body, |_, s, _| match self.restore_str(s) {
             Cow::Owned(o) => Some(o),
             Cow::Borrowed(_) => None,
         })
@@ -437,7 +437,8 @@ pub fn is_structural(path: &Path<'_>) -> bool {
 /// placeholder (recorded in `vault`), every value of a `redact` detector its mask (redact
 /// wins when a detector is in both). Every string value is covered — `messages[].content`
 /// and its `text` parts, `tool_calls[].function.arguments`, `prompt`, `input`, and any
-/// other field — except the structural ones ([`is_structural`]).
+/// other field — except the structural ones ([`is_structural`]), and so is every object
+/// key (`{"metadata": {"jane@example.com": 1}}`).
 pub fn rewrite_request(
     body: &[u8],
     finder: &impl Find,
@@ -461,8 +462,8 @@ pub fn rewrite_request(
     // for a body that gets rewritten.
     let text = std::str::from_utf8(body).unwrap_or_default();
     let mut avoid: Option<Avoid<'_>> = None;
-    let new = json_strings::rewrite_strings(body, |path, s| {
-        if is_structural(path) {
+    let new = json_strings::rewrite_strings_and_keys(body, |path, s, slot| {
+        if slot == Slot::Value && is_structural(path) {
             return None;
         }
         hits.clear();
@@ -646,6 +647,19 @@ mod tests {
         );
         let restored = v.restore_json(out.as_bytes());
         assert!(matches!(restored, Ok(Some(ref b)) if b.windows(6).any(|w| w == b"a@x.io")));
+    }
+
+    #[test]
+    fn object_keys_are_tokenised_and_restored() {
+        let body = br#"{"metadata":{"a@x.io":1,"note":"a@x.io"}}"#;
+        let mut v = Vault::new(nonce(b"k", 1, 2));
+        let rw = rewrite_request(body, &Fake, &[0], &[], &mut v).unwrap();
+        let out = String::from_utf8(rw.body.unwrap()).unwrap();
+        let p = v.tokenise("email", "a@x.io").into_owned();
+        assert_eq!(out, format!(r#"{{"metadata":{{"{p}":1,"note":"{p}"}}}}"#));
+        assert_eq!(rw.tallies[0].tokenised, 2);
+        let back = v.restore_json(out.as_bytes()).unwrap().unwrap();
+        assert_eq!(back, body);
     }
 
     #[test]
