@@ -84,7 +84,7 @@ impl Hold {
                     span: 48 * detect::EXPANSION,
                     pem: false,
                 },
-                "us_ssn" => Hold {
+                "us_ssn" | "us_itin" => Hold {
                     span: 24 * detect::EXPANSION,
                     pem: false,
                 },

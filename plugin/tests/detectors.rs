@@ -38,6 +38,14 @@ fn found(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A detector's id by name, so tests do not depend on the built-in list's order.
+fn id_of(s: &Scanner, name: &str) -> u16 {
+    s.all_ids()
+        .into_iter()
+        .find(|&id| s.name(id) == Some(name))
+        .unwrap()
+}
+
 fn one(name: &str, text: &str) -> Option<String> {
     found(text)
         .into_iter()
@@ -124,7 +132,7 @@ fn corpus_precision_and_recall() {
 
 #[test]
 fn builtin_names_resolve_and_unknown_is_an_error() {
-    assert_eq!(detect::builtin_names().len(), 13);
+    assert_eq!(detect::builtin_names().len(), 14);
     assert!(
         detect::builtin_names()
             .iter()
@@ -159,6 +167,10 @@ fn validators() {
     assert!(detect::validate("mod97", "GB82WEST12345698765432"));
     assert!(detect::validate("ssn", "123-45-6789"));
     assert!(!detect::validate("ssn", "666-45-6789"));
+    // Separated: any taxpayer-id area; bare digits: issued SSN areas only.
+    assert!(detect::validate("ssn", "929-30-4053"));
+    assert!(!detect::validate("ssn", "929304053"));
+    assert!(detect::validate("ssn", "123456789"));
     assert!(detect::validate("email", "a@example.com"));
     assert!(!detect::validate("email", "a@example.com and more"));
     assert!(detect::validate("ipv4", "10.1.2.3"));
@@ -223,8 +235,7 @@ fn adjacent_values_are_separate_and_sorted() {
 fn wanted_restricts_detectors_and_any_agrees() {
     let s = scanner();
     let text = "mail a@x.com card 4111 1111 1111 1111";
-    let email = s.all_ids()[5];
-    assert_eq!(s.name(email), Some("email"));
+    let email = id_of(&s, "email");
     let mut out = Vec::new();
     s.scan(text, &[email], &mut out);
     assert_eq!(out.len(), 1);
@@ -257,16 +268,53 @@ fn ssn_edges() {
         one("us_ssn", "ssn 123 45 6789."),
         Some("123 45 6789".into())
     );
+    // The 9xx area holds real taxpayer ids (ITINs) and synthetic test data: never let it
+    // through when written as 3-2-4.
+    for good in ["929-30-4053", "900-12-3456", "999 93 9999", "667-01-0001"] {
+        assert_eq!(one("us_ssn", good), Some(good.into()), "{good}");
+    }
     for bad in [
         "000-12-3456",
         "666-12-3456",
-        "900-12-3456",
+        "900-00-3456",
         "123-00-4567",
         "123-45-0000",
         "123456789",
     ] {
         assert_eq!(one("us_ssn", bad), None, "{bad}");
     }
+}
+
+#[test]
+fn itin_edges() {
+    for good in [
+        "912-70-1234",
+        "900 50 0001",
+        "999-99-9999",
+        "912-65-1234",
+        "912-94-1234",
+    ] {
+        assert_eq!(one("us_itin", good), Some(good.into()), "{good}");
+    }
+    for bad in [
+        "912-49-1234",
+        "912-66-1234",
+        "912-89-1234",
+        "912-93-1234",
+        "912-70-0000",
+        "812-70-1234",
+        "912701234",
+    ] {
+        assert_eq!(one("us_itin", bad), None, "{bad}");
+    }
+    // Only `us_ssn` wanted: an ITIN is still a taxpayer id and is found.
+    let s = Scanner::new(&[Detector {
+        name: "us_ssn".into(),
+        class: DetectorClass::Pii,
+        kind: DetectorKind::Builtin("us_ssn".into()),
+    }])
+    .unwrap();
+    assert!(s.any("itin 912-70-1234", &s.all_ids()));
 }
 
 #[test]
@@ -389,8 +437,8 @@ fn custom_dfa_round_trip_with_validator_and_builtins() {
     dets.push(custom("employee_id", r"EMP-[0-9]{6}", None));
     dets.push(custom("card_like", r"[0-9]{16}", Some("luhn")));
     let s = Scanner::new(&dets).unwrap();
-    let emp = 13u16;
-    let card_like = 14u16;
+    let emp = id_of(&s, "employee_id");
+    let card_like = id_of(&s, "card_like");
     let text = "EMP-123456 ok, 1234567812345670 and 1234567812345678, mail a@x.com";
     let mut out = Vec::new();
     s.scan(text, &s.all_ids(), &mut out);
@@ -403,7 +451,7 @@ fn custom_dfa_round_trip_with_validator_and_builtins() {
         vec![
             (emp, "EMP-123456"),
             (card_like, "1234567812345670"),
-            (5, "a@x.com")
+            (id_of(&s, "email"), "a@x.com")
         ]
     );
     assert!(s.any("x EMP-000001", &[emp]));
@@ -421,7 +469,7 @@ fn overlapping_custom_and_builtin_take_leftmost_longest() {
     assert_eq!(
         out,
         vec![Match {
-            detector: 5,
+            detector: id_of(&s, "email"),
             start: 9,
             end: text.len()
         }]
@@ -535,7 +583,7 @@ fn random_fragment_texts_keep_the_invariants() {
         .copied()
         .filter(|&id| s.max_match_len(&[id]).is_some_and(|l| l <= 48))
         .collect();
-    assert_eq!(short.len(), 7);
+    assert_eq!(short.len(), 8);
     let mut out = Vec::new();
     let mut total = 0;
     for _ in 0..20_000 {
@@ -658,11 +706,12 @@ fn custom_detectors_hold_back_only_open_matches_and_scanner_is_shareable() {
     dets.push(custom("ticket", r"TCK-[0-9]+", None));
     let s = Scanner::new(&dets).unwrap();
     let text = "word ".repeat(500);
-    assert_eq!(s.max_match_len(&[13]), None);
-    assert_eq!(s.settled_len(&text, &[13]), text.len());
-    assert_eq!(s.settled_len("see TCK-12", &[13]), 4);
-    assert_eq!(s.max_match_len(&[0, 3]), Some(40));
-    assert!(s.settled_len(&text, &[0, 3]) > 2000);
+    let ticket = id_of(&s, "ticket");
+    assert_eq!(s.max_match_len(&[ticket]), None);
+    assert_eq!(s.settled_len(&text, &[ticket]), text.len());
+    assert_eq!(s.settled_len("see TCK-12", &[ticket]), 4);
+    assert_eq!(s.max_match_len(&[0, id_of(&s, "ipv4")]), Some(40));
+    assert!(s.settled_len(&text, &[0, id_of(&s, "ipv4")]) > 2000);
     assert_eq!(s.settled_len(&text, &[]), text.len());
 }
 

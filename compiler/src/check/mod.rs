@@ -19,6 +19,7 @@ pub(crate) const BUILTIN_PII: &[&str] = &[
     "credit_card",
     "iban",
     "us_ssn",
+    "us_itin",
     "ipv4",
     "ipv6",
 ];

@@ -6,7 +6,9 @@
 //! blocks) uses a cached forward search, so the whole scan is linear in the text. All
 //! detectors match ASCII only, so match bounds always fall on UTF-8 char boundaries.
 
-use super::validate::{iban_length, iban_mod97, known_iin, luhn_digits, number, ssn_parts};
+use super::validate::{
+    iban_length, iban_mod97, itin_parts, known_iin, luhn_digits, number, taxpayer_id_parts,
+};
 
 /// Built-in detector kinds. The declaration order is the tie-break priority when two
 /// built-ins match the same span (validated formats before the heuristic phone).
@@ -14,6 +16,7 @@ use super::validate::{iban_length, iban_mod97, known_iin, luhn_digits, number, s
 pub(crate) enum Kind {
     CreditCard = 0,
     Iban,
+    UsItin,
     UsSsn,
     Ipv4,
     Ipv6,
@@ -28,12 +31,13 @@ pub(crate) enum Kind {
 }
 
 /// Number of built-in kinds.
-pub(crate) const KINDS: usize = 13;
+pub(crate) const KINDS: usize = 14;
 
 /// Every kind in priority order, to map an index back to a kind.
 pub(crate) const ALL: [Kind; KINDS] = [
     Kind::CreditCard,
     Kind::Iban,
+    Kind::UsItin,
     Kind::UsSsn,
     Kind::Ipv4,
     Kind::Ipv6,
@@ -54,8 +58,11 @@ impl Kind {
     }
 }
 
-const NUMERIC: u16 =
-    Kind::CreditCard.bit() | Kind::UsSsn.bit() | Kind::Ipv4.bit() | Kind::Phone.bit();
+const NUMERIC: u16 = Kind::CreditCard.bit()
+    | Kind::UsItin.bit()
+    | Kind::UsSsn.bit()
+    | Kind::Ipv4.bit()
+    | Kind::Phone.bit();
 
 /// For each byte, the kinds that may start with it.
 static FIRST: [u16; 256] = first_table();
@@ -225,8 +232,11 @@ fn best_at(b: &[u8], i: usize, prev: u8, m: u16, st: &mut State) -> Option<(Kind
             if m & Kind::CreditCard.bit() != 0 {
                 offer(Kind::CreditCard, card(b, run));
             }
+            if m & Kind::UsItin.bit() != 0 {
+                offer(Kind::UsItin, taxpayer_id(b, run, itin_parts));
+            }
             if m & Kind::UsSsn.bit() != 0 {
-                offer(Kind::UsSsn, ssn(b, run));
+                offer(Kind::UsSsn, taxpayer_id(b, run, taxpayer_id_parts));
             }
             if m & Kind::Ipv4.bit() != 0 {
                 offer(Kind::Ipv4, ipv4(b, run));
@@ -438,7 +448,10 @@ fn card(b: &[u8], r: &Run) -> Option<usize> {
     None
 }
 
-fn ssn(b: &[u8], r: &Run) -> Option<usize> {
+/// A US taxpayer identifier written 3-2-4 with one kind of separator (`-` or space), its
+/// parts accepted by `parts`. Bare 9-digit runs are never taken: too many order numbers
+/// and timestamps look like them.
+fn taxpayer_id(b: &[u8], r: &Run, parts: fn(u32, u32, u32) -> bool) -> Option<usize> {
     if r.plus || r.len < 3 || !r.prefix_ok(b, 3) || r.any_paren(3) {
         return None;
     }
@@ -450,7 +463,7 @@ fn ssn(b: &[u8], r: &Run) -> Option<usize> {
         return None;
     }
     let num = |g: Group| b.get(g.ds..g.de).and_then(number);
-    ssn_parts(num(g0)?, num(g1)?, num(g2)?).then(|| r.end(3))
+    parts(num(g0)?, num(g1)?, num(g2)?).then(|| r.end(3))
 }
 
 /// A dotted-quad octet: 1–3 digits, no leading zero, at most 255.
@@ -936,7 +949,7 @@ pub(crate) const fn max_len(kind: Kind) -> Option<usize> {
     Some(match kind {
         Kind::CreditCard => 40,
         Kind::Iban => 42,
-        Kind::UsSsn => 11,
+        Kind::UsItin | Kind::UsSsn => 11,
         Kind::Ipv4 => 15,
         Kind::Ipv6 => 45,
         Kind::Email => 64 + 1 + 255,

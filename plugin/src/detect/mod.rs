@@ -22,7 +22,10 @@ use crate::ir::{Detector, DetectorClass, DetectorKind};
 use builtin::{ALL, KINDS, Kind};
 
 pub use normalize::EXPANSION;
-pub use validate::{VALIDATORS, iban_compact, iban_mod97, known_iin, luhn_digits, ssn_parts};
+pub use validate::{
+    VALIDATORS, iban_compact, iban_mod97, itin_parts, known_iin, luhn_digits, ssn_parts,
+    taxpayer_id_parts,
+};
 
 /// One detected value: `text[start..end]` was found by the policy's detector number
 /// `detector` (its index in `Policy::detectors`). Bounds are always char boundaries.
@@ -94,6 +97,7 @@ pub fn builtin_names() -> &'static [(&'static str, DetectorClass)] {
 const BUILTINS: &[(&str, DetectorClass)] = &[
     ("credit_card", DetectorClass::Pii),
     ("iban", DetectorClass::Pii),
+    ("us_itin", DetectorClass::Pii),
     ("us_ssn", DetectorClass::Pii),
     ("ipv4", DetectorClass::Pii),
     ("ipv6", DetectorClass::Pii),
@@ -138,7 +142,7 @@ pub fn is_validator(name: &str) -> bool {
 
 /// Whether the whole of `value` passes the named validator: `luhn` (digits with optional
 /// spaces or dashes), `iban` (country, length and mod 97), `mod97` (the checksum alone),
-/// `ssn` (issued ranges), or a built-in detector name, in which case `value` must be
+/// `ssn` (taxpayer-id ranges with separators, issued SSN ranges for bare digits), or a built-in detector name, in which case `value` must be
 /// exactly one match of that detector. Unknown names reject, so a typo fails closed.
 pub fn validate(name: &str, value: &str) -> bool {
     if let Some(ok) = validate::checksum(name, value) {

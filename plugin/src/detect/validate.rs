@@ -190,10 +190,27 @@ pub fn iban_compact(compact: &[u8]) -> bool {
     iban_length([a, b]) == Some(compact.len()) && digits_ok && iban_mod97(compact)
 }
 
-/// SSA rules for a US Social Security number split as area-group-serial: area 000, 666 and
-/// 900–999, group 00 and serial 0000 were never issued.
+/// SSA rules for a bare 9-digit US Social Security number split as area-group-serial:
+/// area 000, 666 and 900–999, group 00 and serial 0000 were never issued as SSNs. Used
+/// where the digits carry no separators, so false positives must stay rare.
 pub fn ssn_parts(area: u32, group: u32, serial: u32) -> bool {
-    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+    area < 900 && taxpayer_id_parts(area, group, serial)
+}
+
+/// Any US taxpayer identifier (SSN, ITIN, ATIN) written with separators: every area except
+/// 000 and 666 (the 9xx area holds real ITINs and is where synthetic test data lives), with
+/// group 00 and serial 0000 excluded.
+pub fn taxpayer_id_parts(area: u32, group: u32, serial: u32) -> bool {
+    area != 0 && area != 666 && area <= 999 && group != 0 && group <= 99 && serial != 0
+}
+
+/// IRS rules for an Individual Taxpayer Identification Number: area 9xx and group 50–65,
+/// 70–88, 90–92 or 94–99.
+pub fn itin_parts(area: u32, group: u32, serial: u32) -> bool {
+    (900..=999).contains(&area)
+        && matches!(group, 50..=65 | 70..=88 | 90..=92 | 94..=99)
+        && serial != 0
+        && serial <= 9999
 }
 
 /// Parses 1–3 ASCII digits as a decimal number (used for SSN and octet parts).
@@ -248,13 +265,18 @@ pub(crate) fn checksum(name: &str, s: &str) -> Option<bool> {
             }
         }
         "ssn" => digits_only(s, b" -", 9).is_some_and(|d| {
+            let parts = if s.len() == 9 {
+                ssn_parts
+            } else {
+                taxpayer_id_parts
+            };
             d.len() == 9
                 && match (
                     d.get(0..3).and_then(number),
                     d.get(3..5).and_then(number),
                     d.get(5..9).and_then(number),
                 ) {
-                    (Some(a), Some(g), Some(s)) => ssn_parts(a, g, s),
+                    (Some(a), Some(g), Some(s)) => parts(a, g, s),
                     _ => false,
                 }
         }),

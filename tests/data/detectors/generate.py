@@ -178,23 +178,53 @@ def ibans():
 # ------------------------------------------------------------------ us_ssn
 
 def ssns():
+    # With separators, any area but 000 and 666 is a taxpayer id (the 9xx area holds ITINs
+    # and synthetic test data). 9xx values here use groups outside the ITIN ranges, which
+    # the `us_itin` detector reports instead.
     pos, neg = [], []
     for k in range(40):
         while True:
-            a = R.randint(1, 899)
+            a = R.randint(1, 899) if k % 4 else R.randint(900, 999)
             if a != 666:
                 break
-        g, s = R.randint(1, 99), R.randint(1, 9999)
-        sep = "-" if k % 4 else " "
+        g = R.randint(1, 99)
+        if a >= 900:
+            g = R.choice([g for g in range(1, 100) if not itin_group(g)])
+        s = R.randint(1, 9999)
+        sep = "-" if k % 5 else " "
         pos.append("%03d%s%02d%s%04d" % (a, sep, g, sep, s))
+    pos.append("929-30-4053")
     for k in range(8):
         neg.append("000-%02d-%04d" % (R.randint(1, 99), R.randint(1, 9999)))
         neg.append("666-%02d-%04d" % (R.randint(1, 99), R.randint(1, 9999)))
-        neg.append("%03d-%02d-%04d" % (R.randint(900, 999), R.randint(1, 99), R.randint(1, 9999)))
-        neg.append("%03d-00-%04d" % (R.randint(1, 665), R.randint(1, 9999)))
-        neg.append("%03d-%02d-0000" % (R.randint(1, 665), R.randint(1, 99)))
+        neg.append("%03d-00-%04d" % (R.randint(1, 999), R.randint(1, 9999)))
+        neg.append("%03d-%02d-0000" % (R.randint(1, 999), R.randint(1, 99)))
+        # Bare 9-digit runs are not taken, whatever the range.
+        neg.append("%03d%02d%04d" % (R.randint(1, 665), R.randint(1, 99), R.randint(1, 9999)))
     neg += ["123-45-67890", "1234-56-7890", "123-456-789", "123 45-6789", "123.45.6789",
             "x123-45-6789", "123-45-6789-1"]
+    return pos, neg
+
+
+def itin_group(g):
+    return 50 <= g <= 65 or 70 <= g <= 88 or 90 <= g <= 92 or 94 <= g <= 99
+
+
+# ------------------------------------------------------------------ us_itin
+
+def itins():
+    itin_groups = [g for g in range(1, 100) if itin_group(g)]
+    pos, neg = [], []
+    for k in range(40):
+        sep = "-" if k % 5 else " "
+        pos.append("9%02d%s%02d%s%04d" % (R.randint(0, 99), sep, R.choice(itin_groups), sep, R.randint(1, 9999)))
+    for k in range(6):
+        # 9xx with a group outside the ITIN ranges: a taxpayer id, but not an ITIN.
+        neg.append("9%02d-%02d-%04d" % (R.randint(0, 99), R.choice([g for g in range(1, 100) if not itin_group(g)]), R.randint(1, 9999)))
+        neg.append("%03d-%02d-%04d" % (R.randint(1, 665), R.choice(itin_groups), R.randint(1, 9999)))
+        neg.append("9%02d-%02d-0000" % (R.randint(0, 99), R.choice(itin_groups)))
+        neg.append("9%02d%02d%04d" % (R.randint(0, 99), R.choice(itin_groups), R.randint(1, 9999)))
+    neg += ["912-93-4567", "912-49-4567", "912-66-4567", "912-89-4567", "9123-70-1234", "912-70-12345"]
     return pos, neg
 
 
@@ -410,7 +440,7 @@ def private_keys():
 
 
 DETECTORS = {
-    "credit_card": cards, "iban": ibans, "us_ssn": ssns, "ipv4": ipv4s, "ipv6": ipv6s,
+    "credit_card": cards, "iban": ibans, "us_ssn": ssns, "us_itin": itins, "ipv4": ipv4s, "ipv6": ipv6s,
     "email": emails, "phone": phones, "aws_access_key": aws, "github_token": github,
     "slack_token": slack, "openai_key": openai, "jwt": jwts, "private_key": private_keys,
 }
@@ -418,6 +448,8 @@ DETECTORS = {
 
 def main():
     for name, gen in DETECTORS.items():
+        # One seed per detector, so adding a detector leaves the other files unchanged.
+        R.seed("20260401:" + name)
         pos, neg = gen()
         with open(name + ".jsonl", "w", encoding="utf-8") as f:
             for v in pos:
