@@ -245,22 +245,36 @@ pub fn rewrite_strings_and_keys(
 /// string spans) by the JSON string literal of its text. Ranges out of order or out of
 /// bounds are skipped rather than trusted.
 pub fn splice<S: AsRef<str>>(body: &[u8], edits: &[(Range<usize>, S)]) -> Vec<u8> {
+    splice_tracked(body, edits).0
+}
+
+/// [`splice`], also returning where each edit's string literal landed in the output
+/// (an empty range for a skipped edit), so a caller can edit the result again.
+pub fn splice_tracked<S: AsRef<str>>(
+    body: &[u8],
+    edits: &[(Range<usize>, S)],
+) -> (Vec<u8>, Vec<Range<usize>>) {
     let extra: usize = edits.iter().map(|(_, s)| s.as_ref().len() + 2).sum();
     let mut out = Vec::with_capacity(body.len() + extra);
+    let mut at_out = Vec::with_capacity(edits.len());
     let mut at = 0usize;
     for (range, text) in edits {
         let Some(keep) = body.get(at..range.start) else {
+            at_out.push(out.len()..out.len());
             continue;
         };
         if range.end < range.start || range.end > body.len() {
+            at_out.push(out.len()..out.len());
             continue;
         }
         out.extend_from_slice(keep);
+        let start = out.len();
         push_json_string(&mut out, text.as_ref());
+        at_out.push(start..out.len());
         at = range.end;
     }
     out.extend_from_slice(body.get(at..).unwrap_or_default());
-    out
+    (out, at_out)
 }
 
 /// Appends `s` as a JSON string literal, quotes included. Only `"`, `\` and control

@@ -2,11 +2,14 @@
 //! in streamed (`text/event-stream`) replies cut into arbitrary chunks.
 //!
 //! A streamed reply delivers each piece of text (a choice's `delta.content`, a tool call's
-//! `function.arguments`, a completion's `text`, a Responses API event's `delta`) as
-//! fragments spread over many events,
-//! and the proxy sees those events cut into arbitrary byte chunks. [`SseRestorer`]
-//! reassembles events, and per *stream key* — choice index, tool call index and field —
-//! runs a [`TextStream`] that holds back only what is still undecided:
+//! `function.arguments`, a completion's `text`, a Responses API event's `delta`, an
+//! Anthropic block's `delta.text`, or any other string field) as fragments spread over
+//! many events, and the proxy sees those events cut into arbitrary byte chunks.
+//! [`SseRestorer`] reassembles events, and per *stream key* — scope (choice, block or
+//! output index), tool call or content index, and field (its JSON path) — runs a
+//! [`TextStream`] that holds back only what is still undecided. Per-event metadata (ids,
+//! `type`, `status`, `finish_reason`, …) is scanned whole in its event, and `data:`
+//! payloads that are not JSON are one text stream of their own:
 //!
 //! - restoration holds the suffix that could still become a placeholder of this request
 //!   (at most the longest placeholder, [`Vault::max_placeholder_len`]);
@@ -16,8 +19,10 @@
 //!   is sent before the part that reveals it.
 //!
 //! Held text goes out with the next fragment of the same key, or, when the key ends
-//! (`finish_reason`, `data: [DONE]`, end of stream) with no fragment to carry it, in a
-//! small event of its own just before the event that ends it. Every event is otherwise
+//! (`finish_reason`, a `….done` or `content_block_stop` event, `data: [DONE]`, end of
+//! stream) with no fragment to carry it, in a small event of its own just before the
+//! event that ends it: a chat chunk for the chat fields, otherwise a copy of the key's
+//! last event with every other streamed string emptied. Every event is otherwise
 //! passed through byte for byte, with only the changed JSON strings re-encoded.
 //!
 //! # Wiring in the filter
@@ -333,7 +338,7 @@ pub fn rewrite_reply_json(body: &[u8], ctx: &Ctx<'_>) -> Result<ReplyRewrite, Js
     Ok(ReplyRewrite { body, redacted })
 }
 
-/// Which streamed field a string is, below `choices[i]`.
+/// Which streamed field a string is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Field {
     /// `delta.<name>` for `content`, `reasoning_content`, `reasoning`, `refusal`.
@@ -347,15 +352,73 @@ enum Field {
     /// The top-level `delta` of a Responses API event (`response.output_text.delta`,
     /// `response.function_call_arguments.delta`, …), keyed by output and content index.
     Event,
+    /// Any other string field of an event, by its path below the key's scope (interned
+    /// in [`SseRestorer::paths`]): `choice` when the scope is a `choices[i]` element,
+    /// else the event's top-level `index` / `output_index`. An upstream may stream text
+    /// in fields no one has listed (`delta.audio.transcript`, Anthropic's `delta.text`,
+    /// a gateway's own), so every field is reassembled across events by its path.
+    Other { choice: bool, path: u32 },
+    /// The text of `data:` payloads that are not JSON.
+    Raw,
 }
 
-/// One piece of streamed text: choice index, tool call index, field.
+impl Field {
+    /// True for fields scoped by a choice (a `finish_reason` ends them).
+    fn in_choice(self) -> bool {
+        match self {
+            Field::Delta(_) | Field::ToolArguments | Field::FunctionArguments | Field::Text => true,
+            Field::Other { choice, .. } => choice,
+            Field::Event | Field::Raw => false,
+        }
+    }
+
+    /// True for fields whose added events copy the last event that carried them.
+    fn templated(self) -> bool {
+        matches!(self, Field::Event | Field::Other { .. })
+    }
+}
+
+/// One piece of streamed text: scope (choice or output index), sub-scope (tool call or
+/// content index), field.
 type Key = (u64, Option<u64>, Field);
+
+/// The scope of the text of non-JSON `data:` payloads.
+const RAW_KEY: Key = (u64::MAX, None, Field::Raw);
 
 const DELTA_TEXT: &[&str] = &["content", "reasoning_content", "reasoning", "refusal"];
 /// Top-level fields copied into events the restorer adds, so they look like their
 /// neighbours to a client.
 const TOP_FIELDS: &[&str] = &["id", "object", "created", "model", "system_fingerprint"];
+/// String fields that describe an event rather than stream text: each is scanned whole
+/// in its own event, never held back (holding part of an id or a status would corrupt
+/// it). Keys ending in `_id` count too.
+const METADATA_KEYS: &[&str] = &[
+    "id",
+    "object",
+    "created",
+    "model",
+    "system_fingerprint",
+    "type",
+    "event",
+    "finish_reason",
+    "stop_reason",
+    "stop_sequence",
+    "service_tier",
+    "obfuscation",
+    "status",
+    "role",
+    "name",
+    "index",
+];
+/// Distinct field paths one reply may stream in; strings of further paths are scanned
+/// whole, event by event, so a hostile upstream cannot grow the restorer without bound.
+const MAX_PATHS: usize = 256;
+
+/// True for a string that is per-event metadata (see [`METADATA_KEYS`]).
+fn is_metadata(path: &Path<'_>) -> bool {
+    path.last_key()
+        .is_some_and(|k| METADATA_KEYS.contains(&k) || k.ends_with("_id"))
+}
 
 /// Classifies a string below `choices[a]` as streamed text: (field, tool call position).
 fn streamed(path: &Path<'_>) -> Option<(Field, Option<usize>)> {
@@ -393,13 +456,47 @@ fn streamed(path: &Path<'_>) -> Option<(Field, Option<usize>)> {
     }
 }
 
+/// Where a string of another field streams to: (choice position, tool call position,
+/// the path below them written out, e.g. `delta.audio.transcript`).
+fn other_path(path: &Path<'_>) -> (Option<usize>, Option<usize>, String) {
+    let segs = path.segs();
+    let (choice, tool, rest) = match (path.key(0), path.index(1)) {
+        (Some("choices"), Some(a)) => match (path.key(2), path.key(3), path.index(4)) {
+            (Some("delta"), Some("tool_calls"), Some(b)) => {
+                (Some(a), Some(b), segs.get(5..).unwrap_or_default())
+            }
+            _ => (Some(a), None, segs.get(2..).unwrap_or_default()),
+        },
+        _ => (None, None, segs),
+    };
+    let mut s = String::new();
+    for seg in rest {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => {
+                s.push('[');
+                s.push_str(&i.to_string());
+                s.push(']');
+            }
+        }
+    }
+    (choice, tool, s)
+}
+
 /// Where a string of an event streams to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Streamed {
     /// Below `choices[a]`: (choice position, field, tool call position).
     Choice(usize, Field, Option<usize>),
     /// A Responses API event's top-level `delta`.
     TopDelta,
+    /// Any other field (see [`other_path`]).
+    Other(Option<usize>, Option<usize>, String),
 }
 
 /// A string of an event: its span, its text, and where it streams to, if anywhere.
@@ -408,7 +505,7 @@ type EventString = (Range<usize>, String, Option<Streamed>);
 /// What one event's JSON payload holds that the restorer needs.
 #[derive(Default)]
 struct Scan {
-    /// (span, text, streamed as (choice position, field, tool position)).
+    /// Every string value and object key that may change, in document order.
     strings: Vec<EventString>,
     /// `choices[a].index` by position a.
     choice_index: Vec<(usize, u64)>,
@@ -417,15 +514,24 @@ struct Scan {
     /// Positions a whose `finish_reason` is set.
     finished: Vec<usize>,
     top: Vec<(&'static str, Vec<u8>)>,
-    /// Responses API: the event's `type`, `output_index` and `content_index` (or
-    /// `summary_index`).
+    /// The event's `type` (Responses API, Anthropic), top-level `index` (Anthropic's
+    /// content block), `output_index` and `content_index` (or `summary_index`).
     event_type: Option<String>,
+    index: Option<u64>,
     output_index: Option<u64>,
     content_index: Option<u64>,
 }
 
-/// A Responses API key's last delta event: raw bytes, data value range, `delta` span.
-type Template = (Vec<u8>, Range<usize>, Range<usize>);
+/// The shape of the event added when a templated key's held text is released: the last
+/// event that carried the key (raw bytes, for its other lines) and its payload with
+/// every streamed string emptied and every other string as it was sent, with the span
+/// of the key's string in it.
+#[derive(Debug)]
+struct Template {
+    raw: Vec<u8>,
+    payload: Vec<u8>,
+    span: Range<usize>,
+}
 
 /// Restores placeholders (and redacts leaked values) in a `text/event-stream` reply fed
 /// in arbitrary byte chunks. One per response; see the module docs for what it holds.
@@ -444,9 +550,11 @@ pub struct SseRestorer {
     /// first), used for the events the restorer adds.
     eol: &'static [u8],
     redacted: Redacted,
-    /// Responses API keys: the last delta event (raw bytes, data value range, `delta`
-    /// span in the payload), the shape of the event added when held text is released.
+    /// Templated keys' last event (see [`Template`]), the shape of the event added when
+    /// their held text is released.
     templates: BTreeMap<Key, Template>,
+    /// Interned paths of [`Field::Other`] keys (at most [`MAX_PATHS`]).
+    paths: BTreeMap<String, u32>,
     /// Events passed through unchanged / rewritten / added (for metrics and benches).
     pub stats: SseStats,
 }
@@ -567,50 +675,43 @@ impl SseRestorer {
             out.extend_from_slice(raw);
             return;
         }
-        let template = match data.as_slice() {
-            [one] => Some((raw, one.clone())),
-            _ => None,
-        };
-        let Some(new) = self.rewrite_payload(&payload, template, ctx, out) else {
+        let Some(new) = self.rewrite_payload(&payload, raw, ctx, out) else {
             self.stats.passed += 1;
             out.extend_from_slice(raw);
             return;
         };
         self.stats.rewritten += 1;
-        if let [one] = data.as_slice() {
+        if let [one] = data.as_slice()
+            && !new.contains(&b'\n')
+        {
             out.extend_from_slice(raw.get(..one.start).unwrap_or_default());
             out.extend_from_slice(&new);
             out.extend_from_slice(raw.get(one.end..).unwrap_or_default());
             return;
         }
-        // Several data lines: the new payload goes where the first one was, split at the
-        // same line breaks (new strings are escaped, so they add none).
-        let mut first = true;
-        for l in &lines {
-            if data_value(raw, l).is_none() {
-                out.extend_from_slice(raw.get(l.start..l.full_end).unwrap_or_default());
-            } else if first {
-                first = false;
-                let eol = raw.get(l.end..l.full_end).unwrap_or(b"\n");
-                for part in new.split(|&c| c == b'\n') {
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(part);
-                    out.extend_from_slice(eol);
-                }
-            }
-        }
+        write_event(raw, &lines, &new, None, out);
     }
 
-    /// Rewrites one JSON payload; added events for keys that end here go to `out` first.
-    /// `None` when the payload is unchanged or is not JSON (passed through as it is).
+    /// Rewrites one payload; added events for keys that end here go to `out` first.
+    /// `None` when the payload is unchanged. A payload that is not JSON is text.
     fn rewrite_payload(
         &mut self,
         payload: &[u8],
-        template: Option<(&[u8], Range<usize>)>,
+        raw: &[u8],
         ctx: &Ctx<'_>,
         out: &mut Vec<u8>,
     ) -> Option<Vec<u8>> {
-        let scan = scan_payload(payload, ctx).ok()?;
+        // Only an object or an array is an event's JSON; anything else (`data: 4053`,
+        // plain words) is text, scanned across events like a field.
+        let json = matches!(payload.trim_ascii_start().first(), Some(b'{' | b'['));
+        let scan = json.then(|| scan_payload(payload, ctx).ok()).flatten();
+        let Some(scan) = scan else {
+            let text = String::from_utf8_lossy(payload);
+            let mut o = String::with_capacity(text.len());
+            let ts = self.streams.entry(RAW_KEY).or_default();
+            ts.push(&text, ctx, false, &mut o, &mut self.redacted);
+            return (o.as_bytes() != payload).then(|| o.into_bytes());
+        };
         if !scan.top.is_empty() {
             for (k, v) in scan.top {
                 match self.top.iter_mut().find(|(n, _)| *n == k) {
@@ -633,54 +734,158 @@ impl SseRestorer {
         };
         let finished: Vec<u64> = scan.finished.iter().map(|&a| choice(a)).collect();
         let ty = scan.event_type.as_deref().unwrap_or_default();
+        // Untyped events (chat chunks, custom upstreams) and typed delta events stream
+        // their fields; other typed events (`….done`, `message_start`, …) carry whole
+        // values.
+        let streams_fields = scan.event_type.is_none() || ty.ends_with("delta");
         let event_key: Key = (
             scan.output_index.unwrap_or(0),
             Some(scan.content_index.unwrap_or(0)),
             Field::Event,
         );
-        let mut edits: Vec<(Range<usize>, String)> = Vec::new();
-        for (span, text, kind) in &scan.strings {
+        let top_scope = scan.index.or(scan.output_index).unwrap_or(0);
+        let top_sub = scan.content_index;
+        // (string position, new text) for every string that changed, and the positions
+        // that are streamed, for templates.
+        let mut edits: Vec<(usize, String)> = Vec::new();
+        let mut streamed_at: Vec<usize> = Vec::new();
+        let mut held: Vec<(Key, usize)> = Vec::new();
+        for (i, (_, text, kind)) in scan.strings.iter().enumerate() {
             let (key, end) = match kind {
                 Some(Streamed::Choice(a, field, b)) => {
                     let c = choice(*a);
                     ((c, b.map(|b| tool(*a, b)), *field), finished.contains(&c))
                 }
                 Some(Streamed::TopDelta) if ty.ends_with(".delta") => (event_key, false),
+                Some(Streamed::Other(a, b, path)) if streams_fields => {
+                    match (self.intern(path), a) {
+                        (Some(id), Some(a)) => {
+                            let c = choice(*a);
+                            let field = Field::Other {
+                                choice: true,
+                                path: id,
+                            };
+                            ((c, b.map(|b| tool(*a, b)), field), finished.contains(&c))
+                        }
+                        (Some(id), None) => {
+                            let field = Field::Other {
+                                choice: false,
+                                path: id,
+                            };
+                            ((top_scope, top_sub, field), false)
+                        }
+                        (None, _) => {
+                            if let Some(n) = rewrite_text(text, ctx, &mut self.redacted) {
+                                edits.push((i, n));
+                            }
+                            continue;
+                        }
+                    }
+                }
                 _ => {
                     if let Some(n) = rewrite_text(text, ctx, &mut self.redacted) {
-                        edits.push((span.clone(), n));
+                        edits.push((i, n));
                     }
                     continue;
                 }
             };
+            streamed_at.push(i);
             let ts = self.streams.entry(key).or_default();
             let mut o = String::with_capacity(text.len() + 16);
             ts.push(text, ctx, end, &mut o, &mut self.redacted);
             if end {
                 self.streams.remove(&key);
-            } else if key.2 == Field::Event
-                && !ts.is_empty()
-                && let Some((raw, data)) = &template
-            {
-                self.templates
-                    .insert(key, (raw.to_vec(), data.clone(), span.clone()));
+            } else if key.2.templated() && !ts.is_empty() {
+                held.push((key, i));
             }
             if o != *text {
-                edits.push((span.clone(), o));
+                edits.push((i, o));
             }
         }
-        for c in finished {
-            self.flush(|k| k.0 == c && k.2 != Field::Event, ctx, out);
+        if !held.is_empty() {
+            self.keep_templates(payload, raw, &scan.strings, &edits, &streamed_at, &held);
         }
+        for c in finished {
+            self.flush(|k| k.0 == c && k.2.in_choice(), ctx, out);
+        }
+        let top_level = |k: &Key| !k.2.in_choice() && k.2 != Field::Raw;
         if ty.ends_with(".done") {
-            self.flush(|k| *k == event_key, ctx, out);
+            self.flush(
+                |k| *k == event_key || (top_level(k) && k.0 == top_scope && k.1 == top_sub),
+                ctx,
+                out,
+            );
+        } else if ty == "content_block_stop" {
+            self.flush(|k| top_level(k) && k.0 == top_scope, ctx, out);
         } else if matches!(
             ty,
-            "response.completed" | "response.failed" | "response.incomplete" | "error"
+            "response.completed"
+                | "response.failed"
+                | "response.incomplete"
+                | "error"
+                | "message_stop"
         ) {
             self.flush(|_| true, ctx, out);
         }
+        let edits: Vec<(Range<usize>, String)> = edits
+            .into_iter()
+            .filter_map(|(i, s)| Some((scan.strings.get(i)?.0.clone(), s)))
+            .collect();
         (!edits.is_empty()).then(|| json_strings::splice(payload, &edits))
+    }
+
+    /// The interned id of a [`Field::Other`] path, `None` past [`MAX_PATHS`].
+    fn intern(&mut self, path: &str) -> Option<u32> {
+        if let Some(id) = self.paths.get(path) {
+            return Some(*id);
+        }
+        let id = u32::try_from(self.paths.len()).ok()?;
+        if self.paths.len() >= MAX_PATHS {
+            return None;
+        }
+        self.paths.insert(path.to_string(), id);
+        Some(id)
+    }
+
+    /// Records this event as the template of each key in `held` (whose text is held
+    /// back): its payload with every streamed string emptied and every other string as
+    /// sent, so an added event repeats nothing and reveals nothing.
+    fn keep_templates(
+        &mut self,
+        payload: &[u8],
+        raw: &[u8],
+        strings: &[EventString],
+        edits: &[(usize, String)],
+        streamed_at: &[usize],
+        held: &[(Key, usize)],
+    ) {
+        let mut shaped: Vec<(usize, &str)> = streamed_at.iter().map(|&i| (i, "")).collect();
+        shaped.extend(
+            edits
+                .iter()
+                .filter(|(i, _)| !streamed_at.contains(i))
+                .map(|(i, s)| (*i, s.as_str())),
+        );
+        shaped.sort_unstable_by_key(|(i, _)| *i);
+        let spans: Vec<(Range<usize>, &str)> = shaped
+            .iter()
+            .filter_map(|(i, s)| Some((strings.get(*i)?.0.clone(), *s)))
+            .collect();
+        let (tpl, at) = json_strings::splice_tracked(payload, &spans);
+        for (key, i) in held {
+            let Some(p) = shaped.iter().position(|(j, _)| j == i) else {
+                continue;
+            };
+            let Some(span) = at.get(p) else { continue };
+            self.templates.insert(
+                *key,
+                Template {
+                    raw: raw.to_vec(),
+                    payload: tpl.clone(),
+                    span: span.clone(),
+                },
+            );
+        }
     }
 
     /// Releases the held text of the keys `which` selects, each in an added
@@ -696,20 +901,29 @@ impl SseRestorer {
             if !text.is_empty() {
                 self.added_event(key, &text, out);
             }
+            self.templates.remove(&key);
         }
     }
 
-    /// Writes an event carrying `text` for `key`, shaped like a chat completion chunk.
+    /// Writes an event carrying `text` for `key`: a copy of the key's template for
+    /// templated keys, `data:` lines for raw text, else a chat completion chunk.
     fn added_event(&mut self, key: Key, text: &str, out: &mut Vec<u8>) {
         self.stats.added += 1;
-        if key.2 == Field::Event {
-            // A copy of the key's last delta event with the held text as its `delta`.
-            if let Some((raw, data, span)) = self.templates.remove(&key) {
-                let payload = raw.get(data.clone()).unwrap_or_default();
-                out.extend_from_slice(raw.get(..data.start).unwrap_or_default());
-                out.extend_from_slice(&json_strings::splice(payload, &[(span, text)]));
-                out.extend_from_slice(raw.get(data.end..).unwrap_or_default());
+        let eol = self.line_break();
+        if key.2.templated() {
+            if let Some(t) = self.templates.remove(&key) {
+                let payload = json_strings::splice(&t.payload, &[(t.span, text)]);
+                write_event(&t.raw, &split_lines(&t.raw), &payload, Some(eol), out);
             }
+            return;
+        }
+        if key.2 == Field::Raw {
+            for part in text.split('\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(part.as_bytes());
+                out.extend_from_slice(eol);
+            }
+            out.extend_from_slice(eol);
             return;
         }
         let mut j: Vec<u8> = Vec::with_capacity(text.len() + 160);
@@ -739,7 +953,7 @@ impl SseRestorer {
                 json_strings::push_json_string(&mut j, text);
                 j.extend_from_slice(b"}}");
             }
-            Field::Event => {}
+            Field::Event | Field::Other { .. } | Field::Raw => {}
             Field::ToolArguments => {
                 let t = t.unwrap_or(0);
                 j.extend_from_slice(
@@ -753,7 +967,6 @@ impl SseRestorer {
             }
         }
         j.extend_from_slice(b",\"finish_reason\":null}]}");
-        let eol = self.line_break();
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&j);
         out.extend_from_slice(eol);
@@ -761,23 +974,71 @@ impl SseRestorer {
     }
 }
 
+/// Writes event `raw` with its data replaced by `payload`: other lines as they were, the
+/// payload split into `data:` lines where the first data line was. For an added event
+/// (`added` is the line break to use), `id:` and `retry:` lines are left out, so the
+/// copy does not move the client's last event id, and every line ends with the break.
+fn write_event(
+    raw: &[u8],
+    lines: &[Line],
+    payload: &[u8],
+    added: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) {
+    let mut first = true;
+    for l in lines {
+        let line = raw.get(l.start..l.end).unwrap_or_default();
+        let eol = match added {
+            Some(eol) => eol,
+            None => raw
+                .get(l.end..l.full_end)
+                .filter(|e| !e.is_empty())
+                .unwrap_or(b"\n"),
+        };
+        if data_value(raw, l).is_none() {
+            let field = line.split(|&c| c == b':').next().unwrap_or_default();
+            if added.is_some() && (field == b"id" || field == b"retry") {
+                continue;
+            }
+            if added.is_some() {
+                out.extend_from_slice(line);
+                out.extend_from_slice(eol);
+            } else {
+                out.extend_from_slice(raw.get(l.start..l.full_end).unwrap_or_default());
+            }
+        } else if first {
+            first = false;
+            for part in payload.split(|&c| c == b'\n') {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(part);
+                out.extend_from_slice(eol);
+            }
+        }
+    }
+}
+
 /// Collects what [`SseRestorer::rewrite_payload`] needs from one payload in one pass.
 fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
-    let mut scan = Scan::default();
-    json_strings::visit(
-        payload,
-        &mut |path: &Path<'_>, leaf: Leaf<'_>, span: Range<usize>| {
+    struct Collect<'p, 'c> {
+        payload: &'p [u8],
+        ctx: &'c Ctx<'c>,
+        scan: Scan,
+    }
+    impl<'a> json_strings::Visitor<'a> for Collect<'_, '_> {
+        fn leaf(&mut self, path: &Path<'a>, leaf: Leaf<'_>, span: Range<usize>) {
+            let scan = &mut self.scan;
             if path.len() == 1
                 && let Some(k) = path.key(0)
                 && let Some(name) = TOP_FIELDS.iter().find(|n| **n == k)
             {
-                scan.top
-                    .push((name, payload.get(span.clone()).unwrap_or_default().to_vec()));
+                let raw = self.payload.get(span.clone()).unwrap_or_default();
+                scan.top.push((name, raw.to_vec()));
             }
             let in_choice = path.key(0) == Some("choices");
             if path.len() == 1 {
                 match (path.key(0), leaf) {
                     (Some("type"), Leaf::Str(t)) => scan.event_type = Some(t.to_string()),
+                    (Some("index"), Leaf::Number(n)) => scan.index = n.parse().ok(),
                     (Some("output_index"), Leaf::Number(n)) => scan.output_index = n.parse().ok(),
                     (Some("content_index" | "summary_index"), Leaf::Number(n)) => {
                         scan.content_index = n.parse().ok()
@@ -798,15 +1059,19 @@ fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
                     }
                     let kind = if path.len() == 1 && path.key(0) == Some("delta") {
                         Some(Streamed::TopDelta)
+                    } else if let Some((f, b)) = streamed(path) {
+                        path.index(1).map(|a| Streamed::Choice(a, f, b))
+                    } else if is_metadata(path) {
+                        None
                     } else {
-                        streamed(path)
-                            .and_then(|(f, b)| Some(Streamed::Choice(path.index(1)?, f, b)))
+                        let (a, b, p) = other_path(path);
+                        Some(Streamed::Other(a, b, p))
                     };
                     // A string that is not streamed text changes only if it holds a
                     // placeholder or a value to redact; skip copying the others.
                     if kind.is_none()
-                        && ctx.redact.is_none()
-                        && !ctx.vault.may_contain_placeholder(s)
+                        && self.ctx.redact.is_none()
+                        && !self.ctx.vault.may_contain_placeholder(s)
                     {
                         return;
                     }
@@ -829,9 +1094,22 @@ fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
                 }
                 _ => {}
             }
-        },
-    )?;
-    Ok(scan)
+        }
+
+        /// Object keys are scanned whole, event by event (they are never streamed).
+        fn key(&mut self, _path: &Path<'a>, key: &str, span: Range<usize>) {
+            if self.ctx.redact.is_some() || self.ctx.vault.may_contain_placeholder(key) {
+                self.scan.strings.push((span, key.to_string(), None));
+            }
+        }
+    }
+    let mut c = Collect {
+        payload,
+        ctx,
+        scan: Scan::default(),
+    };
+    json_strings::visit(payload, &mut c)?;
+    Ok(c.scan)
 }
 
 /// One line of an event: content `start..end`, line break included up to `full_end`.

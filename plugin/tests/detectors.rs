@@ -319,6 +319,10 @@ fn itin_edges() {
 
 #[test]
 fn ip_edges() {
+    assert_eq!(
+        one("ipv6", "at 2001:db8::ff00:42:8329. Then"),
+        Some("2001:db8::ff00:42:8329".into())
+    );
     assert_eq!(one("ipv4", "1.2.3.4.5"), None);
     assert_eq!(one("ipv4", "256.1.1.1"), None);
     assert_eq!(one("ipv4", "Version 1.2.3.4"), None);

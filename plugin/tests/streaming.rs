@@ -948,3 +948,308 @@ fn long_runs_without_whitespace_are_released_at_the_cap() {
     ts.push("", &ctx, true, &mut out, &mut red);
     assert_eq!(out, blob);
 }
+
+/// Where a text streams in the upstream shapes no list names: a chat chunk's own field
+/// (`choices[i].delta.audio.transcript`), a gateway's top-level field (`meta.note`),
+/// Anthropic content blocks (`delta.text` by `index`), and `data:` lines that are not
+/// JSON.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Carrier {
+    Transcript(u64),
+    Note,
+    Block(u64),
+    Raw,
+}
+
+/// An event stream carrying each carrier's fragments, in the upstream shape that carrier
+/// belongs to. `style` 0: chat chunks (transcripts and notes interleaved); 1: Anthropic
+/// blocks in order; 2: plain `data:` text.
+fn carrier_stream(
+    r: &mut Rng,
+    style: usize,
+    parts: &BTreeMap<Carrier, Vec<String>>,
+    end: bool,
+) -> Vec<u8> {
+    let eol = *r.pick(&["\n", "\r\n"]);
+    let mut out = Vec::new();
+    let ev = |name: Option<&str>, v: &Value, out: &mut Vec<u8>| {
+        if let Some(n) = name {
+            out.extend_from_slice(format!("event: {n}{eol}").as_bytes());
+        }
+        out.extend_from_slice(
+            format!("data: {}{eol}{eol}", serde_json::to_string(v).unwrap()).as_bytes(),
+        );
+    };
+    match style {
+        0 => {
+            let mut queues: Vec<(Carrier, std::collections::VecDeque<String>)> = parts
+                .iter()
+                .map(|(k, v)| (*k, v.iter().cloned().collect()))
+                .collect();
+            while queues.iter().any(|(_, q)| !q.is_empty()) {
+                let live: Vec<usize> = (0..queues.len())
+                    .filter(|&i| !queues[i].1.is_empty())
+                    .collect();
+                let qi = *r.pick(&live);
+                let frag = queues[qi].1.pop_front().unwrap();
+                let v = match queues[qi].0 {
+                    Carrier::Transcript(c) => {
+                        json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":c,"delta":{"audio":{"id":"audio_1","transcript":frag}},"finish_reason":null}]})
+                    }
+                    _ => json!({"id":"c1","meta":{"note":frag,"seq_id":"s-1"}}),
+                };
+                ev(None, &v, &mut out);
+            }
+            if end {
+                for c in 0..2 {
+                    ev(
+                        None,
+                        &json!({"id":"c1","choices":[{"index":c,"delta":{},"finish_reason":"stop"}]}),
+                        &mut out,
+                    );
+                }
+                out.extend_from_slice(format!("data: [DONE]{eol}{eol}").as_bytes());
+            }
+        }
+        1 => {
+            ev(
+                Some("message_start"),
+                &json!({"type":"message_start","message":{"id":"msg_1","role":"assistant","content":[]}}),
+                &mut out,
+            );
+            for (k, frags) in parts {
+                let Carrier::Block(i) = k else { continue };
+                ev(
+                    Some("content_block_start"),
+                    &json!({"type":"content_block_start","index":i,"content_block":{"type":"text","text":""}}),
+                    &mut out,
+                );
+                for f in frags {
+                    ev(
+                        Some("content_block_delta"),
+                        &json!({"type":"content_block_delta","index":i,"delta":{"type":"text_delta","text":f}}),
+                        &mut out,
+                    );
+                }
+                if end || r.chance(50) {
+                    ev(
+                        Some("content_block_stop"),
+                        &json!({"type":"content_block_stop","index":i}),
+                        &mut out,
+                    );
+                }
+            }
+            if end {
+                ev(
+                    Some("message_delta"),
+                    &json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":9}}),
+                    &mut out,
+                );
+                ev(
+                    Some("message_stop"),
+                    &json!({"type":"message_stop"}),
+                    &mut out,
+                );
+            }
+        }
+        _ => {
+            for f in parts.get(&Carrier::Raw).into_iter().flatten() {
+                for line in f.split('\n') {
+                    out.extend_from_slice(format!("data: {line}{eol}").as_bytes());
+                }
+                out.extend_from_slice(eol.as_bytes());
+            }
+            if end {
+                out.extend_from_slice(format!("data: [DONE]{eol}{eol}").as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// What a client of each shape reassembles, per carrier.
+fn carrier_view(body: &[u8], style: usize) -> BTreeMap<Carrier, String> {
+    let text = String::from_utf8(body.to_vec()).expect("output is UTF-8");
+    let norm = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut got: BTreeMap<Carrier, String> = BTreeMap::new();
+    for ev in norm.split("\n\n") {
+        let data: Vec<&str> = ev
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:")))
+            .collect();
+        if data.is_empty() {
+            continue;
+        }
+        let payload = data.join("\n");
+        if payload == "[DONE]" {
+            continue;
+        }
+        if style == 2 {
+            got.entry(Carrier::Raw).or_default().push_str(&payload);
+            continue;
+        }
+        let v: Value = serde_json::from_str(&payload)
+            .unwrap_or_else(|e| panic!("bad event {payload:?}: {e}\n{norm}"));
+        for ch in v["choices"].as_array().into_iter().flatten() {
+            if let Some(s) = ch["delta"]["audio"]["transcript"].as_str() {
+                let c = ch["index"].as_u64().unwrap();
+                got.entry(Carrier::Transcript(c)).or_default().push_str(s);
+            }
+        }
+        if let Some(s) = v["meta"]["note"].as_str() {
+            got.entry(Carrier::Note).or_default().push_str(s);
+        }
+        if v["type"] == "content_block_delta" {
+            let i = v["index"].as_u64().unwrap();
+            let s = v["delta"]["text"].as_str().unwrap();
+            got.entry(Carrier::Block(i)).or_default().push_str(s);
+        }
+    }
+    got.retain(|_, s| !s.is_empty());
+    got
+}
+
+#[test]
+fn every_sse_field_and_plain_data_is_reassembled_under_any_cutting() {
+    let names = [
+        "email",
+        "phone",
+        "credit_card",
+        "iban",
+        "aws_access_key",
+        "ipv4",
+        "ipv6",
+        "us_ssn",
+        "github_token",
+        "slack_token",
+        "openai_key",
+        "jwt",
+        "private_key",
+    ];
+    let (sc, dets) = scanner(&names);
+    let wanted: Vec<u16> = (0..names.len() as u16).collect();
+    let leaks: Vec<&str> = LEAKS
+        .iter()
+        .copied()
+        .chain(["929-30-4053", "jane.doe@example.com"])
+        // The prompt's own values come back restored; the rest are made up by the model.
+        .filter(|l| !VALUES.iter().any(|(_, v)| v == l))
+        .collect();
+    let mut masked = 0;
+    for seed in 0..120u64 {
+        let mut r = Rng::new(seed);
+        let mut vault = Vault::new(tokenise::nonce(format!("c-{seed}").as_bytes(), seed, 0));
+        let style = r.below(3);
+        let carriers: &[Carrier] = match style {
+            0 => &[
+                Carrier::Transcript(0),
+                Carrier::Transcript(1),
+                Carrier::Note,
+            ],
+            1 => &[Carrier::Block(0), Carrier::Block(1)],
+            _ => &[Carrier::Raw],
+        };
+        let mut parts = BTreeMap::new();
+        let mut texts = BTreeMap::new();
+        for &c in carriers {
+            if r.chance(25) && !parts.is_empty() {
+                continue;
+            }
+            let (mut ph, _) = reply_text(&mut r, &mut vault);
+            // A value the model makes up, never in the prompt: must not reach the client.
+            for _ in 0..1 + r.below(2) {
+                ph.push(' ');
+                ph.push_str(r.word(&leaks));
+                ph.push_str(r.word(&[" ", " ok", ".", ""]));
+            }
+            parts.insert(c, fragments(&mut r, &ph));
+            texts.insert(c, ph);
+        }
+        let ctx = Ctx {
+            vault: &vault,
+            redact: Some(Redact::new(&sc, &wanted, &dets)),
+        };
+        let want: BTreeMap<Carrier, String> = texts
+            .iter()
+            .map(|(c, t)| {
+                let mut red = Redacted::new();
+                (
+                    *c,
+                    rewrite_text(t, &ctx, &mut red).unwrap_or_else(|| t.clone()),
+                )
+            })
+            .filter(|(_, t)| !t.is_empty())
+            .collect();
+        let end = r.chance(80);
+        let body = carrier_stream(&mut r, style, &parts, end);
+        let whole = run_sse(&body, &[], &ctx);
+        let got = carrier_view(&whole, style);
+        assert_eq!(
+            got,
+            want,
+            "seed {seed}\n{}",
+            String::from_utf8_lossy(&whole)
+        );
+        let out = String::from_utf8_lossy(&whole);
+        for leak in &leaks {
+            // Values the detectors find on their own (the list has near-misses too).
+            let alone = rewrite_text(&format!(" {leak} "), &ctx, &mut Redacted::new());
+            if leak.contains('\n') || alone.is_none() {
+                continue;
+            }
+            assert!(
+                !out.contains(leak),
+                "seed {seed}: {leak} reached the client\n{out}"
+            );
+        }
+        masked += out.matches("[EMAIL]").count() + out.matches("[US_SSN]").count();
+        assert_eq!(
+            run_sse(&body, &(1..body.len()).collect::<Vec<_>>(), &ctx),
+            whole,
+            "seed {seed} bytewise"
+        );
+        if body.len() < 700 {
+            for c in 1..body.len() {
+                assert_eq!(run_sse(&body, &[c], &ctx), whole, "seed {seed} cut {c}");
+            }
+        }
+        for _ in 0..10 {
+            let mut cuts: Vec<usize> = (0..r.below(10)).map(|_| r.below(body.len() + 1)).collect();
+            cuts.sort_unstable();
+            assert_eq!(
+                run_sse(&body, &cuts, &ctx),
+                whole,
+                "seed {seed} cuts {cuts:?}"
+            );
+        }
+    }
+    assert!(masked > 100, "the streams should carry leaks: {masked}");
+}
+
+#[test]
+fn a_value_split_across_two_events_of_a_custom_field_never_reaches_the_client() {
+    let (sc, dets) = scanner(&["email", "us_ssn"]);
+    let vault = Vault::new([9; 16]);
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &[0, 1], &dets)),
+    };
+    let body = "data: {\"type\":\"x.delta\",\"result\":{\"summary\":\"mail jane.doe@exa\"}}\n\n\
+                data: {\"type\":\"x.delta\",\"result\":{\"summary\":\"mple.com, ssn 929-30-\"}}\n\n\
+                data: {\"type\":\"x.delta\",\"result\":{\"summary\":\"4053\"}}\n\n\
+                data: jane%40example.com is 929-30-\n\n\
+                data: 4053\n\n\
+                data: [DONE]\n\n";
+    let out = String::from_utf8(run_sse(body.as_bytes(), &[], &ctx)).unwrap();
+    for leak in ["jane", "exa", "mple.com", "929", "4053", "%40example"] {
+        assert!(!out.contains(leak), "{leak} leaked:\n{out}");
+    }
+    let summary: String = out
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .filter_map(|v| v["result"]["summary"].as_str().map(String::from))
+        .collect();
+    assert_eq!(summary, "mail [EMAIL], ssn [US_SSN]");
+    assert!(out.contains("data: [EMAIL] is [US_SSN]"), "{out}");
+}

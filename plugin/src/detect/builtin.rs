@@ -735,8 +735,9 @@ fn ipv6_at(b: &[u8], i: usize) -> Option<usize> {
         if glen > 4 && at(b, p).is_ascii_hexdigit() {
             return None;
         }
-        if at(b, p) == b'.' {
-            // Embedded IPv4 in place of the last two groups.
+        if at(b, p) == b'.' && at(b, p + 1).is_ascii_digit() {
+            // Embedded IPv4 in place of the last two groups (a `.` before anything
+            // else ends the sentence, not the address).
             if groups > 6 || (!double && groups != 6) {
                 return None;
             }
