@@ -224,8 +224,10 @@ pub fn expr_text(e: &ir::Expr, policy: &ir::Policy) -> String {
         ir::Expr::Has { subject, detectors } => format!(
             "{} has ({})",
             match subject {
-                ir::Text::Prompt => "prompt",
-                ir::Text::Response => "response",
+                ir::Text::Prompt => "prompt".to_string(),
+                ir::Text::Response => "response".to_string(),
+                ir::Text::Header(name) => format!("header {name:?}"),
+                ir::Text::Query => "query".to_string(),
             },
             detector_names(detectors, policy)
         ),

@@ -130,6 +130,18 @@ pub enum WorkflowStmt {
         percent: bool,
     },
     Identify(Vec<Node<Identity>>),
+    /// `scan headers ["x-note"]` / `scan query`: more request carriers that count as the
+    /// prompt (searched by `prompt has`, rewritten by `tokenise`/`redact`).
+    Scan(ScanTarget),
+}
+
+/// What a `scan` statement adds to the prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScanTarget {
+    /// The named request headers (string literals, checked to be header names).
+    Headers(Node<Vec<Node<Lit>>>),
+    /// The query string of the request's `:path`.
+    Query,
 }
 
 /// `team by trusted header "x-team"`
@@ -260,10 +272,14 @@ impl CmpOp {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     Prompt,
     Response,
+    /// One request header's value(s), by name as written.
+    Header(String),
+    /// The request's query string.
+    Query,
 }
 
 /// `pii(email, phone)`, `secret`, … — a class and optionally the detectors named.

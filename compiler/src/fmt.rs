@@ -241,6 +241,10 @@ fn workflow_stmt(s: &WorkflowStmt) -> String {
                 .collect();
             format!("identify {}", parts.join(", "))
         }
+        WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
+            format!("scan headers {}", lit_list(&names.node))
+        }
+        WorkflowStmt::Scan(ScanTarget::Query) => "scan query".to_string(),
     }
 }
 
@@ -312,9 +316,11 @@ pub(crate) fn cond(c: &Cond) -> String {
         ),
         Cond::Has { subject, target } => format!(
             "{} has {}",
-            match subject.node {
-                Subject::Prompt => "prompt",
-                Subject::Response => "response",
+            match &subject.node {
+                Subject::Prompt => "prompt".to_string(),
+                Subject::Response => "response".to_string(),
+                Subject::Header(name) => format!("header {}", string(name)),
+                Subject::Query => "query".to_string(),
             },
             has_target(&target.node)
         ),

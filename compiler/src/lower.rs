@@ -314,6 +314,8 @@ impl Lowerer<'_> {
             assumed_verification_rate: None,
             team: None,
             user: None,
+            scan_headers: Vec::new(),
+            scan_query: false,
         };
         for s in &w.stmts {
             match &s.node {
@@ -339,6 +341,16 @@ impl Lowerer<'_> {
                     } else {
                         value.node.value
                     });
+                }
+                WorkflowStmt::Scan(ScanTarget::Query) => out.scan_query = true,
+                WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
+                    for n in &names.node {
+                        if let Lit::Str(s) = &n.node {
+                            out.scan_headers.push(s.to_ascii_lowercase());
+                        }
+                    }
+                    out.scan_headers.sort_unstable();
+                    out.scan_headers.dedup();
                 }
                 WorkflowStmt::Identify(ids) => {
                     for id in ids {
@@ -503,9 +515,11 @@ impl Lowerer<'_> {
                 }
             }
             Cond::Has { subject, target } => ir::Expr::Has {
-                subject: match subject.node {
+                subject: match &subject.node {
                     Subject::Prompt => ir::Text::Prompt,
                     Subject::Response => ir::Text::Response,
+                    Subject::Header(name) => ir::Text::Header(name.to_ascii_lowercase()),
+                    Subject::Query => ir::Text::Query,
                 },
                 detectors: self.target(&target.node)?,
             },

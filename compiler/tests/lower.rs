@@ -241,3 +241,59 @@ fn errors_are_all_reported_rendered() {
     assert!(errs[0].contains("--> p.policy:"));
     assert!(errs[1].starts_with("error[E0603]"));
 }
+
+#[test]
+fn scan_carriers_and_header_and_query_subjects_lower() {
+    let src = r#"
+policy "p" version "1.0.0" {
+  owner "o@example.com"
+  implements "ai-policy.md"
+}
+
+workflow "support" {
+  match header "x-workflow" == "support"
+  scan headers ["X-Customer-Note", "x-ticket", "x-customer-note"]
+  scan query
+}
+
+rule AIP-2.1 "No personal data in notes" {
+  on request
+  when header "X-Customer-Note" has pii(email) or query has secret(github_token)
+  then tokenise pii(email)
+}
+"#;
+    let c = writ_compiler::compile("p.policy", src).unwrap();
+    let w = &c.policy.workflows[0];
+    assert_eq!(w.scan_headers, ["x-customer-note", "x-ticket"]);
+    assert!(w.scan_query);
+    let Expr::Or(parts) = &c.policy.rules[0].condition else {
+        panic!("{:?}", c.policy.rules[0].condition)
+    };
+    assert!(
+        matches!(&parts[0], Expr::Has { subject: Text::Header(h), .. } if h == "x-customer-note")
+    );
+    assert!(matches!(
+        &parts[1],
+        Expr::Has {
+            subject: Text::Query,
+            ..
+        }
+    ));
+    // `writ fmt` prints the new forms back, and they parse to the same policy.
+    let formatted = writ_compiler::format(src).unwrap();
+    assert!(
+        formatted.contains("scan headers [\"X-Customer-Note\", \"x-ticket\", \"x-customer-note\"]"),
+        "{formatted}"
+    );
+    assert!(formatted.contains("scan query"));
+    assert!(
+        formatted.contains(
+            "when header \"X-Customer-Note\" has pii(email) or query has secret(github_token)"
+        ),
+        "{formatted}"
+    );
+    let again = writ_compiler::compile("p.policy", &formatted).unwrap();
+    assert_eq!(again.policy.workflows, c.policy.workflows);
+    assert_eq!(again.policy.rules[0].condition, c.policy.rules[0].condition);
+    assert_eq!(again.policy.rules[0].action, c.policy.rules[0].action);
+}

@@ -699,41 +699,69 @@ impl<'a> Ctx<'a> {
                 Some(v) => set.iter().any(|s| compare(&v, CmpOp::Eq, &Val::of(s))),
                 None => false,
             },
-            Expr::Has { subject, detectors } => self.has(*subject, detectors),
+            Expr::Has { subject, detectors } => self.has(subject, detectors),
         }
     }
 
-    fn has(&mut self, subject: Text, detectors: &[u16]) -> bool {
+    fn has(&mut self, subject: &Text, detectors: &[u16]) -> bool {
+        let Some(scanner) = self.scanner else {
+            // Workflow matchers run no detectors (the checker refuses `has` there).
+            return false;
+        };
         match subject {
             Text::Prompt if self.headers_only => false,
-            Text::Prompt => match self.scanner {
-                Some(scanner) => {
-                    if let Some(union) = self.prompt_union
-                        && detectors.iter().all(|d| union.contains(d))
-                    {
-                        let request = self.request;
-                        let clean = *self.prompt_clean.get_or_insert_with(|| {
-                            !request.any_body_string(|text| scanner.any(text, union))
-                        });
-                        if clean {
-                            return false;
-                        }
-                    }
-                    self.request
-                        .any_body_string(|text| scanner.any(text, detectors))
-                }
-                None => false,
-            },
-            Text::Response => match (self.facts.reply.and_then(|r| r.body), self.scanner) {
-                (Some(body), Some(scanner)) => {
+            Text::Prompt => {
+                self.body_has(scanner, detectors) || self.carriers_have(scanner, detectors)
+            }
+            Text::Header(name) => self
+                .request
+                .header_values(name)
+                .any(|v| scanner.any(v, detectors)),
+            Text::Query => scanner.any(&self.request.query, detectors),
+            Text::Response => match self.facts.reply.and_then(|r| r.body) {
+                Some(body) => {
                     crate::request::any_string(body, &mut |text| scanner.any(text, detectors))
                 }
-                _ => {
+                None => {
                     self.unsupported.get_or_insert(Unsupported::ResponseText);
                     false
                 }
             },
         }
+    }
+
+    /// Whether the body finds any of `detectors`, with one pass for the whole union.
+    fn body_has(&mut self, scanner: &Scanner, detectors: &[u16]) -> bool {
+        if let Some(union) = self.prompt_union
+            && detectors.iter().all(|d| union.contains(d))
+        {
+            let request = self.request;
+            let clean = *self
+                .prompt_clean
+                .get_or_insert_with(|| !request.any_body_string(|text| scanner.any(text, union)));
+            if clean {
+                return false;
+            }
+        }
+        self.request
+            .any_body_string(|text| scanner.any(text, detectors))
+    }
+
+    /// Whether the workflow's scanned headers or query string (`scan`) find any of
+    /// `detectors`: they count as the prompt.
+    fn carriers_have(&self, scanner: &Scanner, detectors: &[u16]) -> bool {
+        let Some(wf) = self
+            .identity
+            .workflow
+            .and_then(|i| self.policy.workflows.get(i))
+        else {
+            return false;
+        };
+        let r = self.request;
+        wf.scan_headers
+            .iter()
+            .any(|h| r.header_values(h).any(|v| scanner.any(v, detectors)))
+            || (wf.scan_query && scanner.any(&r.query, detectors))
     }
 
     fn operand(&mut self, o: &'a Operand) -> Option<Val<'a>> {

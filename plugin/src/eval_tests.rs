@@ -71,6 +71,8 @@ fn workflow(name: &str, matcher: Expr) -> Workflow {
             trusted: false,
         }),
         user: None,
+        scan_headers: Vec::new(),
+        scan_query: false,
     }
 }
 
@@ -675,4 +677,46 @@ fn pii_denies_count_and_name_types_only() {
     ));
     let clean = request(&[], r#"{"model":"m","messages":[{"content":"hello"}]}"#);
     assert_eq!(engine.evaluate_request(&clean).verdict, Verdict::Continue);
+}
+
+#[test]
+fn header_query_and_scanned_carriers_are_searched() {
+    let has = |subject: Text| Expr::Has {
+        subject,
+        detectors: vec![0],
+    };
+    let mut wf = workflow("support", Expr::Const(true));
+    wf.scan_headers = vec!["x-note".into()];
+    wf.scan_query = true;
+    let mut p = policy(
+        vec![wf],
+        vec![
+            rule("H-1", has(Text::Header("x-other".into())), deny(401)),
+            rule("Q-1", has(Text::Query), deny(402)),
+            rule("P-1", has(Text::Prompt), deny(403)),
+        ],
+    );
+    p.detectors = vec![Detector {
+        name: "email".into(),
+        class: DetectorClass::Pii,
+        kind: DetectorKind::Builtin("email".into()),
+    }];
+    let status =
+        |headers: &[(&str, &str)]| match eval(&p, &request(headers, r#"{"model":"m"}"#)).verdict {
+            Verdict::Deny { clause, .. } => clause,
+            Verdict::Continue => String::new(),
+        };
+    assert_eq!(status(&[]), "");
+    // A second value of the header is searched too.
+    assert_eq!(
+        status(&[("x-other", "fine"), ("x-other", "ann@example.com")]),
+        "H-1"
+    );
+    assert_eq!(
+        status(&[(":path", "/v1/chat/completions?to=ann%40example.com")]),
+        "Q-1"
+    );
+    // A scanned header counts as the prompt; an unscanned one does not.
+    assert_eq!(status(&[("x-note", "ann@example.com")]), "P-1");
+    assert_eq!(status(&[("x-unscanned", "ann@example.com")]), "");
 }

@@ -877,6 +877,17 @@ impl Http {
         for (k, v) in &t.tags {
             self.audit.tags.insert(k.clone(), v.clone());
         }
+        if !t.tokenise.is_empty() || !t.redact.is_empty() {
+            self.vault = Vault::new(tokenise::nonce(
+                self.request_id.as_bytes(),
+                self.now_nanos,
+                shared.next_salt(),
+            ));
+            if let Err(what) = self.rewrite_carriers(shared, &t) {
+                self.release();
+                return self.host_failed(what);
+            }
+        }
         if let Some((bytes, body_size)) = body {
             match self.rewrite_body(shared, &t, &bytes) {
                 Ok(Some(new)) => {
@@ -909,11 +920,6 @@ impl Http {
         let malformed = |e: crate::json_strings::JsonError| BodyError::Malformed(e.to_string());
         let mut current: Option<Vec<u8>> = None;
         if !t.tokenise.is_empty() || !t.redact.is_empty() {
-            self.vault = Vault::new(tokenise::nonce(
-                self.request_id.as_bytes(),
-                self.now_nanos,
-                shared.next_salt(),
-            ));
             let rw = tokenise::rewrite_request(
                 bytes,
                 &shared.engine.scanner,
@@ -922,12 +928,7 @@ impl Http {
                 &mut self.vault,
             )
             .map_err(malformed)?;
-            for tally in &rw.tallies {
-                if let Some(name) = shared.engine.scanner.name(tally.detector) {
-                    self.audit
-                        .add_pii(name, tally.tokenised.saturating_add(tally.redacted));
-                }
-            }
+            self.tally(shared, &rw.tallies);
             current = rw.body;
         }
         if let Some(model) = &t.route
@@ -943,6 +944,83 @@ impl Http {
             current = Some(new);
         }
         Ok(current)
+    }
+
+    /// Tokenise/redact in the workflow's scanned headers and query string (`scan`), with
+    /// the request's vault. The new values replace the old before the headers go
+    /// upstream (they are still held); they are never restored.
+    fn rewrite_carriers(&mut self, shared: &Shared, t: &Transforms) -> Result<(), &'static str> {
+        let policy = shared.policy();
+        let Some(wf) = self.identity.workflow.and_then(|i| policy.workflows.get(i)) else {
+            return Ok(());
+        };
+        let scanner = &shared.engine.scanner;
+        for name in &wf.scan_headers {
+            let values: Vec<String> = self.request.header_values(name).map(String::from).collect();
+            let mut changed = false;
+            let mut new_values = Vec::with_capacity(values.len());
+            for v in &values {
+                match tokenise::rewrite_carrier(
+                    v,
+                    tokenise::Carrier::Header,
+                    scanner,
+                    &t.tokenise,
+                    &t.redact,
+                    &mut self.vault,
+                ) {
+                    Some((new, tallies)) => {
+                        changed = true;
+                        self.tally(shared, &tallies);
+                        new_values.push(new);
+                    }
+                    None => new_values.push(v.clone()),
+                }
+            }
+            if changed {
+                // Repeated headers are one comma-joined list in HTTP.
+                let joined = new_values.join(", ");
+                host::replace_header(host::REQUEST_HEADERS, name, &joined)
+                    .map_err(|_| "proxy_replace_header_map_value")?;
+                self.request.headers.retain(|(n, _)| n != name);
+                self.request.headers.push((name.clone(), joined));
+            }
+        }
+        if wf.scan_query
+            && let Some((new, tallies)) = tokenise::rewrite_carrier(
+                &self.request.query,
+                tokenise::Carrier::Query,
+                scanner,
+                &t.tokenise,
+                &t.redact,
+                &mut self.vault,
+            )
+        {
+            self.tally(shared, &tallies);
+            let path = host::headers(host::REQUEST_HEADERS)?
+                .into_iter()
+                .find(|(n, _)| n == ":path")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            let fragment = path
+                .find('#')
+                .and_then(|h| path.get(h..))
+                .unwrap_or_default();
+            let new_path = format!("{}?{new}{fragment}", self.request.path);
+            host::replace_header(host::REQUEST_HEADERS, ":path", &new_path)
+                .map_err(|_| "proxy_replace_header_map_value")?;
+            self.request.query = new;
+        }
+        Ok(())
+    }
+
+    /// Counts rewritten values per detector in the audit record.
+    fn tally(&mut self, shared: &Shared, tallies: &[tokenise::Tally]) {
+        for tally in tallies {
+            if let Some(name) = shared.engine.scanner.name(tally.detector) {
+                self.audit
+                    .add_pii(name, tally.tokenised.saturating_add(tally.redacted));
+            }
+        }
     }
 
     /// Answers a denied request; a PII rule's message names the types found.

@@ -54,6 +54,11 @@ pub struct Workflow {
     pub assumed_verification_rate: Option<f64>,
     pub team: Option<Identity>,
     pub user: Option<Identity>,
+    /// Lower-case names of request headers that count as the prompt (`scan headers`):
+    /// `prompt has` searches them and `tokenise`/`redact` rewrite them.
+    pub scan_headers: Vec<String>,
+    /// The query string counts as the prompt (`scan query`).
+    pub scan_query: bool,
 }
 
 /// How much human review a workflow's outputs get.
@@ -179,12 +184,17 @@ pub enum CmpOp {
 }
 
 /// Text a detector can scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Text {
-    /// Every string value of the request's JSON body.
+    /// Every string value and key of the request's JSON body, plus the workflow's
+    /// scanned headers and query string.
     Prompt,
     /// Every string value of the reply (JSON or the concatenated SSE deltas).
     Response,
+    /// Every value of one request header (lower-case name).
+    Header(String),
+    /// The request's query string, as sent (percent-encoding is seen through).
+    Query,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,9 @@ pub struct Request {
     /// The request path without its query string, so `path == "/v1/chat/completions"`
     /// holds whatever the client appends after `?`.
     pub path: String,
+    /// The query string as sent (after `?`, before any `#`; empty when there is none),
+    /// which `query has` and `scan query` search.
+    pub query: String,
     pub headers: Vec<(String, String)>,
     /// The parsed JSON body, or `None` for a request without one.
     pub body: Option<Json>,
@@ -24,6 +27,7 @@ impl Request {
     pub fn from_headers(headers: Vec<(String, String)>, body: Option<Json>) -> Request {
         let mut method = String::new();
         let mut path = String::new();
+        let mut query = String::new();
         let mut rest = Vec::with_capacity(headers.len());
         for (name, value) in headers {
             let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -33,13 +37,17 @@ impl Request {
             };
             match name.as_str() {
                 ":method" => method = value,
-                ":path" => path = strip_query(&value).to_string(),
+                ":path" => {
+                    path = strip_query(&value).to_string();
+                    query = query_of(&value).to_string();
+                }
                 _ => rest.push((name, value)),
             }
         }
         Request {
             method,
             path,
+            query,
             headers: rest,
             body,
         }
@@ -50,6 +58,14 @@ impl Request {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, by lower-case name (a header may be sent more than once).
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -95,6 +111,16 @@ pub(crate) fn any_string(value: &Json, f: &mut impl FnMut(&str) -> bool) -> bool
         Json::Array(items) => items.iter().any(|v| any_string(v, f)),
         Json::Object(map) => map.iter().any(|(k, v)| f(k) || any_string(v, f)),
         Json::Null | Json::Bool(_) | Json::Number(_) => false,
+    }
+}
+
+/// The query string of a `:path` value: after the first `?`, up to any `#`.
+pub fn query_of(path: &str) -> &str {
+    let Some(q) = path.find('?') else { return "" };
+    let rest = path.get(q + 1..).unwrap_or_default();
+    match rest.find('#') {
+        Some(h) => rest.get(..h).unwrap_or_default(),
+        None => rest,
     }
 }
 

@@ -462,6 +462,12 @@ pub fn rewrite_request(
     // for a body that gets rewritten.
     let text = std::str::from_utf8(body).unwrap_or_default();
     let mut avoid: Option<Avoid<'_>> = None;
+    let mut rw = Rewriter {
+        finder,
+        redact,
+        vault,
+        tallies: &mut tallies,
+    };
     let new = json_strings::rewrite_strings_and_keys(body, |path, s, slot| {
         if slot == Slot::Value && is_structural(path) {
             return None;
@@ -471,36 +477,113 @@ pub fn rewrite_request(
         if hits.is_empty() {
             return None;
         }
-        let mut out = String::with_capacity(s.len() + 16 * hits.len());
-        let mut at = 0usize;
-        for h in hits.iter() {
-            let (Some(keep), Some(value)) = (s.get(at..h.start), s.get(h.start..h.end)) else {
-                continue;
-            };
-            let name = finder.name(h.detector).unwrap_or("value");
-            out.push_str(keep);
-            let t = tallies.entry(h.detector).or_insert(Tally {
-                detector: h.detector,
-                tokenised: 0,
-                redacted: 0,
-            });
-            if redact.contains(&h.detector) {
-                out.push_str(&mask(name));
-                t.redacted += 1;
-            } else {
-                let avoid = avoid.get_or_insert_with(|| Avoid::new(text));
-                out.push_str(&vault.tokenise_avoiding(name, value, avoid));
-                t.tokenised += 1;
-            }
-            at = h.end;
-        }
-        out.push_str(s.get(at..).unwrap_or_default());
-        Some(out)
+        let avoid = avoid.get_or_insert_with(|| Avoid::new(text));
+        Some(rw.replace(s, &hits, avoid, Carrier::Json))
     })?;
     Ok(Rewrite {
         body: new,
         tallies: tallies.into_values().collect(),
     })
+}
+
+/// Where a rewritten value travels, which decides how a replacement is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// A JSON string (the splice escapes it).
+    Json,
+    /// A request header value: placeholders and masks are plain ASCII and need nothing.
+    Header,
+    /// The query string: replacements are percent-encoded (`[EMAIL]` → `%5BEMAIL%5D`).
+    Query,
+}
+
+/// The replacement state one request shares across its carriers: the same value gets
+/// the same placeholder in the body, a header and the query string.
+struct Rewriter<'a, F: Find + ?Sized> {
+    finder: &'a F,
+    redact: &'a [u16],
+    vault: &'a mut Vault,
+    tallies: &'a mut BTreeMap<u16, Tally>,
+}
+
+impl<F: Find + ?Sized> Rewriter<'_, F> {
+    /// `s` with every hit replaced by its mask or placeholder, counted in the tallies.
+    fn replace(&mut self, s: &str, hits: &[Match], avoid: &Avoid<'_>, carrier: Carrier) -> String {
+        let mut out = String::with_capacity(s.len() + 16 * hits.len());
+        let mut at = 0usize;
+        for h in hits {
+            let (Some(keep), Some(value)) = (s.get(at..h.start), s.get(h.start..h.end)) else {
+                continue;
+            };
+            let name = self.finder.name(h.detector).unwrap_or("value");
+            out.push_str(keep);
+            let t = self.tallies.entry(h.detector).or_insert(Tally {
+                detector: h.detector,
+                tokenised: 0,
+                redacted: 0,
+            });
+            let new = if self.redact.contains(&h.detector) {
+                t.redacted += 1;
+                Cow::Owned(mask(name))
+            } else {
+                t.tokenised += 1;
+                self.vault.tokenise_avoiding(name, value, avoid)
+            };
+            match carrier {
+                Carrier::Json | Carrier::Header => out.push_str(&new),
+                Carrier::Query => percent_encode_into(&new, &mut out),
+            }
+            at = h.end;
+        }
+        out.push_str(s.get(at..).unwrap_or_default());
+        out
+    }
+}
+
+/// Appends `s` with every byte outside RFC 3986's unreserved set percent-encoded.
+fn percent_encode_into(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+}
+
+/// Rewrites one request header value or the query string like a body string: detected
+/// values become placeholders (in `vault`, shared with the body) or masks. Detection sees
+/// through percent-encoding and the other disguises, and the whole original span is
+/// replaced. `None` when nothing was found. These carriers are never restored: nothing
+/// sends them back.
+pub fn rewrite_carrier(
+    value: &str,
+    carrier: Carrier,
+    finder: &impl Find,
+    tokenise: &[u16],
+    redact: &[u16],
+    vault: &mut Vault,
+) -> Option<(String, Vec<Tally>)> {
+    let mut wanted: Vec<u16> = tokenise.iter().chain(redact).copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut hits = Vec::new();
+    finder.find(value, &wanted, &mut hits);
+    if hits.is_empty() {
+        return None;
+    }
+    let mut tallies = BTreeMap::new();
+    let mut rw = Rewriter {
+        finder,
+        redact,
+        vault,
+        tallies: &mut tallies,
+    };
+    let new = rw.replace(value, &hits, &Avoid::new(value), carrier);
+    Some((new, tallies.into_values().collect()))
 }
 
 #[cfg(test)]
@@ -660,6 +743,26 @@ mod tests {
         assert_eq!(rw.tallies[0].tokenised, 2);
         let back = v.restore_json(out.as_bytes()).unwrap().unwrap();
         assert_eq!(back, body);
+    }
+
+    #[test]
+    fn header_and_query_values_share_the_vault_and_masks_are_percent_encoded() {
+        let mut v = Vault::new(nonce(b"c", 1, 3));
+        let (h, t) =
+            rewrite_carrier("mail a@x.io now", Carrier::Header, &Fake, &[0], &[], &mut v).unwrap();
+        let p = v.tokenise("email", "a@x.io").into_owned();
+        assert_eq!(h, format!("mail {p} now"));
+        assert_eq!((t[0].detector, t[0].tokenised), (0, 1));
+        // The body gets the same placeholder for the same value.
+        let rw = rewrite_request(br#"{"m":"a@x.io"}"#, &Fake, &[0], &[], &mut v).unwrap();
+        assert_eq!(rw.body.unwrap(), format!(r#"{{"m":"{p}"}}"#).into_bytes());
+        let (q, _) =
+            rewrite_carrier("n=123456789&x=1", Carrier::Query, &Fake, &[], &[1], &mut v).unwrap();
+        assert_eq!(q, "n=%5BUS_SSN%5D&x=1");
+        assert_eq!(
+            rewrite_carrier("nothing here", Carrier::Query, &Fake, &[0], &[1], &mut v),
+            None
+        );
     }
 
     #[test]

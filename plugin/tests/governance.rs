@@ -197,6 +197,8 @@ fn budget_policy() -> Policy {
             assumed_verification_rate: Some(0.1),
             team: None,
             user: None,
+            scan_headers: Vec::new(),
+            scan_query: false,
         }],
         prices: vec![Price {
             model: "gpt-4o-mini".into(),

@@ -121,6 +121,38 @@ impl Checker {
         }
     }
 
+    /// Reports a string that cannot be an HTTP request header name (see
+    /// [`codes::BAD_HEADER_NAME`]).
+    pub(super) fn header_name(&mut self, name: &str, span: Span) {
+        const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b));
+        if ok {
+            return;
+        }
+        let message = if name.is_empty() {
+            "an empty string is not a header name".to_string()
+        } else {
+            format!("`{name}` is not a header name")
+        };
+        let help = if name.starts_with(':') {
+            "pseudo-headers are not scanned; for the query string use `query has` or `scan query`"
+        } else {
+            "a header name is letters, digits and `!#$%&'*+-.^_`|~`"
+        };
+        self.push(
+            Diagnostic::new(
+                codes::BAD_HEADER_NAME,
+                message,
+                span,
+                "expected an HTTP header name",
+            )
+            .help(help),
+        );
+    }
+
     fn not_in_match(&mut self, span: Span, what: &str) {
         self.push(
             Diagnostic::new(
@@ -242,10 +274,24 @@ impl Checker {
                 }
             }
             Cond::Has { subject, target } => {
-                if subject.node == Subject::Response {
-                    self.response_only(ctx, subject.span, "`response has`");
-                } else if ctx.response.is_none() {
-                    self.not_in_match(subject.span, "the prompt");
+                match &subject.node {
+                    Subject::Response => self.response_only(ctx, subject.span, "`response has`"),
+                    Subject::Prompt if ctx.response.is_none() => {
+                        self.not_in_match(subject.span, "the prompt")
+                    }
+                    Subject::Header(_) | Subject::Query if ctx.response.is_none() => {
+                        self.push(
+                            Diagnostic::new(
+                                codes::MATCH_USES_BODY,
+                                "workflow `match` runs no detectors",
+                                subject.span,
+                                "detectors run in rules, once the workflow is chosen",
+                            )
+                            .help("match on the header's value here, and put `has` in a rule"),
+                        );
+                    }
+                    Subject::Header(name) => self.header_name(name, subject.span),
+                    Subject::Prompt | Subject::Query => {}
                 }
                 ctx.has_count += 1;
                 let names = self.has_target(target);

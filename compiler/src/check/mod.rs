@@ -818,6 +818,20 @@ impl Checker {
                     };
                     rate = Some((fraction, value.span));
                 }
+                WorkflowStmt::Scan(ScanTarget::Query) => {}
+                WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
+                    for n in &names.node {
+                        match &n.node {
+                            Lit::Str(s) => self.header_name(s, n.span),
+                            _ => self.push(Diagnostic::new(
+                                codes::BAD_HEADER_NAME,
+                                "`scan headers` takes header names in quotes",
+                                n.span,
+                                "expected a string",
+                            )),
+                        }
+                    }
+                }
                 WorkflowStmt::Identify(ids) => {
                     for id in ids {
                         let who = id.node.who.node.as_str();

@@ -168,6 +168,10 @@ pub const NOTHING_TO_TRANSFORM: Code = Code("E0606");
 pub const OVERSIGHT_OPTION: Code = Code("E0607");
 /// `route` rewrites the requested model, so it only works on request-phase rules.
 pub const ROUTE_ON_RESPONSE: Code = Code("E0608");
+/// `header "…" has` and `scan headers […]` take HTTP header names: letters, digits and
+/// `!#$%&'*+-.^_`|~`, not empty, not a pseudo-header such as `:path` (use `query has` or
+/// `scan query` for the query string).
+pub const BAD_HEADER_NAME: Code = Code("E0609");
 
 // ---- rule logic ----
 
@@ -256,6 +260,7 @@ pub const ALL: &[Code] = &[
     NOTHING_TO_TRANSFORM,
     OVERSIGHT_OPTION,
     ROUTE_ON_RESPONSE,
+    BAD_HEADER_NAME,
     NEVER_FIRES,
     INTERNAL,
     SHADOWED_RULE,

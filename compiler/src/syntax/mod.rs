@@ -506,6 +506,13 @@ impl Builder<'_> {
                     percent: v.as_rule() == Rule::percent,
                 }
             }
+            Rule::scan_stmt => {
+                let list = s.into_inner().find(|c| c.as_rule() == Rule::list);
+                match list {
+                    Some(l) => WorkflowStmt::Scan(ScanTarget::Headers(self.list(l, 0))),
+                    None => WorkflowStmt::Scan(ScanTarget::Query),
+                }
+            }
             Rule::identify_stmt => WorkflowStmt::Identify(
                 self.kids(s)
                     .into_iter()
@@ -696,6 +703,15 @@ impl Builder<'_> {
                     match c.as_rule() {
                         Rule::k_prompt => subject = Node::new(Subject::Prompt, self.span(&c)),
                         Rule::k_response => subject = Node::new(Subject::Response, self.span(&c)),
+                        Rule::k_query => subject = Node::new(Subject::Query, self.span(&c)),
+                        Rule::header_subject => {
+                            let span = self.span(&c);
+                            if let Some(name) = c.into_inner().find(|n| n.as_rule() == Rule::string)
+                            {
+                                let name = self.string(&name).node;
+                                subject = Node::new(Subject::Header(name), span);
+                            }
+                        }
                         Rule::has_target => target = Some(self.has_target(c)),
                         _ => {}
                     }
