@@ -275,3 +275,229 @@ fn disguised_values_and_other_carriers_never_leak_in_both_hosts() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+const ALL_BUILTINS: &str = r#"
+policy "all-builtins" version "1.0.0" {
+  owner "security@example.com"
+  implements "ai-policy.md"
+}
+
+workflow "support" {
+  match header "x-workflow" == "support"
+  scan headers ["x-customer-note"]
+  scan query
+}
+
+rule AIP-2.1 "Personal data is pseudonymised" {
+  on request
+  when prompt has pii
+  then tokenise
+}
+
+rule AIP-2.4 "Credentials are pseudonymised" {
+  on request
+  when prompt has secret
+  then tokenise
+}
+"#;
+
+/// One true value per built-in detector, from the labelled corpus (so a detector added
+/// there is covered here too).
+fn corpus_values() -> Vec<(String, String)> {
+    let dir = crate::support::workspace_root().join("tests/data/detectors");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    for f in files {
+        let name = f.file_stem().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let first = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r["label"] == "match")
+            .and_then(|r| r["value"].as_str().map(String::from));
+        if let Some(v) = first {
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+fn fullwidth(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '!'..='~' => char::from_u32(u32::from(c) - 0x21 + 0xFF01).unwrap_or(c),
+            _ => c,
+        })
+        .collect()
+}
+
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn base64(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every string value and object key of a JSON body, decoded, one per line.
+fn json_strings(body: &[u8]) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| {
+                out.push_str(k);
+                out.push('\n');
+                walk(x, out);
+            }),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        walk(&v, &mut out);
+    }
+    out
+}
+
+fn check_every_builtin(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> {
+    let upstream = Upstream::start(Reply::Echo {
+        sse: true,
+        tool_args: false,
+    });
+    let gw = WritGateway::start(kind, artifact, upstream.addr(), &Options::default())?;
+    let ctx = |msg: String| format!("[{}] {msg}", gw.name());
+    let t = Duration::from_secs(30);
+    let values = corpus_values();
+    let encodings: [(&str, fn(&str) -> String); 4] = [
+        ("plain", |s| s.to_string()),
+        ("fullwidth", fullwidth),
+        ("percent", percent),
+        ("base64", base64),
+    ];
+    for (enc, f) in encodings {
+        let sent: Vec<(String, String)> = values
+            .iter()
+            .filter(|(_, v)| enc != "base64" || v.len() >= 12)
+            .map(|(n, v)| (n.clone(), f(v)))
+            .collect();
+        let content = sent
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let body = json!({"model": "gpt-4o-mini", "stream": true,
+            "messages": [{"role": "user", "content": content}]});
+        let req = Request::post_json("/v1/chat/completions", &body.to_string())
+            .header("x-workflow", "support");
+        let res = send(gw.addr(), &req, t).map_err(|e| ctx(e.to_string()))?;
+        let back = reassemble(&res.body_str());
+        if res.status != 200 || back != content {
+            return Err(ctx(format!(
+                "{enc}: status {}, client got {back:?}\nwanted {content:?}",
+                res.status
+            )));
+        }
+        let seen = upstream.received();
+        let up = seen
+            .last()
+            .ok_or_else(|| ctx("no upstream request".into()))?;
+        let strings = json_strings(&up.body);
+        for ((name, v), (_, plain)) in sent.iter().zip(
+            values
+                .iter()
+                .filter(|(_, p)| enc != "base64" || p.len() >= 12),
+        ) {
+            if strings.contains(v.as_str()) || strings.contains(plain.as_str()) {
+                return Err(ctx(format!("{enc}: upstream saw {name} {v:?}:\n{strings}")));
+            }
+        }
+    }
+    // Headers and the query string: the single-line values, plain and percent-encoded.
+    let lines: Vec<&(String, String)> = values.iter().filter(|(_, v)| !v.contains('\n')).collect();
+    let note = lines
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let query = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| format!("v{i}={}", percent(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let req = Request::post_json(&format!("/v1/chat/completions?{query}"), &body.to_string())
+        .header("x-workflow", "support")
+        .header("x-customer-note", &note);
+    upstream.set_reply(Reply::Echo {
+        sse: false,
+        tool_args: false,
+    });
+    let res = send(gw.addr(), &req, t).map_err(|e| ctx(e.to_string()))?;
+    if res.status != 200 {
+        return Err(ctx(format!(
+            "carriers: status {}: {}",
+            res.status,
+            res.body_str()
+        )));
+    }
+    let seen = upstream.received();
+    let up = seen
+        .last()
+        .ok_or_else(|| ctx("no upstream request".into()))?;
+    let head = everything(up);
+    for (name, v) in &lines {
+        if head.contains(v.as_str()) || head.contains(&percent(v)) {
+            return Err(ctx(format!("carriers: upstream saw {name} {v:?}:\n{head}")));
+        }
+    }
+    eprintln!(
+        "[{}] {} built-in types × 4 encodings in the body, {} in a header and the query: none reached the upstream",
+        gw.name(),
+        values.len(),
+        lines.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn every_builtin_type_in_every_carrier_and_encoding_in_both_hosts() {
+    let dir = TempDir::new("pii-all-builtins");
+    let src = dir.path().join("all.policy");
+    std::fs::write(&src, ALL_BUILTINS).unwrap();
+    let artifact = build_policy(&src, dir.path());
+    let failures: Vec<String> = HostKind::BOTH
+        .iter()
+        .filter_map(|&kind| check_every_builtin(kind, &artifact).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
