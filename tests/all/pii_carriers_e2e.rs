@@ -327,6 +327,9 @@ fn corpus_values() -> Vec<(String, String)> {
     out
 }
 
+/// How a test disguises a value.
+type Encode = fn(&str) -> String;
+
 fn fullwidth(s: &str) -> String {
     s.chars()
         .map(|c| match c {
@@ -397,7 +400,7 @@ fn check_every_builtin(kind: HostKind, artifact: &std::path::Path) -> Result<(),
     let ctx = |msg: String| format!("[{}] {msg}", gw.name());
     let t = Duration::from_secs(30);
     let values = corpus_values();
-    let encodings: [(&str, fn(&str) -> String); 4] = [
+    let encodings: [(&str, Encode); 4] = [
         ("plain", |s| s.to_string()),
         ("fullwidth", fullwidth),
         ("percent", percent),
