@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Compile the module every time instead of using the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Wall-clock budget of one filter callback, in milliseconds; a callback past it is
+    /// stopped and its request answered with the fixed 503 `engine_error`.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub filter_timeout_ms: u64,
     /// The JWT verifier that sets the policy's trusted identity headers.
     #[command(flatten)]
     pub jwt: writ::identity::JwtArgs,
@@ -288,6 +292,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Host> {
     let mut config = HostConfig::new(module.clone());
     config.cache_dir = super::run::cache_dir(args.cache_dir.as_ref(), args.no_cache);
     // Two sets of workers may overlap during a reload.
+    config.limits.call_timeout = std::time::Duration::from_millis(args.filter_timeout_ms.max(1));
     config.limits.max_vms = u32::try_from(args.workers.saturating_mul(2) + 2).unwrap_or(64);
     if let Some(path) = &args.config {
         config.plugin_config =
