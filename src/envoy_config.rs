@@ -17,6 +17,10 @@
 //!   namespace (budgets, kill switch) and a new version keeps the counters of the old.
 //! - The request buffer limit bounds what the filter may buffer; larger bodies get a 413 from
 //!   Envoy before the filter runs.
+//! - Trusted identity headers: a `header_mutation` filter first removes the client's copies,
+//!   then (with a verifier) `jwt_authn` sets them from a verified token's claims, and a
+//!   `local_reply_config` mapper turns its 401 into an OpenAI-style error; see
+//!   `docs/security.md` for the ordering and why Envoy itself refuses bad tokens.
 //! - A TLS upstream's certificate is verified against a CA bundle and must name the host:
 //!   Envoy's default would accept any certificate, sending prompts to whoever answers.
 //!
