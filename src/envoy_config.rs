@@ -17,6 +17,10 @@
 //!   namespace (budgets, kill switch) and a new version keeps the counters of the old.
 //! - The request buffer limit bounds what the filter may buffer; larger bodies get a 413 from
 //!   Envoy before the filter runs.
+//! - Trusted identity headers: a `header_mutation` filter first removes the client's copies,
+//!   then (with a verifier) `jwt_authn` sets them from a verified token's claims, and a
+//!   `local_reply_config` mapper turns its 401 into an OpenAI-style error; see
+//!   `docs/security.md` for the ordering and why Envoy itself refuses bad tokens.
 //! - A TLS upstream's certificate is verified against a CA bundle and must name the host:
 //!   Envoy's default would accept any certificate, sending prompts to whoever answers.
 //!
@@ -90,7 +94,66 @@ pub struct EnvoyConfig {
     /// `alert_sink`, `body_limit`). For a writ artifact `artifact_sha256` is added, so
     /// audit records name the artifact.
     pub plugin_config: serde_json::Map<String, serde_json::Value>,
+    /// Trusted identity headers (lower case): the client's copies are removed by a
+    /// `header_mutation` filter that runs before every other filter.
+    pub trusted_headers: Vec<String>,
+    /// When set, `jwt_authn` verifies a bearer token on every request (except the exempt
+    /// paths) and sets the trusted headers from its claims.
+    pub jwt: Option<JwtAuthn>,
 }
+
+/// The `jwt_authn` provider `writ envoy` emits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtAuthn {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: Jwks,
+    /// `(header, claim)`: `claim_to_headers` entries.
+    pub claims: Vec<(String, String)>,
+    /// Paths with no token requirement (the kill switch's admin endpoint, which carries
+    /// its own bearer token).
+    pub exempt_paths: Vec<String>,
+}
+
+/// Where `jwt_authn` reads its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Jwks {
+    /// `local_jwks.filename`, read when Envoy starts.
+    File(PathBuf),
+    /// `remote_jwks`: fetched from `url` through the `writ_jwks` cluster and cached.
+    Remote {
+        url: String,
+        host: String,
+        port: u16,
+        tls: bool,
+    },
+}
+
+impl Jwks {
+    /// A file path, or an `http(s)://` URL whose host becomes the `writ_jwks` cluster.
+    pub fn parse(spec: &str) -> Result<Jwks, EnvoyConfigError> {
+        if !(spec.starts_with("http://") || spec.starts_with("https://")) {
+            let path = std::path::absolute(spec)
+                .map_err(|_| EnvoyConfigError::Address(spec.to_string()))?;
+            return Ok(Jwks::File(path));
+        }
+        let tls = spec.starts_with("https://");
+        let rest = spec.split_once("://").map_or("", |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        let base = format!("{}://{authority}", if tls { "https" } else { "http" });
+        let (host, port, _) = parse_upstream(&base)?;
+        Ok(Jwks::Remote {
+            url: spec.to_string(),
+            host,
+            port,
+            tls,
+        })
+    }
+}
+
+/// The name of the `jwt_authn` provider, and of the cluster a remote JWKS is fetched by.
+const JWT_PROVIDER: &str = "writ";
+const JWKS_CLUSTER: &str = "writ_jwks";
 
 /// A problem with the inputs of [`EnvoyConfig::new`].
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +212,8 @@ impl EnvoyConfig {
             route_timeout_secs: 300,
             clusters: Vec::new(),
             plugin_config: serde_json::Map::new(),
+            trusted_headers: Vec::new(),
+            jwt: None,
         })
     }
 
@@ -260,8 +325,8 @@ static_resources:
                   # after 60 s without a byte.
                   timeout: {route_timeout}s
                   idle_timeout: 60s
-          http_filters:
-          - name: envoy.filters.http.wasm
+{local_reply}          http_filters:
+{identity_filters}          - name: envoy.filters.http.wasm
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
@@ -280,6 +345,8 @@ static_resources:
             listen_port = self.listen_port,
             max = self.max_request_bytes,
             route_timeout = self.route_timeout_secs,
+            local_reply = self.local_reply_yaml(),
+            identity_filters = self.identity_filters_yaml(),
         );
         // Deployment settings only: the policy itself is compiled into the artifact.
         let mut plugin = self.plugin_config.clone();
@@ -329,7 +396,141 @@ static_resources:
         for c in &self.clusters {
             self.write_cluster(&mut y, &c.name, &c.host, c.port, false);
         }
+        if let Some(JwtAuthn {
+            jwks: Jwks::Remote {
+                host, port, tls, ..
+            },
+            ..
+        }) = &self.jwt
+        {
+            self.write_cluster(&mut y, JWKS_CLUSTER, host, *port, *tls);
+        }
         y
+    }
+
+    /// The filters in front of the wasm filter: first `header_mutation`, removing the
+    /// client's copies of the trusted headers (filters run in order, so no later filter,
+    /// `jwt_authn` and the policy included, ever sees them); then `jwt_authn`, which
+    /// refuses a missing or invalid token with 401 and sets each trusted header from a
+    /// claim of the verified one.
+    fn identity_filters_yaml(&self) -> String {
+        let mut y = String::new();
+        let mut strip = self.trusted_headers.clone();
+        if let Some(jwt) = &self.jwt {
+            for (h, _) in &jwt.claims {
+                if !strip.contains(h) {
+                    strip.push(h.clone());
+                }
+            }
+        }
+        if !strip.is_empty() {
+            let _ = writeln!(
+                y,
+                "          # Identity headers are set by a verifier only: the client's copies go first.
+          - name: envoy.filters.http.header_mutation
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations:
+                request_mutations:"
+            );
+            for h in &strip {
+                let _ = writeln!(y, "                - remove: {}", yaml_str(h));
+            }
+        }
+        let Some(jwt) = &self.jwt else {
+            return y;
+        };
+        let _ = writeln!(
+            y,
+            "          # A bearer JWT is required; its claims set the trusted identity headers.
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                {JWT_PROVIDER}:
+                  issuer: {issuer}
+                  audiences: [{audiences}]
+                  # The token proves who the client is to the gateway; it is not the provider's.
+                  forward: false
+                  clock_skew_seconds: 60",
+            issuer = yaml_str(&jwt.issuer),
+            audiences = jwt
+                .audiences
+                .iter()
+                .map(|a| yaml_str(a))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        match &jwt.jwks {
+            Jwks::File(path) => {
+                let _ = writeln!(
+                    y,
+                    "                  local_jwks:
+                    filename: {}",
+                    yaml_str(&path.display().to_string())
+                );
+            }
+            Jwks::Remote { url, .. } => {
+                let _ = writeln!(
+                    y,
+                    "                  remote_jwks:
+                    http_uri:
+                      uri: {}
+                      cluster: {JWKS_CLUSTER}
+                      timeout: 5s
+                    cache_duration: 300s",
+                    yaml_str(url)
+                );
+            }
+        }
+        if !jwt.claims.is_empty() {
+            let _ = writeln!(y, "                  claim_to_headers:");
+            for (h, c) in &jwt.claims {
+                let _ = writeln!(
+                    y,
+                    "                  - {{ header_name: {}, claim_name: {} }}",
+                    yaml_str(h),
+                    yaml_str(c)
+                );
+            }
+        }
+        let _ = writeln!(y, "              rules:");
+        for p in &jwt.exempt_paths {
+            let _ = writeln!(y, "              - match: {{ path: {} }}", yaml_str(p));
+        }
+        let _ = writeln!(
+            y,
+            "              - match: {{ prefix: \"/\" }}
+                requires: {{ provider_name: {JWT_PROVIDER} }}"
+        );
+        y
+    }
+
+    /// With a verifier, `jwt_authn`'s plain-text 401 becomes an OpenAI-style JSON error
+    /// (`code` carries Envoy's reason, e.g. `jwt_authn_access_denied{Jwt_is_expired}`).
+    /// Only replies whose details name `jwt_authn` are rewritten; the policy's own errors
+    /// are JSON already.
+    fn local_reply_yaml(&self) -> String {
+        if self.jwt.is_none() {
+            return String::new();
+        }
+        "          local_reply_config:
+            mappers:
+            - filter:
+                extension_filter:
+                  name: envoy.access_loggers.extension_filters.cel
+                  typed_config:
+                    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                    expression: \"response.code_details.startsWith('jwt_authn')\"
+              body_format_override:
+                content_type: application/json
+                json_format:
+                  error:
+                    message: \"The bearer token is missing or not valid.\"
+                    type: authentication_error
+                    code: \"%RESPONSE_CODE_DETAILS%\"
+"
+        .to_string()
     }
 
     fn write_cluster(&self, y: &mut String, name: &str, host: &str, port: u16, tls: bool) {

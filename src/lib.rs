@@ -5,4 +5,5 @@ pub mod audit_log;
 pub mod coverage;
 pub mod diff;
 pub mod engine;
+pub mod identity;
 pub mod policy_tests;

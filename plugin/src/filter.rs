@@ -635,6 +635,9 @@ impl HttpContext for Http {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        if self.request_id.is_empty() {
+            self.record_unseen(&shared);
+        }
         if self.reservation.as_ref().is_some_and(Reservation::is_open) {
             if (200..300).contains(&self.response_status) {
                 // A reply came but carried no usage: charge the estimate, and say so.
@@ -1445,6 +1448,54 @@ impl Http {
         for line in std::mem::take(&mut self.alert_lines) {
             host::log(LogLevel::Info, &line);
         }
+    }
+
+    /// A request answered before this filter saw it, by a filter in front of it (Envoy's
+    /// `jwt_authn` refusing a token) or by Envoy itself: Envoy still calls `on_log`, with
+    /// the request headers and the reply's status and details, so it gets its record too
+    /// (outcome `denied` for 401/403, else `error`; `detail` names Envoy's reason).
+    fn record_unseen(&mut self, shared: &Shared) {
+        let headers = host::headers(host::REQUEST_HEADERS).unwrap_or_default();
+        self.request = Request::from_headers(headers, None);
+        self.now_nanos = host::now_nanos();
+        self.request_id = self
+            .request
+            .header("x-request-id")
+            .map(str::to_string)
+            .or_else(|| host::property(&["request", "id"]).and_then(|b| String::from_utf8(b).ok()))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("writ-{}-{}", self.context_id, self.now_nanos));
+        let policy = shared.policy();
+        self.audit = AuditRecord::request(
+            policy,
+            self.config.artifact_sha256.as_deref(),
+            &self.request_id,
+            self.now_nanos as i64,
+        );
+        self.identity = eval::identify(policy, &self.request);
+        self.audit.workflow = self.workflow_name(shared);
+        // Envoy reports `response.code` as a little-endian int64.
+        let status = host::property(&["response", "code"])
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(i64::from_le_bytes)
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(self.response_status);
+        self.audit.status = status;
+        self.audit.outcome = if matches!(status, 401 | 403) {
+            "denied"
+        } else {
+            "error"
+        }
+        .into();
+        let details = host::property(&["response", "code_details"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        let details: String = details
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(120)
+            .collect();
+        self.audit.detail = Some(format!("answered before the policy ran: {details}"));
     }
 
     fn host_failed(&mut self, what: &str) -> Action {

@@ -57,20 +57,48 @@ impl HostError {
     }
 
     /// The reply a client gets when this error ends its request: fail closed, never
-    /// forwarding unfiltered traffic. 413 for an oversized body, 503 otherwise.
+    /// forwarding unfiltered traffic. 413 for an oversized body, otherwise the fixed 503
+    /// [`ENGINE_ERROR_BODY`]. The body is the same for every failure, so no backtrace,
+    /// path or internal message ever reaches a client; the detail stays in the host's log
+    /// and in [`LocalResponse::details`].
     pub fn fail_closed_response(&self) -> LocalResponse {
-        let status = match self {
-            Self::BodyTooLarge { .. } => 413,
-            _ => 503,
+        let (status, body) = match self {
+            Self::BodyTooLarge { .. } => (413, BODY_TOO_LARGE_BODY),
+            _ => (503, ENGINE_ERROR_BODY),
         };
-        let body = serde_json::json!({
-            "error": { "type": self.kind(), "message": self.to_string() }
-        });
         LocalResponse {
             status,
             headers: vec![("content-type".to_string(), "application/json".to_string())],
-            body: body.to_string().into_bytes(),
+            body: body.as_bytes().to_vec(),
             details: self.kind().to_string(),
         }
+    }
+}
+
+/// The one body a client gets when the filter fails (a trap, a deadline, a host error):
+/// OpenAI-style, like the filter's own errors, and the same whatever went wrong.
+pub const ENGINE_ERROR_BODY: &str = r#"{"error":{"message":"The policy engine failed; the request was not forwarded.","type":"engine_error","code":"engine_error"}}"#;
+
+/// The body of a 413 for a body larger than the host buffers.
+pub const BODY_TOO_LARGE_BODY: &str = r#"{"error":{"message":"The request body is larger than the gateway accepts.","type":"invalid_request_error","code":"body_too_large"}}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_answer_a_fixed_body_without_internals() {
+        let e = HostError::Trap {
+            kind: TrapKind::Deadline,
+            message: "wasm backtrace: 0: 0x1234 - <unknown>!writ_plugin::eval /src/x.rs".into(),
+        };
+        let r = e.fail_closed_response();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.body, ENGINE_ERROR_BODY.as_bytes());
+        assert_eq!(r.details, "filter_timeout");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "engine_error");
+        let big = HostError::BodyTooLarge { limit: 9 }.fail_closed_response();
+        assert_eq!(big.status, 413);
     }
 }

@@ -24,7 +24,10 @@ pub use abi::{Headers, LogLevel, MetricKind};
 pub use config::{HostConfig, Limits};
 pub use error::{HostError, TrapKind};
 pub use exchange::{ClientResponse, Exchange, RequestSpec, UpstreamReply, UpstreamRequest};
-pub use gateway::{Gateway, GatewayConfig, GatewayError, LogSink};
+pub use gateway::identity::{IdentityConfig, JwtVerifier, TokenError};
+pub use gateway::{
+    Gateway, GatewayConfig, GatewayError, LogSink, Refusal, RefusalKind, RefusalSink,
+};
 pub use host::Host;
 pub use shared::MetricValue;
 pub use state::{LocalResponse, LogRecord, StreamInfo};

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::envoy_config::{EnvoyConfig, FailurePolicy};
+use crate::envoy_config::{EnvoyConfig, FailurePolicy, Jwks, JwtAuthn};
 
 /// Arguments of `writ envoy`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +44,9 @@ pub struct EnvoyArgs {
     /// The VM id (shared-data namespace); defaults to `writ.<policy name>`.
     #[arg(long, value_name = "ID")]
     pub vm_id: Option<String>,
+    /// The JWT verifier (`jwt_authn`) that sets the policy's trusted identity headers.
+    #[command(flatten)]
+    pub jwt: writ::identity::JwtArgs,
 }
 
 fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
@@ -76,11 +79,50 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
         }
     }
     config.failure_policy = args.failure_policy;
-    config.upstream_ca = args.upstream_ca;
+    config.upstream_ca = args.upstream_ca.clone();
     config.max_request_bytes = args.max_request_bytes;
-    if let Some(id) = args.vm_id {
+    if let Some(id) = args.vm_id.clone() {
         config.vm_id = id;
     }
+    identity(&args, &mut config)?;
     print!("{}", config.to_yaml());
+    Ok(())
+}
+
+/// Trusted headers are always stripped; with `--jwt-issuer`, `jwt_authn` sets them.
+fn identity(args: &EnvoyArgs, config: &mut EnvoyConfig) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.artifact)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.artifact.display()))?;
+    let policy = writ_compiler::link::read_policy(&bytes).ok();
+    let trusted = policy
+        .as_ref()
+        .map(writ::identity::trusted_headers)
+        .unwrap_or_default();
+    config.trusted_headers = trusted.clone();
+    let Some(issuer) = &args.jwt.jwt_issuer else {
+        if !trusted.is_empty() {
+            eprintln!(
+                "{}",
+                writ::identity::unverified_warning("writ envoy", &trusted)
+            );
+        }
+        return Ok(());
+    };
+    let jwks = args
+        .jwt
+        .jwks
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--jwt-issuer needs --jwks"))?;
+    config.jwt = Some(JwtAuthn {
+        issuer: issuer.clone(),
+        audiences: args.jwt.jwt_audience.clone(),
+        jwks: Jwks::parse(jwks)?,
+        claims: writ::identity::claim_mapping(&trusted, &args.jwt.jwt_claims)?,
+        exempt_paths: policy
+            .as_ref()
+            .and_then(|p| p.kill_switch.as_ref())
+            .map(|ks| vec![ks.admin_path.clone()])
+            .unwrap_or_default(),
+    });
     Ok(())
 }

@@ -47,11 +47,19 @@ pub struct ServeArgs {
     /// Compile the module every time instead of using the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Wall-clock budget of one filter callback, in milliseconds; a callback past it is
+    /// stopped and its request answered with the fixed 503 `engine_error`.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub filter_timeout_ms: u64,
+    /// The JWT verifier that sets the policy's trusted identity headers.
+    #[command(flatten)]
+    pub jwt: writ::identity::JwtArgs,
 }
 
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the artifact and configuration.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let host = load(&args)?;
+    let policy = policy_of(&args)?;
     let mut gateway = GatewayConfig::new(args.listen, &args.upstream);
     gateway.workers = args.workers.max(1);
     gateway.max_request_body = args.max_body;
@@ -59,18 +67,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway.upstream_ca =
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
     }
+    let trusted = policy
+        .as_ref()
+        .map(writ::identity::trusted_headers)
+        .unwrap_or_default();
+    gateway.identity = identity_config(&args, policy.as_ref(), &trusted)?;
     let audit = match &args.audit_log {
-        Some(path) => Some(audit_sink(path)?),
+        Some(path) => Some(open_audit_log(path)?),
         None => None,
     };
-    gateway.log_sink = Some(stderr_sink(audit));
+    gateway.log_sink = Some(stderr_sink(audit.clone().map(audit_sink)));
+    gateway.refusal_sink = Some(refusal_sink(policy.clone(), artifact_sha256(&args)?, audit));
     let gateway = Gateway::start(host, gateway)?;
     eprintln!(
         "writ serve: listening on http://{} -> {}",
         gateway.local_addr(),
         args.upstream
     );
-    gateway.run_until_signal(|| load(&args).map_err(|e| format!("{e:#}")))?;
+    gateway.run_until_signal(|| {
+        // The identity headers are fixed at start: a module that trusts other headers
+        // needs a restart, so that their client copies are never let through.
+        let now = policy_of(&args)
+            .map_err(|e| format!("{e:#}"))?
+            .as_ref()
+            .map(writ::identity::trusted_headers)
+            .unwrap_or_default();
+        if now != trusted {
+            return Err(format!(
+                "the new module trusts header(s) {now:?} instead of {trusted:?}: restart writ serve to change identity headers"
+            ));
+        }
+        load(&args).map_err(|e| format!("{e:#}"))
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -96,23 +124,132 @@ fn stderr_sink(next: Option<writ_runtime::LogSink>) -> writ_runtime::LogSink {
     }))
 }
 
-/// A sink that appends the filter's `writ-audit` records to a hash-chained JSONL file.
-fn audit_sink(path: &std::path::Path) -> anyhow::Result<writ_runtime::LogSink> {
+/// The hash-chained audit log, shared by the filter's records and the gateway's own.
+type SharedAuditLog = std::sync::Arc<std::sync::Mutex<writ::audit_log::AuditLog>>;
+
+fn open_audit_log(path: &std::path::Path) -> anyhow::Result<SharedAuditLog> {
     let log = writ::audit_log::AuditLog::open(path)
         .map_err(|e| anyhow::anyhow!("cannot open the audit log {}: {e}", path.display()))?;
-    let log = std::sync::Mutex::new(log);
-    Ok(writ_runtime::LogSink(std::sync::Arc::new(move |record| {
-        let Some(value) = writ_plugin::audit::parse_log_line(&record.message) else {
-            return;
-        };
-        let mut log = match log.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Err(e) = log.append(&value) {
-            eprintln!("error: writing the audit log: {e}");
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(log)))
+}
+
+fn append(log: &SharedAuditLog, value: &serde_json::Value) {
+    let mut log = match log.lock() {
+        Ok(l) => l,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Err(e) = log.append(value) {
+        eprintln!("error: writing the audit log: {e}");
+    }
+}
+
+/// A sink that appends the filter's `writ-audit` records to a hash-chained JSONL file.
+fn audit_sink(log: SharedAuditLog) -> writ_runtime::LogSink {
+    writ_runtime::LogSink(std::sync::Arc::new(move |record| {
+        if let Some(value) = writ_plugin::audit::parse_log_line(&record.message) {
+            append(&log, &value);
         }
-    })))
+    }))
+}
+
+/// Records the requests the gateway answered itself (a refused token, a failed engine),
+/// which the filter could not record: outcome `denied` with `detail: "unauthenticated:
+/// <code>"`, or outcome `error` with `detail: "engine_error: <kind>"`. Printed to stderr
+/// like the filter's records, and appended to the audit log when there is one.
+fn refusal_sink(
+    policy: Option<writ_plugin::ir::Policy>,
+    artifact_sha256: String,
+    log: Option<SharedAuditLog>,
+) -> writ_runtime::RefusalSink {
+    writ_runtime::RefusalSink(std::sync::Arc::new(move |refusal| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let mut record = match &policy {
+            Some(p) => writ_plugin::audit::AuditRecord::request(
+                p,
+                Some(&artifact_sha256),
+                &refusal.request_id,
+                nanos,
+            ),
+            None => writ_plugin::audit::AuditRecord {
+                event: "request".into(),
+                time: writ_plugin::audit::rfc3339(nanos),
+                request_id: refusal.request_id.clone(),
+                artifact_sha256: Some(artifact_sha256.clone()),
+                ..Default::default()
+            },
+        };
+        record.status = refusal.status;
+        let (outcome, detail) = match refusal.kind {
+            writ_runtime::RefusalKind::Unauthenticated => ("denied", "unauthenticated"),
+            writ_runtime::RefusalKind::EngineFailure => ("error", "engine_error"),
+        };
+        record.outcome = outcome.into();
+        record.detail = Some(format!("{detail}: {}", refusal.code));
+        eprintln!("[info] writ serve: {}", record.log_line());
+        if let (Some(log), Ok(value)) = (&log, serde_json::to_value(&record)) {
+            append(log, &value);
+        }
+    }))
+}
+
+/// The policy inside the module, when it is a writ artifact.
+fn policy_of(args: &ServeArgs) -> anyhow::Result<Option<writ_plugin::ir::Policy>> {
+    let module = module_of(&args.policy)?;
+    Ok(writ_compiler::link::read_policy(&module).ok())
+}
+
+fn artifact_sha256(args: &ServeArgs) -> anyhow::Result<String> {
+    Ok(writ_compiler::link::sha256_hex(&module_of(&args.policy)?))
+}
+
+/// The identity rules: strip every trusted header; verify tokens when configured; warn
+/// when the policy trusts headers that nothing sets.
+fn identity_config(
+    args: &ServeArgs,
+    policy: Option<&writ_plugin::ir::Policy>,
+    trusted: &[String],
+) -> anyhow::Result<writ_runtime::IdentityConfig> {
+    let mut identity = writ_runtime::IdentityConfig {
+        strip: trusted.to_vec(),
+        exempt_paths: policy
+            .and_then(|p| p.kill_switch.as_ref())
+            .map(|ks| vec![ks.admin_path.clone()])
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let Some(issuer) = &args.jwt.jwt_issuer else {
+        if !trusted.is_empty() {
+            eprintln!(
+                "{}",
+                writ::identity::unverified_warning("writ serve", trusted)
+            );
+        }
+        return Ok(identity);
+    };
+    let jwks = match args.jwt.jwks_source() {
+        Some(writ::identity::JwksSource::File(path)) => std::fs::read(&path)
+            .with_context(|| format!("cannot read the JWKS {}", path.display()))?,
+        Some(writ::identity::JwksSource::Url(url)) => {
+            let ca = match &args.upstream_ca {
+                Some(p) => {
+                    Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+                }
+                None => None,
+            };
+            writ_runtime::gateway::identity::fetch_jwks(&url, ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("cannot fetch the JWKS from {url}: {e}"))?
+        }
+        None => anyhow::bail!("--jwt-issuer needs --jwks"),
+    };
+    let claims = writ::identity::claim_mapping(trusted, &args.jwt.jwt_claims)?;
+    let verifier =
+        writ_runtime::JwtVerifier::new(&jwks, issuer, args.jwt.jwt_audience.clone(), claims)
+            .map_err(|e| anyhow::anyhow!("--jwks: {e}"))?;
+    identity.verifier = Some(verifier);
+    Ok(identity)
 }
 
 /// The module to serve: a `.wasm` as is, or a `.policy` compiled and linked in memory.
@@ -155,6 +292,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Host> {
     let mut config = HostConfig::new(module.clone());
     config.cache_dir = super::run::cache_dir(args.cache_dir.as_ref(), args.no_cache);
     // Two sets of workers may overlap during a reload.
+    config.limits.call_timeout = std::time::Duration::from_millis(args.filter_timeout_ms.max(1));
     config.limits.max_vms = u32::try_from(args.workers.saturating_mul(2) + 2).unwrap_or(64);
     if let Some(path) = &args.config {
         config.plugin_config =

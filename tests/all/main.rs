@@ -11,6 +11,7 @@ mod coverage;
 mod enforcement;
 mod envoy;
 mod families;
+mod identity;
 mod pii_carriers_e2e;
 mod pii_e2e;
 mod policy_suite;

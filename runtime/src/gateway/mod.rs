@@ -4,6 +4,7 @@
 //! hyper 1 on tokio does the I/O; worker threads (one VM each) run the filter. A request is
 //! pinned to one worker for its whole life, since its HTTP context lives in that VM.
 
+pub mod identity;
 mod proxy;
 mod workers;
 
@@ -36,6 +37,45 @@ pub struct GatewayConfig {
     /// Receives every log line a filter wrote for a request, when its stream closes; the
     /// gateway itself only forwards them to `tracing` at debug level.
     pub log_sink: Option<LogSink>,
+    /// Identity headers to remove and the JWT verifier that may set them.
+    pub identity: identity::IdentityConfig,
+    /// Told about every request the gateway itself refused or failed (a bad token, an
+    /// engine failure), for which the filter could not write its own record.
+    pub refusal_sink: Option<RefusalSink>,
+}
+
+/// A request the gateway answered itself because the filter could not: what a caller
+/// needs to record it (an audit record, say). Holds no request content.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// `x-request-id` as the client sent it, else the one the gateway assigned.
+    pub request_id: String,
+    /// The status the client received (for a failure after the reply headers were sent,
+    /// the status already sent).
+    pub status: u16,
+    /// Why: [`RefusalKind::Unauthenticated`] or [`RefusalKind::EngineFailure`].
+    pub kind: RefusalKind,
+    /// A fixed machine-readable reason (`token_expired`, `filter_timeout`, …).
+    pub code: &'static str,
+}
+
+/// The two reasons the gateway answers for the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The identity check refused the request (401); the filter never saw it.
+    Unauthenticated,
+    /// The filter trapped, ran past its deadline, or the host failed it (fail closed).
+    EngineFailure,
+}
+
+/// Where [`Refusal`]s go. Called on the request's task; keep it short.
+#[derive(Clone)]
+pub struct RefusalSink(pub std::sync::Arc<dyn Fn(&Refusal) + Send + Sync>);
+
+impl std::fmt::Debug for RefusalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalSink")
+    }
 }
 
 /// Where a request's filter logs go (an audit log, say). Called on the request's task;
@@ -61,6 +101,8 @@ impl GatewayConfig {
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             log_sink: None,
+            identity: identity::IdentityConfig::default(),
+            refusal_sink: None,
         }
     }
 }

@@ -70,6 +70,8 @@ pub(crate) struct State {
     upstream_timeout: Duration,
     request_ids: AtomicU64,
     log_sink: Option<super::LogSink>,
+    identity: super::identity::IdentityConfig,
+    refusal_sink: Option<super::RefusalSink>,
 }
 
 impl State {
@@ -101,12 +103,14 @@ impl State {
             upstream_timeout: config.upstream_timeout,
             request_ids: AtomicU64::new(1),
             log_sink: config.log_sink.clone(),
+            identity: config.identity.clone(),
+            refusal_sink: config.refusal_sink.clone(),
         })
     }
 }
 
 /// TLS for HTTPS upstreams: the public web roots, plus `extra_ca` (PEM) when given.
-fn tls_config(extra_ca: Option<&[u8]>) -> Result<rustls::ClientConfig, GatewayError> {
+pub(crate) fn tls_config(extra_ca: Option<&[u8]>) -> Result<rustls::ClientConfig, GatewayError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore {
@@ -170,8 +174,10 @@ fn full(bytes: impl Into<Bytes>) -> ResBody {
         .boxed()
 }
 
-fn json_error(status: u16, kind: &str, message: &str) -> Response<ResBody> {
-    let body = serde_json::json!({ "error": { "type": kind, "message": message } });
+/// An OpenAI-style error, `{"error":{"message","type","code"}}`. Messages are fixed
+/// sentences: no error from a library, address or path reaches a client.
+fn json_error(status: u16, kind: &str, code: &str, message: &str) -> Response<ResBody> {
+    let body = serde_json::json!({ "error": { "message": message, "type": kind, "code": code } });
     respond(
         status,
         &[("content-type".to_string(), "application/json".to_string())],
@@ -197,8 +203,25 @@ fn local(resp: &LocalResponse) -> Response<ResBody> {
     respond(resp.status, &resp.headers, resp.body.clone())
 }
 
-fn fail(e: &HostError) -> Response<ResBody> {
-    local(&e.fail_closed_response())
+/// Fails a request closed: the fixed reply for `e`, and a [`super::Refusal`] for the
+/// caller's record (the filter could not write its own).
+fn failed(state: &State, request_id: &str, e: &HostError) -> Response<ResBody> {
+    tracing::warn!(request_id, kind = e.kind(), "request failed closed: {e}");
+    let reply = e.fail_closed_response();
+    report(state, request_id, reply.status, e.kind());
+    local(&reply)
+}
+
+/// Hands an engine failure to the refusal sink.
+fn report(state: &State, request_id: &str, status: u16, code: &'static str) {
+    if let Some(sink) = &state.refusal_sink {
+        (sink.0)(&super::Refusal {
+            request_id: request_id.to_string(),
+            status,
+            kind: super::RefusalKind::EngineFailure,
+            code,
+        });
+    }
 }
 
 /// Serves one HTTP request.
@@ -244,7 +267,15 @@ pub(crate) async fn handle(
                     }
                 }
             }
-            Err(e) => return json_error(400, "bad_request", &format!("reading the body: {e}")),
+            Err(e) => {
+                tracing::debug!("reading the request body: {e}");
+                return json_error(
+                    400,
+                    "invalid_request_error",
+                    "bad_request",
+                    "The request body could not be read.",
+                );
+            }
         }
     }
 
@@ -282,6 +313,32 @@ pub(crate) async fn handle(
         let id = format!("writ-{:x}-{n}", std::process::id());
         headers.push(("x-request-id".into(), id));
     }
+    let rid = header_get(&headers, "x-request-id")
+        .unwrap_or_default()
+        .to_string();
+    // Identity: the client's copies of trusted headers go first, whatever follows; then a
+    // configured verifier checks the token and sets them from its claims.
+    let path = header_get(&headers, ":path").unwrap_or("/").to_string();
+    if let Err(e) = state.identity.apply(&path, &mut headers) {
+        if let Some(sink) = &state.refusal_sink {
+            (sink.0)(&super::Refusal {
+                request_id: rid.clone(),
+                status: 401,
+                kind: super::RefusalKind::Unauthenticated,
+                code: e.code(),
+            });
+        }
+        let mut reply = json_error(401, "authentication_error", e.code(), e.message());
+        reply.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return reply;
+    }
+    if state.identity.verifier.is_some() {
+        // The token proved who the client is to this gateway; it is not the provider's.
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+    }
     let info = StreamInfo {
         source: Some(peer),
         ..StreamInfo::default()
@@ -290,8 +347,8 @@ pub(crate) async fn handle(
     let worker = state.lane();
     let id = match worker.run(move |vm| vm.open_stream(info)).await {
         Ok(Ok(id)) => id,
-        Ok(Err(e)) => return fail(&e),
-        Err(_) => return gone(),
+        Ok(Err(e)) => return failed(&state, &rid, &e),
+        Err(_) => return failed(&state, &rid, &StepError::Gone.host_error()),
     };
     let stepped = step(&state, &worker, move |vm| {
         let first = vm.request_headers(id, headers, body.is_empty())?;
@@ -304,9 +361,9 @@ pub(crate) async fn handle(
     .await;
     let flows = match stepped {
         Ok(flows) => flows,
-        Err(reply) => {
-            close(&state, &worker, id).await;
-            return reply;
+        Err(e) => {
+            let _ = close(&state, &worker, id).await;
+            return failed(&state, &rid, &e.host_error());
         }
     };
     let mut up_headers = None;
@@ -314,29 +371,47 @@ pub(crate) async fn handle(
     let mut ended = false;
     for flow in flows {
         if let Some(resp) = flow.local_response {
-            close(&state, &worker, id).await;
-            return local(&resp);
+            return finish_local(&state, &worker, id, &rid, &resp).await;
         }
         up_headers = up_headers.or(flow.headers);
         up_body.extend_from_slice(&flow.body);
         ended |= flow.end_of_stream;
     }
     let (Some(up_headers), true) = (up_headers, ended) else {
-        close(&state, &worker, id).await;
-        return fail(&HostError::Stalled("request"));
+        let _ = close(&state, &worker, id).await;
+        return failed(&state, &rid, &HostError::Stalled("request"));
     };
-    forward(state, worker, id, up_headers, up_body).await
+    forward(state, worker, id, rid, up_headers, up_body).await
+}
+
+/// Sends the filter's own reply; if closing the stream fails (its `on_log` trapped), the
+/// request is failed closed instead, so it still gets exactly one record.
+async fn finish_local(
+    state: &State,
+    worker: &Lane,
+    id: StreamId,
+    rid: &str,
+    resp: &LocalResponse,
+) -> Response<ResBody> {
+    match close(state, worker, id).await {
+        Ok(()) => local(resp),
+        Err(e) => failed(state, rid, &e),
+    }
 }
 
 fn too_large(limit: usize) -> Response<ResBody> {
     json_error(
         413,
+        "invalid_request_error",
         "body_too_large",
-        &format!("request body larger than {limit} bytes"),
+        &format!("The request body is larger than the {limit} bytes the gateway accepts."),
     )
 }
 
-async fn close(state: &State, worker: &Lane, id: StreamId) {
+/// Ends the stream (`on_log`, where the filter writes its record) and hands its logs to
+/// the sink. An error means the filter failed while closing: its record is lost with its
+/// VM, so the caller reports the failure unless it already did.
+async fn close(state: &State, worker: &Lane, id: StreamId) -> Result<(), HostError> {
     match worker.run(move |vm| vm.close_stream(id)).await {
         Ok(Ok(report)) => {
             for log in report.logs {
@@ -345,9 +420,13 @@ async fn close(state: &State, worker: &Lane, id: StreamId) {
                     (sink.0)(&log);
                 }
             }
+            Ok(())
         }
-        Ok(Err(e)) => tracing::debug!("closing stream: {e}"),
-        Err(_) => {}
+        Ok(Err(e)) => {
+            tracing::debug!("closing stream: {e}");
+            Err(e)
+        }
+        Err(_) => Err(StepError::Gone.host_error()),
     }
 }
 
@@ -355,6 +434,7 @@ async fn forward(
     state: Arc<State>,
     worker: Lane,
     id: StreamId,
+    rid: String,
     headers: Headers,
     body: Vec<u8>,
 ) -> Response<ResBody> {
@@ -376,31 +456,35 @@ async fn forward(
     let request = match builder.body(Full::new(Bytes::from(body))) {
         Ok(r) => r,
         Err(e) => {
-            close(&state, &worker, id).await;
-            return json_error(
-                502,
-                "bad_gateway",
-                &format!("the filter produced an invalid request: {e}"),
-            );
+            tracing::warn!("the filter produced an invalid request: {e}");
+            let _ = close(&state, &worker, id).await;
+            return failed(&state, &rid, &HostError::Stalled("request"));
         }
     };
     let reply = tokio::time::timeout(state.upstream_timeout, state.client.request(request)).await;
     let reply = match reply {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            close(&state, &worker, id).await;
+            tracing::warn!("upstream request failed: {e}");
+            if let Err(e) = close(&state, &worker, id).await {
+                return failed(&state, &rid, &e);
+            }
             return json_error(
                 502,
+                "upstream_error",
                 "upstream_unavailable",
-                &format!("upstream request failed: {e}"),
+                "The model provider could not be reached.",
             );
         }
         Err(_) => {
-            close(&state, &worker, id).await;
+            if let Err(e) = close(&state, &worker, id).await {
+                return failed(&state, &rid, &e);
+            }
             return json_error(
                 504,
+                "upstream_error",
                 "upstream_timeout",
-                "the upstream did not answer in time",
+                "The model provider did not answer in time.",
             );
         }
     };
@@ -425,17 +509,16 @@ async fn forward(
     // Feed frames until the filter releases the response headers.
     let mut flow = match first {
         Ok(flows) => merge(flows),
-        Err(reply) => {
-            close(&state, &worker, id).await;
-            return reply;
+        Err(e) => {
+            let _ = close(&state, &worker, id).await;
+            return failed(&state, &rid, &e.host_error());
         }
     };
     let mut held: Vec<Bytes> = Vec::new();
     let mut upstream_done = empty;
     let client_headers = loop {
         if let Some(resp) = flow.local_response.take() {
-            close(&state, &worker, id).await;
-            return local(&resp);
+            return finish_local(&state, &worker, id, &rid, &resp).await;
         }
         if !flow.body.is_empty() {
             held.push(Bytes::from(std::mem::take(&mut flow.body)));
@@ -444,8 +527,8 @@ async fn forward(
             break h;
         }
         if upstream_done {
-            close(&state, &worker, id).await;
-            return fail(&HostError::Stalled("response"));
+            let _ = close(&state, &worker, id).await;
+            return failed(&state, &rid, &HostError::Stalled("response"));
         }
         let (chunk, eos) = next_chunk(&mut incoming).await;
         upstream_done = eos;
@@ -455,9 +538,9 @@ async fn forward(
         .await
         {
             Ok(flows) => merge(flows),
-            Err(reply) => {
-                close(&state, &worker, id).await;
-                return reply;
+            Err(e) => {
+                let _ = close(&state, &worker, id).await;
+                return failed(&state, &rid, &e.host_error());
             }
         };
     };
@@ -474,20 +557,42 @@ async fn forward(
         builder = builder.header(k.as_str(), v.as_str());
     }
     if finished {
-        close(&state, &worker, id).await;
+        if let Err(e) = close(&state, &worker, id).await {
+            return failed(&state, &rid, &e);
+        }
         let body: Vec<u8> = held.concat();
-        return builder
-            .body(full(body))
-            .unwrap_or_else(|_| json_error(502, "bad_gateway", "invalid response headers"));
+        return builder.body(full(body)).unwrap_or_else(|_| {
+            json_error(
+                502,
+                "upstream_error",
+                "bad_gateway",
+                "The reply's headers are not valid HTTP.",
+            )
+        });
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     for chunk in held {
         let _ = tx.try_send(Ok(Frame::data(chunk)));
     }
-    tokio::spawn(pump(state.clone(), worker, id, incoming, tx, upstream_done));
+    tokio::spawn(pump(
+        state.clone(),
+        worker,
+        id,
+        (rid, status),
+        incoming,
+        tx,
+        upstream_done,
+    ));
     builder
         .body(ChannelBody { rx }.boxed())
-        .unwrap_or_else(|_| json_error(502, "bad_gateway", "invalid response headers"))
+        .unwrap_or_else(|_| {
+            json_error(
+                502,
+                "upstream_error",
+                "bad_gateway",
+                "The reply's headers are not valid HTTP.",
+            )
+        })
 }
 
 /// The next data chunk of the upstream body, and whether it was the last.
@@ -513,10 +618,12 @@ async fn pump(
     state: Arc<State>,
     worker: Lane,
     id: StreamId,
+    (rid, status): (String, u16),
     mut incoming: Incoming,
     tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
     mut upstream_done: bool,
 ) {
+    let mut reported = false;
     while !upstream_done {
         let (chunk, eos) = next_chunk(&mut incoming).await;
         upstream_done = eos;
@@ -539,8 +646,18 @@ async fn pump(
                     break;
                 }
             }
-            Ok(_) | Err(_) => {
+            Ok(_) => {
                 // Headers are already out: the only fail-closed answer left is to abort.
+                let _ = tx
+                    .send(Err(std::io::Error::other("response stopped by the filter")))
+                    .await;
+                break;
+            }
+            Err(e) => {
+                let e = e.host_error();
+                tracing::warn!(request_id = rid, "stream failed closed: {e}");
+                report(&state, &rid, status, e.kind());
+                reported = true;
                 let _ = tx
                     .send(Err(std::io::Error::other("response stopped by the filter")))
                     .await;
@@ -549,7 +666,11 @@ async fn pump(
         }
     }
     drop(tx);
-    close(&state, &worker, id).await;
+    if let Err(e) = close(&state, &worker, id).await
+        && !reported
+    {
+        report(&state, &rid, status, e.kind());
+    }
 }
 
 struct ChannelBody {
@@ -568,8 +689,20 @@ impl Body for ChannelBody {
     }
 }
 
-fn gone() -> Response<ResBody> {
-    json_error(503, "filter_unavailable", "the filter worker is gone")
+/// A failure of the step machinery itself (a worker gone, an error on the worker).
+#[derive(Debug)]
+enum StepError {
+    Host(HostError),
+    Gone,
+}
+
+impl StepError {
+    fn host_error(self) -> HostError {
+        match self {
+            StepError::Host(e) => e,
+            StepError::Gone => HostError::Instantiate("the filter worker is gone".into()),
+        }
+    }
 }
 
 /// Joins the flows of one step (and of the callout replies it led to) into one.
@@ -587,20 +720,20 @@ fn merge(flows: Vec<Flow>) -> Flow {
 
 /// Runs one step on the worker, then performs the HTTP callouts it made, concurrently and
 /// off the worker, and delivers their replies there; returns every flow released, in order.
-/// A failure is the reply to send (the caller closes the stream).
+/// On a failure the caller closes the stream and fails the request closed.
 async fn step(
     state: &State,
     worker: &Lane,
     f: impl FnOnce(&mut Vm) -> Result<Vec<Flow>, HostError> + Send + 'static,
-) -> Result<Vec<Flow>, Response<ResBody>> {
+) -> Result<Vec<Flow>, StepError> {
     let (first, mut callouts) = worker
         .run(move |vm| {
             let flows = f(vm);
             (flows, vm.take_callouts())
         })
         .await
-        .map_err(|_| gone())?;
-    let mut flows = first.map_err(|e| fail(&e))?;
+        .map_err(|_| StepError::Gone)?;
+    let mut flows = first.map_err(StepError::Host)?;
     // Bounded: a filter that calls out from every callout reply cannot loop forever.
     for _ in 0..16 {
         if callouts.is_empty() {
@@ -619,8 +752,8 @@ async fn step(
                     (flow, vm.take_callouts())
                 })
                 .await
-                .map_err(|_| gone())?;
-            flows.push(flow.map_err(|e| fail(&e))?);
+                .map_err(|_| StepError::Gone)?;
+            flows.push(flow.map_err(StepError::Host)?);
             next.extend(more);
         }
         callouts = next;

@@ -312,13 +312,16 @@ fn limits_and_failures_answer_json() {
     let reply = request(addr, "POST", "/v1/chat/completions", &[], &big);
     assert_eq!(reply.status, 413);
     let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    assert_eq!(err["error"]["type"], "body_too_large");
+    assert_eq!(err["error"]["code"], "body_too_large");
 
     for _ in 0..2 {
         let reply = request(addr, "GET", "/", &[("x-probe", "loop")], b"");
         assert_eq!(reply.status, 503);
-        let err: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-        assert_eq!(err["error"]["type"], "filter_timeout");
+        // One fixed body for every engine failure: no backtrace, path or internal message.
+        assert_eq!(
+            reply.body,
+            writ_runtime::error::ENGINE_ERROR_BODY.as_bytes()
+        );
     }
     // Both workers recovered.
     for _ in 0..4 {

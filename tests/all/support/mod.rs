@@ -17,6 +17,7 @@ pub mod envoy_config;
 pub mod guests;
 pub mod hosts;
 pub mod http;
+pub mod jwt;
 pub mod process;
 pub mod serve;
 pub mod tempdir;
