@@ -90,6 +90,53 @@ pub struct EnvoyConfig {
     /// `alert_sink`, `body_limit`). For a writ artifact `artifact_sha256` is added, so
     /// audit records name the artifact.
     pub plugin_config: serde_json::Map<String, serde_json::Value>,
+    /// Where Envoy fetches the module from, instead of reading the local file: Envoy then
+    /// checks the fetched bytes against `artifact_sha256` and refuses any other module.
+    pub artifact_url: Option<ArtifactUrl>,
+    /// How often Envoy retries a failed fetch (or a fetch whose hash differs) at start-up.
+    pub artifact_fetch_retries: u32,
+}
+
+/// An `http(s)://HOST[:PORT]/PATH` the artifact is served from (`writ envoy --artifact-url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl ArtifactUrl {
+    /// Parses an `http://` or `https://` URL with a path.
+    pub fn parse(url: &str) -> Result<ArtifactUrl, EnvoyConfigError> {
+        let bad = || EnvoyConfigError::ArtifactUrl(url.to_string());
+        let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+            (rest, true, 443)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false, 80)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = rest.split_once('/').ok_or_else(bad)?;
+        if path.is_empty() || url.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.contains(']'));
+        let with_port = if has_port {
+            authority.to_string()
+        } else {
+            format!("{authority}:{default_port}")
+        };
+        let (host, port) = parse_host_port(&with_port).map_err(|_| bad())?;
+        Ok(ArtifactUrl {
+            url: url.to_string(),
+            host,
+            port,
+            tls,
+        })
+    }
 }
 
 /// A problem with the inputs of [`EnvoyConfig::new`].
@@ -106,6 +153,8 @@ pub enum EnvoyConfigError {
     Address(String),
     #[error("invalid cluster `{0}`: expected NAME=HOST:PORT")]
     Cluster(String),
+    #[error("invalid artifact URL `{0}`: expected http://HOST[:PORT]/PATH or https://…")]
+    ArtifactUrl(String),
 }
 
 impl EnvoyConfig {
@@ -149,6 +198,8 @@ impl EnvoyConfig {
             route_timeout_secs: 300,
             clusters: Vec::new(),
             plugin_config: serde_json::Map::new(),
+            artifact_url: None,
+            artifact_fetch_retries: 3,
         })
     }
 
@@ -172,7 +223,7 @@ impl EnvoyConfig {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_name || name == UPSTREAM_CLUSTER {
+        if !valid_name || name == UPSTREAM_CLUSTER || name == ARTIFACT_CLUSTER {
             return Err(bad());
         }
         let (host, port) = parse_host_port(addr).map_err(|_| bad())?;
@@ -311,13 +362,11 @@ static_resources:
                   # One id per policy: every worker's VM shares the same shared data.
                   vm_id: {vm_id}
                   runtime: envoy.wasm.runtime.v8
-                  code:
-                    local:
-                      filename: {artifact}
-          - name: envoy.filters.http.router
+{code}          - name: envoy.filters.http.router
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:"
+  clusters:",
+            code = self.code_yaml(),
         );
         self.write_cluster(
             &mut y,
@@ -329,7 +378,45 @@ static_resources:
         for c in &self.clusters {
             self.write_cluster(&mut y, &c.name, &c.host, c.port, false);
         }
+        if let Some(a) = &self.artifact_url {
+            self.write_cluster(&mut y, ARTIFACT_CLUSTER, &a.host, a.port, a.tls);
+        }
         y
+    }
+
+    /// The `vm_config.code` block. With an artifact URL Envoy itself verifies the module: a
+    /// `remote` data source has a required `sha256`, and Envoy refuses fetched bytes whose
+    /// hash differs. A `local` file has no hash check in Envoy; `writ envoy` verified it
+    /// when it wrote this config (see `docs/security.md`, "Artifacts").
+    fn code_yaml(&self) -> String {
+        let sha = &self.artifact_sha256;
+        match &self.artifact_url {
+            None => format!(
+                "                  # Envoy does not hash a local file: what `writ envoy` verified was
+                  # sha256 {sha}; pin it with --artifact-url.
+                  code:
+                    local:
+                      filename: {}
+",
+                yaml_str(&self.artifact.display().to_string())
+            ),
+            Some(a) => format!(
+                "                  # Envoy fetches the module and refuses it unless its sha256 is exactly this.
+                  code:
+                    remote:
+                      http_uri:
+                        uri: {uri}
+                        cluster: {ARTIFACT_CLUSTER}
+                        timeout: 30s
+                      sha256: {sha}
+                      retry_policy:
+                        num_retries: {retries}
+                        retry_back_off: {{ base_interval: 0.5s, max_interval: 5s }}
+",
+                uri = yaml_str(&a.url),
+                retries = self.artifact_fetch_retries,
+            ),
+        }
     }
 
     fn write_cluster(&self, y: &mut String, name: &str, host: &str, port: u16, tls: bool) {
@@ -387,6 +474,9 @@ pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The cluster every route goes to.
 const UPSTREAM_CLUSTER: &str = "upstream";
+
+/// The cluster Envoy fetches the artifact through, with `--artifact-url`.
+const ARTIFACT_CLUSTER: &str = "writ_artifact";
 
 /// Derives the VM id from the artifact's name, `<policy>-<version>.wasm`: the policy name, so
 /// versions of one policy share data and different policies never do.

@@ -6,3 +6,4 @@ pub mod coverage;
 pub mod diff;
 pub mod engine;
 pub mod policy_tests;
+pub mod trust;

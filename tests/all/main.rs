@@ -14,5 +14,6 @@ mod families;
 mod pii_e2e;
 mod policy_suite;
 mod serve_audit;
+mod signing;
 mod support;
 mod versions;
