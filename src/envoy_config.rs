@@ -644,6 +644,22 @@ mod tests {
     }
 
     #[test]
+    fn artifact_urls_parse() {
+        let parse = |s: &str| ArtifactUrl::parse(s).ok().map(|a| (a.host, a.port, a.tls));
+        assert_eq!(
+            parse("https://artifacts.example.com/p/a.wasm"),
+            Some(("artifacts.example.com".to_string(), 443, true))
+        );
+        assert_eq!(
+            parse("http://127.0.0.1:8080/a.wasm"),
+            Some(("127.0.0.1".to_string(), 8080, false))
+        );
+        assert_eq!(parse("http://127.0.0.1:8080/"), None);
+        assert_eq!(parse("http://127.0.0.1:8080"), None);
+        assert_eq!(parse("ftp://h/a.wasm"), None);
+    }
+
+    #[test]
     fn addresses_parse() {
         assert_eq!(
             parse_host_port("127.0.0.1:8080").ok(),

@@ -291,6 +291,50 @@ fn writ_serve_trust_refuses_unsigned_or_changed_artifacts_and_names_them() {
     );
 }
 
+#[test]
+fn writ_serve_trust_keeps_the_verified_module_when_a_reload_finds_a_changed_one() {
+    let (dir, signed, public, _) = signed_e2e();
+    let upstream = Upstream::start(Reply::chat("ok"));
+    // Serve a copy, so the test can change the file under the running gateway.
+    let live = dir.path().join("live.wasm");
+    std::fs::copy(&signed, &live).unwrap();
+    let trust = vec!["--trust".to_string(), public.display().to_string()];
+    let serve = ServeProcess::start_with(&live, upstream.addr(), &trust).unwrap();
+    let denied = Case::new(
+        "still enforced",
+        Request::post_json(
+            "/v1/chat/completions",
+            r#"{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .header("x-workflow", "e2e"),
+        Expect::Denied {
+            status: 403,
+            code: None,
+        },
+    );
+    run_case(&serve, &upstream, &denied).unwrap();
+    let bytes = std::fs::read(&signed).unwrap();
+    std::fs::write(&live, flipped(&bytes, bytes.len() / 2)).unwrap();
+    let hup = run_bounded(
+        Command::new("kill").args(["-HUP", &serve.pid().to_string()]),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(hup.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !serve.log().contains("reload failed") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = serve.log();
+    assert!(
+        log.contains("reload failed, keeping the current module")
+            && log.contains("refusing artifact")
+            && log.contains(&live.display().to_string()),
+        "{log}"
+    );
+    run_case(&serve, &upstream, &denied).unwrap();
+}
+
 /// A loopback HTTP server that answers every request with `body` (the artifact Envoy
 /// fetches), counting the requests it served.
 struct FileServer {
