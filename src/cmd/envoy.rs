@@ -89,6 +89,11 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
             "warning: {} is loaded by Envoy without any check of its bytes; pass --trust PUBKEY to verify its signature, --artifact-url URL to have Envoy pin its sha256",
             args.artifact.display()
         );
+    } else {
+        eprintln!(
+            "warning: Envoy will pin the sha256 of {}, whose signature was not checked; pass --trust PUBKEY",
+            args.artifact.display()
+        );
     }
     if let Some(url) = &args.artifact_url {
         config.artifact_url = Some(ArtifactUrl::parse(url)?);

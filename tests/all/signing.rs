@@ -155,10 +155,45 @@ fn keygen_build_sign_verify_round_trip() {
     assert!(inspect.status.success(), "{}", output_text(&inspect));
     assert!(output_text(&inspect).contains("signature    key "));
 
+    // Rebuilding over a signed artifact of the same version is the same enforcement.
+    let over = writ_in(
+        d,
+        &[
+            "build",
+            "e2e-gateway.policy",
+            "--sign",
+            "ci.key",
+            "--out",
+            "signed",
+        ],
+    );
+    assert!(over.status.success(), "{}", output_text(&over));
+    assert_eq!(std::fs::read(&signed).unwrap(), bytes);
+
     let pubkey = public.to_str().unwrap();
     let ok = writ_in(d, &["verify", signed.to_str().unwrap(), "--trust", pubkey]);
     assert!(ok.status.success(), "{}", output_text(&ok));
     assert!(output_text(&ok).contains("ok, signed by key"));
+    let json = writ_in(
+        d,
+        &[
+            "verify",
+            signed.to_str().unwrap(),
+            unsigned.to_str().unwrap(),
+            "--trust",
+            pubkey,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(!json.status.success(), "one of two is unsigned");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report[0]["ok"], true);
+    assert_eq!(report[1]["ok"], false);
+    assert_eq!(
+        report[0]["artifact_sha256"],
+        writ_compiler::link::sha256_hex(&bytes)
+    );
 
     let unsigned_out = writ_in(
         d,
