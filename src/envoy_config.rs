@@ -95,6 +95,9 @@ pub struct EnvoyConfig {
     pub artifact_url: Option<ArtifactUrl>,
     /// How often Envoy retries a failed fetch (or a fetch whose hash differs) at start-up.
     pub artifact_fetch_retries: u32,
+    /// A file Envoy's access log writes the filter's hash-chained audit records to, one
+    /// line per record, whatever Envoy's log level (`writ envoy --audit-log`).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// An `http(s)://HOST[:PORT]/PATH` the artifact is served from (`writ envoy --artifact-url`).
@@ -200,6 +203,7 @@ impl EnvoyConfig {
             plugin_config: serde_json::Map::new(),
             artifact_url: None,
             artifact_fetch_retries: 3,
+            audit_log: None,
         })
     }
 
@@ -279,7 +283,7 @@ static_resources:
           stream_idle_timeout: 300s
           generate_request_id: true
           access_log:
-          - name: envoy.access_loggers.stdout
+{audit_log}          - name: envoy.access_loggers.stdout
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
               log_format:
@@ -331,6 +335,7 @@ static_resources:
             listen_port = self.listen_port,
             max = self.max_request_bytes,
             route_timeout = self.route_timeout_secs,
+            audit_log = self.audit_log_yaml(),
         );
         // Deployment settings only: the policy itself is compiled into the artifact.
         let mut plugin = self.plugin_config.clone();
@@ -340,6 +345,9 @@ static_resources:
                 clusters.insert(c.name.clone(), serde_json::Value::String(c.name.clone()));
             }
             plugin.insert("clusters".into(), clusters.into());
+        }
+        if self.audit_log.is_some() {
+            plugin.insert("audit_filter_state".into(), true.into());
         }
         if self.policy.is_some() {
             plugin
@@ -382,6 +390,35 @@ static_resources:
             self.write_cluster(&mut y, ARTIFACT_CLUSTER, &a.host, a.port, a.tls);
         }
         y
+    }
+
+    /// The file access log that writes the audit records: the filter leaves each request's
+    /// chained lines in filter state `wasm.writ_audit` from its `on_log` (Envoy runs filter
+    /// log handlers before the connection manager's access logs), and this log writes them
+    /// as they are. Streams the filter never saw (a 413 before it ran) carry none and are
+    /// skipped, so the file holds only records.
+    fn audit_log_yaml(&self) -> String {
+        let Some(path) = &self.audit_log else {
+            return String::new();
+        };
+        format!(
+            "          # Audit records, hash-chained, one per line, whatever the log level.
+          - name: envoy.access_loggers.file
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format:
+                text_format_source:
+                  inline_string: \"%FILTER_STATE(wasm.writ_audit:PLAIN)%\\n\"
+            filter:
+              extension_filter:
+                name: envoy.access_loggers.extension_filters.cel
+                typed_config:
+                  \"@type\": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                  expression: \"'wasm.writ_audit' in filter_state\"
+",
+            yaml_str(&path.display().to_string())
+        )
     }
 
     /// The `vm_config.code` block. With an artifact URL Envoy itself verifies the module: a

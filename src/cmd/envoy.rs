@@ -57,6 +57,10 @@ pub struct EnvoyArgs {
     /// before it gives up and answers 503.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub artifact_fetch_retries: u32,
+    /// Envoy writes the filter's audit records to this file through its access log, one
+    /// hash-chained line per record whatever the log level (`writ audit verify` checks it).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
 }
 
 fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
@@ -99,6 +103,11 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
         config.artifact_url = Some(ArtifactUrl::parse(url)?);
     }
     config.artifact_fetch_retries = args.artifact_fetch_retries;
+    if let Some(path) = &args.audit_log {
+        let absolute = std::path::absolute(path)
+            .map_err(|e| anyhow::anyhow!("invalid audit log path {}: {e}", path.display()))?;
+        config.audit_log = Some(absolute);
+    }
     config.listen(&args.listen)?;
     config.admin(&args.admin)?;
     for spec in &args.clusters {

@@ -10,6 +10,7 @@ mod check;
 mod coverage;
 mod enforcement;
 mod envoy;
+mod envoy_audit;
 mod families;
 mod pii_e2e;
 mod policy_suite;
