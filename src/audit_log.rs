@@ -39,31 +39,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Builds the chained line for `record` after a line whose hash is `prev`. A record that
 /// is not a JSON object is wrapped as `{"record": ...}`; fields named `prev_sha256` or
-/// `sha256` in the record are replaced.
+/// `sha256` in the record are replaced. The engine builds the lines Envoy's access log
+/// writes with the same function, so both hosts' files verify alike.
 pub fn chain_line(record: &serde_json::Value, prev: &str) -> String {
-    let mut map = match record {
-        serde_json::Value::Object(m) => m.clone(),
-        other => {
-            let mut m = serde_json::Map::new();
-            m.insert("record".into(), other.clone());
-            m
-        }
-    };
-    map.remove("prev_sha256");
-    map.remove("sha256");
-    map.insert(
-        "prev_sha256".into(),
-        serde_json::Value::String(prev.to_string()),
-    );
-    // Serializing a map of JSON values cannot fail.
-    let body = serde_json::to_string(&serde_json::Value::Object(map)).unwrap_or_default();
-    let own = sha256_hex(body.as_bytes());
-    let mut line = String::with_capacity(body.len() + SELF_SUFFIX_LEN);
-    line.push_str(body.strip_suffix('}').unwrap_or(&body));
-    line.push_str(",\"sha256\":\"");
-    line.push_str(&own);
-    line.push_str("\"}");
-    line
+    writ_plugin::audit_chain::chain_line(record, prev)
 }
 
 /// An open audit log, appending at its end. Not synchronised: `writ serve` keeps it in a
@@ -261,6 +240,116 @@ pub fn verify(mut reader: impl BufRead) -> io::Result<Result<Verified, Broken>> 
     }
 }
 
+/// Checks one line on its own: in the writer's format and not edited. Returns its
+/// `prev_sha256`.
+fn check_line(line: &[u8]) -> Result<&[u8], &'static str> {
+    let content_len = line
+        .len()
+        .checked_sub(SELF_SUFFIX_LEN)
+        .ok_or("not a chained audit record")?;
+    let (content, suffix) = line.split_at(content_len);
+    let own = suffix
+        .strip_prefix(b",\"sha256\":\"")
+        .and_then(|s| s.strip_suffix(b"\"}"))
+        .ok_or("not a chained audit record (no trailing `sha256`)")?;
+    let mut unsigned = Vec::with_capacity(content.len() + 1);
+    unsigned.extend_from_slice(content);
+    unsigned.push(b'}');
+    if sha256_hex(&unsigned).as_bytes() != own {
+        return Err("the record was edited: its `sha256` does not match its content");
+    }
+    content
+        .len()
+        .checked_sub(PREV_FIELD_LEN)
+        .and_then(|at| content.get(at..))
+        .and_then(|f| f.strip_prefix(b"\"prev_sha256\":\""))
+        .and_then(|f| f.strip_suffix(b"\""))
+        .ok_or("no `prev_sha256`")
+}
+
+/// An intact log written by several writers at once (Envoy's workers): the links form
+/// chains, each starting at [`GENESIS`] (one per Envoy start), but a record may sit a few
+/// lines away from its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLinked {
+    pub lines: u64,
+    /// One chain per writer start.
+    pub chains: u64,
+    /// The hash of the last record of the last chain in the file.
+    pub head: String,
+}
+
+/// As [`verify`], but follows the `prev_sha256` links instead of the file order, for a file
+/// that concurrent writers append to. Every line must be unedited, no two records may claim
+/// the same predecessor (a fork), and every record must be reachable from the start of a
+/// chain (a removed record cuts off every record after it). Reads the whole file.
+pub fn verify_linked(mut reader: impl BufRead) -> io::Result<Result<VerifiedLinked, Broken>> {
+    let mut text = Vec::new();
+    reader.read_to_end(&mut text)?;
+    let broken = |line: usize, reason: &str| {
+        Ok(Err(Broken {
+            line: line as u64 + 1,
+            reason: reason.to_string(),
+        }))
+    };
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        let last = text.iter().filter(|&&b| b == b'\n').count();
+        return broken(
+            last,
+            "incomplete last line (no newline): a torn or truncated write",
+        );
+    }
+    let lines: Vec<&[u8]> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut child: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    let mut roots = Vec::new();
+    let mut hashes = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let prev = match check_line(line) {
+            Ok(p) => p,
+            Err(reason) => return broken(i, reason),
+        };
+        hashes.push(sha256_hex(line));
+        if prev == GENESIS.as_bytes() {
+            roots.push(i);
+        } else if let Some(other) = child.insert(prev, i) {
+            return broken(
+                i,
+                &format!(
+                    "it and line {} follow the same record: the chain forked",
+                    other + 1
+                ),
+            );
+        }
+    }
+    let mut seen = vec![false; lines.len()];
+    let mut head = GENESIS.to_string();
+    for &root in &roots {
+        let mut at = root;
+        loop {
+            seen[at] = true;
+            head = hashes[at].clone();
+            match child.get(head.as_bytes()) {
+                Some(&next) if !seen[next] => at = next,
+                _ => break,
+            }
+        }
+    }
+    if let Some(first) = seen.iter().position(|s| !s) {
+        return broken(
+            first,
+            "no chain leads to this record: a record before it was removed or edited",
+        );
+    }
+    Ok(Ok(VerifiedLinked {
+        lines: lines.len() as u64,
+        chains: roots.len() as u64,
+        head,
+    }))
+}
+
 /// Every record whose `request_id` is `id`, with its 1-based line number, streaming. Lines
 /// are parsed only when the quoted id occurs in them, so a scan costs little more than
 /// reading the file.
@@ -323,6 +412,41 @@ mod tests {
             out.push(b'\n');
         }
         out
+    }
+
+    #[test]
+    fn linked_verification_accepts_reordering_only() {
+        let text = String::from_utf8(sample(6)).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.swap(2, 3);
+        let swapped = lines.join("\n") + "\n";
+        assert!(verify(swapped.as_bytes()).unwrap().is_err());
+        let v = verify_linked(swapped.as_bytes()).unwrap().unwrap();
+        assert_eq!((v.lines, v.chains), (6, 1));
+        let head = verify(&sample(6)[..]).unwrap().unwrap().head;
+        assert_eq!(v.head, head);
+        // Two starts of the writer: two chains, both accepted.
+        let second = chain_line(
+            &serde_json::json!({"event": "request", "request_id": "later"}),
+            GENESIS,
+        );
+        let twice = [sample(2), format!("{second}\n").into_bytes()].concat();
+        assert_eq!(verify_linked(&twice[..]).unwrap().unwrap().chains, 2);
+        // A removed record cuts off the rest; a duplicated one forks the chain.
+        let mut removed = lines.clone();
+        removed.remove(1);
+        assert!(
+            verify_linked((removed.join("\n") + "\n").as_bytes())
+                .unwrap()
+                .is_err()
+        );
+        let mut forked = lines.clone();
+        forked.push(lines[4]);
+        assert!(
+            verify_linked((forked.join("\n") + "\n").as_bytes())
+                .unwrap()
+                .is_err()
+        );
     }
 
     fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {

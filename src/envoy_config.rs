@@ -100,6 +100,56 @@ pub struct EnvoyConfig {
     /// When set, `jwt_authn` verifies a bearer token on every request (except the exempt
     /// paths) and sets the trusted headers from its claims.
     pub jwt: Option<JwtAuthn>,
+    /// Where Envoy fetches the module from, instead of reading the local file: Envoy then
+    /// checks the fetched bytes against `artifact_sha256` and refuses any other module.
+    pub artifact_url: Option<ArtifactUrl>,
+    /// How often Envoy retries a failed fetch (or a fetch whose hash differs) at start-up.
+    pub artifact_fetch_retries: u32,
+    /// A file Envoy's access log writes the filter's hash-chained audit records to, one
+    /// line per record, whatever Envoy's log level (`writ envoy --audit-log`).
+    pub audit_log: Option<PathBuf>,
+}
+
+/// An `http(s)://HOST[:PORT]/PATH` the artifact is served from (`writ envoy --artifact-url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl ArtifactUrl {
+    /// Parses an `http://` or `https://` URL with a path.
+    pub fn parse(url: &str) -> Result<ArtifactUrl, EnvoyConfigError> {
+        let bad = || EnvoyConfigError::ArtifactUrl(url.to_string());
+        let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+            (rest, true, 443)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false, 80)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = rest.split_once('/').ok_or_else(bad)?;
+        if path.is_empty() || url.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.contains(']'));
+        let with_port = if has_port {
+            authority.to_string()
+        } else {
+            format!("{authority}:{default_port}")
+        };
+        let (host, port) = parse_host_port(&with_port).map_err(|_| bad())?;
+        Ok(ArtifactUrl {
+            url: url.to_string(),
+            host,
+            port,
+            tls,
+        })
+    }
 }
 
 /// The `jwt_authn` provider `writ envoy` emits.
@@ -169,6 +219,8 @@ pub enum EnvoyConfigError {
     Address(String),
     #[error("invalid cluster `{0}`: expected NAME=HOST:PORT")]
     Cluster(String),
+    #[error("invalid artifact URL `{0}`: expected http://HOST[:PORT]/PATH or https://…")]
+    ArtifactUrl(String),
 }
 
 impl EnvoyConfig {
@@ -214,6 +266,9 @@ impl EnvoyConfig {
             plugin_config: serde_json::Map::new(),
             trusted_headers: Vec::new(),
             jwt: None,
+            artifact_url: None,
+            artifact_fetch_retries: 3,
+            audit_log: None,
         })
     }
 
@@ -237,7 +292,7 @@ impl EnvoyConfig {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_name || name == UPSTREAM_CLUSTER {
+        if !valid_name || name == UPSTREAM_CLUSTER || name == ARTIFACT_CLUSTER {
             return Err(bad());
         }
         let (host, port) = parse_host_port(addr).map_err(|_| bad())?;
@@ -293,7 +348,7 @@ static_resources:
           stream_idle_timeout: 300s
           generate_request_id: true
           access_log:
-          - name: envoy.access_loggers.stdout
+{audit_log}          - name: envoy.access_loggers.stdout
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
               log_format:
@@ -347,6 +402,7 @@ static_resources:
             route_timeout = self.route_timeout_secs,
             local_reply = self.local_reply_yaml(),
             identity_filters = self.identity_filters_yaml(),
+            audit_log = self.audit_log_yaml(),
         );
         // Deployment settings only: the policy itself is compiled into the artifact.
         let mut plugin = self.plugin_config.clone();
@@ -356,6 +412,9 @@ static_resources:
                 clusters.insert(c.name.clone(), serde_json::Value::String(c.name.clone()));
             }
             plugin.insert("clusters".into(), clusters.into());
+        }
+        if self.audit_log.is_some() {
+            plugin.insert("audit_filter_state".into(), true.into());
         }
         if self.policy.is_some() {
             plugin
@@ -378,13 +437,11 @@ static_resources:
                   # One id per policy: every worker's VM shares the same shared data.
                   vm_id: {vm_id}
                   runtime: envoy.wasm.runtime.v8
-                  code:
-                    local:
-                      filename: {artifact}
-          - name: envoy.filters.http.router
+{code}          - name: envoy.filters.http.router
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:"
+  clusters:",
+            code = self.code_yaml(),
         );
         self.write_cluster(
             &mut y,
@@ -404,6 +461,9 @@ static_resources:
         }) = &self.jwt
         {
             self.write_cluster(&mut y, JWKS_CLUSTER, host, *port, *tls);
+        }
+        if let Some(a) = &self.artifact_url {
+            self.write_cluster(&mut y, ARTIFACT_CLUSTER, &a.host, a.port, a.tls);
         }
         y
     }
@@ -533,6 +593,70 @@ static_resources:
         .to_string()
     }
 
+    /// The file access log that writes the audit records: the filter leaves each request's
+    /// chained lines in filter state `wasm.writ_audit` from its `on_log` (Envoy runs filter
+    /// log handlers before the connection manager's access logs), and this log writes them
+    /// as they are. Streams the filter never saw (a 413 before it ran) carry none and are
+    /// skipped, so the file holds only records.
+    fn audit_log_yaml(&self) -> String {
+        let Some(path) = &self.audit_log else {
+            return String::new();
+        };
+        format!(
+            "          # Audit records, hash-chained, one per line, whatever the log level.
+          - name: envoy.access_loggers.file
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format:
+                text_format_source:
+                  inline_string: \"%FILTER_STATE(wasm.writ_audit:PLAIN)%\\n\"
+            filter:
+              extension_filter:
+                name: envoy.access_loggers.extension_filters.cel
+                typed_config:
+                  \"@type\": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                  expression: \"'wasm.writ_audit' in filter_state\"
+",
+            yaml_str(&path.display().to_string())
+        )
+    }
+
+    /// The `vm_config.code` block. With an artifact URL Envoy itself verifies the module: a
+    /// `remote` data source has a required `sha256`, and Envoy refuses fetched bytes whose
+    /// hash differs. A `local` file has no hash check in Envoy; `writ envoy` verified it
+    /// when it wrote this config (see `docs/security.md`, "Artifacts").
+    fn code_yaml(&self) -> String {
+        let sha = &self.artifact_sha256;
+        match &self.artifact_url {
+            None => format!(
+                "                  # Envoy does not hash a local file: what `writ envoy` verified was
+                  # sha256 {sha}; pin it with --artifact-url.
+                  code:
+                    local:
+                      filename: {}
+",
+                yaml_str(&self.artifact.display().to_string())
+            ),
+            Some(a) => format!(
+                "                  # Envoy fetches the module and refuses it unless its sha256 is exactly this.
+                  code:
+                    remote:
+                      http_uri:
+                        uri: {uri}
+                        cluster: {ARTIFACT_CLUSTER}
+                        timeout: 30s
+                      sha256: {sha}
+                      retry_policy:
+                        num_retries: {retries}
+                        retry_back_off: {{ base_interval: 0.5s, max_interval: 5s }}
+",
+                uri = yaml_str(&a.url),
+                retries = self.artifact_fetch_retries,
+            ),
+        }
+    }
+
     fn write_cluster(&self, y: &mut String, name: &str, host: &str, port: u16, tls: bool) {
         let discovery = if host.parse::<std::net::IpAddr>().is_ok() {
             "STATIC"
@@ -588,6 +712,9 @@ pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The cluster every route goes to.
 const UPSTREAM_CLUSTER: &str = "upstream";
+
+/// The cluster Envoy fetches the artifact through, with `--artifact-url`.
+const ARTIFACT_CLUSTER: &str = "writ_artifact";
 
 /// Derives the VM id from the artifact's name, `<policy>-<version>.wasm`: the policy name, so
 /// versions of one policy share data and different policies never do.
@@ -752,6 +879,22 @@ mod tests {
         assert_eq!(parse("https://[::1]"), up("::1", 443, true));
         assert_eq!(parse("https://h.example/v1"), None);
         assert_eq!(parse("ftp://h:1"), None);
+    }
+
+    #[test]
+    fn artifact_urls_parse() {
+        let parse = |s: &str| ArtifactUrl::parse(s).ok().map(|a| (a.host, a.port, a.tls));
+        assert_eq!(
+            parse("https://artifacts.example.com/p/a.wasm"),
+            Some(("artifacts.example.com".to_string(), 443, true))
+        );
+        assert_eq!(
+            parse("http://127.0.0.1:8080/a.wasm"),
+            Some(("127.0.0.1".to_string(), 8080, false))
+        );
+        assert_eq!(parse("http://127.0.0.1:8080/"), None);
+        assert_eq!(parse("http://127.0.0.1:8080"), None);
+        assert_eq!(parse("ftp://h/a.wasm"), None);
     }
 
     #[test]

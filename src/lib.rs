@@ -7,3 +7,4 @@ pub mod diff;
 pub mod engine;
 pub mod identity;
 pub mod policy_tests;
+pub mod trust;

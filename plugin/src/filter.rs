@@ -74,6 +74,10 @@ use crate::tokenise::{self, Vault};
 use crate::wire::{PluginConfig, Reply};
 use host::HostStore;
 
+/// The stream property holding the chained audit lines; Envoy exposes it to access logs as
+/// filter state `wasm.writ_audit` (`writ envoy --audit-log`).
+const AUDIT_PROPERTY: &str = "writ_audit";
+
 proxy_wasm::main! {{
     // Installs the SDK's panic hook (logs a panic before the trap); the adapter itself
     // avoids panicking.
@@ -286,6 +290,9 @@ impl RootContext for Root {
                 LogLevel::Error,
                 &format!("writ: plugin configuration: {p}; using the default for it"),
             );
+        }
+        if config.audit_filter_state {
+            crate::audit_chain::init(&HostStore);
         }
         *self.config.borrow_mut() = config;
         // A bad configuration never stops enforcement: the policy needs none.
@@ -1444,9 +1451,25 @@ impl Http {
                 1,
             );
         }
-        host::log(LogLevel::Info, &self.audit.log_line());
-        for line in std::mem::take(&mut self.alert_lines) {
-            host::log(LogLevel::Info, &line);
+        let request_line = self.audit.log_line();
+        host::log(LogLevel::Info, &request_line);
+        let alert_lines = std::mem::take(&mut self.alert_lines);
+        for line in &alert_lines {
+            host::log(LogLevel::Info, line);
+        }
+        if self.config.audit_filter_state {
+            // The same records, chained, for Envoy's access log: one line per record.
+            let records: Vec<serde_json::Value> = std::iter::once(&request_line)
+                .chain(&alert_lines)
+                .filter_map(|l| crate::audit::parse_log_line(l))
+                .collect();
+            let lines = crate::audit_chain::chain(&HostStore, &records);
+            if !host::set_property(&[AUDIT_PROPERTY], lines.join("\n").as_bytes()) {
+                host::log(
+                    LogLevel::Error,
+                    "writ: the host refused the audit record's filter state",
+                );
+            }
         }
     }
 

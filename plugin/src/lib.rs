@@ -5,6 +5,7 @@
 //! `filter` (wasm32 only) touches proxy-wasm.
 
 pub mod audit;
+pub mod audit_chain;
 pub mod detect;
 pub mod eval;
 pub mod ir;

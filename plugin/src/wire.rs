@@ -152,6 +152,10 @@ pub struct PluginConfig {
     pub alert_sink: Option<CalloutTarget>,
     /// Largest request body buffered and parsed, at most [`MAX_BODY_LIMIT`].
     pub body_limit: usize,
+    /// Also put each request's records, hash-chained across workers, in the stream's filter
+    /// state (`wasm.writ_audit`), where Envoy's file access log writes them whatever the log
+    /// level (`writ envoy --audit-log`).
+    pub audit_filter_state: bool,
 }
 
 /// The default request body limit: Envoy's default connection buffer limit (1 MiB), above
@@ -168,6 +172,7 @@ impl Default for PluginConfig {
             review_queue: None,
             alert_sink: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            audit_filter_state: false,
         }
     }
 }
@@ -228,6 +233,11 @@ impl PluginConfig {
                 }
                 _ => problems.push("`body_limit` must be a positive integer".into()),
             },
+        }
+        match obj.get("audit_filter_state") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Bool(b)) => cfg.audit_filter_state = *b,
+            Some(_) => problems.push("`audit_filter_state` must be true or false".into()),
         }
         (cfg, problems)
     }

@@ -17,12 +17,20 @@ pub struct BuildArgs {
     /// Folder the artifacts are written to (created if missing).
     #[arg(long, short, value_name = "DIR", default_value = "out")]
     pub out: PathBuf,
+    /// Sign each artifact with this secret key (`writ keygen`): a `writ.signature` section
+    /// appended last, deterministic, so the build stays byte-reproducible.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
 }
 
 /// Builds every file, printing one line per artifact (path, size in bytes, sha256) to
 /// stdout and diagnostics to stderr; exits 1 if any file has errors. Files without errors
 /// are still built, so one bad policy does not hide the state of the others.
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let key = match &args.sign {
+        Some(path) => Some(writ::trust::read_secret_key(path)?),
+        None => None,
+    };
     let mut failed = false;
     let mut written: Vec<(String, String)> = Vec::new();
     for path in &args.files {
@@ -46,8 +54,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {name}: {refusal}");
             continue;
         }
-        let artifact = link::link(writ::engine::ENGINE_WASM, &compiled)
+        let mut artifact = link::link(writ::engine::ENGINE_WASM, &compiled)
             .with_context(|| format!("linking {name}"))?;
+        if let Some(key) = &key {
+            artifact.wasm =
+                link::sign::sign(&artifact.wasm, key).with_context(|| format!("signing {name}"))?;
+            artifact.manifest.artifact_sha256 = Some(link::sha256_hex(&artifact.wasm));
+            artifact.manifest.signed_by = Some(key.public().key_id());
+        }
         let stem = artifact.file_stem();
         if let Some((_, first)) = written.iter().find(|(s, _)| *s == stem) {
             eprintln!(

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::envoy_config::{EnvoyConfig, FailurePolicy, Jwks, JwtAuthn};
+use crate::envoy_config::{ArtifactUrl, EnvoyConfig, FailurePolicy, Jwks, JwtAuthn};
 
 /// Arguments of `writ envoy`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +47,23 @@ pub struct EnvoyArgs {
     /// The JWT verifier (`jwt_authn`) that sets the policy's trusted identity headers.
     #[command(flatten)]
     pub jwt: writ::identity::JwtArgs,
+    /// Write the config only for an artifact signed by this public key (`writ keygen`'s
+    /// `.pub`); an unsigned or changed artifact is refused. Repeatable.
+    #[arg(long, value_name = "PUBKEY")]
+    pub trust: Vec<PathBuf>,
+    /// Envoy fetches the module from this URL (where the artifact is published) and refuses
+    /// it unless its sha256 is that of ARTIFACT: Envoy itself then rejects a changed module.
+    /// Without it Envoy reads ARTIFACT from disk, and does not check its hash.
+    #[arg(long, value_name = "URL")]
+    pub artifact_url: Option<String>,
+    /// How often Envoy retries fetching the module (a failed fetch or a hash mismatch)
+    /// before it gives up and answers 503.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub artifact_fetch_retries: u32,
+    /// Envoy writes the filter's audit records to this file through its access log, one
+    /// hash-chained line per record whatever the log level (`writ audit verify` checks it).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
 }
 
 fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
@@ -65,6 +82,35 @@ fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
 /// Prints the bootstrap YAML to stdout.
 pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     let mut config = EnvoyConfig::new(&args.artifact, &args.upstream)?;
+    if !args.trust.is_empty() {
+        let trusted = writ::trust::read_trusted(&args.trust)?;
+        let wasm = std::fs::read(&args.artifact)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.artifact.display()))?;
+        writ::trust::verify_artifact(&args.artifact, &wasm, &trusted)?;
+        // The hash pinned below must be of the bytes just verified.
+        if writ_compiler::link::sha256_hex(&wasm) != config.artifact_sha256 {
+            anyhow::bail!("{} changed while it was read", args.artifact.display());
+        }
+    } else if args.artifact_url.is_none() {
+        eprintln!(
+            "warning: {} is loaded by Envoy without any check of its bytes; pass --trust PUBKEY to verify its signature, --artifact-url URL to have Envoy pin its sha256",
+            args.artifact.display()
+        );
+    } else {
+        eprintln!(
+            "warning: Envoy will pin the sha256 of {}, whose signature was not checked; pass --trust PUBKEY",
+            args.artifact.display()
+        );
+    }
+    if let Some(url) = &args.artifact_url {
+        config.artifact_url = Some(ArtifactUrl::parse(url)?);
+    }
+    config.artifact_fetch_retries = args.artifact_fetch_retries;
+    if let Some(path) = &args.audit_log {
+        let absolute = std::path::absolute(path)
+            .map_err(|e| anyhow::anyhow!("invalid audit log path {}: {e}", path.display()))?;
+        config.audit_log = Some(absolute);
+    }
     config.listen(&args.listen)?;
     config.admin(&args.admin)?;
     for spec in &args.clusters {

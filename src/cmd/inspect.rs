@@ -30,6 +30,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{name}: the embedded manifest does not describe the embedded policy");
     }
     manifest.artifact_sha256 = Some(link::sha256_hex(&bytes));
+    // Who signed it, unchecked (`writ verify --trust` checks): a hint for the reader.
+    manifest.signed_by = link::sign::read_signature(&bytes)
+        .ok()
+        .flatten()
+        .map(|r| r.key_id);
     match args.format {
         Format::Json => print!("{}", manifest.to_json_pretty()),
         Format::Text => print!("{}", text(&manifest)),
@@ -48,6 +53,14 @@ fn text(m: &link::Manifest) -> String {
         s,
         "artifact     sha256:{}",
         m.artifact_sha256.as_deref().unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "signature    {}",
+        m.signed_by.as_deref().map_or_else(
+            || "none".to_string(),
+            |k| format!("key {k} (unverified; check with `writ verify --trust`)")
+        )
     );
     let _ = writeln!(s, "source       sha256:{}", m.source_sha256);
     let _ = writeln!(s, "engine       sha256:{}", m.engine_sha256);

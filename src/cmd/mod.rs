@@ -10,9 +10,11 @@ pub mod diff;
 pub mod envoy;
 pub mod fmt;
 pub mod inspect;
+pub mod keygen;
 pub mod run;
 pub mod serve;
 pub mod test;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,10 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Print an Envoy config that runs an artifact in front of an upstream.
     Envoy(envoy::EnvoyArgs),
+    /// Make an ed25519 key pair that signs artifacts (`build --sign`).
+    Keygen(keygen::KeygenArgs),
+    /// Check that artifacts carry a valid signature by a trusted key.
+    Verify(verify::VerifyArgs),
     /// Run one request (JSON) through an artifact in the embedded wasmtime host.
     Run(run::RunArgs),
     /// Serve an OpenAI-compatible gateway that enforces an artifact, without Envoy.
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Coverage(args) => coverage::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Envoy(args) => envoy::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::run(args),
     }

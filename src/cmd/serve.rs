@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// The JWT verifier that sets the policy's trusted identity headers.
     #[command(flatten)]
     pub jwt: writ::identity::JwtArgs,
+    /// Serve only an artifact signed by this public key (`writ keygen`'s `.pub`); an
+    /// unsigned or changed artifact is refused, at start and on every SIGHUP reload.
+    /// Repeatable, so a key can be rotated.
+    #[arg(long, value_name = "PUBKEY")]
+    pub trust: Vec<PathBuf>,
 }
 
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the artifact and configuration.
@@ -288,7 +293,18 @@ fn with_artifact_sha256(config: Vec<u8>, module: &[u8]) -> Vec<u8> {
 
 /// Reads the artifact and configuration and starts a host; also what SIGHUP re-runs.
 fn load(args: &ServeArgs) -> anyhow::Result<Host> {
+    if !args.trust.is_empty() && args.policy.extension().is_some_and(|e| e == "policy") {
+        anyhow::bail!(
+            "refusing artifact {}: --trust needs a signed `.wasm` artifact, not a `.policy` source",
+            args.policy.display()
+        );
+    }
     let module = module_of(&args.policy)?;
+    if !args.trust.is_empty() {
+        // The bytes checked are the bytes loaded: read once, verified, then handed over.
+        let trusted = writ::trust::read_trusted(&args.trust)?;
+        writ::trust::verify_artifact(&args.policy, &module, &trusted)?;
+    }
     let mut config = HostConfig::new(module.clone());
     config.cache_dir = super::run::cache_dir(args.cache_dir.as_ref(), args.no_cache);
     // Two sets of workers may overlap during a reload.

@@ -28,6 +28,11 @@ pub struct Manifest {
     /// contain its own hash); present in the `.manifest.json` written beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_sha256: Option<String>,
+    /// Key id of the key that signed the artifact (`writ build --sign`). Like
+    /// `artifact_sha256`, only in the `.manifest.json` beside it: the signature covers the
+    /// embedded manifest, so the embedded copy cannot name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     /// sha256 (hex) of the `.policy` source.
     pub source_sha256: String,
     /// sha256 (hex) of the engine module the policy was linked into.
@@ -139,6 +144,7 @@ impl Manifest {
             owner: compiled.owner.clone(),
             implements: compiled.implements.clone(),
             artifact_sha256: None,
+            signed_by: None,
             source_sha256: policy.source_sha256.clone(),
             engine_sha256,
             compiler: format!("writ-compiler {}", env!("CARGO_PKG_VERSION")),

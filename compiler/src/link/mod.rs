@@ -12,6 +12,7 @@
 //! paths, no hash-map ordering, so the same source gives the same sha256 anywhere.
 
 mod manifest;
+pub mod sign;
 
 use std::ops::Range;
 

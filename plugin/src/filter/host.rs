@@ -64,6 +64,12 @@ unsafe extern "C" {
         data: *mut *mut u8,
         size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
     fn proxy_get_shared_data(
         key: *const u8,
         key_size: usize,
@@ -196,6 +202,16 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     }
     // SAFETY: on OK the host returned a buffer from our allocator.
     Some(unsafe { owned(data, size) })
+}
+
+/// Sets a stream property (Envoy keeps it as filter state `wasm.<path>`, which access logs
+/// can print); `false` when the host refuses.
+pub fn set_property(path: &[&str], value: &[u8]) -> bool {
+    let encoded = path.join("\0");
+    // SAFETY: both pointer/length pairs describe live buffers for the call's duration.
+    let rc =
+        unsafe { proxy_set_property(encoded.as_ptr(), encoded.len(), value.as_ptr(), value.len()) };
+    rc == OK
 }
 
 /// Defines (or looks up) a metric; `None` when the host refuses.

@@ -126,6 +126,16 @@ impl EnvoyProcess {
     /// As [`EnvoyProcess::start`] with `workers` worker threads; one worker makes a test
     /// deterministic where it depends on which VM serves a request.
     pub fn start_with_workers(config: &str, workers: u32) -> Result<EnvoyProcess, String> {
+        EnvoyProcess::start_with_log_level(config, workers, "info")
+    }
+
+    /// As [`EnvoyProcess::start_with_workers`] at log level `level`; below `info` the
+    /// `wasm:debug` override is left out too, so nothing logs under `level`.
+    pub fn start_with_log_level(
+        config: &str,
+        workers: u32,
+        level: &str,
+    ) -> Result<EnvoyProcess, String> {
         let bin = envoy_binary()?;
         let dir = TempDir::new("envoy");
         let config_path = dir.path().join("envoy.yaml");
@@ -136,10 +146,14 @@ impl EnvoyProcess {
         let child = Command::new(bin)
             .arg("-c")
             .arg(&config_path)
-            .args(["--disable-hot-restart", "-l", "info"])
+            .args(["--disable-hot-restart", "-l", level])
             .arg("--concurrency")
             .arg(workers.to_string())
-            .args(["--component-log-level", "wasm:debug"])
+            .args(if level == "info" {
+                &["--component-log-level", "wasm:debug"][..]
+            } else {
+                &[][..]
+            })
             .args(["--file-flush-interval-msec", "50"])
             .arg("--admin-address-path")
             .arg(&admin_path)

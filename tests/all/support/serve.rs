@@ -93,6 +93,11 @@ impl ServeProcess {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The process id, for signals (SIGHUP reloads the artifact).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Gateway for ServeProcess {
