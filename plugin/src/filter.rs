@@ -400,20 +400,8 @@ impl HttpContext for Http {
             Err(what) => return self.host_failed(what),
         };
         self.request = Request::from_headers(headers, None);
-        self.request_id = self
-            .request
-            .header("x-request-id")
-            .map(str::to_string)
-            .or_else(|| host::property(&["request", "id"]).and_then(|b| String::from_utf8(b).ok()))
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| format!("writ-{}-{}", self.context_id, self.now_nanos));
+        self.start_record(&shared);
         let policy = shared.policy();
-        self.audit = AuditRecord::request(
-            policy,
-            self.config.artifact_sha256.as_deref(),
-            &self.request_id,
-            self.now_nanos as i64,
-        );
 
         if let Some(ks) = &policy.kill_switch
             && crate::kill_switch::is_admin_path(ks, &self.request.path)
@@ -1006,16 +994,8 @@ impl Http {
             )
         {
             self.tally(shared, &tallies);
-            let path = host::headers(host::REQUEST_HEADERS)?
-                .into_iter()
-                .find(|(n, _)| n == ":path")
-                .map(|(_, v)| v)
-                .unwrap_or_default();
-            let fragment = path
-                .find('#')
-                .and_then(|h| path.get(h..))
-                .unwrap_or_default();
-            let new_path = format!("{}?{new}{fragment}", self.request.path);
+            // The view holds the path and the query apart (a client sends no fragment).
+            let new_path = format!("{}?{new}", self.request.path);
             host::replace_header(host::REQUEST_HEADERS, ":path", &new_path)
                 .map_err(|_| "proxy_replace_header_map_value")?;
             self.request.query = new;
@@ -1473,6 +1453,24 @@ impl Http {
         }
     }
 
+    /// The request id (the client's `x-request-id`, else the host's, else one of our own)
+    /// and the audit record it starts, from the request view and `now_nanos`.
+    fn start_record(&mut self, shared: &Shared) {
+        self.request_id = self
+            .request
+            .header("x-request-id")
+            .map(str::to_string)
+            .or_else(|| host::property(&["request", "id"]).and_then(|b| String::from_utf8(b).ok()))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| format!("writ-{}-{}", self.context_id, self.now_nanos));
+        self.audit = AuditRecord::request(
+            shared.policy(),
+            self.config.artifact_sha256.as_deref(),
+            &self.request_id,
+            self.now_nanos as i64,
+        );
+    }
+
     /// A request answered before this filter saw it, by a filter in front of it (Envoy's
     /// `jwt_authn` refusing a token) or by Envoy itself: Envoy still calls `on_log`, with
     /// the request headers and the reply's status and details, so it gets its record too
@@ -1481,20 +1479,8 @@ impl Http {
         let headers = host::headers(host::REQUEST_HEADERS).unwrap_or_default();
         self.request = Request::from_headers(headers, None);
         self.now_nanos = host::now_nanos();
-        self.request_id = self
-            .request
-            .header("x-request-id")
-            .map(str::to_string)
-            .or_else(|| host::property(&["request", "id"]).and_then(|b| String::from_utf8(b).ok()))
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| format!("writ-{}-{}", self.context_id, self.now_nanos));
+        self.start_record(shared);
         let policy = shared.policy();
-        self.audit = AuditRecord::request(
-            policy,
-            self.config.artifact_sha256.as_deref(),
-            &self.request_id,
-            self.now_nanos as i64,
-        );
         self.identity = eval::identify(policy, &self.request);
         self.audit.workflow = self.workflow_name(shared);
         // Envoy reports `response.code` as a little-endian int64.

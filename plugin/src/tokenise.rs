@@ -446,9 +446,7 @@ pub fn rewrite_request(
     redact: &[u16],
     vault: &mut Vault,
 ) -> Result<Rewrite, JsonError> {
-    let mut wanted: Vec<u16> = tokenise.iter().chain(redact).copied().collect();
-    wanted.sort_unstable();
-    wanted.dedup();
+    let wanted = union(tokenise, redact);
     let mut tallies: BTreeMap<u16, Tally> = BTreeMap::new();
     if wanted.is_empty() {
         json_strings::visit(
@@ -484,6 +482,14 @@ pub fn rewrite_request(
         body: new,
         tallies: tallies.into_values().collect(),
     })
+}
+
+/// The detectors either list names, sorted and without repeats.
+fn union(tokenise: &[u16], redact: &[u16]) -> Vec<u16> {
+    let mut wanted: Vec<u16> = tokenise.iter().chain(redact).copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted
 }
 
 /// Where a rewritten value travels, which decides how a replacement is written.
@@ -567,9 +573,7 @@ pub fn rewrite_carrier(
     redact: &[u16],
     vault: &mut Vault,
 ) -> Option<(String, Vec<Tally>)> {
-    let mut wanted: Vec<u16> = tokenise.iter().chain(redact).copied().collect();
-    wanted.sort_unstable();
-    wanted.dedup();
+    let wanted = union(tokenise, redact);
     let mut hits = Vec::new();
     finder.find(value, &wanted, &mut hits);
     if hits.is_empty() {

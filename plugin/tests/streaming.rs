@@ -505,6 +505,23 @@ fn scanner(names: &[&str]) -> (Scanner, Vec<ir::Detector>) {
     (Scanner::new(&d).unwrap(), d)
 }
 
+/// The detectors that find the values in [`LEAKS`].
+const LEAK_DETECTORS: &[&str] = &[
+    "email",
+    "phone",
+    "credit_card",
+    "iban",
+    "aws_access_key",
+    "ipv4",
+    "ipv6",
+    "us_ssn",
+    "github_token",
+    "slack_token",
+    "openai_key",
+    "jwt",
+    "private_key",
+];
+
 const LEAKS: &[&str] = &[
     "ada@example.com",
     "+1 415 555 0100",
@@ -525,23 +542,8 @@ const LEAKS: &[&str] = &[
 
 #[test]
 fn streamed_redaction_equals_whole_redaction() {
-    let names = [
-        "email",
-        "phone",
-        "credit_card",
-        "iban",
-        "aws_access_key",
-        "ipv4",
-        "ipv6",
-        "us_ssn",
-        "github_token",
-        "slack_token",
-        "openai_key",
-        "jwt",
-        "private_key",
-    ];
-    let (sc, dets) = scanner(&names);
-    let wanted: Vec<u16> = (0..names.len() as u16).collect();
+    let (sc, dets) = scanner(LEAK_DETECTORS);
+    let wanted: Vec<u16> = (0..LEAK_DETECTORS.len() as u16).collect();
     let mut vault = Vault::new([4; 16]);
     let ph = vault.tokenise("email", "mine@example.com").into_owned();
     let ctx = Ctx {
@@ -1111,23 +1113,8 @@ fn carrier_view(body: &[u8], style: usize) -> BTreeMap<Carrier, String> {
 
 #[test]
 fn every_sse_field_and_plain_data_is_reassembled_under_any_cutting() {
-    let names = [
-        "email",
-        "phone",
-        "credit_card",
-        "iban",
-        "aws_access_key",
-        "ipv4",
-        "ipv6",
-        "us_ssn",
-        "github_token",
-        "slack_token",
-        "openai_key",
-        "jwt",
-        "private_key",
-    ];
-    let (sc, dets) = scanner(&names);
-    let wanted: Vec<u16> = (0..names.len() as u16).collect();
+    let (sc, dets) = scanner(LEAK_DETECTORS);
+    let wanted: Vec<u16> = (0..LEAK_DETECTORS.len() as u16).collect();
     let leaks: Vec<&str> = LEAKS
         .iter()
         .copied()

@@ -3,7 +3,6 @@
 //! `writ audit verify` / `show` read it.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,37 +10,14 @@ use std::time::{Duration, Instant};
 use crate::support::cases::build_e2e_policy;
 use crate::support::envoy::EnvoyProcess;
 use crate::support::http::{Request, send};
-use crate::support::process::run_bounded;
 use crate::support::tempdir::TempDir;
 use crate::support::upstream::{Reply, Upstream};
-use crate::support::{output_text, writ_bin};
-
-fn writ_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    run_bounded(
-        Command::new(writ_bin()).args(args).current_dir(dir),
-        Duration::from_secs(120),
-    )
-    .unwrap()
-}
+use crate::support::{output_text, writ_envoy, writ_in};
 
 /// `writ envoy --audit-log` for the e2e policy, with kernel-chosen ports.
 fn config(dir: &Path, artifact: &Path, upstream: &Upstream, audit: &Path) -> String {
-    let out = writ_in(
-        dir,
-        &[
-            "envoy",
-            artifact.to_str().unwrap(),
-            "--upstream",
-            &upstream.addr().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--audit-log",
-            audit.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
+    let audit = audit.display().to_string();
+    let out = writ_envoy(dir, artifact, upstream.addr(), &["--audit-log", &audit]);
     String::from_utf8(out.stdout).unwrap()
 }
 

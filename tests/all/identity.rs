@@ -236,20 +236,12 @@ fn serve_without_a_verifier_removes_forged_identity_and_warns() {
 
 /// `writ envoy`'s config for the artifact, with kernel-chosen ports.
 fn envoy_yaml(wasm: &Path, upstream: &Upstream, extra: &[&str]) -> (String, String) {
-    let mut args = vec![
-        "envoy".to_string(),
-        wasm.display().to_string(),
-        "--upstream".into(),
-        upstream.addr().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--admin".into(),
-        "127.0.0.1:0".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = writ(&refs);
-    assert!(out.status.success(), "{}", output_text(&out));
+    let out = crate::support::writ_envoy(
+        crate::support::workspace_root(),
+        wasm,
+        upstream.addr(),
+        extra,
+    );
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::pii_e2e::everything;
 use crate::support::cases::Gateway;
 use crate::support::hosts::{HostKind, Options, WritGateway, build_policy};
 use crate::support::http::{Request, send};
@@ -84,15 +85,6 @@ fn reassemble(body: &str) -> String {
                 .map(String::from)
         })
         .collect()
-}
-
-/// What the upstream received, as one string: request line, headers and body.
-fn everything(req: &crate::support::http::Request) -> String {
-    let mut s = format!("{} {}\n", req.method, req.path);
-    for (n, v) in &req.headers {
-        s.push_str(&format!("{n}: {v}\n"));
-    }
-    s + &String::from_utf8_lossy(&req.body)
 }
 
 fn check_request_side(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> {
@@ -257,23 +249,26 @@ fn check_response_side(kind: HostKind, artifact: &std::path::Path) -> Result<(),
     Ok(())
 }
 
-#[test]
-fn disguised_values_and_other_carriers_never_leak_in_both_hosts() {
+/// A check of one host against a built artifact.
+type Check = fn(HostKind, &std::path::Path) -> Result<(), String>;
+
+/// Builds `policy` and runs every check in both hosts; fails with every failure at once.
+fn in_both_hosts(policy: &str, checks: &[Check]) {
     let dir = TempDir::new("pii-carriers");
     let src = dir.path().join("carriers.policy");
-    std::fs::write(&src, POLICY).unwrap();
+    std::fs::write(&src, policy).unwrap();
     let artifact = build_policy(&src, dir.path());
+    let artifact = artifact.as_path();
     let failures: Vec<String> = HostKind::BOTH
         .iter()
-        .flat_map(|&kind| {
-            [
-                check_request_side(kind, &artifact).err(),
-                check_response_side(kind, &artifact).err(),
-            ]
-        })
-        .flatten()
+        .flat_map(|&kind| checks.iter().filter_map(move |c| c(kind, artifact).err()))
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn disguised_values_and_other_carriers_never_leak_in_both_hosts() {
+    in_both_hosts(POLICY, &[check_request_side, check_response_side]);
 }
 
 const ALL_BUILTINS: &str = r#"
@@ -494,13 +489,5 @@ fn check_every_builtin(kind: HostKind, artifact: &std::path::Path) -> Result<(),
 
 #[test]
 fn every_builtin_type_in_every_carrier_and_encoding_in_both_hosts() {
-    let dir = TempDir::new("pii-all-builtins");
-    let src = dir.path().join("all.policy");
-    std::fs::write(&src, ALL_BUILTINS).unwrap();
-    let artifact = build_policy(&src, dir.path());
-    let failures: Vec<String> = HostKind::BOTH
-        .iter()
-        .filter_map(|&kind| check_every_builtin(kind, &artifact).err())
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    in_both_hosts(ALL_BUILTINS, &[check_every_builtin]);
 }

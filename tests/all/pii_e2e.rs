@@ -66,7 +66,7 @@ fn reassemble(body: &str) -> Result<(String, String, usize), String> {
 }
 
 /// What the upstream received, as one string: request line, headers and body.
-fn everything(req: &Request) -> String {
+pub(crate) fn everything(req: &Request) -> String {
     let mut s = format!("{} {}\n", req.method, req.path);
     for (n, v) in &req.headers {
         s.push_str(&format!("{n}: {v}\n"));

@@ -21,16 +21,7 @@ use crate::support::process::run_bounded;
 use crate::support::serve::ServeProcess;
 use crate::support::tempdir::TempDir;
 use crate::support::upstream::{Reply, Upstream};
-use crate::support::{output_text, writ_bin};
-
-/// Runs `writ` with `args` in `dir`, bounded in time.
-fn writ_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    run_bounded(
-        Command::new(writ_bin()).args(args).current_dir(dir),
-        Duration::from_secs(120),
-    )
-    .unwrap()
-}
+use crate::support::{output_text, writ_envoy, writ_in};
 
 /// A signed build of the e2e policy: (temp dir, signed artifact, public key, the unsigned
 /// artifact of the same policy).
@@ -444,26 +435,16 @@ fn envoy_config(
     url: &str,
     upstream: &Upstream,
 ) -> String {
-    let out = writ_in(
-        dir,
-        &[
-            "envoy",
-            artifact.to_str().unwrap(),
-            "--upstream",
-            &upstream.addr().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--trust",
-            public.to_str().unwrap(),
-            "--artifact-url",
-            url,
-            "--artifact-fetch-retries",
-            "0",
-        ],
-    );
-    assert!(out.status.success(), "{}", output_text(&out));
+    let public = public.display().to_string();
+    let extra = [
+        "--trust",
+        &public,
+        "--artifact-url",
+        url,
+        "--artifact-fetch-retries",
+        "0",
+    ];
+    let out = writ_envoy(dir, artifact, upstream.addr(), &extra);
     String::from_utf8(out.stdout).unwrap()
 }
 

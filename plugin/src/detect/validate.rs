@@ -201,7 +201,7 @@ pub fn ssn_parts(area: u32, group: u32, serial: u32) -> bool {
 /// 000 and 666 (the 9xx area holds real ITINs and is where synthetic test data lives), with
 /// group 00 and serial 0000 excluded.
 pub fn taxpayer_id_parts(area: u32, group: u32, serial: u32) -> bool {
-    area != 0 && area != 666 && area <= 999 && group != 0 && group <= 99 && serial != 0
+    area != 0 && area != 666 && group != 0 && serial != 0
 }
 
 /// IRS rules for an Individual Taxpayer Identification Number: area 9xx and group 50–65,
@@ -210,7 +210,6 @@ pub fn itin_parts(area: u32, group: u32, serial: u32) -> bool {
     (900..=999).contains(&area)
         && matches!(group, 50..=65 | 70..=88 | 90..=92 | 94..=99)
         && serial != 0
-        && serial <= 9999
 }
 
 /// Parses 1–3 ASCII digits as a decimal number (used for SSN and octet parts).

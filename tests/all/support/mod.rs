@@ -61,6 +61,44 @@ pub fn writ(args: &[&str]) -> std::process::Output {
     }
 }
 
+/// Runs `writ` with `args` in `dir` (relative paths in `args` resolve there), bounded in
+/// time.
+pub fn writ_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    process::run_bounded(
+        std::process::Command::new(writ_bin())
+            .args(args)
+            .current_dir(dir),
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("writ {args:?}: {e}"))
+}
+
+/// `writ envoy ARTIFACT --upstream UPSTREAM` with kernel-chosen listener and admin ports
+/// and `extra` flags, run in `dir`; panics unless it succeeds.
+pub fn writ_envoy(
+    dir: &std::path::Path,
+    artifact: &std::path::Path,
+    upstream: std::net::SocketAddr,
+    extra: &[&str],
+) -> std::process::Output {
+    let artifact = artifact.display().to_string();
+    let upstream = upstream.to_string();
+    let mut args = vec![
+        "envoy",
+        &artifact,
+        "--upstream",
+        &upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let out = writ_in(dir, &args);
+    assert!(out.status.success(), "{}", output_text(&out));
+    out
+}
+
 /// Everything a command printed, stdout then stderr, for assertions and failure messages.
 pub fn output_text(out: &std::process::Output) -> String {
     format!(
