@@ -347,6 +347,10 @@ static_resources:
           request_headers_timeout: 10s
           stream_idle_timeout: 300s
           generate_request_id: true
+          # HTTP/1.0 clients are served as by `writ serve` (Envoy's default answers 426).
+          http_protocol_options:
+            accept_http_10: true
+            default_host_for_http_10: writ
           access_log:
 {audit_log}          - name: envoy.access_loggers.stdout
             typed_config:
@@ -566,31 +570,135 @@ static_resources:
         y
     }
 
-    /// With a verifier, `jwt_authn`'s plain-text 401 becomes an OpenAI-style JSON error
-    /// (`code` carries Envoy's reason, e.g. `jwt_authn_access_denied{Jwt_is_expired}`).
-    /// Only replies whose details name `jwt_authn` are rewritten; the policy's own errors
-    /// are JSON already.
+    /// Envoy's own local replies (a codec error, a body or header block over its limits,
+    /// an upstream that failed or timed out, a VM that failed) are plain text; these
+    /// mappers turn each into the OpenAI-style error `writ serve` answers in the same case,
+    /// with a fixed message. The engine's own replies carry the response-code details
+    /// `writ_local_reply` and match the first mapper, which changes nothing (the first
+    /// matching mapper wins). With a verifier, `jwt_authn`'s 401 keeps Envoy's reason in
+    /// `code` (e.g. `jwt_authn_access_denied{Jwt_is_expired}`).
     fn local_reply_yaml(&self) -> String {
-        if self.jwt.is_none() {
-            return String::new();
-        }
-        "          local_reply_config:
+        let mapper = |expression: &str,
+                      status: Option<u16>,
+                      message: &str,
+                      kind: &str,
+                      code: &str| {
+            let status = status.map_or(String::new(), |s| {
+                format!("\n              status_code: {s}")
+            });
+            format!(
+                "            - filter:
+                extension_filter:
+                  name: envoy.access_loggers.extension_filters.cel
+                  typed_config:
+                    \"@type\": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
+                    expression: \"{expression}\"{status}
+              body_format_override:
+                content_type: application/json
+                json_format:
+                  error:
+                    message: \"{message}\"
+                    type: {kind}
+                    code: \"{code}\"
+"
+            )
+        };
+        let mut y = String::from(
+            "          local_reply_config:
             mappers:
             - filter:
                 extension_filter:
                   name: envoy.access_loggers.extension_filters.cel
                   typed_config:
                     \"@type\": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter
-                    expression: \"response.code_details.startsWith('jwt_authn')\"
-              body_format_override:
-                content_type: application/json
-                json_format:
-                  error:
-                    message: \"The bearer token is missing or not valid.\"
-                    type: authentication_error
-                    code: \"%RESPONSE_CODE_DETAILS%\"
-"
-        .to_string()
+                    expression: \"response.code_details == 'writ_local_reply'\"
+",
+        );
+        if self.jwt.is_some() {
+            y.push_str(&mapper(
+                "response.code_details.startsWith('jwt_authn')",
+                None,
+                "The bearer token is missing or not valid.",
+                "authentication_error",
+                "%RESPONSE_CODE_DETAILS%",
+            ));
+        }
+        let own: [(&str, Option<u16>, &str, &str, &str); 10] = [
+            (
+                "response.code_details.startsWith('wasm')",
+                Some(503),
+                "The policy engine failed; the request was not forwarded.",
+                "engine_error",
+                "engine_error",
+            ),
+            (
+                "response.code_details == 'response_payload_too_large'",
+                Some(502),
+                "The model provider's reply is too large to be checked.",
+                "upstream_error",
+                "reply_too_large",
+            ),
+            (
+                "response.code == 413",
+                None,
+                "The request body exceeds the gateway's limit.",
+                "invalid_request_error",
+                "body_too_large",
+            ),
+            (
+                "response.code == 431",
+                None,
+                "The request headers exceed the gateway's limit.",
+                "invalid_request_error",
+                "headers_too_large",
+            ),
+            (
+                "response.code == 400",
+                None,
+                "The request is not valid HTTP.",
+                "invalid_request_error",
+                "bad_request",
+            ),
+            (
+                "response.code == 408",
+                None,
+                "The request was not received in time.",
+                "invalid_request_error",
+                "request_timeout",
+            ),
+            (
+                "response.code == 501",
+                None,
+                "The request uses an HTTP feature the gateway does not support.",
+                "invalid_request_error",
+                "not_implemented",
+            ),
+            (
+                "response.code == 504",
+                None,
+                "The model provider did not answer in time.",
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            (
+                "response.code == 502 || response.code == 503",
+                Some(502),
+                "The model provider could not be reached.",
+                "upstream_error",
+                "upstream_unavailable",
+            ),
+            (
+                "response.code >= 400",
+                None,
+                "The gateway refused the request.",
+                "gateway_error",
+                "gateway_error",
+            ),
+        ];
+        for (expression, status, message, kind, code) in own {
+            y.push_str(&mapper(expression, status, message, kind, code));
+        }
+        y
     }
 
     /// The file access log that writes the audit records: the filter leaves each request's

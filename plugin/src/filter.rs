@@ -441,6 +441,11 @@ impl HttpContext for Http {
             let err = BodyError::UnsupportedMediaType(content_type.to_string());
             return self.reply(&Reply::body_error(&err));
         }
+        let encoding = self.request.header("content-encoding");
+        if !request::is_identity_encoding(encoding) {
+            let err = BodyError::UnsupportedEncoding(encoding.unwrap_or("").to_string());
+            return self.reply(&Reply::body_error(&err));
+        }
         if let Some(len) = self
             .request
             .header("content-length")

@@ -140,6 +140,20 @@ pub enum BodyError {
     TooLarge { limit: usize },
     /// The content type is not JSON (415).
     UnsupportedMediaType(String),
+    /// The body is compressed (`content-encoding` other than `identity`): the engine does
+    /// not inflate bodies, so it cannot read what the provider would (415).
+    UnsupportedEncoding(String),
+}
+
+/// Whether a request `content-encoding` leaves the body as sent: absent, empty or only
+/// `identity`. Anything else (`gzip`, `br`, `identity, gzip`) is a body the engine cannot
+/// read as the provider would.
+pub fn is_identity_encoding(value: Option<&str>) -> bool {
+    value.is_none_or(|v| {
+        v.split(',')
+            .map(str::trim)
+            .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"))
+    })
 }
 
 /// Parses a request body into the view. OpenAI-compatible endpoints take a JSON object;
@@ -148,14 +162,80 @@ pub fn parse_body(bytes: &[u8], limit: usize) -> Result<Json, BodyError> {
     if bytes.len() > limit {
         return Err(BodyError::TooLarge { limit });
     }
-    let value: Json =
-        serde_json::from_slice(bytes).map_err(|e| BodyError::Malformed(e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde::Deserialize::deserialize(&mut de)
+        .and_then(|Strict(v)| de.end().map(|()| v))
+        .map_err(|e| BodyError::Malformed(e.to_string()))?;
     if !value.is_object() {
         return Err(BodyError::Malformed(
             "the request body must be a JSON object".into(),
         ));
     }
     Ok(value)
+}
+
+/// A JSON value parsed with duplicate object keys refused. Parsers disagree on which of two
+/// equal keys wins (serde keeps the last, others the first), so a body such as
+/// `{"model":"a","model":"b"}` could be checked as one request and run as another; the
+/// engine refuses it instead.
+struct Strict(Json);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{}`",
+                    key.chars().take(64).collect::<String>()
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Json::Object(object))
+    }
 }
 
 /// Whether a `content-type` value names JSON (`application/json`, or any `+json` type),
@@ -291,6 +371,26 @@ mod tests {
     #[test]
     fn refuses_bad_bodies_and_types() {
         assert!(matches!(parse_body(b"{", 10), Err(BodyError::Malformed(_))));
+        for dup in [
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"messages":[{"content":"x","content":"y"}]}"#,
+        ] {
+            let got = parse_body(dup.as_bytes(), 1 << 10);
+            assert!(
+                matches!(&got, Err(BodyError::Malformed(why)) if why.contains("duplicate key")),
+                "{dup}: {got:?}"
+            );
+        }
+        let nested = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        assert!(matches!(
+            parse_body(format!(r#"{{"a":{nested}}}"#).as_bytes(), 1 << 20),
+            Err(BodyError::Malformed(_))
+        ));
+        let same = r#"{"model":"gpt-4o","n":1.5,"a":[true,null,-3,{"b":"c"}]}"#;
+        assert_eq!(
+            parse_body(same.as_bytes(), 1 << 10).ok(),
+            serde_json::from_str(same).ok()
+        );
         assert!(matches!(
             parse_body(b"[1]", 10),
             Err(BodyError::Malformed(_))
@@ -301,6 +401,11 @@ mod tests {
         );
         assert!(is_json_content_type("application/json; charset=utf-8"));
         assert!(is_json_content_type("application/vnd.api+json"));
+        assert!(is_identity_encoding(None));
+        assert!(is_identity_encoding(Some("identity")));
+        assert!(is_identity_encoding(Some(" Identity ")));
+        assert!(!is_identity_encoding(Some("gzip")));
+        assert!(!is_identity_encoding(Some("identity, br")));
         assert!(!is_json_content_type("text/plain"));
         assert!(!is_json_content_type(""));
     }

@@ -101,6 +101,17 @@ impl Reply {
                     "body_too_large",
                 ),
             },
+            BodyError::UnsupportedEncoding(enc) => Reply {
+                status: 415,
+                body: error_body(
+                    &format!(
+                        "the request body must not be compressed (content-encoding `{}`)",
+                        enc.chars().take(64).collect::<String>()
+                    ),
+                    "invalid_request_error",
+                    "unsupported_content_encoding",
+                ),
+            },
             BodyError::UnsupportedMediaType(ct) => Reply {
                 status: 415,
                 body: error_body(

@@ -64,6 +64,10 @@ pub struct EnvoyArgs {
     /// hash-chained line per record whatever the log level (`writ audit verify` checks it).
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// Seconds the model provider has for its whole reply (Envoy's route timeout; streamed
+    /// replies included) before the client gets 504 `upstream_timeout`.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub upstream_timeout: u32,
 }
 
 fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
@@ -127,6 +131,7 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     config.failure_policy = args.failure_policy;
     config.upstream_ca = args.upstream_ca.clone();
     config.max_request_bytes = args.max_request_bytes;
+    config.route_timeout_secs = args.upstream_timeout.max(1);
     if let Some(id) = args.vm_id.clone() {
         config.vm_id = id;
     }

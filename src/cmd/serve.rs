@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Repeatable, so a key can be rotated.
     #[arg(long, value_name = "PUBKEY")]
     pub trust: Vec<PathBuf>,
+    /// Seconds the model provider has to start its reply (its status and headers) before
+    /// the client gets 504 `upstream_timeout`.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub upstream_timeout: u64,
 }
 
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the artifact and configuration.
@@ -68,6 +72,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut gateway = GatewayConfig::new(args.listen, &args.upstream);
     gateway.workers = args.workers.max(1);
     gateway.max_request_body = args.max_body;
+    gateway.upstream_timeout = std::time::Duration::from_secs(args.upstream_timeout.max(1));
     if let Some(path) = &args.upstream_ca {
         gateway.upstream_ca =
             Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
@@ -190,6 +195,8 @@ fn refusal_sink(
         let (outcome, detail) = match refusal.kind {
             writ_runtime::RefusalKind::Unauthenticated => ("denied", "unauthenticated"),
             writ_runtime::RefusalKind::EngineFailure => ("error", "engine_error"),
+            // As the filter records a request Envoy answered before the policy ran.
+            writ_runtime::RefusalKind::Rejected => ("error", "answered before the policy ran"),
         };
         record.outcome = outcome.into();
         record.detail = Some(format!("{detail}: {}", refusal.code));

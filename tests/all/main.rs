@@ -12,6 +12,7 @@ mod enforcement;
 mod envoy;
 mod envoy_audit;
 mod families;
+mod hostile;
 mod identity;
 mod pii_carriers_e2e;
 mod pii_e2e;

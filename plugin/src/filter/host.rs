@@ -163,6 +163,11 @@ pub fn set_buffer(buffer: u32, size: usize, data: &[u8]) -> Result<(), u32> {
     if rc == OK { Ok(()) } else { Err(rc) }
 }
 
+/// The response-code details of every reply the engine sends itself. Envoy's
+/// `local_reply_config` (written by `writ envoy`) leaves replies with these details alone and
+/// turns Envoy's own local replies (codec errors, upstream failures) into OpenAI-style JSON.
+pub const LOCAL_REPLY_DETAILS: &str = "writ_local_reply";
+
 /// Answers the client locally.
 pub fn send_local(status: u16, body: &[u8], headers: &[(&str, &str)]) -> Result<(), u32> {
     let headers = crate::wire::encode_header_map(headers);
@@ -170,8 +175,8 @@ pub fn send_local(status: u16, body: &[u8], headers: &[(&str, &str)]) -> Result<
     let rc = unsafe {
         proxy_send_local_response(
             u32::from(status),
-            core::ptr::null(),
-            0,
+            LOCAL_REPLY_DETAILS.as_ptr(),
+            LOCAL_REPLY_DETAILS.len(),
             body.as_ptr(),
             body.len(),
             headers.as_ptr(),

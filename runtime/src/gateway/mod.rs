@@ -17,6 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// The most request headers a client may send (Envoy's `max_headers_count` default).
+pub const MAX_REQUEST_HEADERS: usize = 100;
+/// The largest request header block, names and values, in bytes (Envoy's
+/// `max_request_headers_kb` default, 60 KiB); larger gets 431.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 60 << 10;
+/// hyper's read buffer, which bounds a request head as it is parsed (431 past it).
+const MAX_REQUEST_HEAD_BYTES: usize = 96 << 10;
+
 /// How the gateway listens and where it forwards.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -59,13 +67,16 @@ pub struct Refusal {
     pub code: &'static str,
 }
 
-/// The two reasons the gateway answers for the filter.
+/// The reasons the gateway answers for the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalKind {
     /// The identity check refused the request (401); the filter never saw it.
     Unauthenticated,
     /// The filter trapped, ran past its deadline, or the host failed it (fail closed).
     EngineFailure,
+    /// The gateway refused the message before the filter saw it: not valid HTTP, framed
+    /// ambiguously, or over a size limit.
+    Rejected,
 }
 
 /// Where [`Refusal`]s go. Called on the request's task; keep it short.
@@ -288,16 +299,31 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let conn_state = state.clone();
                 let state = state.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
                     async move { Ok::<_, std::convert::Infallible>(proxy::handle(state, req, peer).await) }
                 });
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // Envoy's limits, so both hosts refuse the same header blocks: at most 100
+                // headers (431); the 60 KiB of header bytes is checked per request, and
+                // hyper's read buffer bounds a head before that (431 past it).
+                let conn = http1::Builder::new()
+                    .max_headers(MAX_REQUEST_HEADERS)
+                    .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
+                let state = conn_state;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("connection error: {e}");
+                        // hyper answered a message it could not parse (400, or 431 for a
+                        // head past its buffer): that refusal gets its record too.
+                        if e.is_parse_too_large() {
+                            state.record_codec_refusal(431);
+                        } else if e.is_parse() {
+                            state.record_codec_refusal(400);
+                        }
                     }
                 });
             }

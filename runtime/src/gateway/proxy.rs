@@ -72,9 +72,30 @@ pub(crate) struct State {
     log_sink: Option<super::LogSink>,
     identity: super::identity::IdentityConfig,
     refusal_sink: Option<super::RefusalSink>,
+    /// The largest header block accepted (names and values), as Envoy's codec limits it.
+    max_header_bytes: usize,
 }
 
 impl State {
+    /// A request id for a request that came without one: unique in this process.
+    pub(crate) fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        format!("writ-{:x}-{n}", std::process::id())
+    }
+
+    /// Records a message the HTTP codec refused before it was a request (hyper answered it
+    /// itself, 400 or 431), so it has its one record as in Envoy.
+    pub(crate) fn record_codec_refusal(&self, status: u16) {
+        if let Some(sink) = &self.refusal_sink {
+            (sink.0)(&super::Refusal {
+                request_id: self.next_request_id(),
+                status,
+                kind: super::RefusalKind::Rejected,
+                code: rejection_code(status),
+            });
+        }
+    }
+
     pub(crate) fn new(host: Host, config: &GatewayConfig) -> Result<State, GatewayError> {
         let rest = config
             .upstream
@@ -105,6 +126,7 @@ impl State {
             log_sink: config.log_sink.clone(),
             identity: config.identity.clone(),
             refusal_sink: config.refusal_sink.clone(),
+            max_header_bytes: super::MAX_REQUEST_HEADER_BYTES,
         })
     }
 }
@@ -248,13 +270,24 @@ pub(crate) async fn handle(
         _ => {}
     }
     let (parts, mut incoming) = req.into_parts();
+    let rid = match parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id) => id.to_string(),
+        None => state.next_request_id(),
+    };
+    if let Some(reply) = headers_too_large(&state, &parts.headers) {
+        return reject(&state, &rid, reply);
+    }
     let declared = parts
         .headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > state.max_body) {
-        return too_large(state.max_body);
+        return reject(&state, &rid, too_large(state.max_body));
     }
     let mut body = Vec::new();
     while let Some(frame) = incoming.frame().await {
@@ -263,18 +296,19 @@ pub(crate) async fn handle(
                 if let Some(data) = frame.data_ref() {
                     body.extend_from_slice(data);
                     if body.len() > state.max_body {
-                        return too_large(state.max_body);
+                        return reject(&state, &rid, too_large(state.max_body));
                     }
                 }
             }
             Err(e) => {
                 tracing::debug!("reading the request body: {e}");
-                return json_error(
+                let reply = json_error(
                     400,
                     "invalid_request_error",
                     "bad_request",
                     "The request body could not be read.",
                 );
+                return reject(&state, &rid, reply);
             }
         }
     }
@@ -309,13 +343,8 @@ pub(crate) async fn handle(
         ));
     }
     if header_get(&headers, "x-request-id").is_none() {
-        let n = state.request_ids.fetch_add(1, Ordering::Relaxed);
-        let id = format!("writ-{:x}-{n}", std::process::id());
-        headers.push(("x-request-id".into(), id));
+        headers.push(("x-request-id".into(), rid.clone()));
     }
-    let rid = header_get(&headers, "x-request-id")
-        .unwrap_or_default()
-        .to_string();
     // Identity: the client's copies of trusted headers go first, whatever follows; then a
     // configured verifier checks the token and sets them from its claims.
     let path = header_get(&headers, ":path").unwrap_or("/").to_string();
@@ -396,6 +425,47 @@ async fn finish_local(
     match close(state, worker, id).await {
         Ok(()) => local(resp),
         Err(e) => failed(state, rid, &e),
+    }
+}
+
+/// Refuses a header block over Envoy's 60 KiB, as Envoy's codec does. (A request with
+/// both `content-length` and `transfer-encoding` is framed by the latter, as RFC 9112
+/// allows; the upstream gets a request framed afresh, so the two cannot be played
+/// against each other.)
+fn headers_too_large(state: &State, headers: &hyper::HeaderMap) -> Option<Response<ResBody>> {
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    (size > state.max_header_bytes).then(|| {
+        json_error(
+            431,
+            "invalid_request_error",
+            "headers_too_large",
+            "The request headers exceed the gateway's limit.",
+        )
+    })
+}
+
+/// Answers a request the gateway refuses before the filter sees it, and records it.
+fn reject(state: &State, request_id: &str, reply: Response<ResBody>) -> Response<ResBody> {
+    if let Some(sink) = &state.refusal_sink {
+        (sink.0)(&super::Refusal {
+            request_id: request_id.to_string(),
+            status: reply.status().as_u16(),
+            kind: super::RefusalKind::Rejected,
+            code: rejection_code(reply.status().as_u16()),
+        });
+    }
+    reply
+}
+
+/// The fixed reason of a refusal before the filter, by its status.
+pub(crate) fn rejection_code(status: u16) -> &'static str {
+    match status {
+        413 => "body_too_large",
+        431 => "headers_too_large",
+        _ => "bad_request",
     }
 }
 
@@ -515,6 +585,7 @@ async fn forward(
         }
     };
     let mut held: Vec<Bytes> = Vec::new();
+    let mut held_by_filter = 0usize;
     let mut upstream_done = empty;
     let client_headers = loop {
         if let Some(resp) = flow.local_response.take() {
@@ -530,7 +601,26 @@ async fn forward(
             let _ = close(&state, &worker, id).await;
             return failed(&state, &rid, &HostError::Stalled("response"));
         }
-        let (chunk, eos) = next_chunk(&mut incoming).await;
+        let Ok((chunk, eos)) = next_chunk(&mut incoming).await else {
+            return match close(&state, &worker, id).await {
+                Ok(()) => upstream_unavailable(),
+                Err(e) => failed(&state, &rid, &e),
+            };
+        };
+        held_by_filter += chunk.len();
+        if held_by_filter > state.max_body {
+            // The filter holds the whole reply (to redact it): bounded as in Envoy, whose
+            // connection buffer limit ends such a reply.
+            return match close(&state, &worker, id).await {
+                Ok(()) => json_error(
+                    502,
+                    "upstream_error",
+                    "reply_too_large",
+                    "The model provider's reply is too large to be checked.",
+                ),
+                Err(e) => failed(&state, &rid, &e),
+            };
+        }
         upstream_done = eos;
         flow = match step(&state, &worker, move |vm| {
             vm.response_body(id, &chunk, eos).map(|f| vec![f])
@@ -595,22 +685,35 @@ async fn forward(
         })
 }
 
-/// The next data chunk of the upstream body, and whether it was the last.
-async fn next_chunk(incoming: &mut Incoming) -> (Vec<u8>, bool) {
+/// The next data chunk of the upstream body, and whether it was the last; `Err` when the
+/// provider failed mid-reply (a reset, a close before the declared length, bad chunking),
+/// which must never look like a complete reply to the client.
+async fn next_chunk(incoming: &mut Incoming) -> Result<(Vec<u8>, bool), ()> {
     loop {
         match incoming.frame().await {
-            None => return (Vec::new(), true),
+            None => return Ok((Vec::new(), true)),
             Some(Err(e)) => {
                 tracing::warn!("upstream body failed: {e}");
-                return (Vec::new(), true);
+                return Err(());
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    return (data.to_vec(), incoming.is_end_stream());
+                    return Ok((data.to_vec(), incoming.is_end_stream()));
                 }
             }
         }
     }
+}
+
+/// The provider failed before the client had anything: the same answer as when it could
+/// not be reached.
+fn upstream_unavailable() -> Response<ResBody> {
+    json_error(
+        502,
+        "upstream_error",
+        "upstream_unavailable",
+        "The model provider could not be reached.",
+    )
 }
 
 /// Streams the rest of the reply through the filter to the client, chunk by chunk.
@@ -625,7 +728,15 @@ async fn pump(
 ) {
     let mut reported = false;
     while !upstream_done {
-        let (chunk, eos) = next_chunk(&mut incoming).await;
+        let Ok((chunk, eos)) = next_chunk(&mut incoming).await else {
+            // The client has the headers: abort, so it sees a truncated reply.
+            let _ = tx
+                .send(Err(std::io::Error::other(
+                    "the model provider failed mid-reply",
+                )))
+                .await;
+            break;
+        };
         upstream_done = eos;
         let flow = step(&state, &worker, move |vm| {
             vm.response_body(id, &chunk, eos).map(|f| vec![f])

@@ -135,7 +135,8 @@ pub fn run_case(gw: &dyn Gateway, upstream: &Upstream, case: &Case) -> Result<Ou
                         .map(|(_, d)| format!("data: {d}\n\n"))
                         .collect(),
                 ),
-                Reply::Echo { .. } => (0, String::new()),
+                // Tables of cases use replies with a known status and body.
+                Reply::Echo { .. } | Reply::Raw { .. } => (0, String::new()),
             };
             if response.status != status || response.body != body.as_bytes() {
                 return Err(got("client did not get the upstream's reply unchanged"));

@@ -31,6 +31,8 @@ pub struct Options {
     pub workers: u32,
     /// A loopback review queue: escalations are posted to `http://ADDR/reviews`.
     pub review_queue: Option<SocketAddr>,
+    /// `--upstream-timeout` in both hosts, when given.
+    pub upstream_timeout_secs: Option<u64>,
 }
 
 impl Default for Options {
@@ -38,6 +40,7 @@ impl Default for Options {
         Options {
             workers: 2,
             review_queue: None,
+            upstream_timeout_secs: None,
         }
     }
 }
@@ -116,6 +119,9 @@ impl WritGateway {
                     cmd.arg("--cluster")
                         .arg(format!("{REVIEW_CLUSTER}={review}"));
                 }
+                if let Some(secs) = opts.upstream_timeout_secs {
+                    cmd.arg("--upstream-timeout").arg(secs.to_string());
+                }
                 let yaml = run_ok(&mut cmd, Duration::from_secs(30))?;
                 EnvoyProcess::start_with_workers(&yaml, opts.workers).map(WritGateway::Envoy)
             }
@@ -129,6 +135,10 @@ impl WritGateway {
                 if let Some(review) = opts.review_queue {
                     extra.push("--cluster".into());
                     extra.push(format!("{REVIEW_CLUSTER}=http://{review}"));
+                }
+                if let Some(secs) = opts.upstream_timeout_secs {
+                    extra.push("--upstream-timeout".into());
+                    extra.push(secs.to_string());
                 }
                 // The configuration is read at start; the temp dir may go afterwards.
                 ServeProcess::start_with(artifact, upstream, &extra).map(WritGateway::Serve)

@@ -80,6 +80,69 @@ pub fn send(addr: SocketAddr, req: &Request, timeout: Duration) -> std::io::Resu
     conn.request(req)
 }
 
+/// What [`send_raw`] read back.
+#[derive(Debug, Default)]
+pub struct RawReplies {
+    pub responses: Vec<Response>,
+    /// Whether the last response's body ended as framed (false: the server cut it short,
+    /// and that response holds what arrived).
+    pub complete: bool,
+}
+
+/// Writes `bytes` to `addr` as they are (malformed requests, pipelined ones, HTTP/1.0) and
+/// reads up to `responses` responses, skipping interim 1xx ones. Fewer come back when the
+/// server closes the connection first; an error only when the connection fails outright.
+pub fn send_raw(
+    addr: SocketAddr,
+    bytes: &[u8],
+    responses: usize,
+    timeout: Duration,
+) -> std::io::Result<RawReplies> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut writer = stream.try_clone()?;
+    // The peer may refuse and close before it has read everything: not an error here.
+    let _ = writer.write_all(bytes).and_then(|()| writer.flush());
+    let mut reader = BufReader::new(stream);
+    let mut out = Vec::new();
+    let mut complete = true;
+    while out.len() < responses {
+        let head = match read_head(&mut reader) {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(e) if out.is_empty() && e.kind() != std::io::ErrorKind::ConnectionReset => {
+                return Err(e);
+            }
+            Err(_) => break,
+        };
+        let (status_line, headers) = head;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line `{status_line}`")))?;
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let mut body = Vec::new();
+        let read = read_body_into(&mut reader, &headers, true, &mut body);
+        out.push(Response {
+            status,
+            headers,
+            body,
+        });
+        if read.is_err() {
+            complete = false;
+            break;
+        }
+    }
+    Ok(RawReplies {
+        responses: out,
+        complete,
+    })
+}
+
 /// A client connection that may carry many requests (keep-alive), for measuring per-request
 /// cost without connection set-up in every sample.
 pub struct Connection {
@@ -197,6 +260,17 @@ fn read_body(
     is_response: bool,
 ) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
+    read_body_into(reader, headers, is_response, &mut body)?;
+    Ok(body)
+}
+
+/// As [`read_body`], into `body`, which keeps what arrived when the read fails.
+fn read_body_into(
+    reader: &mut impl BufRead,
+    headers: &[(String, String)],
+    is_response: bool,
+    body: &mut Vec<u8>,
+) -> std::io::Result<()> {
     if find_header(headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     {
         loop {
@@ -217,10 +291,11 @@ fn read_body(
         let len: usize = len
             .parse()
             .map_err(|_| bad(format!("bad content-length `{len}`")))?;
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
+        let mut rest = vec![0; len];
+        reader.read_exact(&mut rest)?;
+        body.extend_from_slice(&rest);
     } else if is_response {
-        reader.read_to_end(&mut body)?;
+        reader.read_to_end(body)?;
     }
-    Ok(body)
+    Ok(())
 }

@@ -22,6 +22,10 @@ pub enum Reply {
     /// with `usage` and `[DONE]`. Both carry `usage` `{prompt_tokens: 10, completion_tokens:
     /// 5}`. What a gateway restores is then exactly what the client sent.
     Echo { sse: bool, tool_args: bool },
+    /// Exactly these bytes (a status line, headers and whatever body, well-formed or not),
+    /// then the connection ends: closed, or (`reset`) reset with an RST, as a provider that
+    /// fails mid-reply does.
+    Raw { bytes: Vec<u8>, reset: bool },
 }
 
 impl Reply {
@@ -143,6 +147,14 @@ fn serve(
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
+        if let Reply::Raw { bytes, reset } = &reply {
+            let _ = out.write_all(bytes);
+            let _ = out.flush();
+            if *reset {
+                let _ = socket2::SockRef::from(&out).set_linger(Some(Duration::ZERO));
+            }
+            return;
+        }
         if write_reply(&mut out, &reply).is_err() {
             return;
         }
@@ -223,8 +235,8 @@ fn write_reply(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
             }
             write!(out, "0\r\n\r\n")?;
         }
-        // Resolved by `echo` before writing.
-        Reply::Echo { .. } => {
+        // Resolved by `echo`, or written by `serve`, before this.
+        Reply::Echo { .. } | Reply::Raw { .. } => {
             let message = "HTTP/1.1 500 X\r\ncontent-length: 0\r\n\r\n";
             out.write_all(message.as_bytes())?;
         }
