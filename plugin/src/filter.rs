@@ -354,9 +354,52 @@ struct Http {
     sse_usage: Option<SseUsage>,
     /// A JSON reply is buffered and decided at its end (its headers are held).
     buffering: bool,
+    /// The end of the answer, held until the audit sink has the request's records.
+    held: Option<Held>,
+    /// The token of the audit-sink call the held answer waits for.
+    sink_token: Option<u32>,
+    /// The request's records as logged (request first, then alerts), for the audit sink.
+    sealed_lines: Vec<String>,
 }
 
-impl Context for Http {}
+/// What the client is still owed while the audit sink writes the request's records.
+enum Held {
+    /// A local reply not yet sent.
+    Local { status: u16, body: Vec<u8> },
+    /// The end of a forwarded reply (its last chunk, or headers without a body), paused.
+    Reply,
+}
+
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        if self.sink_token != Some(token) {
+            return; // a handoff or an alert: its answer is only logged by the host
+        }
+        self.sink_token = None;
+        // The SDK's own getter panics on a host error; this one cannot.
+        let stored = proxy_wasm::hostcalls::get_map_value(
+            proxy_wasm::types::MapType::HttpCallResponseHeaders,
+            ":status",
+        )
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<u16>().ok())
+        .is_some_and(|s| (200..300).contains(&s));
+        if !stored {
+            host::log(
+                LogLevel::Error,
+                "writ: the audit sink did not store the request's records; the answer is withheld",
+            );
+        }
+        self.release_held(stored);
+    }
+}
 
 impl Http {
     fn new(shared: Option<Rc<Shared>>, config: PluginConfig, context_id: u32) -> Http {
@@ -382,6 +425,9 @@ impl Http {
             reply_kind: ReplyKind::Other,
             sse_usage: None,
             buffering: false,
+            held: None,
+            sink_token: None,
+            sealed_lines: Vec::new(),
         }
     }
 }
@@ -512,7 +558,29 @@ impl HttpContext for Http {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        let action = self.response_headers(num_headers, end_of_stream);
+        self.hold_end_of_reply(action, end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let action = self.response_body(body_size, end_of_stream);
+        self.hold_end_of_reply(action, end_of_stream)
+    }
+
+    fn on_log(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.request_id.is_empty() {
+            self.record_unseen(&shared);
+        }
+        self.seal(&shared);
+    }
+}
+
+impl Http {
+    fn response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if self.stage != Stage::Forwarded {
             // A local reply passes through here too: leave it alone.
             return Action::Continue;
@@ -578,7 +646,7 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.stage != Stage::Forwarded {
             return Action::Continue;
         }
@@ -631,27 +699,94 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_log(&mut self) {
-        let Some(shared) = self.shared.clone() else {
-            return;
-        };
-        if self.request_id.is_empty() {
-            self.record_unseen(&shared);
-        }
+    /// Closes the request's books once: an open reservation is charged at the estimate
+    /// (a reply came without usage) or released (no reply), then the record is logged.
+    fn seal(&mut self, shared: &Shared) {
         if self.reservation.as_ref().is_some_and(Reservation::is_open) {
             if (200..300).contains(&self.response_status) {
                 // A reply came but carried no usage: charge the estimate, and say so.
-                self.settle(&shared, None);
+                self.settle(shared, None);
             } else {
                 // No reply (upstream error, client gone): charge nothing.
                 self.release();
             }
         }
-        self.log_audit(&shared);
+        self.log_audit(shared);
     }
-}
 
-impl Http {
+    /// With an audit sink, the end of a forwarded reply (`action` would let it go) is held
+    /// until the sink has stored the request's records.
+    fn hold_end_of_reply(&mut self, action: Action, end_of_stream: bool) -> Action {
+        if !end_of_stream || action != Action::Continue || self.stage != Stage::Forwarded {
+            return action;
+        }
+        self.hold_for_audit(Held::Reply).unwrap_or(action)
+    }
+
+    /// Seals the record and posts it to the audit sink, holding `held` until the sink
+    /// answers. `None` without a sink (the caller goes on as usual). If the call cannot
+    /// even be made, the answer is withheld at once (fail closed).
+    fn hold_for_audit(&mut self, held: Held) -> Option<Action> {
+        let target = self.config.audit_sink.clone()?;
+        let shared = self.shared.clone()?;
+        self.seal(&shared);
+        let body = self.sealed_lines.join("\n");
+        let headers = vec![
+            (":method", "POST"),
+            (":path", target.path.as_str()),
+            (":authority", target.authority.as_str()),
+            ("content-type", "text/plain"),
+        ];
+        self.held = Some(held);
+        match self.dispatch_http_call(
+            &target.cluster,
+            headers,
+            Some(body.as_bytes()),
+            vec![],
+            Duration::from_millis(u64::from(target.timeout_ms)),
+        ) {
+            Ok(token) => self.sink_token = Some(token),
+            Err(status) => {
+                host::log(
+                    LogLevel::Error,
+                    &format!(
+                        "writ: the audit sink `{}` cannot be called ({status:?})",
+                        target.cluster
+                    ),
+                );
+                self.release_held(false);
+            }
+        }
+        Some(Action::Pause)
+    }
+
+    /// Lets the held answer go once the sink stored the records; otherwise withholds it:
+    /// a local reply becomes 503 `audit_unavailable`, a reply in flight is reset.
+    fn release_held(&mut self, stored: bool) {
+        match (self.held.take(), stored) {
+            (Some(Held::Local { status, body }), true) => send_local_or_log(status, &body),
+            (Some(Held::Local { .. }), false) => {
+                let body = crate::wire::error_body(
+                    "The audit record could not be written; the request was not answered.",
+                    "engine_error",
+                    "audit_unavailable",
+                );
+                send_local_or_log(503, &body);
+            }
+            (Some(Held::Reply), true) => {
+                if proxy_wasm::hostcalls::resume_http_response().is_err() {
+                    host::log(
+                        LogLevel::Error,
+                        "writ: the host refused to resume the reply",
+                    );
+                }
+            }
+            (Some(Held::Reply), false) => {
+                let _ = proxy_wasm::hostcalls::reset_http_response();
+            }
+            (None, _) => {}
+        }
+    }
     fn workflow_name(&self, shared: &Shared) -> Option<String> {
         self.identity
             .workflow
@@ -1442,6 +1577,11 @@ impl Http {
         for line in &alert_lines {
             host::log(LogLevel::Info, line);
         }
+        if self.config.audit_sink.is_some() {
+            self.sealed_lines = std::iter::once(request_line.clone())
+                .chain(alert_lines.iter().cloned())
+                .collect();
+        }
         if self.config.audit_filter_state {
             // The same records, chained, for Envoy's access log: one line per record.
             let records: Vec<serde_json::Value> = std::iter::once(&request_line)
@@ -1533,12 +1673,25 @@ impl Http {
         if self.audit.outcome.is_empty() {
             self.audit.outcome = "error".into();
         }
-        if let Err(rc) = host::send_local(status, body, &[("content-type", "application/json")]) {
-            host::log(
-                LogLevel::Error,
-                &format!("writ: the host refused a local reply (status {rc})"),
-            );
+        let held = Held::Local {
+            status,
+            body: body.to_vec(),
+        };
+        if let Some(action) = self.hold_for_audit(held) {
+            return action;
         }
+        send_local_or_log(status, body);
         Action::Pause
+    }
+}
+
+/// Sends a local JSON reply; a refusal by the host is logged (the request stays paused,
+/// never continued unchecked).
+fn send_local_or_log(status: u16, body: &[u8]) {
+    if let Err(rc) = host::send_local(status, body, &[("content-type", "application/json")]) {
+        host::log(
+            LogLevel::Error,
+            &format!("writ: the host refused a local reply (status {rc})"),
+        );
     }
 }

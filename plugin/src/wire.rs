@@ -161,6 +161,11 @@ pub struct PluginConfig {
     pub review_queue: Option<CalloutTarget>,
     /// Where budget and drift alerts are posted.
     pub alert_sink: Option<CalloutTarget>,
+    /// Where each request's audit records are posted *before* the client gets the end of
+    /// its answer (`writ audit sink`): the answer waits for the sink's 2xx, so a host
+    /// killed at any moment loses no record of an answered request. Without it, records
+    /// go to the host log and filter state only, after the answer.
+    pub audit_sink: Option<CalloutTarget>,
     /// Largest request body buffered and parsed, at most [`MAX_BODY_LIMIT`].
     pub body_limit: usize,
     /// Also put each request's records, hash-chained across workers, in the stream's filter
@@ -182,6 +187,7 @@ impl Default for PluginConfig {
             artifact_sha256: None,
             review_queue: None,
             alert_sink: None,
+            audit_sink: None,
             body_limit: DEFAULT_BODY_LIMIT,
             audit_filter_state: false,
         }
@@ -223,6 +229,7 @@ impl PluginConfig {
         for (key, slot) in [
             ("review_queue", &mut cfg.review_queue),
             ("alert_sink", &mut cfg.alert_sink),
+            ("audit_sink", &mut cfg.audit_sink),
         ] {
             match obj.get(key) {
                 None | Some(serde_json::Value::Null) => {}

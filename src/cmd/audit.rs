@@ -28,6 +28,22 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: super::Format,
     },
+    /// Serve the endpoint `writ envoy --audit-sink` posts records to: each request's
+    /// records are appended to FILE, hash-chained, before the sink answers 200, and Envoy
+    /// holds the end of the client's answer until then. A host killed at any moment so
+    /// loses no record of a request whose answer the client saw.
+    Sink {
+        /// Where to listen (keep it on loopback or a private network).
+        #[arg(long, default_value = "127.0.0.1:9902")]
+        listen: std::net::SocketAddr,
+        /// The audit log (JSONL), appended to; `writ audit verify` checks it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also `fsync` each batch before answering (survives a machine crash, not only a
+        /// killed process; slower).
+        #[arg(long)]
+        fsync: bool,
+    },
     /// Print the records of one request.
     Show {
         /// The request id (`x-request-id`).
@@ -47,6 +63,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
     };
     match args.command {
+        AuditCommand::Sink { listen, out, fsync } => super::audit_sink::run(listen, &out, fsync),
         AuditCommand::Verify { file, head, format } => {
             let mut result = audit_log::verify(open(&file)?)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;

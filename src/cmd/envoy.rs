@@ -64,11 +64,20 @@ pub struct EnvoyArgs {
     /// hash-chained line per record whatever the log level (`writ audit verify` checks it).
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// A `writ audit sink` (HOST:PORT) the filter posts each request's records to before
+    /// the client gets the end of its answer, so a killed Envoy loses no record of an
+    /// answered request. The answer waits for the sink (a loopback round trip); if the sink
+    /// cannot store the records, the answer is withheld (fail closed).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub audit_sink: Option<String>,
     /// Seconds the model provider has for its whole reply (Envoy's route timeout; streamed
     /// replies included) before the client gets 504 `upstream_timeout`.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub upstream_timeout: u32,
 }
+
+/// The cluster `--audit-sink` adds.
+const AUDIT_SINK_CLUSTER: &str = "writ_audit_sink";
 
 fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
     match s {
@@ -127,6 +136,13 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
             Ok(serde_json::Value::Object(map)) => config.plugin_config = map,
             _ => anyhow::bail!("{} must hold a JSON object", path.display()),
         }
+    }
+    if let Some(addr) = &args.audit_sink {
+        config.add_cluster(&format!("{AUDIT_SINK_CLUSTER}={addr}"))?;
+        config.plugin_config.insert(
+            "audit_sink".into(),
+            serde_json::json!({"cluster": AUDIT_SINK_CLUSTER, "path": "/records", "timeout_ms": 5000}),
+        );
     }
     config.failure_policy = args.failure_policy;
     config.upstream_ca = args.upstream_ca.clone();

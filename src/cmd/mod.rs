@@ -3,6 +3,7 @@
 //! failures of the tool itself (an unreadable file, an unwritable output folder).
 
 pub mod audit;
+pub mod audit_sink;
 pub mod build;
 pub mod check;
 pub mod coverage;
