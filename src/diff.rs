@@ -1,8 +1,8 @@
-//! Rule-level differences between two versions of a policy, for `writ diff` and for the
-//! version discipline of `writ build` (enforcement may not change while the version stays).
-//!
-//! Works on [`RuleSummary`], which is derived from the IR and also stored in every
-//! manifest, so two artifacts can be compared without their sources.
+//! Every enforcement-relevant difference between two versions of a policy, for `writ diff`
+//! and for the version discipline of `writ build` (enforcement may not change while the
+//! version stays): rules ([`RuleChange`], over [`RuleSummary`], which is also stored in
+//! every manifest) and everything around them ([`SettingChange`]: workflows, prices,
+//! detectors, the kill switch, policy-wide defaults, rule alerts).
 
 use serde::{Deserialize, Serialize};
 use writ_plugin::ir;
@@ -94,6 +94,201 @@ pub fn diff(old: &[RuleSummary], new: &[RuleSummary]) -> Vec<RuleChange> {
         }
     }
     changes
+}
+
+/// One change outside the rules' own text, old → new (`None`: absent on that side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettingChange {
+    /// What changed: `policy`, `workflow "name"`, `price "model"`, `detector "name"`,
+    /// `kill_switch`, `rule CLAUSE "title"`.
+    pub item: String,
+    /// The field of it: `match`, `oversight`, `assume verification_rate`, `input`, …
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// The enforcement-relevant settings of a policy, as (item, field) → text that reads like
+/// the source. Two policies enforce the same settings exactly when these maps are equal.
+fn settings(policy: &ir::Policy) -> Vec<((String, String), String)> {
+    let mut out: Vec<((String, String), String)> = Vec::new();
+    let mut put = |item: &str, field: &str, value: String| {
+        out.push(((item.to_string(), field.to_string()), value));
+    };
+    put("policy", "currency", policy.currency.clone());
+    put(
+        "policy",
+        "enforcement",
+        format!("{:?}", policy.enforcement).to_lowercase(),
+    );
+    put(
+        "policy",
+        "workflow order",
+        policy
+            .workflows
+            .iter()
+            .map(|w| quote(&w.name))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for w in &policy.workflows {
+        let item = format!("workflow {}", quote(&w.name));
+        put(&item, "match", expr_text(&w.matcher, policy));
+        put(
+            &item,
+            "oversight",
+            match &w.oversight {
+                ir::Oversight::Hitl => "HITL".to_string(),
+                ir::Oversight::Hotl { threshold } => format!("HOTL below {threshold:.2}"),
+                ir::Oversight::Hic { sample_rate } => {
+                    format!("HIC sample {}%", percent(*sample_rate))
+                }
+            },
+        );
+        if let Some(rate) = w.assumed_verification_rate {
+            put(
+                &item,
+                "assume verification_rate",
+                format!("{}%", percent(rate)),
+            );
+        }
+        for (field, id) in [("identify team", &w.team), ("identify user", &w.user)] {
+            if let Some(id) = id {
+                let trusted = if id.trusted { "trusted " } else { "" };
+                put(
+                    &item,
+                    field,
+                    format!("by {trusted}header {}", quote(&id.header)),
+                );
+            }
+        }
+        if !w.scan_headers.is_empty() {
+            let names: Vec<String> = w.scan_headers.iter().map(|h| quote(h)).collect();
+            put(&item, "scan headers", format!("[{}]", names.join(", ")));
+        }
+        if w.scan_query {
+            put(&item, "scan query", "yes".into());
+        }
+    }
+    let money = |m: ir::Micros| format!("{} {}", m as f64 / 1e6, policy.currency);
+    for p in &policy.prices {
+        let item = format!("price {}", quote(&p.model));
+        put(
+            &item,
+            "input",
+            format!("{} per 1M tokens", money(p.input_per_mtok)),
+        );
+        put(
+            &item,
+            "output",
+            format!("{} per 1M tokens", money(p.output_per_mtok)),
+        );
+        if let Some(c) = p.cached_input_per_mtok {
+            put(&item, "cached", format!("{} per 1M tokens", money(c)));
+        }
+    }
+    for d in &policy.detectors {
+        let item = format!("detector {}", quote(&d.name));
+        let kind = match &d.kind {
+            ir::DetectorKind::Builtin(name) => format!("built-in {name}"),
+            ir::DetectorKind::Custom(c) => match &c.validator {
+                Some(v) => format!("regex {} validate {v}", quote(&c.pattern)),
+                None => format!("regex {}", quote(&c.pattern)),
+            },
+        };
+        put(&item, "kind", kind);
+        put(&item, "class", format!("{:?}", d.class).to_lowercase());
+    }
+    if let Some(ks) = &policy.kill_switch {
+        put(
+            "kill_switch",
+            "clause",
+            ks.clause.clone().unwrap_or_default(),
+        );
+        put("kill_switch", "admin path", quote(&ks.admin_path));
+        put("kill_switch", "token sha256", ks.token_sha256.clone());
+    }
+    for r in &policy.rules {
+        if let Some(at) = r.alert_at_percent {
+            let item = format!("rule {} {}", r.clause, quote(&r.title));
+            put(&item, "alert", format!("at {at}%"));
+        }
+    }
+    out
+}
+
+/// A fraction 0..=1 as a percentage without float noise (`0.1` → `10`).
+fn percent(fraction: f64) -> String {
+    let p = (fraction * 1e6).round() / 1e4;
+    format!("{p}")
+}
+
+/// Settings changed between `old` and `new`, in the order of `old` then what `new` adds.
+pub fn diff_settings(old: &ir::Policy, new: &ir::Policy) -> Vec<SettingChange> {
+    let (a, b) = (settings(old), settings(new));
+    let find = |m: &[((String, String), String)], k: &(String, String)| {
+        m.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+    };
+    let mut changes = Vec::new();
+    for (key, value) in &a {
+        let other = find(&b, key);
+        if other.as_deref() != Some(value.as_str()) {
+            changes.push(SettingChange {
+                item: key.0.clone(),
+                field: key.1.clone(),
+                old: Some(value.clone()),
+                new: other,
+            });
+        }
+    }
+    for (key, value) in &b {
+        if find(&a, key).is_none() {
+            changes.push(SettingChange {
+                item: key.0.clone(),
+                field: key.1.clone(),
+                old: None,
+                new: Some(value.clone()),
+            });
+        }
+    }
+    changes
+}
+
+/// Renders setting changes for people, one line each.
+pub fn render_settings(changes: &[SettingChange]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for c in changes {
+        let side = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        let mark = match (&c.old, &c.new) {
+            (None, _) => '+',
+            (_, None) => '-',
+            _ => '~',
+        };
+        let _ = writeln!(
+            out,
+            "{mark} {} {}: {} → {}",
+            c.item,
+            c.field,
+            side(&c.old),
+            side(&c.new)
+        );
+    }
+    out
+}
+
+/// Every enforcement change, rules first: what `writ diff` prints and what `writ build`'s
+/// refusal names.
+pub fn render_all(rules: &[RuleChange], settings: &[SettingChange]) -> String {
+    if rules.is_empty() && settings.is_empty() {
+        return "no enforcement changes\n".into();
+    }
+    let mut out = String::new();
+    if !rules.is_empty() {
+        out.push_str(&render(rules));
+    }
+    out.push_str(&render_settings(settings));
+    out
 }
 
 /// Renders changes for people, one block per rule.
@@ -275,7 +470,67 @@ pub fn action_text(a: &ir::Action, policy: &ir::Policy) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
+
+    fn compiled(source: &str) -> ir::Policy {
+        match writ_compiler::compile("t.policy", source) {
+            Ok(c) => c.policy,
+            Err(d) => panic!("{}", d.join("\n")),
+        }
+    }
+
+    const BASE: &str = r#"policy "p" version "1.0.0" {
+  owner "o@example.com"
+  implements "ai-policy.md"
+  currency EUR
+}
+workflow "a" {
+  match header "x-w" == "a"
+  oversight HIC sample 2%
+  identify team by header "x-team"
+}
+kill_switch AIP-6.1 {
+  admin path "/admin"
+  token sha256 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+}
+rule AIP-4.2 "Budget" {
+  on request
+  when spend(team, month) > 10 EUR
+  then deny 429 "over"
+  alert at 80%
+}
+"#;
+
+    #[test]
+    fn finds_setting_changes_outside_the_rules() {
+        let old = compiled(BASE);
+        assert!(diff_settings(&old, &old).is_empty());
+        let edited = BASE
+            .replace("sample 2%", "sample 5%")
+            .replace("\"/admin\"", "\"/ops/admin\"")
+            .replace("alert at 80%", "alert at 90%")
+            .replace(
+                "kill_switch",
+                "workflow \"b\" {\n  match header \"x-w\" == \"b\"\n  oversight HITL\n}\nkill_switch",
+            );
+        let new = compiled(&edited);
+        let text = render_settings(&diff_settings(&old, &new));
+        for line in [
+            "~ workflow \"a\" oversight: HIC sample 2% → HIC sample 5%",
+            "~ kill_switch admin path: \"/admin\" → \"/ops/admin\"",
+            "~ rule AIP-4.2 \"Budget\" alert: at 80% → at 90%",
+            "~ policy workflow order: \"a\" → \"a\", \"b\"",
+            "+ workflow \"b\" oversight: (none) → HITL",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+        let back = render_settings(&diff_settings(&new, &old));
+        assert!(
+            back.contains("- workflow \"b\" oversight: HITL → (none)"),
+            "{back}"
+        );
+    }
 
     fn summary(
         clause: &str,
@@ -330,5 +585,6 @@ mod tests {
         assert!(text.contains("- rule A-2"));
         assert!(text.contains("+ rule A-4"));
         assert_eq!(render(&diff(&new, &new)), "no rule-level changes\n");
+        assert_eq!(render_all(&[], &[]), "no enforcement changes\n");
     }
 }

@@ -106,10 +106,12 @@ fn version_discipline(out: &Path, policy: &ir::Policy) -> anyhow::Result<Option<
         return Ok(None);
     }
     let changes = writ::diff::diff(&writ::diff::summarize(&old), &writ::diff::summarize(policy));
-    let what = if changes.is_empty() {
-        "its workflows, prices, detectors or kill switch changed\n".to_string()
+    let settings = writ::diff::diff_settings(&old, policy);
+    let what = if changes.is_empty() && settings.is_empty() {
+        // Equal in every listed respect yet not equal: say so rather than print nothing.
+        "the compiled policy differs in a way `writ diff` does not itemise (a detector's compiled automaton)\n".to_string()
     } else {
-        writ::diff::render(&changes)
+        writ::diff::render_all(&changes, &settings)
     };
     Ok(Some(format!(
         "enforcement changed but the version is still {} ({} holds the previous build); bump the version\n{what}",

@@ -1,5 +1,6 @@
-//! `writ diff OLD NEW`: the rule-level changes between two versions of a policy, each given
-//! as a `.policy` source or a built `.wasm` artifact.
+//! `writ diff OLD NEW`: every enforcement change between two versions of a policy (rules,
+//! workflows, prices, detectors, the kill switch), each given as a `.policy` source or a
+//! built `.wasm` artifact.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +18,9 @@ pub struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: super::Format,
+    /// Exit 1 when enforcement changed (for CI gates), 0 when it did not.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 /// Loads the compiled policy of a source (compiling it) or of an artifact (reading the
@@ -34,18 +38,21 @@ pub fn load_policy(path: &Path) -> anyhow::Result<ir::Policy> {
         .map_err(|diagnostics| anyhow::anyhow!("{} has errors:\n{}", name, diagnostics.join("\n")))
 }
 
-/// Prints the changes; exits 0 whether or not there are any (like `diff -q` is not).
+/// Prints the changes; exits 0 whether or not there are any, unless `--exit-code`.
 pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let old = load_policy(&args.old)?;
     let new = load_policy(&args.new)?;
     let changes = writ::diff::diff(&writ::diff::summarize(&old), &writ::diff::summarize(&new));
+    let settings = writ::diff::diff_settings(&old, &new);
     match args.format {
         super::Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "old": {"policy": old.name, "version": old.version},
                 "new": {"policy": new.name, "version": new.version},
+                "changed": !changes.is_empty() || !settings.is_empty(),
                 "changes": changes,
+                "settings": settings,
             }))?
         ),
         super::Format::Text => {
@@ -53,8 +60,13 @@ pub fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
                 "{} {} → {} {}",
                 old.name, old.version, new.name, new.version
             );
-            print!("{}", writ::diff::render(&changes));
+            print!("{}", writ::diff::render_all(&changes, &settings));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    let changed = !changes.is_empty() || !settings.is_empty();
+    Ok(if args.exit_code && changed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

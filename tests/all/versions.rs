@@ -108,3 +108,115 @@ fn build_refuses_changed_enforcement_under_the_same_version() {
     assert!(out_dir.path().join("support-assistant-1.1.0.wasm").exists());
     assert!(out_dir.path().join("support-assistant-1.0.0.wasm").exists());
 }
+
+/// What the author changed and `writ diff` used to hide: a workflow's `match`
+/// header, the HOTL threshold, the assumed verification rate, a detector's regex and a
+/// price. Each is listed old → new, `--exit-code` fails, and `--format json` carries the
+/// same; `writ build` names the same changes when it refuses them under one version.
+#[test]
+fn diff_lists_workflow_price_and_detector_changes() {
+    let dir = TempDir::new("writ-diff-settings");
+    let source =
+        std::fs::read_to_string(workspace_root().join("policies/support-assistant.policy"))
+            .unwrap();
+    let edited = source
+        .replace(
+            "match header \"x-workflow\" == \"support-assistant\"",
+            "match header \"x-app\" == \"support-assistant\"",
+        )
+        .replace("oversight HOTL below 0.70", "oversight HOTL below 0.50")
+        .replace(
+            "assume verification_rate <= 10%",
+            "assume verification_rate <= 20%",
+        )
+        .replace("EMP-[0-9]{6}", "EMP-[0-9]{5,6}")
+        .replace("input 2.50 EUR", "input 2.00 EUR");
+    assert_ne!(edited, source);
+    let path = dir.path().join("support-assistant.policy");
+    std::fs::write(&path, &edited).unwrap();
+    std::fs::copy(
+        workspace_root().join("policies/ai-policy.md"),
+        dir.path().join("ai-policy.md"),
+    )
+    .unwrap();
+    let new = path.display().to_string();
+
+    let out = writ(&["diff", "policies/support-assistant.policy", &new]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let t = output_text(&out);
+    for line in [
+        "~ workflow \"support-assistant\" match: header \"x-workflow\" == \"support-assistant\" → header \"x-app\" == \"support-assistant\"",
+        "~ workflow \"support-assistant\" oversight: HOTL below 0.70 → HOTL below 0.50",
+        "~ workflow \"support-assistant\" assume verification_rate: 10% → 20%",
+        "~ detector \"employee_id\" kind: regex \"EMP-[0-9]{6}\" → regex \"EMP-[0-9]{5,6}\"",
+        "~ price \"gpt-4o\" input: 2.5 EUR per 1M tokens → 2 EUR per 1M tokens",
+    ] {
+        assert!(t.contains(line), "missing `{line}` in:\n{t}");
+    }
+    assert!(!t.contains("no enforcement changes"), "{t}");
+
+    let gated = writ(&[
+        "diff",
+        "policies/support-assistant.policy",
+        &new,
+        "--exit-code",
+    ]);
+    assert_eq!(gated.status.code(), Some(1), "{}", output_text(&gated));
+    let same = writ(&[
+        "diff",
+        "policies/support-assistant.policy",
+        "policies/support-assistant.policy",
+        "--exit-code",
+    ]);
+    assert_eq!(same.status.code(), Some(0), "{}", output_text(&same));
+    assert!(output_text(&same).contains("no enforcement changes"));
+
+    let json = writ(&[
+        "diff",
+        "policies/support-assistant.policy",
+        &new,
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["changed"], true);
+    let fields: Vec<String> = v["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["item"].as_str().unwrap(),
+                c["field"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for f in [
+        "workflow \"support-assistant\" match",
+        "workflow \"support-assistant\" oversight",
+        "workflow \"support-assistant\" assume verification_rate",
+        "detector \"employee_id\" kind",
+        "price \"gpt-4o\" input",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+    }
+
+    // `writ build` refuses the same change under the same version, naming it.
+    let out_dir = dir.path().join("out");
+    let out_dir = out_dir.display().to_string();
+    let first = writ(&[
+        "build",
+        "policies/support-assistant.policy",
+        "--out",
+        &out_dir,
+    ]);
+    assert!(first.status.success(), "{}", output_text(&first));
+    let refused = writ(&["build", &new, "--out", &out_dir]);
+    assert!(!refused.status.success());
+    let r = output_text(&refused);
+    assert!(
+        r.contains("~ workflow \"support-assistant\" oversight: HOTL below 0.70 → HOTL below 0.50"),
+        "{r}"
+    );
+}
