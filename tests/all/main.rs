@@ -14,6 +14,7 @@ mod envoy_audit;
 mod families;
 mod hostile;
 mod identity;
+mod init;
 mod pii_carriers_e2e;
 mod pii_e2e;
 mod policy_suite;
