@@ -6,20 +6,142 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// A clause id as the paper policy writes it, in bold: `**AIP-2.1**`.
+/// The clause ids of a paper policy, in order of first appearance (see [`scan_paper`]).
 pub fn paper_clauses(markdown: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut rest = markdown;
-    while let Some(start) = rest.find("**") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("**") else { break };
-        let candidate = &after[..end];
-        if is_clause_id(candidate) && !out.iter().any(|c| c == candidate) {
-            out.push(candidate.to_string());
+    scan_paper(markdown)
+        .clauses
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// A clause id found in the paper, and the 1-based line it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaperClause {
+    pub id: String,
+    pub line: usize,
+}
+
+/// Something in a clause position that looks like an id but is not one (`AIP-2.x`,
+/// `aip-2.1`, `AIP 2.1`): said aloud rather than skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaperWarning {
+    pub line: usize,
+    pub message: String,
+}
+
+/// What [`scan_paper`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Paper {
+    pub clauses: Vec<PaperClause>,
+    pub warnings: Vec<PaperWarning>,
+}
+
+/// Reads the clause ids of a paper policy (`docs/language.md`, "The paper policy"). An id
+/// counts where an author writes one: in bold anywhere (`**AIP-2.1**`), as the first word
+/// of a heading (`## AIP-2.1 Personal data`) or of a list item (`- AIP-2.1 …`,
+/// `1. AIP-2.1: …`), or as the first cell of a table row (`| AIP-2.1 | … |`). Text in those
+/// places that looks like an id but does not parse is a warning.
+pub fn scan_paper(markdown: &str) -> Paper {
+    let mut paper = Paper::default();
+    let mut in_code = false;
+    for (i, line) in markdown.lines().enumerate() {
+        let n = i + 1;
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_code = !in_code;
+            continue;
         }
-        rest = &after[end + 2..];
+        if in_code {
+            continue;
+        }
+        let mut candidates: Vec<&str> = Vec::new();
+        let mut rest = line;
+        while let Some(start) = rest.find("**") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("**") else { break };
+            candidates.push(&after[..end]);
+            rest = &after[end + 2..];
+        }
+        if let Some(first) = leading_word(trimmed) {
+            candidates.push(first);
+        }
+        for c in candidates {
+            let c = c
+                .trim()
+                .trim_matches('`')
+                .trim_end_matches([':', '.', ',', ';']);
+            let c = c.trim_matches('*').trim();
+            if is_clause_id(c) {
+                if !paper.clauses.iter().any(|k| k.id == c) {
+                    paper.clauses.push(PaperClause {
+                        id: c.to_string(),
+                        line: n,
+                    });
+                }
+            } else if looks_like_id(c)
+                && !paper
+                    .warnings
+                    .iter()
+                    .any(|w| w.line == n && w.message.starts_with(&format!("`{c}`")))
+            {
+                paper.warnings.push(PaperWarning {
+                    line: n,
+                    message: format!(
+                        "`{c}` looks like a clause id but is not one: write capital letters or digits, a `-`, then dot-separated numbers (`AIP-2.1`)"
+                    ),
+                });
+            }
+        }
     }
-    out
+    paper
+}
+
+/// The first word of a heading, a list item or a table row's first cell: where an id
+/// begins a clause.
+fn leading_word(line: &str) -> Option<&str> {
+    if let Some(cell) = line.strip_prefix('|') {
+        let cell = cell.split('|').next()?.trim();
+        return (!cell.is_empty() && !cell.starts_with('-') && !cell.starts_with(':'))
+            .then_some(cell);
+    }
+    let body = if line.starts_with('#') {
+        let body = line.trim_start_matches('#');
+        body.strip_prefix(' ')?
+    } else if let Some(b) = ["- ", "* ", "+ "].iter().find_map(|m| line.strip_prefix(m)) {
+        b
+    } else {
+        let digits = line.len() - line.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return None;
+        }
+        let after = &line[digits..];
+        after
+            .strip_prefix(". ")
+            .or_else(|| after.strip_prefix(") "))?
+    };
+    body.split_whitespace().next()
+}
+
+/// Text shaped like an id gone wrong: capitals then a separator then a digit (`AIP 2.1`,
+/// `AIP_2.1`, `AIP–2.1`, `AIP-2.x`), or any letters, a dash and a digit (`aip-2.1`).
+fn looks_like_id(s: &str) -> bool {
+    let letters = s.len()
+        - s.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .len();
+    if letters == 0 || letters > 10 {
+        return false;
+    }
+    let (prefix, rest) = s.split_at(letters);
+    let Some(sep) = rest.chars().next() else {
+        return false;
+    };
+    let after = &rest[sep.len_utf8()..];
+    let digit_follows = after.starts_with(|c: char| c.is_ascii_digit());
+    let short =
+        s.chars().count() <= 24 && !s.contains(char::is_whitespace) || s.matches(' ').count() == 1;
+    let upper = prefix.chars().all(|c| c.is_ascii_uppercase());
+    short && digit_follows && (sep == '-' || (upper && matches!(sep, ' ' | '_' | '–' | '—' | '.')))
 }
 
 /// `AIP-2.1`, `SEC-10`, `DP-3.2.1`: letters, a dash, then dot-separated numbers.
@@ -297,6 +419,45 @@ mod tests {
     fn extracts_bold_clause_ids_once_in_order() {
         let md = "- **AIP-1.1** Only ... **AIP-1.2** x **Note** **AIP-1.1** **SEC-10** **A-b**";
         assert_eq!(paper_clauses(md), vec!["AIP-1.1", "AIP-1.2", "SEC-10"]);
+    }
+
+    #[test]
+    fn finds_ids_in_headings_list_items_and_tables() {
+        let md = "# Policy\n\
+## HR-1 Hiring\n\
+### HR-1.1: Screening\n\
+- HR-2.1 Staff may not paste CVs.\n\
+* HR-2.2: nor references\n\
+3. HR-2.3. Numbered item\n\
+| Clause | Text |\n\
+|---|---|\n\
+| HR-3.1 | a table row |\n\
+| `HR-3.2` | in code font |\n\
+```\n\
+- HR-9.9 inside a code block is not a clause\n\
+```\n\
+Prose that mentions HR-4.1 in passing is not a clause.\n";
+        let paper = scan_paper(md);
+        let ids: Vec<&str> = paper.clauses.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "HR-1", "HR-1.1", "HR-2.1", "HR-2.2", "HR-2.3", "HR-3.1", "HR-3.2"
+            ]
+        );
+        assert_eq!(paper.clauses[0].line, 2);
+        assert!(paper.warnings.is_empty(), "{:?}", paper.warnings);
+    }
+
+    #[test]
+    fn warns_about_ids_that_do_not_parse() {
+        let md = "- **AIP-2.x** wildcard\n- aip-2.1 lower case\n| AIP 2.2 | spaced |\n## AIP_2.3 underscored\n- **Note 1** is prose\n- **AIP-2.4** fine\n";
+        let paper = scan_paper(md);
+        let ids: Vec<&str> = paper.clauses.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["AIP-2.4"]);
+        let lines: Vec<usize> = paper.warnings.iter().map(|w| w.line).collect();
+        assert_eq!(lines, [1, 2, 3, 4], "{:?}", paper.warnings);
+        assert!(paper.warnings[0].message.contains("`AIP-2.x`"));
     }
 
     fn rule(clause: &str) -> RuleRef {

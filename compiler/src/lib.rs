@@ -97,6 +97,37 @@ pub fn check(path: &str, source: &str) -> Vec<Diagnostic> {
     parse_and_check(source).1
 }
 
+/// The paper-policy check `writ check` runs beside [`check`], which stays pure: `read` is
+/// given the `implements` path as written and returns the paper's text, or why it cannot.
+/// A paper that cannot be read is an error ([`diag::codes::PAPER_NOT_FOUND`]) at the
+/// `implements` string.
+pub fn check_paper(source: &str, read: impl Fn(&str) -> Result<String, String>) -> Vec<Diagnostic> {
+    let (file, _) = syntax::parse(source);
+    let mut diags = Vec::new();
+    for item in &file.items {
+        let ast::Item::Policy(p) = &item.node else {
+            continue;
+        };
+        for stmt in &p.stmts {
+            if let ast::PolicyStmt::Implements(path) = &stmt.node
+                && !path.node.trim().is_empty()
+                && let Err(why) = read(&path.node)
+            {
+                diags.push(
+                    Diagnostic::new(
+                        diag::codes::PAPER_NOT_FOUND,
+                        format!("the paper policy `{}` cannot be read", path.node),
+                        path.span,
+                        why,
+                    )
+                    .help("the path is relative to this `.policy` file; the paper must exist for its clause ids to be checked"),
+                );
+            }
+        }
+    }
+    diags
+}
+
 /// At most this many diagnostics are reported per file: past it, the rest are the same
 /// damage repeated, and rendering thousands of them only buries the first.
 pub const MAX_DIAGNOSTICS: usize = 200;

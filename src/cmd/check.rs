@@ -18,7 +18,23 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         let source = super::read_source(path)?;
         let name = path.display().to_string();
-        let diagnostics = writ_compiler::check(&name, &source);
+        let mut diagnostics = writ_compiler::check(&name, &source);
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let paper_path = std::cell::RefCell::new(None);
+        diagnostics.extend(writ_compiler::check_paper(&source, |implements| {
+            let p = dir.join(implements);
+            let text = std::fs::read_to_string(&p).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".to_string(),
+                _ => format!("cannot read it: {e}"),
+            })?;
+            *paper_path.borrow_mut() = Some((p, text.clone()));
+            Ok(text)
+        }));
+        if let Some((paper, text)) = paper_path.into_inner() {
+            for w in writ::coverage::scan_paper(&text).warnings {
+                eprintln!("warning: {}:{}: {}", paper.display(), w.line, w.message);
+            }
+        }
         if !diagnostics.is_empty() {
             eprint!("{}", writ_compiler::render(&name, &source, &diagnostics));
         }

@@ -112,10 +112,19 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
     let paper_path = paper_path.context("no policies found")?;
     let paper = std::fs::read_to_string(&paper_path)
         .with_context(|| format!("reading the paper policy {}", paper_path.display()))?;
-    let clauses = coverage::paper_clauses(&paper);
+    let scanned = coverage::scan_paper(&paper);
+    for w in &scanned.warnings {
+        eprintln!(
+            "warning: {}:{}: {}",
+            paper_path.display(),
+            w.line,
+            w.message
+        );
+    }
+    let clauses: Vec<String> = scanned.clauses.into_iter().map(|c| c.id).collect();
     anyhow::ensure!(
         !clauses.is_empty(),
-        "{} has no clause ids (write them in bold, like **AIP-1.1**)",
+        "{} has no clause ids (write them in bold, like **AIP-1.1**, or first in a heading, list item or table row)",
         paper_path.display()
     );
     let report = coverage::compute(&clauses, &inputs);

@@ -144,6 +144,10 @@ pub const MISSING_IMPLEMENTS: Code = Code("E0503");
 /// A block lacks a required statement (a rule's `on`, `when` or `then`; a workflow's
 /// `match`; a manual clause's `owner` or `reason`; the kill switch's path or token).
 pub const MISSING_STATEMENT: Code = Code("E0504");
+/// The paper policy named by `implements` cannot be read (it is resolved relative to the
+/// `.policy` file). Without it no clause id can be checked and coverage has nothing to
+/// cover, so `writ check` refuses the policy.
+pub const PAPER_NOT_FOUND: Code = Code("E0505");
 
 // ---- cross-layer consistency ----
 
@@ -252,6 +256,7 @@ pub const ALL: &[Code] = &[
     MISSING_OWNER,
     MISSING_IMPLEMENTS,
     MISSING_STATEMENT,
+    PAPER_NOT_FOUND,
     RESPONSE_ONLY,
     ALERT_WITHOUT_SPEND,
     ROUTE_WITHOUT_PRICE,
