@@ -123,6 +123,13 @@ impl Host {
         Vm::start(self.clone())
     }
 
+    /// Returns the host's state (shared data, queues, metric values) to that of a host that
+    /// has served nothing, so a test can start each case afresh without recompiling. VMs
+    /// started before keep their own memory: start a new one.
+    pub fn reset_state(&self) {
+        self.inner.shared.shared.reset();
+    }
+
     /// Every metric the filter defined, with its current host-wide value.
     pub fn metrics(&self) -> Vec<MetricValue> {
         self.inner.shared.shared.metrics()

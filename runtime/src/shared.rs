@@ -58,6 +58,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Forgets every shared-data value and queued item and zeroes every metric (the
+    /// metric ids stay valid): the state of a host that has served nothing yet.
+    pub fn reset(&self) {
+        lock(&self.data).clear();
+        for q in lock(&self.queues).iter_mut() {
+            q.items.clear();
+            q.ready = false;
+        }
+        for m in lock(&self.metrics).iter_mut() {
+            m.value = 0;
+            m.sum = 0;
+            m.buckets = [0; HISTOGRAM_BUCKETS.len() + 1];
+        }
+    }
+
     /// Defines (or finds) a metric; ids are 1-based indexes, stable for the host's life.
     pub fn define_metric(&self, kind: MetricKind, name: &str) -> u32 {
         let mut metrics = lock(&self.metrics);

@@ -35,6 +35,10 @@ pub struct Case {
     #[serde(default)]
     pub reply: Option<Reply>,
     pub expect: Expect,
+    /// Keep the state the previous case left (spend ledgers, the kill switch, oversight
+    /// counters) instead of starting from a gateway that has served nothing.
+    #[serde(default, rename = "continue")]
+    pub continues: bool,
 }
 
 /// The client's request. Defaults make the common case short: `POST /v1/chat/completions`
@@ -109,6 +113,23 @@ pub struct Expect {
     pub escalated: Option<String>,
 }
 
+impl Expect {
+    /// Whether the expectation asserts anything at all: `expect: {}` would pass whatever
+    /// the gateway did, so a case must state at least one fact.
+    pub fn asserts_nothing(&self) -> bool {
+        self.allowed.is_none()
+            && self.status.is_none()
+            && self.fired.is_none()
+            && self.monitored.is_none()
+            && self.upstream_sees.is_empty()
+            && self.upstream_never_sees.is_empty()
+            && self.client_sees.is_empty()
+            && self.client_never_sees.is_empty()
+            && self.upstream_model.is_none()
+            && self.escalated.is_none()
+    }
+}
+
 fn default_method() -> String {
     "POST".to_string()
 }
@@ -177,5 +198,70 @@ impl Reply {
 pub fn load(path: &std::path::Path) -> anyhow::Result<TestFile> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let file: TestFile = serde_norway::from_str(&text).map_err(|e| {
+        let e = e.to_string();
+        match did_you_mean(&e) {
+            Some(hint) => anyhow::anyhow!("{}: {e} (did you mean `{hint}`?)", path.display()),
+            None => anyhow::anyhow!("{}: {e}", path.display()),
+        }
+    })?;
+    if let Some(case) = file.cases.iter().find(|c| c.expect.asserts_nothing()) {
+        anyhow::bail!(
+            "{}: case `{}` asserts nothing: give `expect` at least one of allowed, status, fired, monitored, upstream_sees, upstream_never_sees, client_sees, client_never_sees, upstream_model, escalated",
+            path.display(),
+            case.name
+        );
+    }
+    if let Some(case) = file.cases.first().filter(|c| c.continues) {
+        anyhow::bail!(
+            "{}: the first case `{}` says `continue: true`, but there is no previous case",
+            path.display(),
+            case.name
+        );
+    }
+    Ok(file)
+}
+
+/// For serde's "unknown field `X`, expected one of `a`, `b`, …", the expected name closest
+/// to X (at most a third of its letters apart), if any.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected = rest.split("expected").nth(1)?;
+    let candidates = expected.split('`').skip(1).step_by(2);
+    candidates
+        .map(|c| (edit_distance(unknown, c), c))
+        .filter(|(d, _)| *d <= unknown.chars().count().div_ceil(3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn suggests_the_closest_expected_field() {
+        let m = "cases[0]: unknown field `exepct`, expected one of `name`, `request`, `reply`, `expect`, `continue` at line 5 column 5";
+        assert_eq!(did_you_mean(m).as_deref(), Some("expect"));
+        let far = "unknown field `zzzzzz`, expected one of `name`, `request`";
+        assert_eq!(did_you_mean(far), None);
+        assert_eq!(did_you_mean("invalid type: string"), None);
+    }
 }

@@ -90,9 +90,11 @@ impl Suite {
         format!("{}.wasm", self.artifact.file_stem())
     }
 
-    /// Runs every case in order in one host, so state that lives across requests (spend
-    /// ledgers, verification counts) behaves as in a gateway serving them one after another.
-    /// `cache_dir` holds compiled modules between runs (see `writ run --cache-dir`).
+    /// Runs every case in order. Each starts from a gateway that has served nothing (fresh
+    /// shared data and a fresh VM), unless it says `continue: true`, when it sees the state
+    /// the previous case left (spend ledgers, the kill switch, verification counts), as a
+    /// gateway serving them one after another would. `cache_dir` holds compiled modules
+    /// between runs (see `writ run --cache-dir`).
     pub fn run(&self, cache_dir: Option<PathBuf>) -> anyhow::Result<Vec<CaseRun>> {
         let mut config = writ_runtime::HostConfig::new(self.artifact.wasm.clone());
         config.cache_dir = cache_dir;
@@ -104,7 +106,11 @@ impl Suite {
         let host = writ_runtime::Host::new(config).context("starting the artifact")?;
         let mut vm = host.vm().context("starting a VM")?;
         let mut runs = Vec::new();
-        for case in &self.file.cases {
+        for (i, case) in self.file.cases.iter().enumerate() {
+            if i > 0 && !case.continues {
+                host.reset_state();
+                vm = host.vm().context("starting a VM")?;
+            }
             let started = Instant::now();
             let outcome = run_case(&mut vm, case);
             let mismatches = expect::check(&case.expect, &outcome);

@@ -63,3 +63,60 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
     assert!(t.contains("+ actual:   403"), "{t}");
     assert!(t.contains("1 failed"), "{t}");
 }
+
+/// Writes the support-assistant policy, its paper and `tests` into a fresh folder and runs
+/// `writ test` there.
+fn run_support_tests(tests: &str) -> (bool, String) {
+    let dir = TempDir::new("writ-policy-tests");
+    for f in ["support-assistant.policy", "ai-policy.md"] {
+        std::fs::copy(
+            workspace_root().join("policies").join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("support-assistant.tests.yaml"), tests).unwrap();
+    let out = Command::new(writ_bin())
+        .arg("test")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    (out.status.success(), output_text(&out))
+}
+
+const STOP: &str = r#"  - name: an operator stops every workflow
+    request:
+      path: /writ/admin/kill-switch
+      headers: { authorization: "Bearer test" }
+      body: { workflow: "*", action: stop, reason: drill }
+    expect:
+      status: 200
+"#;
+
+const ASK: &str = r#"    request:
+      headers: { x-workflow: support-assistant }
+      body: { model: gpt-4o-mini, messages: [{ role: user, content: "hi" }] }
+"#;
+
+/// Each case starts from a gateway that has served nothing: a kill-switch stop in one
+/// case does not answer the next, unless that case says `continue: true`.
+#[test]
+fn cases_start_from_fresh_state_unless_they_continue() {
+    let tests = format!(
+        "policy: support-assistant.policy\ncases:\n{STOP}  - name: the next case is not stopped\n{ASK}    expect:\n      allowed: true\n{STOP}  - name: a continuing case sees the stop\n    continue: true\n{ASK}    expect:\n      allowed: false\n      status: 503\n"
+    );
+    let (ok, t) = run_support_tests(&tests);
+    assert!(ok, "{t}");
+    assert!(t.contains("4 passed, 0 failed"), "{t}");
+}
+
+/// `expect: {}` asserts nothing and is refused, naming the case.
+#[test]
+fn an_expectation_that_asserts_nothing_is_an_error() {
+    let tests = format!(
+        "policy: support-assistant.policy\ncases:\n  - name: vacuous\n{ASK}    expect: {{}}\n"
+    );
+    let (ok, t) = run_support_tests(&tests);
+    assert!(!ok, "{t}");
+    assert!(t.contains("case `vacuous` asserts nothing"), "{t}");
+}
