@@ -75,7 +75,7 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .zip(&runs)
             .map(|(case, run)| {
-                let (asserted_fired, asserted_not_fired) = suite.asserted_rules(case);
+                let (asserted_fired, asserted_not_fired) = suite.asserted_rules(case, &run.outcome);
                 CaseRef {
                     name: format!("{}: {}", file_name(path), case.name),
                     artifact: suite.artifact_name(),

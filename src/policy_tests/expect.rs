@@ -18,6 +18,9 @@ pub struct FiredRule {
     pub title: String,
     /// `enforce` or `monitor`.
     pub mode: String,
+    /// 1-based place among the policy's rules citing the same clause (`AIP-2.1#2` is the
+    /// second); 0 when unknown.
+    pub ordinal: u32,
 }
 
 /// Everything observable about one request through an artifact.
@@ -40,12 +43,16 @@ pub struct Mismatch {
     pub actual: String,
 }
 
-/// Whether a test's rule reference (`AIP-2.1` or `AIP-2.1 "title"`) names the rule with
-/// this clause and title.
-pub fn names(reference: &str, clause: &str, title: &str) -> bool {
+/// Whether a test's rule reference names the rule with this clause, title and ordinal:
+/// `AIP-2.1` names every rule citing the clause, `AIP-2.1#2` the second of them (as
+/// `writ inspect` and the manifest number them), `AIP-2.1 "title"` the one with that title.
+pub fn names(reference: &str, clause: &str, title: &str, ordinal: u32) -> bool {
     match reference.split_once(' ') {
         Some((c, t)) => c == clause && t.trim().trim_matches('"') == title,
-        None => reference == clause,
+        None => match reference.split_once('#') {
+            Some((c, n)) => c == clause && n.parse::<u32>().is_ok_and(|n| n == ordinal),
+            None => reference == clause,
+        },
     }
 }
 
@@ -53,11 +60,19 @@ pub fn names(reference: &str, clause: &str, title: &str) -> bool {
 fn compare_rules(what: &str, expected: &[String], fired: &[&FiredRule], out: &mut Vec<Mismatch>) {
     let unmatched_expected: Vec<&String> = expected
         .iter()
-        .filter(|r| !fired.iter().any(|f| names(r, &f.clause, &f.title)))
+        .filter(|r| {
+            !fired
+                .iter()
+                .any(|f| names(r, &f.clause, &f.title, f.ordinal))
+        })
         .collect();
     let unexpected: Vec<&&FiredRule> = fired
         .iter()
-        .filter(|f| !expected.iter().any(|r| names(r, &f.clause, &f.title)))
+        .filter(|f| {
+            !expected
+                .iter()
+                .any(|r| names(r, &f.clause, &f.title, f.ordinal))
+        })
         .collect();
     if !unmatched_expected.is_empty() || !unexpected.is_empty() {
         let mut exp: Vec<String> = expected.to_vec();
@@ -212,6 +227,7 @@ mod tests {
             clause: clause.into(),
             title: title.into(),
             mode: mode.into(),
+            ordinal: 1,
         }
     }
 

@@ -112,7 +112,10 @@ impl Suite {
                 vm = host.vm().context("starting a VM")?;
             }
             let started = Instant::now();
-            let outcome = run_case(&mut vm, case);
+            let mut outcome = run_case(&mut vm, case);
+            for f in &mut outcome.fired {
+                f.ordinal = self.ordinal_of(&f.clause, &f.title);
+            }
             let mismatches = expect::check(&case.expect, &outcome);
             runs.push(CaseRun {
                 name: case.name.clone(),
@@ -124,14 +127,51 @@ impl Suite {
         Ok(runs)
     }
 
-    /// Rule indices a case asserts fired, and those it asserts did not: an exact `fired`
-    /// list speaks for every enforce-mode rule, an exact `monitored` list for every
-    /// monitor-mode one.
-    pub fn asserted_rules(&self, case: &Case) -> (Vec<usize>, Vec<usize>) {
+    /// The 1-based place of the rule (clause, title) among the rules citing its clause.
+    fn ordinal_of(&self, clause: &str, title: &str) -> u32 {
+        let mut n = 0;
+        for r in self
+            .compiled
+            .policy
+            .rules
+            .iter()
+            .filter(|r| r.clause == clause)
+        {
+            n += 1;
+            if r.title == title {
+                return n;
+            }
+        }
+        0
+    }
+
+    /// Rule indices a case shows firing, and those it shows not firing. A rule fired only
+    /// if the case names it (an exact `fired` list speaks for every enforce-mode rule, an
+    /// exact `monitored` list for every monitor-mode one) **and** the artifact's own audit
+    /// record for the case lists it: naming a clause that two rules cite credits only the
+    /// one that acted, and a response rule under a denied request is credited with nothing.
+    pub fn asserted_rules(&self, case: &Case, outcome: &Outcome) -> (Vec<usize>, Vec<usize>) {
         let policy = &self.compiled.policy;
         let mut fired = Vec::new();
         let mut not_fired = Vec::new();
+        let acted = |clause: &str, title: &str| {
+            outcome
+                .fired
+                .iter()
+                .any(|f| f.clause == clause && f.title == title)
+        };
+        let mut ordinals: Vec<(&str, u32)> = Vec::new();
         for (i, rule) in policy.rules.iter().enumerate() {
+            let ordinal = match ordinals.iter_mut().find(|(c, _)| *c == rule.clause) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    ordinals.push((&rule.clause, 1));
+                    1
+                }
+            };
             let monitor = rule.enforcement == ir::Enforcement::Monitor
                 || policy.enforcement == ir::Enforcement::Monitor;
             let list = if monitor {
@@ -142,11 +182,12 @@ impl Suite {
             let Some(list) = list else { continue };
             let named = list
                 .iter()
-                .any(|r| expect::names(r, &rule.clause, &rule.title));
-            if named {
-                fired.push(i)
-            } else {
-                not_fired.push(i)
+                .any(|r| expect::names(r, &rule.clause, &rule.title, ordinal));
+            match (named, acted(&rule.clause, &rule.title)) {
+                (true, true) => fired.push(i),
+                (false, false) => not_fired.push(i),
+                // Named but silent, or acting unnamed: the case failed; it shows nothing.
+                _ => {}
             }
         }
         // The kill switch, when it cites a clause, is asserted like an enforce-mode rule.
@@ -155,13 +196,13 @@ impl Suite {
             &case.expect.fired,
         ) {
             let i = policy.rules.len();
-            if list
+            let named = list
                 .iter()
-                .any(|r| expect::names(r, clause, KILL_SWITCH_TITLE))
-            {
-                fired.push(i)
-            } else {
-                not_fired.push(i)
+                .any(|r| expect::names(r, clause, KILL_SWITCH_TITLE, 1));
+            match (named, acted(clause, KILL_SWITCH_TITLE)) {
+                (true, true) => fired.push(i),
+                (false, false) => not_fired.push(i),
+                _ => {}
             }
         }
         (fired, not_fired)
@@ -289,6 +330,7 @@ pub fn outcome_of(exchange: &writ_runtime::Exchange) -> Outcome {
                     clause: str_of(r, "clause"),
                     title: str_of(r, "title"),
                     mode: str_of(r, "mode"),
+                    ordinal: 0,
                 })
                 .collect()
         })

@@ -159,3 +159,67 @@ fn a_failing_test_proves_nothing() {
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("rule \"Only approved models\""), "{t}");
 }
+
+/// Two rules cite GOV-2 and a response rule cites GOV-1. A case naming the clause `GOV-2`
+/// credits only the rule that acted (the artifact's audit record says which), so the
+/// second one is a gap until a case names it as `GOV-2#2` and it fires. A response rule
+/// named in a case whose request was denied is credited with nothing (that case fails).
+#[test]
+fn coverage_credits_each_rule_only_for_its_own_firings() {
+    let policy = POLICY.replace(
+        "manual GOV-3",
+        r#"rule GOV-2 "No streaming of big answers" {
+  on request
+  when max_tokens > 500 and stream == true
+  then deny 400 "no big streams"
+}
+
+rule GOV-1 "Invented addresses are masked" {
+  on response
+  when response has pii(email)
+  then redact
+}
+
+manual GOV-3"#,
+    );
+    let dir = fixture(&policy, TESTS);
+    let out = coverage(dir.path(), &[]);
+    let t = output_text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("GAP GOV-2"), "{t}");
+    assert!(
+        t.contains("\"No streaming of big answers\"")
+            && t.contains("no passing test that makes it fire"),
+        "{t}"
+    );
+
+    // A case that names the second rule by its ordinal, and one where the response rule acts.
+    let more = format!(
+        "{TESTS}  - name: a big stream is refused by the second rule\n    request:\n      body: {{ model: gpt-4o, max_tokens: 800, stream: true, messages: [{{ role: user, content: hi }}] }}\n    expect: {{ allowed: false, status: 400, fired: [\"GOV-2#2\"] }}\n  - name: an invented address is masked\n    request:\n      body: {{ model: gpt-4o, messages: [{{ role: user, content: hi }}] }}\n    reply:\n      body: {{ choices: [{{ index: 0, message: {{ role: assistant, content: \"write to x@example.org\" }} }}] }}\n    expect: {{ allowed: true, fired: [GOV-1], client_never_sees: [\"x@example.org\"] }}\n"
+    );
+    let dir = fixture(&policy, &more);
+    let out = coverage(dir.path(), &[]);
+    let t = output_text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("(100.0%)"), "{t}");
+
+    // A case that names the clause under a denied request passes (the request rule of
+    // GOV-1 acted), but the response rule never ran: it is not credited.
+    let stream_case = more
+        .split("  - name: an invented address is masked")
+        .next()
+        .unwrap()
+        .to_string();
+    let denied = format!(
+        "{stream_case}  - name: the clause named under a denied request\n    request:\n      body: {{ model: gpt-3.5, messages: [{{ role: user, content: hi }}] }}\n    reply:\n      body: {{ choices: [{{ index: 0, message: {{ role: assistant, content: \"write to x@example.org\" }} }}] }}\n    expect: {{ allowed: false, fired: [GOV-1] }}\n"
+    );
+    let dir = fixture(&policy, &denied);
+    let out = coverage(dir.path(), &[]);
+    let t = output_text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("rule \"Invented addresses are masked\"")
+            && t.contains("has no passing test that makes it fire"),
+        "{t}"
+    );
+}
