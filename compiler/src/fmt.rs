@@ -82,6 +82,40 @@ impl Printer<'_> {
         self.out.push('\n');
     }
 
+    /// A `when` or `match` statement. When every comment inside it sits in an `in [...]`
+    /// list, the list is printed one item per line with each comment where the author put
+    /// it (`"gpt-4o",  # approved 2026-11`); otherwise as one line, comments above.
+    fn cond_line(&mut self, indent: &str, keyword: &str, c: &Cond, span: Span) {
+        let inner: Vec<Span> = self.comments[self.next..]
+            .iter()
+            .take_while(|k| k.span.start < span.end)
+            .filter(|k| k.span.start > span.start)
+            .map(|k| k.span)
+            .collect();
+        let mut lists = Vec::new();
+        collect_lists(c, &mut lists);
+        let in_a_list = |k: &Span| lists.iter().any(|l| l.start < k.start && k.start < l.end);
+        if inner.is_empty() || !inner.iter().all(in_a_list) {
+            return self.line(indent, &format!("{keyword} {}", cond(c)), span);
+        }
+        self.leading(span.start, indent);
+        let (comments, source) = (self.comments, self.source);
+        let item_indent = format!("{indent}  ");
+        let printed = cond_with(c, &|l: &Node<Vec<Node<Lit>>>| {
+            list_lines(l, comments, source, &item_indent, indent)
+        });
+        self.out.push_str(indent);
+        self.out.push_str(&format!("{keyword} {printed}"));
+        while self
+            .comments
+            .get(self.next)
+            .is_some_and(|k| k.span.start < span.end)
+        {
+            self.next += 1;
+        }
+        self.end_line(span.end);
+    }
+
     fn line(&mut self, indent: &str, text: &str, span: Span) {
         self.leading(span.end, indent);
         self.out.push_str(indent);
@@ -96,11 +130,27 @@ impl Printer<'_> {
         stmts: &[Node<T>],
         print: impl Fn(&T) -> String,
     ) {
+        self.block_with(head, span, stmts, print, |_| None);
+    }
+
+    /// [`Printer::block`] where `condition` picks out the statements that hold a condition
+    /// (`when`, `match`), printed by [`Printer::cond_line`].
+    fn block_with<'c, T>(
+        &mut self,
+        head: String,
+        span: Span,
+        stmts: &'c [Node<T>],
+        print: impl Fn(&T) -> String,
+        condition: impl Fn(&'c T) -> Option<(&'static str, &'c Cond)>,
+    ) {
         self.leading(span.start, "");
         self.out.push_str(&head);
         self.out.push_str(" {\n");
         for s in stmts {
-            self.line("  ", &print(&s.node), s.span);
+            match condition(&s.node) {
+                Some((keyword, c)) => self.cond_line("  ", keyword, c, s.span),
+                None => self.line("  ", &print(&s.node), s.span),
+            }
         }
         // Comments inside the block after the last statement.
         self.leading(span.end.saturating_sub(1), "  ");
@@ -126,11 +176,15 @@ impl Printer<'_> {
                     PolicyStmt::Enforcement(v) => format!("enforcement {}", v.node),
                 },
             ),
-            Item::Workflow(w) => self.block(
+            Item::Workflow(w) => self.block_with(
                 format!("workflow {}", string(&w.name.node)),
                 span,
                 &w.stmts,
                 workflow_stmt,
+                |s| match s {
+                    WorkflowStmt::Match(c) => Some(("match", &c.node)),
+                    _ => None,
+                },
             ),
             Item::Price(p) => {
                 let mut s = format!(
@@ -162,7 +216,7 @@ impl Printer<'_> {
             Item::Rule(r) => {
                 let source = self.source;
                 let comments = self.comments;
-                self.block(
+                self.block_with(
                     format!("rule {} {}", r.id.node, string(&r.title.node)),
                     span,
                     &r.stmts,
@@ -172,6 +226,10 @@ impl Printer<'_> {
                         RuleStmt::Then(a) => format!("then {}", action_src(a, source, comments)),
                         RuleStmt::Enforcement(v) => format!("enforcement {}", v.node),
                         RuleStmt::AlertAt(n) => format!("alert at {}%", n.node.text),
+                    },
+                    |s| match s {
+                        RuleStmt::When(c) => Some(("when", &c.node)),
+                        _ => None,
                     },
                 )
             }
@@ -275,6 +333,13 @@ pub(crate) fn string(s: &str) -> String {
 /// A condition, parenthesised only where precedence requires it (and where a nested
 /// `and`/`or` of the same kind would otherwise be flattened on re-parse).
 pub(crate) fn cond(c: &Cond) -> String {
+    cond_with(c, &|l: &Node<Vec<Node<Lit>>>| lit_list(&l.node))
+}
+
+/// [`cond`], with `list` printing the literal list of each `in` (one line, or one item per
+/// line with the author's comments).
+fn cond_with(c: &Cond, list: &dyn Fn(&Node<Vec<Node<Lit>>>) -> String) -> String {
+    let cond = |c: &Cond| cond_with(c, list);
     match c {
         Cond::And(parts) => parts
             .iter()
@@ -307,12 +372,12 @@ pub(crate) fn cond(c: &Cond) -> String {
         Cond::In {
             operand: o,
             negated,
-            list,
+            list: l,
         } => format!(
             "{} {}in {}",
             operand(&o.node),
             if *negated { "not " } else { "" },
-            lit_list(&list.node)
+            list(l)
         ),
         Cond::Has { subject, target } => format!(
             "{} has {}",
@@ -374,6 +439,63 @@ pub(crate) fn lit(l: &Lit) -> String {
         Lit::Bool(b) => b.to_string(),
         Lit::List(items) => lit_list(items),
     }
+}
+
+/// The spans of every `in` list of a condition.
+fn collect_lists(c: &Cond, out: &mut Vec<Span>) {
+    match c {
+        Cond::And(parts) | Cond::Or(parts) => {
+            parts.iter().for_each(|p| collect_lists(&p.node, out))
+        }
+        Cond::Not(inner) => collect_lists(&inner.node, out),
+        Cond::In { list, .. } => out.push(list.span),
+        _ => {}
+    }
+}
+
+/// A list one item per line, each followed by the comments that came after it in the
+/// source: on its line when they were on its line, else on their own lines.
+fn list_lines(
+    l: &Node<Vec<Node<Lit>>>,
+    comments: &[Comment],
+    source: &str,
+    item_indent: &str,
+    close_indent: &str,
+) -> String {
+    let inside: Vec<&Comment> = comments
+        .iter()
+        .filter(|k| l.span.start < k.span.start && k.span.start < l.span.end)
+        .collect();
+    if inside.is_empty() {
+        return lit_list(&l.node);
+    }
+    let mut out = String::from("[\n");
+    let first = l.node.first().map_or(l.span.end, |i| i.span.start);
+    for k in inside.iter().filter(|k| k.span.start < first) {
+        out.push_str(&format!("{item_indent}{}\n", k.text));
+    }
+    for (i, item) in l.node.iter().enumerate() {
+        let next = l.node.get(i + 1).map_or(l.span.end, |n| n.span.start);
+        out.push_str(&format!("{item_indent}{},", lit(&item.node)));
+        let mut on_line = true;
+        for k in inside
+            .iter()
+            .filter(|k| item.span.end <= k.span.start && k.span.start < next)
+        {
+            let between = source
+                .get(item.span.end as usize..k.span.start as usize)
+                .unwrap_or("\n");
+            if on_line && !between.contains('\n') {
+                out.push_str(&format!("  {}", k.text));
+            } else {
+                out.push_str(&format!("\n{item_indent}{}", k.text));
+            }
+            on_line = false;
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("{close_indent}]"));
+    out
 }
 
 pub(crate) fn lit_list(items: &[Node<Lit>]) -> String {
@@ -468,6 +590,21 @@ mod tests {
             "{out}"
         );
         assert_eq!(format(&out).unwrap(), out);
+    }
+
+    #[test]
+    fn keeps_each_list_items_comment_on_its_item() {
+        let src = "rule A-1 \"t\" {\n  on request\n  when model not in [ # approved models\n    \"gpt-4o\",       # approved 2026-11\n    \"gpt-4o-mini\",  # approved 2026-10\n    # under review:\n    \"o3\"\n  ] and max_tokens > 10\n  then deny 403 \"no\"  # wording\n}\n";
+        let out = format(src).unwrap();
+        assert_eq!(
+            out,
+            "rule A-1 \"t\" {\n  on request\n  when model not in [\n    # approved models\n    \"gpt-4o\",  # approved 2026-11\n    \"gpt-4o-mini\",  # approved 2026-10\n    # under review:\n    \"o3\",\n  ] and max_tokens > 10\n  then deny 403 \"no\"  # wording\n}\n"
+        );
+        assert_eq!(format(&out).unwrap(), out);
+        // Without comments in it, a list stays on one line.
+        let plain =
+            format("rule A-1 \"t\" {\n  when model in [\n \"a\",\n \"b\"\n ]\n}\n").unwrap();
+        assert!(plain.contains("when model in [\"a\", \"b\"]"), "{plain}");
     }
 
     #[test]
