@@ -336,9 +336,12 @@ pub(crate) fn cond(c: &Cond) -> String {
     cond_with(c, &|l: &Node<Vec<Node<Lit>>>| lit_list(&l.node))
 }
 
+/// Prints the literal list of an `in`.
+type ListPrinter<'a> = dyn Fn(&Node<Vec<Node<Lit>>>) -> String + 'a;
+
 /// [`cond`], with `list` printing the literal list of each `in` (one line, or one item per
 /// line with the author's comments).
-fn cond_with(c: &Cond, list: &dyn Fn(&Node<Vec<Node<Lit>>>) -> String) -> String {
+fn cond_with(c: &Cond, list: &ListPrinter) -> String {
     let cond = |c: &Cond| cond_with(c, list);
     match c {
         Cond::And(parts) => parts
