@@ -48,7 +48,7 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Rewrite policies in the canonical layout (`--check`: only report).
     #[command(
-        after_help = "Examples:\n  writ fmt policies/*.policy\n  writ fmt --check policies/*.policy   # in CI: exit 1 if a file would change"
+        after_help = "Examples:\n  writ fmt policies/*.policy\n  writ fmt --check policies/*.policy   # in CI: exit 1 if a file would change\n  writ fmt --diff support-assistant.policy\n  writ fmt -   # stdin to stdout, for editors"
     )]
     Fmt(fmt::FmtArgs),
     /// Compile policies into `.wasm` artifacts with their manifests.
