@@ -71,6 +71,9 @@ pub struct Num {
 pub struct File {
     pub items: Vec<Node<Item>>,
     pub comments: Vec<Comment>,
+    /// Spans of the conditions the author wrote in parentheses (the span of what is inside):
+    /// the tree does not need them, `writ fmt` keeps them.
+    pub parens: Vec<Span>,
 }
 
 /// A `# …` comment; `text` includes the `#`.

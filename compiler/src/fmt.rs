@@ -17,6 +17,7 @@ pub(crate) fn print_file(file: &File, source: &str) -> String {
         comments: &file.comments,
         next: 0,
         source,
+        parens: &file.parens,
     };
     let mut prev: Option<&Item> = None;
     for item in &file.items {
@@ -50,6 +51,8 @@ struct Printer<'a> {
     /// Index of the first comment not yet printed.
     next: usize,
     source: &'a str,
+    /// Where the author wrote parentheses: kept, even where precedence does not need them.
+    parens: &'a [Span],
 }
 
 impl Printer<'_> {
@@ -85,7 +88,16 @@ impl Printer<'_> {
     /// A `when` or `match` statement. When every comment inside it sits in an `in [...]`
     /// list, the list is printed one item per line with each comment where the author put
     /// it (`"gpt-4o",  # approved 2026-11`); otherwise as one line, comments above.
-    fn cond_line(&mut self, indent: &str, keyword: &str, c: &Cond, span: Span) {
+    fn cond_line(&mut self, indent: &str, keyword: &str, node: &Node<Cond>, span: Span) {
+        let c = &node.node;
+        let parens = self.parens;
+        let wrap = |text: String| {
+            if parens.iter().any(|s| s.same(&node.span)) {
+                format!("({text})")
+            } else {
+                text
+            }
+        };
         let inner: Vec<Span> = self.comments[self.next..]
             .iter()
             .take_while(|k| k.span.start < span.end)
@@ -96,16 +108,19 @@ impl Printer<'_> {
         collect_lists(c, &mut lists);
         let in_a_list = |k: &Span| lists.iter().any(|l| l.start < k.start && k.start < l.end);
         if inner.is_empty() || !inner.iter().all(in_a_list) {
-            return self.line(indent, &format!("{keyword} {}", cond(c)), span);
+            let one_line = cond_with(c, &|l: &Node<Vec<Node<Lit>>>| lit_list(&l.node), parens);
+            return self.line(indent, &format!("{keyword} {}", wrap(one_line)), span);
         }
         self.leading(span.start, indent);
         let (comments, source) = (self.comments, self.source);
         let item_indent = format!("{indent}  ");
-        let printed = cond_with(c, &|l: &Node<Vec<Node<Lit>>>| {
-            list_lines(l, comments, source, &item_indent, indent)
-        });
+        let printed = cond_with(
+            c,
+            &|l: &Node<Vec<Node<Lit>>>| list_lines(l, comments, source, &item_indent, indent),
+            parens,
+        );
         self.out.push_str(indent);
-        self.out.push_str(&format!("{keyword} {printed}"));
+        self.out.push_str(&format!("{keyword} {}", wrap(printed)));
         while self
             .comments
             .get(self.next)
@@ -141,7 +156,7 @@ impl Printer<'_> {
         span: Span,
         stmts: &'c [Node<T>],
         print: impl Fn(&T) -> String,
-        condition: impl Fn(&'c T) -> Option<(&'static str, &'c Cond)>,
+        condition: impl Fn(&'c T) -> Option<(&'static str, &'c Node<Cond>)>,
     ) {
         self.leading(span.start, "");
         self.out.push_str(&head);
@@ -182,7 +197,7 @@ impl Printer<'_> {
                 &w.stmts,
                 workflow_stmt,
                 |s| match s {
-                    WorkflowStmt::Match(c) => Some(("match", &c.node)),
+                    WorkflowStmt::Match(c) => Some(("match", c)),
                     _ => None,
                 },
             ),
@@ -228,7 +243,7 @@ impl Printer<'_> {
                         RuleStmt::AlertAt(n) => format!("alert at {}%", n.node.text),
                     },
                     |s| match s {
-                        RuleStmt::When(c) => Some(("when", &c.node)),
+                        RuleStmt::When(c) => Some(("when", c)),
                         _ => None,
                     },
                 )
@@ -333,7 +348,7 @@ pub(crate) fn string(s: &str) -> String {
 /// A condition, parenthesised only where precedence requires it (and where a nested
 /// `and`/`or` of the same kind would otherwise be flattened on re-parse).
 pub(crate) fn cond(c: &Cond) -> String {
-    cond_with(c, &|l: &Node<Vec<Node<Lit>>>| lit_list(&l.node))
+    cond_with(c, &|l: &Node<Vec<Node<Lit>>>| lit_list(&l.node), &[])
 }
 
 /// Prints the literal list of an `in`.
@@ -341,29 +356,31 @@ type ListPrinter<'a> = dyn Fn(&Node<Vec<Node<Lit>>>) -> String + 'a;
 
 /// [`cond`], with `list` printing the literal list of each `in` (one line, or one item per
 /// line with the author's comments).
-fn cond_with(c: &Cond, list: &ListPrinter) -> String {
-    let cond = |c: &Cond| cond_with(c, list);
+fn cond_with(c: &Cond, list: &ListPrinter, parens: &[Span]) -> String {
+    let cond = |c: &Cond| cond_with(c, list, parens);
+    // A part in parentheses: where precedence needs them, or where the author wrote them.
+    let part = |p: &Node<Cond>, needed: bool| {
+        if needed || parens.iter().any(|s| s.same(&p.span)) {
+            format!("({})", cond(&p.node))
+        } else {
+            cond(&p.node)
+        }
+    };
     match c {
         Cond::And(parts) => parts
             .iter()
-            .map(|p| match p.node {
-                Cond::And(_) | Cond::Or(_) => format!("({})", cond(&p.node)),
-                _ => cond(&p.node),
-            })
+            .map(|p| part(p, matches!(p.node, Cond::And(_) | Cond::Or(_))))
             .collect::<Vec<_>>()
             .join(" and "),
         Cond::Or(parts) => parts
             .iter()
-            .map(|p| match p.node {
-                Cond::Or(_) => format!("({})", cond(&p.node)),
-                _ => cond(&p.node),
-            })
+            .map(|p| part(p, matches!(p.node, Cond::Or(_))))
             .collect::<Vec<_>>()
             .join(" or "),
-        Cond::Not(inner) => match inner.node {
-            Cond::And(_) | Cond::Or(_) => format!("not ({})", cond(&inner.node)),
-            _ => format!("not {}", cond(&inner.node)),
-        },
+        Cond::Not(inner) => format!(
+            "not {}",
+            part(inner, matches!(inner.node, Cond::And(_) | Cond::Or(_)))
+        ),
         Cond::Compare { left, op, right } => {
             format!(
                 "{} {} {}",
@@ -608,6 +625,25 @@ mod tests {
         let plain =
             format("rule A-1 \"t\" {\n  when model in [\n \"a\",\n \"b\"\n ]\n}\n").unwrap();
         assert!(plain.contains("when model in [\"a\", \"b\"]"), "{plain}");
+    }
+
+    #[test]
+    fn keeps_the_parentheses_the_author_wrote() {
+        let src = "rule A \"t\" {\n  when (model == \"a\" or model == \"b\") and (max_tokens > 10) and not (stream)\n}\n";
+        let out = format(src).unwrap();
+        assert!(
+            out.contains(
+                "when (model == \"a\" or model == \"b\") and (max_tokens > 10) and not (stream)"
+            ),
+            "{out}"
+        );
+        assert_eq!(format(&out).unwrap(), out);
+        // Where none were written, none are added beyond what precedence needs.
+        let bare = format("rule A \"t\" {\n  when max_tokens > 10 and not stream\n}\n").unwrap();
+        assert!(
+            bare.contains("when max_tokens > 10 and not stream"),
+            "{bare}"
+        );
     }
 
     #[test]

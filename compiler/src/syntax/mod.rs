@@ -28,7 +28,9 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
     let mut file = File {
         items: Vec::new(),
         comments: lexed.comments,
+        parens: Vec::new(),
     };
+    let mut parens = Vec::new();
     let mut diags = lexed.diags;
     if !diags.is_empty() {
         return (file, diags);
@@ -42,6 +44,7 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
                     source,
                     comments: &file.comments,
                     diags: &mut diags,
+                    parens: &mut parens,
                 };
                 if let Some(item) = pairs
                     .next()
@@ -54,6 +57,7 @@ pub fn parse(source: &str) -> (File, Vec<Diagnostic>) {
             Err(e) => diags.push(syntax_error(source, start, &e)),
         }
     }
+    file.parens = parens;
     (file, diags)
 }
 
@@ -223,6 +227,8 @@ struct Builder<'d> {
     source: &'d str,
     comments: &'d [Comment],
     diags: &'d mut Vec<Diagnostic>,
+    /// Where the author wrote parentheses (see [`File::parens`]).
+    parens: &'d mut Vec<Span>,
 }
 
 /// Punctuation and keywords carry no information once the shape is known.
@@ -646,6 +652,13 @@ impl Builder<'_> {
         }
         ors.push(group(ands, Cond::And));
         let mut g = group(ors, Cond::Or);
+        // A condition that is one parenthesised part takes this wider span: the recorded
+        // parentheses belong to the node, whatever span it ends up with.
+        if let Some(last) = self.parens.last_mut()
+            && last.same(&g.span)
+        {
+            *last = span;
+        }
         g.span = span;
         g
     }
@@ -692,7 +705,14 @@ impl Builder<'_> {
                     return self.too_deep(span);
                 }
                 match inner.into_inner().find(|c| c.as_rule() == Rule::cond) {
-                    Some(c) => self.cond(c, depth + 1),
+                    Some(c) => {
+                        let node = self.cond(c, depth + 1);
+                        // `((x))` is one pair as far as the layout goes.
+                        if !self.parens.last().is_some_and(|s| s.same(&node.span)) {
+                            self.parens.push(node.span);
+                        }
+                        node
+                    }
                     None => Node::new(Cond::Error, span),
                 }
             }
