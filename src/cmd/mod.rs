@@ -43,7 +43,7 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Check policies for errors without building them.
     #[command(
-        after_help = "Examples:\n  writ check policies/*.policy\n  writ check support-assistant.policy"
+        after_help = "Examples:\n  writ check policies/*.policy\n  writ check policies/*.policy --deny-warnings\n  writ check policies/*.policy --format sarif > writ.sarif   # code-scanning UIs"
     )]
     Check(check::CheckArgs),
     /// Rewrite policies in the canonical layout (`--check`: only report).

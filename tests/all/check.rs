@@ -87,3 +87,57 @@ fn the_paper_policy_must_exist_and_its_ids_must_parse() {
         "{t}"
     );
 }
+
+/// `--format json` and `--format sarif` carry the same located diagnostics as data (SARIF
+/// 2.1.0 for code-scanning UIs); `--deny-warnings` fails on a warning alone.
+#[test]
+fn diagnostics_as_json_and_sarif_and_warnings_can_fail_ci() {
+    let dir = TempDir::new("writ-check-formats");
+    std::fs::write(dir.path().join("paper.md"), "- **HR-1** Models.\n").unwrap();
+    let path = dir.path().join("p.policy");
+    // A custom detector no rule uses is a warning, not an error.
+    std::fs::write(
+        &path,
+        "policy \"p\" version \"1.0.0\" {\n  owner \"a@example.com\"\n  implements \"paper.md\"\n}\nrule HR-1 \"models\" {\n  on request\n  when model != \"a\"\n  then deny 403 \"no\"\n}\ndetector badge = regex \"B-[0-9]{4}\"\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let text = writ(&["check", p]);
+    assert!(text.status.success(), "{}", output_text(&text));
+    assert!(
+        output_text(&text).contains("warning["),
+        "{}",
+        output_text(&text)
+    );
+    let denied = writ(&["check", p, "--deny-warnings"]);
+    assert!(!denied.status.success(), "{}", output_text(&denied));
+
+    let json = writ(&["check", p, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["level"], "warning", "{v}");
+    assert_eq!(d["line"], 10, "{v}");
+    assert!(d["code"].as_str().unwrap().starts_with('W'), "{v}");
+
+    let sarif = writ(&["check", p, "--format", "sarif"]);
+    let s: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    assert_eq!(s["version"], "2.1.0");
+    let run = &s["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "writ");
+    let r = &run["results"][0];
+    assert_eq!(r["ruleId"], d["code"]);
+    assert_eq!(r["level"], "warning");
+    let region = &r["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(region["startLine"], 10);
+    assert!(
+        region["endColumn"].as_u64() > region["startColumn"].as_u64(),
+        "{region}"
+    );
+    assert!(
+        run["tool"]["driver"]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|rule| rule["id"] == d["code"])
+    );
+}
