@@ -23,6 +23,34 @@ pub struct TestFile {
     /// Path of the `.policy` file, relative to the test file.
     pub policy: String,
     pub cases: Vec<Case>,
+    /// 1-based line of each case's `name:` in the file, in case order (0 if not found),
+    /// so a failure points at its case.
+    #[serde(skip)]
+    pub lines: Vec<usize>,
+}
+
+/// The line of each case's `name:`, found in order in the file's text.
+fn case_lines(text: &str, cases: &[Case]) -> Vec<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    cases
+        .iter()
+        .map(|c| {
+            let at = lines.iter().enumerate().skip(from).find(|(_, l)| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .strip_prefix("name:")
+                    .is_some_and(|rest| rest.trim().trim_matches(['"', '\'']) == c.name)
+            });
+            match at {
+                Some((i, _)) => {
+                    from = i + 1;
+                    i + 1
+                }
+                None => 0,
+            }
+        })
+        .collect()
 }
 
 /// One request through the artifact and what must come of it.
@@ -198,13 +226,14 @@ impl Reply {
 pub fn load(path: &std::path::Path) -> anyhow::Result<TestFile> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let file: TestFile = serde_norway::from_str(&text).map_err(|e| {
+    let mut file: TestFile = serde_norway::from_str(&text).map_err(|e| {
         let e = e.to_string();
         match did_you_mean(&e) {
             Some(hint) => anyhow::anyhow!("{}: {e} (did you mean `{hint}`?)", path.display()),
             None => anyhow::anyhow!("{}: {e}", path.display()),
         }
     })?;
+    file.lines = case_lines(&text, &file.cases);
     if let Some(case) = file.cases.iter().find(|c| c.expect.asserts_nothing()) {
         anyhow::bail!(
             "{}: case `{}` asserts nothing: give `expect` at least one of allowed, status, fired, monitored, upstream_sees, upstream_never_sees, client_sees, client_never_sees, upstream_model, escalated",

@@ -119,6 +119,7 @@ impl Suite {
             let mismatches = expect::check(&case.expect, &outcome);
             runs.push(CaseRun {
                 name: case.name.clone(),
+                line: self.file.lines.get(i).copied().unwrap_or(0),
                 seconds: started.elapsed().as_secs_f64(),
                 outcome,
                 mismatches,
@@ -213,6 +214,8 @@ impl Suite {
 #[derive(Debug, Clone)]
 pub struct CaseRun {
     pub name: String,
+    /// 1-based line of the case in its test file (0 if unknown).
+    pub line: usize,
     pub seconds: f64,
     pub outcome: Outcome,
     pub mismatches: Vec<Mismatch>,

@@ -47,7 +47,7 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
                 "      status: 404\n      fired: [AIP-3.1, AIP-4.1]",
                 1,
             );
-    std::fs::write(dir.path().join("support-assistant.tests.yaml"), tests).unwrap();
+    std::fs::write(dir.path().join("support-assistant.tests.yaml"), &tests).unwrap();
     let out = Command::new(writ_bin())
         .arg("test")
         .arg(dir.path())
@@ -62,6 +62,35 @@ fn a_wrong_expectation_fails_with_a_readable_diff() {
     assert!(t.contains("- expected: 404"), "{t}");
     assert!(t.contains("+ actual:   403"), "{t}");
     assert!(t.contains("1 failed"), "{t}");
+    // The failure names its file and line.
+    let line = tests
+        .lines()
+        .position(|l| l.contains("name: a model outside the allowlist is refused"))
+        .unwrap()
+        + 1;
+    assert!(
+        t.contains(&format!("support-assistant.tests.yaml:{line})")),
+        "{t}"
+    );
+
+    // The same as data.
+    let json = Command::new(writ_bin())
+        .arg("test")
+        .arg(dir.path())
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["failed"], 1, "{v}");
+    let failed: Vec<&serde_json::Value> = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["line"], line);
+    assert_eq!(failed[0]["mismatches"][0]["expected"], "404");
 }
 
 /// Writes the support-assistant policy, its paper and `tests` into a fresh folder and runs
