@@ -22,11 +22,42 @@ use std::collections::BTreeMap;
 pub struct TestFile {
     /// Path of the `.policy` file, relative to the test file.
     pub policy: String,
+    /// What every case shares unless it says otherwise.
+    #[serde(default)]
+    pub defaults: Defaults,
     pub cases: Vec<Case>,
     /// 1-based line of each case's `name:` in the file, in case order (0 if not found),
     /// so a failure points at its case.
     #[serde(skip)]
     pub lines: Vec<usize>,
+}
+
+/// Shared by every case of a file: request headers (a case's own headers win, name by
+/// name) and the upstream's reply (for cases without one).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub reply: Option<Reply>,
+}
+
+impl TestFile {
+    /// Applies [`Defaults`] to every case.
+    fn apply_defaults(&mut self) {
+        for case in &mut self.cases {
+            for (k, v) in &self.defaults.headers {
+                case.request
+                    .headers
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
+            }
+            if case.reply.is_none() {
+                case.reply.clone_from(&self.defaults.reply);
+            }
+        }
+    }
 }
 
 /// The line of each case's `name:`, found in order in the file's text.
@@ -234,6 +265,7 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<TestFile> {
         }
     })?;
     file.lines = case_lines(&text, &file.cases);
+    file.apply_defaults();
     if let Some(case) = file.cases.iter().find(|c| c.expect.asserts_nothing()) {
         anyhow::bail!(
             "{}: case `{}` asserts nothing: give `expect` at least one of allowed, status, fired, monitored, upstream_sees, upstream_never_sees, client_sees, client_never_sees, upstream_model, escalated",

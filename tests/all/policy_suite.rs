@@ -149,3 +149,31 @@ fn an_expectation_that_asserts_nothing_is_an_error() {
     assert!(!ok, "{t}");
     assert!(t.contains("case `vacuous` asserts nothing"), "{t}");
 }
+
+/// `defaults` gives every case the same headers (a case's own win) and reply.
+#[test]
+fn defaults_are_shared_by_every_case() {
+    let tests = r#"policy: support-assistant.policy
+defaults:
+  headers: { x-workflow: support-assistant, x-jwt-team: billing }
+  reply:
+    body: { choices: [{ index: 0, message: { role: assistant, content: "From the defaults." } }] }
+cases:
+  - name: the default workflow header applies
+    request:
+      body: { model: gpt-4o-mini, messages: [{ role: user, content: "hi" }] }
+    expect:
+      allowed: true
+      client_sees: ["From the defaults."]
+  - name: a case's own header wins
+    request:
+      headers: { x-workflow: unregistered }
+      body: { model: gpt-4o-mini, messages: [{ role: user, content: "hi" }] }
+    expect:
+      allowed: false
+      status: 403
+"#;
+    let (ok, t) = run_support_tests(tests);
+    assert!(ok, "{t}");
+    assert!(t.contains("2 passed, 0 failed"), "{t}");
+}
