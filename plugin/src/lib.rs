@@ -8,6 +8,9 @@ pub mod audit;
 pub mod audit_chain;
 pub mod detect;
 pub mod eval;
+/// Fuzz targets and their smoke runs (tests and the `fuzzing` feature only; see `docs/fuzzing.md`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod ir;
 pub mod json_strings;
 pub mod kill_switch;
