@@ -12,6 +12,9 @@ pub mod ast;
 mod check;
 pub mod diag;
 mod fmt;
+/// Fuzz targets and their smoke runs (tests and the `fuzzing` feature only; see `docs/fuzzing.md`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod lower;
 mod syntax;
 
