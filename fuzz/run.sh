@@ -33,7 +33,7 @@ nice -n "$NICE" cargo afl build --release
 
 for t in "${TARGETS[@]}"; do
     out="out/$t"
-    input="corpus/$t"
+    input="corpus/${t%_lower}" # policy_lower shares the policy corpus
     if [ -f "$out/default/fuzzer_stats" ]; then
         input="-" # resume the campaign
     fi

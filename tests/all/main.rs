@@ -12,6 +12,7 @@ mod enforcement;
 mod envoy;
 mod envoy_audit;
 mod families;
+mod fuzz_agree;
 mod hostile;
 mod identity;
 mod init;

@@ -37,6 +37,7 @@ pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
 pub(crate) const DFA_SIZE_LIMIT: usize = 1 << 20;
 
 /// Why a custom detector's pattern did not compile.
+#[derive(Clone)]
 pub(crate) enum RegexError {
     Invalid(String),
     TooLarge,
@@ -45,6 +46,54 @@ pub(crate) enum RegexError {
 /// Compiles a pattern ahead of time into forward and reverse dense DFAs (little-endian,
 /// alignment padding stripped), bounded by [`DFA_SIZE_LIMIT`].
 pub(crate) fn compile_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexError> {
+    #[cfg(feature = "fuzzing")]
+    {
+        dfa_cache::compile(pattern)
+    }
+    #[cfg(not(feature = "fuzzing"))]
+    {
+        build_regex(pattern)
+    }
+}
+
+/// Fuzzing builds remember the DFAs of the last patterns they compiled: building one takes
+/// milliseconds (the check and lowering each build it, for the source and its formatted
+/// text), which would cap the policy fuzz target at a few hundred executions a second, and
+/// the build is a pure function of the pattern, so a cached answer is the same answer.
+#[cfg(feature = "fuzzing")]
+mod dfa_cache {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::RegexError;
+
+    type Dfas = Result<(Vec<u8>, Vec<u8>), RegexError>;
+
+    /// Patterns remembered before the cache starts over, bounding its memory.
+    const MAX_PATTERNS: usize = 256;
+
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Dfas>> = RefCell::new(HashMap::new());
+    }
+
+    pub(super) fn compile(pattern: &str) -> Dfas {
+        if let Some(hit) = CACHE.with(|c| c.borrow().get(pattern).cloned()) {
+            return hit;
+        }
+        let built = super::build_regex(pattern);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= MAX_PATTERNS {
+                c.clear();
+            }
+            c.insert(pattern.to_string(), built.clone());
+        });
+        built
+    }
+}
+
+/// [`compile_regex`] without the fuzzing cache.
+fn build_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexError> {
     use regex_automata::dfa::{dense, regex::Regex};
     // Parse first so syntax errors are reported as such, not as size errors.
     if let Err(e) = regex_automata::util::syntax::parse(pattern) {
