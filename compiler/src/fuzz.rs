@@ -11,6 +11,11 @@
 //! | [`policy_lower`] | [`policy`], and a policy that checks compiles (lowering never fails on a checked AST) to the same IR as its formatted text (source lines and hash aside) |
 //! | [`request`] | the engine's native request path ([`writ_plugin::fuzz::native_exchange`]) never panics on any headers and body, answers locally only with a documented status and a JSON error, and forwards JSON |
 
+#![allow(
+    clippy::panic,
+    reason = "a fuzz target reports a failed oracle by panicking"
+)]
+
 use std::sync::OnceLock;
 
 use writ_plugin::eval::Engine;
@@ -83,7 +88,10 @@ pub fn policy_lower(data: &[u8]) {
         p.source_sha256.clear();
         p
     };
-    let (a, b) = (without_lines(compiled.policy), without_lines(reformatted.policy));
+    let (a, b) = (
+        without_lines(compiled.policy),
+        without_lines(reformatted.policy),
+    );
     assert!(
         a == b,
         "the formatted policy compiles to a different IR\n--- formatted ---\n{formatted}"
@@ -92,20 +100,68 @@ pub fn policy_lower(data: &[u8]) {
 
 /// Seeds for [`policy`] given in code; the bundled policies and the golden-file cases are
 /// in the committed corpus.
-const POLICY_SEEDS: &[&[u8]] = &[FUZZ_POLICY.as_bytes(), b"policy \"p\" version \"1.0.0\" {}\n"];
+const POLICY_SEEDS: &[&[u8]] = &[
+    FUZZ_POLICY.as_bytes(),
+    b"policy \"p\" version \"1.0.0\" {}\n",
+];
 
 /// Keywords and shapes a fuzzer is unlikely to guess byte by byte.
 const POLICY_DICT: &[&[u8]] = &[
-    b"policy ", b"version \"1.0.0\"", b"owner ", b"implements ", b"workflow ", b"rule ",
-    b"detector ", b"price ", b"kill_switch ", b"manual ", b"on request", b"on response",
-    b"when ", b"then ", b" and ", b" or ", b"not ", b" in ", b" == ", b" != ", b" < ",
-    b" >= ", b"prompt has pii(email)", b"secret", b"header \"x\"", b"model", b"workflow",
-    b"deny 403 \"no\"", b"tokenise", b"redact", b"allow", b"route to cheapest [\"a\"]",
-    b"escalate \"q\" reason \"r\"", b"tag \"k\" = \"v\"", b"enforcement monitor",
-    b"spend(team, month)", b"5000 EUR", b"80%", b"regex \"[a-z]+\"", b"{", b"}", b"(", b")",
-    b"[", b"]", b"\"", b"#", b"\n", b"AIP-1.1", b"oversight HITL", b"assume verification_rate <= 10%",
-    b"identify team by trusted header \"x-jwt-team\"", b"confidence(header \"c\") < 0.70",
-    b"((((((((((((((((((((((((((((((((", b"\xff",
+    b"policy ",
+    b"version \"1.0.0\"",
+    b"owner ",
+    b"implements ",
+    b"workflow ",
+    b"rule ",
+    b"detector ",
+    b"price ",
+    b"kill_switch ",
+    b"manual ",
+    b"on request",
+    b"on response",
+    b"when ",
+    b"then ",
+    b" and ",
+    b" or ",
+    b"not ",
+    b" in ",
+    b" == ",
+    b" != ",
+    b" < ",
+    b" >= ",
+    b"prompt has pii(email)",
+    b"secret",
+    b"header \"x\"",
+    b"model",
+    b"workflow",
+    b"deny 403 \"no\"",
+    b"tokenise",
+    b"redact",
+    b"allow",
+    b"route to cheapest [\"a\"]",
+    b"escalate \"q\" reason \"r\"",
+    b"tag \"k\" = \"v\"",
+    b"enforcement monitor",
+    b"spend(team, month)",
+    b"5000 EUR",
+    b"80%",
+    b"regex \"[a-z]+\"",
+    b"{",
+    b"}",
+    b"(",
+    b")",
+    b"[",
+    b"]",
+    b"\"",
+    b"#",
+    b"\n",
+    b"AIP-1.1",
+    b"oversight HITL",
+    b"assume verification_rate <= 10%",
+    b"identify team by trusted header \"x-jwt-team\"",
+    b"confidence(header \"c\") < 0.70",
+    b"((((((((((((((((((((((((((((((((",
+    b"\xff",
 ];
 
 /// A bounded, deterministic run of [`policy`] for `cargo test`.
@@ -240,12 +296,30 @@ const REQUEST_SEEDS: &[&[u8]] = &[
 
 /// Tokens a fuzzer is unlikely to guess byte by byte.
 const REQUEST_DICT: &[&[u8]] = &[
-    b"x-workflow: support\n", b"x-team: ", b"x-lane: cheap\n", b"x-note: ", b"content-type: application/json\n",
-    b"content-length: ", b":path: /v1/chat/completions?q=", b"\n\n", b"jane@example.com",
-    b"+14155550100", b"DE89 3704 0044 0532 0130 00", b"EMP-123456", b"4111 1111 1111 1111",
-    b"123-45-6789", b"AKIAIOSFODNN7EXAMPLE", b"10.0.0.1", b"\"model\":\"gpt-4o\"",
-    b"\"messages\":[{\"role\":\"user\",\"content\":\"", b"\"}]", b"EMAIL_", b"\\u0040", b"%40",
-    b"\xef\xbc\x94", b"\xff",
+    b"x-workflow: support\n",
+    b"x-team: ",
+    b"x-lane: cheap\n",
+    b"x-note: ",
+    b"content-type: application/json\n",
+    b"content-length: ",
+    b":path: /v1/chat/completions?q=",
+    b"\n\n",
+    b"jane@example.com",
+    b"+14155550100",
+    b"DE89 3704 0044 0532 0130 00",
+    b"EMP-123456",
+    b"4111 1111 1111 1111",
+    b"123-45-6789",
+    b"AKIAIOSFODNN7EXAMPLE",
+    b"10.0.0.1",
+    b"\"model\":\"gpt-4o\"",
+    b"\"messages\":[{\"role\":\"user\",\"content\":\"",
+    b"\"}]",
+    b"EMAIL_",
+    b"\\u0040",
+    b"%40",
+    b"\xef\xbc\x94",
+    b"\xff",
 ];
 
 /// A bounded, deterministic run of [`request`] for `cargo test`.

@@ -17,6 +17,11 @@
 //! The request path needs a compiled policy, so its target lives in the compiler
 //! (`writ_compiler::fuzz::request`) and calls [`native_exchange`] here.
 
+#![allow(
+    clippy::panic,
+    reason = "a fuzz target reports a failed oracle by panicking"
+)]
+
 use std::sync::OnceLock;
 
 use serde_json::Value as Json;
@@ -124,10 +129,7 @@ pub fn corpus(target: &str) -> Vec<Vec<u8>> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    files
-        .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .collect()
+    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
 }
 
 /// Runs `target` on every seed, then on `iterations` mutants made by a generator seeded
@@ -290,9 +292,28 @@ const JSON_SEEDS: &[&[u8]] = &[
 
 /// Tokens a fuzzer is unlikely to guess byte by byte.
 const JSON_DICT: &[&[u8]] = &[
-    b"\\u0000", b"\\ud800", b"\\udc00", b"\\ud83e\\udd80", b"\"", b"\\", b"{", b"}", b"[",
-    b"]", b":", b",", b"1e999", b"-0", b"true", b"null", b"\xff", b"\xc3\xa9", b"\xed\xa0\x80",
-    b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", b"\t", b"\x00",
+    b"\\u0000",
+    b"\\ud800",
+    b"\\udc00",
+    b"\\ud83e\\udd80",
+    b"\"",
+    b"\\",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b",",
+    b"1e999",
+    b"-0",
+    b"true",
+    b"null",
+    b"\xff",
+    b"\xc3\xa9",
+    b"\xed\xa0\x80",
+    b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+    b"\t",
+    b"\x00",
 ];
 
 /// A bounded, deterministic run of [`json_strings`] for `cargo test`.
@@ -368,7 +389,11 @@ pub fn sse(data: &[u8]) {
         String::from_utf8_lossy(&expected),
         String::from_utf8_lossy(&got)
     );
-    assert_eq!(whole.redacted(), chunked.redacted(), "redaction counts differ");
+    assert_eq!(
+        whole.redacted(),
+        chunked.redacted(),
+        "redaction counts differ"
+    );
 
     // The same bytes as a JSON reply.
     let valid = serde_json::from_slice::<Json>(&reply).is_ok();
@@ -395,12 +420,30 @@ const SSE_SEEDS: &[&[u8]] = &[
 
 /// Tokens a fuzzer is unlikely to guess byte by byte.
 const SSE_DICT: &[&[u8]] = &[
-    b"data: ", b"data:", b"event: ", b"\n\n", b"\r\n", b"\r", b"\x01", b"\x02", b"\x03",
-    b"[DONE]", b"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"", b"\"}}]}",
-    b"\"finish_reason\":\"stop\"", b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"text\":\"",
-    b"{\"type\":\"content_block_stop\",\"index\":0}", b"\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"",
-    b"4111 1111 1111 1111", b"a@b.io", b"-----BEGIN RSA PRIVATE KEY-----\n", b"-----END RSA PRIVATE KEY-----",
-    b"EMAIL_", b"\xef\xbb\xbf", b"\\u00", b" ",
+    b"data: ",
+    b"data:",
+    b"event: ",
+    b"\n\n",
+    b"\r\n",
+    b"\r",
+    b"\x01",
+    b"\x02",
+    b"\x03",
+    b"[DONE]",
+    b"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"",
+    b"\"}}]}",
+    b"\"finish_reason\":\"stop\"",
+    b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"text\":\"",
+    b"{\"type\":\"content_block_stop\",\"index\":0}",
+    b"\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"",
+    b"4111 1111 1111 1111",
+    b"a@b.io",
+    b"-----BEGIN RSA PRIVATE KEY-----\n",
+    b"-----END RSA PRIVATE KEY-----",
+    b"EMAIL_",
+    b"\xef\xbb\xbf",
+    b"\\u00",
+    b" ",
 ];
 
 /// A bounded, deterministic run of [`sse`] for `cargo test`.
@@ -425,7 +468,10 @@ fn check_matches(text: &str, matches: &[Match], what: &str) {
             text.is_char_boundary(m.start) && text.is_char_boundary(m.end),
             "{what}: match {m:?} not on char boundaries"
         );
-        assert!(m.start >= prev_end, "{what}: matches overlap or are unsorted: {matches:?}");
+        assert!(
+            m.start >= prev_end,
+            "{what}: matches overlap or are unsorted: {matches:?}"
+        );
         prev_end = m.end;
     }
 }
@@ -481,9 +527,31 @@ const DETECTOR_SEEDS: &[&[u8]] = &[
 
 /// Tokens a fuzzer is unlikely to guess byte by byte.
 const DETECTOR_DICT: &[&[u8]] = &[
-    b"@", b".com", b"+1", b"-", b" ", b"4111", b"DE89", b"GB82WEST", b"123-45-", b"AKIA",
-    b"ghp_", b"xoxb-", b"sk-", b"eyJ", b"-----BEGIN ", b"PRIVATE KEY-----", b"-----END ",
-    b"::", b"192.168.", b"%34", b"\xef\xbc\x94", b"\xe2\x80\x8b", b"\xd9\xa4", b"==", b"\xff",
+    b"@",
+    b".com",
+    b"+1",
+    b"-",
+    b" ",
+    b"4111",
+    b"DE89",
+    b"GB82WEST",
+    b"123-45-",
+    b"AKIA",
+    b"ghp_",
+    b"xoxb-",
+    b"sk-",
+    b"eyJ",
+    b"-----BEGIN ",
+    b"PRIVATE KEY-----",
+    b"-----END ",
+    b"::",
+    b"192.168.",
+    b"%34",
+    b"\xef\xbc\x94",
+    b"\xe2\x80\x8b",
+    b"\xd9\xa4",
+    b"==",
+    b"\xff",
 ];
 
 /// A bounded, deterministic run of [`detectors`] for `cargo test`.
@@ -547,14 +615,22 @@ pub fn native_exchange(
             .header("content-length")
             .and_then(|v| v.trim().parse::<usize>().ok());
         if declared.is_some_and(|len| len > body_limit) || body.len() > body_limit {
-            return local(Reply::body_error(&BodyError::TooLarge { limit: body_limit }));
+            return local(Reply::body_error(&BodyError::TooLarge {
+                limit: body_limit,
+            }));
         }
         match request::parse_body(body, body_limit) {
             Ok(json) => req.body = Some(json),
             Err(err) => return local(Reply::body_error(&err)),
         }
     }
-    let decision = engine.evaluate(&req, identity.clone(), &Facts::default(), Phase::Request, None);
+    let decision = engine.evaluate(
+        &req,
+        identity.clone(),
+        &Facts::default(),
+        Phase::Request,
+        None,
+    );
     if let Verdict::Deny {
         status,
         message,
@@ -580,14 +656,26 @@ pub fn native_exchange(
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
     if !t.tokenise.is_empty() || !t.redact.is_empty() {
-        rewrite_carriers(engine, &identity, &t, &mut req, &mut out_headers, &mut vault);
+        rewrite_carriers(
+            engine,
+            &identity,
+            &t,
+            &mut req,
+            &mut out_headers,
+            &mut vault,
+        );
     }
     let malformed = |e: json_strings::JsonError| BodyError::Malformed(e.to_string());
     let mut current: Option<Vec<u8>> = None;
     if !body.is_empty() {
         if !t.tokenise.is_empty() || !t.redact.is_empty() {
-            match tokenise::rewrite_request(body, &engine.scanner, &t.tokenise, &t.redact, &mut vault)
-            {
+            match tokenise::rewrite_request(
+                body,
+                &engine.scanner,
+                &t.tokenise,
+                &t.redact,
+                &mut vault,
+            ) {
                 Ok(rw) => current = rw.body,
                 Err(e) => return local(Reply::body_error(&malformed(e))),
             }
@@ -744,7 +832,9 @@ pub fn split_request(data: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
                         .bytes()
                         .enumerate()
                         .all(|(i, b)| (b == b':' && i == 0) || is_token_byte(b));
-                let value_ok = value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+                let value_ok = value
+                    .bytes()
+                    .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
                 if name_ok && value_ok {
                     headers.push((name.to_ascii_lowercase(), value.to_string()));
                 }
@@ -802,7 +892,10 @@ pub fn echo_reply(received: &[u8]) -> Vec<u8> {
 pub fn check_outcome(body: &[u8], outcome: &NativeOutcome) {
     match outcome {
         NativeOutcome::Local { status, body } => {
-            assert!((400..600).contains(status), "local answer with status {status}");
+            assert!(
+                (400..600).contains(status),
+                "local answer with status {status}"
+            );
             let v: Json = serde_json::from_slice(body)
                 .unwrap_or_else(|e| panic!("local answer is not JSON: {e}"));
             assert!(

@@ -26,8 +26,9 @@ fn shape(text: &str) -> String {
         while let Some(at) = out.get(from..).and_then(|s| s.find(tag)) {
             let code = from + at + tag.len();
             let is_code = out.get(code..code + 4).is_some_and(|c| {
-                c.bytes()
-                    .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
+                c.bytes().all(|b| {
+                    b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b))
+                })
             });
             if is_code {
                 out.replace_range(code..code + 4, "####");
@@ -52,7 +53,14 @@ fn native_and_wasm_agree_on_the_request_corpus() {
     let (mut local, mut forwarded) = (0usize, 0usize);
     for (i, input) in inputs.iter().enumerate() {
         let (headers, body) = split_request(input);
-        let native = native_exchange(engine, &headers, &body, FUZZ_BODY_LIMIT, [3; 16], &echo_reply);
+        let native = native_exchange(
+            engine,
+            &headers,
+            &body,
+            FUZZ_BODY_LIMIT,
+            [3; 16],
+            &echo_reply,
+        );
         let method = headers[0].1.clone();
         let path = headers[1].1.clone();
         let rest: Vec<(&str, &str)> = headers[2..]
@@ -61,14 +69,27 @@ fn native_and_wasm_agree_on_the_request_corpus() {
             .collect();
         let spec = RequestSpec::new(&method, &path, &rest, &body);
         let ex = vm.http_request(&spec, |up| {
-            UpstreamReply::new(200, &[("content-type", "application/json")], &echo_reply(&up.body))
+            UpstreamReply::new(
+                200,
+                &[("content-type", "application/json")],
+                &echo_reply(&up.body),
+            )
         });
         let what = || format!("input {i}: {:?}", String::from_utf8_lossy(input));
-        assert!(ex.error.is_none(), "{}: the host failed: {:?}", what(), ex.error);
+        assert!(
+            ex.error.is_none(),
+            "{}: the host failed: {:?}",
+            what(),
+            ex.error
+        );
         match native {
             NativeOutcome::Local { status, body } => {
                 local += 1;
-                assert!(ex.upstream_request.is_none(), "{}: wasm forwarded, native answered {status}", what());
+                assert!(
+                    ex.upstream_request.is_none(),
+                    "{}: wasm forwarded, native answered {status}",
+                    what()
+                );
                 assert_eq!(ex.client_response.status, status, "{}", what());
                 assert_eq!(
                     String::from_utf8_lossy(&ex.client_response.body_bytes()),
@@ -121,5 +142,8 @@ fn native_and_wasm_agree_on_the_request_corpus() {
         }
     }
     // The corpus must reach both ends of the request path, or the test proves little.
-    assert!(local > 20 && forwarded > 20, "local {local}, forwarded {forwarded}");
+    assert!(
+        local > 20 && forwarded > 20,
+        "local {local}, forwarded {forwarded}"
+    );
 }
