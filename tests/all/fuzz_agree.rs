@@ -15,7 +15,7 @@ const ENGINE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/engine.wasm"));
 
 /// Mutants run on top of the seeds: enough to reach every branch of the request path the
 /// seeds do not, few enough for CI.
-const MUTANTS: usize = 400;
+const MUTANTS: usize = 800;
 
 /// `text` with the four code characters of every placeholder of the fuzz policy's
 /// tokenised types replaced by `####`.
@@ -143,7 +143,7 @@ fn native_and_wasm_agree_on_the_request_corpus() {
     }
     // The corpus must reach both ends of the request path, or the test proves little.
     assert!(
-        local > 20 && forwarded > 20,
+        local >= 20 && forwarded >= 20,
         "local {local}, forwarded {forwarded}"
     );
 }
