@@ -579,8 +579,8 @@ pub enum NativeOutcome {
 }
 
 /// The request path of the proxy-wasm filter (`filter.rs`), natively and without a host,
-/// for policies without spend rules or a kill switch: headers (content type, declared
-/// length), the buffered body (limit, JSON), request rules (deny with the PII types in
+/// for policies without spend rules or a kill switch: headers (content type, content
+/// encoding, declared length), the buffered body (limit, JSON), request rules (deny with the PII types in
 /// the message), tokenise/redact in the workflow's scanned headers, query and body,
 /// routing, then a JSON reply from `upstream` (given the body it received) through
 /// response rules and placeholder restoration and redaction. The fuzz target runs it on
@@ -609,6 +609,11 @@ pub fn native_exchange(
         let content_type = req.header("content-type").unwrap_or("");
         if !request::is_json_content_type(content_type) {
             let err = BodyError::UnsupportedMediaType(content_type.to_string());
+            return local(Reply::body_error(&err));
+        }
+        let encoding = req.header("content-encoding");
+        if !request::is_identity_encoding(encoding) {
+            let err = BodyError::UnsupportedEncoding(encoding.unwrap_or("").to_string());
             return local(Reply::body_error(&err));
         }
         let declared = req
