@@ -302,6 +302,7 @@ const REQUEST_DICT: &[&[u8]] = &[
     b"x-note: ",
     b"content-type: application/json\n",
     b"content-length: ",
+    b"content-encoding: gzip\n",
     b":path: /v1/chat/completions?q=",
     b"\n\n",
     b"jane@example.com",
