@@ -133,7 +133,8 @@ pub fn corpus(target: &str) -> Vec<Vec<u8>> {
 }
 
 /// Runs `target` on every seed, then on `iterations` mutants made by a generator seeded
-/// with `seed`: the bounded, deterministic run behind each `smoke()`.
+/// with `seed`: the bounded, deterministic run behind each `smoke()`. The environment
+/// variable `WRIT_FUZZ_ITERATIONS` replaces `iterations`, for a longer run without AFL.
 pub fn run_smoke(
     target: &dyn Fn(&[u8]),
     seeds: &[Vec<u8>],
@@ -144,6 +145,10 @@ pub fn run_smoke(
     for s in seeds {
         target(s);
     }
+    let iterations = std::env::var("WRIT_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(iterations);
     let mut rng = Rng::new(seed);
     for _ in 0..iterations {
         let input = mutate(&mut rng, seeds, dict);
