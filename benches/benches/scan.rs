@@ -30,12 +30,12 @@ const PATTERNS: &[&str] = &[
 fn bench(c: &mut Criterion) {
     let body = writ_benches::payload::chat_request(false);
     let text = String::from_utf8(body).unwrap();
-    let dets: Vec<Detector> = detect::builtin_names()
+    let dets: Vec<Detector> = detect::builtins()
         .iter()
-        .map(|(n, c)| Detector {
-            name: (*n).to_string(),
-            class: *c,
-            kind: DetectorKind::Builtin((*n).to_string()),
+        .map(|b| Detector {
+            name: b.name.to_string(),
+            class: b.class,
+            kind: DetectorKind::Builtin(b.name.to_string()),
         })
         .collect();
     let scanner = Scanner::new(&dets).unwrap();

@@ -9,12 +9,12 @@ use writ_plugin::detect::{self, Match, Scanner};
 use writ_plugin::ir::{CustomDetector, Detector, DetectorClass, DetectorKind};
 
 fn builtins() -> Vec<Detector> {
-    detect::builtin_names()
+    detect::builtins()
         .iter()
-        .map(|(n, c)| Detector {
-            name: (*n).to_string(),
-            class: *c,
-            kind: DetectorKind::Builtin((*n).to_string()),
+        .map(|b| Detector {
+            name: b.name.to_string(),
+            class: b.class,
+            kind: DetectorKind::Builtin(b.name.to_string()),
         })
         .collect()
 }
@@ -68,7 +68,7 @@ fn corpus_precision_and_recall() {
         "{:<16} {:>5} {:>5} {:>4} {:>4} {:>4} {:>9} {:>7}",
         "detector", "pos", "neg", "tp", "fp", "fn", "precision", "recall"
     );
-    for (id, (name, _)) in detect::builtin_names().iter().enumerate() {
+    for (id, name) in detect::builtins().iter().map(|b| b.name).enumerate() {
         let id = id as u16;
         let path = corpus_dir().join(format!("{name}.jsonl"));
         let data = std::fs::read_to_string(&path).unwrap();
@@ -132,11 +132,11 @@ fn corpus_precision_and_recall() {
 
 #[test]
 fn builtin_names_resolve_and_unknown_is_an_error() {
-    assert_eq!(detect::builtin_names().len(), 14);
+    assert!(detect::builtins().len() >= 40);
     assert!(
-        detect::builtin_names()
+        detect::builtins()
             .iter()
-            .any(|(n, c)| *n == "jwt" && *c == DetectorClass::Secret)
+            .any(|b| b.name == "jwt" && b.class == DetectorClass::Secret)
     );
     let bad = Detector {
         name: "emial".into(),

@@ -6,88 +6,172 @@
 //! blocks) uses a cached forward search, so the whole scan is linear in the text. All
 //! detectors match ASCII only, so match bounds always fall on UTF-8 char boundaries.
 
+mod ids;
+mod secrets;
+
 use super::validate::{
     iban_length, iban_mod97, itin_parts, known_iin, luhn_digits, number, taxpayer_id_parts,
 };
 
-/// Built-in detector kinds. The declaration order is the tie-break priority when two
-/// built-ins match the same span (validated formats before the heuristic phone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    CreditCard = 0,
+/// Declares the built-in kinds once: the enum, [`ALL`] and [`KINDS`] follow from one list.
+macro_rules! kinds {
+    ($($k:ident),* $(,)?) => {
+        /// Built-in detector kinds. The declaration order is the tie-break priority when
+        /// two built-ins match the same span: keyword-gated national numbers before the
+        /// formats they share a layout with, validated formats before the heuristic phone.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Kind { $($k),* }
+
+        /// Every kind in priority order, to map an index back to a kind.
+        pub(crate) const ALL: &[Kind] = &[$(Kind::$k),*];
+    };
+}
+
+kinds! {
+    CreditCard,
     Iban,
     UsItin,
     UsSsn,
+    UsAbaRouting,
+    UsNpi,
+    UsPassport,
+    UkNhs,
+    AuTfn,
+    NlBsn,
+    DeTaxId,
+    PlPesel,
+    UsEin,
+    UsMbi,
+    UkNino,
+    UkBankAccount,
+    FrNir,
+    EsDni,
+    ItCodiceFiscale,
+    SePersonnummer,
+    FiHetu,
+    BeNationalNumber,
+    EuVat,
+    InAadhaar,
+    InPan,
+    CaSin,
+    AuMedicare,
+    SgNric,
+    PassportMrz,
+    BtcAddress,
+    EthAddress,
+    MacAddress,
     Ipv4,
     Ipv6,
     Email,
     AwsAccessKey,
     GithubToken,
     SlackToken,
+    AnthropicKey,
     OpenaiKey,
+    StripeKey,
+    GoogleApiKey,
+    GcpServiceAccount,
+    AzureStorageKey,
+    HuggingfaceToken,
+    NpmToken,
+    PypiToken,
+    TwilioKey,
+    SendgridKey,
+    DatabaseUrl,
+    PasswordAssignment,
     Jwt,
     PrivateKey,
     Phone,
 }
 
-/// Number of built-in kinds.
-pub(crate) const KINDS: usize = 14;
+/// Number of built-in kinds (at most 64: a kind mask is a `u64`).
+pub(crate) const KINDS: usize = ALL.len();
+const _: () = assert!(KINDS <= 64);
 
-/// Every kind in priority order, to map an index back to a kind.
-pub(crate) const ALL: [Kind; KINDS] = [
-    Kind::CreditCard,
-    Kind::Iban,
-    Kind::UsItin,
-    Kind::UsSsn,
-    Kind::Ipv4,
-    Kind::Ipv6,
-    Kind::Email,
-    Kind::AwsAccessKey,
-    Kind::GithubToken,
-    Kind::SlackToken,
-    Kind::OpenaiKey,
-    Kind::Jwt,
-    Kind::PrivateKey,
-    Kind::Phone,
-];
+/// A set of kinds, one bit per kind.
+pub(crate) type Mask = u64;
 
 impl Kind {
     /// This kind's bit in a kind mask.
-    pub(crate) const fn bit(self) -> u16 {
-        1 << (self as u16)
+    pub(crate) const fn bit(self) -> Mask {
+        1 << (self as u32)
     }
 }
 
-const NUMERIC: u16 = Kind::CreditCard.bit()
+/// Kinds classified from the shared digit-group [`Run`] parsed at a digit token start.
+const NUMERIC: Mask = Kind::CreditCard.bit()
     | Kind::UsItin.bit()
     | Kind::UsSsn.bit()
     | Kind::Ipv4.bit()
-    | Kind::Phone.bit();
+    | Kind::Phone.bit()
+    | ids::RUN_KINDS;
+
+/// Kinds whose values may begin with a digit (besides [`NUMERIC`]).
+const DIGIT_START: Mask = Kind::Ipv6.bit()
+    | Kind::UsMbi.bit()
+    | Kind::EsDni.bit()
+    | Kind::FiHetu.bit()
+    | Kind::PassportMrz.bit()
+    | Kind::BtcAddress.bit()
+    | Kind::EthAddress.bit()
+    | Kind::MacAddress.bit();
+
+/// Kinds whose values may begin with an uppercase letter.
+const UPPER_START: Mask = Kind::Iban.bit()
+    | Kind::UsPassport.bit()
+    | Kind::UkNino.bit()
+    | Kind::EsDni.bit()
+    | Kind::ItCodiceFiscale.bit()
+    | Kind::EuVat.bit()
+    | Kind::InPan.bit()
+    | Kind::SgNric.bit()
+    | Kind::PassportMrz.bit();
 
 /// For each byte, the kinds that may start with it.
-static FIRST: [u16; 256] = first_table();
+static FIRST: [Mask; 256] = first_table();
 
-const fn first_table() -> [u16; 256] {
-    let mut t = [0u16; 256];
+const fn first_table() -> [Mask; 256] {
+    let mut t = [0 as Mask; 256];
     let mut c = 0usize;
     while c < 256 {
         let b = c as u8;
-        let mut m = 0u16;
+        let mut m: Mask = 0;
         if b.is_ascii_digit() {
-            m |= NUMERIC | Kind::Ipv6.bit();
+            m |= NUMERIC | DIGIT_START;
         }
         if matches!(b, b'a'..=b'f' | b'A'..=b'F' | b':') {
             m |= Kind::Ipv6.bit();
         }
+        if b.is_ascii_hexdigit() {
+            m |= Kind::MacAddress.bit();
+        }
         if b.is_ascii_uppercase() {
-            m |= Kind::Iban.bit();
+            m |= UPPER_START;
         }
         match b {
             b'+' | b'(' => m |= Kind::Phone.bit(),
-            b'A' => m |= Kind::AwsAccessKey.bit(),
+            b'A' => {
+                m |= Kind::AwsAccessKey.bit()
+                    | Kind::GoogleApiKey.bit()
+                    | Kind::AzureStorageKey.bit()
+                    | Kind::TwilioKey.bit()
+            }
+            b'D' => m |= Kind::AzureStorageKey.bit(),
+            b'S' => m |= Kind::TwilioKey.bit() | Kind::SendgridKey.bit(),
+            b'B' | b'b' => m |= Kind::BtcAddress.bit(),
             b'g' => m |= Kind::GithubToken.bit(),
             b'x' => m |= Kind::SlackToken.bit(),
-            b's' => m |= Kind::OpenaiKey.bit(),
+            b's' => {
+                m |= Kind::OpenaiKey.bit()
+                    | Kind::AnthropicKey.bit()
+                    | Kind::StripeKey.bit()
+            }
+            b'r' => m |= Kind::StripeKey.bit() | Kind::DatabaseUrl.bit(),
+            b'h' => m |= Kind::HuggingfaceToken.bit(),
+            b'n' => m |= Kind::NpmToken.bit(),
+            b'p' => m |= Kind::PypiToken.bit() | Kind::DatabaseUrl.bit(),
+            b'm' | b'a' => m |= Kind::DatabaseUrl.bit(),
+            b'"' => m |= Kind::GcpServiceAccount.bit(),
             b'e' => m |= Kind::Jwt.bit(),
             b'-' => m |= Kind::PrivateKey.bit(),
             _ => {}
@@ -96,6 +180,12 @@ const fn first_table() -> [u16; 256] {
         c += 1;
     }
     t
+}
+
+/// Bytes at which a look-back detector is tried: `@` (email) and `=`/`:` (assignments).
+const fn trigger(c: u8, mask: Mask) -> bool {
+    (c == b'@' && mask & Kind::Email.bit() != 0)
+        || (matches!(c, b'=' | b':') && mask & Kind::PasswordAssignment.bit() != 0)
 }
 
 /// The byte at `i`, or 0 past either end (0 is a non-word byte for every rule here).
@@ -126,17 +216,18 @@ pub(crate) struct State {
     jwt_fail_until: usize,
     /// The digit-group run parsed at the current token start.
     run: Run,
+    /// (searched from, result) of the last search for a service account's `"private_key"`.
+    gcp_cache: Option<(usize, Option<usize>)>,
 }
 
 /// Scans `text` for the kinds in `mask`, calling `sink(kind, start, end)` for each
 /// candidate. Candidates from token starts are emitted left to right, non-overlapping;
 /// an email may start before the previous candidate ends (its local part is found by
 /// looking back from `@`), so callers resolve overlaps. `sink` returns false to stop.
-pub(crate) fn scan(b: &[u8], mask: u16, sink: &mut dyn FnMut(Kind, usize, usize) -> bool) {
+pub(crate) fn scan(b: &[u8], mask: Mask, sink: &mut dyn FnMut(Kind, usize, usize) -> bool) {
     if mask == 0 {
         return;
     }
-    let email = mask & Kind::Email.bit() != 0;
     let mut st = State::default();
     let n = b.len();
     let mut i = 0usize;
@@ -154,15 +245,20 @@ pub(crate) fn scan(b: &[u8], mask: u16, sink: &mut dyn FnMut(Kind, usize, usize)
                 i = e;
                 continue;
             }
-        } else if c == b'@'
-            && email
-            && let Some((s, e)) = email_at(b, i)
-        {
-            if !sink(Kind::Email, s, e) {
-                return;
+        }
+        if trigger(c, mask) {
+            let found = if c == b'@' {
+                email_at(b, i).map(|(s, e)| (Kind::Email, s, e))
+            } else {
+                secrets::assignment_at(b, i).map(|(s, e)| (Kind::PasswordAssignment, s, e))
+            };
+            if let Some((k, s, e)) = found {
+                if !sink(k, s, e) {
+                    return;
+                }
+                i = e;
+                continue;
             }
-            i = e;
-            continue;
         }
         i += 1;
         if WORD[usize::from(c)] {
@@ -212,7 +308,7 @@ const fn word_table() -> [bool; 256] {
 
 /// The longest candidate of the kinds in `m` starting at token start `i`, ties going to
 /// the earlier kind.
-fn best_at(b: &[u8], i: usize, prev: u8, m: u16, st: &mut State) -> Option<(Kind, usize)> {
+fn best_at(b: &[u8], i: usize, prev: u8, m: Mask, st: &mut State) -> Option<(Kind, usize)> {
     let mut best: Option<(Kind, usize)> = None;
     let mut offer = |k: Kind, e: Option<usize>| {
         if let Some(e) = e
@@ -244,35 +340,36 @@ fn best_at(b: &[u8], i: usize, prev: u8, m: u16, st: &mut State) -> Option<(Kind
             if m & Kind::Phone.bit() != 0 {
                 offer(Kind::Phone, phone(b, run));
             }
+            if m & ids::RUN_KINDS != 0 && !run.plus {
+                ids::numeric(b, i, run, m, &mut offer);
+            }
         }
     }
-    if m & Kind::Ipv6.bit() != 0 && prev != b':' && prev != b'.' {
-        offer(Kind::Ipv6, ipv6_at(b, i));
-    }
-    if m & Kind::Iban.bit() != 0 {
-        offer(Kind::Iban, iban_at(b, i));
-    }
-    if m & Kind::AwsAccessKey.bit() != 0 {
-        offer(Kind::AwsAccessKey, aws_at(b, i));
-    }
-    if m & Kind::GithubToken.bit() != 0 {
-        offer(Kind::GithubToken, github_at(b, i));
-    }
-    if m & Kind::SlackToken.bit() != 0 {
-        offer(Kind::SlackToken, slack_at(b, i));
-    }
-    if m & Kind::OpenaiKey.bit() != 0 {
-        offer(Kind::OpenaiKey, openai_at(b, i));
-    }
-    if m & Kind::Jwt.bit() != 0 && i >= st.jwt_fail_until {
-        let (found, run_end) = jwt_at(b, i);
-        if found.is_none() {
-            st.jwt_fail_until = run_end;
-        }
-        offer(Kind::Jwt, found);
-    }
-    if m & Kind::PrivateKey.bit() != 0 {
-        offer(Kind::PrivateKey, private_key_at(b, i, st));
+    // Every other kind in `m`, in priority order.
+    let mut rest = m & !NUMERIC & !Kind::Phone.bit();
+    while rest != 0 {
+        let k = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        let Some(&kind) = ALL.get(k) else { break };
+        let e = match kind {
+            Kind::Ipv6 if prev != b':' && prev != b'.' => ipv6_at(b, i),
+            Kind::Iban => iban_at(b, i),
+            Kind::AwsAccessKey => aws_at(b, i),
+            Kind::GithubToken => github_at(b, i),
+            Kind::SlackToken => slack_at(b, i),
+            Kind::OpenaiKey => openai_at(b, i),
+            Kind::Jwt if i >= st.jwt_fail_until => {
+                let (found, run_end) = jwt_at(b, i);
+                if found.is_none() {
+                    st.jwt_fail_until = run_end;
+                }
+                found
+            }
+            Kind::PrivateKey => private_key_at(b, i, st),
+            Kind::GcpServiceAccount => secrets::gcp_service_account_at(b, i, &mut st.gcp_cache),
+            _ => ids::at_kind(kind, b, i).or_else(|| secrets::at_kind(kind, b, i)),
+        };
+        offer(kind, e);
     }
     best
 }
@@ -960,6 +1057,29 @@ pub(crate) const fn max_len(kind: Kind) -> Option<usize> {
         Kind::OpenaiKey => 3 + 512,
         Kind::Jwt => JWT_HEADER_MAX + JWT_PAYLOAD_MAX + JWT_SIG_MAX + 2,
         Kind::PrivateKey => return None,
+        Kind::UsAbaRouting | Kind::UsPassport | Kind::UsEin | Kind::AuTfn | Kind::NlBsn => 12,
+        Kind::UsNpi | Kind::UkNhs | Kind::UsMbi | Kind::UkNino => 14,
+        Kind::DeTaxId | Kind::PlPesel | Kind::SePersonnummer | Kind::FiHetu => 14,
+        Kind::BeNationalNumber | Kind::EsDni | Kind::InPan | Kind::SgNric => 15,
+        Kind::UkBankAccount | Kind::InAadhaar | Kind::CaSin | Kind::AuMedicare => 17,
+        Kind::ItCodiceFiscale | Kind::EuVat => 16,
+        Kind::FrNir => 21,
+        Kind::PassportMrz => 44,
+        Kind::BtcAddress => ids::BECH32_MAX,
+        Kind::EthAddress => 42,
+        Kind::MacAddress => 17,
+        Kind::AnthropicKey => 7 + secrets::ANTHROPIC_BODY_MAX,
+        Kind::StripeKey => 8 + secrets::STRIPE_BODY_MAX,
+        Kind::GoogleApiKey => 39,
+        Kind::GcpServiceAccount => secrets::GCP_MAX,
+        Kind::AzureStorageKey => secrets::AZURE_MAX,
+        Kind::HuggingfaceToken => 3 + 34,
+        Kind::NpmToken => 4 + 36,
+        Kind::PypiToken => secrets::PYPI_MAX,
+        Kind::TwilioKey => 34,
+        Kind::SendgridKey => 3 + 22 + 1 + 43,
+        Kind::DatabaseUrl => secrets::DB_URL_MAX,
+        Kind::PasswordAssignment => secrets::ASSIGNED_VALUE_MAX,
         // `+`, up to 8 groups of digits with separators and parentheses.
         Kind::Phone => 48,
     })

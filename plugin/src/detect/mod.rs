@@ -8,6 +8,7 @@
 //! a regex. Every search is linear in the text (no backtracking).
 
 mod builtin;
+mod checksum;
 mod normalize;
 mod validate;
 
@@ -19,7 +20,7 @@ use regex_automata::dfa::regex::Regex;
 use regex_automata::{Anchored, Input};
 
 use crate::ir::{Detector, DetectorClass, DetectorKind};
-use builtin::{ALL, KINDS, Kind};
+use builtin::{KINDS, Kind, Mask};
 
 pub use normalize::EXPANSION;
 pub use validate::{
@@ -87,35 +88,166 @@ impl fmt::Display for DetectError {
 
 impl std::error::Error for DetectError {}
 
-/// The built-in detectors by language name, with their class, in tie-break priority
-/// order. The compiler's checker uses this list to resolve names and suggest
-/// corrections, so it is the single source of truth for what `writ` recognises.
-pub fn builtin_names() -> &'static [(&'static str, DetectorClass)] {
+/// One built-in detector as authors and the docs see it. The registry ([`builtins`]) is
+/// the single source of truth: the compiler resolves names and classes from it, and the
+/// detector table in `docs/detectors.md` is generated from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    /// The language name (`email`, `uk_nino`, …).
+    pub name: &'static str,
+    /// `pii` or `secret`: what `has pii` and `has secret` stand for.
+    pub class: DetectorClass,
+    /// Where the format is issued (`US`, `EU`, … or `global`), for the docs.
+    pub region: &'static str,
+    /// The groups the detector belongs to besides its class (`pii.eu`, `government_id`, …).
+    pub groups: &'static [&'static str],
+    /// What is found, in a few words.
+    pub what: &'static str,
+    /// How a candidate is confirmed (checksum, format rules, context keyword).
+    pub validator: &'static str,
+    kind: Kind,
+}
+
+/// The built-in detectors, grouped by region (the order of the docs). Tie-break priority
+/// between built-ins is their kind order, not this order.
+pub fn builtins() -> &'static [Builtin] {
     BUILTINS
 }
 
-const BUILTINS: &[(&str, DetectorClass)] = &[
-    ("credit_card", DetectorClass::Pii),
-    ("iban", DetectorClass::Pii),
-    ("us_itin", DetectorClass::Pii),
-    ("us_ssn", DetectorClass::Pii),
-    ("ipv4", DetectorClass::Pii),
-    ("ipv6", DetectorClass::Pii),
-    ("email", DetectorClass::Pii),
-    ("aws_access_key", DetectorClass::Secret),
-    ("github_token", DetectorClass::Secret),
-    ("slack_token", DetectorClass::Secret),
-    ("openai_key", DetectorClass::Secret),
-    ("jwt", DetectorClass::Secret),
-    ("private_key", DetectorClass::Secret),
-    ("phone", DetectorClass::Pii),
+/// The classes and groups a policy can name after `has` (`has pii.eu`), with what each
+/// stands for. `pii` and `secret` also cover the policy's own detectors of that class;
+/// the groups cover built-ins only.
+pub const CLASSES: &[(&str, &str)] = &[
+    ("pii", "every personal-data detector, built-in or declared"),
+    ("secret", "every credential detector, built-in or declared"),
+    ("pii.us", "United States identifiers"),
+    ("pii.uk", "United Kingdom identifiers"),
+    ("pii.eu", "European Union identifiers"),
+    ("pii.in", "India identifiers"),
+    ("pii.ca", "Canada identifiers"),
+    ("pii.au", "Australia identifiers"),
+    ("pii.sg", "Singapore identifiers"),
+    ("government_id", "national, tax and travel document numbers"),
+    ("financial", "cards, bank accounts and routing numbers, VAT numbers"),
+    ("health", "health-service and insurance numbers"),
+    ("crypto", "cryptocurrency wallet addresses"),
+    ("network", "IP and MAC addresses"),
+    ("contact", "e-mail addresses and phone numbers"),
+];
+
+/// The built-in detector names a class or group stands for, in registry order, or
+/// `None` when `class` is not one of [`CLASSES`].
+pub fn class_members(class: &str) -> Option<Vec<&'static str>> {
+    if !CLASSES.iter().any(|(c, _)| *c == class) {
+        return None;
+    }
+    Some(
+        BUILTINS
+            .iter()
+            .filter(|b| match class {
+                "pii" => b.class == DetectorClass::Pii,
+                "secret" => b.class == DetectorClass::Secret,
+                g => b.groups.contains(&g),
+            })
+            .map(|b| b.name)
+            .collect(),
+    )
+}
+
+const fn pii(
+    name: &'static str,
+    region: &'static str,
+    groups: &'static [&'static str],
+    what: &'static str,
+    validator: &'static str,
+    kind: Kind,
+) -> Builtin {
+    Builtin {
+        name,
+        class: DetectorClass::Pii,
+        region,
+        groups,
+        what,
+        validator,
+        kind,
+    }
+}
+
+const fn secret(name: &'static str, what: &'static str, validator: &'static str, kind: Kind) -> Builtin {
+    Builtin {
+        name,
+        class: DetectorClass::Secret,
+        region: "global",
+        groups: &[],
+        what,
+        validator,
+        kind,
+    }
+}
+
+const US: &[&str] = &["pii.us", "government_id"];
+const UK: &[&str] = &["pii.uk", "government_id"];
+const EU: &[&str] = &["pii.eu", "government_id"];
+
+const BUILTINS: &[Builtin] = &[
+    pii("email", "global", &["contact"], "e-mail address", "local part and a domain of two or more labels with an alphabetic TLD", Kind::Email),
+    pii("phone", "global", &["contact"], "phone number", "E.164 with `+` or `00`, NANP, trunk-`0` national layouts (heuristic)", Kind::Phone),
+    pii("credit_card", "global", &["financial"], "payment card number", "Luhn and a card network's IIN prefix and length", Kind::CreditCard),
+    pii("iban", "global", &["financial"], "IBAN", "country length and ISO 13616 mod 97", Kind::Iban),
+    pii("ipv4", "global", &["network"], "IPv4 address", "four octets ≤ 255, not after a version word", Kind::Ipv4),
+    pii("ipv6", "global", &["network"], "IPv6 address", "RFC 4291 text forms", Kind::Ipv6),
+    pii("mac_address", "global", &["network"], "MAC address", "six hex pairs (`:`/`-`) or three quads (`.`); not all-zero or broadcast; `:` form needs a hex letter", Kind::MacAddress),
+    pii("passport_mrz", "global", &["government_id"], "passport machine-readable zone (TD3 line 2)", "ICAO 9303 7-3-1 check digits on number, dates, optional data and composite", Kind::PassportMrz),
+    pii("btc_address", "global", &["crypto", "financial"], "Bitcoin address", "base58check (double SHA-256) for `1…`/`3…`; bech32 (v0) / bech32m (v1+) for `bc1…`", Kind::BtcAddress),
+    pii("eth_address", "global", &["crypto", "financial"], "Ethereum address", "`0x` + 40 hex; EIP-55 (Keccak-256) checksum when mixed case", Kind::EthAddress),
+    pii("us_ssn", "US", US, "Social Security number", "3-2-4 with separators: not area 000/666, group 00, serial 0000; bare 9 digits: issued SSN ranges", Kind::UsSsn),
+    pii("us_itin", "US", US, "Individual Taxpayer Identification Number", "9xx area with ITIN group ranges", Kind::UsItin),
+    pii("us_ein", "US", &["pii.us", "government_id", "financial"], "Employer Identification Number", "`NN-NNNNNNN` with an IRS campus prefix", Kind::UsEin),
+    pii("us_passport", "US", US, "US passport number", "9 digits or a letter and 8 digits, after the word `passport`", Kind::UsPassport),
+    pii("us_aba_routing", "US", &["pii.us", "financial"], "ABA routing number", "3-7-1 checksum and Federal Reserve prefix, after `routing`/`ABA`/`RTN`/`ACH`/`transit`", Kind::UsAbaRouting),
+    pii("us_npi", "US", &["pii.us", "health"], "National Provider Identifier", "Luhn over `80840` + 10 digits, after `NPI`", Kind::UsNpi),
+    pii("us_mbi", "US", &["pii.us", "health"], "Medicare Beneficiary Identifier", "CMS position rules (11 characters, optional 4-3-4 dashes)", Kind::UsMbi),
+    pii("uk_nino", "UK", UK, "National Insurance number", "HMRC prefix rules and suffix A–D", Kind::UkNino),
+    pii("uk_nhs", "UK", &["pii.uk", "health"], "NHS number", "mod 11, after `NHS`", Kind::UkNhs),
+    pii("uk_bank_account", "UK", &["pii.uk", "financial"], "sort code with account number", "`NN-NN-NN NNNNNNNN` layout (no public checksum tables)", Kind::UkBankAccount),
+    pii("de_tax_id", "EU", EU, "German tax id (Steuer-IdNr)", "ISO 7064 MOD 11,10 and the digit-repetition rule, after `Steuer-ID`/`IdNr`/`TIN`/…", Kind::DeTaxId),
+    pii("fr_nir", "EU", EU, "French social security number (NIR)", "sex, month, key = 97 − (number mod 97); Corsica not handled", Kind::FrNir),
+    pii("es_dni", "EU", EU, "Spanish DNI / NIE", "check letter (number mod 23)", Kind::EsDni),
+    pii("it_codice_fiscale", "EU", EU, "Italian codice fiscale", "layout with omocodia letters, month letter, odd/even check character", Kind::ItCodiceFiscale),
+    pii("nl_bsn", "EU", EU, "Dutch BSN", "11-proof, after `BSN`", Kind::NlBsn),
+    pii("pl_pesel", "EU", EU, "Polish PESEL", "birth date with century in the month, weights 1-3-7-9, after `PESEL`", Kind::PlPesel),
+    pii("se_personnummer", "EU", EU, "Swedish personnummer", "`YYMMDD-NNNN` or `YYYYMMDD-NNNN`: date (day + 60 allowed) and Luhn", Kind::SePersonnummer),
+    pii("fi_hetu", "EU", EU, "Finnish HETU", "date, century sign, individual number, mod 31 check character", Kind::FiHetu),
+    pii("be_national_number", "EU", EU, "Belgian national number", "`YY.MM.DD-NNN.CC`: mod 97 (with the 2000s variant)", Kind::BeNationalNumber),
+    pii("eu_vat", "EU", &["pii.eu", "financial"], "EU VAT number", "member-state prefix and national format; checksums for AT, BE, DE, DK, FI, FR, IT, NL, PL, SE", Kind::EuVat),
+    pii("in_aadhaar", "IN", &["pii.in", "government_id"], "Aadhaar number", "Verhoeff, first digit 2–9; `NNNN NNNN NNNN`, or 12 bare digits after `Aadhaar`/`UID`", Kind::InAadhaar),
+    pii("in_pan", "IN", &["pii.in", "government_id"], "Permanent Account Number", "`AAAAA9999A` with a holder-type fourth letter", Kind::InPan),
+    pii("ca_sin", "CA", &["pii.ca", "government_id"], "Social Insurance Number", "Luhn, first digit not 0/8; `NNN NNN NNN`, or 9 bare digits after `SIN`", Kind::CaSin),
+    pii("au_tfn", "AU", &["pii.au", "government_id"], "Tax File Number", "weights mod 11, after `TFN`/`tax file`", Kind::AuTfn),
+    pii("au_medicare", "AU", &["pii.au", "health"], "Medicare card number", "weights 1-3-7-9 mod 10; `NNNN NNNNN N`, or bare after `Medicare`", Kind::AuMedicare),
+    pii("sg_nric", "SG", &["pii.sg", "government_id"], "NRIC / FIN", "weights and the series' check-letter table (S, T, F, G)", Kind::SgNric),
+    secret("aws_access_key", "AWS access key id", "`AKIA`/`ASIA`/`ABIA`/`ACCA` + 16", Kind::AwsAccessKey),
+    secret("github_token", "GitHub token", "`ghp_`/`gho_`/`ghu_`/`ghs_`/`ghr_` + 36–255, or `github_pat_` + 82", Kind::GithubToken),
+    secret("slack_token", "Slack token", "`xox?-`/`xapp-` with numeric first segment", Kind::SlackToken),
+    secret("openai_key", "OpenAI API key", "`sk-` with a random-looking segment", Kind::OpenaiKey),
+    secret("anthropic_key", "Anthropic API key", "`sk-ant-` + 32–256 base64url", Kind::AnthropicKey),
+    secret("stripe_key", "Stripe secret or restricted key", "`sk_`/`rk_` + `live_`/`test_` + 24+", Kind::StripeKey),
+    secret("google_api_key", "Google API key", "`AIza` + 35 base64url", Kind::GoogleApiKey),
+    secret("gcp_service_account", "Google Cloud service-account key file", "`\"type\": \"service_account\"` through the `\"private_key\"` PEM value", Kind::GcpServiceAccount),
+    secret("azure_storage_key", "Azure storage account key or connection string", "`AccountKey=` + 86 base64 + `==`, or the whole `DefaultEndpointsProtocol=…` string", Kind::AzureStorageKey),
+    secret("huggingface_token", "Hugging Face token", "`hf_` + 34 mixed-case alphanumerics", Kind::HuggingfaceToken),
+    secret("npm_token", "npm access token", "`npm_` + 36 alphanumerics", Kind::NpmToken),
+    secret("pypi_token", "PyPI API token", "`pypi-AgEIcHlwaS5vcmc` + 50+ base64url", Kind::PypiToken),
+    secret("twilio_key", "Twilio API key or account SID", "`SK`/`AC` + 32 lowercase hex", Kind::TwilioKey),
+    secret("sendgrid_key", "SendGrid API key", "`SG.` + 22 + `.` + 43 base64url", Kind::SendgridKey),
+    secret("database_url", "database URL with a password", "postgres, mysql, mariadb, mongodb(+srv), redis(s), amqp(s) with `user:password@`", Kind::DatabaseUrl),
+    secret("password_assignment", "assigned password or secret", "value of `password=`, `secret:`, `DB_PASSWORD=`, `\"api_key\": \"…\"`; not placeholders", Kind::PasswordAssignment),
+    secret("jwt", "JSON Web Token", "three base64url segments, header and payload JSON objects", Kind::Jwt),
+    secret("private_key", "PEM private key block", "`-----BEGIN … PRIVATE KEY-----` to its END line (or the body of a truncated paste)", Kind::PrivateKey),
 ];
 
 fn builtin_kind(name: &str) -> Option<Kind> {
-    BUILTINS
-        .iter()
-        .position(|(n, _)| *n == name)
-        .and_then(|k| ALL.get(k).copied())
+    BUILTINS.iter().find(|b| b.name == name).map(|b| b.kind)
 }
 
 /// The placeholder a redaction writes in place of a value: the detector name upper-cased
@@ -317,8 +449,8 @@ impl Scanner {
     }
 
     /// The built-in kind mask and kind → detector id map for `wanted`.
-    fn plan(&self, wanted: &[u16]) -> (u16, [u16; KINDS]) {
-        let mut mask = 0u16;
+    fn plan(&self, wanted: &[u16]) -> (Mask, [u16; KINDS]) {
+        let mut mask: Mask = 0;
         let mut ids = [u16::MAX; KINDS];
         for &id in wanted {
             if let Some(Entry::Builtin(k)) = self.entries.get(usize::from(id))
