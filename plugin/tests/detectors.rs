@@ -112,7 +112,7 @@ fn corpus_precision_and_recall() {
         println!(
             "{name:<16} {pos:>5} {neg:>5} {tp:>4} {fp:>4} {fneg:>4} {precision:>9.3} {recall:>7.3}"
         );
-        let floor = if *name == "phone" { 0.9 } else { 0.99 };
+        let floor = 1.0;
         if precision < floor || recall < floor {
             failures.push(format!(
                 "{name}: precision {precision:.3} recall {recall:.3} under {floor}"
@@ -244,7 +244,11 @@ fn wanted_restricts_detectors_and_any_agrees() {
     assert!(!s.any(text, &[]));
     s.scan(text, &[999], &mut out);
     assert!(out.is_empty());
-    assert_eq!(s.ids_of_class(DetectorClass::Secret).len(), 6);
+    let secrets = detect::builtins()
+        .iter()
+        .filter(|b| b.class == DetectorClass::Secret)
+        .count();
+    assert_eq!(s.ids_of_class(DetectorClass::Secret).len(), secrets);
 }
 
 #[test]
@@ -587,7 +591,7 @@ fn random_fragment_texts_keep_the_invariants() {
         .copied()
         .filter(|&id| s.max_match_len(&[id]).is_some_and(|l| l <= 48))
         .collect();
-    assert_eq!(short.len(), 8);
+    assert!(short.len() >= 8, "{}", short.len());
     let mut out = Vec::new();
     let mut total = 0;
     for _ in 0..20_000 {
@@ -714,8 +718,9 @@ fn custom_detectors_hold_back_only_open_matches_and_scanner_is_shareable() {
     assert_eq!(s.max_match_len(&[ticket]), None);
     assert_eq!(s.settled_len(&text, &[ticket]), text.len());
     assert_eq!(s.settled_len("see TCK-12", &[ticket]), 4);
-    assert_eq!(s.max_match_len(&[0, id_of(&s, "ipv4")]), Some(40));
-    assert!(s.settled_len(&text, &[0, id_of(&s, "ipv4")]) > 2000);
+    let card_ip = [id_of(&s, "credit_card"), id_of(&s, "ipv4")];
+    assert_eq!(s.max_match_len(&card_ip), Some(40));
+    assert!(s.settled_len(&text, &card_ip) > 2000);
     assert_eq!(s.settled_len(&text, &[]), text.len());
 }
 

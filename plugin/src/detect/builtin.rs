@@ -346,7 +346,7 @@ fn best_at(b: &[u8], i: usize, prev: u8, m: Mask, st: &mut State) -> Option<(Kin
         }
     }
     // Every other kind in `m`, in priority order.
-    let mut rest = m & !NUMERIC & !Kind::Phone.bit();
+    let mut rest = m & !(NUMERIC & !Kind::UsPassport.bit()) & !Kind::Phone.bit();
     while rest != 0 {
         let k = rest.trailing_zeros() as usize;
         rest &= rest - 1;

@@ -13,6 +13,8 @@ import json
 import random
 import string
 
+import generate_more
+
 R = random.Random(20260401)
 
 TEMPLATES = [
@@ -446,16 +448,28 @@ DETECTORS = {
 }
 
 
+def row(label, item):
+    """One corpus line. An item is a value, or (value, shown) when the sentence holds more
+    than the value (a context keyword before it); `shown` is then recorded too, so the
+    end-to-end tests can send exactly what the detector needs to see."""
+    value, shown = item if isinstance(item, tuple) else (item, item)
+    out = {"label": label, "value": value if label == "match" else "", "text": sentence(shown)}
+    if shown != value:
+        out["shown"] = shown
+    return json.dumps(out, ensure_ascii=False) + "\n"
+
+
 def main():
-    for name, gen in DETECTORS.items():
+    generate_more.R = R
+    for name, gen in {**DETECTORS, **generate_more.MORE}.items():
         # One seed per detector, so adding a detector leaves the other files unchanged.
         R.seed("20260401:" + name)
         pos, neg = gen()
         with open(name + ".jsonl", "w", encoding="utf-8") as f:
             for v in pos:
-                f.write(json.dumps({"label": "match", "value": v, "text": sentence(v)}, ensure_ascii=False) + "\n")
+                f.write(row("match", v))
             for v in neg:
-                f.write(json.dumps({"label": "none", "value": "", "text": sentence(v)}, ensure_ascii=False) + "\n")
+                f.write(row("none", v))
         print(name, len(pos), len(neg))
 
 

@@ -224,8 +224,8 @@ pub(super) fn numeric(
         }
     }
     if on(Kind::AuMedicare) {
-        let grouped = either(same_sep(b, r, &[4, 5, 1], b" "), || {
-            same_sep(b, r, &[4, 5, 1, 1], b" ")
+        let grouped = either(same_sep(b, r, &[4, 5, 1, 1], b" "), || {
+            same_sep(b, r, &[4, 5, 1], b" ")
         });
         if grouped.is_some() {
             try_kind(Kind::AuMedicare, grouped, &ck::au_medicare, &[]);
@@ -464,6 +464,10 @@ fn eth(b: &[u8], i: usize) -> Option<usize> {
 /// four joined by `.` (Cisco). All-zero and broadcast addresses are not personal.
 fn mac(b: &[u8], i: usize) -> Option<usize> {
     let hex = |p: usize| at(b, p).is_ascii_hexdigit();
+    // Not the tail of a longer colon-, dash- or dot-joined hex run.
+    if matches!(at(b, i.wrapping_sub(1)), b':' | b'-' | b'.') && hex(i.wrapping_sub(2)) {
+        return None;
+    }
     let e = if hex(i) && hex(i + 1) && matches!(at(b, i + 2), b':' | b'-') {
         let sep = at(b, i + 2);
         for k in 0..6 {

@@ -95,14 +95,14 @@ fn azure_key(v: &[u8]) -> bool {
 /// Azure storage: a connection string (`DefaultEndpointsProtocol=…;AccountKey=…`, to its
 /// end) or a bare `AccountKey=<88 base64>`.
 fn azure(b: &[u8], i: usize) -> Option<usize> {
-    let conn_char = |c: u8| !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b'<' | b'>');
+    let conn_char = |c: u8| c > b' ' && c < 0x7f && !matches!(c, b'"' | b'\'' | b'<' | b'>' | b'`');
     if starts(b, i, b"DefaultEndpointsProtocol=") {
         let n = run_len(b, i, AZURE_MAX, conn_char);
         if n > AZURE_MAX {
             return None;
         }
         let mut e = i + n;
-        while e > i && matches!(at(b, e - 1), b';' | b'.' | b',') {
+        while e > i && matches!(at(b, e - 1), b';' | b'.' | b',' | b'?' | b'!' | b')' | b']' | b'}') {
             e -= 1;
         }
         let s = b.get(i..e)?;
@@ -218,7 +218,7 @@ fn database_url(b: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     let mut e = s + n;
-    while e > s + at_pos + 1 && matches!(at(b, e - 1), b'.' | b',' | b';' | b')' | b']' | b'}') {
+    while e > s + at_pos + 1 && matches!(at(b, e - 1), b'.' | b',' | b';' | b')' | b']' | b'}' | b'?' | b'!') {
         e -= 1;
     }
     Some(e)
