@@ -62,6 +62,13 @@ pub struct Hold {
     pub span: usize,
     /// Hold an unfinished `-----BEGIN … PRIVATE KEY-----` block until its end line.
     pub pem: bool,
+    /// Hold an unfinished service-account key file until its private key
+    /// ([`detect::unfinished_block`]).
+    pub block: bool,
+    /// Bytes before a value that decide whether it matches (context keywords such as
+    /// `NHS`, `password=` keys): this much already-emitted text is kept and scanned again
+    /// in front of the held text, so a cut between keyword and value changes nothing.
+    pub context: usize,
 }
 
 /// Text held by one stream key beyond this is released even if undecided, so a reply
@@ -81,39 +88,35 @@ impl Hold {
     /// digits, `%XX`); key blocks are held to their end line. Custom patterns get a fixed
     /// 256 bytes: the IR does not yet carry a pattern's maximum length.
     pub fn of(d: &ir::Detector) -> Hold {
+        let fixed = |span: usize| Hold {
+            span,
+            ..Hold::default()
+        };
         match &d.kind {
             ir::DetectorKind::Builtin(name) => match name.as_str() {
                 "email" | "ipv4" | "ipv6" | "aws_access_key" | "github_token" | "slack_token"
                 | "openai_key" | "jwt" => Hold::default(),
-                "credit_card" => Hold {
-                    span: 48 * detect::EXPANSION,
-                    pem: false,
-                },
-                "us_ssn" | "us_itin" => Hold {
-                    span: 24 * detect::EXPANSION,
-                    pem: false,
-                },
-                "phone" => Hold {
-                    span: 56 * detect::EXPANSION,
-                    pem: false,
-                },
-                "iban" => Hold {
-                    span: 64 * detect::EXPANSION,
-                    pem: false,
-                },
+                "credit_card" => fixed(48 * detect::EXPANSION),
+                "us_ssn" | "us_itin" => fixed(24 * detect::EXPANSION),
+                "phone" => fixed(56 * detect::EXPANSION),
+                "iban" => fixed(64 * detect::EXPANSION),
                 "private_key" => Hold {
                     span: 88,
                     pem: true,
+                    ..Hold::default()
                 },
-                _ => Hold {
-                    span: CUSTOM_SPAN,
-                    pem: false,
+                // The other built-ins: from the scanner's own bounds.
+                other => match detect::stream_hold(other) {
+                    Some(h) => Hold {
+                        span: h.span,
+                        pem: false,
+                        block: h.block,
+                        context: h.context,
+                    },
+                    None => fixed(CUSTOM_SPAN),
                 },
             },
-            ir::DetectorKind::Custom(_) => Hold {
-                span: CUSTOM_SPAN,
-                pem: false,
-            },
+            ir::DetectorKind::Custom(_) => fixed(CUSTOM_SPAN),
         }
     }
 
@@ -122,6 +125,8 @@ impl Hold {
         Hold {
             span: self.span.max(other.span),
             pem: self.pem || other.pem,
+            block: self.block || other.block,
+            context: self.context.max(other.context),
         }
     }
 }
@@ -175,6 +180,9 @@ pub struct TextStream {
     restore_held: String,
     /// Restored text not yet emitted: a possible partial detector match.
     redact_held: String,
+    /// The tail of the emitted text ([`Hold::context`] bytes), scanned again in front of
+    /// `redact_held` and never re-emitted.
+    redact_ctx: String,
     scratch: Vec<Match>,
 }
 
@@ -222,10 +230,20 @@ impl TextStream {
         out: &mut String,
         redacted: &mut Redacted,
     ) {
-        let text = &self.redact_held;
+        // Scan the kept context and the held text together; matches starting in the
+        // context were decided (and emitted) before.
+        let skip = self.redact_ctx.len();
+        let mut joined = std::mem::take(&mut self.redact_ctx);
+        joined.push_str(&self.redact_held);
         let hits = &mut self.scratch;
         hits.clear();
-        r.finder.find(text, r.wanted, hits);
+        r.finder.find(&joined, r.wanted, hits);
+        hits.retain(|h| h.start >= skip);
+        for h in hits.iter_mut() {
+            h.start -= skip;
+            h.end -= skip;
+        }
+        let text = &self.redact_held;
         let cut = if at_end {
             text.len()
         } else {
@@ -249,6 +267,24 @@ impl TextStream {
             at = h.end;
         }
         out.push_str(text.get(at..cut).unwrap_or_default());
+        if r.hold.context > 0 {
+            // The new context: the last `context` bytes of what was emitted (original
+            // text, so the scanner sees what the whole stream would have shown it).
+            let emitted = joined.get(..skip + cut).unwrap_or_default();
+            let mut from = emitted.len().saturating_sub(r.hold.context);
+            // Start after whitespace (up to 64 bytes further back) so the scanner
+            // restarts at a token start, as it passes there in the whole text.
+            let ws = emitted.as_bytes().get(from.saturating_sub(64)..from).and_then(|w| {
+                w.iter().rposition(u8::is_ascii_whitespace)
+            });
+            if let Some(k) = ws {
+                from = from.saturating_sub(64) + k + 1;
+            }
+            while from > 0 && !emitted.is_char_boundary(from) {
+                from -= 1;
+            }
+            self.redact_ctx = emitted.get(from..).unwrap_or_default().to_string();
+        }
         self.redact_held.drain(..cut);
     }
 }
@@ -268,6 +304,12 @@ fn safe_cut(text: &str, hits: &[Match], hold: Hold) -> usize {
         && !capped
         && let Some(p) = unfinished_key_block(text)
         && !hits.iter().any(|h| h.start <= p && p < h.end)
+    {
+        limit = limit.min(p);
+    }
+    if hold.block
+        && !capped
+        && let Some(p) = detect::unfinished_block(text)
     {
         limit = limit.min(p);
     }

@@ -1085,6 +1085,43 @@ pub(crate) const fn max_len(kind: Kind) -> Option<usize> {
     })
 }
 
+/// Whether a value of `kind` may contain whitespace (numbers written in spaced groups,
+/// quoted assigned secrets); the others end at the first whitespace byte.
+pub(crate) const fn may_contain_space(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::CreditCard
+            | Kind::Iban
+            | Kind::UsItin
+            | Kind::UsSsn
+            | Kind::Phone
+            | Kind::UkNhs
+            | Kind::AuTfn
+            | Kind::DeTaxId
+            | Kind::FrNir
+            | Kind::InAadhaar
+            | Kind::CaSin
+            | Kind::AuMedicare
+            | Kind::UkNino
+            | Kind::UkBankAccount
+            | Kind::PasswordAssignment
+            | Kind::PrivateKey
+    )
+}
+
+/// The most bytes before a match's start any scanner reads to accept it: a context
+/// keyword window, or a `password=` key (64 bytes, a quote and two spaces) plus the
+/// spaces and quote between `=` and the value.
+pub(crate) const CONTEXT_MAX: usize = 96;
+
+/// Longest `"type": "service_account"` header the service-account scanner accepts.
+pub(crate) const GCP_HEADER_MAX: usize = secrets::GCP_HEADER_MAX;
+
+/// See [`super::unfinished_block`].
+pub(crate) fn gcp_open_start(b: &[u8]) -> Option<usize> {
+    secrets::gcp_open_start(b)
+}
+
 /// The longest `-----BEGIN <label>-----` header the private key scanner accepts.
 pub(crate) const PRIVATE_KEY_HEADER_MAX: usize = 11 + 64 + 5;
 

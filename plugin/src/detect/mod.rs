@@ -250,6 +250,47 @@ fn builtin_kind(name: &str) -> Option<Kind> {
     BUILTINS.iter().find(|b| b.name == name).map(|b| b.kind)
 }
 
+/// How a streaming rewriter must hold back text for a built-in detector, derived from the
+/// scanner's own bounds: `span` is the number of trailing bytes to hold for values that
+/// may contain whitespace (0 for values that never do, which the rewriter's cut after
+/// whitespace already keeps whole), `context` the bytes before a value the scanner reads
+/// (context keywords, `password=` keys), `block` whether an open service-account or key
+/// block must be held to its end. `None` for a name that is not a built-in.
+pub fn stream_hold(name: &str) -> Option<StreamHold> {
+    let kind = builtin_kind(name)?;
+    let spaced = builtin::may_contain_space(kind);
+    let span = if spaced {
+        builtin::max_len(kind).map_or(0, |l| (l + builtin::LOOKAHEAD) * EXPANSION)
+    } else if kind == Kind::GcpServiceAccount {
+        (builtin::GCP_HEADER_MAX + builtin::LOOKAHEAD) * EXPANSION
+    } else {
+        0
+    };
+    Some(StreamHold {
+        span,
+        context: builtin::CONTEXT_MAX,
+        block: kind == Kind::GcpServiceAccount,
+    })
+}
+
+/// See [`stream_hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamHold {
+    /// Trailing bytes to hold for values with whitespace.
+    pub span: usize,
+    /// Bytes before a value that decide whether it matches.
+    pub context: usize,
+    /// Hold an open service-account block (see [`unfinished_block`]).
+    pub block: bool,
+}
+
+/// For streaming: the start of the last service-account block (`"type":
+/// "service_account"`) in `text` that has no complete `"private_key"` value yet and
+/// could still get one, so a rewriter holds it back instead of emitting half a key file.
+pub fn unfinished_block(text: &str) -> Option<usize> {
+    builtin::gcp_open_start(text.as_bytes())
+}
+
 /// The placeholder a redaction writes in place of a value: the detector name upper-cased
 /// in brackets (`email` → `[EMAIL]`), readable by people and models alike.
 pub fn mask(name: &str) -> String {
@@ -612,7 +653,7 @@ impl Scanner {
     /// where their DFA could still be inside a match.
     pub fn settled_len(&self, text: &str, wanted: &[u16]) -> usize {
         let (mask, _) = self.plan(wanted);
-        let bounded = mask & !Kind::PrivateKey.bit();
+        let bounded = mask & !Kind::PrivateKey.bit() & !Kind::GcpServiceAccount.bit();
         let mut reach = 0usize;
         let mut customs = Vec::new();
         for id in wanted {
@@ -638,6 +679,13 @@ impl Scanner {
                 }
                 closed
             });
+        }
+        if mask & Kind::GcpServiceAccount.bit() != 0 {
+            // Like a key block: held from an open header until its key arrives.
+            reach = reach.max(builtin::GCP_HEADER_MAX);
+            if let Some(p) = builtin::gcp_open_start(text.as_bytes()) {
+                settled = settled.min(p);
+            }
         }
         if mask != 0 {
             settled = settled.min(text.len().saturating_sub(reach + builtin::LOOKAHEAD));

@@ -15,11 +15,16 @@ pub(super) const STRIPE_BODY_MAX: usize = 247;
 /// real files are about 2.3 KB.
 pub(super) const GCP_MAX: usize = 8192;
 /// Longest Azure connection string.
-pub(super) const AZURE_MAX: usize = 1024;
+pub(super) const AZURE_MAX: usize = 512;
+/// Longest `"type": "service_account"` header: the key, up to four blanks either side of
+/// the colon, the value.
+pub(super) const GCP_HEADER_MAX: usize = 6 + 4 + 1 + 4 + 17;
+/// Blanks skipped around a service-account file's colons.
+const GCP_BLANKS: usize = 4;
 /// Longest PyPI token.
 pub(super) const PYPI_MAX: usize = 512;
 /// Longest database URL.
-pub(super) const DB_URL_MAX: usize = 1024;
+pub(super) const DB_URL_MAX: usize = 512;
 /// Longest assigned secret value (`password=…`).
 pub(super) const ASSIGNED_VALUE_MAX: usize = 128;
 
@@ -338,17 +343,11 @@ pub(super) fn gcp_service_account_at(
     if !starts(b, i, b"\"type\"") {
         return None;
     }
-    let mut p = i + 6;
-    while matches!(at(b, p), b' ' | b'\t') {
-        p += 1;
-    }
+    let mut p = blanks(b, i + 6);
     if at(b, p) != b':' {
         return None;
     }
-    p += 1;
-    while matches!(at(b, p), b' ' | b'\t') {
-        p += 1;
-    }
+    p = blanks(b, p + 1);
     if !starts(b, p, b"\"service_account\"") {
         return None;
     }
@@ -361,17 +360,11 @@ pub(super) fn gcp_service_account_at(
             res
         }
     }?;
-    let mut q = key + 13;
-    while matches!(at(b, q), b' ' | b'\t') {
-        q += 1;
-    }
+    let mut q = blanks(b, key + 13);
     if at(b, q) != b':' {
         return None;
     }
-    q += 1;
-    while matches!(at(b, q), b' ' | b'\t') {
-        q += 1;
-    }
+    q = blanks(b, q + 1);
     if at(b, q) != b'"' || !starts(b, q + 1, b"-----BEGIN") {
         return None;
     }
@@ -379,4 +372,57 @@ pub(super) fn gcp_service_account_at(
     let body = q + 1;
     let close = body + b.get(body..(i + GCP_MAX).min(b.len()))?.iter().position(|&c| c == b'"')?;
     Some(close + 1)
+}
+
+/// `p` moved past at most [`GCP_BLANKS`] spaces or tabs.
+fn blanks(b: &[u8], mut p: usize) -> usize {
+    let s = p;
+    while p - s < GCP_BLANKS && matches!(at(b, p), b' ' | b'\t') {
+        p += 1;
+    }
+    p
+}
+
+/// The start of the earliest service-account header in the last [`GCP_MAX`] bytes of `b`
+/// that has no match yet: its `"private_key"` value may still arrive.
+pub(super) fn gcp_open_start(b: &[u8]) -> Option<usize> {
+    const VALUE: &[u8] = b"\"service_account\"";
+    let from = b.len().saturating_sub(GCP_MAX);
+    let mut k = from;
+    while let Some(v) = find(b, k, VALUE) {
+        k = v + 1;
+        // Walk back over `"type"`, blanks and the colon to the header's start.
+        let mut p = v;
+        let mut n = 0;
+        while p > 0 && n < GCP_BLANKS && matches!(at(b, p - 1), b' ' | b'\t') {
+            p -= 1;
+            n += 1;
+        }
+        if p == 0 || at(b, p - 1) != b':' {
+            continue;
+        }
+        p -= 1;
+        n = 0;
+        while p > 0 && n < GCP_BLANKS && matches!(at(b, p - 1), b' ' | b'\t') {
+            p -= 1;
+            n += 1;
+        }
+        let Some(h) = p.checked_sub(6) else { continue };
+        if h < from || !starts(b, h, b"\"type\"") {
+            continue;
+        }
+        if gcp_service_account_at(b, h, &mut None).is_none() {
+            return Some(h);
+        }
+    }
+    // A header may be arriving: `"type"` near the end with its value not yet complete.
+    let tail = b.len().saturating_sub(GCP_HEADER_MAX);
+    let mut k = tail;
+    while let Some(h) = find(b, k, b"\"type\"") {
+        k = h + 1;
+        if b.len() - h < GCP_HEADER_MAX {
+            return Some(h);
+        }
+    }
+    None
 }
