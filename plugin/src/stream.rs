@@ -274,9 +274,10 @@ impl TextStream {
             let mut from = emitted.len().saturating_sub(r.hold.context);
             // Start after whitespace (up to 64 bytes further back) so the scanner
             // restarts at a token start, as it passes there in the whole text.
-            let ws = emitted.as_bytes().get(from.saturating_sub(64)..from).and_then(|w| {
-                w.iter().rposition(u8::is_ascii_whitespace)
-            });
+            let ws = emitted
+                .as_bytes()
+                .get(from.saturating_sub(64)..from)
+                .and_then(|w| w.iter().rposition(u8::is_ascii_whitespace));
             if let Some(k) = ws {
                 from = from.saturating_sub(64) + k + 1;
             }

@@ -161,11 +161,7 @@ const fn first_table() -> [Mask; 256] {
             b'B' | b'b' => m |= Kind::BtcAddress.bit(),
             b'g' => m |= Kind::GithubToken.bit(),
             b'x' => m |= Kind::SlackToken.bit(),
-            b's' => {
-                m |= Kind::OpenaiKey.bit()
-                    | Kind::AnthropicKey.bit()
-                    | Kind::StripeKey.bit()
-            }
+            b's' => m |= Kind::OpenaiKey.bit() | Kind::AnthropicKey.bit() | Kind::StripeKey.bit(),
             b'r' => m |= Kind::StripeKey.bit() | Kind::DatabaseUrl.bit(),
             b'h' => m |= Kind::HuggingfaceToken.bit(),
             b'n' => m |= Kind::NpmToken.bit(),

@@ -209,8 +209,8 @@ pub(crate) fn es_dni(d: &[u8]) -> bool {
 /// the check letter computed from the odd/even position tables.
 pub(crate) fn it_codice_fiscale(d: &[u8]) -> bool {
     const ODD: [u32; 26] = [
-        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25,
-        24, 23,
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24,
+        23,
     ];
     if d.len() != 16 {
         return false;
@@ -360,16 +360,13 @@ pub(crate) fn be_national_number(d: &[u8]) -> bool {
 
 /// Australian tax file number (9 digits): weights 1,4,3,7,5,8,6,9,10, sum divisible by 11.
 pub(crate) fn au_tfn(d: &[u8]) -> bool {
-    d.len() == 9
-        && all_digits(d)
-        && weighted(d, &[1, 4, 3, 7, 5, 8, 6, 9, 10]).is_multiple_of(11)
+    d.len() == 9 && all_digits(d) && weighted(d, &[1, 4, 3, 7, 5, 8, 6, 9, 10]).is_multiple_of(11)
 }
 
 /// Australian Medicare card number: first digit 2–6, weights 1,3,7,9 over eight digits
 /// mod 10 is the ninth, a 10th issue digit and an optional 11th (the person's IRN, 1–9).
 pub(crate) fn au_medicare(d: &[u8]) -> bool {
-    if !matches!(d.len(), 10 | 11) || !all_digits(d) || !matches!(d.first(), Some(b'2'..=b'6'))
-    {
+    if !matches!(d.len(), 10 | 11) || !all_digits(d) || !matches!(d.first(), Some(b'2'..=b'6')) {
         return false;
     }
     if d.len() == 11 && d.get(10) == Some(&b'0') {
@@ -440,7 +437,9 @@ pub(crate) fn mrz_td3_line2(d: &[u8]) -> bool {
             (1..=12).contains(&mm) && (1..=31).contains(&dd)
         }
     };
-    let nationality = f(10, 13).iter().all(|&x| x.is_ascii_uppercase() || x == b'<');
+    let nationality = f(10, 13)
+        .iter()
+        .all(|&x| x.is_ascii_uppercase() || x == b'<');
     let sex = matches!(c(20), b'M' | b'F' | b'<' | b'X');
     if !nationality || !sex || !date(f(13, 19)) || !date(f(21, 27)) {
         return false;
@@ -499,7 +498,13 @@ pub(crate) fn btc_base58(s: &[u8]) -> bool {
 /// (20- or 32-byte program), bech32m for versions 1–16. `s` is lowercase.
 pub(crate) fn btc_bech32(s: &[u8]) -> bool {
     const CS: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
-    const G: [u32; 5] = [0x3b6a_57b2, 0x2650_8e6d, 0x1ea1_19fa, 0x3d42_33dd, 0x2a14_62b3];
+    const G: [u32; 5] = [
+        0x3b6a_57b2,
+        0x2650_8e6d,
+        0x1ea1_19fa,
+        0x3d42_33dd,
+        0x2a14_62b3,
+    ];
     if !(14..=74).contains(&s.len()) || !s.starts_with(b"bc1") {
         return false;
     }
@@ -571,8 +576,8 @@ fn keccak256_short(msg: &[u8]) -> [u8; 32] {
         0x8000_0000_8000_8008,
     ];
     const ROT: [u32; 25] = [
-        0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61,
-        56, 14,
+        0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56,
+        14,
     ];
     let mut block = [0u8; 136];
     let n = msg.len().min(135);
@@ -673,7 +678,11 @@ fn vat_checksum(cc: &[u8], d: &[u8]) -> Option<bool> {
             let mut r = 0u32;
             for (k, &c) in body.iter().take(7).enumerate() {
                 let v = dv(c);
-                r += if k % 2 == 1 { (2 * v) / 10 + (2 * v) % 10 } else { v };
+                r += if k % 2 == 1 {
+                    (2 * v) / 10 + (2 * v) % 10
+                } else {
+                    v
+                };
             }
             body.get(7)
                 .is_some_and(|&c| (10 - (r + 4) % 10) % 10 == dv(c))
@@ -714,7 +723,9 @@ pub(crate) fn eu_vat(s: &[u8]) -> bool {
     };
     let digits = |n: usize| d.len() == n && all_digits(d);
     let format = match cc {
-        b"AT" => d.len() == 9 && d.first() == Some(&b'U') && all_digits(d.get(1..).unwrap_or_default()),
+        b"AT" => {
+            d.len() == 9 && d.first() == Some(&b'U') && all_digits(d.get(1..).unwrap_or_default())
+        }
         b"BE" => digits(10) && matches!(d.first(), Some(b'0' | b'1')),
         b"DE" | b"EL" | b"PT" | b"EE" => digits(9),
         b"DK" | b"FI" | b"LU" | b"MT" | b"SI" | b"HU" => digits(8),
@@ -730,7 +741,8 @@ pub(crate) fn eu_vat(s: &[u8]) -> bool {
         b"SE" => digits(12),
         b"ES" => {
             d.len() == 9
-                && d.iter().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+                && d.iter()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
                 && all_digits(d.get(1..8).unwrap_or_default())
                 && !(d.first().is_some_and(u8::is_ascii_digit)
                     && d.last().is_some_and(u8::is_ascii_digit))
@@ -738,7 +750,10 @@ pub(crate) fn eu_vat(s: &[u8]) -> bool {
         b"IE" => {
             (8..=9).contains(&d.len())
                 && all_digits(d.get(..7).unwrap_or_default())
-                && d.get(7..).unwrap_or_default().iter().all(u8::is_ascii_uppercase)
+                && d.get(7..)
+                    .unwrap_or_default()
+                    .iter()
+                    .all(u8::is_ascii_uppercase)
         }
         b"CZ" => (8..=10).contains(&d.len()) && all_digits(d),
         b"BG" => (9..=10).contains(&d.len()) && all_digits(d),
@@ -777,7 +792,10 @@ mod tests {
             (ca_sin, "130692544"),
             (au_tfn, "123456782"),
             (sg_nric, "S1234567D"),
-            (mrz_td3_line2, "L898902C36UTO7408122F1204159ZE184226B<<<<<10"),
+            (
+                mrz_td3_line2,
+                "L898902C36UTO7408122F1204159ZE184226B<<<<<10",
+            ),
             (btc_base58, "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2"),
             (btc_base58, "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy"),
             (btc_bech32, "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"),
@@ -791,7 +809,11 @@ mod tests {
             (eu_vat, "BE0403170701"),
             (eu_vat, "NL004495445B01"),
         ];
-        let failed: Vec<&str> = ok.iter().filter(|(f, v)| !f(v.as_bytes())).map(|(_, v)| *v).collect();
+        let failed: Vec<&str> = ok
+            .iter()
+            .filter(|(f, v)| !f(v.as_bytes()))
+            .map(|(_, v)| *v)
+            .collect();
         assert!(failed.is_empty(), "rejected: {failed:?}");
         let bad: &[(fn(&[u8]) -> bool, &str)] = &[
             (verhoeff, "2364"),
@@ -810,7 +832,11 @@ mod tests {
             (eth_eip55, "5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"),
             (eu_vat, "DE136695977"),
         ];
-        let passed: Vec<&str> = bad.iter().filter(|(f, v)| f(v.as_bytes())).map(|(_, v)| *v).collect();
+        let passed: Vec<&str> = bad
+            .iter()
+            .filter(|(f, v)| f(v.as_bytes()))
+            .map(|(_, v)| *v)
+            .collect();
         assert!(passed.is_empty(), "accepted: {passed:?}");
     }
 }

@@ -44,9 +44,7 @@ fn keyword_before(b: &[u8], start: usize, kws: &[&[u8]]) -> bool {
         win.windows(kw.len()).enumerate().any(|(p, w)| {
             w.eq_ignore_ascii_case(kw)
                 && !(p > 0 && win.get(p - 1).is_some_and(u8::is_ascii_alphanumeric))
-                && !win
-                    .get(p + kw.len())
-                    .is_some_and(u8::is_ascii_alphanumeric)
+                && !win.get(p + kw.len()).is_some_and(u8::is_ascii_alphanumeric)
         })
     })
 }
@@ -140,7 +138,12 @@ pub(super) fn numeric(
     };
     if on(Kind::UsAbaRouting) {
         let d = bare(b, r, 9);
-        try_kind(Kind::UsAbaRouting, d, &ck::aba, &[b"routing", b"aba", b"rtn", b"ach", b"transit"]);
+        try_kind(
+            Kind::UsAbaRouting,
+            d,
+            &ck::aba,
+            &[b"routing", b"aba", b"rtn", b"ach", b"transit"],
+        );
     }
     if on(Kind::UsNpi) {
         try_kind(Kind::UsNpi, bare(b, r, 10), &ck::npi, &[b"npi"]);
@@ -158,7 +161,12 @@ pub(super) fn numeric(
     }
     if on(Kind::NlBsn) {
         let d = either(bare(b, r, 9), || exact_sep(b, r, &[4, 2, 3], b".."));
-        try_kind(Kind::NlBsn, d, &ck::nl_bsn, &[b"bsn", b"burgerservicenummer", b"sofinummer"]);
+        try_kind(
+            Kind::NlBsn,
+            d,
+            &ck::nl_bsn,
+            &[b"bsn", b"burgerservicenummer", b"sofinummer"],
+        );
     }
     if on(Kind::DeTaxId) {
         let d = either(bare(b, r, 11), || same_sep(b, r, &[2, 3, 3, 3], b" "));
@@ -211,7 +219,12 @@ pub(super) fn numeric(
         if grouped.is_some() {
             try_kind(Kind::InAadhaar, grouped, &first_ok, &[]);
         } else {
-            try_kind(Kind::InAadhaar, bare(b, r, 12), &first_ok, &[b"aadhaar", b"uid", b"uidai"]);
+            try_kind(
+                Kind::InAadhaar,
+                bare(b, r, 12),
+                &first_ok,
+                &[b"aadhaar", b"uid", b"uidai"],
+            );
         }
     }
     if on(Kind::CaSin) {
@@ -322,10 +335,18 @@ fn us_mbi(b: &[u8], i: usize) -> Option<usize> {
 fn uk_nino(b: &[u8], i: usize) -> Option<usize> {
     let (c0, c1) = (at(b, i), at(b, i + 1));
     let bad = b"DFIQUV";
-    if !c0.is_ascii_uppercase() || !c1.is_ascii_uppercase() || bad.contains(&c0) || bad.contains(&c1) || c1 == b'O' {
+    if !c0.is_ascii_uppercase()
+        || !c1.is_ascii_uppercase()
+        || bad.contains(&c0)
+        || bad.contains(&c1)
+        || c1 == b'O'
+    {
         return None;
     }
-    if matches!(&[c0, c1], b"BG" | b"GB" | b"KN" | b"NK" | b"NT" | b"TN" | b"ZZ") {
+    if matches!(
+        &[c0, c1],
+        b"BG" | b"GB" | b"KN" | b"NK" | b"NT" | b"TN" | b"ZZ"
+    ) {
         return None;
     }
     let spaced = at(b, i + 2) == b' ';
@@ -382,7 +403,9 @@ fn eu_vat(b: &[u8], i: usize) -> Option<usize> {
     if !(third.is_ascii_digit() || matches!(third, b'U' | b'A'..=b'Z')) {
         return None;
     }
-    let n = run_len(b, i + 2, 12, |c| c.is_ascii_digit() || c.is_ascii_uppercase());
+    let n = run_len(b, i + 2, 12, |c| {
+        c.is_ascii_digit() || c.is_ascii_uppercase()
+    });
     if !(8..=12).contains(&n) {
         return None;
     }
@@ -396,7 +419,10 @@ fn eu_vat(b: &[u8], i: usize) -> Option<usize> {
 fn in_pan(v: &[u8]) -> bool {
     v.len() == 10
         && v.iter().take(5).all(u8::is_ascii_uppercase)
-        && v.get(5..9).unwrap_or_default().iter().all(u8::is_ascii_digit)
+        && v.get(5..9)
+            .unwrap_or_default()
+            .iter()
+            .all(u8::is_ascii_digit)
         && v.get(9).is_some_and(u8::is_ascii_uppercase)
         && v.get(3).is_some_and(|c| b"PCHFATBLJG".contains(c))
 }
@@ -480,7 +506,9 @@ fn mac(b: &[u8], i: usize) -> Option<usize> {
             return None;
         }
         i + 17
-    } else if (0..3).all(|k| (0..4).all(|j| hex(i + 5 * k + j)) && (k == 2 || at(b, i + 5 * k + 4) == b'.')) {
+    } else if (0..3)
+        .all(|k| (0..4).all(|j| hex(i + 5 * k + j)) && (k == 2 || at(b, i + 5 * k + 4) == b'.'))
+    {
         if at(b, i + 14) == b'.' && hex(i + 15) {
             return None;
         }

@@ -107,7 +107,12 @@ fn azure(b: &[u8], i: usize) -> Option<usize> {
             return None;
         }
         let mut e = i + n;
-        while e > i && matches!(at(b, e - 1), b';' | b'.' | b',' | b'?' | b'!' | b')' | b']' | b'}') {
+        while e > i
+            && matches!(
+                at(b, e - 1),
+                b';' | b'.' | b',' | b'?' | b'!' | b')' | b']' | b'}'
+            )
+        {
             e -= 1;
         }
         let s = b.get(i..e)?;
@@ -223,7 +228,12 @@ fn database_url(b: &[u8], i: usize) -> Option<usize> {
         return None;
     }
     let mut e = s + n;
-    while e > s + at_pos + 1 && matches!(at(b, e - 1), b'.' | b',' | b';' | b')' | b']' | b'}' | b'?' | b'!') {
+    while e > s + at_pos + 1
+        && matches!(
+            at(b, e - 1),
+            b'.' | b',' | b';' | b')' | b']' | b'}' | b'?' | b'!'
+        )
+    {
         e -= 1;
     }
     Some(e)
@@ -246,8 +256,18 @@ const SECRET_NAMES: &[&[u8]] = &[
 
 /// Values that are placeholders, not secrets.
 const PLACEHOLDERS: &[&[u8]] = &[
-    b"null", b"none", b"true", b"false", b"undefined", b"required", b"optional", b"string",
-    b"changeme", b"password", b"redacted", b"hidden",
+    b"null",
+    b"none",
+    b"true",
+    b"false",
+    b"undefined",
+    b"required",
+    b"optional",
+    b"string",
+    b"changeme",
+    b"password",
+    b"redacted",
+    b"hidden",
 ];
 
 /// A secret assigned to a secret-named key at the `=` or `:` at `op`: the key
@@ -274,7 +294,9 @@ pub(super) fn assignment_at(b: &[u8], op: usize) -> Option<(usize, usize)> {
     let key = b.get(p..key_end)?;
     let named = SECRET_NAMES.iter().any(|n| {
         key.len() >= n.len()
-            && key.get(key.len() - n.len()..).is_some_and(|t| t.eq_ignore_ascii_case(n))
+            && key
+                .get(key.len() - n.len()..)
+                .is_some_and(|t| t.eq_ignore_ascii_case(n))
             && (key.len() == n.len()
                 || matches!(key.get(key.len() - n.len() - 1), Some(b'_' | b'-' | b'.')))
     });
@@ -301,7 +323,11 @@ pub(super) fn assignment_at(b: &[u8], op: usize) -> Option<(usize, usize)> {
     };
     let value_char = |c: u8| match quote {
         Some(q) => c != q && c != b'\n' && c != b'\r' && c != b'\\',
-        None => c > b' ' && c < 0x7f && !matches!(c, b'"' | b'\'' | b',' | b';' | b'&' | b')' | b'}' | b']'),
+        None => {
+            c > b' '
+                && c < 0x7f
+                && !matches!(c, b'"' | b'\'' | b',' | b';' | b'&' | b')' | b'}' | b']')
+        }
     };
     let n = run_len(b, s, ASSIGNED_VALUE_MAX, value_char);
     if n > ASSIGNED_VALUE_MAX {
@@ -370,7 +396,10 @@ pub(super) fn gcp_service_account_at(
     }
     // The value's closing quote (escaped quotes `\"` do not occur in PEM text).
     let body = q + 1;
-    let close = body + b.get(body..(i + GCP_MAX).min(b.len()))?.iter().position(|&c| c == b'"')?;
+    let close = body
+        + b.get(body..(i + GCP_MAX).min(b.len()))?
+            .iter()
+            .position(|&c| c == b'"')?;
     Some(close + 1)
 }
 
