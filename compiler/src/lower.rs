@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use writ_plugin::ir;
 
 use crate::ast::*;
-use crate::check::{BUILTIN_PII, BUILTIN_SECRET, compile_regex};
+use crate::check::compile_regex;
 use crate::diag::Lines;
 use crate::{Compiled, ManualClause, RuleInfo};
 
@@ -184,13 +184,22 @@ fn enforcement_of(word: &str) -> ir::Enforcement {
 }
 
 fn builtin_secret(name: &str) -> Option<bool> {
-    if BUILTIN_PII.contains(&name) {
-        Some(false)
-    } else if BUILTIN_SECRET.contains(&name) {
-        Some(true)
-    } else {
-        None
-    }
+    writ_plugin::detect::builtins()
+        .iter()
+        .find(|b| b.name == name)
+        .map(|b| b.class == ir::DetectorClass::Secret)
+}
+
+/// The built-ins a class or group stands for (`pii`, `secret`, `pii.eu`, …); the checker
+/// has rejected any other name.
+fn class_builtins(class: &str) -> Vec<&'static str> {
+    writ_plugin::detect::class_members(class).unwrap_or_default()
+}
+
+/// Whether a class name is one of the two detector classes rather than a group of
+/// built-ins: the classes also cover the policy's own detectors.
+fn is_class(class: &str) -> bool {
+    matches!(class, "pii" | "secret")
 }
 
 /// Every `has`/`redact`/`tokenise` target in the file, for collecting used built-ins.
@@ -226,7 +235,6 @@ impl Lowerer<'_> {
     fn collect_detectors(&mut self, file: &File) -> Res<()> {
         let mut builtins = BTreeSet::new();
         for t in targets(file) {
-            let secret = t.class.node == "secret";
             match &t.names {
                 Some(names) => {
                     builtins.extend(
@@ -236,10 +244,7 @@ impl Lowerer<'_> {
                             .filter(|n| builtin_secret(n).is_some()),
                     );
                 }
-                None => {
-                    let all = if secret { BUILTIN_SECRET } else { BUILTIN_PII };
-                    builtins.extend(all.iter().copied());
-                }
+                None => builtins.extend(class_builtins(&t.class.node)),
             }
         }
         for name in builtins {
@@ -293,13 +298,22 @@ impl Lowerer<'_> {
                         .map_or_else(|| bug("unknown detector"), Ok)
                 })
                 .collect::<Res<_>>()?,
-            None => self
+            None if is_class(&t.class.node) => self
                 .detectors
                 .iter()
                 .zip(0u16..)
                 .filter(|(d, _)| (d.class == ir::DetectorClass::Secret) == secret)
                 .map(|(_, i)| i)
                 .collect(),
+            None => class_builtins(&t.class.node)
+                .into_iter()
+                .map(|n| {
+                    self.index
+                        .get(n)
+                        .copied()
+                        .map_or_else(|| bug("group member not collected"), Ok)
+                })
+                .collect::<Res<_>>()?,
         };
         out.sort_unstable();
         out.dedup();

@@ -297,3 +297,60 @@ rule AIP-2.1 "No personal data in notes" {
     assert_eq!(again.policy.rules[0].condition, c.policy.rules[0].condition);
     assert_eq!(again.policy.rules[0].action, c.policy.rules[0].action);
 }
+
+/// `has pii.eu` and `redact government_id(…)` lower to exactly the group's built-ins, and
+/// `has pii` covers every personal-data built-in and the policy's own.
+#[test]
+fn detector_groups_lower_to_their_builtins() {
+    let src = r#"
+policy "p" version "1.0.0" {
+  owner "o@example.com"
+  implements "ai-policy.md"
+}
+
+detector employee_id = regex "EMP-[0-9]{6}"
+
+rule AIP-1 "EU identifiers" {
+  on request
+  when prompt has pii.eu
+  then tokenise government_id(uk_nino, us_ssn)
+}
+
+rule AIP-2 "All personal data" {
+  on request
+  when prompt has pii
+  then deny 400 "no"
+}
+"#;
+    let c = writ_compiler::compile("p.policy", src).unwrap();
+    let p = &c.policy;
+    let names = |ids: &[u16]| -> Vec<String> {
+        let mut v: Vec<String> = ids
+            .iter()
+            .map(|&i| p.detectors[usize::from(i)].name.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut eu: Vec<String> = writ_plugin::detect::class_members("pii.eu")
+        .unwrap()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    eu.sort();
+    assert!(eu.len() >= 10);
+    let Expr::Has { detectors, .. } = &p.rules[0].condition else {
+        panic!("{:?}", p.rules[0].condition)
+    };
+    assert_eq!(names(detectors), eu);
+    let Action::Tokenise { detectors } = &p.rules[0].action else {
+        panic!()
+    };
+    assert_eq!(names(detectors), ["uk_nino", "us_ssn"]);
+    let Expr::Has { detectors, .. } = &p.rules[1].condition else {
+        panic!()
+    };
+    let all_pii = writ_plugin::detect::class_members("pii").unwrap().len();
+    assert_eq!(detectors.len(), all_pii + 1);
+    assert!(names(detectors).contains(&"employee_id".to_string()));
+}

@@ -308,11 +308,17 @@ impl Checker {
                 self.used_detectors.push(n.node.clone());
             }
         }
-        let secret = match t.node.class.node.as_str() {
-            "pii" => false,
-            "secret" => true,
+        let class = t.node.class.node.as_str();
+        // `Some(secret)` for the two classes, `None` for a group of built-ins.
+        let secret = match class {
+            "pii" => Some(false),
+            "secret" => Some(true),
+            g if writ_plugin::detect::class_members(g).is_some() => None,
             other => {
-                let mut cands: Vec<&str> = vec!["pii", "secret"];
+                let mut cands: Vec<&str> = writ_plugin::detect::CLASSES
+                    .iter()
+                    .map(|(c, _)| *c)
+                    .collect();
                 let is_detector = self.env.detectors.contains_key(other);
                 cands.extend(self.env.detectors.keys().map(String::as_str));
                 let help = if is_detector {
@@ -332,12 +338,15 @@ impl Checker {
                         codes::UNKNOWN_CLASS,
                         format!("unknown detector class `{other}`"),
                         t.node.class.span,
-                        "expected `pii` or `secret`",
+                        "expected `pii`, `secret` or a group such as `pii.eu`",
                     )
                     .maybe_help(help),
                 );
                 return Vec::new();
             }
+        };
+        let Some(secret) = secret else {
+            return self.group_target(t, class);
         };
         let mut out = Vec::new();
         match &t.node.names {
@@ -387,6 +396,56 @@ impl Checker {
                 }
             }
         }
+        for name in &out {
+            if !self.used_detectors.contains(name) {
+                self.used_detectors.push(name.clone());
+            }
+        }
+        out
+    }
+
+    /// `has pii.eu` / `has government_id(uk_nino)`: the group's built-ins, or the named
+    /// ones, each of which must belong to the group.
+    fn group_target(&mut self, t: &Node<HasTarget>, group: &str) -> Vec<String> {
+        let members = writ_plugin::detect::class_members(group).unwrap_or_default();
+        let out: Vec<String> = match &t.node.names {
+            None => members.iter().map(|m| (*m).to_string()).collect(),
+            Some(names) => {
+                let mut out = Vec::new();
+                for n in names {
+                    if members.contains(&n.node.as_str()) {
+                        out.push(n.node.clone());
+                        continue;
+                    }
+                    let diag = if self.env.detectors.contains_key(&n.node) {
+                        Diagnostic::new(
+                            codes::CLASS_MISMATCH,
+                            format!("detector `{}` is not in `{group}`", n.node),
+                            n.span,
+                            format!("named under `{group}`"),
+                        )
+                        .help(format!(
+                            "`{group}` holds {}",
+                            members
+                                .iter()
+                                .map(|m| format!("`{m}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    } else {
+                        Diagnostic::new(
+                            codes::UNKNOWN_DETECTOR,
+                            format!("unknown detector `{}`", n.node),
+                            n.span,
+                            "not a built-in or declared detector",
+                        )
+                        .maybe_help(did_you_mean(&n.node, members.iter().copied()))
+                    };
+                    self.push(diag);
+                }
+                out
+            }
+        };
         for name in &out {
             if !self.used_detectors.contains(name) {
                 self.used_detectors.push(name.clone());

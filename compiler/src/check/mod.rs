@@ -12,26 +12,6 @@ use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
 use suggest::did_you_mean;
 
-/// Built-in personal-data detectors, by language name.
-pub(crate) const BUILTIN_PII: &[&str] = &[
-    "email",
-    "phone",
-    "credit_card",
-    "iban",
-    "us_ssn",
-    "us_itin",
-    "ipv4",
-    "ipv6",
-];
-/// Built-in credential detectors.
-pub(crate) const BUILTIN_SECRET: &[&str] = &[
-    "aws_access_key",
-    "github_token",
-    "slack_token",
-    "openai_key",
-    "jwt",
-    "private_key",
-];
 pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
 /// Largest dense DFA (each direction) a custom detector may compile to.
 pub(crate) const DFA_SIZE_LIMIT: usize = 1 << 20;
@@ -305,20 +285,11 @@ impl Checker {
     /// The policy header, prices, detectors, kill switch, manual clauses, and the name
     /// tables the rules are checked against.
     fn declarations(&mut self, file: &File) {
-        for name in BUILTIN_PII {
+        for b in writ_plugin::detect::builtins() {
             self.env.detectors.insert(
-                (*name).to_string(),
+                b.name.to_string(),
                 DetectorInfo {
-                    secret: false,
-                    span: None,
-                },
-            );
-        }
-        for name in BUILTIN_SECRET {
-            self.env.detectors.insert(
-                (*name).to_string(),
-                DetectorInfo {
-                    secret: true,
+                    secret: b.class == writ_plugin::ir::DetectorClass::Secret,
                     span: None,
                 },
             );
@@ -625,15 +596,24 @@ impl Checker {
             match class.node.as_str() {
                 "pii" => {}
                 "secret" => secret = true,
-                _ => self.push(
-                    Diagnostic::new(
-                        codes::UNKNOWN_CLASS,
-                        format!("unknown detector class `{}`", class.node),
-                        class.span,
-                        "expected `pii` or `secret`",
+                other => {
+                    let help = if writ_plugin::detect::class_members(other).is_some() {
+                        Some(format!(
+                            "`{other}` groups built-ins; a declared detector is `pii` or `secret`"
+                        ))
+                    } else {
+                        did_you_mean(&class.node, ["pii", "secret"])
+                    };
+                    self.push(
+                        Diagnostic::new(
+                            codes::UNKNOWN_CLASS,
+                            format!("unknown detector class `{}`", class.node),
+                            class.span,
+                            "expected `pii` or `secret`",
+                        )
+                        .maybe_help(help),
                     )
-                    .maybe_help(did_you_mean(&class.node, ["pii", "secret"])),
-                ),
+                }
             }
         }
         if let Some(v) = &d.validator

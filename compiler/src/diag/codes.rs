@@ -62,7 +62,9 @@ pub const UNKNOWN_OVERSIGHT: Code = Code("E0106");
 pub const UNKNOWN_WINDOW: Code = Code("E0107");
 /// A spend scope must be `team`, `user` or `workflow`; `identify` sets `team` and `user`.
 pub const UNKNOWN_SCOPE: Code = Code("E0108");
-/// A detector class must be `pii` or `secret`.
+/// A detector class must be `pii` or `secret`, or, after `has`, `redact` and `tokenise`, a
+/// group of built-ins such as `pii.eu` or `government_id` (`docs/language.md` lists
+/// them); a declared detector's `class` is `pii` or `secret`.
 pub const UNKNOWN_CLASS: Code = Code("E0109");
 /// A custom detector's validator must be `luhn`, `iban` or `mod97`.
 pub const UNKNOWN_VALIDATOR: Code = Code("E0110");
@@ -72,8 +74,9 @@ pub const UNKNOWN_ENFORCEMENT: Code = Code("E0111");
 pub const UNKNOWN_PHASE: Code = Code("E0112");
 /// `assume` knows one assumption, `verification_rate`.
 pub const UNKNOWN_ASSUMPTION: Code = Code("E0113");
-/// A detector was named under the wrong class, e.g. `pii(github_token)`; the class decides
-/// what `prompt has pii` means, so it must match the detector's own.
+/// A detector was named under the wrong class, e.g. `pii(github_token)`, or under a group
+/// it is not in, e.g. `pii.eu(us_ssn)`; the class decides what `prompt has pii` means, so
+/// it must match the detector's own.
 pub const CLASS_MISMATCH: Code = Code("E0114");
 /// A currency must be an ISO 4217 code: three upper-case letters such as `EUR`.
 pub const INVALID_CURRENCY: Code = Code("E0115");

@@ -200,7 +200,8 @@ fn describe(rule: Rule) -> String {
         R::item | R::EOI => {
             "an item (`policy`, `workflow`, `price`, `detector`, `rule`, `manual` or `kill_switch`)"
         }
-        R::has_target => "a detector class (`pii` or `secret`)",
+        R::has_target => "a detector class (`pii`, `secret` or a group such as `pii.eu`)",
+        R::class_name => "a detector class (`pii`, `secret` or a group such as `pii.eu`)",
         R::policy_stmt => "`owner`, `implements`, `currency`, `enforcement`",
         R::workflow_stmt => "`match`, `oversight`, `assume`, `identify`",
         R::rule_stmt => "`on`, `when`, `then`, `enforcement`, `alert`",
@@ -609,7 +610,7 @@ impl Builder<'_> {
         let mut first = true;
         for c in p.into_inner() {
             match c.as_rule() {
-                Rule::ident if first => {
+                Rule::class_name if first => {
                     class = self.ident(&c);
                     first = false;
                 }
