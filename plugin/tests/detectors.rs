@@ -64,6 +64,7 @@ fn corpus_precision_and_recall() {
     let mut out = Vec::new();
     let mut failures = Vec::new();
     let (mut total_pos, mut total_neg) = (0, 0);
+    let mut stats = Vec::new();
     println!(
         "{:<16} {:>5} {:>5} {:>4} {:>4} {:>4} {:>9} {:>7}",
         "detector", "pos", "neg", "tp", "fp", "fn", "precision", "recall"
@@ -112,6 +113,7 @@ fn corpus_precision_and_recall() {
         println!(
             "{name:<16} {pos:>5} {neg:>5} {tp:>4} {fp:>4} {fneg:>4} {precision:>9.3} {recall:>7.3}"
         );
+        stats.push((name, pos, neg, precision, recall));
         let floor = 1.0;
         if precision < floor || recall < floor {
             failures.push(format!(
@@ -124,9 +126,91 @@ fn corpus_precision_and_recall() {
         println!("{f}");
     }
     assert!(total_pos >= 300 && total_neg >= 300);
+    check_detector_table(&stats);
     assert!(
         !failures.iter().any(|f| f.contains(" under ")),
         "thresholds missed"
+    );
+}
+
+/// `docs/detectors.md`: every built-in by region with its classes, validator and corpus
+/// scores, generated here from the registry and this run's precision and recall, so it
+/// can never drift from the code. `BLESS=1` rewrites it; otherwise a stale file fails.
+fn check_detector_table(stats: &[(&str, u32, u32, f64, f64)]) {
+    use std::fmt::Write;
+    let mut md = String::new();
+    let n = detect::builtins().len();
+    md.push_str("# Built-in detectors\n\n");
+    md.push_str(
+        "Generated from the detector registry (`plugin/src/detect/mod.rs`) and the labelled \
+         corpus (`tests/data/detectors/`) by `plugin/tests/detectors.rs`; do not edit. \
+         `BLESS=1 cargo test -p writ-plugin --test detectors corpus` rewrites it, and the \
+         test fails when it is stale or when a detector's precision or recall on the corpus \
+         drops below 1.0.\n\n",
+    );
+    let _ = writeln!(
+        md,
+        "{n} detectors. \"True\" counts the corpus's valid values (synthetic, valid by the \
+         validator), \"near\" its near-misses (bad checksums, wrong prefixes and lengths, \
+         values inside words, valid numbers without their context keyword).\n"
+    );
+    md.push_str("## Classes and groups\n\n| name | stands for | built-ins |\n|---|---|---|\n");
+    for (c, what) in detect::CLASSES {
+        let members = detect::class_members(c).unwrap_or_default();
+        let _ = writeln!(md, "| `{c}` | {what} | {} |", members.len());
+    }
+    let sections = [
+        ("Global formats", "global", DetectorClass::Pii),
+        ("United States (`pii.us`)", "US", DetectorClass::Pii),
+        ("United Kingdom (`pii.uk`)", "UK", DetectorClass::Pii),
+        ("European Union (`pii.eu`)", "EU", DetectorClass::Pii),
+        ("India (`pii.in`)", "IN", DetectorClass::Pii),
+        ("Canada (`pii.ca`)", "CA", DetectorClass::Pii),
+        ("Australia (`pii.au`)", "AU", DetectorClass::Pii),
+        ("Singapore (`pii.sg`)", "SG", DetectorClass::Pii),
+        ("Credentials (`secret`)", "global", DetectorClass::Secret),
+    ];
+    let mut listed = 0;
+    for (title, region, class) in sections {
+        let _ = writeln!(
+            md,
+            "\n## {title}\n\n| detector | finds | groups | validator | true | near | precision | recall |\n|---|---|---|---|---|---|---|---|"
+        );
+        for b in detect::builtins()
+            .iter()
+            .filter(|b| b.region == region && b.class == class)
+        {
+            listed += 1;
+            let (_, pos, neg, p, r) = stats
+                .iter()
+                .find(|s| s.0 == b.name)
+                .copied()
+                .unwrap_or((b.name, 0, 0, 0.0, 0.0));
+            let groups = b
+                .groups
+                .iter()
+                .map(|g| format!("`{g}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {pos} | {neg} | {p:.3} | {r:.3} |",
+                b.name,
+                b.what,
+                if groups.is_empty() { "–".to_string() } else { groups },
+                b.validator
+            );
+        }
+    }
+    assert_eq!(listed, n, "a built-in's region has no section");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/detectors.md");
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, &md).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == md,
+        "docs/detectors.md is stale: run `BLESS=1 cargo test -p writ-plugin --test detectors corpus`"
     );
 }
 
