@@ -283,7 +283,7 @@ const BUILTINS: &[Builtin] = &[
         "US",
         US,
         "Social Security number",
-        "3-2-4 with separators: not area 000/666, group 00, serial 0000; bare 9 digits: issued SSN ranges",
+        "3-2-4 with `-` or space (SSN, ITIN, ATIN): not area 000/666, group 00, serial 0000; bare 9-digit runs are not taken",
         Kind::UsSsn,
     ),
     pii(
@@ -291,7 +291,7 @@ const BUILTINS: &[Builtin] = &[
         "US",
         US,
         "Individual Taxpayer Identification Number",
-        "9xx area with ITIN group ranges",
+        "area 9xx, group 50–65, 70–88, 90–92 or 94–99; reported instead of `us_ssn` when both are on",
         Kind::UsItin,
     ),
     pii(
