@@ -197,7 +197,11 @@ fn check_detector_table(stats: &[(&str, u32, u32, f64, f64)]) {
                 "| `{}` | {} | {} | {} | {pos} | {neg} | {p:.3} | {r:.3} |",
                 b.name,
                 b.what,
-                if groups.is_empty() { "–".to_string() } else { groups },
+                if groups.is_empty() {
+                    "–".to_string()
+                } else {
+                    groups
+                },
                 b.validator
             );
         }
@@ -226,7 +230,11 @@ fn check_detector_table(stats: &[(&str, u32, u32, f64, f64)]) {
             .iter()
             .filter(|b| b.region == region && b.class == class)
         {
-            let class = if b.class == DetectorClass::Secret { "secret" } else { "pii" };
+            let class = if b.class == DetectorClass::Secret {
+                "secret"
+            } else {
+                "pii"
+            };
             let groups = b
                 .groups
                 .iter()
@@ -237,7 +245,11 @@ fn check_detector_table(stats: &[(&str, u32, u32, f64, f64)]) {
                 list,
                 "| `{}` | {class} | {} | {} | {} |",
                 b.name,
-                if groups.is_empty() { "–".to_string() } else { groups },
+                if groups.is_empty() {
+                    "–".to_string()
+                } else {
+                    groups
+                },
                 b.what,
                 b.validator
             );

@@ -297,8 +297,10 @@ rule AIP-2.4 "Credentials are pseudonymised" {
 "#;
 
 /// One true value per built-in detector, from the labelled corpus (so a detector added
-/// there is covered here too).
-fn corpus_values() -> Vec<(String, String)> {
+/// there is covered here too): the detector, the value, and the text the corpus shows it
+/// in (the value with its context keyword, `NHS 943 476 5919`, for detectors that need
+/// one; otherwise the value itself).
+fn corpus_values() -> Vec<(String, String, String)> {
     let dir = crate::support::workspace_root().join("tests/data/detectors");
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -313,10 +315,12 @@ fn corpus_values() -> Vec<(String, String)> {
         let first = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|r| r["label"] == "match")
-            .and_then(|r| r["value"].as_str().map(String::from));
-        if let Some(v) = first {
-            out.push((name, v));
+            .find(|r| r["label"] == "match");
+        if let Some(r) = first
+            && let Some(v) = r["value"].as_str()
+        {
+            let shown = r["shown"].as_str().unwrap_or(v);
+            out.push((name, v.to_string(), shown.to_string()));
         }
     }
     out
@@ -402,14 +406,15 @@ fn check_every_builtin(kind: HostKind, artifact: &std::path::Path) -> Result<(),
         ("base64", base64),
     ];
     for (enc, f) in encodings {
-        let sent: Vec<(String, String)> = values
+        // (detector, the encoded value, the encoded text around it)
+        let sent: Vec<(String, String, String)> = values
             .iter()
-            .filter(|(_, v)| enc != "base64" || v.len() >= 12)
-            .map(|(n, v)| (n.clone(), f(v)))
+            .filter(|(_, v, _)| enc != "base64" || v.len() >= 12)
+            .map(|(n, v, shown)| (n.clone(), f(v), f(shown)))
             .collect();
         let content = sent
             .iter()
-            .map(|(_, v)| v.as_str())
+            .map(|(_, _, shown)| shown.as_str())
             .collect::<Vec<_>>()
             .join(" | ");
         let body = json!({"model": "gpt-4o-mini", "stream": true,
@@ -429,27 +434,35 @@ fn check_every_builtin(kind: HostKind, artifact: &std::path::Path) -> Result<(),
             .last()
             .ok_or_else(|| ctx("no upstream request".into()))?;
         let strings = json_strings(&up.body);
-        for ((name, v), (_, plain)) in sent.iter().zip(
+        for ((name, v, shown), (_, plain, _)) in sent.iter().zip(
             values
                 .iter()
-                .filter(|(_, p)| enc != "base64" || p.len() >= 12),
+                .filter(|(_, p, _)| enc != "base64" || p.len() >= 12),
         ) {
-            if strings.contains(v.as_str()) || strings.contains(plain.as_str()) {
+            // The encoded text, the encoded value (base64 of a value is not a substring of
+            // the base64 of its text, so not looked for there) and the plain value.
+            let leaked = strings.contains(shown.as_str())
+                || (enc != "base64" && strings.contains(v.as_str()))
+                || strings.contains(plain.as_str());
+            if leaked {
                 return Err(ctx(format!("{enc}: upstream saw {name} {v:?}:\n{strings}")));
             }
         }
     }
     // Headers and the query string: the single-line values, plain and percent-encoded.
-    let lines: Vec<&(String, String)> = values.iter().filter(|(_, v)| !v.contains('\n')).collect();
+    let lines: Vec<&(String, String, String)> = values
+        .iter()
+        .filter(|(_, _, shown)| !shown.contains('\n'))
+        .collect();
     let note = lines
         .iter()
-        .map(|(_, v)| v.as_str())
+        .map(|(_, _, shown)| shown.as_str())
         .collect::<Vec<_>>()
         .join(" | ");
     let query = lines
         .iter()
         .enumerate()
-        .map(|(i, (_, v))| format!("v{i}={}", percent(v)))
+        .map(|(i, (_, _, shown))| format!("v{i}={}", percent(shown)))
         .collect::<Vec<_>>()
         .join("&");
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
@@ -473,7 +486,7 @@ fn check_every_builtin(kind: HostKind, artifact: &std::path::Path) -> Result<(),
         .last()
         .ok_or_else(|| ctx("no upstream request".into()))?;
     let head = everything(up);
-    for (name, v) in &lines {
+    for (name, v, _) in &lines {
         if head.contains(v.as_str()) || head.contains(&percent(v)) {
             return Err(ctx(format!("carriers: upstream saw {name} {v:?}:\n{head}")));
         }
