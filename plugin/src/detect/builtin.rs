@@ -178,6 +178,68 @@ const fn first_table() -> [Mask; 256] {
     t
 }
 
+/// For each byte, the kinds that may have it as their second byte: with [`FIRST`], a
+/// two-byte prefilter, so an ordinary word start (`The`, `prose`) reaches no scanner.
+/// Kinds parsed from the digit-group run are not filtered here.
+static SECOND: [Mask; 256] = second_table();
+
+const fn second_table() -> [Mask; 256] {
+    let mut t = [0 as Mask; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        let mut m: Mask = (NUMERIC & !Kind::UsPassport.bit()) | Kind::Phone.bit();
+        if b.is_ascii_hexdigit() || b == b':' {
+            m |= Kind::Ipv6.bit() | Kind::MacAddress.bit();
+        }
+        if b.is_ascii_uppercase() {
+            m |= Kind::Iban.bit()
+                | Kind::EuVat.bit()
+                | Kind::UkNino.bit()
+                | Kind::InPan.bit()
+                | Kind::ItCodiceFiscale.bit()
+                | Kind::UsMbi.bit();
+        }
+        if b.is_ascii_digit() {
+            m |= Kind::EsDni.bit()
+                | Kind::SgNric.bit()
+                | Kind::FiHetu.bit()
+                | Kind::UsPassport.bit();
+        }
+        if b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'<' {
+            m |= Kind::PassportMrz.bit();
+        }
+        if b.is_ascii_alphanumeric() {
+            m |= Kind::BtcAddress.bit();
+        }
+        m |= match b {
+            b'x' | b'X' => Kind::EthAddress.bit(),
+            b'K' => Kind::AwsAccessKey.bit() | Kind::TwilioKey.bit(),
+            b'S' | b'B' => Kind::AwsAccessKey.bit(),
+            b'C' => Kind::AwsAccessKey.bit() | Kind::TwilioKey.bit(),
+            b'I' => Kind::GoogleApiKey.bit(),
+            b'c' | b'e' => {
+                Kind::AzureStorageKey.bit() | Kind::DatabaseUrl.bit()
+            }
+            b'G' => Kind::SendgridKey.bit(),
+            b'h' | b'i' => Kind::GithubToken.bit(),
+            b'o' => Kind::SlackToken.bit() | Kind::DatabaseUrl.bit(),
+            b'a' => Kind::SlackToken.bit() | Kind::DatabaseUrl.bit(),
+            b'k' => Kind::OpenaiKey.bit() | Kind::AnthropicKey.bit() | Kind::StripeKey.bit(),
+            b'f' => Kind::HuggingfaceToken.bit(),
+            b'p' => Kind::NpmToken.bit(),
+            b'y' => Kind::PypiToken.bit() | Kind::DatabaseUrl.bit() | Kind::Jwt.bit(),
+            b'm' => Kind::DatabaseUrl.bit(),
+            b't' => Kind::GcpServiceAccount.bit(),
+            b'-' => Kind::PrivateKey.bit(),
+            _ => 0,
+        };
+        t[c] = m;
+        c += 1;
+    }
+    t
+}
+
 /// Bytes at which a look-back detector is tried: `@` (email) and `=`/`:` (assignments).
 const fn trigger(c: u8, mask: Mask) -> bool {
     (c == b'@' && mask & Kind::Email.bit() != 0)
@@ -229,7 +291,7 @@ pub(crate) fn scan(b: &[u8], mask: Mask, sink: &mut dyn FnMut(Kind, usize, usize
     let mut i = 0usize;
     while i < n {
         let c = at(b, i);
-        let m = FIRST[usize::from(c)] & mask;
+        let m = FIRST[usize::from(c)] & mask & SECOND[usize::from(at(b, i + 1))];
         if m != 0 {
             let prev = at(b, i.wrapping_sub(1));
             if !is_word(prev)

@@ -43,7 +43,7 @@ impl View {
     /// The folded view of `text`, or `None` when folding changes nothing (the common
     /// case, decided without allocating for pure ASCII text without `%`).
     pub fn of(text: &str) -> Option<View> {
-        if text.is_ascii() && !text.as_bytes().contains(&b'%') {
+        if text.is_ascii() && !has_percent_escape(text.as_bytes()) {
             return None;
         }
         if u32::try_from(text.len()).is_err() {
@@ -106,6 +106,23 @@ impl View {
 
 /// The character a `%XX` escape (or a run of them forming one UTF-8 character) at `i`
 /// stands for, and how many bytes of the original it takes.
+/// Whether `b` holds a `%XX` escape (a bare `%`, as in `100%`, folds to nothing).
+fn has_percent_escape(b: &[u8]) -> bool {
+    // `contains` on bytes is a vectorised memchr; most texts have no `%` at all.
+    if !b.contains(&b'%') {
+        return false;
+    }
+    let mut k = 0usize;
+    while let Some(off) = b.get(k..).and_then(|t| t.iter().position(|&c| c == b'%')) {
+        let p = k + off;
+        if hex_byte(b, p).is_some() {
+            return true;
+        }
+        k = p + 1;
+    }
+    false
+}
+
 fn percent_char(b: &[u8], i: usize) -> Option<(char, usize)> {
     let first = hex_byte(b, i)?;
     let len = match first {
@@ -269,10 +286,6 @@ fn fold(c: char) -> Option<char> {
     LOOKALIKES.iter().find(|(k, _)| *k == c).map(|(_, a)| *a)
 }
 
-fn is_b64(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_')
-}
-
 fn b64_val(c: u8) -> Option<u32> {
     Some(u32::from(match c {
         b'A'..=b'Z' => c - b'A',
@@ -341,20 +354,32 @@ fn decode_hex(run: &[u8]) -> Option<String> {
 /// returns false. Linear: each byte is visited once to find runs and once to decode.
 pub(crate) fn decoded_runs(text: &str, f: &mut dyn FnMut(usize, usize, &str) -> bool) {
     let b = text.as_bytes();
+    let n = b.len();
+    let in_run = |p: usize| b.get(p).is_some_and(|&c| B64[usize::from(c)]);
+    // Fast path: a run of at least `MIN_ENCODED_RUN` bytes starting in `i..=probe` must
+    // cover `probe`, so when `probe` is outside the alphabet the whole window is skipped
+    // (prose, with a space every few bytes, is mostly skipped 12 bytes at a time). `i` is
+    // always at a run boundary.
     let mut i = 0usize;
-    while i < b.len() {
-        if !b.get(i).is_some_and(|&c| is_b64(c)) {
-            i += 1;
+    while i + MIN_ENCODED_RUN <= n {
+        let probe = i + MIN_ENCODED_RUN - 1;
+        if !in_run(probe) {
+            i = probe + 1;
             continue;
         }
-        let start = i;
-        while b.get(i).is_some_and(|&c| is_b64(c)) {
-            i += 1;
+        let mut start = probe;
+        while start > i && in_run(start - 1) {
+            start -= 1;
         }
-        let body_end = i;
-        while b.get(i) == Some(&b'=') && i - body_end < 2 {
-            i += 1;
+        let mut body_end = probe + 1;
+        while in_run(body_end) {
+            body_end += 1;
         }
+        let mut end = body_end;
+        while b.get(end) == Some(&b'=') && end - body_end < 2 {
+            end += 1;
+        }
+        i = end;
         let len = body_end - start;
         if !(MIN_ENCODED_RUN..=MAX_DECODED_RUN).contains(&len) {
             continue;
@@ -374,11 +399,25 @@ pub(crate) fn decoded_runs(text: &str, f: &mut dyn FnMut(usize, usize, &str) -> 
         };
         if let Some(d) = decoded
             && !d.is_empty()
-            && !f(start, i, &d)
+            && !f(start, end, &d)
         {
             return;
         }
     }
+}
+
+/// The base64 alphabet (standard and URL-safe) as a table, for the run search.
+static B64: [bool; 256] = b64_table();
+
+const fn b64_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
+        c += 1;
+    }
+    t
 }
 
 /// Whether a run could be base64 rather than a word: it mixes upper and lower case, or
