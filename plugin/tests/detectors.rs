@@ -567,7 +567,9 @@ fn pathological_inputs_stay_fast() {
     for text in &cases {
         let t = std::time::Instant::now();
         s.scan(text, &s.all_ids(), &mut out);
-        assert!(t.elapsed().as_millis() < 2_000, "slow on {:?}", &text[..10]);
+        // A bound against quadratic blow-ups (minutes on these inputs), not a speed
+        // target: debug builds on a loaded 2-core machine take ~2 s for 54 detectors.
+        assert!(t.elapsed().as_secs() < 15, "slow on {:?}", &text[..10]);
     }
 }
 

@@ -218,9 +218,7 @@ const fn second_table() -> [Mask; 256] {
             b'S' | b'B' => Kind::AwsAccessKey.bit(),
             b'C' => Kind::AwsAccessKey.bit() | Kind::TwilioKey.bit(),
             b'I' => Kind::GoogleApiKey.bit(),
-            b'c' | b'e' => {
-                Kind::AzureStorageKey.bit() | Kind::DatabaseUrl.bit()
-            }
+            b'c' | b'e' => Kind::AzureStorageKey.bit() | Kind::DatabaseUrl.bit(),
             b'G' => Kind::SendgridKey.bit(),
             b'h' | b'i' => Kind::GithubToken.bit(),
             b'o' => Kind::SlackToken.bit() | Kind::DatabaseUrl.bit(),

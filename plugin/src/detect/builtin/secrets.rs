@@ -342,7 +342,7 @@ pub(super) fn assignment_at(b: &[u8], op: usize) -> Option<(usize, usize)> {
         return None;
     }
     let v = b.get(s..e)?;
-    if v.len() < 6 || v.iter().any(|&c| c == b' ') && quote.is_none() {
+    if v.len() < 6 || (v.contains(&b' ') && quote.is_none()) {
         return None;
     }
     if matches!(v.first(), Some(b'$' | b'<' | b'{' | b'%' | b'*'))
