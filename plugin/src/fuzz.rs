@@ -166,17 +166,17 @@ fn seeds_with_corpus(target: &str, inline: &[&[u8]]) -> Vec<Vec<u8>> {
 // ---------------------------------------------------------------------------------------
 // Shared fixtures.
 
-/// A policy detector list with every built-in, in the engine's own order, so detector
-/// `i` is built-in `i`.
+/// A policy detector list with every built-in, in the registry's order, so detector `i`
+/// is built-in `i`.
 pub fn builtin_detectors() -> &'static [ir::Detector] {
     static DETECTORS: OnceLock<Vec<ir::Detector>> = OnceLock::new();
     DETECTORS.get_or_init(|| {
-        detect::builtin_names()
+        detect::builtins()
             .iter()
-            .map(|(name, class)| ir::Detector {
-                name: (*name).to_string(),
-                class: *class,
-                kind: ir::DetectorKind::Builtin((*name).to_string()),
+            .map(|b| ir::Detector {
+                name: b.name.to_string(),
+                class: b.class,
+                kind: ir::DetectorKind::Builtin(b.name.to_string()),
             })
             .collect()
     })
@@ -512,7 +512,7 @@ pub fn detectors(data: &[u8]) {
     for name in detect::VALIDATORS
         .iter()
         .copied()
-        .chain(detect::builtin_names().iter().map(|(n, _)| *n))
+        .chain(detect::builtins().iter().map(|b| b.name))
     {
         let _ = detect::validate(name, &text);
     }
