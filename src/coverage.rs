@@ -138,8 +138,8 @@ fn looks_like_id(s: &str) -> bool {
     };
     let after = &rest[sep.len_utf8()..];
     let digit_follows = after.starts_with(|c: char| c.is_ascii_digit());
-    let short =
-        s.chars().count() <= 24 && !s.contains(char::is_whitespace) || s.matches(' ').count() == 1;
+    // An id is one short token, or two with a stray space (`AIP 2.1`), never prose.
+    let short = s.chars().count() <= 24 && s.matches(char::is_whitespace).count() <= 1;
     let upper = prefix.chars().all(|c| c.is_ascii_uppercase());
     short && digit_follows && (sep == '-' || (upper && matches!(sep, ' ' | '_' | '–' | '—' | '.')))
 }

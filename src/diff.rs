@@ -170,7 +170,7 @@ fn settings(policy: &ir::Policy) -> Vec<((String, String), String)> {
             put(&item, "scan query", "yes".into());
         }
     }
-    let money = |m: ir::Micros| format!("{} {}", m as f64 / 1e6, policy.currency);
+    let money = |m: ir::Micros| value_text(&ir::Value::Money(m), policy);
     for p in &policy.prices {
         let item = format!("price {}", quote(&p.model));
         put(

@@ -100,27 +100,31 @@ pub fn check(path: &str, source: &str) -> Vec<Diagnostic> {
     parse_and_check(source).1
 }
 
-/// The paper-policy check `writ check` runs beside [`check`], which stays pure: `read` is
-/// given the `implements` path as written and returns the paper's text, or why it cannot.
-/// A paper that cannot be read is an error ([`diag::codes::PAPER_NOT_FOUND`]) at the
-/// `implements` string.
-pub fn check_paper(source: &str, read: impl Fn(&str) -> Result<String, String>) -> Vec<Diagnostic> {
-    let (file, _) = syntax::parse(source);
-    let mut diags = Vec::new();
+/// [`check`] plus the paper policy: `read` is given the `implements` path as written and
+/// returns the paper's text, or why it cannot (the compiler itself stays free of I/O). A
+/// paper that cannot be read is an error ([`diag::codes::PAPER_NOT_FOUND`]) at the
+/// `implements` string. The source is parsed once for both.
+pub fn check_with_paper(
+    path: &str,
+    source: &str,
+    read: impl Fn(&str) -> Result<String, String>,
+) -> Vec<Diagnostic> {
+    let _ = path;
+    let (file, mut diags) = parse_and_check(source);
     for item in &file.items {
         let ast::Item::Policy(p) = &item.node else {
             continue;
         };
         for stmt in &p.stmts {
-            if let ast::PolicyStmt::Implements(path) = &stmt.node
-                && !path.node.trim().is_empty()
-                && let Err(why) = read(&path.node)
+            if let ast::PolicyStmt::Implements(implements) = &stmt.node
+                && !implements.node.trim().is_empty()
+                && let Err(why) = read(&implements.node)
             {
                 diags.push(
                     Diagnostic::new(
                         diag::codes::PAPER_NOT_FOUND,
-                        format!("the paper policy `{}` cannot be read", path.node),
-                        path.span,
+                        format!("the paper policy `{}` cannot be read", implements.node),
+                        implements.span,
                         why,
                     )
                     .help("the path is relative to this `.policy` file; the paper must exist for its clause ids to be checked"),

@@ -627,6 +627,19 @@ pub fn deny_message_with_types(
     }
 }
 
+/// The response rules decided once the reply is complete: every response rule but the
+/// streamed redactions, which the reply rewriter enforces as the reply passes. Computed
+/// once per loaded policy, not per reply.
+pub fn decided_response_rules(policy: &ir::Policy) -> Vec<usize> {
+    policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.phase == Phase::Response && !is_streamed_redaction(r))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// True for a response rule `redact` whose condition is only `response has …`: the reply
 /// rewriter enforces it while streaming, and the rule fires when it masked something.
 pub fn is_streamed_redaction(rule: &ir::Rule) -> bool {

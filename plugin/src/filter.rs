@@ -93,6 +93,8 @@ struct Shared {
     engine: Engine,
     /// Detectors enforced response `redact` rules mask in every reply.
     response_redact: Vec<u16>,
+    /// The response rules decided at the end of a reply ([`eval::decided_response_rules`]).
+    response_rules: Vec<usize>,
     /// The policy has rules that may change the request body.
     may_rewrite_request: bool,
     /// Replies may need restoring or redaction, so they must come uncompressed.
@@ -146,11 +148,13 @@ impl Shared {
             reads_reply_body = true;
         }
         let response_redact = eval::response_redactions(policy);
+        let response_rules = eval::decided_response_rules(policy);
         let uses_spend = !spend::spend_operands(policy).is_empty();
         Shared {
             may_rewrite_request: may_rewrite_request || uses_spend,
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
             response_redact,
+            response_rules,
             uses_spend,
             reads_reply_body,
             confidence,
@@ -1219,19 +1223,12 @@ impl Http {
             spend: None,
             reply: Some(reply),
         };
-        let rules: Vec<usize> = policy
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.phase == Phase::Response && !eval::is_streamed_redaction(r))
-            .map(|(i, _)| i)
-            .collect();
         let decision = shared.engine.evaluate(
             &self.request,
             self.identity.clone(),
             &facts,
             Phase::Response,
-            Some(&rules),
+            Some(&shared.response_rules),
         );
         self.log_would_have(shared, &decision);
         self.audit.add_fired(&decision.fired);

@@ -704,13 +704,7 @@ pub fn native_exchange(
     let reply = upstream(&upstream_body);
     let reply_json: Option<Json> = serde_json::from_slice(&reply).ok();
     let reply_headers = vec![("content-type".to_string(), "application/json".to_string())];
-    let rules: Vec<usize> = policy
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.phase == Phase::Response && !eval::is_streamed_redaction(r))
-        .map(|(i, _)| i)
-        .collect();
+    let rules = eval::decided_response_rules(policy);
     let facts = Facts {
         spend: None,
         reply: Some(eval::ReplyView {

@@ -51,9 +51,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         let source = super::read_source(path)?;
         let name = path.display().to_string();
-        let mut diagnostics = writ_compiler::check(&name, &source);
         let mut paper_warnings = Vec::new();
-        diagnostics.extend(paper_check(path, &source, &mut paper_warnings));
+        let diagnostics = paper_check(path, &name, &source, &mut paper_warnings);
         let errors = diagnostics.iter().filter(|d| d.is_error()).count();
         let warnings = diagnostics.len() - errors + paper_warnings.len();
         failed |= errors > 0 || (args.deny_warnings && warnings > 0);
@@ -107,12 +106,17 @@ struct PaperWarning {
     message: String,
 }
 
-/// The paper policy `implements` names must exist (an error otherwise), and its ids that
-/// do not parse are warnings.
-fn paper_check(path: &Path, source: &str, warnings: &mut Vec<PaperWarning>) -> Vec<Diagnostic> {
+/// Every diagnostic of the policy, with the paper policy `implements` names read beside
+/// it (an error if it cannot be); the paper's ids that do not parse are warnings.
+fn paper_check(
+    path: &Path,
+    name: &str,
+    source: &str,
+    warnings: &mut Vec<PaperWarning>,
+) -> Vec<Diagnostic> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let found = std::cell::RefCell::new(None);
-    let diagnostics = writ_compiler::check_paper(source, |implements| {
+    let diagnostics = writ_compiler::check_with_paper(name, source, |implements| {
         let p = dir.join(implements);
         let text = std::fs::read_to_string(&p).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => "no such file".to_string(),

@@ -160,6 +160,14 @@ fn ok() -> Request {
     post(chat_body("Where is my order?"), Some("application/json"))
 }
 
+/// A support-assistant JSON `POST` head (request line and headers, `\n`-separated) with
+/// `extra` header lines after the usual ones.
+fn json_head(extra: &str) -> String {
+    format!(
+        "POST {CHAT} HTTP/1.1\nhost: gw\nx-workflow: support-assistant\ncontent-type: application/json\n{extra}"
+    )
+}
+
 /// Raw HTTP/1.1 bytes: the request line, header lines and body as given.
 fn raw(head: &str, body: &[u8], responses: usize) -> Send {
     let mut bytes = head.replace('\n', "\r\n").into_bytes();
@@ -307,9 +315,7 @@ fn corpus() -> Vec<Case> {
         case(
             "a body over the limit (chunked)",
             raw(
-                &format!(
-                    "POST {CHAT} HTTP/1.1\nhost: gw\nx-workflow: support-assistant\ncontent-type: application/json\ntransfer-encoding: chunked\n"
-                ),
+                &json_head("transfer-encoding: chunked\n"),
                 format!("{:x}\r\n{}\r\n0\r\n\r\n", big, "a".repeat(big)).as_bytes(),
                 1,
             ),
@@ -470,9 +476,7 @@ fn corpus() -> Vec<Case> {
         case(
             "content-length and transfer-encoding together",
             raw(
-                &format!(
-                    "POST {CHAT} HTTP/1.1\nhost: gw\nx-workflow: support-assistant\ncontent-type: application/json\ncontent-length: 4\ntransfer-encoding: chunked\n"
-                ),
+                &json_head("content-length: 4\ntransfer-encoding: chunked\n"),
                 b"0\r\n\r\n",
                 1,
             ),
@@ -495,9 +499,7 @@ fn corpus() -> Vec<Case> {
         case(
             "a chunk size that is not hex",
             raw(
-                &format!(
-                    "POST {CHAT} HTTP/1.1\nhost: gw\nx-workflow: support-assistant\ncontent-type: application/json\ntransfer-encoding: chunked\n"
-                ),
+                &json_head("transfer-encoding: chunked\n"),
                 b"zz\r\n{}\r\n0\r\n\r\n",
                 1,
             ),
@@ -506,9 +508,7 @@ fn corpus() -> Vec<Case> {
         case(
             "transfer-encoding other than chunked",
             raw(
-                &format!(
-                    "POST {CHAT} HTTP/1.1\nhost: gw\nx-workflow: support-assistant\ncontent-type: application/json\ntransfer-encoding: gzip\n"
-                ),
+                &json_head("transfer-encoding: gzip\n"),
                 b"{}",
                 1,
             ),
@@ -527,9 +527,7 @@ fn corpus() -> Vec<Case> {
             case(
                 "control: chunked with an extension",
                 raw(
-                    &format!(
-                        "POST {CHAT} HTTP/1.1\nhost: gw\nx-workflow: support-assistant\ncontent-type: application/json\ntransfer-encoding: chunked\n"
-                    ),
+                    &json_head("transfer-encoding: chunked\n"),
                     chunked.as_bytes(),
                     1,
                 ),
@@ -574,9 +572,8 @@ fn corpus() -> Vec<Case> {
             case(
                 "expect: 100-continue",
                 raw(
-                    &format!(
-                        "POST {CHAT} HTTP/1.1\nhost: gw\nx-workflow: support-assistant\ncontent-type: application/json\nexpect: 100-continue\ncontent-length: {}\n",
-                        body.len()
+                    &json_head(&format!("expect: 100-continue\ncontent-length: {}\n",
+                        body.len())
                     ),
                     body.as_bytes(),
                     1,
@@ -597,90 +594,6 @@ fn corpus() -> Vec<Case> {
         case(
             "a forged identity header",
             Send::Request(ok().header("x-jwt-team", "someone-elses-team")),
-            forwarded(200),
-        ),
-        // Kill-switch admin calls.
-        case(
-            "admin: no token",
-            admin(None, "POST", r#"{"workflow":"*","action":"stop","reason":"x"}"#),
-            denied(401, "unauthorized"),
-        ),
-        case(
-            "admin: a wrong token",
-            admin(
-                Some("Bearer wrong"),
-                "POST",
-                r#"{"workflow":"*","action":"stop","reason":"x"}"#,
-            ),
-            denied(401, "unauthorized"),
-        ),
-        case(
-            "admin: an empty bearer",
-            admin(
-                Some("Bearer "),
-                "POST",
-                r#"{"workflow":"*","action":"stop","reason":"x"}"#,
-            ),
-            denied(401, "unauthorized"),
-        ),
-        case(
-            "admin: the token under another scheme",
-            admin(
-                Some(&format!("Basic {ADMIN_TOKEN}")),
-                "POST",
-                r#"{"workflow":"*","action":"stop","reason":"x"}"#,
-            ),
-            denied(401, "unauthorized"),
-        ),
-        case(
-            "admin: the token with a suffix",
-            admin(
-                Some(&format!("Bearer {ADMIN_TOKEN}x")),
-                "POST",
-                r#"{"workflow":"*","action":"stop","reason":"x"}"#,
-            ),
-            denied(401, "unauthorized"),
-        ),
-        case(
-            "admin: a 4 KiB token",
-            admin(
-                Some(&format!("Bearer {}", "t".repeat(4096))),
-                "POST",
-                r#"{"workflow":"*","action":"stop","reason":"x"}"#,
-            ),
-            denied(401, "unauthorized"),
-        ),
-        case(
-            "admin: GET with the right token",
-            admin(Some(&format!("Bearer {ADMIN_TOKEN}")), "GET", ""),
-            denied(405, "method_not_allowed"),
-        ),
-        case(
-            "admin: malformed body",
-            admin(Some(&format!("Bearer {ADMIN_TOKEN}")), "POST", "{"),
-            denied(400, "invalid_request"),
-        ),
-        case(
-            "admin: an unknown action",
-            admin(
-                Some(&format!("Bearer {ADMIN_TOKEN}")),
-                "POST",
-                r#"{"workflow":"*","action":"explode","reason":"x"}"#,
-            ),
-            denied(400, "invalid_action"),
-        ),
-        case(
-            "admin: an unknown workflow",
-            admin(
-                Some(&format!("Bearer {ADMIN_TOKEN}")),
-                "POST",
-                r#"{"workflow":"nope","action":"stop","reason":"x"}"#,
-            ),
-            denied(404, "unknown_workflow"),
-        ),
-        case(
-            "control: no hostile admin call stopped the workflow",
-            Send::Request(ok()),
             forwarded(200),
         ),
         // Upstream faults.
@@ -783,6 +696,59 @@ fn corpus() -> Vec<Case> {
         )
         .reply(sse(&[&event(&"x".repeat(1 << 20)), "[DONE]"])),
     ];
+    // Kill-switch admin calls: wrong tokens first, then the right one with wrong requests.
+    let stop = r#"{"workflow":"*","action":"stop","reason":"x"}"#;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    for (name, auth) in [
+        ("admin: no token", None),
+        ("admin: a wrong token", Some("Bearer wrong".to_string())),
+        ("admin: an empty bearer", Some("Bearer ".to_string())),
+        (
+            "admin: the token under another scheme",
+            Some(format!("Basic {ADMIN_TOKEN}")),
+        ),
+        ("admin: the token with a suffix", Some(format!("{bearer}x"))),
+        (
+            "admin: a 4 KiB token",
+            Some(format!("Bearer {}", "t".repeat(4096))),
+        ),
+    ] {
+        let call = admin(auth.as_deref(), "POST", stop);
+        cases.push(case(name, call, denied(401, "unauthorized")));
+    }
+    for (name, method, body, expect) in [
+        (
+            "admin: GET with the right token",
+            "GET",
+            "",
+            denied(405, "method_not_allowed"),
+        ),
+        (
+            "admin: malformed body",
+            "POST",
+            "{",
+            denied(400, "invalid_request"),
+        ),
+        (
+            "admin: an unknown action",
+            "POST",
+            r#"{"workflow":"*","action":"explode","reason":"x"}"#,
+            denied(400, "invalid_action"),
+        ),
+        (
+            "admin: an unknown workflow",
+            "POST",
+            r#"{"workflow":"nope","action":"stop","reason":"x"}"#,
+            denied(404, "unknown_workflow"),
+        ),
+    ] {
+        cases.push(case(name, admin(Some(&bearer), method, body), expect));
+    }
+    cases.push(case(
+        "control: no hostile admin call stopped the workflow",
+        Send::Request(ok()),
+        forwarded(200),
+    ));
     // The provider fails mid-stream: the client has the headers already, so it gets a
     // truncated stream (never unfiltered text), and the request still has its one record.
     let partial = format!("data: {e1}\n\ndata: {e2}\n\n");
