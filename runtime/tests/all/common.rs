@@ -19,6 +19,12 @@ pub fn guest(dir: &Path, artifact: &str) -> Vec<u8> {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = root.join("target").join("guests");
+    // The root build script installs the target, but `cargo test -p writ-runtime` alone
+    // never runs it; a toolchain that came without the target gets it here the same way.
+    let _ = Command::new("rustup")
+        .current_dir(dir)
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .output();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = Command::new(cargo)
         .current_dir(dir)

@@ -204,6 +204,7 @@ fn shared_data_cas_has_no_lost_updates() {
             let host = host.clone();
             std::thread::spawn(move || {
                 let mut vm = host.vm().unwrap();
+                let mut written = Vec::new();
                 for _ in 0..25 {
                     let ex = vm.http_request(
                         &RequestSpec::new("GET", "/", &[("x-probe", "shared")], b""),
@@ -211,13 +212,24 @@ fn shared_data_cas_has_no_lost_updates() {
                     );
                     let up = ex.upstream_request.unwrap();
                     assert_eq!(up.header("x-shared-stale"), Some("Some(CasMismatch)"));
+                    written.push(up.header("x-shared-counter").unwrap_or("").to_string());
                 }
+                written
             })
         })
         .collect();
+    let mut written: Vec<u64> = Vec::new();
     for t in threads {
-        t.join().unwrap();
+        written.extend(
+            t.join()
+                .unwrap()
+                .iter()
+                .map(|v| v.parse::<u64>().unwrap_or(0)),
+        );
     }
+    // Every successful compare-and-swap wrote the next value exactly once.
+    written.sort_unstable();
+    assert_eq!(written, (1..=100).collect::<Vec<u64>>());
     assert_eq!(host.shared_data("counter"), Some(b"100".to_vec()));
     let requests = host
         .metrics()

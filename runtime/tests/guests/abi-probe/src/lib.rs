@@ -207,6 +207,10 @@ impl HttpContext for Probe {
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0)
                         + 1;
+                    // A missing key is created with a token no key holds, never with 0:
+                    // 0 means "no check", so a creator that lost the race to another
+                    // creator would later overwrite every increment made since.
+                    let cas = cas.or(Some(u32::MAX));
                     if self
                         .set_shared_data("counter", Some(value.to_string().as_bytes()), cas)
                         .is_ok()
