@@ -163,6 +163,8 @@ fn is_clause_id(s: &str) -> bool {
 /// A rule as coverage sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleRef {
+    /// The rule's identity in its artifact (`AIP-2.1#2`), as audit records name it.
+    pub id: String,
     pub clause: String,
     pub title: String,
     /// `path:line` of the rule in its source.
@@ -282,14 +284,14 @@ pub fn compute(paper: &[String], policies: &[PolicyInput]) -> Report {
         for r in &rules {
             if r.firing_tests.is_empty() {
                 gaps.push(format!(
-                    "rule \"{}\" ({}) has no passing test that makes it fire",
-                    r.rule.title, r.rule.location
+                    "rule {} \"{}\" ({}) has no passing test that makes it fire",
+                    r.rule.id, r.rule.title, r.rule.location
                 ));
             }
             if r.non_firing_tests.is_empty() && !r.rule.unconditional {
                 gaps.push(format!(
-                    "rule \"{}\" ({}) has no passing test where it must not fire",
-                    r.rule.title, r.rule.location
+                    "rule {} \"{}\" ({}) has no passing test where it must not fire",
+                    r.rule.id, r.rule.title, r.rule.location
                 ));
             }
         }
@@ -327,7 +329,8 @@ impl Report {
             for r in &c.rules {
                 let _ = writeln!(
                     out,
-                    "      rule \"{}\" at {} in {} (sha256 {})",
+                    "      rule {} \"{}\" at {} in {} (sha256 {})",
+                    r.rule.id,
                     r.rule.title,
                     r.rule.location,
                     r.rule.artifact,
@@ -462,6 +465,7 @@ Prose that mentions HR-4.1 in passing is not a clause.\n";
 
     fn rule(clause: &str) -> RuleRef {
         RuleRef {
+            id: clause.into(),
             clause: clause.into(),
             title: format!("rule for {clause}"),
             location: "p.policy:3".into(),

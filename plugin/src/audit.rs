@@ -25,6 +25,10 @@ pub const LOG_PREFIX: &str = "writ-audit ";
 /// One rule that fired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleRecord {
+    /// The rule's identity (`AIP-2.1`, `AIP-2.1#2`, `kill_switch`), unique in the artifact,
+    /// so a record tells apart two rules that cite one clause.
+    #[serde(default)]
+    pub id: String,
     pub clause: String,
     pub title: String,
     /// The action keyword (`deny`, `redact`, …).
@@ -39,6 +43,7 @@ impl RuleRecord {
     /// The record of one fired rule as the evaluator reports it.
     pub fn from_fired(f: &Fired) -> RuleRecord {
         RuleRecord {
+            id: f.id.clone(),
             clause: f.clause.clone(),
             title: f.title.clone(),
             action: f.action.as_str().to_string(),
@@ -249,7 +254,8 @@ mod tests {
             ..AuditRecord::default()
         };
         r.add_fired(&[Fired {
-            rule: 0,
+            rule: 1,
+            id: "AIP-2.4#2".into(),
             clause: "AIP-2.4".into(),
             title: "No credentials".into(),
             action: ActionKind::Deny,

@@ -77,6 +77,8 @@ impl ActionKind {
 pub struct Fired {
     /// Index into `Policy::rules`.
     pub rule: usize,
+    /// The rule's identity ([`Policy::rule_id`]).
+    pub id: String,
     pub clause: String,
     pub title: String,
     pub action: ActionKind,
@@ -420,6 +422,7 @@ pub fn fired(policy: &Policy, i: usize, monitor: bool) -> Fired {
     let rule = policy.rules.get(i);
     Fired {
         rule: i,
+        id: policy.rule_id(i),
         clause: rule.map(|r| r.clause.clone()).unwrap_or_default(),
         title: rule.map(|r| r.title.clone()).unwrap_or_default(),
         action: rule.map_or(ActionKind::Allow, |r| ActionKind::of(&r.action)),

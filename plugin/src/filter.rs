@@ -470,6 +470,7 @@ impl HttpContext for Http {
             self.audit.workflow = workflow.clone();
             if let Some(clause) = policy.kill_switch.as_ref().and_then(|k| k.clause.clone()) {
                 self.audit.rules.push(crate::audit::RuleRecord {
+                    id: crate::ir::KILL_SWITCH_RULE_ID.into(),
                     clause,
                     title: crate::kill_switch::RULE_TITLE.into(),
                     action: "deny".into(),

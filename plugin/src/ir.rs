@@ -340,7 +340,48 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// The id of the `n`th (1-based) rule citing `clause`.
+fn ordinal_id(clause: &str, n: usize) -> String {
+    if n == 1 {
+        clause.to_string()
+    } else {
+        format!("{clause}#{n}")
+    }
+}
+
+/// The id the kill switch has in audit records and coverage: it is not one of the
+/// policy's rules, so it never collides with a clause-based rule id.
+pub const KILL_SWITCH_RULE_ID: &str = "kill_switch";
+
 impl Policy {
+    /// The stable identity of rule `i`, as the manifest, audit records, test
+    /// expectations and coverage name it: the clause id for the first rule citing a
+    /// clause, `<clause>#2`, `<clause>#3`… for the next ones in source order. Two rules
+    /// on one clause must be told apart, or a test of one would vouch for the other.
+    pub fn rule_id(&self, i: usize) -> String {
+        let Some(rule) = self.rules.get(i) else {
+            return String::new();
+        };
+        let before = self.rules[..i]
+            .iter()
+            .filter(|r| r.clause == rule.clause)
+            .count();
+        ordinal_id(&rule.clause, before + 1)
+    }
+
+    /// [`Policy::rule_id`] of every rule, in one pass.
+    pub fn rule_ids(&self) -> Vec<String> {
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        self.rules
+            .iter()
+            .map(|r| {
+                let n = seen.entry(r.clause.as_str()).or_insert(0);
+                *n += 1;
+                ordinal_id(&r.clause, *n)
+            })
+            .collect()
+    }
+
     /// Serializes with the magic and format version in front.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);

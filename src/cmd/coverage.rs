@@ -190,7 +190,9 @@ fn policy_input(
         .rule_info
         .iter()
         .zip(&compiled.policy.rules)
-        .map(|(r, ir_rule)| RuleRef {
+        .zip(compiled.policy.rule_ids())
+        .map(|((r, ir_rule), id)| RuleRef {
+            id,
             clause: r.clause.clone(),
             title: r.title.clone(),
             location: format!("{}:{}", path.display(), r.line),
@@ -207,6 +209,7 @@ fn policy_input(
         .and_then(|k| k.clause.clone())
     {
         rules.push(RuleRef {
+            id: writ_plugin::ir::KILL_SWITCH_RULE_ID.to_string(),
             clause,
             title: writ::policy_tests::run::KILL_SWITCH_TITLE.to_string(),
             location: format!("{} (kill_switch)", path.display()),

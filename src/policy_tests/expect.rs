@@ -14,13 +14,28 @@ pub struct SeenRequest {
 /// A rule that matched, as the artifact's audit record reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiredRule {
+    /// The rule's identity in the artifact (`AIP-2.1`, `AIP-2.1#2`, `kill_switch`).
+    pub id: String,
     pub clause: String,
     pub title: String,
     /// `enforce` or `monitor`.
     pub mode: String,
-    /// 1-based place among the policy's rules citing the same clause (`AIP-2.1#2` is the
-    /// second); 0 when unknown.
-    pub ordinal: u32,
+}
+
+impl FiredRule {
+    /// The 1-based place among the policy's rules citing the same clause.
+    pub fn ordinal(&self) -> u32 {
+        ordinal_of_id(&self.id)
+    }
+}
+
+/// The ordinal a rule id carries: `AIP-2.1#2` is the second rule citing `AIP-2.1`, a bare
+/// clause id the first.
+pub fn ordinal_of_id(id: &str) -> u32 {
+    match id.rsplit_once('#') {
+        Some((_, n)) => n.parse().unwrap_or(0),
+        None => 1,
+    }
 }
 
 /// Everything observable about one request through an artifact.
@@ -63,7 +78,7 @@ fn compare_rules(what: &str, expected: &[String], fired: &[&FiredRule], out: &mu
         .filter(|r| {
             !fired
                 .iter()
-                .any(|f| names(r, &f.clause, &f.title, f.ordinal))
+                .any(|f| names(r, &f.clause, &f.title, f.ordinal()))
         })
         .collect();
     let unexpected: Vec<&&FiredRule> = fired
@@ -71,7 +86,7 @@ fn compare_rules(what: &str, expected: &[String], fired: &[&FiredRule], out: &mu
         .filter(|f| {
             !expected
                 .iter()
-                .any(|r| names(r, &f.clause, &f.title, f.ordinal))
+                .any(|r| names(r, &f.clause, &f.title, f.ordinal()))
         })
         .collect();
     if !unmatched_expected.is_empty() || !unexpected.is_empty() {
@@ -79,7 +94,7 @@ fn compare_rules(what: &str, expected: &[String], fired: &[&FiredRule], out: &mu
         exp.sort();
         let mut act: Vec<String> = fired
             .iter()
-            .map(|f| format!("{} \"{}\"", f.clause, f.title))
+            .map(|f| format!("{} \"{}\"", f.id, f.title))
             .collect();
         act.sort();
         out.push(Mismatch {
@@ -224,10 +239,10 @@ mod tests {
 
     fn rule(clause: &str, title: &str, mode: &str) -> FiredRule {
         FiredRule {
+            id: clause.into(),
             clause: clause.into(),
             title: title.into(),
             mode: mode.into(),
-            ordinal: 1,
         }
     }
 

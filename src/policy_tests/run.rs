@@ -112,10 +112,7 @@ impl Suite {
                 vm = host.vm().context("starting a VM")?;
             }
             let started = Instant::now();
-            let mut outcome = run_case(&mut vm, case);
-            for f in &mut outcome.fired {
-                f.ordinal = self.ordinal_of(&f.clause, &f.title);
-            }
+            let outcome = run_case(&mut vm, case);
             let mismatches = expect::check(&case.expect, &outcome);
             runs.push(CaseRun {
                 name: case.name.clone(),
@@ -128,24 +125,6 @@ impl Suite {
         Ok(runs)
     }
 
-    /// The 1-based place of the rule (clause, title) among the rules citing its clause.
-    fn ordinal_of(&self, clause: &str, title: &str) -> u32 {
-        let mut n = 0;
-        for r in self
-            .compiled
-            .policy
-            .rules
-            .iter()
-            .filter(|r| r.clause == clause)
-        {
-            n += 1;
-            if r.title == title {
-                return n;
-            }
-        }
-        0
-    }
-
     /// Rule indices a case shows firing, and those it shows not firing. A rule fired only
     /// if the case names it (an exact `fired` list speaks for every enforce-mode rule, an
     /// exact `monitored` list for every monitor-mode one) **and** the artifact's own audit
@@ -155,24 +134,9 @@ impl Suite {
         let policy = &self.compiled.policy;
         let mut fired = Vec::new();
         let mut not_fired = Vec::new();
-        let acted = |clause: &str, title: &str| {
-            outcome
-                .fired
-                .iter()
-                .any(|f| f.clause == clause && f.title == title)
-        };
-        let mut ordinals: Vec<(&str, u32)> = Vec::new();
-        for (i, rule) in policy.rules.iter().enumerate() {
-            let ordinal = match ordinals.iter_mut().find(|(c, _)| *c == rule.clause) {
-                Some((_, n)) => {
-                    *n += 1;
-                    *n
-                }
-                None => {
-                    ordinals.push((&rule.clause, 1));
-                    1
-                }
-            };
+        let acted = |id: &str| outcome.fired.iter().any(|f| f.id == id);
+        for (i, (rule, id)) in policy.rules.iter().zip(policy.rule_ids()).enumerate() {
+            let ordinal = expect::ordinal_of_id(&id);
             let monitor = rule.enforcement == ir::Enforcement::Monitor
                 || policy.enforcement == ir::Enforcement::Monitor;
             let list = if monitor {
@@ -184,7 +148,7 @@ impl Suite {
             let named = list
                 .iter()
                 .any(|r| expect::names(r, &rule.clause, &rule.title, ordinal));
-            match (named, acted(&rule.clause, &rule.title)) {
+            match (named, acted(&id)) {
                 (true, true) => fired.push(i),
                 (false, false) => not_fired.push(i),
                 // Named but silent, or acting unnamed: the case failed; it shows nothing.
@@ -200,7 +164,7 @@ impl Suite {
             let named = list
                 .iter()
                 .any(|r| expect::names(r, clause, KILL_SWITCH_TITLE, 1));
-            match (named, acted(clause, KILL_SWITCH_TITLE)) {
+            match (named, acted(ir::KILL_SWITCH_RULE_ID)) {
                 (true, true) => fired.push(i),
                 (false, false) => not_fired.push(i),
                 _ => {}
@@ -330,10 +294,10 @@ pub fn outcome_of(exchange: &writ_runtime::Exchange) -> Outcome {
             rules
                 .iter()
                 .map(|r| FiredRule {
+                    id: str_of(r, "id"),
                     clause: str_of(r, "clause"),
                     title: str_of(r, "title"),
                     mode: str_of(r, "mode"),
-                    ordinal: 0,
                 })
                 .collect()
         })

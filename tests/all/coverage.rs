@@ -126,7 +126,7 @@ fn a_deleted_test_leaves_its_rule_without_a_firing_test() {
     let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
-        t.contains("rule \"No big requests\"")
+        t.contains("rule GOV-2 \"No big requests\"")
             && t.contains("has no passing test that makes it fire"),
         "{t}"
     );
@@ -157,7 +157,7 @@ fn a_failing_test_proves_nothing() {
     let out = coverage(fixture(POLICY, &tests).path(), &[]);
     let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("rule \"Only approved models\""), "{t}");
+    assert!(t.contains("rule GOV-1 \"Only approved models\""), "{t}");
 }
 
 /// Two rules cite GOV-2 and a response rule cites GOV-1. A case naming the clause `GOV-2`
@@ -188,7 +188,7 @@ manual GOV-3"#,
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("GAP GOV-2"), "{t}");
     assert!(
-        t.contains("\"No streaming of big answers\"")
+        t.contains("rule GOV-2#2 \"No streaming of big answers\"")
             && t.contains("no passing test that makes it fire"),
         "{t}"
     );
@@ -218,7 +218,7 @@ manual GOV-3"#,
     let t = output_text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(
-        t.contains("rule \"Invented addresses are masked\"")
+        t.contains("rule GOV-1#2 \"Invented addresses are masked\"")
             && t.contains("has no passing test that makes it fire"),
         "{t}"
     );

@@ -108,7 +108,12 @@ kill_switch {{
 
 /// A host running the test policy, with `plugin_config` and callout `clusters`.
 fn host(plugin_config: &str, clusters: &[(&str, String)]) -> Host {
-    let compiled = writ_compiler::compile("enforce-test.policy", &policy_source())
+    host_of(&policy_source(), plugin_config, clusters)
+}
+
+/// A host running `source`.
+fn host_of(source: &str, plugin_config: &str, clusters: &[(&str, String)]) -> Host {
+    let compiled = writ_compiler::compile("enforce-test.policy", source)
         .unwrap_or_else(|e| panic!("{}", e.join("\n")));
     let artifact = link::link(ENGINE, &compiled).unwrap();
     let mut config = HostConfig::new(artifact.wasm);
@@ -214,6 +219,57 @@ fn pii_request() -> Value {
             {"role": "user", "content": [{"type": "text", "text": format!("cc {EMAIL}")}]}
         ]
     })
+}
+
+/// Two rules cite AIP-2.2: the audit record names each by its own id (`AIP-2.2`,
+/// `AIP-2.2#2`, as the manifest does), so a test or an auditor can tell which one acted.
+#[test]
+fn audit_records_name_each_rule_of_a_shared_clause_by_its_id() {
+    let source = policy_source().replace(
+        "rule AIP-2.3 ",
+        r#"rule AIP-2.2 "Passport numbers never leave" {
+  on request
+  when prompt has pii(us_passport)
+  then deny 400 "Remove passport numbers."
+}
+
+rule AIP-2.3 "#,
+    );
+    let host = host_of(&source, "", &[]);
+    let mut vm = host.vm().unwrap();
+    let ids = |vm: &mut Vm, prompt: &str| {
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]});
+        let ex = vm.http_request(&chat("t-ids", &body, &[]), |_| {
+            json_reply(&json!({"choices": []}), &[])
+        });
+        let record = audit(&ex);
+        record["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["clause"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let ssn = ids(&mut vm, "my SSN is 123-45-6789");
+    assert!(
+        ssn.contains(&("AIP-2.2".into(), "AIP-2.2".into())),
+        "{ssn:?}"
+    );
+    assert!(!ssn.iter().any(|(id, _)| id == "AIP-2.2#2"), "{ssn:?}");
+    let passport = ids(&mut vm, "my passport number is 912803456");
+    assert!(
+        passport.contains(&("AIP-2.2#2".into(), "AIP-2.2".into())),
+        "{passport:?}"
+    );
+    assert!(
+        !passport.iter().any(|(id, _)| id == "AIP-2.2"),
+        "{passport:?}"
+    );
 }
 
 #[test]

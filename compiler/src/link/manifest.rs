@@ -92,27 +92,13 @@ impl Manifest {
     /// the artifact hash (see [`Manifest::artifact_sha256`]).
     pub fn describe(compiled: &Compiled, engine_sha256: String) -> Manifest {
         let policy = &compiled.policy;
-        let mut seen: Vec<(&str, u32)> = Vec::new();
+        let ids = policy.rule_ids();
         let rules = policy
             .rules
             .iter()
+            .zip(ids)
             .enumerate()
-            .map(|(i, rule)| {
-                let n = match seen.iter_mut().find(|(c, _)| *c == rule.clause) {
-                    Some((_, n)) => {
-                        *n += 1;
-                        *n
-                    }
-                    None => {
-                        seen.push((&rule.clause, 1));
-                        1
-                    }
-                };
-                let id = if n == 1 {
-                    rule.clause.clone()
-                } else {
-                    format!("{}#{n}", rule.clause)
-                };
+            .map(|(i, (rule, id))| {
                 let info = compiled.rule_info.get(i);
                 let enforcement = if policy.enforcement == ir::Enforcement::Monitor {
                     ir::Enforcement::Monitor
