@@ -859,12 +859,14 @@ impl Scanner {
     /// Runs the custom detectors in `wanted`, calling `sink` with each validated match.
     fn scan_custom(&self, text: &str, wanted: &[u16], sink: &mut dyn FnMut(Match) -> bool) {
         for (j, &id) in wanted.iter().enumerate() {
-            if wanted.get(..j).is_some_and(|w| w.contains(&id)) {
-                continue;
-            }
+            // The kind first, then the duplicate check: most wanted ids are built-ins,
+            // and the check is quadratic in the number of wanted ids.
             let Some(Entry::Custom(c)) = self.entries.get(usize::from(id)) else {
                 continue;
             };
+            if wanted.get(..j).is_some_and(|w| w.contains(&id)) {
+                continue;
+            }
             let mut pos = 0usize;
             while pos <= text.len() {
                 // `try_search` rather than `find_iter`: a DFA that may quit (e.g. built
