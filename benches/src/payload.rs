@@ -51,6 +51,23 @@ pub fn chat_request(stream: bool) -> Vec<u8> {
     body.into_bytes()
 }
 
+/// A chat request of just under `bytes` bytes whose user message is distinct e-mail
+/// addresses separated by spaces, one every ~15 bytes (a 1 MiB body carries ~70,000):
+/// the worst case of issue 14 for the tokeniser, which must stay linear in the body.
+pub fn email_dense_request(bytes: usize) -> Vec<u8> {
+    let head = "{\"model\":\"gpt-4o-mini\",\"max_tokens\":64,\"messages\":[{\"role\":\"user\",\"content\":\"";
+    let tail = "\"}]}";
+    let mut body = String::with_capacity(bytes + 32);
+    body.push_str(head);
+    let mut i = 0u32;
+    while body.len() + tail.len() + 16 < bytes {
+        body.push_str(&format!("u{i:x}@ex.org "));
+        i += 1;
+    }
+    body.push_str(tail);
+    body.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

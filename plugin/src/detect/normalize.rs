@@ -367,13 +367,20 @@ pub(crate) fn decoded_runs(text: &str, f: &mut dyn FnMut(usize, usize, &str) -> 
             i = probe + 1;
             continue;
         }
-        let mut start = probe;
-        while start > i && in_run(start - 1) {
-            start -= 1;
-        }
         let mut body_end = probe + 1;
         while in_run(body_end) {
             body_end += 1;
+        }
+        // A long enough run ending at `body_end` covers `body_end - MIN_ENCODED_RUN`: when
+        // that byte is outside the alphabet the run is too short (a word of prose), and
+        // its start need not be searched for.
+        if !in_run(body_end - MIN_ENCODED_RUN) {
+            i = body_end;
+            continue;
+        }
+        let mut start = probe;
+        while start > i && in_run(start - 1) {
+            start -= 1;
         }
         let mut end = body_end;
         while b.get(end) == Some(&b'=') && end - body_end < 2 {

@@ -558,7 +558,8 @@ async fn forward(
             );
         }
     };
-    let (parts, mut incoming) = reply.into_parts();
+    let (parts, incoming) = reply.into_parts();
+    let mut incoming = UpstreamBody::new(incoming);
     let mut resp_headers: Headers = vec![(":status".into(), parts.status.as_u16().to_string())];
     for (k, v) in &parts.headers {
         if HOP_BY_HOP.contains(&k.as_str()) {
@@ -601,7 +602,7 @@ async fn forward(
             let _ = close(&state, &worker, id).await;
             return failed(&state, &rid, &HostError::Stalled("response"));
         }
-        let Ok((chunk, eos)) = next_chunk(&mut incoming).await else {
+        let Ok((chunk, eos)) = incoming.next_chunk().await else {
             return match close(&state, &worker, id).await {
                 Ok(()) => upstream_unavailable(),
                 Err(e) => failed(&state, &rid, &e),
@@ -685,23 +686,85 @@ async fn forward(
         })
 }
 
-/// The next data chunk of the upstream body, and whether it was the last; `Err` when the
-/// provider failed mid-reply (a reset, a close before the declared length, bad chunking),
-/// which must never look like a complete reply to the client.
-async fn next_chunk(incoming: &mut Incoming) -> Result<(Vec<u8>, bool), ()> {
-    loop {
-        match incoming.frame().await {
-            None => return Ok((Vec::new(), true)),
-            Some(Err(e)) => {
-                tracing::warn!("upstream body failed: {e}");
-                return Err(());
+/// Most bytes of upstream frames joined into one guest call.
+const COALESCE_LIMIT: usize = 64 << 10;
+
+/// The upstream reply body, read so that frames which have already arrived together cost
+/// one guest call: a provider streaming fast (or a burst that one socket read delivered)
+/// is fed to the filter as one chunk instead of one call per SSE event. The filter's
+/// output does not depend on how the reply is cut (chunked output equals whole output),
+/// so coalescing changes the cost, never the bytes the client receives.
+struct UpstreamBody {
+    incoming: Incoming,
+    /// The provider failed after the data already returned: reported on the next read, so
+    /// the data that arrived before the failure still goes through the filter first.
+    failed: bool,
+}
+
+impl UpstreamBody {
+    fn new(incoming: Incoming) -> UpstreamBody {
+        UpstreamBody {
+            incoming,
+            failed: false,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    /// The next data of the upstream body, and whether it was the last; `Err` when the
+    /// provider failed mid-reply (a reset, a close before the declared length, bad
+    /// chunking), which must never look like a complete reply to the client. Waits for one
+    /// data frame, then joins every frame already received (up to [`COALESCE_LIMIT`])
+    /// without waiting for more.
+    async fn next_chunk(&mut self) -> Result<(Bytes, bool), ()> {
+        if self.failed {
+            return Err(());
+        }
+        let first = loop {
+            match self.incoming.frame().await {
+                None => return Ok((Bytes::new(), true)),
+                Some(Err(e)) => {
+                    tracing::warn!("upstream body failed: {e}");
+                    return Err(());
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        break data;
+                    }
+                }
             }
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    return Ok((data.to_vec(), incoming.is_end_stream()));
+        };
+        let mut eos = self.incoming.is_end_stream();
+        let mut joined: Option<Vec<u8>> = None;
+        while !eos && joined.as_ref().map_or(first.len(), Vec::len) < COALESCE_LIMIT {
+            let ready =
+                std::future::poll_fn(|cx| match Pin::new(&mut self.incoming).poll_frame(cx) {
+                    Poll::Ready(frame) => Poll::Ready(Some(frame)),
+                    Poll::Pending => Poll::Ready(None),
+                })
+                .await;
+            match ready {
+                // Nothing more has arrived: hand over what we have.
+                None => break,
+                Some(None) => eos = true,
+                Some(Some(Err(e))) => {
+                    tracing::warn!("upstream body failed: {e}");
+                    self.failed = true;
+                    break;
+                }
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        joined
+                            .get_or_insert_with(|| first.to_vec())
+                            .extend_from_slice(&data);
+                    }
+                    eos = self.incoming.is_end_stream();
                 }
             }
         }
+        Ok((joined.map_or(first, Bytes::from), eos))
     }
 }
 
@@ -722,13 +785,13 @@ async fn pump(
     worker: Lane,
     id: StreamId,
     (rid, status): (String, u16),
-    mut incoming: Incoming,
+    mut incoming: UpstreamBody,
     tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
     mut upstream_done: bool,
 ) {
     let mut reported = false;
     while !upstream_done {
-        let Ok((chunk, eos)) = next_chunk(&mut incoming).await else {
+        let Ok((chunk, eos)) = incoming.next_chunk().await else {
             // The client has the headers: abort, so it sees a truncated reply.
             let _ = tx
                 .send(Err(std::io::Error::other(
