@@ -233,7 +233,10 @@ pub fn reply_redactions_fired(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::ir::*;
+    use crate::ir::{
+        Action, CmpOp, Enforcement, Expr, Micros, Operand, Policy, Price, Rule, Scope, Value,
+        Window,
+    };
     use crate::store::MemoryStore;
 
     fn budget_policy(limit: Micros) -> Policy {

@@ -994,3 +994,220 @@ impl<'s> Findings<'s> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::ir::{
+        CmpOp, Detector, DetectorClass, DetectorKind, Enforcement, Oversight, Rule, Value, Workflow,
+    };
+
+    fn rule(clause: &str, condition: Expr, action: Action, monitor: bool) -> Rule {
+        Rule {
+            clause: clause.into(),
+            title: clause.into(),
+            phase: Phase::Request,
+            condition,
+            action,
+            enforcement: if monitor {
+                Enforcement::Monitor
+            } else {
+                Enforcement::Enforce
+            },
+            alert_at_percent: None,
+            line: 1,
+        }
+    }
+
+    fn model_not_in(models: &[&str]) -> Expr {
+        Expr::Not(Box::new(Expr::In {
+            operand: Operand::Field(Field::Model),
+            set: models.iter().map(|m| Value::Str((*m).into())).collect(),
+        }))
+    }
+
+    fn header_eq(name: &str, value: &str) -> Expr {
+        Expr::Compare {
+            left: Operand::Field(Field::Header(name.into())),
+            op: CmpOp::Eq,
+            right: Operand::Const(Value::Str(value.into())),
+        }
+    }
+
+    fn engine() -> Engine {
+        let email = Expr::Has {
+            subject: Text::Prompt,
+            detectors: vec![0],
+        };
+        let deny = Action::Deny {
+            status: 403,
+            message: "no".into(),
+        };
+        Engine::new(Policy {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            source_sha256: "00".into(),
+            currency: "EUR".into(),
+            enforcement: Enforcement::Enforce,
+            workflows: vec![Workflow {
+                name: "support".into(),
+                matcher: header_eq("x-workflow", "support"),
+                oversight: Oversight::Hic { sample_rate: 0.0 },
+                assumed_verification_rate: None,
+                team: Some(ir::Identity {
+                    header: "x-team".into(),
+                    trusted: false,
+                }),
+                user: None,
+                scan_headers: vec!["x-notes".into()],
+                scan_query: true,
+            }],
+            prices: vec![],
+            detectors: vec![Detector {
+                name: "email".into(),
+                class: DetectorClass::Pii,
+                kind: DetectorKind::Builtin("email".into()),
+            }],
+            rules: vec![
+                rule(
+                    "A-1",
+                    Expr::And(vec![model_not_in(&["gpt-4o"]), email.clone()]),
+                    deny.clone(),
+                    false,
+                ),
+                rule("A-2", email, Action::Tokenise { detectors: vec![0] }, false),
+                rule("A-3", header_eq("authorization", "Bearer x"), deny, false),
+                rule(
+                    "A-4",
+                    model_not_in(&["gpt-4o"]),
+                    Action::Deny {
+                        status: 400,
+                        message: "m".into(),
+                    },
+                    true,
+                ),
+            ],
+            kill_switch: None,
+        })
+        .unwrap()
+    }
+
+    fn input(model: &str) -> RequestInput {
+        let body = serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "write to jane@example.com"}],
+            "a@b.example": "key"
+        });
+        RequestInput {
+            method: "POST".into(),
+            path: "/v1/chat/completions?cc=joe@example.com".into(),
+            headers: vec![
+                ("x-workflow".into(), "support".into()),
+                ("x-team".into(), "risk".into()),
+                ("x-notes".into(), "ask bob@example.com".into()),
+                ("authorization".into(), "Bearer sk-very-secret".into()),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: serde_json::to_vec(&body).unwrap(),
+        }
+    }
+
+    #[test]
+    fn names_the_false_conjunct_and_where_detectors_found_what() {
+        let engine = engine();
+        let ex = explain(&engine, &input("gpt-4o"), None, 0, 1 << 20);
+        assert_eq!(ex.outcome, Outcome::Allowed { status: 200 });
+        let a1 = &ex.rules[0];
+        assert_eq!(a1.status, RuleStatus::NotFired);
+        let node = a1.condition.as_ref().unwrap();
+        let deciding = node.deciding();
+        assert_eq!(deciding.len(), 1);
+        assert_eq!(deciding[0].value, Some(false));
+        assert_eq!(deciding[0].operands[0].value, Shown::Str("gpt-4o".into()));
+        assert_eq!(node.children[1].value, None, "short-circuit");
+
+        let a2 = &ex.rules[1];
+        assert_eq!(a2.status, RuleStatus::Fired(Effect::Enforced));
+        let places: Vec<&str> = a2
+            .condition
+            .as_ref()
+            .unwrap()
+            .findings
+            .iter()
+            .map(|f| f.location.as_str())
+            .collect();
+        assert_eq!(
+            places,
+            [
+                "$.<key 2> (the key)",
+                "$.messages[0].content",
+                "header x-notes",
+                "query"
+            ]
+        );
+        assert_eq!(ex.tokenised, ["email"]);
+
+        // A header no workflow names is withheld; the value never appears.
+        let a3 = ex.rules[2].condition.as_ref().unwrap();
+        assert_eq!(a3.operands[0].value, Shown::Withheld);
+        let dump = format!("{ex:?}");
+        for value in [
+            "jane@example.com",
+            "bob@example.com",
+            "joe@example.com",
+            "a@b.example",
+            "sk-very-secret",
+        ] {
+            assert!(!dump.contains(value), "{value} leaked");
+        }
+    }
+
+    #[test]
+    fn deny_overrides_tokenise_and_monitor_rules_would_have() {
+        let engine = engine();
+        let ex = explain(&engine, &input("gpt-3.5"), None, 0, 1 << 20);
+        assert_eq!(
+            ex.outcome,
+            Outcome::Denied {
+                status: 403,
+                rule: 0,
+                phase: Phase::Request
+            }
+        );
+        let effect = |i: usize| ex.fired.iter().find(|f| f.rule == i).map(|f| f.effect);
+        assert_eq!(effect(0), Some(Effect::Enforced));
+        assert_eq!(effect(1), Some(Effect::Overridden));
+        assert_eq!(effect(3), Some(Effect::WouldHave));
+        assert!(ex.tokenised.is_empty());
+        // The explanation's fired rules are the engine's own decision.
+        let decision = engine.evaluate_request(&Request::from_headers(
+            vec![
+                (":method".into(), "POST".into()),
+                (":path".into(), "/v1/chat/completions".into()),
+                ("x-workflow".into(), "support".into()),
+                ("x-notes".into(), "ask bob@example.com".into()),
+            ],
+            serde_json::from_slice(&input("gpt-3.5").body).ok(),
+        ));
+        assert_eq!(ex.request.as_ref().unwrap().verdict, decision.verdict);
+    }
+
+    #[test]
+    fn refused_bodies_and_the_admin_path_run_no_rules() {
+        let engine = engine();
+        let mut bad = input("gpt-4o");
+        bad.body = b"{\"model\":".to_vec();
+        let ex = explain(&engine, &bad, None, 0, 1 << 20);
+        assert!(matches!(
+            ex.outcome,
+            Outcome::Early(Early::Body { status: 400, .. })
+        ));
+        assert!(
+            ex.rules
+                .iter()
+                .all(|r| matches!(r.status, RuleStatus::NotReached(_)))
+        );
+        assert!(ex.fired.is_empty());
+    }
+}
