@@ -322,7 +322,11 @@ fn rule_text(ex: &Explanation<'_>, r: &RuleTrace<'_>, out: &mut String) {
         r.id,
         quote(&r.rule.title),
         phase_str(r.rule.phase),
-        action_text(&r.rule.action, p),
+        match &r.rule.action {
+            // The message is in the policy; the status is what the client sees.
+            ir::Action::Deny { status, .. } => format!("deny {status}"),
+            a => action_text(a, p),
+        },
         status_text(r)
     );
     let Some(node) = &r.condition else { return };
