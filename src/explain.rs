@@ -65,10 +65,10 @@ pub fn to_text(ex: &Explanation<'_>) -> String {
     let _ = writeln!(out, "outcome: {}", outcome_text(ex));
     let mut applied = Vec::new();
     if !ex.tokenised.is_empty() {
-        applied.push(format!("tokenise {}", ex.tokenised.join(", ")));
+        applied.push(format!("tokenise ({})", ex.tokenised.join(", ")));
     }
     if !ex.redacted.is_empty() {
-        applied.push(format!("redact {}", ex.redacted.join(", ")));
+        applied.push(format!("redact ({})", ex.redacted.join(", ")));
     }
     for (k, v) in &ex.tags {
         applied.push(format!("tag {k}={v}"));
@@ -129,7 +129,7 @@ fn phase_str(p: Phase) -> &'static str {
 fn effect_text(e: Effect) -> &'static str {
     match e {
         Effect::Enforced => "enforced",
-        Effect::WouldHave => "would have (monitor)",
+        Effect::WouldHave => "monitor: would have acted",
         Effect::NotEnforcedYet => "not enforced yet",
         Effect::Overridden => "overridden",
     }
@@ -252,7 +252,7 @@ fn precedence<'e>(ex: &'e Explanation<'_>) -> Vec<(&'e Fired, String)> {
         .map(|f| {
             let why = match f.effect {
                 Effect::WouldHave => format!(
-                    "monitor mode: would have applied {}, changed nothing",
+                    "recorded as \"would have applied {}\"; nothing applied",
                     f.action.as_str()
                 ),
                 Effect::NotEnforcedYet => "not carried out by this engine yet".into(),
@@ -360,10 +360,10 @@ fn node_text(ex: &Explanation<'_>, n: &Node<'_>, depth: usize, out: &mut String)
         (None, None) => "not evaluated (short-circuit)".into(),
     };
     let label = match n.expr {
-        ir::Expr::And(_) => "all of:".to_string(),
-        ir::Expr::Or(_) => "any of:".to_string(),
+        ir::Expr::And(_) => "all of".to_string(),
+        ir::Expr::Or(_) => "any of".to_string(),
         ir::Expr::Not(inner) if !matches!(inner.as_ref(), ir::Expr::In { .. }) => {
-            "not:".to_string()
+            "not".to_string()
         }
         e => expr_text(e, p),
     };
