@@ -362,9 +362,7 @@ fn node_text(ex: &Explanation<'_>, n: &Node<'_>, depth: usize, out: &mut String)
     let label = match n.expr {
         ir::Expr::And(_) => "all of".to_string(),
         ir::Expr::Or(_) => "any of".to_string(),
-        ir::Expr::Not(inner) if !matches!(inner.as_ref(), ir::Expr::In { .. }) => {
-            "not".to_string()
-        }
+        ir::Expr::Not(inner) if !matches!(inner.as_ref(), ir::Expr::In { .. }) => "not".to_string(),
         e => expr_text(e, p),
     };
     let _ = writeln!(out, "{pad}{label} → {value}");

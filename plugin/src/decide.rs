@@ -310,4 +310,67 @@ mod tests {
         assert!(out.reservation.is_none());
         assert_eq!(out.decision.fired.len(), 1);
     }
+
+    #[test]
+    fn the_first_deny_in_the_file_answers_across_the_admission() {
+        let model_deny = Rule {
+            clause: "AIP-3.1".into(),
+            title: "models".into(),
+            phase: Phase::Request,
+            condition: Expr::Const(true),
+            action: Action::Deny {
+                status: 403,
+                message: "model".into(),
+            },
+            enforcement: Enforcement::Enforce,
+            alert_at_percent: None,
+            line: 2,
+        };
+        // The budget comes first in the file: its refusal answers, the later deny is
+        // recorded as overridden.
+        let mut p = budget_policy(1);
+        p.rules.push(model_deny.clone());
+        let engine = Engine::new(p).unwrap();
+        let out = request_phase(
+            &engine,
+            &request(),
+            Identity::default(),
+            &MemoryStore::new(),
+            0,
+        );
+        assert!(matches!(
+            out.decision.verdict,
+            Verdict::Deny {
+                rule: 0,
+                status: 429,
+                ..
+            }
+        ));
+        let effects: Vec<_> = out
+            .decision
+            .fired
+            .iter()
+            .map(|f| (f.rule, f.effect))
+            .collect();
+        assert_eq!(
+            effects,
+            [(0, eval::Effect::Enforced), (1, eval::Effect::Overridden)]
+        );
+        // The deny comes first: it answers before the ledgers are asked at all.
+        let mut p = budget_policy(1);
+        p.rules.insert(0, model_deny);
+        let engine = Engine::new(p).unwrap();
+        let store = MemoryStore::new();
+        let out = request_phase(&engine, &request(), Identity::default(), &store, 0);
+        assert!(matches!(
+            out.decision.verdict,
+            Verdict::Deny {
+                rule: 0,
+                status: 403,
+                ..
+            }
+        ));
+        assert!(out.spend.is_none() && out.reservation.is_none());
+        assert!(store.keys().is_empty());
+    }
 }

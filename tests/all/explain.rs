@@ -120,6 +120,18 @@ fn explain_agrees_with_the_artifact_on_every_bundled_case() {
                 }
                 other => panic!("{what}: unknown outcome {other}"),
             }
+            // The per-rule statuses say the same as the fired list.
+            let mut matched: Vec<&str> = ex["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["status"] == "fired")
+                .map(|r| r["id"].as_str().unwrap())
+                .collect();
+            let mut listed: Vec<&str> = fired.iter().map(|(id, _)| id.as_str()).collect();
+            matched.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(matched, listed, "{what}: rule statuses");
             let queue = ex["escalation"]["queue"].as_str().map(str::to_string);
             assert_eq!(queue, o.escalated, "{what}: escalation");
             checked += 1;

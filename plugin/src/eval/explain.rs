@@ -258,6 +258,12 @@ pub fn explain<'p>(
             Err(BodyError::UnsupportedEncoding(
                 encoding.unwrap_or("").to_string(),
             ))
+        } else if req
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|len| len > body_limit)
+        {
+            Err(BodyError::TooLarge { limit: body_limit })
         } else {
             request::parse_body(&input.body, body_limit)
         };
@@ -483,6 +489,14 @@ fn respond<'p>(
     };
     if kind == ReplyKind::Encoded && !response_redact.is_empty() {
         out.fired.clear();
+        for (i, rule) in policy.rules.iter().enumerate() {
+            if rule.phase == Phase::Response
+                && let Some(slot) = rules.get_mut(i)
+            {
+                let why = "the compressed reply was refused before the response rules";
+                *slot = Some(trace(engine, i, RuleStatus::NotReached(why.into()), None));
+            }
+        }
         out.outcome = refused("the reply is compressed and cannot be checked for leaked data");
         return out;
     }
