@@ -65,13 +65,7 @@ pub fn request_phase(
     unix_secs: i64,
 ) -> RequestPhase {
     let policy = &engine.policy;
-    let mut decision = engine.evaluate(
-        request,
-        identity.clone(),
-        &Facts::default(),
-        Phase::Request,
-        None,
-    );
+    let mut decision = engine.evaluate(request, identity, &Facts::default(), Phase::Request, None);
     let mut out = RequestPhase {
         decision: Decision {
             identity: Identity::default(),
@@ -114,6 +108,7 @@ pub fn request_phase(
             output_per_mtok: 0,
             cached_input_per_mtok: None,
         });
+    let identity = &decision.identity;
     let workflow = identity
         .workflow
         .and_then(|i| policy.workflows.get(i))
@@ -194,7 +189,7 @@ pub fn request_phase(
                 };
                 let more = engine.evaluate(
                     request,
-                    identity,
+                    decision.identity.clone(),
                     &facts,
                     Phase::Request,
                     Some(&spend_rules),
