@@ -351,7 +351,8 @@ fn detector_names(ids: &[u16], policy: &ir::Policy) -> String {
         .join(", ")
 }
 
-fn value_text(v: &ir::Value, policy: &ir::Policy) -> String {
+/// A constant printed as the language writes it (money in the policy's currency).
+pub fn value_text(v: &ir::Value, policy: &ir::Policy) -> String {
     match v {
         ir::Value::Bool(b) => b.to_string(),
         ir::Value::Num(n) => n.to_string(),
@@ -360,7 +361,8 @@ fn value_text(v: &ir::Value, policy: &ir::Policy) -> String {
     }
 }
 
-fn operand_text(o: &ir::Operand, policy: &ir::Policy) -> String {
+/// An operand printed as the language writes it.
+pub fn operand_text(o: &ir::Operand, policy: &ir::Policy) -> String {
     match o {
         ir::Operand::Const(v) => value_text(v, policy),
         ir::Operand::Field(f) => match f {

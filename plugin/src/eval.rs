@@ -858,6 +858,11 @@ fn compare(l: &Val<'_>, op: CmpOp, r: &Val<'_>) -> bool {
     }
 }
 
+/// `writ explain`: traces each rule with this module's own evaluation context (native only,
+/// so the engine in the artifact does not carry it).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod explain;
+
 #[cfg(test)]
 #[path = "eval_tests.rs"]
 mod tests;

@@ -64,11 +64,11 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde_json::Value as Json;
 
 use crate::audit::{AuditRecord, Tokens};
-use crate::eval::{self, Decision, Engine, Facts, ReplyView, Transforms, Unsupported, Verdict};
+use crate::eval::{self, Decision, Engine, Facts, ReplyView, Transforms, Verdict};
 use crate::ir::{self, Phase};
 use crate::oversight;
 use crate::request::{self, BodyError, Request};
-use crate::spend::{self, Admission, Reservation, SpendPlan, SseUsage, Usage};
+use crate::spend::{self, Reservation, SseUsage, Usage};
 use crate::stream::{self, ReplyKind, ReplyRewriter};
 use crate::tokenise::{self, Vault};
 use crate::wire::{PluginConfig, Reply};
@@ -99,8 +99,6 @@ struct Shared {
     may_rewrite_request: bool,
     /// Replies may need restoring or redaction, so they must come uncompressed.
     may_rewrite_reply: bool,
-    /// Spend operands exist: requests are admitted against ledgers.
-    uses_spend: bool,
     /// Response rules or the confidence source read the reply body.
     reads_reply_body: bool,
     /// Where `oversight` reads confidence.
@@ -155,7 +153,6 @@ impl Shared {
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
             response_redact,
             response_rules,
-            uses_spend,
             reads_reply_body,
             confidence,
             default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
@@ -878,138 +875,38 @@ impl Http {
     /// The request phase: evaluate, admit spend, transform the body.
     fn decide(&mut self, shared: &Shared, body: Option<(Vec<u8>, usize)>) -> Action {
         let policy = shared.policy();
-        let mut decision = shared.engine.evaluate(
+        self.audit.model_requested = self.request.model().map(str::to_string);
+        let phase = crate::decide::request_phase(
+            &shared.engine,
             &self.request,
             self.identity.clone(),
-            &Facts::default(),
-            Phase::Request,
-            None,
+            &HostStore,
+            (self.now_nanos / 1_000_000_000) as i64,
         );
-        self.audit.model_requested = self.request.model().map(str::to_string);
-
-        // Spend: admit against the ledgers, then decide the rules that read spend. A deny
-        // already decided answers unless a spend rule comes before it in the file (the
-        // first matching deny in file order answers).
-        let spend_rules: Vec<usize> = decision
-            .undecided
-            .iter()
-            .filter(|u| u.reason == Unsupported::Spend)
-            .map(|u| u.rule)
-            .collect();
-        let denied_by = match decision.verdict {
-            Verdict::Deny { rule, .. } => Some(rule),
-            Verdict::Continue => None,
-        };
-        if denied_by.is_some_and(|r| !spend_rules.iter().any(|s| *s < r)) {
-            return self.deny(shared, decision);
-        }
-        if shared.uses_spend {
-            let pre = Transforms::of(policy, &decision);
-            let model = pre
-                .route
-                .clone()
-                .or_else(|| self.request.model().map(str::to_string))
-                .unwrap_or_default();
-            let price = spend::price_for(&policy.prices, &model)
-                .cloned()
-                .or_else(|| spend::conservative_price(&policy.prices))
-                .unwrap_or(ir::Price {
-                    model: "*".into(),
-                    input_per_mtok: 0,
-                    output_per_mtok: 0,
-                    cached_input_per_mtok: None,
-                });
-            let workflow = self.workflow_name(shared);
-            let plan = SpendPlan::for_request(
-                policy,
-                workflow.as_deref(),
-                self.identity.team.as_deref(),
-                self.identity.user.as_deref(),
-                (self.now_nanos / 1_000_000_000) as i64,
+        let decision = phase.decision;
+        if let Some(e) = phase.ledger_error {
+            host::log(
+                LogLevel::Error,
+                &format!("writ: spend ledger unavailable: {e} (failing closed)"),
             );
-            let empty = Json::Object(serde_json::Map::new());
-            let json = self.request.body.as_ref().unwrap_or(&empty);
-            match Reservation::admit(
-                &HostStore,
-                &plan,
-                &price,
-                json,
-                spend::DEFAULT_MAX_COMPLETION_TOKENS,
-            ) {
-                Err(e) => {
-                    host::log(
-                        LogLevel::Error,
-                        &format!("writ: spend ledger unavailable: {e} (failing closed)"),
-                    );
-                    self.audit.outcome = "error".into();
-                    self.audit.add_decision(policy, &decision);
-                    return self.reply(&Reply {
-                        status: 503,
-                        body: crate::wire::error_body(
-                            "the spend ledger is unavailable; try again",
-                            "engine_error",
-                            "spend_unavailable",
-                        ),
-                    });
-                }
-                Ok((Admission::Deny { rule, .. }, _)) => {
-                    let rule = rule.unwrap_or(usize::MAX);
-                    let (status, message, clause) = match policy.rules.get(rule) {
-                        Some(ir::Rule {
-                            action: ir::Action::Deny { status, message },
-                            clause,
-                            ..
-                        }) => (*status, message.clone(), clause.clone()),
-                        _ => (429, "Budget exhausted.".to_string(), "budget".to_string()),
-                    };
-                    decision.undecided.retain(|u| u.rule != rule);
-                    if rule != usize::MAX {
-                        decision.fired.push(eval::fired(policy, rule, false));
-                        decision.fired.sort_by_key(|f| f.rule);
-                    }
-                    let verdict = Verdict::Deny {
-                        status,
-                        message,
-                        clause,
-                        rule,
-                    };
-                    match denied_by {
-                        // An earlier rule's deny still answers; the budget is recorded.
-                        Some(r) if r < rule => {
-                            if let Some(f) = decision.fired.iter_mut().find(|f| f.rule == rule) {
-                                f.effect = eval::Effect::Overridden;
-                            }
-                        }
-                        _ => decision.deny_with(verdict),
-                    }
-                    return self.deny(shared, decision);
-                }
-                Ok((Admission::Admit { totals }, held)) => {
-                    if let Some(held) = held {
-                        shared.count(host::GAUGE, "writ_reservations_in_flight", 1);
-                        self.reservation = Some(held);
-                    }
-                    if !spend_rules.is_empty() {
-                        let lookup = |s: ir::Scope, w: ir::Window| plan.total_for(s, w, &totals);
-                        let facts = Facts {
-                            spend: Some(&lookup),
-                            reply: None,
-                        };
-                        let more = shared.engine.evaluate(
-                            &self.request,
-                            self.identity.clone(),
-                            &facts,
-                            Phase::Request,
-                            Some(&spend_rules),
-                        );
-                        decision.merge(more);
-                    }
-                }
-            }
-            if let Verdict::Deny { .. } = decision.verdict {
-                self.release();
-                return self.deny(shared, decision);
-            }
+            self.audit.outcome = "error".into();
+            self.audit.add_decision(policy, &decision);
+            return self.reply(&Reply {
+                status: 503,
+                body: crate::wire::error_body(
+                    "the spend ledger is unavailable; try again",
+                    "engine_error",
+                    "spend_unavailable",
+                ),
+            });
+        }
+        if let Some(held) = phase.reservation {
+            shared.count(host::GAUGE, "writ_reservations_in_flight", 1);
+            self.reservation = Some(held);
+        }
+        if let Verdict::Deny { .. } = decision.verdict {
+            self.release();
+            return self.deny(shared, decision);
         }
         self.log_would_have(shared, &decision);
 
@@ -1515,19 +1412,7 @@ impl Http {
                     self.audit.add_pii(name, *n);
                 }
             }
-            let fired: Vec<eval::Fired> = policy
-                .rules
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| eval::is_streamed_redaction(r))
-                .filter(|(_, r)| match &r.action {
-                    ir::Action::Redact { detectors } => detectors
-                        .iter()
-                        .any(|d| redacted.get(d).is_some_and(|n| *n > 0)),
-                    _ => false,
-                })
-                .map(|(i, _)| eval::fired(policy, i, eval::is_monitor(policy, i)))
-                .collect();
+            let fired = crate::decide::reply_redactions_fired(policy, &redacted);
             self.audit.add_fired(&fired);
         }
         if self.audit.event.is_empty() {

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod audit_chain;
+pub mod decide;
 pub mod detect;
 pub mod eval;
 /// Fuzz targets and their smoke runs (tests and the `fuzzing` feature only; see `docs/fuzzing.md`).

@@ -9,6 +9,7 @@ pub mod check;
 pub mod coverage;
 pub mod diff;
 pub mod envoy;
+pub mod explain;
 pub mod fmt;
 pub mod init;
 pub mod inspect;
@@ -96,6 +97,11 @@ pub enum Command {
         after_help = "Examples:\n  writ run out/support-assistant-1.0.0.wasm --request req.json\n  writ run out/support-assistant-1.0.0.wasm --request req.json --reply reply.json"
     )]
     Run(run::RunArgs),
+    /// Explain which rules match one request and why, and what precedence decided it.
+    #[command(
+        after_help = "Examples:\n  writ explain out/support-assistant-1.0.0.wasm --request req.json\n  writ explain out/support-assistant-1.0.0.wasm --request req.json --reply reply.json\n  writ explain out/support-assistant-1.0.0.wasm --request req.json --format json > why.json"
+    )]
+    Explain(explain::ExplainArgs),
     /// Serve an OpenAI-compatible gateway that enforces an artifact, without Envoy.
     #[command(
         after_help = "Examples:\n  writ serve --policy out/support-assistant-1.0.0.wasm --upstream https://api.openai.com --audit-log audit.jsonl\n  writ serve --policy support-assistant.policy --upstream http://127.0.0.1:8000 --trust writ.pub"
@@ -119,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Run(args) => run::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Serve(args) => serve::run(args),
     }
 }

@@ -86,7 +86,7 @@ pub fn cache_dir(explicit: Option<&PathBuf>, disabled: bool) -> Option<PathBuf> 
         .or_else(|| env("HOME").map(|d| d.join(".cache").join("writ")))
 }
 
-fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
+pub(super) fn read_json(path: &PathBuf) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
@@ -141,7 +141,7 @@ fn body_chunks(v: &Value) -> anyhow::Result<Vec<Vec<u8>>> {
     })
 }
 
-fn request_spec(v: &Value) -> anyhow::Result<RequestSpec> {
+pub(super) fn request_spec(v: &Value) -> anyhow::Result<RequestSpec> {
     let text = |key: &str, default: &str| {
         v.get(key)
             .and_then(Value::as_str)
@@ -167,7 +167,7 @@ fn request_spec(v: &Value) -> anyhow::Result<RequestSpec> {
     })
 }
 
-fn upstream_reply(v: &Value) -> anyhow::Result<UpstreamReply> {
+pub(super) fn upstream_reply(v: &Value) -> anyhow::Result<UpstreamReply> {
     let status = v.get("status").and_then(Value::as_u64).unwrap_or(200);
     let Ok(status) = u16::try_from(status) else {
         bail!("`status` must be an HTTP status code");

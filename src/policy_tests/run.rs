@@ -216,6 +216,15 @@ impl CaseRun {
 
 /// Sends one case through the VM and gathers everything observable.
 fn run_case(vm: &mut writ_runtime::Vm, case: &Case) -> Outcome {
+    let spec = case_request(case);
+    let reply = case.reply.clone().unwrap_or_else(Reply::default_chat);
+    let exchange = vm.http_request(&spec, |_| upstream_reply(&reply));
+    outcome_of(&exchange)
+}
+
+/// The request a case sends, as the host receives it: lower-case header names, a JSON
+/// content type for a body, and a stable `x-request-id` unless the case sets one.
+pub fn case_request(case: &Case) -> writ_runtime::RequestSpec {
     let mut headers: Vec<(String, String)> = case
         .request
         .headers
@@ -235,9 +244,7 @@ fn run_case(vm: &mut writ_runtime::Vm, case: &Case) -> Outcome {
     let mut spec =
         writ_runtime::RequestSpec::new(&case.request.method, &case.request.path, &[], &body);
     spec.headers = headers;
-    let reply = case.reply.clone().unwrap_or_else(Reply::default_chat);
-    let exchange = vm.http_request(&spec, |_| upstream_reply(&reply));
-    outcome_of(&exchange)
+    spec
 }
 
 /// A stable per-case request id, so audit records of two runs line up.
@@ -247,7 +254,8 @@ fn fnv(s: &str) -> u32 {
     })
 }
 
-fn upstream_reply(reply: &Reply) -> writ_runtime::UpstreamReply {
+/// The upstream's answer to a case, as the host delivers it (one chunk per SSE event).
+pub fn upstream_reply(reply: &Reply) -> writ_runtime::UpstreamReply {
     let mut headers: Vec<(String, String)> = reply
         .headers
         .iter()

@@ -11,6 +11,7 @@ mod coverage;
 mod enforcement;
 mod envoy;
 mod envoy_audit;
+mod explain;
 mod families;
 mod fuzz_agree;
 mod hostile;
