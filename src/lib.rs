@@ -6,5 +6,7 @@ pub mod coverage;
 pub mod diff;
 pub mod engine;
 pub mod identity;
+pub mod oci;
 pub mod policy_tests;
 pub mod trust;
+pub mod wasm_plugin;
