@@ -147,6 +147,7 @@ fn plugin_config(
     };
     for spec in &args.clusters {
         let (name, host, port) = parse_cluster(spec)?;
+        let mut used = false;
         for target in config.values_mut() {
             if let Some(t) = target.as_object_mut()
                 && t.get("cluster").and_then(Value::as_str) == Some(name)
@@ -156,7 +157,13 @@ fn plugin_config(
                     wasm_plugin::istio_cluster(host, port).into(),
                 );
                 t.entry("authority").or_insert_with(|| host.into());
+                used = true;
             }
+        }
+        if !used {
+            eprintln!(
+                "warning: --cluster {spec}: no callout in the plugin configuration (--config) names cluster `{name}`"
+            );
         }
     }
     if let Some(addr) = &args.audit_sink {

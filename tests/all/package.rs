@@ -179,6 +179,8 @@ fn packaging_twice_gives_identical_bytes() {
         first.contains("# The policy trusts x-jwt-team, x-jwt-sub:"),
         "{first}"
     );
+    // A second apart, so a timestamp of second resolution would show.
+    std::thread::sleep(Duration::from_millis(1100));
     let second = package(d, &artifact, "b", &[]);
     let a = tree(&d.join("a"));
     assert_eq!(
