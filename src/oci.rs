@@ -50,7 +50,9 @@ pub const VARIANT_ANNOTATION: &str = "module.wasm.image/variant";
 /// A content-addressed blob of the layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
+    /// The media type its descriptor gives it.
     pub media_type: &'static str,
+    /// The blob's content, as written to the layout.
     pub bytes: Vec<u8>,
     /// sha256 (hex) of `bytes`: the blob's file name under `blobs/sha256/`.
     pub sha256: String,
@@ -80,10 +82,13 @@ impl Blob {
 /// `index.json` that names the manifest by the policy version.
 #[derive(Debug, Clone)]
 pub struct WasmImage {
+    /// The one layer: a gzipped tar holding the artifact as [`WASM_FILE`].
     pub layer: Blob,
+    /// The image config: target, the layer's uncompressed digest, writ's manifest label.
     pub config: Blob,
     /// The image manifest. Its sha256 is what Istio compares a WasmPlugin's `sha256` with.
     pub manifest: Blob,
+    /// `index.json`: the manifest's descriptor, tagged [`WasmImage::ref_name`].
     pub index: Vec<u8>,
     /// sha256 (hex) of the artifact.
     pub artifact_sha256: String,

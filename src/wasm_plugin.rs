@@ -77,6 +77,7 @@ impl PullPolicy {
 pub struct WasmPlugin {
     /// `metadata.name`, a DNS-1123 label.
     pub name: String,
+    /// `metadata.namespace`; none leaves it to `kubectl apply -n`.
     pub namespace: Option<String>,
     /// `selector.matchLabels`; none selects every workload of the namespace.
     pub selector: Vec<(String, String)>,
@@ -84,13 +85,19 @@ pub struct WasmPlugin {
     pub image: String,
     /// sha256 (hex) of the image manifest.
     pub manifest_sha256: String,
+    /// `imagePullPolicy`.
     pub pull_policy: PullPolicy,
+    /// `failStrategy`.
     pub fail_strategy: FailStrategy,
+    /// `pluginConfig`: the engine's deployment settings (`writ_plugin::wire::PluginConfig`).
     pub plugin_config: Map<String, Value>,
-    /// For the header comment: policy name and version, artifact and layer sha256.
+    /// The policy name, for the header comment.
     pub policy: String,
+    /// The policy version, for the header comment.
     pub version: String,
+    /// sha256 (hex) of the artifact, for the header comment.
     pub artifact_sha256: String,
+    /// sha256 (hex) of the image layer, for the header comment.
     pub layer_sha256: String,
     /// The tag of the manifest in the OCI layout (`skopeo copy oci:DIR:TAG`).
     pub layout_ref: String,
