@@ -7,5 +7,7 @@ pub mod diff;
 pub mod engine;
 pub mod explain;
 pub mod identity;
+pub mod oci;
 pub mod policy_tests;
 pub mod trust;
+pub mod wasm_plugin;

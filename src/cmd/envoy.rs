@@ -79,7 +79,8 @@ pub struct EnvoyArgs {
 /// The cluster `--audit-sink` adds.
 const AUDIT_SINK_CLUSTER: &str = "writ_audit_sink";
 
-fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
+/// Parses `--failure-policy` (`writ envoy` and `writ package`): fail-open is refused.
+pub(crate) fn parse_failure(s: &str) -> Result<FailurePolicy, String> {
     match s {
         "closed" => Ok(FailurePolicy::Closed),
         "reload" => Ok(FailurePolicy::Reload),
@@ -130,19 +131,13 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
         config.add_cluster(spec)?;
     }
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        match serde_json::from_str(&text) {
-            Ok(serde_json::Value::Object(map)) => config.plugin_config = map,
-            _ => anyhow::bail!("{} must hold a JSON object", path.display()),
-        }
+        config.plugin_config = read_plugin_config(path)?;
     }
     if let Some(addr) = &args.audit_sink {
         config.add_cluster(&format!("{AUDIT_SINK_CLUSTER}={addr}"))?;
-        config.plugin_config.insert(
-            "audit_sink".into(),
-            serde_json::json!({"cluster": AUDIT_SINK_CLUSTER, "path": "/records", "timeout_ms": 5000}),
-        );
+        config
+            .plugin_config
+            .insert("audit_sink".into(), audit_sink_target(AUDIT_SINK_CLUSTER));
     }
     config.failure_policy = args.failure_policy;
     config.upstream_ca = args.upstream_ca.clone();
@@ -154,6 +149,24 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     identity(&args, &mut config)?;
     print!("{}", config.to_yaml());
     Ok(())
+}
+
+/// Reads a `--config` file (`writ envoy` and `writ package`): a JSON object.
+pub(crate) fn read_plugin_config(
+    path: &std::path::Path,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => anyhow::bail!("{} must hold a JSON object", path.display()),
+    }
+}
+
+/// The plugin configuration's `audit_sink` for a `writ audit sink` reached through
+/// `cluster`: records are posted to `/records`, and the answer waits at most 5 s.
+pub(crate) fn audit_sink_target(cluster: &str) -> serde_json::Value {
+    serde_json::json!({"cluster": cluster, "path": "/records", "timeout_ms": 5000})
 }
 
 /// Trusted headers are always stripped; with `--jwt-issuer`, `jwt_authn` sets them.

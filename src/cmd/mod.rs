@@ -14,6 +14,7 @@ pub mod fmt;
 pub mod init;
 pub mod inspect;
 pub mod keygen;
+pub mod package;
 pub mod run;
 pub mod serve;
 pub mod test;
@@ -82,6 +83,11 @@ pub enum Command {
         after_help = "Examples:\n  writ envoy out/support-assistant-1.0.0.wasm --upstream https://api.openai.com > envoy.yaml\n  writ envoy out/a.wasm --upstream https://api.openai.com --trust writ.pub \\\n    --jwt-issuer https://id.example.com --jwt-audience writ --jwks https://id.example.com/jwks.json\n  envoy -c envoy.yaml"
     )]
     Envoy(envoy::EnvoyArgs),
+    /// Package an artifact as an OCI image for Istio and print the WasmPlugin that runs it.
+    #[command(
+        after_help = "Examples:\n  writ package out/support-assistant-1.0.0.wasm --oci out/oci > wasmplugin.yaml\n  writ package out/support-assistant-1.0.0.wasm --oci out/oci --trust writ.pub \\\n    --image registry.example.com/ai/support-assistant:1.0.0 --namespace llm --selector app=llm-gateway \\\n    --audit-sink writ-audit-sink.writ.svc.cluster.local:9902 > wasmplugin.yaml\n  skopeo copy --preserve-digests oci:out/oci:1.0.0 docker://registry.example.com/ai/support-assistant:1.0.0\n  kubectl apply -f wasmplugin.yaml"
+    )]
+    Package(package::PackageArgs),
     /// Make an ed25519 key pair that signs artifacts (`build --sign`).
     #[command(
         after_help = "Examples:\n  writ keygen                      # writ.key and writ.pub here\n  writ keygen --out keys/release"
@@ -122,6 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Coverage(args) => coverage::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Envoy(args) => envoy::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Package(args) => package::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Run(args) => run::run(args),

@@ -17,6 +17,7 @@ mod fuzz_agree;
 mod hostile;
 mod identity;
 mod init;
+mod package;
 mod pii_carriers_e2e;
 mod pii_e2e;
 mod policy_suite;

@@ -25,7 +25,7 @@ use crate::support::{output_text, writ_envoy, writ_in};
 
 /// A signed build of the e2e policy: (temp dir, signed artifact, public key, the unsigned
 /// artifact of the same policy).
-fn signed_e2e() -> (TempDir, PathBuf, PathBuf, PathBuf) {
+pub(crate) fn signed_e2e() -> (TempDir, PathBuf, PathBuf, PathBuf) {
     let dir = TempDir::new("signing");
     let unsigned = build_e2e_policy(dir.path());
     let keygen = writ_in(dir.path(), &["keygen", "--out", "ci"]);

@@ -20,6 +20,7 @@ pub mod http;
 pub mod jwt;
 pub mod process;
 pub mod serve;
+pub mod skopeo;
 pub mod tempdir;
 pub mod upstream;
 
