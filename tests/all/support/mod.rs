@@ -10,6 +10,7 @@
 
 pub mod cases;
 pub mod envoy;
+pub mod exposition;
 /// The generator behind `writ envoy`, compiled in so the harness can configure Envoy for
 /// guests that are not writ artifacts.
 #[path = "../../../src/envoy_config.rs"]
