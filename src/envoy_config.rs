@@ -23,6 +23,9 @@
 //!   `docs/security.md` for the ordering and why Envoy itself refuses bad tokens.
 //! - A TLS upstream's certificate is verified against a CA bundle and must name the host:
 //!   Envoy's default would accept any certificate, sending prompts to whoever answers.
+//! - `stats_config.stats_tags`: writ's metrics carry their labels in the stat name; one regex
+//!   per label turns them into tags, so `/stats/prometheus` prints real labels
+//!   (`docs/metrics.md`).
 //!
 //! The artifact's sha256 is read from the file itself and recorded both in a comment and in
 //! the node metadata (visible at the admin `/server_info`), so an operator can tell which

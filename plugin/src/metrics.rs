@@ -97,7 +97,7 @@ pub const VERIFICATION_ASSUMED: Family = Family {
     name: "writ_verification_assumed_ppm",
     kind: Kind::Gauge,
     labels: &["workflow"],
-    help: "Verification rate the paper policy assumes for the workflow, in parts per million.",
+    help: "Verification rate the paper policy assumes for the workflow (its upper bound), in parts per million.",
 };
 /// 1 while a workflow is stopped by the kill switch.
 pub const KILL_SWITCH: Family = Family {
@@ -113,12 +113,12 @@ pub const BUDGET_ALERTS: Family = Family {
     labels: &["clause", "scope", "window"],
     help: "Budget alerts raised: settled spend crossed a rule's `alert at` threshold, by clause, scope and window.",
 };
-/// Drift alerts raised (verification rate below the assumed one).
+/// Drift alerts raised (verification rate above the assumed one).
 pub const DRIFT_ALERTS: Family = Family {
     name: "writ_drift_alerts_total",
     kind: Kind::Counter,
     labels: &["workflow"],
-    help: "Drift alerts raised: the measured verification rate fell below the assumed one, by workflow.",
+    help: "Drift alerts raised: the measured verification rate rose above the assumed one, by workflow.",
 };
 /// Requests carrying each cost-attribution tag.
 pub const TAGS: Family = Family {
@@ -210,7 +210,9 @@ pub fn stat_name<K: AsRef<str>, V: AsRef<str>>(family: &str, labels: &[(K, V)]) 
 /// [`spend::budgets`] never produces).
 pub fn budget_alert_name(policy: &Policy, alert: &spend::Alert) -> Option<String> {
     let rule = alert.rule?;
-    let budget = spend::budgets(policy).into_iter().find(|b| b.rule == rule)?;
+    let budget = spend::budgets(policy)
+        .into_iter()
+        .find(|b| b.rule == rule)?;
     let clause = policy.rules.get(rule)?.clause.as_str();
     let labels = [
         ("clause", clause),
@@ -312,7 +314,12 @@ fn admitted_key(label: &str) -> String {
 /// The value label `label` gets for `value`: [`NONE`] when absent; the value itself when
 /// it is among the first `max` distinct values seen by any worker (admitted in shared
 /// data, CAS); else [`OTHER`], also when the store is contended or corrupt.
-pub fn bounded_label(store: &dyn SharedStore, label: &str, max: u32, value: Option<&str>) -> String {
+pub fn bounded_label(
+    store: &dyn SharedStore,
+    label: &str,
+    max: u32,
+    value: Option<&str>,
+) -> String {
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         return NONE.into();
     };
@@ -406,7 +413,11 @@ pub fn startup_series(
         } else {
             "enforce"
         };
-        let labels = [("clause", r.clause.as_str()), ("action", action), ("mode", mode)];
+        let labels = [
+            ("clause", r.clause.as_str()),
+            ("action", action),
+            ("mode", mode),
+        ];
         add(Kind::Counter, stat_name(DECISIONS.name, &labels), None);
         if let ir::Action::Tag { key, value } = &r.action {
             let labels = [("key", key.as_str()), ("value", value.as_str())];
@@ -507,7 +518,11 @@ mod tests {
     fn stat_names_round_trip_and_values_cannot_forge_labels() {
         let name = stat_name(
             DECISIONS.name,
-            &[("clause", "AIP-1.2"), ("action", "deny;mode=x"), ("mode", "")],
+            &[
+                ("clause", "AIP-1.2"),
+                ("action", "deny;mode=x"),
+                ("mode", ""),
+            ],
         );
         assert_eq!(
             name,
@@ -517,7 +532,11 @@ mod tests {
         assert_eq!(family, "writ_decisions_total");
         assert_eq!(
             labels,
-            [("clause", "AIP-1.2"), ("action", "deny_mode=x"), ("mode", "_")]
+            [
+                ("clause", "AIP-1.2"),
+                ("action", "deny_mode=x"),
+                ("mode", "_")
+            ]
         );
         assert_eq!(parse_stat_name("plain"), Some(("plain", vec![])));
         assert_eq!(parse_stat_name("x;novalue"), None);
@@ -533,7 +552,11 @@ mod tests {
             "wasmcustom.{}",
             stat_name(
                 DECISIONS.name,
-                &[("clause", "A-1.2=x"), ("action", "deny"), ("mode", "enforce")]
+                &[
+                    ("clause", "A-1.2=x"),
+                    ("action", "deny"),
+                    ("mode", "enforce")
+                ]
             )
         );
         let re = envoy_tag_regex("clause");
@@ -542,7 +565,9 @@ mod tests {
         // What Envoy cuts (group 1): from `;clause=` up to the next `;`, which only a
         // label boundary can hold (the real extraction is checked in `tests/all/metrics.rs`).
         let start = stat.find(";clause=").unwrap();
-        let end = stat[start + 1..].find(';').map_or(stat.len(), |e| start + 1 + e);
+        let end = stat[start + 1..]
+            .find(';')
+            .map_or(stat.len(), |e| start + 1 + e);
         assert_eq!(&stat[start..end], ";clause=A-1.2=x");
     }
 
@@ -568,11 +593,20 @@ mod tests {
         let mut p = Vec::new();
         let v = serde_json::json!({"team_label": {"max": 50}, "user_label": {"max": 0}});
         let l = IdentityLabels::parse(Some(&v), &mut p);
-        assert_eq!(l, IdentityLabels { team: Some(50), user: None });
+        assert_eq!(
+            l,
+            IdentityLabels {
+                team: Some(50),
+                user: None
+            }
+        );
         assert_eq!(p.len(), 1, "{p:?}");
         let v = serde_json::json!({"team_label": {"max": 100000}});
         assert_eq!(IdentityLabels::parse(Some(&v), &mut p).team, None);
-        assert_eq!(IdentityLabels::parse(None, &mut p), IdentityLabels::default());
+        assert_eq!(
+            IdentityLabels::parse(None, &mut p),
+            IdentityLabels::default()
+        );
         assert_eq!(
             IdentityLabels::parse(Some(&serde_json::json!(3)), &mut p),
             IdentityLabels::default()

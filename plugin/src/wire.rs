@@ -151,7 +151,8 @@ pub struct CalloutTarget {
 ///
 /// ```json
 /// {"artifact_sha256": "…", "review_queue": {"cluster": "reviews", "path": "/reviews",
-///  "authority": "reviews.internal"}, "alert_sink": {"cluster": "alerts"}, "body_limit": 1048576}
+///  "authority": "reviews.internal"}, "alert_sink": {"cluster": "alerts"}, "body_limit": 1048576,
+///  "metrics": {"team_label": {"max": 50}}}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {

@@ -86,8 +86,13 @@ fn label_set(labels: &[(String, String)], extra: Option<(&str, &str)>) -> String
 /// families it knows (by family name), others get a generic one.
 pub fn render(metrics: &[MetricValue], help: &BTreeMap<String, String>) -> String {
     // family → (kind of its first series, series sorted by label text)
-    let mut families: BTreeMap<String, (MetricKind, Vec<(String, &MetricValue, Vec<(String, String)>)>)> =
-        BTreeMap::new();
+    let mut families: BTreeMap<
+        String,
+        (
+            MetricKind,
+            Vec<(String, &MetricValue, Vec<(String, String)>)>,
+        ),
+    > = BTreeMap::new();
     for m in metrics {
         let (family, labels) = split_name(&m.name);
         let key = label_set(&labels, None);
@@ -156,8 +161,16 @@ mod tests {
     #[test]
     fn labels_in_names_become_prometheus_labels() {
         let metrics = [
-            value("x_total;clause=AIP-1.2;mode=enforce", MetricKind::Counter, 2),
-            value("x_total;clause=A=\"b\";mode=monitor", MetricKind::Counter, 0),
+            value(
+                "x_total;clause=AIP-1.2;mode=enforce",
+                MetricKind::Counter,
+                2,
+            ),
+            value(
+                "x_total;clause=A=\"b\";mode=monitor",
+                MetricKind::Counter,
+                0,
+            ),
             value("plain.name-1", MetricKind::Gauge, 7),
             value("bad;label", MetricKind::Gauge, 1),
         ];

@@ -494,7 +494,10 @@ fn budgets_settle_from_usage_alert_once_and_then_deny() {
         Some(1)
     );
     assert_eq!(
-        metric(&ex, "writ_spend_micros_total;workflow=support;team=t-budget"),
+        metric(
+            &ex,
+            "writ_spend_micros_total;workflow=support;team=t-budget"
+        ),
         Some(12_002)
     );
     assert_eq!(metric(&ex, "writ_reservations_in_flight"), Some(0));

@@ -231,21 +231,51 @@ fn labelled_series_exist_from_start_and_agree_between_envoy_and_writ_serve() {
         // The values moved as the requests say.
         let v = |spec: &str| s.after.value(spec);
         for (spec, want) in [
-            ("writ_decisions_total;clause=AIP-3.1;action=deny;mode=enforce", 1.0),
-            ("writ_requests_total;workflow=support;outcome=denied;team=t1", 1.0),
-            ("writ_requests_total;workflow=support;outcome=allowed;team=t1", 1.0),
-            ("writ_requests_total;workflow=support;outcome=allowed;team=t2", 1.0),
+            (
+                "writ_decisions_total;clause=AIP-3.1;action=deny;mode=enforce",
+                1.0,
+            ),
+            (
+                "writ_requests_total;workflow=support;outcome=denied;team=t1",
+                1.0,
+            ),
+            (
+                "writ_requests_total;workflow=support;outcome=allowed;team=t1",
+                1.0,
+            ),
+            (
+                "writ_requests_total;workflow=support;outcome=allowed;team=t2",
+                1.0,
+            ),
             // The third team is past the cap of two.
-            ("writ_requests_total;workflow=support;outcome=allowed;team=other", 1.0),
-            ("writ_requests_total;workflow=support;outcome=admin;team=none", 1.0),
-            ("writ_spend_micros_total;workflow=support;team=t2", COST_MICROS),
-            ("writ_spend_micros_total;workflow=support;team=other", COST_MICROS),
-            ("writ_tags_total;key=cost-center;value=customer-support", 3.0),
+            (
+                "writ_requests_total;workflow=support;outcome=allowed;team=other",
+                1.0,
+            ),
+            (
+                "writ_requests_total;workflow=support;outcome=admin;team=none",
+                1.0,
+            ),
+            (
+                "writ_spend_micros_total;workflow=support;team=t2",
+                COST_MICROS,
+            ),
+            (
+                "writ_spend_micros_total;workflow=support;team=other",
+                COST_MICROS,
+            ),
+            (
+                "writ_tags_total;key=cost-center;value=customer-support",
+                3.0,
+            ),
             ("writ_kill_switch_stopped;workflow=support", 1.0),
             ("writ_kill_switch_stopped;workflow=none", 0.0),
             ("writ_reservations_in_flight", 0.0),
             // A deny fired no other rule.
-            ("writ_decisions_total;clause=AIP-2.4;action=deny;mode=monitor", 0.0),
+            (
+                "writ_decisions_total;clause=AIP-2.4;action=deny;mode=monitor",
+                0.0,
+            ),
         ] {
             assert_eq!(v(spec), Some(want), "[{kind:?}] {spec}");
         }

@@ -58,7 +58,10 @@ impl Exposition {
             .samples
             .iter()
             .filter(|s| s.name == family)
-            .filter(|s| want.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|s| {
+                want.iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|s| s.value)
             .collect();
         (!matching.is_empty()).then(|| matching.iter().sum())
@@ -175,7 +178,8 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         let mut fields = rest.split_whitespace();
         let value = number(fields.next().ok_or_else(|| at("no value".into()))?).map_err(at)?;
         if let Some(ts) = fields.next() {
-            ts.parse::<i64>().map_err(|_| at(format!("bad timestamp `{ts}`")))?;
+            ts.parse::<i64>()
+                .map_err(|_| at(format!("bad timestamp `{ts}`")))?;
         }
         if fields.next().is_some() {
             return Err(at("trailing text".into()));

@@ -10,11 +10,11 @@
 
 pub mod cases;
 pub mod envoy;
-pub mod exposition;
 /// The generator behind `writ envoy`, compiled in so the harness can configure Envoy for
 /// guests that are not writ artifacts.
 #[path = "../../../src/envoy_config.rs"]
 pub mod envoy_config;
+pub mod exposition;
 pub mod guests;
 pub mod hosts;
 pub mod http;
