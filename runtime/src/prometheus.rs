@@ -82,29 +82,33 @@ fn label_set(labels: &[(String, String)], extra: Option<(&str, &str)>) -> String
     }
 }
 
+/// One series of a family: its rendered label set (also its sort key), value and labels.
+struct Series<'m> {
+    set: String,
+    metric: &'m MetricValue,
+    labels: Vec<(String, String)>,
+}
+
 /// Renders metrics in the Prometheus text format; `help` gives the `# HELP` text of the
 /// families it knows (by family name), others get a generic one.
 pub fn render(metrics: &[MetricValue], help: &BTreeMap<String, String>) -> String {
-    // family → (kind of its first series, series sorted by label text)
-    let mut families: BTreeMap<
-        String,
-        (
-            MetricKind,
-            Vec<(String, &MetricValue, Vec<(String, String)>)>,
-        ),
-    > = BTreeMap::new();
+    // family → (kind of its first series, its series)
+    let mut families: BTreeMap<String, (MetricKind, Vec<Series<'_>>)> = BTreeMap::new();
     for m in metrics {
         let (family, labels) = split_name(&m.name);
-        let key = label_set(&labels, None);
         families
             .entry(family)
             .or_insert_with(|| (m.kind, Vec::new()))
             .1
-            .push((key, m, labels));
+            .push(Series {
+                set: label_set(&labels, None),
+                metric: m,
+                labels,
+            });
     }
     let mut out = String::new();
     for (name, (kind, mut series)) in families {
-        series.sort_by(|a, b| a.0.cmp(&b.0));
+        series.sort_by(|a, b| a.set.cmp(&b.set));
         let text = help.get(&name).map_or(DEFAULT_HELP, String::as_str);
         let type_word = match kind {
             MetricKind::Counter => "counter",
@@ -113,7 +117,12 @@ pub fn render(metrics: &[MetricValue], help: &BTreeMap<String, String>) -> Strin
         };
         let _ = writeln!(out, "# HELP {name} {}", text.replace('\n', " "));
         let _ = writeln!(out, "# TYPE {name} {type_word}");
-        for (set, m, labels) in series {
+        for Series {
+            set,
+            metric: m,
+            labels,
+        } in series
+        {
             // A series whose kind differs from its family's cannot be typed; it is left out.
             if m.kind != kind {
                 continue;
