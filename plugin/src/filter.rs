@@ -436,9 +436,7 @@ impl Http {
             sealed_lines: Vec::new(),
         }
     }
-}
 
-impl Http {
     /// The `team`/`user` labels the configuration turns on, each bounded by its cap across
     /// workers ([`metrics::bounded_label`]); decided once per request.
     fn identity_labels(&mut self) -> Vec<(&'static str, String)> {

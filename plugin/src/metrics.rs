@@ -588,6 +588,127 @@ mod tests {
         assert_eq!(bounded_label(&store, "user", 1, Some("v")), OTHER);
     }
 
+    fn policy() -> Policy {
+        use crate::ir::*;
+        let rule = |clause: &str, action: Action, enforcement: Enforcement| Rule {
+            clause: clause.into(),
+            title: String::new(),
+            phase: Phase::Request,
+            condition: Expr::Const(true),
+            action,
+            enforcement,
+            alert_at_percent: None,
+            line: 1,
+        };
+        Policy {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            source_sha256: "00".into(),
+            currency: "EUR".into(),
+            enforcement: Enforcement::Enforce,
+            workflows: vec![Workflow {
+                name: "support desk".into(),
+                matcher: Expr::Const(true),
+                oversight: Oversight::Hitl,
+                assumed_verification_rate: Some(0.25),
+                team: None,
+                user: None,
+                scan_headers: vec![],
+                scan_query: false,
+            }],
+            prices: vec![],
+            detectors: vec![],
+            rules: vec![
+                rule(
+                    "AIP-3.1",
+                    Action::Deny {
+                        status: 403,
+                        message: "no".into(),
+                    },
+                    Enforcement::Monitor,
+                ),
+                rule(
+                    "AIP-4.1",
+                    Action::Tag {
+                        key: "cost-center".into(),
+                        value: "cs".into(),
+                    },
+                    Enforcement::Enforce,
+                ),
+            ],
+            kill_switch: Some(KillSwitch {
+                clause: None,
+                admin_path: "/k".into(),
+                token_sha256: "00".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn startup_series_cover_the_policy_and_read_the_kill_switch() {
+        let store = MemoryStore::new();
+        // Every workflow stopped before this VM started.
+        store
+            .set(
+                &kill_switch::state_key(kill_switch::ALL_WORKFLOWS),
+                b"S{}",
+                0,
+            )
+            .unwrap();
+        let series = startup_series(&policy(), IdentityLabels::default(), &store);
+        let find = |name: &str| series.iter().find(|s| s.name == name).cloned();
+        let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+        // 2 workflow labels x 5 outcomes, 2 spend, 2 decisions, 1 tag, 2 escalation
+        // queues, rate + assumed + drift, reservations, 2 kill-switch gauges.
+        assert_eq!(series.len(), 10 + 2 + 2 + 1 + 2 + 3 + 1 + 2, "{names:?}");
+        for name in [
+            "writ_requests_total;workflow=support_desk;outcome=stopped",
+            "writ_requests_total;workflow=none;outcome=error",
+            "writ_decisions_total;clause=AIP-3.1;action=deny;mode=monitor",
+            "writ_tags_total;key=cost-center;value=cs",
+            "writ_escalations_total;workflow=none;queue=oversight",
+            "writ_spend_micros_total;workflow=support_desk",
+        ] {
+            let s = find(name).unwrap_or_else(|| panic!("{name} in {names:?}"));
+            assert_eq!((s.kind, s.set), (Kind::Counter, None), "{name}");
+        }
+        let gauge = |name: &str| find(name).map(|s| (s.kind, s.set));
+        assert_eq!(
+            gauge("writ_verification_assumed_ppm;workflow=support_desk"),
+            Some((Kind::Gauge, Some(250_000)))
+        );
+        assert_eq!(
+            gauge("writ_kill_switch_stopped;workflow=support_desk"),
+            Some((Kind::Gauge, Some(1)))
+        );
+        assert_eq!(
+            gauge("writ_kill_switch_stopped;workflow=none"),
+            Some((Kind::Gauge, Some(1)))
+        );
+        // The identity labels add `none` and `other` to the families that carry them.
+        let with_team = startup_series(
+            &policy(),
+            IdentityLabels {
+                team: Some(5),
+                user: Some(5),
+            },
+            &store,
+        );
+        assert_eq!(with_team.len(), series.len() + 3 * (10 + 2));
+        assert!(
+            with_team.iter().any(|s| s.name
+                == "writ_requests_total;workflow=none;outcome=allowed;team=other;user=none")
+        );
+        // Every family a series belongs to is a declared one, with the declared labels.
+        for s in &with_team {
+            let (family, labels) = parse_stat_name(&s.name).unwrap();
+            let f = FAMILIES.iter().find(|f| f.name == family).unwrap();
+            assert_eq!(f.kind, s.kind, "{}", s.name);
+            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+            assert!(names.starts_with(f.labels), "{}", s.name);
+        }
+    }
+
     #[test]
     fn identity_label_settings_are_bounded() {
         let mut p = Vec::new();
