@@ -7,8 +7,8 @@
 //! switch comes last). Cases return a note (a measurement) that the test prints.
 //!
 //! Where the hosts legitimately differ, the cases read through [`WritGateway`], which
-//! hides it: metrics come from Envoy's admin `/stats/prometheus` (names the same, with an
-//! empty label set `{}`) or `writ serve`'s `/metrics` on the listener; audit records from
+//! hides it: metrics come from Envoy's admin `/stats/prometheus` or `writ serve`'s
+//! `/metrics` on the listener, parsed into the same labelled series; audit records from
 //! Envoy's application log or `writ serve`'s stderr (the marker-prefixed line is the same;
 //! only Envoy's prefix differs). Both run two workers, so the kill switch and the budget
 //! ledger are exercised across VMs through shared data in both.
