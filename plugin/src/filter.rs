@@ -164,7 +164,8 @@ impl Shared {
     /// Defines every series the policy can produce (at zero; gauges the start-up series
     /// give a value are set), so `/metrics` is complete before the first request.
     fn define_series(&self, identity: metrics::IdentityLabels) {
-        for s in metrics::startup_series(self.policy(), identity, &HostStore) {
+        let now = (host::now_nanos() / 1_000_000_000) as i64;
+        for s in metrics::startup_series(self.policy(), identity, &HostStore, now) {
             let kind = match s.kind {
                 metrics::Kind::Counter => host::COUNTER,
                 metrics::Kind::Gauge => host::GAUGE,

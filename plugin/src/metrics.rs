@@ -19,6 +19,7 @@
 
 use crate::ir::{self, Policy};
 use crate::kill_switch;
+use crate::oversight;
 use crate::spend;
 use crate::store::{self, SharedStore, Step, Stored};
 
@@ -367,11 +368,13 @@ fn workflow_labels(policy: &Policy) -> Vec<&str> {
 /// Every series the policy can produce, so each exists at zero before the first request:
 /// each workflow × outcome (× `none`/`other` of each identity label on), each rule's
 /// clause × action × mode, each workflow × review queue, each budget alert, each tag, and
-/// the gauges (the kill switch read from `store`).
+/// the gauges (the kill switch and the verification rate of the day of `unix_secs` read
+/// from `store`, so a new worker or a reloaded host shows the current state).
 pub fn startup_series(
     policy: &Policy,
     identity: IdentityLabels,
     store: &dyn SharedStore,
+    unix_secs: i64,
 ) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     let mut add = |kind: Kind, name: String, set: Option<u64>| {
@@ -446,10 +449,16 @@ pub fn startup_series(
     }
     for wf in &policy.workflows {
         let labels = [("workflow", wf.name.as_str())];
+        let window = oversight::DriftConfig::default().window;
+        let key = oversight::rate_key(&wf.name, window, unix_secs);
+        let today = store::read::<oversight::RateCounts>(store, &key)
+            .ok()
+            .filter(|c| c.total > 0)
+            .map(|c| ppm(c.rate()));
         add(
             Kind::Gauge,
             stat_name(VERIFICATION_RATE.name, &labels),
-            None,
+            today,
         );
         if let Some(assumed) = wf.assumed_verification_rate {
             add(
@@ -645,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn startup_series_cover_the_policy_and_read_the_kill_switch() {
+    fn startup_series_cover_the_policy_and_read_the_gauges_from_the_store() {
         let store = MemoryStore::new();
         // Every workflow stopped before this VM started.
         store
@@ -655,7 +664,26 @@ mod tests {
                 0,
             )
             .unwrap();
-        let series = startup_series(&policy(), IdentityLabels::default(), &store);
+        // Today's verification rate so far: 1 of 4 outputs escalated.
+        let now = 1_800_000_000;
+        let key = oversight::rate_key(
+            "support desk",
+            oversight::DriftConfig::default().window,
+            now,
+        );
+        for escalated in [true, false, false, false] {
+            oversight::record_outcome(
+                &store,
+                "support desk",
+                escalated,
+                None,
+                Default::default(),
+                now,
+            )
+            .unwrap();
+        }
+        assert!(store.get(&key).is_some());
+        let series = startup_series(&policy(), IdentityLabels::default(), &store, now);
         let find = |name: &str| series.iter().find(|s| s.name == name).cloned();
         let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
         // 2 workflow labels x 5 outcomes, 2 spend, 2 decisions, 1 tag, 2 escalation
@@ -678,6 +706,10 @@ mod tests {
             Some((Kind::Gauge, Some(250_000)))
         );
         assert_eq!(
+            gauge("writ_verification_rate_ppm;workflow=support_desk"),
+            Some((Kind::Gauge, Some(250_000)))
+        );
+        assert_eq!(
             gauge("writ_kill_switch_stopped;workflow=support_desk"),
             Some((Kind::Gauge, Some(1)))
         );
@@ -693,6 +725,7 @@ mod tests {
                 user: Some(5),
             },
             &store,
+            now,
         );
         assert_eq!(with_team.len(), series.len() + 3 * (10 + 2));
         assert!(

@@ -105,7 +105,7 @@ fn expected_at_start() -> BTreeMap<String, f64> {
         team: Some(TEAM_MAX),
         user: None,
     };
-    metrics::startup_series(&compiled.policy, identity, &MemoryStore::new())
+    metrics::startup_series(&compiled.policy, identity, &MemoryStore::new(), 0)
         .into_iter()
         .map(|s| (series_key(&s.name), s.set.unwrap_or(0) as f64))
         .collect()
