@@ -519,7 +519,7 @@ pub fn kill_switch_gauges(policy: &Policy, store: &dyn SharedStore) -> Vec<(Stri
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::store::MemoryStore;
 
