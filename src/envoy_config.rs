@@ -23,6 +23,9 @@
 //!   `docs/security.md` for the ordering and why Envoy itself refuses bad tokens.
 //! - A TLS upstream's certificate is verified against a CA bundle and must name the host:
 //!   Envoy's default would accept any certificate, sending prompts to whoever answers.
+//! - `stats_config.stats_tags`: writ's metrics carry their labels in the stat name; one regex
+//!   per label turns them into tags, so `/stats/prometheus` prints real labels
+//!   (`docs/metrics.md`).
 //!
 //! The artifact's sha256 is read from the file itself and recorded both in a comment and in
 //! the node metadata (visible at the admin `/server_info`), so an operator can tell which
@@ -469,6 +472,7 @@ static_resources:
         if let Some(a) = &self.artifact_url {
             self.write_cluster(&mut y, ARTIFACT_CLUSTER, &a.host, a.port, a.tls);
         }
+        y.push_str(&stats_config_yaml());
         y
     }
 
@@ -823,6 +827,27 @@ const UPSTREAM_CLUSTER: &str = "upstream";
 
 /// The cluster Envoy fetches the artifact through, with `--artifact-url`.
 const ARTIFACT_CLUSTER: &str = "writ_artifact";
+
+/// The top-level `stats_config`: one `stats_tags` regex per label writ's metrics carry,
+/// so Envoy's `/stats/prometheus` shows `writ_decisions_total{clause="AIP-1.2",…}` for
+/// the stat `writ_decisions_total;clause=AIP-1.2;…` (the label convention of
+/// `writ_plugin::metrics`, `docs/metrics.md`). Each regex only reads writ's wasm stats.
+fn stats_config_yaml() -> String {
+    let mut y = String::from(
+        "# writ's metrics carry labels in the stat name (`family;label=value`, docs/metrics.md).
+stats_config:
+  stats_tags:
+",
+    );
+    for name in writ_plugin::metrics::label_names() {
+        let _ = writeln!(
+            y,
+            "  - tag_name: {name}\n    regex: {}",
+            yaml_str(&writ_plugin::metrics::envoy_tag_regex(name))
+        );
+    }
+    y
+}
 
 /// Derives the VM id from the artifact's name, `<policy>-<version>.wasm`: the policy name, so
 /// versions of one policy share data and different policies never do.

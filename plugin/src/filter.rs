@@ -39,18 +39,9 @@
 //!
 //! # Metrics
 //!
-//! Labels are embedded in the name as `.key.value` pairs after the base name (Envoy's
-//! convention for tag extraction; `writ serve`'s Prometheus page turns the dots into
-//! `_`). Label values are reduced to `[A-Za-z0-9_-]`.
-//! - `writ_requests_total.outcome.<allowed|denied|stopped|error|admin>` (counter)
-//! - `writ_decisions_total.clause.<clause>.action.<action>.mode.<enforce|monitor>` (counter)
-//! - `writ_spend_micros.workflow.<w>.team.<t>` (counter, settled micros)
-//! - `writ_reservations_in_flight` (gauge)
-//! - `writ_escalations_total.queue.<q>` (counter)
-//! - `writ_verification_rate_ppm.workflow.<w>` (gauge, parts per million, this day)
-//! - `writ_kill_switch_stopped.workflow.<w>` (gauge, 1 stopped / 0 running)
-//! - `writ_budget_alerts_total`, `writ_drift_alerts_total`, `writ_tags_total.<key>.<value>`
-//!   (counters)
+//! The families, their label encoding in stat names (`family;label=value;…`) and the
+//! series defined at start-up come from [`crate::metrics`] (`docs/metrics.md`); the
+//! adapter defines them in `on_configure` and moves their values.
 
 mod host;
 
@@ -66,6 +57,7 @@ use serde_json::Value as Json;
 use crate::audit::{AuditRecord, Tokens};
 use crate::eval::{self, Decision, Engine, Facts, ReplyView, Transforms, Verdict};
 use crate::ir::{self, Phase};
+use crate::metrics;
 use crate::oversight;
 use crate::request::{self, BodyError, Request};
 use crate::spend::{self, Reservation, SseUsage, Usage};
@@ -166,6 +158,26 @@ impl Shared {
         &self.engine.policy
     }
 
+    /// Defines every series the policy can produce (at zero; gauges the start-up series
+    /// give a value are set), so `/metrics` is complete before the first request.
+    fn define_series(&self, identity: metrics::IdentityLabels) {
+        let now = (host::now_nanos() / 1_000_000_000) as i64;
+        for s in metrics::startup_series(self.policy(), identity, &HostStore, now) {
+            let kind = match s.kind {
+                metrics::Kind::Counter => host::COUNTER,
+                metrics::Kind::Gauge => host::GAUGE,
+            };
+            match (self.metric(kind, &s.name), s.set) {
+                (Some(id), Some(v)) => host::record_metric(id, v),
+                (Some(_), None) => {}
+                (None, _) => host::log(
+                    LogLevel::Error,
+                    &format!("writ: the host refused to define the metric `{}`", s.name),
+                ),
+            }
+        }
+    }
+
     /// Adds `delta` to the metric `name` (defined on first use; best effort).
     fn count(&self, kind: u32, name: &str, delta: i64) {
         if let Some(id) = self.metric(kind, name) {
@@ -207,21 +219,6 @@ fn reads_body(e: &ir::Expr) -> bool {
         Expr::Has { subject, .. } => *subject == ir::Text::Response,
         Expr::Const(_) => false,
     }
-}
-
-/// A metric label value: `[A-Za-z0-9_-]`, anything else as `_`.
-fn label(value: &str) -> String {
-    let v: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if v.is_empty() { "_".into() } else { v }
 }
 
 struct Root {
@@ -295,6 +292,9 @@ impl RootContext for Root {
         if config.audit_filter_state {
             crate::audit_chain::init(&HostStore);
         }
+        if let Some(shared) = &self.shared {
+            shared.define_series(config.metrics);
+        }
         *self.config.borrow_mut() = config;
         // A bad configuration never stops enforcement: the policy needs none.
         true
@@ -347,6 +347,8 @@ struct Http {
     reservation: Option<Reservation>,
     /// Escalations and tags of the request phase carry into the reply.
     transforms: Transforms,
+    /// The request's `team`/`user` metric labels, once bounded ([`Http::identity_labels`]).
+    identity_labels: Option<Vec<(&'static str, String)>>,
     // ---- response
     response_status: u16,
     response_headers: Vec<(String, String)>,
@@ -420,6 +422,7 @@ impl Http {
             vault: Vault::new([0; 16]),
             reservation: None,
             transforms: Transforms::default(),
+            identity_labels: None,
             response_status: 0,
             response_headers: Vec::new(),
             rewriter: None,
@@ -430,6 +433,29 @@ impl Http {
             sink_token: None,
             sealed_lines: Vec::new(),
         }
+    }
+
+    /// The `team`/`user` labels the configuration turns on, each bounded by its cap across
+    /// workers ([`metrics::bounded_label`]); decided once per request.
+    fn identity_labels(&mut self) -> Vec<(&'static str, String)> {
+        if let Some(l) = &self.identity_labels {
+            return l.clone();
+        }
+        let labels: Vec<(&'static str, String)> = self
+            .config
+            .metrics
+            .enabled()
+            .into_iter()
+            .map(|(label, max)| {
+                let value = match label {
+                    "team" => self.audit.team.as_deref(),
+                    _ => self.audit.user.as_deref(),
+                };
+                (label, metrics::bounded_label(&HostStore, label, max, value))
+            })
+            .collect();
+        self.identity_labels = Some(labels.clone());
+        labels
     }
 }
 
@@ -849,14 +875,11 @@ impl Http {
         let mut audit = r.audit;
         audit.request_id = self.request_id.clone();
         audit.artifact_sha256 = self.config.artifact_sha256.clone();
-        if r.status == 200
-            && let Some(w) = &audit.workflow
-        {
-            let stopped = audit.outcome == "stopped";
-            shared.gauge(
-                &format!("writ_kill_switch_stopped.workflow.{}", label(w)),
-                u64::from(stopped),
-            );
+        if r.status == 200 {
+            // A switch of one workflow or of `*`: every workflow's gauge as the store has it.
+            for (name, stopped) in metrics::kill_switch_gauges(policy, &HostStore) {
+                shared.gauge(&name, stopped);
+            }
         }
         self.audit = audit;
         let headers: Vec<(&str, &str)> = std::iter::once(("content-type", "application/json"))
@@ -901,7 +924,7 @@ impl Http {
             });
         }
         if let Some(held) = phase.reservation {
-            shared.count(host::GAUGE, "writ_reservations_in_flight", 1);
+            shared.count(host::GAUGE, metrics::RESERVATIONS.name, 1);
             self.reservation = Some(held);
         }
         if let Verdict::Deny { .. } = decision.verdict {
@@ -1212,9 +1235,11 @@ impl Http {
                     host::log(LogLevel::Error, "writ: the host refused a review header");
                 }
             }
+            let workflow = metrics::workflow_label(policy, self.audit.workflow.as_deref());
+            let labels = [("workflow", workflow), ("queue", h.queue.as_str())];
             shared.count(
                 host::COUNTER,
-                &format!("writ_escalations_total.queue.{}", label(&h.queue)),
+                &metrics::stat_name(metrics::ESCALATIONS.name, &labels),
                 1,
             );
             self.audit.escalation = Some(h.audit());
@@ -1232,14 +1257,19 @@ impl Http {
                 (self.now_nanos / 1_000_000_000) as i64,
             ) {
                 Ok((counts, alert)) => {
+                    let labels = [("workflow", wf.name.as_str())];
                     shared.gauge(
-                        &format!("writ_verification_rate_ppm.workflow.{}", label(&wf.name)),
-                        (counts.rate() * 1_000_000.0) as u64,
+                        &metrics::stat_name(metrics::VERIFICATION_RATE.name, &labels),
+                        metrics::ppm(counts.rate()),
                     );
                     if let Some(a) = alert {
                         let rec = a.audit_record(policy, host::now_nanos() as i64);
                         self.alert_lines.push(rec.log_line());
-                        shared.count(host::COUNTER, "writ_drift_alerts_total", 1);
+                        shared.count(
+                            host::COUNTER,
+                            &metrics::stat_name(metrics::DRIFT_ALERTS.name, &labels),
+                            1,
+                        );
                         if let Some(target) = self.config.alert_sink.clone() {
                             self.call(&target, &a.payload(policy));
                         }
@@ -1322,7 +1352,7 @@ impl Http {
         let policy = shared.policy();
         match held.settle(&HostStore, usage) {
             Ok(Some(s)) => {
-                shared.count(host::GAUGE, "writ_reservations_in_flight", -1);
+                shared.count(host::GAUGE, metrics::RESERVATIONS.name, -1);
                 self.audit.tokens = Some(Tokens {
                     prompt: s.usage.prompt_tokens,
                     completion: s.usage.completion_tokens,
@@ -1330,16 +1360,20 @@ impl Http {
                 });
                 self.audit.cost_micros = Some(s.cost_micros);
                 self.audit.cost_estimated = s.estimated;
-                let name = format!(
-                    "writ_spend_micros.workflow.{}.team.{}",
-                    label(self.audit.workflow.as_deref().unwrap_or("-")),
-                    label(self.audit.team.as_deref().unwrap_or("-")),
+                let workflow = metrics::workflow_label(policy, self.audit.workflow.as_deref());
+                let mut labels = vec![("workflow", workflow.to_string())];
+                labels.extend(self.identity_labels());
+                shared.count(
+                    host::COUNTER,
+                    &metrics::stat_name(metrics::SPEND.name, &labels),
+                    s.cost_micros.max(0),
                 );
-                shared.count(host::COUNTER, &name, s.cost_micros.max(0));
                 for alert in &s.alerts {
                     let rec = alert.audit_record(policy, host::now_nanos() as i64);
                     self.alert_lines.push(rec.log_line());
-                    shared.count(host::COUNTER, "writ_budget_alerts_total", 1);
+                    if let Some(name) = metrics::budget_alert_name(policy, alert) {
+                        shared.count(host::COUNTER, &name, 1);
+                    }
                     if let Some(target) = self.config.alert_sink.clone() {
                         self.call(&target, &alert.payload(policy));
                     }
@@ -1347,7 +1381,7 @@ impl Http {
             }
             Ok(None) => {}
             Err(e) => {
-                shared.count(host::GAUGE, "writ_reservations_in_flight", -1);
+                shared.count(host::GAUGE, metrics::RESERVATIONS.name, -1);
                 host::log(
                     LogLevel::Error,
                     &format!("writ: could not settle a spend reservation: {e}"),
@@ -1368,7 +1402,7 @@ impl Http {
                 );
             }
             if let Some(shared) = &self.shared {
-                shared.count(host::GAUGE, "writ_reservations_in_flight", -1);
+                shared.count(host::GAUGE, metrics::RESERVATIONS.name, -1);
             }
         }
     }
@@ -1430,27 +1464,34 @@ impl Http {
         } else {
             self.audit.outcome.as_str()
         };
+        let workflow = metrics::workflow_label(shared.policy(), self.audit.workflow.as_deref());
+        let mut labels = vec![
+            ("workflow", workflow.to_string()),
+            ("outcome", outcome.to_string()),
+        ];
+        labels.extend(self.identity_labels());
         shared.count(
             host::COUNTER,
-            &format!("writ_requests_total.outcome.{}", label(outcome)),
+            &metrics::stat_name(metrics::REQUESTS.name, &labels),
             1,
         );
         for r in &self.audit.rules {
+            let labels = [
+                ("clause", r.clause.as_str()),
+                ("action", r.action.as_str()),
+                ("mode", r.mode.as_str()),
+            ];
             shared.count(
                 host::COUNTER,
-                &format!(
-                    "writ_decisions_total.clause.{}.action.{}.mode.{}",
-                    label(&r.clause),
-                    label(&r.action),
-                    label(&r.mode)
-                ),
+                &metrics::stat_name(metrics::DECISIONS.name, &labels),
                 1,
             );
         }
         for (k, v) in &self.audit.tags {
+            let labels = [("key", k.as_str()), ("value", v.as_str())];
             shared.count(
                 host::COUNTER,
-                &format!("writ_tags_total.{}.{}", label(k), label(v)),
+                &metrics::stat_name(metrics::TAGS.name, &labels),
                 1,
             );
         }

@@ -15,6 +15,7 @@ pub mod fuzz;
 pub mod ir;
 pub mod json_strings;
 pub mod kill_switch;
+pub mod metrics;
 pub mod oversight;
 pub mod request;
 pub mod spend;

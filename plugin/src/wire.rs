@@ -151,7 +151,8 @@ pub struct CalloutTarget {
 ///
 /// ```json
 /// {"artifact_sha256": "…", "review_queue": {"cluster": "reviews", "path": "/reviews",
-///  "authority": "reviews.internal"}, "alert_sink": {"cluster": "alerts"}, "body_limit": 1048576}
+///  "authority": "reviews.internal"}, "alert_sink": {"cluster": "alerts"}, "body_limit": 1048576,
+///  "metrics": {"team_label": {"max": 50}}}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
@@ -172,6 +173,9 @@ pub struct PluginConfig {
     /// state (`wasm.writ_audit`), where Envoy's file access log writes them whatever the log
     /// level (`writ envoy --audit-log`).
     pub audit_filter_state: bool,
+    /// The opt-in, capped `team` and `user` metric labels (`"metrics": {"team_label":
+    /// {"max": 50}}`, `docs/metrics.md`).
+    pub metrics: crate::metrics::IdentityLabels,
 }
 
 /// The default request body limit: Envoy's default connection buffer limit (1 MiB), above
@@ -190,6 +194,7 @@ impl Default for PluginConfig {
             audit_sink: None,
             body_limit: DEFAULT_BODY_LIMIT,
             audit_filter_state: false,
+            metrics: crate::metrics::IdentityLabels::default(),
         }
     }
 }
@@ -257,6 +262,7 @@ impl PluginConfig {
             Some(serde_json::Value::Bool(b)) => cfg.audit_filter_state = *b,
             Some(_) => problems.push("`audit_filter_state` must be true or false".into()),
         }
+        cfg.metrics = crate::metrics::IdentityLabels::parse(obj.get("metrics"), &mut problems);
         (cfg, problems)
     }
 }

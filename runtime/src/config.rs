@@ -29,6 +29,9 @@ pub struct HostConfig {
     pub limits: Limits,
     /// Extra properties every stream reports (`"node.id"` → bytes), after the built-in ones.
     pub properties: BTreeMap<String, Vec<u8>>,
+    /// `# HELP` text of metric families on `/metrics` (family name → text); the module
+    /// cannot say it through the ABI, so whoever knows the module may.
+    pub metric_help: BTreeMap<String, String>,
 }
 
 impl HostConfig {
@@ -45,6 +48,7 @@ impl HostConfig {
             cache_dir: None,
             limits: Limits::default(),
             properties: BTreeMap::new(),
+            metric_help: BTreeMap::new(),
         }
     }
 }

@@ -29,6 +29,7 @@ pub(crate) struct HostShared {
     pub clusters: BTreeMap<String, String>,
     pub limits: Limits,
     pub properties: BTreeMap<String, Vec<u8>>,
+    pub metric_help: BTreeMap<String, String>,
     pub shared: Shared,
 }
 
@@ -98,6 +99,7 @@ impl Host {
             clusters: config.clusters,
             limits,
             properties: config.properties,
+            metric_help: config.metric_help,
             shared: Shared::default(),
         });
         let host = Host {
@@ -137,7 +139,7 @@ impl Host {
 
     /// The metrics in Prometheus text exposition format, for `/metrics`.
     pub fn prometheus(&self) -> String {
-        crate::prometheus::render(&self.metrics())
+        crate::prometheus::render(&self.metrics(), &self.inner.shared.metric_help)
     }
 
     /// A value of the filter's shared data (`proxy_get_shared_data`), for inspection.

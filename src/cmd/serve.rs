@@ -322,6 +322,10 @@ fn load(args: &ServeArgs) -> anyhow::Result<Host> {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     }
     config.plugin_config = with_artifact_sha256(std::mem::take(&mut config.plugin_config), &module);
+    config.metric_help = writ_plugin::metrics::FAMILIES
+        .iter()
+        .map(|f| (f.name.to_string(), f.help.to_string()))
+        .collect();
     for cluster in &args.clusters {
         let Some((name, url)) = cluster.split_once('=') else {
             anyhow::bail!("--cluster expects NAME=URL, got `{cluster}`");

@@ -12,7 +12,7 @@
 //!   bound — "no more than the reservations in flight" — is in fact zero;
 //! - the budget is actually reached (some requests are denied with 429, none reach the
 //!   upstream) and every request gets 200 or 429, nothing else;
-//! - the ledger (metric `writ_spend_micros…`) equals the sum of the settled costs, which
+//! - the ledger (metric `writ_spend_micros_total`) equals the sum of the settled costs, which
 //!   equals the sum of the audit records' `cost_micros`; one audit record per request; no
 //!   reservation is left in flight.
 //!
@@ -50,6 +50,7 @@ fn run_once(kind: HostKind, artifact: &std::path::Path, reply: &Reply) -> Result
     upstream.set_delay(Duration::from_millis(20));
     let opts = Options {
         workers: 2,
+        team_label_max: Some(10),
         ..Options::default()
     };
     let gw = WritGateway::start(kind, artifact, upstream.addr(), &opts)?;
@@ -107,7 +108,9 @@ fn run_once(kind: HostKind, artifact: &std::path::Path, reply: &Reply) -> Result
     // asynchronously too, so wait (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ledger = gw.metric(&format!("writ_spend_micros.workflow.budget.team.{TEAM}"));
+        let ledger = gw.metric(&format!(
+            "writ_spend_micros_total;workflow=budget;team={TEAM}"
+        ));
         let in_flight = gw.metric("writ_reservations_in_flight");
         let records: Vec<_> = gw
             .audit_records()

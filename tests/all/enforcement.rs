@@ -466,7 +466,7 @@ fn redaction_on_both_sides_and_routing_to_the_cheapest_model() {
 
 #[test]
 fn budgets_settle_from_usage_alert_once_and_then_deny() {
-    let host = host("", &[]);
+    let host = host(r#"{"metrics": {"team_label": {"max": 10}}}"#, &[]);
     let mut vm = host.vm().unwrap();
     let body = json!({"model": "gpt-4o-mini", "max_tokens": 100,
         "messages": [{"role": "user", "content": "hello"}]});
@@ -486,9 +486,18 @@ fn budgets_settle_from_usage_alert_once_and_then_deny() {
         .filter(|r| r["event"] == "budget_alert")
         .collect();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
-    assert_eq!(metric(&ex, "writ_budget_alerts_total"), Some(1));
     assert_eq!(
-        metric(&ex, "writ_spend_micros.workflow.support.team.t-budget"),
+        metric(
+            &ex,
+            "writ_budget_alerts_total;clause=AIP-4.2;scope=team;window=month"
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        metric(
+            &ex,
+            "writ_spend_micros_total;workflow=support;team=t-budget"
+        ),
         Some(12_002)
     );
     assert_eq!(metric(&ex, "writ_reservations_in_flight"), Some(0));
@@ -617,10 +626,17 @@ fn low_confidence_replies_are_escalated_with_a_handoff() {
         "{record}"
     );
     assert_eq!(
-        metric(&ex, "writ_escalations_total.queue.support-review"),
+        metric(
+            &ex,
+            "writ_escalations_total;workflow=support;queue=support-review"
+        ),
         Some(1)
     );
-    assert!(metric(&ex, "writ_verification_rate_ppm.workflow.support").is_some());
+    // One output today, escalated: the whole day's rate.
+    assert_eq!(
+        metric(&ex, "writ_verification_rate_ppm;workflow=support"),
+        Some(1_000_000)
+    );
 
     let got = wait_for(&reviews, 1);
     assert_eq!(got.len(), 1, "the review queue got no handoff");
@@ -679,7 +695,7 @@ fn kill_switch_stops_and_resumes_a_workflow() {
     );
     assert_eq!(audit(&stop)["outcome"], "stopped");
     assert_eq!(
-        metric(&stop, "writ_kill_switch_stopped.workflow.support"),
+        metric(&stop, "writ_kill_switch_stopped;workflow=support"),
         Some(1)
     );
     // Another VM of the same host (another worker) sees the flip at once.

@@ -7,8 +7,8 @@
 //! switch comes last). Cases return a note (a measurement) that the test prints.
 //!
 //! Where the hosts legitimately differ, the cases read through [`WritGateway`], which
-//! hides it: metrics come from Envoy's admin `/stats/prometheus` (names the same, with an
-//! empty label set `{}`) or `writ serve`'s `/metrics` on the listener; audit records from
+//! hides it: metrics come from Envoy's admin `/stats/prometheus` or `writ serve`'s
+//! `/metrics` on the listener, parsed into the same labelled series; audit records from
 //! Envoy's application log or `writ serve`'s stderr (the marker-prefixed line is the same;
 //! only Envoy's prefix differs). Both run two workers, so the kill switch and the budget
 //! ledger are exercised across VMs through shared data in both.
@@ -263,32 +263,27 @@ fn audit_one_record_per_request(env: &Env) -> Result<String, String> {
     }
 }
 
-/// Metric names every host must export after the cases above, normalised
-/// (see [`WritGateway::writ_metrics`]).
+/// Series every host must export after the cases above (`family;label=value`: at least
+/// these labels).
 const SUPPORT_METRICS: &[&str] = &[
-    "writ_requests_total_outcome_allowed",
-    "writ_requests_total_outcome_denied",
-    "writ_escalations_total_queue_support-review",
+    "writ_requests_total;workflow=support-assistant;outcome=allowed",
+    "writ_requests_total;workflow=support-assistant;outcome=denied",
+    "writ_escalations_total;workflow=support-assistant;queue=support-review",
     "writ_reservations_in_flight",
 ];
 
 fn metrics_exported(env: &Env) -> Result<String, String> {
-    let names: BTreeSet<String> = env
-        .gw
-        .writ_metrics()
-        .into_iter()
-        .map(|(n, _)| n.replace('-', "_"))
-        .collect();
+    let page = env.gw.writ_exposition();
+    let names: BTreeSet<String> = page.samples.iter().map(|s| s.key()).collect();
     let missing: Vec<&&str> = SUPPORT_METRICS
         .iter()
-        .filter(|m| !names.contains(&m.replace('-', "_")))
+        .filter(|m| page.sum_matching(m).is_none())
         .collect();
     if !missing.is_empty() {
         return Err(format!("missing {missing:?}; exported {names:?}"));
     }
-    let denied = env
-        .gw
-        .metric("writ_requests_total_outcome_denied")
+    let denied = page
+        .sum_matching("writ_requests_total;outcome=denied")
         .unwrap_or_default();
     if denied < 2.0 {
         return Err(format!("denied counter {denied}"));
@@ -402,7 +397,10 @@ fn budget_settles_from_usage(env: &Env) -> Result<String, String> {
     if record["cost_micros"] != COST_PER_REQUEST_MICROS || record["cost_estimated"] != false {
         return Err(format!("audit record: {record}"));
     }
-    let ledger = wait_metric(env.gw, "writ_spend_micros.workflow.budget.team.t-settle");
+    let ledger = wait_metric(
+        env.gw,
+        "writ_spend_micros_total;workflow=budget;team=t-settle",
+    );
     if ledger != Some(COST_PER_REQUEST_MICROS as f64) {
         return Err(format!(
             "ledger metric {ledger:?}; exported {:?}",
@@ -441,7 +439,10 @@ fn budget_denies_with_429(env: &Env) -> Result<String, String> {
         if spent > BUDGET_CAP_MICROS {
             return Err(format!("{admitted} admitted, {spent} micros over the cap"));
         }
-        let ledger = wait_metric(env.gw, "writ_spend_micros.workflow.budget.team.t-deny");
+        let ledger = wait_metric(
+            env.gw,
+            "writ_spend_micros_total;workflow=budget;team=t-deny",
+        );
         if ledger != Some(spent as f64) {
             return Err(format!("ledger {ledger:?}, settled {spent}"));
         }
@@ -526,6 +527,7 @@ fn every_rule_family_holds_in_both_hosts() {
             });
             let opts = Options {
                 review_queue: Some(review.addr()),
+                team_label_max: Some(10),
                 ..Options::default()
             };
             let gw = match WritGateway::start(kind, artifact, upstream.addr(), &opts) {

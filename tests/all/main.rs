@@ -18,6 +18,7 @@ mod hostile;
 mod identity;
 mod init;
 mod package;
+mod metrics;
 mod pii_carriers_e2e;
 mod pii_e2e;
 mod policy_suite;

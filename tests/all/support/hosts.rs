@@ -33,6 +33,8 @@ pub struct Options {
     pub review_queue: Option<SocketAddr>,
     /// `--upstream-timeout` in both hosts, when given.
     pub upstream_timeout_secs: Option<u64>,
+    /// Turns the metrics' `team` label on with this cap (`metrics.team_label.max`).
+    pub team_label_max: Option<u32>,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             workers: 2,
             review_queue: None,
             upstream_timeout_secs: None,
+            team_label_max: None,
         }
     }
 }
@@ -83,12 +86,16 @@ pub fn build_policy(source: &Path, out: &Path) -> PathBuf {
 }
 
 /// The plugin configuration both hosts get (`writ envoy --config`, `writ serve --config`):
-/// the review queue, when given. Both CLIs add `artifact_sha256` themselves.
+/// the review queue and the team label, when given. Both CLIs add `artifact_sha256`
+/// themselves.
 fn plugin_config(opts: &Options) -> String {
     let mut config = serde_json::json!({});
     if opts.review_queue.is_some() {
         config["review_queue"] =
             serde_json::json!({"cluster": REVIEW_CLUSTER, "path": REVIEW_PATH});
+    }
+    if let Some(max) = opts.team_label_max {
+        config["metrics"] = serde_json::json!({"team_label": {"max": max}});
     }
     config.to_string()
 }
@@ -176,37 +183,32 @@ impl WritGateway {
         got.map(|r| r.body_str()).unwrap_or_default()
     }
 
-    /// The writ metrics as (name, value). Both hosts export a proxy-wasm metric
-    /// `writ_x.k.v-w` as `writ_x_k_v_w` (Envoy 1.40 lists custom wasm stats without their
-    /// internal `wasmcustom.` prefix and with an empty label set `{}`, which is dropped
-    /// here); an `envoy_wasmcustom_` prefix, as older Envoys print, is stripped too.
+    /// The Prometheus page parsed, with only the `writ_*` families (Envoy's own stats of
+    /// the filter named `writ`, `envoy_wasm_…`, are not the module's metrics). A page that
+    /// does not parse is a test failure.
+    pub fn writ_exposition(&self) -> super::exposition::Exposition {
+        let text = self.prometheus();
+        let mut page = super::exposition::parse(&text)
+            .unwrap_or_else(|e| panic!("[{}] unparsable Prometheus page: {e}", self.name()));
+        page.samples.retain(|s| s.name.starts_with("writ_"));
+        page.types.retain(|f, _| f.starts_with("writ_"));
+        page.helps.retain(|f, _| f.starts_with("writ_"));
+        page
+    }
+
+    /// The writ series as (`family;label=value;…` with labels sorted, value).
     pub fn writ_metrics(&self) -> Vec<(String, f64)> {
-        self.prometheus()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                let name = name.split('{').next()?;
-                // Envoy's own stats of the filter named `writ` (`envoy_wasm_…writ_vm_reload`)
-                // are not the module's metrics.
-                let name = name
-                    .strip_prefix("envoy_wasmcustom_")
-                    .unwrap_or(name)
-                    .strip_prefix("writ_")?;
-                Some((format!("writ_{name}"), value.trim().parse().ok()?))
-            })
+        self.writ_exposition()
+            .samples
+            .iter()
+            .map(|s| (s.key(), s.value))
             .collect()
     }
 
-    /// The value of the writ metric `name` (dots or underscores), if exported.
-    pub fn metric(&self, name: &str) -> Option<f64> {
-        // Envoy's Prometheus page also turns `-` into `_`; compare without either.
-        let norm = |n: &str| n.replace(['.', '-'], "_");
-        let name = norm(name);
-        self.writ_metrics()
-            .into_iter()
-            .find(|(n, _)| norm(n) == name)
-            .map(|(_, v)| v)
+    /// The value of the writ series `spec` (`family;label=value;…`, exactly those labels),
+    /// if exported.
+    pub fn metric(&self, spec: &str) -> Option<f64> {
+        self.writ_exposition().value(spec)
     }
 
     /// Every `writ-audit` record the gateway logged so far, in order.
