@@ -5,6 +5,7 @@ pub mod audit_log;
 pub mod coverage;
 pub mod diff;
 pub mod engine;
+pub mod guardrail_events;
 pub mod identity;
 pub mod policy_tests;
 pub mod trust;

@@ -16,6 +16,7 @@ mod fuzz_agree;
 mod hostile;
 mod identity;
 mod init;
+mod otel;
 mod pii_carriers_e2e;
 mod pii_e2e;
 mod policy_suite;
