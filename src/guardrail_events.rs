@@ -121,7 +121,10 @@ mod tests {
         );
         assert_eq!(attr(e, "gen_ai.guardrail.action.type"), &"redact".into());
         assert_eq!(attr(e, "writ.rule.id"), &"AIP-2.1#2".into());
-        assert!(a.attributes.contains(&("writ.request.id".into(), "r-1".into())));
+        assert!(
+            a.attributes
+                .contains(&("writ.request.id".into(), "r-1".into()))
+        );
     }
 
     #[test]

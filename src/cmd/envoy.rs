@@ -6,9 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::envoy_config::{
-    ArtifactUrl, EnvoyConfig, FailurePolicy, Jwks, JwtAuthn, OtlpTracing,
-};
+use crate::envoy_config::{ArtifactUrl, EnvoyConfig, FailurePolicy, Jwks, JwtAuthn, OtlpTracing};
 
 /// Arguments of `writ envoy`.
 #[derive(Debug, clap::Args)]
@@ -85,7 +83,12 @@ pub struct EnvoyArgs {
     #[arg(long, value_name = "NAME", default_value = "openai", requires = "otlp")]
     pub otel_provider: String,
     /// `service.name` of Envoy's spans.
-    #[arg(long, value_name = "NAME", default_value = "writ-envoy", requires = "otlp")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "writ-envoy",
+        requires = "otlp"
+    )]
     pub otel_service_name: String,
 }
 

@@ -248,7 +248,10 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
     let parts: Vec<&str> = upstream_tp.split('-').collect();
     assert_eq!(parts.len(), 4, "{upstream_tp}");
     assert_eq!((parts[0], parts[1], parts[3]), ("00", TRACE_ID, "01"));
-    assert_ne!(parts[2], CLIENT_SPAN, "the gateway's own span goes upstream");
+    assert_ne!(
+        parts[2], CLIENT_SPAN,
+        "the gateway's own span goes upstream"
+    );
     assert_eq!(got[0].header_value("tracestate"), Some("vendor=opaque"));
 
     receiver.wait("spans of both requests", |g| {
@@ -257,7 +260,9 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
             .filter(|(_, s)| s.kind == SpanKind::Server as i32)
             .count()
             >= 2
-            && g.spans.iter().any(|(_, s)| s.kind == SpanKind::Client as i32)
+            && g.spans
+                .iter()
+                .any(|(_, s)| s.kind == SpanKind::Client as i32)
     });
     receiver.wait("the GenAI metrics", |g| {
         let names: Vec<&str> = g.metrics.iter().map(|m| m.name.as_str()).collect();
@@ -278,14 +283,29 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
     assert_eq!(server.name, "chat gpt-4o-mini");
     assert_eq!(server.trace_state, "vendor=opaque");
     let a = &server.attributes;
-    assert_eq!(str_attr(a, "gen_ai.operation.name").as_deref(), Some("chat"));
-    assert_eq!(str_attr(a, "gen_ai.provider.name").as_deref(), Some("openai"));
-    assert_eq!(str_attr(a, "gen_ai.request.model").as_deref(), Some("gpt-4o-mini"));
-    assert_eq!(str_attr(a, "gen_ai.response.model").as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(
+        str_attr(a, "gen_ai.operation.name").as_deref(),
+        Some("chat")
+    );
+    assert_eq!(
+        str_attr(a, "gen_ai.provider.name").as_deref(),
+        Some("openai")
+    );
+    assert_eq!(
+        str_attr(a, "gen_ai.request.model").as_deref(),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(
+        str_attr(a, "gen_ai.response.model").as_deref(),
+        Some("gpt-4o-mini")
+    );
     assert_eq!(int_attr(a, "gen_ai.usage.input_tokens"), Some(10));
     assert_eq!(int_attr(a, "gen_ai.usage.output_tokens"), Some(5));
     assert_eq!(int_attr(a, "http.response.status_code"), Some(200));
-    assert_eq!(str_attr(a, "writ.request.id").as_deref(), Some("otel-allowed"));
+    assert_eq!(
+        str_attr(a, "writ.request.id").as_deref(),
+        Some("otel-allowed")
+    );
     // Its CLIENT span is its child, and is the span the upstream was told about.
     let client = got
         .spans
@@ -308,12 +328,18 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
         .expect("a guardrail event for AIP-2.1");
     assert_eq!(event.name, "gen_ai.guardrail.finding");
     let e = &event.attributes;
-    assert_eq!(str_attr(e, "gen_ai.guardrail.policy.version"), Some(sha.clone()));
+    assert_eq!(
+        str_attr(e, "gen_ai.guardrail.policy.version"),
+        Some(sha.clone())
+    );
     assert_eq!(
         str_attr(e, "gen_ai.guardrail.policy.name").as_deref(),
         Some("support-assistant")
     );
-    assert_eq!(str_attr(e, "gen_ai.guardrail.action.type").as_deref(), Some("tokenise"));
+    assert_eq!(
+        str_attr(e, "gen_ai.guardrail.action.type").as_deref(),
+        Some("tokenise")
+    );
 
     // The denied request: a new trace, status 400, the deny rule as an event, no upstream.
     let denied = got
@@ -328,17 +354,27 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
     assert_ne!(hex(&denied.trace_id), TRACE_ID);
     assert_ne!(denied.trace_id, vec![0; 16]);
     assert!(denied.parent_span_id.is_empty(), "a root span");
-    assert_eq!(str_attr(&denied.attributes, "error.type").as_deref(), Some("400"));
+    assert_eq!(
+        str_attr(&denied.attributes, "error.type").as_deref(),
+        Some("400")
+    );
     let deny = denied
         .events
         .iter()
         .find(|e| str_attr(&e.attributes, "gen_ai.guardrail.rule.id").as_deref() == Some("AIP-2.4"))
         .expect("a guardrail event for AIP-2.4");
-    assert_eq!(str_attr(&deny.attributes, "gen_ai.guardrail.action.type").as_deref(), Some("deny"));
-    assert_eq!(str_attr(&deny.attributes, "gen_ai.guardrail.policy.version"), Some(sha));
+    assert_eq!(
+        str_attr(&deny.attributes, "gen_ai.guardrail.action.type").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(
+        str_attr(&deny.attributes, "gen_ai.guardrail.policy.version"),
+        Some(sha)
+    );
     assert!(
-        !got.spans.iter().any(|(_, s)| s.kind == SpanKind::Client as i32
-            && s.trace_id == denied.trace_id),
+        !got.spans
+            .iter()
+            .any(|(_, s)| s.kind == SpanKind::Client as i32 && s.trace_id == denied.trace_id),
         "a request denied before the upstream has no CLIENT span"
     );
 
@@ -367,8 +403,8 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
         assert_eq!(
             point.explicit_bounds,
             [
-                1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
-                1048576.0, 4194304.0, 16777216.0, 67108864.0
+                1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+                4194304.0, 16777216.0, 67108864.0
             ]
         );
     }
@@ -445,7 +481,10 @@ fn envoy_exports_spans_and_propagates_the_clients_trace() {
         upstream_tp.starts_with(&format!("00-{TRACE_ID}-")),
         "the client's trace goes upstream: {upstream_tp}"
     );
-    assert!(!upstream_tp.contains(CLIENT_SPAN), "Envoy's span goes upstream");
+    assert!(
+        !upstream_tp.contains(CLIENT_SPAN),
+        "Envoy's span goes upstream"
+    );
 
     // Envoy flushes its spans every 5 s by default.
     receiver.wait("Envoy's spans in the client's trace", |g| {

@@ -120,11 +120,7 @@ impl State {
             .enable_http1()
             .build();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        let telemetry = config
-            .telemetry
-            .clone()
-            .map(Telemetry::new)
-            .transpose()?;
+        let telemetry = config.telemetry.clone().map(Telemetry::new).transpose()?;
         Ok(State {
             pipeline,
             workers_per_pipeline: config.workers,
@@ -586,8 +582,7 @@ async fn forward(
         if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) || k == "accept-encoding" {
             continue;
         }
-        if (traceparent.is_some() && k == "traceparent") || (drop_tracestate && k == "tracestate")
-        {
+        if (traceparent.is_some() && k == "traceparent") || (drop_tracestate && k == "tracestate") {
             continue;
         }
         builder = builder.header(k.as_str(), v.as_str());

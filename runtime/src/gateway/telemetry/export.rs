@@ -168,7 +168,11 @@ impl Exporter {
             return;
         };
         let call = async {
-            let reply = self.client.request(request).await.map_err(|e| e.to_string())?;
+            let reply = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
             let status = reply.status();
             // Read (a bounded part of) the reply so the connection can be reused.
             let _ = http_body_util::Limited::new(reply.into_body(), MAX_REPLY)
@@ -180,8 +184,7 @@ impl Exporter {
                 Err(format!("status {status}"))
             }
         };
-        let outcome = match tokio::time::timeout(self.telemetry.config.export_timeout, call).await
-        {
+        let outcome = match tokio::time::timeout(self.telemetry.config.export_timeout, call).await {
             Ok(r) => r,
             Err(_) => Err("timed out".to_string()),
         };

@@ -199,8 +199,14 @@ mod tests {
     #[test]
     fn operations_come_from_the_path() {
         assert_eq!(operation_for_path("/v1/chat/completions"), Some("chat"));
-        assert_eq!(operation_for_path("/v1/completions?x=1"), Some("text_completion"));
-        assert_eq!(operation_for_path("/openai/v1/embeddings"), Some("embeddings"));
+        assert_eq!(
+            operation_for_path("/v1/completions?x=1"),
+            Some("text_completion")
+        );
+        assert_eq!(
+            operation_for_path("/openai/v1/embeddings"),
+            Some("embeddings")
+        );
         assert_eq!(operation_for_path("/v1/models"), None);
     }
 

@@ -159,7 +159,10 @@ fn kv(key: &str, value: impl Into<AttributeValue>) -> pc::KeyValue {
 }
 
 fn int(key: &str, n: u64) -> pc::KeyValue {
-    key_value(key, AttributeValue::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+    key_value(
+        key,
+        AttributeValue::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+    )
 }
 
 /// Why telemetry could not be set up.
@@ -225,7 +228,9 @@ impl Telemetry {
         if self.queue.try_send(span).is_err() {
             let before = self.dropped.fetch_add(1, Ordering::Relaxed);
             if before == 0 {
-                tracing::warn!("OTLP export queue full: dropping spans (counted in {DROPPED_SPANS_METRIC})");
+                tracing::warn!(
+                    "OTLP export queue full: dropping spans (counted in {DROPPED_SPANS_METRIC})"
+                );
             }
         }
     }
@@ -378,15 +383,11 @@ impl RequestTrace {
         }
         let now = now_nanos();
         let mut state = lock(&self.state);
-        state.attributes.extend(
-            added
-                .attributes
-                .into_iter()
-                .map(|(k, v)| key_value(&k, v)),
-        );
         state
-            .events
-            .extend(added.events.into_iter().map(|e| ps::span::Event {
+            .attributes
+            .extend(added.attributes.into_iter().map(|(k, v)| key_value(&k, v)));
+        state.events.extend(added.events.into_iter().map(|e| {
+            ps::span::Event {
                 time_unix_nano: now,
                 name: e.name,
                 attributes: e
@@ -395,7 +396,8 @@ impl RequestTrace {
                     .map(|(k, v)| key_value(&k, v))
                     .collect(),
                 dropped_attributes_count: 0,
-            }));
+            }
+        }));
     }
 
     /// The client's reply starts: its status and content type.
@@ -512,7 +514,12 @@ impl RequestTrace {
             span_id: self.span_id.to_vec(),
             trace_state: self.trace_state.clone(),
             parent_span_id: self.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
-            flags: u32::from(self.flags) | if self.parent_id.is_some() { remote } else { 0x100 },
+            flags: u32::from(self.flags)
+                | if self.parent_id.is_some() {
+                    remote
+                } else {
+                    0x100
+                },
             name: name.clone(),
             kind: ps::span::SpanKind::Server as i32,
             start_time_unix_nano: self.start_nanos,
@@ -591,12 +598,13 @@ mod tests {
     }
 
     fn str_attr(span: &ps::Span, key: &str) -> Option<String> {
-        span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-            match kv.value.as_ref()?.value.as_ref()? {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
                 pc::any_value::Value::StringValue(s) => Some(s.clone()),
                 _ => None,
-            }
-        })
+            })
     }
 
     #[test]
@@ -637,13 +645,22 @@ mod tests {
             trace_context::hex(&server.trace_id),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        assert_eq!(trace_context::hex(&server.parent_span_id), "00f067aa0ba902b7");
+        assert_eq!(
+            trace_context::hex(&server.parent_span_id),
+            "00f067aa0ba902b7"
+        );
         assert_eq!(server.trace_state, "k=v");
         assert_eq!(client.parent_span_id, server.span_id);
         assert_eq!(upstream.parent_id.to_vec(), client.span_id);
         assert_eq!(upstream.trace_id.to_vec(), server.trace_id);
-        assert_eq!(str_attr(&server, "url.path").as_deref(), Some("/v1/chat/completions"));
-        assert_eq!(str_attr(&server, "gen_ai.response.model").as_deref(), Some("m-1"));
+        assert_eq!(
+            str_attr(&server, "url.path").as_deref(),
+            Some("/v1/chat/completions")
+        );
+        assert_eq!(
+            str_attr(&server, "gen_ai.response.model").as_deref(),
+            Some("m-1")
+        );
         let m = lock(&t.metrics);
         assert_eq!(m.token_usage.series_count(), 2);
         assert_eq!(m.duration.series_count(), 1);
