@@ -240,11 +240,33 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
         .header("x-request-id", "otel-denied");
     let r = send(serve.addr(), &denied, Duration::from_secs(20)).unwrap();
     assert_eq!(r.status, 400, "{}", r.body_str());
+    let upstream_tp = upstream.received()[0]
+        .header_value("traceparent")
+        .unwrap()
+        .to_string();
+    // Streamed (SSE): the model and usage come from the chunks the client receives.
+    let chunk = |data: serde_json::Value| (Duration::ZERO, data.to_string());
+    upstream.set_reply(Reply::Sse {
+        events: vec![
+            chunk(serde_json::json!({"object": "chat.completion.chunk", "model": "gpt-4o-mini-2024",
+                "choices": [{"index": 0, "delta": {"content": completion}}]})),
+            chunk(serde_json::json!({"object": "chat.completion.chunk", "model": "gpt-4o-mini-2024",
+                "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})),
+            (Duration::ZERO, "[DONE]".to_string()),
+        ],
+    });
+    let body = serde_json::json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let streamed = Request::post_json("/v1/chat/completions", &body.to_string())
+        .header("x-workflow", "support-assistant")
+        .header("x-request-id", "otel-stream");
+    let r = send(serve.addr(), &streamed, Duration::from_secs(20)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(r.body_str().contains("[DONE]"), "{}", r.body_str());
 
     // The upstream got a traceparent in the client's trace, naming the gateway's span.
     let got = upstream.received();
-    assert_eq!(got.len(), 1, "only the allowed request goes upstream");
-    let upstream_tp = got[0].header_value("traceparent").unwrap().to_string();
+    assert_eq!(got.len(), 2, "the denied request never goes upstream");
     let parts: Vec<&str> = upstream_tp.split('-').collect();
     assert_eq!(parts.len(), 4, "{upstream_tp}");
     assert_eq!((parts[0], parts[1], parts[3]), ("00", TRACE_ID, "01"));
@@ -259,15 +281,26 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
             .iter()
             .filter(|(_, s)| s.kind == SpanKind::Server as i32)
             .count()
-            >= 2
+            >= 3
             && g.spans
                 .iter()
                 .any(|(_, s)| s.kind == SpanKind::Client as i32)
     });
-    receiver.wait("the GenAI metrics", |g| {
-        let names: Vec<&str> = g.metrics.iter().map(|m| m.name.as_str()).collect();
-        names.contains(&"gen_ai.client.token.usage")
-            && names.contains(&"gen_ai.client.operation.duration")
+    // Metrics are cumulative: wait for an export that counts all three requests.
+    receiver.wait("the GenAI metrics of every request", |g| {
+        let timed = g
+            .metrics
+            .iter()
+            .rev()
+            .find(|m| m.name == "gen_ai.client.operation.duration")
+            .and_then(|m| match &m.data {
+                Some(Data::Histogram(h)) => Some(h.data_points.iter().map(|p| p.count).sum()),
+                _ => None,
+            });
+        timed == Some(3u64)
+            && g.metrics
+                .iter()
+                .any(|m| m.name == "gen_ai.client.token.usage")
     });
     let got = receiver.got.lock().unwrap();
     assert!(got.spans.iter().all(|(service, _)| service == "writ"));
@@ -378,6 +411,21 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
         "a request denied before the upstream has no CLIENT span"
     );
 
+    // The streamed request: model and usage read from the SSE chunks.
+    let stream = got
+        .spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| str_attr(&s.attributes, "writ.request.id").as_deref() == Some("otel-stream"))
+        .expect("a server span for the streamed request");
+    let a = &stream.attributes;
+    assert_eq!(
+        str_attr(a, "gen_ai.response.model").as_deref(),
+        Some("gpt-4o-mini-2024")
+    );
+    assert_eq!(int_attr(a, "gen_ai.usage.input_tokens"), Some(7));
+    assert_eq!(int_attr(a, "gen_ai.usage.output_tokens"), Some(3));
+
     // Metrics: token usage by type with the recommended buckets; duration in seconds.
     let usage = got
         .metrics
@@ -393,7 +441,11 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
         let point = h
             .data_points
             .iter()
-            .find(|p| str_attr(&p.attributes, "gen_ai.token.type").as_deref() == Some(kind))
+            .find(|p| {
+                str_attr(&p.attributes, "gen_ai.token.type").as_deref() == Some(kind)
+                    && str_attr(&p.attributes, "gen_ai.response.model").as_deref()
+                        == Some("gpt-4o-mini")
+            })
             .unwrap_or_else(|| panic!("no {kind} tokens point"));
         assert_eq!((point.count, point.sum), (1, Some(sum)));
         assert_eq!(
@@ -419,7 +471,7 @@ fn writ_serve_exports_genai_spans_guardrail_events_and_metrics() {
         panic!("duration is not a histogram")
     };
     let total: u64 = h.data_points.iter().map(|p| p.count).sum();
-    assert_eq!(total, 2, "both requests timed");
+    assert_eq!(total, 3, "every request timed");
     assert_eq!(h.data_points[0].explicit_bounds.first(), Some(&0.01));
     assert_eq!(h.data_points[0].explicit_bounds.last(), Some(&81.92));
 
