@@ -510,6 +510,51 @@ fn a_stalled_receiver_never_holds_up_requests() {
 }
 
 #[test]
+fn writ_serve_flushes_its_spans_on_sigterm() {
+    let dir = TempDir::new("otel-flush");
+    let (artifact, _) = build_support_policy(dir.path());
+    let receiver = Receiver::start();
+    let upstream = Upstream::start(Reply::chat("ok"));
+    // No periodic export within the test: only the shutdown flush can deliver the span.
+    let serve = ServeProcess::start_with(
+        &artifact,
+        upstream.addr(),
+        &[
+            "--otlp".into(),
+            receiver.url(),
+            "--otlp-interval-ms".into(),
+            "600000".into(),
+        ],
+    )
+    .unwrap();
+    let r = send(
+        serve.addr(),
+        &chat("hello").header("x-request-id", "flush-1"),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        receiver.got.lock().unwrap().spans.is_empty(),
+        "nothing exported before the interval"
+    );
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &serve.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    receiver.wait("the span flushed at shutdown", |g| {
+        g.spans
+            .iter()
+            .any(|(_, s)| str_attr(&s.attributes, "writ.request.id").as_deref() == Some("flush-1"))
+            && g.metrics
+                .iter()
+                .any(|m| m.name == "gen_ai.client.operation.duration")
+    });
+}
+
+#[test]
 fn envoy_exports_spans_and_propagates_the_clients_trace() {
     let dir = TempDir::new("otel-envoy");
     let (artifact, sha) = build_support_policy(dir.path());

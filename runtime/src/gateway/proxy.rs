@@ -279,7 +279,10 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ResBody> {
-    let Some(telemetry) = state.telemetry.clone() else {
+    // The gateway's own endpoints (probes, scrapes) are not traced.
+    let own =
+        req.method() == hyper::Method::GET && matches!(req.uri().path(), "/healthz" | "/metrics");
+    let Some(telemetry) = state.telemetry.clone().filter(|_| !own) else {
         return serve(state, req, peer, None).await;
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
