@@ -1096,6 +1096,21 @@ mod tests {
     }
 
     #[test]
+    fn otlp_receivers_parse() {
+        let parse = |s: &str| OtlpTracing::parse(s).ok().map(|o| (o.host, o.port, o.tls));
+        assert_eq!(
+            parse("127.0.0.1:4318"),
+            Some(("127.0.0.1".to_string(), 4318, false))
+        );
+        assert_eq!(
+            parse("https://otel.example.com"),
+            Some(("otel.example.com".to_string(), 443, true))
+        );
+        assert_eq!(parse("http://127.0.0.1:4318/v1/traces"), None);
+        assert_eq!(parse("nohost"), None);
+    }
+
+    #[test]
     fn addresses_parse() {
         assert_eq!(
             parse_host_port("127.0.0.1:8080").ok(),
