@@ -205,15 +205,16 @@ impl Telemetry {
         }
     }
 
-    /// Exports what is queued and the metrics, then stops the export task; bounded by the
-    /// export timeout.
+    /// Exports what is queued and the metrics, then stops the export task; waits at most
+    /// the export timeout (the runtime then drops whatever is still in flight).
     pub(crate) async fn shutdown(&self) {
         let Some(stop) = lock(&self.stop).take() else {
             return;
         };
         let (ack, acked) = tokio::sync::oneshot::channel();
         if stop.send(ack).is_ok() {
-            let budget = self.config.export_timeout * 2 + Duration::from_secs(1);
+            // One export timeout in all: a stalled receiver delays a shutdown by no more.
+            let budget = self.config.export_timeout;
             let _ = tokio::time::timeout(budget, acked).await;
         }
     }
