@@ -111,6 +111,35 @@ pub struct EnvoyConfig {
     /// A file Envoy's access log writes the filter's hash-chained audit records to, one
     /// line per record, whatever Envoy's log level (`writ envoy --audit-log`).
     pub audit_log: Option<PathBuf>,
+    /// Envoy's OpenTelemetry tracer, exporting to an OTLP/HTTP receiver (`--otlp`).
+    pub otlp: Option<OtlpTracing>,
+}
+
+/// Where Envoy's OpenTelemetry tracer sends its spans (`writ envoy --otlp`), and the tags
+/// it adds to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpTracing {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// `service.name` of Envoy's spans.
+    pub service_name: String,
+    /// `gen_ai.provider.name`, a literal tag on every span.
+    pub provider_name: String,
+}
+
+impl OtlpTracing {
+    /// The receiver from `HOST:PORT` or `http(s)://HOST:PORT`.
+    pub fn parse(spec: &str) -> Result<OtlpTracing, EnvoyConfigError> {
+        let (host, port, tls) = parse_upstream(spec)?;
+        Ok(OtlpTracing {
+            host,
+            port,
+            tls,
+            service_name: "writ-envoy".into(),
+            provider_name: "openai".into(),
+        })
+    }
 }
 
 /// An `http(s)://HOST[:PORT]/PATH` the artifact is served from (`writ envoy --artifact-url`).
@@ -272,6 +301,7 @@ impl EnvoyConfig {
             artifact_url: None,
             artifact_fetch_retries: 3,
             audit_log: None,
+            otlp: None,
         })
     }
 
@@ -295,7 +325,11 @@ impl EnvoyConfig {
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_name || name == UPSTREAM_CLUSTER || name == ARTIFACT_CLUSTER {
+        if !valid_name
+            || name == UPSTREAM_CLUSTER
+            || name == ARTIFACT_CLUSTER
+            || name == OTLP_CLUSTER
+        {
             return Err(bad());
         }
         let (host, port) = parse_host_port(addr).map_err(|_| bad())?;
@@ -350,7 +384,7 @@ static_resources:
           request_headers_timeout: 10s
           stream_idle_timeout: 300s
           generate_request_id: true
-          # HTTP/1.0 clients are served as by `writ serve` (Envoy's default answers 426).
+{tracing}          # HTTP/1.0 clients are served as by `writ serve` (Envoy's default answers 426).
           http_protocol_options:
             accept_http_10: true
             default_host_for_http_10: writ
@@ -410,6 +444,7 @@ static_resources:
             local_reply = self.local_reply_yaml(),
             identity_filters = self.identity_filters_yaml(),
             audit_log = self.audit_log_yaml(),
+            tracing = self.tracing_yaml(),
         );
         // Deployment settings only: the policy itself is compiled into the artifact.
         let mut plugin = self.plugin_config.clone();
@@ -472,8 +507,60 @@ static_resources:
         if let Some(a) = &self.artifact_url {
             self.write_cluster(&mut y, ARTIFACT_CLUSTER, &a.host, a.port, a.tls);
         }
+        if let Some(o) = &self.otlp {
+            self.write_cluster(&mut y, OTLP_CLUSTER, &o.host, o.port, o.tls);
+        }
         y.push_str(&stats_config_yaml());
         y
+    }
+
+    /// The connection manager's OpenTelemetry tracer: a SERVER span per request and, with
+    /// `spawn_upstream_span`, a CLIENT span per upstream attempt, whose id Envoy sends
+    /// upstream in `traceparent` (a client's `traceparent` is joined, its sampling kept).
+    /// The GenAI attributes Envoy can know without reading the body are literal tags; the
+    /// model, usage and guardrail events are in the filter's audit record, keyed by the
+    /// `x-request-id` tagged here (`docs/observability.md`).
+    fn tracing_yaml(&self) -> String {
+        let Some(o) = &self.otlp else {
+            return String::new();
+        };
+        let scheme = if o.tls { "https" } else { "http" };
+        format!(
+            "          # OpenTelemetry: Envoy's spans go to the OTLP/HTTP receiver, and the
+          # upstream gets a `traceparent` naming Envoy's upstream span.
+          tracing:
+            spawn_upstream_span: true
+            custom_tags:
+            - tag: gen_ai.provider.name
+              literal: {{ value: {provider} }}
+            - tag: writ.artifact.sha256
+              literal: {{ value: {sha} }}
+            - tag: writ.request.id
+              request_header: {{ name: x-request-id }}
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                service_name: {service}
+                http_service:
+                  http_uri:
+                    uri: {uri}
+                    cluster: {OTLP_CLUSTER}
+                    timeout: 5s
+",
+            provider = yaml_str(&o.provider_name),
+            sha = self.artifact_sha256,
+            service = yaml_str(&o.service_name),
+            uri = yaml_str(&format!(
+                "{scheme}://{}:{}/v1/traces",
+                if o.host.contains(':') {
+                    format!("[{}]", o.host)
+                } else {
+                    o.host.clone()
+                },
+                o.port
+            )),
+        )
     }
 
     /// The filters in front of the wasm filter: first `header_mutation`, removing the
@@ -849,6 +936,9 @@ stats_config:
     y
 }
 
+/// The cluster of the OTLP receiver, with `--otlp`.
+const OTLP_CLUSTER: &str = "writ_otlp";
+
 /// Derives the VM id from the artifact's name, `<policy>-<version>.wasm`: the policy name, so
 /// versions of one policy share data and different policies never do.
 fn vm_id_for(artifact: &Path) -> String {
@@ -1028,6 +1118,21 @@ mod tests {
         assert_eq!(parse("http://127.0.0.1:8080/"), None);
         assert_eq!(parse("http://127.0.0.1:8080"), None);
         assert_eq!(parse("ftp://h/a.wasm"), None);
+    }
+
+    #[test]
+    fn otlp_receivers_parse() {
+        let parse = |s: &str| OtlpTracing::parse(s).ok().map(|o| (o.host, o.port, o.tls));
+        assert_eq!(
+            parse("127.0.0.1:4318"),
+            Some(("127.0.0.1".to_string(), 4318, false))
+        );
+        assert_eq!(
+            parse("https://otel.example.com"),
+            Some(("otel.example.com".to_string(), 443, true))
+        );
+        assert_eq!(parse("http://127.0.0.1:4318/v1/traces"), None);
+        assert_eq!(parse("nohost"), None);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub use config::{HostConfig, Limits};
 pub use error::{HostError, TrapKind};
 pub use exchange::{ClientResponse, Exchange, RequestSpec, UpstreamReply, UpstreamRequest};
 pub use gateway::identity::{IdentityConfig, JwtVerifier, TokenError};
+pub use gateway::telemetry::{
+    AnnotationHook, AttributeValue, SpanAnnotations, SpanEvent, TelemetryConfig,
+};
 pub use gateway::{
     Gateway, GatewayConfig, GatewayError, LogSink, Refusal, RefusalKind, RefusalSink,
 };

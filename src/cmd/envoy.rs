@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::envoy_config::{ArtifactUrl, EnvoyConfig, FailurePolicy, Jwks, JwtAuthn};
+use crate::envoy_config::{ArtifactUrl, EnvoyConfig, FailurePolicy, Jwks, JwtAuthn, OtlpTracing};
 
 /// Arguments of `writ envoy`.
 #[derive(Debug, clap::Args)]
@@ -74,6 +74,22 @@ pub struct EnvoyArgs {
     /// replies included) before the client gets 504 `upstream_timeout`.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub upstream_timeout: u32,
+    /// Trace with Envoy's OpenTelemetry tracer, exporting spans over OTLP/HTTP to this
+    /// receiver (HOST:PORT or URL; `/v1/traces` is appended); Envoy then propagates
+    /// `traceparent` to the upstream (`docs/observability.md`).
+    #[arg(long, value_name = "HOST:PORT|URL")]
+    pub otlp: Option<String>,
+    /// `gen_ai.provider.name` tagged on Envoy's spans.
+    #[arg(long, value_name = "NAME", default_value = "openai", requires = "otlp")]
+    pub otel_provider: String,
+    /// `service.name` of Envoy's spans.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "writ-envoy",
+        requires = "otlp"
+    )]
+    pub otel_service_name: String,
 }
 
 /// The cluster `--audit-sink` adds.
@@ -145,6 +161,12 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
     config.route_timeout_secs = args.upstream_timeout.max(1);
     if let Some(id) = args.vm_id.clone() {
         config.vm_id = id;
+    }
+    if let Some(spec) = &args.otlp {
+        let mut otlp = OtlpTracing::parse(spec)?;
+        otlp.provider_name = args.otel_provider.clone();
+        otlp.service_name = args.otel_service_name.clone();
+        config.otlp = Some(otlp);
     }
     identity(&args, &mut config)?;
     print!("{}", config.to_yaml());

@@ -63,6 +63,42 @@ pub struct ServeArgs {
     /// the client gets 504 `upstream_timeout`.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub upstream_timeout: u64,
+    /// OpenTelemetry.
+    #[command(flatten)]
+    pub otel: OtelArgs,
+}
+
+/// `writ serve --otlp`: traces and GenAI metrics over OTLP/HTTP (`docs/observability.md`).
+#[derive(Debug, clap::Args)]
+pub struct OtelArgs {
+    /// Export a span per request (and per upstream attempt), guardrail events and the GenAI
+    /// metrics to this OTLP/HTTP receiver, e.g. `http://127.0.0.1:4318` (`/v1/traces` and
+    /// `/v1/metrics` are appended). Never prompts, completions or detected values.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
+    /// `gen_ai.provider.name` on spans and metrics (`openai`, `azure.ai.openai`, …).
+    #[arg(long, value_name = "NAME", default_value = "openai", requires = "otlp")]
+    pub otel_provider: String,
+    /// `service.name` of the exported resource.
+    #[arg(long, value_name = "NAME", default_value = "writ", requires = "otlp")]
+    pub otel_service_name: String,
+    /// How often spans (at the latest) and metrics are exported, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5000, requires = "otlp")]
+    pub otlp_interval_ms: u64,
+}
+
+impl OtelArgs {
+    /// The gateway's telemetry settings, with the hook that turns writ's audit records
+    /// into guardrail events.
+    fn telemetry(&self) -> Option<writ_runtime::TelemetryConfig> {
+        let url = self.otlp.as_deref()?;
+        let mut config = writ_runtime::TelemetryConfig::new(url);
+        config.provider_name = self.otel_provider.clone();
+        config.service_name = self.otel_service_name.clone();
+        config.export_interval = std::time::Duration::from_millis(self.otlp_interval_ms.max(10));
+        config.annotate = Some(writ::guardrail_events::hook());
+        Some(config)
+    }
 }
 
 /// Serves until SIGINT or SIGTERM; SIGHUP reloads the artifact and configuration.
@@ -88,6 +124,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     gateway.log_sink = Some(stderr_sink(audit.clone().map(audit_sink)));
     gateway.refusal_sink = Some(refusal_sink(policy.clone(), artifact_sha256(&args)?, audit));
+    gateway.telemetry = args.otel.telemetry();
     let gateway = Gateway::start(host, gateway)?;
     eprintln!(
         "writ serve: listening on http://{} -> {}",

@@ -6,6 +6,7 @@
 
 pub mod identity;
 mod proxy;
+pub mod telemetry;
 mod workers;
 
 use crate::error::HostError;
@@ -50,6 +51,8 @@ pub struct GatewayConfig {
     /// Told about every request the gateway itself refused or failed (a bad token, an
     /// engine failure), for which the filter could not write its own record.
     pub refusal_sink: Option<RefusalSink>,
+    /// OpenTelemetry: spans and GenAI metrics over OTLP/HTTP (`writ serve --otlp`).
+    pub telemetry: Option<telemetry::TelemetryConfig>,
 }
 
 /// A request the gateway answered itself because the filter could not: what a caller
@@ -114,6 +117,7 @@ impl GatewayConfig {
             log_sink: None,
             identity: identity::IdentityConfig::default(),
             refusal_sink: None,
+            telemetry: None,
         }
     }
 }
@@ -136,6 +140,8 @@ pub enum GatewayError {
     Tls(String),
     #[error("reload: {0}")]
     Reload(String),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::EndpointError),
 }
 
 /// A gateway serving on a background thread; [`Gateway::shutdown`] stops it gracefully.
@@ -172,10 +178,15 @@ impl Gateway {
             .name("writ-gateway".to_string())
             .spawn(move || {
                 runtime.block_on(async move {
+                    serving.start_telemetry();
                     match TcpListener::from_std(std_listener) {
-                        Ok(listener) => accept_loop(listener, serving, stopped, drain).await,
+                        Ok(listener) => {
+                            accept_loop(listener, serving.clone(), stopped, drain).await
+                        }
                         Err(e) => tracing::error!("cannot listen: {e}"),
                     }
+                    // The last spans and metrics, once the requests in flight are done.
+                    serving.stop_telemetry().await;
                 });
             })
             .map_err(GatewayError::Runtime)?;

@@ -1,6 +1,7 @@
 //! One request through the gateway: filter the request on its worker, forward it, then
 //! filter the reply frame by frame and stream what the filter releases to the client.
 
+use super::telemetry::{ObservedBody, RequestTrace, Telemetry};
 use super::workers::Workers;
 use super::{GatewayConfig, GatewayError};
 use crate::abi::Headers;
@@ -49,6 +50,9 @@ pub(crate) struct Pipeline {
 pub(crate) struct Lane {
     pipeline: Arc<Pipeline>,
     index: usize,
+    /// The request's trace, which travels with its lane (closing the stream annotates it,
+    /// forwarding starts its upstream span); `None` without telemetry.
+    trace: Option<Arc<RequestTrace>>,
 }
 
 impl Lane {
@@ -74,6 +78,8 @@ pub(crate) struct State {
     refusal_sink: Option<super::RefusalSink>,
     /// The largest header block accepted (names and values), as Envoy's codec limits it.
     max_header_bytes: usize,
+    /// Spans and GenAI metrics for `--otlp`.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl State {
@@ -114,6 +120,7 @@ impl State {
             .enable_http1()
             .build();
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let telemetry = config.telemetry.clone().map(Telemetry::new).transpose()?;
         Ok(State {
             pipeline,
             workers_per_pipeline: config.workers,
@@ -127,6 +134,7 @@ impl State {
             identity: config.identity.clone(),
             refusal_sink: config.refusal_sink.clone(),
             max_header_bytes: super::MAX_REQUEST_HEADER_BYTES,
+            telemetry,
         })
     }
 }
@@ -170,10 +178,28 @@ impl State {
             .clone()
     }
 
-    fn lane(&self) -> Lane {
+    fn lane(&self, trace: Option<Arc<RequestTrace>>) -> Lane {
         let pipeline = self.current();
         let index = pipeline.workers.pick();
-        Lane { pipeline, index }
+        Lane {
+            pipeline,
+            index,
+            trace,
+        }
+    }
+
+    /// Starts the OTLP export task on the gateway's runtime, when telemetry is on.
+    pub(crate) fn start_telemetry(&self) {
+        if let Some(t) = &self.telemetry {
+            t.spawn(self.client.clone());
+        }
+    }
+
+    /// Exports the last spans and metrics and stops the export task (bounded).
+    pub(crate) async fn stop_telemetry(&self) {
+        if let Some(t) = &self.telemetry {
+            t.shutdown().await;
+        }
     }
 
     /// Hex sha256 of the module serving new requests.
@@ -246,11 +272,40 @@ fn report(state: &State, request_id: &str, status: u16, code: &'static str) {
     }
 }
 
-/// Serves one HTTP request.
+/// Serves one HTTP request; with telemetry, inside its trace (the span ends when the
+/// client has the whole reply).
 pub(crate) async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
     peer: SocketAddr,
+) -> Response<ResBody> {
+    // The gateway's own endpoints (probes, scrapes) are not traced.
+    let own =
+        req.method() == hyper::Method::GET && matches!(req.uri().path(), "/healthz" | "/metrics");
+    let Some(telemetry) = state.telemetry.clone().filter(|_| !own) else {
+        return serve(state, req, peer, None).await;
+    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let trace = telemetry.start_request(
+        req.method().as_str(),
+        req.uri().path(),
+        header("traceparent"),
+        header("tracestate"),
+    );
+    let response = serve(state, req, peer, Some(trace.clone())).await;
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    trace.response(response.status().as_u16(), content_type);
+    response.map(|body| ObservedBody::new(body, trace).boxed())
+}
+
+async fn serve(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    trace: Option<Arc<RequestTrace>>,
 ) -> Response<ResBody> {
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/healthz") => {
@@ -311,6 +366,9 @@ pub(crate) async fn handle(
                 return reject(&state, &rid, reply);
             }
         }
+    }
+    if let Some(t) = &trace {
+        t.request_body(&body);
     }
 
     let mut headers: Headers = vec![
@@ -373,7 +431,7 @@ pub(crate) async fn handle(
         ..StreamInfo::default()
     };
 
-    let worker = state.lane();
+    let worker = state.lane(trace);
     let id = match worker.run(move |vm| vm.open_stream(info)).await {
         Ok(Ok(id)) => id,
         Ok(Err(e)) => return failed(&state, &rid, &e),
@@ -484,6 +542,9 @@ fn too_large(limit: usize) -> Response<ResBody> {
 async fn close(state: &State, worker: &Lane, id: StreamId) -> Result<(), HostError> {
     match worker.run(move |vm| vm.close_stream(id)).await {
         Ok(Ok(report)) => {
+            if let Some(trace) = &worker.trace {
+                trace.annotate(&report.logs);
+            }
             for log in report.logs {
                 tracing::debug!(target: "writ::guest", level = ?log.level, "{}", log.message);
                 if let Some(sink) = &state.log_sink {
@@ -517,11 +578,20 @@ async fn forward(
         .header("host", state.upstream_authority.as_str())
         // The filter must read the reply as the model wrote it, not compressed.
         .header("accept-encoding", "identity");
+    // A recorded trace goes upstream naming this attempt's span (W3C Trace Context).
+    let traceparent = worker.trace.as_ref().and_then(|t| t.upstream_traceparent());
+    let drop_tracestate = worker.trace.as_ref().is_some_and(|t| t.drops_tracestate());
     for (k, v) in &headers {
         if k.starts_with(':') || HOP_BY_HOP.contains(&k.as_str()) || k == "accept-encoding" {
             continue;
         }
+        if (traceparent.is_some() && k == "traceparent") || (drop_tracestate && k == "tracestate") {
+            continue;
+        }
         builder = builder.header(k.as_str(), v.as_str());
+    }
+    if let Some(tp) = &traceparent {
+        builder = builder.header("traceparent", tp.as_str());
     }
     let request = match builder.body(Full::new(Bytes::from(body))) {
         Ok(r) => r,
@@ -532,6 +602,13 @@ async fn forward(
         }
     };
     let reply = tokio::time::timeout(state.upstream_timeout, state.client.request(request)).await;
+    if let Some(t) = &worker.trace {
+        match &reply {
+            Ok(Ok(r)) => t.upstream_answered(r.status().as_u16()),
+            Ok(Err(_)) => t.upstream_failed("upstream_unavailable"),
+            Err(_) => t.upstream_failed("upstream_timeout"),
+        }
+    }
     let reply = match reply {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
