@@ -19,6 +19,7 @@ use crate::support::cases::Gateway;
 use crate::support::exposition::{Exposition, series_key};
 use crate::support::hosts::{HostKind, Options, WritGateway, build_policy};
 use crate::support::http::{Request, Response, send};
+use crate::support::python;
 use crate::support::tempdir::TempDir;
 use crate::support::upstream::{Reply, Upstream};
 use crate::support::workspace_root;
@@ -145,6 +146,8 @@ struct Seen {
     kind: HostKind,
     start: Exposition,
     after: Exposition,
+    /// The raw page after the requests, for a second, independent parser.
+    raw_after: String,
 }
 
 fn run(kind: HostKind, artifact: &Path) -> Seen {
@@ -183,7 +186,13 @@ fn run(kind: HostKind, artifact: &Path) -> Seen {
         p.sum_matching("writ_requests_total") == Some(5.0)
             && p.value("writ_reservations_in_flight") == Some(0.0)
     });
-    Seen { kind, start, after }
+    let raw_after = gw.prometheus();
+    Seen {
+        kind,
+        start,
+        after,
+        raw_after,
+    }
 }
 
 #[test]
@@ -284,6 +293,32 @@ fn labelled_series_exist_from_start_and_agree_between_envoy_and_writ_serve() {
             None,
             "[{kind:?}] a team past the cap has no series of its own"
         );
+    }
+    // A real consumer reads both pages without glue: the official Python client's parser
+    // accepts each page and finds exactly the writ series, labels and values ours found.
+    for s in &seen {
+        let theirs: BTreeMap<String, f64> =
+            python::prometheus_client_samples(&s.raw_after, "writ_")
+                .unwrap_or_else(|e| panic!("[{:?}] prometheus_client: {e}", s.kind))
+                .into_iter()
+                .map(|(name, labels, value)| {
+                    let key = if labels.is_empty() {
+                        name
+                    } else {
+                        format!("{name};{labels}")
+                    };
+                    (key, value)
+                })
+                .collect();
+        assert!(!theirs.is_empty(), "[{:?}] no writ series", s.kind);
+        let ours = series(&crate::support::exposition::parse(&s.raw_after).map_or_else(
+            |e| panic!("[{:?}] {e}", s.kind),
+            |mut p| {
+                p.samples.retain(|x| x.name.starts_with("writ_"));
+                p
+            },
+        ));
+        assert_eq!(theirs, ours, "[{:?}] prometheus_client reads another page", s.kind);
     }
     // Both hosts: the same families, types, label sets and values.
     let [envoy, serve] = &seen[..] else {

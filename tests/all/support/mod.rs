@@ -20,6 +20,7 @@ pub mod hosts;
 pub mod http;
 pub mod jwt;
 pub mod process;
+pub mod python;
 pub mod serve;
 pub mod skopeo;
 pub mod tempdir;
