@@ -158,6 +158,7 @@ fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
             ROUTE_WITHOUT_PRICE,
             CURRENCY_MISMATCH,
             DUPLICATE_ITEM,
+            ROUTE_TO_DENIED_MODEL,
         ];
         diags.extend(
             check::check(&file)

@@ -4,9 +4,10 @@
 
 mod cond;
 pub(crate) mod logic;
+mod relations;
 pub(crate) mod suggest;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
@@ -130,17 +131,36 @@ pub(crate) struct Env {
     pub untrusted: Vec<(String, Span)>,
     /// Scopes (`team`, `user`) some workflow identifies, trusted or not.
     pub identified: Vec<String>,
+    /// The policy header says `enforcement monitor`: rules without their own act on nothing.
+    pub monitor: bool,
+}
+
+/// What a rule's action is, as far as the relations between rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ActionKind {
+    Allow,
+    Deny,
+    Route,
+    Other,
 }
 
 /// A rule as the logic checks see it.
 pub(crate) struct RuleFacts {
+    /// The rule's first line, through its title.
     pub span: Span,
     pub when_span: Span,
+    /// The `then` action (the head when it has none).
+    pub then_span: Span,
     pub response: bool,
+    /// The normalised condition; `None` when the rule has errors.
     pub cond: Option<logic::Nf>,
+    /// The action's canonical text with its enforcement, for shadowing; `None` with errors.
     pub action: Option<String>,
-    pub is_allow: bool,
-    pub is_deny: bool,
+    pub kind: ActionKind,
+    /// Whether the rule acts (its own enforcement, else the policy's, is not `monitor`).
+    pub enforced: bool,
+    /// The models a route sends to, with their spans.
+    pub targets: Vec<(String, Span)>,
 }
 
 /// Runs every check over a parsed file.
@@ -154,10 +174,12 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
             prices: Vec::new(),
             untrusted: Vec::new(),
             identified: Vec::new(),
+            monitor: false,
         },
-        used_detectors: Vec::new(),
+        used_detectors: BTreeSet::new(),
         rules: Vec::new(),
         matchers: Vec::new(),
+        error_count: (0, 0),
     };
     c.declarations(file);
     // Workflows first: rules are checked against the identities they declare, wherever
@@ -173,19 +195,21 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
         }
     }
     c.unused_detectors(file);
-    logic::workflow_relations(&c.matchers, &mut c.diags);
+    relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
-    logic::rule_relations(&rules, &mut c.diags);
+    relations::rule_relations(&rules, &mut c.diags);
     c.diags
 }
 
 struct Checker {
     diags: Vec<Diagnostic>,
     env: Env,
-    used_detectors: Vec<String>,
+    used_detectors: BTreeSet<String>,
     rules: Vec<RuleFacts>,
     /// Each workflow's checked `match`, normalised, in source order.
     matchers: Vec<(Span, logic::Nf)>,
+    /// (diagnostics already counted, errors among them), for [`Checker::errors`].
+    error_count: (usize, usize),
 }
 
 fn is_semver(v: &str) -> bool {
@@ -214,6 +238,35 @@ fn is_semver(v: &str) -> bool {
         },
     };
     parts.len() == 3 && parts.iter().all(num_ok) && rest_ok
+}
+
+/// A workflow's oversight mode, as far as the verification rate it implies goes.
+#[derive(Clone, Copy)]
+enum OversightMode {
+    Hitl,
+    /// HIC with its sample, as a fraction.
+    Hic(f64),
+}
+
+/// Whether `assume verification_rate <op> <value>` fits an oversight mode that reviews at
+/// least `floor` of the outputs: the gateway alerts when the measured rate exceeds `value`
+/// (whatever the operator), so `value` must be at least `floor`, and the operator must admit
+/// some rate the mode can reach (`< 100%` admits none under HITL).
+fn admits_from(op: CmpOp, value: f64, floor: f64) -> bool {
+    value >= floor
+        && match op {
+            CmpOp::Eq => (floor..=1.0).contains(&value),
+            CmpOp::Ne => floor < 1.0 || value != 1.0,
+            CmpOp::Lt => floor < value,
+            CmpOp::Le => floor <= value,
+            CmpOp::Gt => value < 1.0,
+            CmpOp::Ge => value <= 1.0,
+        }
+}
+
+/// A fraction as a percentage for messages: `0.05` → `5%`.
+fn percent_text(f: f64) -> String {
+    format!("{}%", (f * 1e6).round() / 1e4)
 }
 
 /// Reports a second occurrence of a once-only statement.
@@ -269,6 +322,18 @@ fn head_span(item_span: Span, name_span: Span) -> Span {
 impl Checker {
     fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
+    }
+
+    /// Errors reported so far, counted from the last count so each rule pays only for its
+    /// own diagnostics (counting all of them per rule made checking quadratic).
+    fn errors(&mut self) -> usize {
+        let (counted, errors) = self.error_count;
+        let new = self
+            .diags
+            .get(counted..)
+            .map_or(0, |ds| ds.iter().filter(|d| d.is_error()).count());
+        self.error_count = (self.diags.len(), errors + new);
+        errors + new
     }
 
     fn nonempty(&mut self, s: &Str, what: &str) {
@@ -501,6 +566,7 @@ impl Checker {
                 PolicyStmt::Enforcement(e) => {
                     once(&mut seen, "enforcement", s.span, &mut self.diags);
                     self.enforcement(e);
+                    self.env.monitor = e.node == "monitor";
                 }
             }
         }
@@ -729,8 +795,8 @@ impl Checker {
 
     fn workflow(&mut self, w: &WorkflowItem) {
         let mut seen = Vec::new();
-        let mut hitl: Option<Span> = None;
-        let mut rate: Option<(f64, Span)> = None;
+        let mut oversight: Option<(OversightMode, Span)> = None;
+        let mut rate: Option<(CmpOp, f64, Span)> = None;
         let mut identities: Vec<&str> = Vec::new();
         for s in &w.stmts {
             match &s.node {
@@ -750,7 +816,7 @@ impl Checker {
                 } => {
                     once(&mut seen, "oversight", s.span, &mut self.diags);
                     match mode.node.as_str() {
-                        "HITL" => hitl = Some(mode.span),
+                        "HITL" => oversight = Some((OversightMode::Hitl, mode.span)),
                         "HOTL" => match below {
                             None => self.push(
                                 Diagnostic::new(
@@ -772,7 +838,10 @@ impl Checker {
                             ),
                             Some(_) => {}
                         },
-                        "HIC" => {}
+                        "HIC" => {
+                            let share = sample.as_ref().map_or(0.0, |p| p.node.value / 100.0);
+                            oversight = Some((OversightMode::Hic(share), s.span));
+                        }
                         _ => self.push(
                             Diagnostic::new(
                                 codes::UNKNOWN_OVERSIGHT,
@@ -807,7 +876,7 @@ impl Checker {
                 }
                 WorkflowStmt::Assume {
                     name,
-                    op: _,
+                    op,
                     value,
                     percent,
                 } => {
@@ -845,7 +914,7 @@ impl Checker {
                         }
                         value.node.value
                     };
-                    rate = Some((fraction, value.span));
+                    rate = Some((op.node, fraction, value.span));
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => {}
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
@@ -906,21 +975,37 @@ impl Checker {
                 "add `match header \"x-workflow\" == \"…\"` so requests can be attributed to it",
             );
         }
-        if let (Some(h), Some((r, span))) = (hitl, rate)
-            && r < 1.0
-        {
-            self.push(
-                Diagnostic::new(
-                    codes::HITL_RATE,
-                    "HITL oversight with an assumed verification rate under 100%",
-                    span,
-                    "assumes fewer outputs are reviewed",
-                )
-                .with_label(h, "HITL reviews every output")
-                .help(
-                    "use `oversight HOTL below …` or `HIC`, or assume `verification_rate == 100%`",
+        // The verification rate each mode guarantees at least: HITL reviews everything, a
+        // HIC sample reviews its share (escalating rules may add more); HOTL depends on the
+        // model's confidence, so any rate fits it.
+        if let Some((op, r, span)) = rate {
+            match oversight {
+                Some((OversightMode::Hitl, h)) if !admits_from(op, r, 1.0) => self.push(
+                    Diagnostic::new(
+                        codes::HITL_RATE,
+                        "HITL oversight with an assumed verification rate under 100%",
+                        span,
+                        "assumes fewer outputs are reviewed",
+                    )
+                    .with_label(h, "HITL reviews every output")
+                    .help(
+                        "use `oversight HOTL below …` or `HIC`, or assume `verification_rate == 100%`",
+                    ),
                 ),
-            );
+                Some((OversightMode::Hic(sample), h)) if sample > 0.0 && !admits_from(op, r, sample) => {
+                    self.push(
+                        Diagnostic::new(
+                            codes::HIC_SAMPLE_RATE,
+                            "HIC samples more outputs for review than the assumed verification rate",
+                            span,
+                            "assumes fewer outputs are reviewed",
+                        )
+                        .with_label(h, format!("sends {} of outputs to a human", percent_text(sample)))
+                        .help("lower the sample, or assume a verification rate at least as high as it"),
+                    )
+                }
+                _ => {}
+            }
         }
     }
 
@@ -1001,7 +1086,7 @@ impl Checker {
             }
         }
         let mut ctx = cond::Ctx::rule(response);
-        let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
+        let errors_before = self.errors();
         if let Some(c) = when {
             self.cond(c, &mut ctx);
         }
@@ -1021,7 +1106,7 @@ impl Checker {
                 .help("`alert at N%` alerts when spend crosses N% of the rule's `spend(…)` limit"),
             );
         }
-        let clean = self.diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        let clean = self.errors() == errors_before;
         // A rule without `when` matches everything.
         let nf = match when {
             Some(c) if clean => Some(logic::normalize(&c.node)),
@@ -1041,9 +1126,28 @@ impl Checker {
                 );
             }
         }
+        let kind = match then.map(|a| &a.node) {
+            Some(Action::Allow) => ActionKind::Allow,
+            Some(Action::Deny { .. }) => ActionKind::Deny,
+            Some(Action::Route(_) | Action::RouteCheapest(_)) => ActionKind::Route,
+            _ => ActionKind::Other,
+        };
+        let targets = match then.map(|a| &a.node) {
+            Some(Action::Route(m)) => vec![(m.node.clone(), m.span)],
+            Some(Action::RouteCheapest(list)) => list
+                .node
+                .iter()
+                .filter_map(|l| match &l.node {
+                    Lit::Str(m) => Some((m.clone(), l.span)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         self.rules.push(RuleFacts {
             span: head,
             when_span: when.map_or(head, |c| c.span),
+            then_span: then.map_or(head, |a| a.span),
             response,
             cond: if clean { nf } else { None },
             // A monitor rule does not act, so it never shadows (or is shadowed by) one that does.
@@ -1054,8 +1158,12 @@ impl Checker {
                     enforcement.unwrap_or("")
                 )
             }),
-            is_allow: matches!(then.map(|a| &a.node), Some(Action::Allow)),
-            is_deny: matches!(then.map(|a| &a.node), Some(Action::Deny { .. })),
+            kind,
+            enforced: match enforcement {
+                Some(e) => e != "monitor",
+                None => !self.env.monitor,
+            },
+            targets,
         });
     }
 
@@ -1081,5 +1189,30 @@ impl Checker {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_rates_fit_the_oversight_floor() {
+        // HITL: only an assumption that admits 100% (and does not alert below it) fits.
+        assert!(admits_from(CmpOp::Eq, 1.0, 1.0));
+        assert!(admits_from(CmpOp::Le, 1.0, 1.0));
+        assert!(!admits_from(CmpOp::Lt, 1.0, 1.0));
+        assert!(!admits_from(CmpOp::Le, 0.2, 1.0));
+        assert!(
+            !admits_from(CmpOp::Ge, 0.5, 1.0),
+            "the gateway alerts above 50%"
+        );
+        // HIC sample 2%: at least 2% is reviewed.
+        assert!(admits_from(CmpOp::Le, 0.02, 0.02));
+        assert!(!admits_from(CmpOp::Lt, 0.02, 0.02));
+        assert!(!admits_from(CmpOp::Le, 0.01, 0.02));
+        assert!(admits_from(CmpOp::Le, 0.1, 0.02));
+        // Nothing guaranteed (HOTL): any rate in range fits.
+        assert!(admits_from(CmpOp::Le, 0.0, 0.0));
     }
 }
