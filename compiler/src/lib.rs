@@ -16,6 +16,7 @@ mod fmt;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod lower;
+mod resolved;
 mod syntax;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
@@ -63,7 +64,7 @@ pub struct Compiled {
 /// Compiles one policy source. `path` is used only in diagnostics. On error, returns every
 /// diagnostic (errors and warnings) already rendered rustc-style, one string each (no colour).
 pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
-    let (file, mut diags) = parse_and_check(source);
+    let (file, mut diags, resolved) = parse_and_check(source);
     let render_each = |ds: &[Diagnostic]| -> Vec<String> {
         ds.iter()
             .map(|d| render(path, source, std::slice::from_ref(d)))
@@ -72,7 +73,7 @@ pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
     if diags.iter().any(Diagnostic::is_error) {
         return Err(render_each(&diags));
     }
-    match lower::lower(&file, source) {
+    match lower::lower(&file, source, &resolved) {
         Ok(mut compiled) => {
             compiled.warnings = render_each(&diags);
             Ok(compiled)
@@ -110,7 +111,7 @@ pub fn check_with_paper(
     read: impl Fn(&str) -> Result<String, String>,
 ) -> Vec<Diagnostic> {
     let _ = path;
-    let (file, mut diags) = parse_and_check(source);
+    let (file, mut diags, _) = parse_and_check(source);
     for item in &file.items {
         let ast::Item::Policy(p) = &item.node else {
             continue;
@@ -139,10 +140,11 @@ pub fn check_with_paper(
 /// damage repeated, and rendering thousands of them only buries the first.
 pub const MAX_DIAGNOSTICS: usize = 200;
 
-fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
+fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>, resolved::Resolved) {
     let (file, mut diags) = syntax::parse(source);
+    let mut found = resolved::Resolved::default();
     if diags.is_empty() {
-        diags = check::check(&file);
+        (diags, found) = check::check(&file);
     } else {
         // The items that did parse are still checked, but only for problems local to
         // them: anything that depends on the file's declarations (names, prices, the
@@ -162,13 +164,14 @@ fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
         ];
         diags.extend(
             check::check(&file)
+                .0
                 .into_iter()
                 .filter(|d| d.is_error() && !depends_on_others.contains(&d.code)),
         );
     }
     diag::sort(&mut diags);
     diags.truncate(MAX_DIAGNOSTICS);
-    (file, diags)
+    (file, diags, found)
 }
 
 /// Parses a policy into its AST, with syntax errors only.

@@ -50,7 +50,7 @@ fn canon(l: &Lit) -> String {
     match l {
         Lit::Num(n) => format!("n{}", n.value),
         Lit::Percent(n) => format!("n{}", n.value / 100.0),
-        Lit::Money { num, .. } => match crate::lower::micros(&num.text) {
+        Lit::Money { num, .. } => match crate::resolved::micros(&num.text) {
             Some(m) => format!("m{m}"),
             None => format!("m{}", num.text),
         },

@@ -11,108 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
+use crate::resolved::{DFA_SIZE_LIMIT, RegexError, Resolved, compile_regex};
 use suggest::did_you_mean;
 
 pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
-/// Largest dense DFA (each direction) a custom detector may compile to.
-pub(crate) const DFA_SIZE_LIMIT: usize = 1 << 20;
-
-/// Why a custom detector's pattern did not compile.
-#[derive(Clone)]
-pub(crate) enum RegexError {
-    Invalid(String),
-    TooLarge,
-}
-
-/// Compiles a pattern ahead of time into forward and reverse dense DFAs (little-endian,
-/// alignment padding stripped), bounded by [`DFA_SIZE_LIMIT`].
-pub(crate) fn compile_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexError> {
-    #[cfg(feature = "fuzzing")]
-    {
-        dfa_cache::compile(pattern)
-    }
-    #[cfg(not(feature = "fuzzing"))]
-    {
-        build_regex(pattern)
-    }
-}
-
-/// Fuzzing builds remember the DFAs of the last patterns they compiled: building one takes
-/// milliseconds (the check and lowering each build it, for the source and its formatted
-/// text), which would cap the policy fuzz target at a few hundred executions a second, and
-/// the build is a pure function of the pattern, so a cached answer is the same answer.
-#[cfg(feature = "fuzzing")]
-mod dfa_cache {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    use super::RegexError;
-
-    type Dfas = Result<(Vec<u8>, Vec<u8>), RegexError>;
-
-    /// Patterns remembered before the cache starts over, bounding its memory.
-    const MAX_PATTERNS: usize = 256;
-
-    thread_local! {
-        static CACHE: RefCell<HashMap<String, Dfas>> = RefCell::new(HashMap::new());
-    }
-
-    pub(super) fn compile(pattern: &str) -> Dfas {
-        if let Some(hit) = CACHE.with(|c| c.borrow().get(pattern).cloned()) {
-            return hit;
-        }
-        let built = super::build_regex(pattern);
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= MAX_PATTERNS {
-                c.clear();
-            }
-            c.insert(pattern.to_string(), built.clone());
-        });
-        built
-    }
-}
-
-/// [`compile_regex`] without the fuzzing cache.
-fn build_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexError> {
-    use regex_automata::dfa::{dense, regex::Regex};
-    // Parse first so syntax errors are reported as such, not as size errors.
-    if let Err(e) = regex_automata::util::syntax::parse(pattern) {
-        return Err(RegexError::Invalid(e.to_string()));
-    }
-    let re = Regex::builder()
-        // Bound the intermediate NFA too, so `a{1000000}` fails fast instead of
-        // exhausting memory before the DFA limit is reached.
-        .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(DFA_SIZE_LIMIT)))
-        .dense(
-            dense::Config::new()
-                .dfa_size_limit(Some(DFA_SIZE_LIMIT))
-                .determinize_size_limit(Some(DFA_SIZE_LIMIT)),
-        )
-        .build(pattern)
-        .map_err(|e| {
-            // The build error's own text can be generic ("error building NFA"); the reason
-            // is further down its source chain.
-            let mut chain = vec![e.to_string()];
-            let mut source = std::error::Error::source(&e);
-            while let Some(inner) = source {
-                chain.push(inner.to_string());
-                source = inner.source();
-            }
-            let all = chain.join(": ");
-            if all.contains("exceed") || all.contains("limit") || all.contains("too big") {
-                RegexError::TooLarge
-            } else {
-                RegexError::Invalid(chain.last().cloned().unwrap_or(all))
-            }
-        })?;
-    let strip =
-        |(bytes, pad): (Vec<u8>, usize)| bytes.get(pad..).map(<[u8]>::to_vec).unwrap_or_default();
-    Ok((
-        strip(re.forward().to_bytes_little_endian()),
-        strip(re.reverse().to_bytes_little_endian()),
-    ))
-}
 
 /// A detector known to the policy: built in or declared.
 #[derive(Debug, Clone)]
@@ -163,8 +65,9 @@ pub(crate) struct RuleFacts {
     pub targets: Vec<(String, Span)>,
 }
 
-/// Runs every check over a parsed file.
-pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
+/// Runs every check over a parsed file; returns the diagnostics and what the checks
+/// resolved for lowering.
+pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
     let mut c = Checker {
         diags: Vec::new(),
         env: Env {
@@ -180,6 +83,7 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
         rules: Vec::new(),
         matchers: Vec::new(),
         error_count: (0, 0),
+        resolved: Resolved::default(),
     };
     c.declarations(file);
     // Workflows first: rules are checked against the identities they declare, wherever
@@ -198,7 +102,7 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
     relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
     relations::rule_relations(&rules, &mut c.diags);
-    c.diags
+    (c.diags, c.resolved)
 }
 
 struct Checker {
@@ -210,6 +114,8 @@ struct Checker {
     matchers: Vec<(Span, logic::Nf)>,
     /// (diagnostics already counted, errors among them), for [`Checker::errors`].
     error_count: (usize, usize),
+    /// What lowering will use instead of resolving again.
+    resolved: Resolved,
 }
 
 fn is_semver(v: &str) -> bool {
@@ -624,7 +530,7 @@ impl Checker {
                 .help("one policy uses one currency; set it with `currency` in the policy header"),
             );
         }
-        if crate::lower::micros(&num.text).is_none() {
+        if crate::resolved::micros(&num.text).is_none() {
             self.push(
                 Diagnostic::new(
                     codes::AMOUNT_PRECISION,
@@ -699,7 +605,9 @@ impl Checker {
             self.nonempty(&d.pattern, "the pattern");
         } else {
             match compile_regex(&d.pattern.node) {
-                Ok(_) => {}
+                Ok(dfas) => {
+                    self.resolved.dfas.insert(d.name.node.clone(), dfas);
+                }
                 Err(RegexError::Invalid(e)) => {
                     // The regex error is multi-line with its own caret; keep its last line.
                     let reason = e
