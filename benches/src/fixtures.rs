@@ -65,7 +65,7 @@ pub fn passthrough_wasm() -> anyhow::Result<Vec<u8>> {
 
 /// Compiles a policy source, errors rendered.
 pub fn compile(name: &str, source: &str) -> anyhow::Result<writ_compiler::Compiled> {
-    writ_compiler::compile(name, source).map_err(|d| anyhow::anyhow!("{}", d.join("\n")))
+    writ_compiler::compile(name, source).map_err(|d| anyhow::anyhow!("{}", d.render(name, source)))
 }
 
 /// Compiles and links a bundled policy into its artifact bytes.

@@ -57,25 +57,23 @@ pub struct Compiled {
     pub owner: String,
     /// The paper policy path as written in the source (relative to the `.policy` file).
     pub implements: String,
-    /// Non-fatal diagnostics (warnings) found while compiling.
-    pub warnings: Vec<String>,
+    /// Non-fatal diagnostics (warnings) found while compiling; render them with
+    /// [`Diagnostics::render`] and the source.
+    pub warnings: Diagnostics,
 }
 
-/// Compiles one policy source. `path` is used only in diagnostics. On error, returns every
-/// diagnostic (errors and warnings) already rendered rustc-style, one string each (no colour).
-pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
+/// Compiles one policy source. On error, returns every diagnostic (errors and warnings),
+/// typed and located, in source order; [`Diagnostics::render`] prints them rustc-style.
+/// `path` is accepted for symmetry with [`check`]; diagnostics carry spans, not paths.
+pub fn compile(path: &str, source: &str) -> Result<Compiled, Diagnostics> {
+    let _ = path;
     let (file, mut diags, resolved) = parse_and_check(source);
-    let render_each = |ds: &[Diagnostic]| -> Vec<String> {
-        ds.iter()
-            .map(|d| render(path, source, std::slice::from_ref(d)))
-            .collect()
-    };
     if diags.iter().any(Diagnostic::is_error) {
-        return Err(render_each(&diags));
+        return Err(Diagnostics(diags));
     }
     match lower::lower(&file, source, &resolved) {
         Ok(mut compiled) => {
-            compiled.warnings = render_each(&diags);
+            compiled.warnings = Diagnostics(diags);
             Ok(compiled)
         }
         Err(bug) => {
@@ -88,7 +86,7 @@ pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
                 )
                 .help("this is a bug in writ; please report it with this policy"),
             );
-            Err(render_each(&diags))
+            Err(Diagnostics(diags))
         }
     }
 }

@@ -146,7 +146,7 @@ pub(crate) fn lower(file: &File, source: &str, resolved: &Resolved) -> Res<Compi
         manual,
         owner,
         implements,
-        warnings: Vec::new(),
+        warnings: crate::Diagnostics::default(),
     })
 }
 

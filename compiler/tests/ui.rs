@@ -120,7 +120,7 @@ fn bundled_policies_compile() {
             let source = std::fs::read_to_string(&p).unwrap();
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             if let Err(errs) = writ_compiler::compile(&name, &source) {
-                panic!("{name}:\n{}", errs.join("\n"));
+                panic!("{name}:\n{}", errs.render(&name, &source));
             }
             n += 1;
         }
