@@ -542,3 +542,103 @@ fn routes_into_denied_models(rules: &[RuleFacts], diags: &mut Vec<Diagnostic>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::ast::{Item, RuleStmt};
+
+    fn nf(cond: &str) -> Nf {
+        let src = format!("rule A \"t\" {{\n  when {cond}\n}}\n");
+        let (file, diags) = crate::syntax::parse(&src);
+        assert!(diags.is_empty(), "{cond}: {diags:?}");
+        let Some(Item::Rule(r)) = file.items.first().map(|i| &i.node) else {
+            panic!()
+        };
+        let Some(RuleStmt::When(c)) = r.stmts.first().map(|s| &s.node) else {
+            panic!()
+        };
+        super::super::logic::normalize(&c.node)
+    }
+
+    /// Random conditions over small domains, so implications and overlaps are common.
+    fn conditions(n: usize, seed: u64) -> Vec<Nf> {
+        let mut state = seed;
+        let mut next = move |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut parts = Vec::new();
+            for _ in 0..=next(3) {
+                let (a, b) = (next(4), next(4));
+                parts.push(match next(11) {
+                    0 => format!("model == \"m{a}\""),
+                    1 => format!("model in [\"m{a}\", \"m{b}\"]"),
+                    2 => format!("model not in [\"m{a}\", \"m{b}\"]"),
+                    3 => format!("model != \"m{a}\""),
+                    4 => format!("team == \"t{a}\""),
+                    5 => format!("team in [\"t{a}\", \"t{b}\"]"),
+                    6 => format!("max_tokens > {}", 100 * a),
+                    7 => format!("max_tokens <= {}", 100 * b),
+                    8 => "stream".to_string(),
+                    9 => "not stream".to_string(),
+                    _ => format!("(team == \"t{a}\" or prompt has secret)"),
+                });
+            }
+            out.push(nf(&parts.join(" and ")));
+        }
+        out
+    }
+
+    /// The index finds exactly what comparing every earlier condition finds.
+    #[test]
+    fn implication_index_agrees_with_pairwise_comparison() {
+        for seed in 0..20 {
+            let conds = conditions(150, seed);
+            let rare = rarity(conds.iter());
+            // As in the checker, conditions that are never true take no part.
+            let live = |i: usize| conds[i] != Nf::Const(false);
+            let mut index = ImplicationIndex::default();
+            for (i, c) in conds.iter().enumerate().filter(|(i, _)| live(*i)) {
+                index.insert(i, c, &rare);
+            }
+            for (j, l) in conds.iter().enumerate().filter(|(j, _)| live(*j)) {
+                let brute = (0..j).find(|&i| live(i) && implies(l, &conds[i]));
+                let indexed = index.first(l, j, |i| implies(l, &conds[i]));
+                assert_eq!(indexed, brute, "seed {seed}, rule {j}: {l:?}");
+            }
+        }
+    }
+
+    /// The overlap index finds the same first overlapping deny as a scan of all of them.
+    #[test]
+    fn overlap_index_agrees_with_pairwise_comparison() {
+        for seed in 0..20 {
+            let conds = conditions(150, seed + 100);
+            // Even positions are denies, odd ones allows.
+            let denies: Vec<(usize, &Nf)> = conds
+                .iter()
+                .enumerate()
+                .step_by(2)
+                .filter(|(_, c)| **c != Nf::Const(false))
+                .collect();
+            let mut index = OverlapIndex::new(denies.clone());
+            for (j, a) in conds.iter().enumerate().skip(1).step_by(2) {
+                let brute = denies
+                    .iter()
+                    .find(|(i, d)| *i < j && !disjoint(a, d))
+                    .map(|(i, _)| *i);
+                assert_eq!(
+                    index.first_overlapping(a, j),
+                    brute,
+                    "seed {seed}, allow {j}: {a:?}"
+                );
+            }
+        }
+    }
+}
