@@ -2,8 +2,8 @@
 //! reproducible `.wasm` artifact.
 //!
 //! Pipeline, one module per stage: `syntax` (the only module that knows pest) → `check`
-//! (names, types, conflicts; collects every diagnostic) → `lower` (checked AST to
-//! `writ_plugin::ir`) → `link` (IR + engine wasm → artifact + manifest). `diag` renders
+//! (names, types, conflicts; collects every diagnostic, and keeps what it resolved in
+//! `resolved`) → `lower` (checked AST and resolved values to `writ_plugin::ir`) → `link` (IR + engine wasm → artifact + manifest). `diag` renders
 //! diagnostics rustc-style; `fmt` prints the canonical layout.
 
 pub mod link;
