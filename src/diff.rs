@@ -478,7 +478,7 @@ mod tests {
     fn compiled(source: &str) -> ir::Policy {
         match writ_compiler::compile("t.policy", source) {
             Ok(c) => c.policy,
-            Err(d) => panic!("{}", d.join("\n")),
+            Err(d) => panic!("{}", d.render("t.policy", source)),
         }
     }
 

@@ -65,7 +65,7 @@ pub fn passthrough_wasm() -> anyhow::Result<Vec<u8>> {
 
 /// Compiles a policy source, errors rendered.
 pub fn compile(name: &str, source: &str) -> anyhow::Result<writ_compiler::Compiled> {
-    writ_compiler::compile(name, source).map_err(|d| anyhow::anyhow!("{}", d.join("\n")))
+    writ_compiler::compile(name, source).map_err(|d| anyhow::anyhow!("{}", d.render(name, source)))
 }
 
 /// Compiles and links a bundled policy into its artifact bytes.
@@ -112,6 +112,77 @@ pub fn generated_policy(rules: usize) -> String {
     s
 }
 
+/// A policy of `rules` rules with the variety the rule-relation checks look at: per-team
+/// model allowlists, routes, exceptions (`allow`), budgets, token caps, header and path
+/// rules, detector rules, drawn from small domains (60 teams, 24 models, 30 paths, 20
+/// custom detectors) so that rules share fields and values, and some pairs really do
+/// shadow, conflict or overlap. The custom detectors stay at 20 whatever the size, so the
+/// time measured is the checks' and not regex compilation's.
+pub fn varied_policy(rules: usize) -> String {
+    let mut s = String::from(
+        "policy \"varied\" version \"1.0.0\" {\n  owner \"bench@example.com\"\n  implements \"ai-policy.md\"\n  currency EUR\n}\n\n\
+         workflow \"gen\" {\n  match header \"x-workflow\" == \"gen\"\n  identify team by trusted header \"x-jwt-team\", user by trusted header \"x-jwt-sub\"\n}\n\n",
+    );
+    for m in 0..24 {
+        s.push_str(&format!(
+            "price \"m{m}\" input 0.{m:02} EUR output 1.{m:02} EUR per 1M tokens\n"
+        ));
+    }
+    s.push('\n');
+    for d in 0..20 {
+        s.push_str(&format!("detector d{d} = regex \"ID{d}-[0-9]{{6}}\"\n"));
+    }
+    s.push('\n');
+    for i in 0..rules {
+        let team = i % 60;
+        let model = (i * 7) % 24;
+        let other = (i * 11 + 5) % 24;
+        let body = match i % 10 {
+            0 => format!(
+                "  on request\n  when team == \"t{team}\" and model not in [\"m{model}\", \"m{other}\"]\n  then deny 403 \"team {team}: model not approved\""
+            ),
+            1 => format!(
+                "  on request\n  when team == \"t{team}\" and max_tokens > {}\n  then deny 400 \"cap {i}\"",
+                1000 + (i * 37) % 8000
+            ),
+            2 => format!(
+                "  on request\n  when header \"x-h{}\" == \"v{}\"\n  then deny 403 \"header {i}\"",
+                i % 100,
+                i % 7
+            ),
+            3 => format!(
+                "  on request\n  when team == \"t{team}\" and prompt has pii(email, iban)\n  then tokenise"
+            ),
+            4 => format!(
+                "  on request\n  when team == \"t{team}\" and model == \"m{other}\"\n  then route to \"m{model}\""
+            ),
+            5 => format!(
+                "  on request\n  when team == \"t{team}\" and user == \"u{}\"\n  then allow",
+                i % 500
+            ),
+            6 => format!(
+                "  on request\n  when team == \"t{team}\" and spend(team, month) > {} EUR\n  then deny 429 \"budget {i}\"",
+                100 * (1 + i % 40)
+            ),
+            7 => format!(
+                "  on request\n  when path == \"/v1/p{}\" and method == \"POST\"\n  then tag \"route\" = \"p{i}\"",
+                i % 30
+            ),
+            8 => format!(
+                "  on response\n  when team == \"t{team}\" and response has pii(d{})\n  then redact",
+                i % 20
+            ),
+            _ => format!(
+                "  on request\n  when model in [\"m{model}\", \"m{other}\"] and stream\n  then route to cheapest [\"m{model}\", \"m{other}\"]"
+            ),
+        };
+        s.push_str(&format!(
+            "rule GEN-{i} \"Generated rule {i}\" {{\n{body}\n}}\n\n"
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +193,23 @@ mod tests {
             let src = generated_policy(n);
             let result = compile("gen.policy", &src);
             assert!(result.is_ok(), "{result:?}\n{src}");
+        }
+    }
+
+    /// The varied policy compiles, and its rules do meet: the relation checks have
+    /// findings to report, so the bench exercises them.
+    #[test]
+    fn varied_policies_compile_and_their_rules_meet() {
+        let src = varied_policy(1000);
+        let result = compile("varied.policy", &src);
+        assert!(result.is_ok(), "{result:?}");
+        let diags = writ_compiler::check("varied.policy", &src);
+        for code in ["W0001", "W0008", "W0009"] {
+            assert!(
+                diags.iter().any(|d| d.code.id() == code),
+                "no {code} in {:?}",
+                diags.iter().map(|d| d.code.id()).collect::<Vec<_>>()
+            );
         }
     }
 }

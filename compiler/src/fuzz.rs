@@ -77,10 +77,18 @@ pub fn policy_lower(data: &[u8]) {
     let Ok(formatted) = crate::format(&source) else {
         return;
     };
-    let compiled = crate::compile("fuzz.policy", &source)
-        .unwrap_or_else(|e| panic!("a checked policy failed to compile: {}", e.join("\n")));
-    let reformatted = crate::compile("fuzz.policy", &formatted)
-        .unwrap_or_else(|e| panic!("the formatted policy failed to compile: {}", e.join("\n")));
+    let compiled = crate::compile("fuzz.policy", &source).unwrap_or_else(|e| {
+        panic!(
+            "a checked policy failed to compile: {}",
+            e.render("fuzz.policy", &source)
+        )
+    });
+    let reformatted = crate::compile("fuzz.policy", &formatted).unwrap_or_else(|e| {
+        panic!(
+            "the formatted policy failed to compile: {}",
+            e.render("fuzz.policy", &formatted)
+        )
+    });
     // Rules carry their source line, which the layout may move, and the policy the hash
     // of its source text.
     let without_lines = |mut p: writ_plugin::ir::Policy| {
@@ -254,8 +262,12 @@ rule AIP-4.1 "Cost centre" {
 pub fn fuzz_engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let compiled = crate::compile("fuzz.policy", FUZZ_POLICY)
-            .unwrap_or_else(|e| panic!("the fuzz policy does not compile: {}", e.join("\n")));
+        let compiled = crate::compile("fuzz.policy", FUZZ_POLICY).unwrap_or_else(|e| {
+            panic!(
+                "the fuzz policy does not compile: {}",
+                e.render("fuzz.policy", FUZZ_POLICY)
+            )
+        });
         Engine::new(compiled.policy).unwrap_or_else(|e| panic!("the fuzz policy: {e}"))
     })
 }

@@ -2,8 +2,8 @@
 //! reproducible `.wasm` artifact.
 //!
 //! Pipeline, one module per stage: `syntax` (the only module that knows pest) → `check`
-//! (names, types, conflicts; collects every diagnostic) → `lower` (checked AST to
-//! `writ_plugin::ir`) → `link` (IR + engine wasm → artifact + manifest). `diag` renders
+//! (names, types, conflicts; collects every diagnostic, and keeps what it resolved in
+//! `resolved`) → `lower` (checked AST and resolved values to `writ_plugin::ir`) → `link` (IR + engine wasm → artifact + manifest). `diag` renders
 //! diagnostics rustc-style; `fmt` prints the canonical layout.
 
 pub mod link;
@@ -16,6 +16,7 @@ mod fmt;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 mod lower;
+mod resolved;
 mod syntax;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
@@ -56,25 +57,23 @@ pub struct Compiled {
     pub owner: String,
     /// The paper policy path as written in the source (relative to the `.policy` file).
     pub implements: String,
-    /// Non-fatal diagnostics (warnings) found while compiling.
-    pub warnings: Vec<String>,
+    /// Non-fatal diagnostics (warnings) found while compiling; render them with
+    /// [`Diagnostics::render`] and the source.
+    pub warnings: Diagnostics,
 }
 
-/// Compiles one policy source. `path` is used only in diagnostics. On error, returns every
-/// diagnostic (errors and warnings) already rendered rustc-style, one string each (no colour).
-pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
-    let (file, mut diags) = parse_and_check(source);
-    let render_each = |ds: &[Diagnostic]| -> Vec<String> {
-        ds.iter()
-            .map(|d| render(path, source, std::slice::from_ref(d)))
-            .collect()
-    };
+/// Compiles one policy source. On error, returns every diagnostic (errors and warnings),
+/// typed and located, in source order; [`Diagnostics::render`] prints them rustc-style.
+/// `path` is accepted for symmetry with [`check`]; diagnostics carry spans, not paths.
+pub fn compile(path: &str, source: &str) -> Result<Compiled, Diagnostics> {
+    let _ = path;
+    let (file, mut diags, resolved) = parse_and_check(source);
     if diags.iter().any(Diagnostic::is_error) {
-        return Err(render_each(&diags));
+        return Err(Diagnostics(diags));
     }
-    match lower::lower(&file, source) {
+    match lower::lower(&file, source, &resolved) {
         Ok(mut compiled) => {
-            compiled.warnings = render_each(&diags);
+            compiled.warnings = Diagnostics(diags);
             Ok(compiled)
         }
         Err(bug) => {
@@ -87,7 +86,7 @@ pub fn compile(path: &str, source: &str) -> Result<Compiled, Vec<String>> {
                 )
                 .help("this is a bug in writ; please report it with this policy"),
             );
-            Err(render_each(&diags))
+            Err(Diagnostics(diags))
         }
     }
 }
@@ -110,7 +109,7 @@ pub fn check_with_paper(
     read: impl Fn(&str) -> Result<String, String>,
 ) -> Vec<Diagnostic> {
     let _ = path;
-    let (file, mut diags) = parse_and_check(source);
+    let (file, mut diags, _) = parse_and_check(source);
     for item in &file.items {
         let ast::Item::Policy(p) = &item.node else {
             continue;
@@ -139,10 +138,11 @@ pub fn check_with_paper(
 /// damage repeated, and rendering thousands of them only buries the first.
 pub const MAX_DIAGNOSTICS: usize = 200;
 
-fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
+fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>, resolved::Resolved) {
     let (file, mut diags) = syntax::parse(source);
+    let mut found = resolved::Resolved::default();
     if diags.is_empty() {
-        diags = check::check(&file);
+        (diags, found) = check::check(&file);
     } else {
         // The items that did parse are still checked, but only for problems local to
         // them: anything that depends on the file's declarations (names, prices, the
@@ -158,16 +158,18 @@ fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>) {
             ROUTE_WITHOUT_PRICE,
             CURRENCY_MISMATCH,
             DUPLICATE_ITEM,
+            ROUTE_TO_DENIED_MODEL,
         ];
         diags.extend(
             check::check(&file)
+                .0
                 .into_iter()
                 .filter(|d| d.is_error() && !depends_on_others.contains(&d.code)),
         );
     }
     diag::sort(&mut diags);
     diags.truncate(MAX_DIAGNOSTICS);
-    (file, diags)
+    (file, diags, found)
 }
 
 /// Parses a policy into its AST, with syntax errors only.

@@ -12,28 +12,9 @@ use sha2::{Digest, Sha256};
 use writ_plugin::ir;
 
 use crate::ast::*;
-use crate::check::compile_regex;
 use crate::diag::Lines;
+use crate::resolved::{Resolved, micros};
 use crate::{Compiled, ManualClause, RuleInfo};
-
-/// A decimal as millionths (`"0.075"` → 75 000), exactly; `None` with more than six
-/// decimals or on overflow.
-pub(crate) fn micros(text: &str) -> Option<i64> {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if frac.len() > 6
-        || int.is_empty()
-        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    let whole: i64 = int.parse().ok()?;
-    let mut f = frac.to_string();
-    while f.len() < 6 {
-        f.push('0');
-    }
-    let part: i64 = f.parse().ok()?;
-    whole.checked_mul(1_000_000)?.checked_add(part)
-}
 
 struct Lowerer<'a> {
     /// Detector name → index in `detectors`.
@@ -41,6 +22,7 @@ struct Lowerer<'a> {
     detectors: Vec<ir::Detector>,
     customs: BTreeMap<String, &'a DetectorItem>,
     lines: Lines<'a>,
+    resolved: &'a Resolved,
 }
 
 type Res<T> = Result<T, String>;
@@ -51,8 +33,8 @@ fn bug<T>(what: &str) -> Res<T> {
     ))
 }
 
-/// Lowers a checked file.
-pub(crate) fn lower(file: &File, source: &str) -> Res<Compiled> {
+/// Lowers a checked file, with what its check resolved.
+pub(crate) fn lower(file: &File, source: &str, resolved: &Resolved) -> Res<Compiled> {
     let mut header = None;
     let mut customs = BTreeMap::new();
     for item in &file.items {
@@ -84,6 +66,7 @@ pub(crate) fn lower(file: &File, source: &str) -> Res<Compiled> {
         detectors: Vec::new(),
         customs,
         lines: Lines::new(source),
+        resolved,
     };
     l.collect_detectors(file)?;
 
@@ -163,7 +146,7 @@ pub(crate) fn lower(file: &File, source: &str) -> Res<Compiled> {
         manual,
         owner,
         implements,
-        warnings: Vec::new(),
+        warnings: crate::Diagnostics::default(),
     })
 }
 
@@ -257,9 +240,8 @@ impl Lowerer<'_> {
         }
         let customs: Vec<&DetectorItem> = self.customs.values().copied().collect();
         for d in customs {
-            let (fwd, rev) = match compile_regex(&d.pattern.node) {
-                Ok(dfas) => dfas,
-                Err(_) => return bug("invalid regex"),
+            let Some((fwd, rev)) = self.resolved.dfas.get(&d.name.node).cloned() else {
+                return bug("a detector pattern the check did not compile");
             };
             let secret = d.class.as_ref().is_some_and(|c| c.node == "secret");
             self.push(ir::Detector {
@@ -632,7 +614,7 @@ fn value(l: &Lit) -> Res<ir::Value> {
 
 #[cfg(test)]
 mod tests {
-    use super::micros;
+    use crate::resolved::micros;
 
     #[test]
     fn money_is_exact() {

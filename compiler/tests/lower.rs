@@ -222,24 +222,25 @@ fn building_twice_gives_identical_bytes() {
 fn warnings_are_returned_with_a_successful_compile() {
     let src = SRC.replace("identify team by trusted header", "identify team by header");
     let c = writ_compiler::compile("p.policy", &src).unwrap();
-    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-    assert!(
-        c.warnings[0].starts_with("warning[W0003]"),
-        "{}",
-        c.warnings[0]
-    );
+    assert_eq!(c.warnings.0.len(), 1, "{:?}", c.warnings);
+    let rendered = c.warnings.render("p.policy", &src);
+    assert!(rendered.starts_with("warning[W0003]"), "{rendered}");
+    assert_eq!(c.warnings.0[0].code.id(), "W0003");
 }
 
 #[test]
-fn errors_are_all_reported_rendered() {
+fn errors_are_all_reported_typed_and_render() {
     let src = SRC
         .replace("gpt-4o-mini\"]\n  alert", "gpt-4o-mni\"]\n  alert")
         .replace("pii(phone,", "pii(phon,");
     let errs = writ_compiler::compile("p.policy", &src).unwrap_err();
-    assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert!(errs[0].starts_with("error[E0103]: unknown detector `phon`"));
-    assert!(errs[0].contains("--> p.policy:"));
-    assert!(errs[1].starts_with("error[E0603]"));
+    assert_eq!(errs.0.len(), 2, "{errs:#?}");
+    let codes: Vec<&str> = errs.0.iter().map(|d| d.code.id()).collect();
+    assert_eq!(codes, ["E0103", "E0603"]);
+    let rendered = errs.render("p.policy", &src);
+    assert!(rendered.starts_with("error[E0103]: unknown detector `phon`"));
+    assert!(rendered.contains("--> p.policy:"));
+    assert!(rendered.contains("error[E0603]"));
 }
 
 #[test]

@@ -120,7 +120,7 @@ fn bundled_policies_compile() {
             let source = std::fs::read_to_string(&p).unwrap();
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             if let Err(errs) = writ_compiler::compile(&name, &source) {
-                panic!("{name}:\n{}", errs.join("\n"));
+                panic!("{name}:\n{}", errs.render(&name, &source));
             }
             n += 1;
         }
@@ -128,23 +128,95 @@ fn bundled_policies_compile() {
     assert!(n > 0);
 }
 
-/// Every code is documented in `docs/diagnostics.md`, codes are unique, and there are
-/// enough of them to tell problems apart.
+/// Codes are unique, there are enough of them to tell problems apart, and each has its
+/// paragraph in `codes.rs`.
 #[test]
-fn every_code_is_documented_once() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let doc = std::fs::read_to_string(root.join("docs/diagnostics.md")).unwrap();
+fn codes_are_unique() {
     let all = writ_compiler::diag::codes::ALL;
     assert!(all.len() >= 25);
     let mut ids: Vec<&str> = all.iter().map(|c| c.id()).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), all.len(), "duplicate code");
+    let rendered = diagnostics_doc(&read_doc());
     for id in ids {
         assert_eq!(
-            doc.matches(&format!("### {id} ")).count(),
+            rendered.matches(&format!("### {id} ")).count(),
             1,
-            "{id} must have exactly one section in docs/diagnostics.md"
+            "{id} must be a `pub const` with a doc paragraph in compiler/src/diag/codes.rs"
         );
+    }
+}
+
+fn read_doc() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join("docs/diagnostics.md")).unwrap()
+}
+
+/// `docs/diagnostics.md` rendered from `compiler/src/diag/codes.rs`: the page's own
+/// introduction (everything before its first `## `), then one `##` section per
+/// `// ---- name ----` group of codes and one `###` entry per code, in code order, whose
+/// text is the constant's doc paragraph.
+fn diagnostics_doc(current: &str) -> String {
+    let codes =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/diag/codes.rs"))
+            .unwrap();
+    let mut out = current
+        .find("\n## ")
+        .map_or(current, |i| &current[..=i])
+        .to_string();
+    /// (id, title, text) of one code.
+    type Entry = (String, String, String);
+    let mut sections: Vec<(String, Vec<Entry>)> = Vec::new();
+    let mut doc: Vec<&str> = Vec::new();
+    for line in codes.lines() {
+        if let Some(name) = line
+            .strip_prefix("// ---- ")
+            .and_then(|l| l.strip_suffix(" ----"))
+        {
+            sections.push((name.to_string(), Vec::new()));
+            doc.clear();
+        } else if let Some(text) = line.strip_prefix("///") {
+            doc.push(text.trim());
+        } else if let Some(rest) = line.strip_prefix("pub const ")
+            && let Some((name, id)) = rest.split_once(": Code = Code(\"")
+            && let Some((_, entries)) = sections.last_mut()
+        {
+            let id = id.trim_end_matches("\");").to_string();
+            let title = name.to_ascii_lowercase().replace('_', " ");
+            entries.push((id, title, doc.join(" ")));
+            doc.clear();
+        } else {
+            doc.clear();
+        }
+    }
+    for (name, mut entries) in sections {
+        let mut chars = name.chars();
+        let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or(' ');
+        out.push_str(&format!("## {first}{}\n\n", chars.as_str()));
+        entries.sort();
+        for (id, title, text) in entries {
+            out.push_str(&format!("### {id} — {title}\n\n{text}\n\n"));
+        }
+    }
+    format!("{}\n", out.trim_end())
+}
+
+/// `docs/diagnostics.md` is generated from the doc comments in `codes.rs` (the source of
+/// truth), so the two never drift; `BLESS=1` rewrites the page.
+#[test]
+fn diagnostics_doc_is_generated_from_codes() {
+    let current = read_doc();
+    let expected = diagnostics_doc(&current);
+    if current != expected {
+        if std::env::var_os("BLESS").is_some() {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            std::fs::write(root.join("docs/diagnostics.md"), &expected).unwrap();
+        } else {
+            panic!(
+                "docs/diagnostics.md is out of date with compiler/src/diag/codes.rs (BLESS=1 to regenerate):\n{}",
+                diff(&current, &expected)
+            );
+        }
     }
 }

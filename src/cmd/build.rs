@@ -40,14 +40,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             Ok(c) => c,
             Err(diagnostics) => {
                 failed = true;
-                for d in &diagnostics {
-                    eprintln!("{d}");
-                }
+                eprintln!("{}", diagnostics.render(&name, &source));
                 continue;
             }
         };
-        for w in &compiled.warnings {
-            eprintln!("{w}");
+        if !compiled.warnings.0.is_empty() {
+            eprintln!("{}", compiled.warnings.render(&name, &source));
         }
         if let Some(refusal) = version_discipline(&args.out, &compiled.policy)? {
             failed = true;

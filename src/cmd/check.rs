@@ -41,6 +41,18 @@ struct Located {
     end_column: u32,
     label: String,
     help: Option<String>,
+    /// The other places the diagnostic points at (e.g. the earlier of two conflicting
+    /// rules), each with its label.
+    related: Vec<Region>,
+}
+
+/// A labelled span, 1-based lines and columns (in characters), end exclusive.
+struct Region {
+    line: u32,
+    column: u32,
+    end_line: u32,
+    end_column: u32,
+    label: String,
 }
 
 /// Prints every diagnostic of every file (text: to stderr, nothing for a clean file);
@@ -84,6 +96,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 end_column: 1,
                 label: String::new(),
                 help: None,
+                related: Vec::new(),
             });
         }
     }
@@ -154,6 +167,21 @@ fn locate(file: &str, source: &str, d: &Diagnostic) -> Located {
         end_column,
         label: d.primary.text.clone(),
         help: d.help.clone(),
+        related: d
+            .secondary
+            .iter()
+            .map(|l| {
+                let (line, column) = line_col_at(source, l.span.start as usize);
+                let (end_line, end_column) = line_col_at(source, l.span.end as usize);
+                Region {
+                    line,
+                    column,
+                    end_line,
+                    end_column,
+                    label: l.text.clone(),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -181,6 +209,13 @@ fn json(located: &[Located]) -> serde_json::Value {
             "end_column": l.end_column,
             "label": l.label,
             "help": l.help,
+            "related": l.related.iter().map(|r| serde_json::json!({
+                "line": r.line,
+                "column": r.column,
+                "end_line": r.end_line,
+                "end_column": r.end_column,
+                "label": r.label,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>()
     })
 }
@@ -219,7 +254,20 @@ fn sarif(located: &[Located]) -> serde_json::Value {
                         "endLine": l.end_line,
                         "endColumn": l.end_column,
                     }
-                }}]
+                }}],
+                "relatedLocations": l.related.iter().enumerate().map(|(i, r)| serde_json::json!({
+                    "id": i,
+                    "message": {"text": r.label},
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": l.file.replace('\\', "/")},
+                        "region": {
+                            "startLine": r.line,
+                            "startColumn": r.column,
+                            "endLine": r.end_line,
+                            "endColumn": r.end_column,
+                        }
+                    }
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -97,7 +97,7 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
         let source = super::read_source(&policy)?;
         let name = policy.display().to_string();
         let compiled = writ_compiler::compile(&name, &source)
-            .map_err(|d| anyhow::anyhow!("{name} has errors:\n{}", d.join("\n")))?;
+            .map_err(|d| anyhow::anyhow!("{name} has errors:\n{}", d.render(&name, &source)))?;
         note_paper(&mut paper_path, &policy, &compiled.implements)?;
         let artifact = writ_compiler::link::link(writ::engine::ENGINE_WASM, &compiled)?;
         let sha = writ_compiler::link::sha256_hex(&artifact.wasm);

@@ -35,7 +35,13 @@ pub fn load_policy(path: &Path) -> anyhow::Result<ir::Policy> {
     let name = path.display().to_string();
     writ_compiler::compile(&name, &source)
         .map(|c| c.policy)
-        .map_err(|diagnostics| anyhow::anyhow!("{} has errors:\n{}", name, diagnostics.join("\n")))
+        .map_err(|diagnostics| {
+            anyhow::anyhow!(
+                "{} has errors:\n{}",
+                name,
+                diagnostics.render(&name, &source)
+            )
+        })
 }
 
 /// Prints the changes; exits 0 whether or not there are any, unless `--exit-code`.

@@ -307,7 +307,7 @@ fn module_of(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
         let source = super::read_source(path)?;
         let name = path.display().to_string();
         let compiled = writ_compiler::compile(&name, &source)
-            .map_err(|d| anyhow::anyhow!("{name} has errors:\n{}", d.join("\n")))?;
+            .map_err(|d| anyhow::anyhow!("{name} has errors:\n{}", d.render(&name, &source)))?;
         let artifact = writ_compiler::link::link(writ::engine::ENGINE_WASM, &compiled)?;
         return Ok(artifact.wasm);
     }

@@ -67,7 +67,7 @@ impl Suite {
             .with_context(|| format!("reading {}", policy_path.display()))?;
         let name = policy_path.display().to_string();
         let compiled = writ_compiler::compile(&name, &source).map_err(|diagnostics| {
-            anyhow::anyhow!("{name} has errors:\n{}", diagnostics.join("\n"))
+            anyhow::anyhow!("{name} has errors:\n{}", diagnostics.render(&name, &source))
         })?;
         let artifact = link::link(crate::engine::ENGINE_WASM, &compiled)
             .with_context(|| format!("linking {name}"))?;

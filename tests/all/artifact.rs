@@ -97,7 +97,7 @@ fn hand_compiled() -> Compiled {
         }],
         owner: "security@example.com".into(),
         implements: "ai-policy.md".into(),
-        warnings: vec![],
+        warnings: writ_compiler::Diagnostics::default(),
         policy,
     }
 }

@@ -141,3 +141,54 @@ fn diagnostics_as_json_and_sarif_and_warnings_can_fail_ci() {
             .any(|rule| rule["id"] == d["code"])
     );
 }
+
+/// Relations between rules (here W0008, two denies on one condition) reach CI the same
+/// way: `--deny-warnings` fails on them, and JSON and SARIF carry both rules, the earlier
+/// one as a related location.
+#[test]
+fn rule_relations_carry_both_rules_in_json_and_sarif() {
+    let dir = TempDir::new("writ-check-relations");
+    std::fs::write(dir.path().join("paper.md"), "- **HR-1** Models.\n").unwrap();
+    let path = dir.path().join("p.policy");
+    std::fs::write(
+        &path,
+        "policy \"p\" version \"1.0.0\" {\n  owner \"a@example.com\"\n  implements \"paper.md\"\n}\nrule HR-1 \"refused\" {\n  on request\n  when model == \"x\"\n  then deny 403 \"A\"\n}\nrule HR-1 \"limited\" {\n  on request\n  when model == \"x\"\n  then deny 429 \"B\"\n}\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let text = writ(&["check", p]);
+    assert!(text.status.success(), "{}", output_text(&text));
+    assert!(
+        output_text(&text).contains("warning[W0008]"),
+        "{}",
+        output_text(&text)
+    );
+    assert!(!writ(&["check", p, "--deny-warnings"]).status.success());
+
+    let json = writ(&["check", p, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "W0008", "{v}");
+    assert_eq!(d["line"], 13, "{v}");
+    assert_eq!(d["related"][0]["line"], 8, "{v}");
+    assert!(
+        d["related"][0]["label"]
+            .as_str()
+            .unwrap()
+            .contains("instead"),
+        "{v}"
+    );
+
+    let sarif = writ(&["check", p, "--format", "sarif"]);
+    let s: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    let r = &s["runs"][0]["results"][0];
+    assert_eq!(r["ruleId"], "W0008");
+    assert_eq!(
+        r["locations"][0]["physicalLocation"]["region"]["startLine"],
+        13
+    );
+    assert_eq!(
+        r["relatedLocations"][0]["physicalLocation"]["region"]["startLine"], 8,
+        "{s}"
+    );
+}

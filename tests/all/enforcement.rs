@@ -114,7 +114,7 @@ fn host(plugin_config: &str, clusters: &[(&str, String)]) -> Host {
 /// A host running `source`.
 fn host_of(source: &str, plugin_config: &str, clusters: &[(&str, String)]) -> Host {
     let compiled = writ_compiler::compile("enforce-test.policy", source)
-        .unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        .unwrap_or_else(|e| panic!("{}", e.render("enforce-test.policy", source)));
     let artifact = link::link(ENGINE, &compiled).unwrap();
     let mut config = HostConfig::new(artifact.wasm);
     config.plugin_config = plugin_config.as_bytes().to_vec();

@@ -42,7 +42,7 @@ fn shape(text: &str) -> String {
 #[test]
 fn native_and_wasm_agree_on_the_request_corpus() {
     let compiled = writ_compiler::compile("fuzz.policy", FUZZ_POLICY)
-        .unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        .unwrap_or_else(|e| panic!("{}", e.render("fuzz.policy", FUZZ_POLICY)));
     let artifact = link::link(ENGINE, &compiled).unwrap();
     let mut config = HostConfig::new(artifact.wasm);
     config.plugin_config = format!("{{\"body_limit\": {FUZZ_BODY_LIMIT}}}").into_bytes();

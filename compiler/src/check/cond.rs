@@ -305,7 +305,7 @@ impl Checker {
         // A detector named anywhere counts as used, even where the test has other errors.
         for n in t.node.names.iter().flatten() {
             if !self.used_detectors.contains(&n.node) {
-                self.used_detectors.push(n.node.clone());
+                self.used_detectors.insert(n.node.clone());
             }
         }
         let class = t.node.class.node.as_str();
@@ -398,7 +398,7 @@ impl Checker {
         }
         for name in &out {
             if !self.used_detectors.contains(name) {
-                self.used_detectors.push(name.clone());
+                self.used_detectors.insert(name.clone());
             }
         }
         out
@@ -448,7 +448,7 @@ impl Checker {
         };
         for name in &out {
             if !self.used_detectors.contains(name) {
-                self.used_detectors.push(name.clone());
+                self.used_detectors.insert(name.clone());
             }
         }
         out

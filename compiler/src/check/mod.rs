@@ -4,114 +4,17 @@
 
 mod cond;
 pub(crate) mod logic;
+mod relations;
 pub(crate) mod suggest;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
+use crate::resolved::{DFA_SIZE_LIMIT, RegexError, Resolved, compile_regex};
 use suggest::did_you_mean;
 
 pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
-/// Largest dense DFA (each direction) a custom detector may compile to.
-pub(crate) const DFA_SIZE_LIMIT: usize = 1 << 20;
-
-/// Why a custom detector's pattern did not compile.
-#[derive(Clone)]
-pub(crate) enum RegexError {
-    Invalid(String),
-    TooLarge,
-}
-
-/// Compiles a pattern ahead of time into forward and reverse dense DFAs (little-endian,
-/// alignment padding stripped), bounded by [`DFA_SIZE_LIMIT`].
-pub(crate) fn compile_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexError> {
-    #[cfg(feature = "fuzzing")]
-    {
-        dfa_cache::compile(pattern)
-    }
-    #[cfg(not(feature = "fuzzing"))]
-    {
-        build_regex(pattern)
-    }
-}
-
-/// Fuzzing builds remember the DFAs of the last patterns they compiled: building one takes
-/// milliseconds (the check and lowering each build it, for the source and its formatted
-/// text), which would cap the policy fuzz target at a few hundred executions a second, and
-/// the build is a pure function of the pattern, so a cached answer is the same answer.
-#[cfg(feature = "fuzzing")]
-mod dfa_cache {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    use super::RegexError;
-
-    type Dfas = Result<(Vec<u8>, Vec<u8>), RegexError>;
-
-    /// Patterns remembered before the cache starts over, bounding its memory.
-    const MAX_PATTERNS: usize = 256;
-
-    thread_local! {
-        static CACHE: RefCell<HashMap<String, Dfas>> = RefCell::new(HashMap::new());
-    }
-
-    pub(super) fn compile(pattern: &str) -> Dfas {
-        if let Some(hit) = CACHE.with(|c| c.borrow().get(pattern).cloned()) {
-            return hit;
-        }
-        let built = super::build_regex(pattern);
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= MAX_PATTERNS {
-                c.clear();
-            }
-            c.insert(pattern.to_string(), built.clone());
-        });
-        built
-    }
-}
-
-/// [`compile_regex`] without the fuzzing cache.
-fn build_regex(pattern: &str) -> Result<(Vec<u8>, Vec<u8>), RegexError> {
-    use regex_automata::dfa::{dense, regex::Regex};
-    // Parse first so syntax errors are reported as such, not as size errors.
-    if let Err(e) = regex_automata::util::syntax::parse(pattern) {
-        return Err(RegexError::Invalid(e.to_string()));
-    }
-    let re = Regex::builder()
-        // Bound the intermediate NFA too, so `a{1000000}` fails fast instead of
-        // exhausting memory before the DFA limit is reached.
-        .thompson(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(DFA_SIZE_LIMIT)))
-        .dense(
-            dense::Config::new()
-                .dfa_size_limit(Some(DFA_SIZE_LIMIT))
-                .determinize_size_limit(Some(DFA_SIZE_LIMIT)),
-        )
-        .build(pattern)
-        .map_err(|e| {
-            // The build error's own text can be generic ("error building NFA"); the reason
-            // is further down its source chain.
-            let mut chain = vec![e.to_string()];
-            let mut source = std::error::Error::source(&e);
-            while let Some(inner) = source {
-                chain.push(inner.to_string());
-                source = inner.source();
-            }
-            let all = chain.join(": ");
-            if all.contains("exceed") || all.contains("limit") || all.contains("too big") {
-                RegexError::TooLarge
-            } else {
-                RegexError::Invalid(chain.last().cloned().unwrap_or(all))
-            }
-        })?;
-    let strip =
-        |(bytes, pad): (Vec<u8>, usize)| bytes.get(pad..).map(<[u8]>::to_vec).unwrap_or_default();
-    Ok((
-        strip(re.forward().to_bytes_little_endian()),
-        strip(re.reverse().to_bytes_little_endian()),
-    ))
-}
 
 /// A detector known to the policy: built in or declared.
 #[derive(Debug, Clone)]
@@ -130,21 +33,41 @@ pub(crate) struct Env {
     pub untrusted: Vec<(String, Span)>,
     /// Scopes (`team`, `user`) some workflow identifies, trusted or not.
     pub identified: Vec<String>,
+    /// The policy header says `enforcement monitor`: rules without their own act on nothing.
+    pub monitor: bool,
+}
+
+/// What a rule's action is, as far as the relations between rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ActionKind {
+    Allow,
+    Deny,
+    Route,
+    Other,
 }
 
 /// A rule as the logic checks see it.
 pub(crate) struct RuleFacts {
+    /// The rule's first line, through its title.
     pub span: Span,
     pub when_span: Span,
+    /// The `then` action (the head when it has none).
+    pub then_span: Span,
     pub response: bool,
+    /// The normalised condition; `None` when the rule has errors.
     pub cond: Option<logic::Nf>,
+    /// The action's canonical text with its enforcement, for shadowing; `None` with errors.
     pub action: Option<String>,
-    pub is_allow: bool,
-    pub is_deny: bool,
+    pub kind: ActionKind,
+    /// Whether the rule acts (its own enforcement, else the policy's, is not `monitor`).
+    pub enforced: bool,
+    /// The models a route sends to, with their spans.
+    pub targets: Vec<(String, Span)>,
 }
 
-/// Runs every check over a parsed file.
-pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
+/// Runs every check over a parsed file; returns the diagnostics and what the checks
+/// resolved for lowering.
+pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
     let mut c = Checker {
         diags: Vec::new(),
         env: Env {
@@ -154,10 +77,13 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
             prices: Vec::new(),
             untrusted: Vec::new(),
             identified: Vec::new(),
+            monitor: false,
         },
-        used_detectors: Vec::new(),
+        used_detectors: BTreeSet::new(),
         rules: Vec::new(),
         matchers: Vec::new(),
+        error_count: (0, 0),
+        resolved: Resolved::default(),
     };
     c.declarations(file);
     // Workflows first: rules are checked against the identities they declare, wherever
@@ -173,19 +99,23 @@ pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
         }
     }
     c.unused_detectors(file);
-    logic::workflow_relations(&c.matchers, &mut c.diags);
+    relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
-    logic::rule_relations(&rules, &mut c.diags);
-    c.diags
+    relations::rule_relations(&rules, &mut c.diags);
+    (c.diags, c.resolved)
 }
 
 struct Checker {
     diags: Vec<Diagnostic>,
     env: Env,
-    used_detectors: Vec<String>,
+    used_detectors: BTreeSet<String>,
     rules: Vec<RuleFacts>,
     /// Each workflow's checked `match`, normalised, in source order.
     matchers: Vec<(Span, logic::Nf)>,
+    /// (diagnostics already counted, errors among them), for [`Checker::errors`].
+    error_count: (usize, usize),
+    /// What lowering will use instead of resolving again.
+    resolved: Resolved,
 }
 
 fn is_semver(v: &str) -> bool {
@@ -214,6 +144,35 @@ fn is_semver(v: &str) -> bool {
         },
     };
     parts.len() == 3 && parts.iter().all(num_ok) && rest_ok
+}
+
+/// A workflow's oversight mode, as far as the verification rate it implies goes.
+#[derive(Clone, Copy)]
+enum OversightMode {
+    Hitl,
+    /// HIC with its sample, as a fraction.
+    Hic(f64),
+}
+
+/// Whether `assume verification_rate <op> <value>` fits an oversight mode that reviews at
+/// least `floor` of the outputs: the gateway alerts when the measured rate exceeds `value`
+/// (whatever the operator), so `value` must be at least `floor`, and the operator must admit
+/// some rate the mode can reach (`< 100%` admits none under HITL).
+fn admits_from(op: CmpOp, value: f64, floor: f64) -> bool {
+    value >= floor
+        && match op {
+            CmpOp::Eq => (floor..=1.0).contains(&value),
+            CmpOp::Ne => floor < 1.0 || value != 1.0,
+            CmpOp::Lt => floor < value,
+            CmpOp::Le => floor <= value,
+            CmpOp::Gt => value < 1.0,
+            CmpOp::Ge => value <= 1.0,
+        }
+}
+
+/// A fraction as a percentage for messages: `0.05` → `5%`.
+fn percent_text(f: f64) -> String {
+    format!("{}%", (f * 1e6).round() / 1e4)
 }
 
 /// Reports a second occurrence of a once-only statement.
@@ -269,6 +228,18 @@ fn head_span(item_span: Span, name_span: Span) -> Span {
 impl Checker {
     fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
+    }
+
+    /// Errors reported so far, counted from the last count so each rule pays only for its
+    /// own diagnostics (counting all of them per rule made checking quadratic).
+    fn errors(&mut self) -> usize {
+        let (counted, errors) = self.error_count;
+        let new = self
+            .diags
+            .get(counted..)
+            .map_or(0, |ds| ds.iter().filter(|d| d.is_error()).count());
+        self.error_count = (self.diags.len(), errors + new);
+        errors + new
     }
 
     fn nonempty(&mut self, s: &Str, what: &str) {
@@ -501,6 +472,7 @@ impl Checker {
                 PolicyStmt::Enforcement(e) => {
                     once(&mut seen, "enforcement", s.span, &mut self.diags);
                     self.enforcement(e);
+                    self.env.monitor = e.node == "monitor";
                 }
             }
         }
@@ -558,7 +530,7 @@ impl Checker {
                 .help("one policy uses one currency; set it with `currency` in the policy header"),
             );
         }
-        if crate::lower::micros(&num.text).is_none() {
+        if crate::resolved::micros(&num.text).is_none() {
             self.push(
                 Diagnostic::new(
                     codes::AMOUNT_PRECISION,
@@ -633,7 +605,9 @@ impl Checker {
             self.nonempty(&d.pattern, "the pattern");
         } else {
             match compile_regex(&d.pattern.node) {
-                Ok(_) => {}
+                Ok(dfas) => {
+                    self.resolved.dfas.insert(d.name.node.clone(), dfas);
+                }
                 Err(RegexError::Invalid(e)) => {
                     // The regex error is multi-line with its own caret; keep its last line.
                     let reason = e
@@ -729,8 +703,8 @@ impl Checker {
 
     fn workflow(&mut self, w: &WorkflowItem) {
         let mut seen = Vec::new();
-        let mut hitl: Option<Span> = None;
-        let mut rate: Option<(f64, Span)> = None;
+        let mut oversight: Option<(OversightMode, Span)> = None;
+        let mut rate: Option<(CmpOp, f64, Span)> = None;
         let mut identities: Vec<&str> = Vec::new();
         for s in &w.stmts {
             match &s.node {
@@ -750,7 +724,7 @@ impl Checker {
                 } => {
                     once(&mut seen, "oversight", s.span, &mut self.diags);
                     match mode.node.as_str() {
-                        "HITL" => hitl = Some(mode.span),
+                        "HITL" => oversight = Some((OversightMode::Hitl, mode.span)),
                         "HOTL" => match below {
                             None => self.push(
                                 Diagnostic::new(
@@ -772,7 +746,10 @@ impl Checker {
                             ),
                             Some(_) => {}
                         },
-                        "HIC" => {}
+                        "HIC" => {
+                            let share = sample.as_ref().map_or(0.0, |p| p.node.value / 100.0);
+                            oversight = Some((OversightMode::Hic(share), s.span));
+                        }
                         _ => self.push(
                             Diagnostic::new(
                                 codes::UNKNOWN_OVERSIGHT,
@@ -807,7 +784,7 @@ impl Checker {
                 }
                 WorkflowStmt::Assume {
                     name,
-                    op: _,
+                    op,
                     value,
                     percent,
                 } => {
@@ -845,7 +822,7 @@ impl Checker {
                         }
                         value.node.value
                     };
-                    rate = Some((fraction, value.span));
+                    rate = Some((op.node, fraction, value.span));
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => {}
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
@@ -906,21 +883,37 @@ impl Checker {
                 "add `match header \"x-workflow\" == \"…\"` so requests can be attributed to it",
             );
         }
-        if let (Some(h), Some((r, span))) = (hitl, rate)
-            && r < 1.0
-        {
-            self.push(
-                Diagnostic::new(
-                    codes::HITL_RATE,
-                    "HITL oversight with an assumed verification rate under 100%",
-                    span,
-                    "assumes fewer outputs are reviewed",
-                )
-                .with_label(h, "HITL reviews every output")
-                .help(
-                    "use `oversight HOTL below …` or `HIC`, or assume `verification_rate == 100%`",
+        // The verification rate each mode guarantees at least: HITL reviews everything, a
+        // HIC sample reviews its share (escalating rules may add more); HOTL depends on the
+        // model's confidence, so any rate fits it.
+        if let Some((op, r, span)) = rate {
+            match oversight {
+                Some((OversightMode::Hitl, h)) if !admits_from(op, r, 1.0) => self.push(
+                    Diagnostic::new(
+                        codes::HITL_RATE,
+                        "HITL oversight with an assumed verification rate under 100%",
+                        span,
+                        "assumes fewer outputs are reviewed",
+                    )
+                    .with_label(h, "HITL reviews every output")
+                    .help(
+                        "use `oversight HOTL below …` or `HIC`, or assume `verification_rate == 100%`",
+                    ),
                 ),
-            );
+                Some((OversightMode::Hic(sample), h)) if sample > 0.0 && !admits_from(op, r, sample) => {
+                    self.push(
+                        Diagnostic::new(
+                            codes::HIC_SAMPLE_RATE,
+                            "HIC samples more outputs for review than the assumed verification rate",
+                            span,
+                            "assumes fewer outputs are reviewed",
+                        )
+                        .with_label(h, format!("sends {} of outputs to a human", percent_text(sample)))
+                        .help("lower the sample, or assume a verification rate at least as high as it"),
+                    )
+                }
+                _ => {}
+            }
         }
     }
 
@@ -1001,7 +994,7 @@ impl Checker {
             }
         }
         let mut ctx = cond::Ctx::rule(response);
-        let errors_before = self.diags.iter().filter(|d| d.is_error()).count();
+        let errors_before = self.errors();
         if let Some(c) = when {
             self.cond(c, &mut ctx);
         }
@@ -1021,7 +1014,7 @@ impl Checker {
                 .help("`alert at N%` alerts when spend crosses N% of the rule's `spend(…)` limit"),
             );
         }
-        let clean = self.diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        let clean = self.errors() == errors_before;
         // A rule without `when` matches everything.
         let nf = match when {
             Some(c) if clean => Some(logic::normalize(&c.node)),
@@ -1041,9 +1034,28 @@ impl Checker {
                 );
             }
         }
+        let kind = match then.map(|a| &a.node) {
+            Some(Action::Allow) => ActionKind::Allow,
+            Some(Action::Deny { .. }) => ActionKind::Deny,
+            Some(Action::Route(_) | Action::RouteCheapest(_)) => ActionKind::Route,
+            _ => ActionKind::Other,
+        };
+        let targets = match then.map(|a| &a.node) {
+            Some(Action::Route(m)) => vec![(m.node.clone(), m.span)],
+            Some(Action::RouteCheapest(list)) => list
+                .node
+                .iter()
+                .filter_map(|l| match &l.node {
+                    Lit::Str(m) => Some((m.clone(), l.span)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         self.rules.push(RuleFacts {
             span: head,
             when_span: when.map_or(head, |c| c.span),
+            then_span: then.map_or(head, |a| a.span),
             response,
             cond: if clean { nf } else { None },
             // A monitor rule does not act, so it never shadows (or is shadowed by) one that does.
@@ -1054,8 +1066,12 @@ impl Checker {
                     enforcement.unwrap_or("")
                 )
             }),
-            is_allow: matches!(then.map(|a| &a.node), Some(Action::Allow)),
-            is_deny: matches!(then.map(|a| &a.node), Some(Action::Deny { .. })),
+            kind,
+            enforced: match enforcement {
+                Some(e) => e != "monitor",
+                None => !self.env.monitor,
+            },
+            targets,
         });
     }
 
@@ -1081,5 +1097,30 @@ impl Checker {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_rates_fit_the_oversight_floor() {
+        // HITL: only an assumption that admits 100% (and does not alert below it) fits.
+        assert!(admits_from(CmpOp::Eq, 1.0, 1.0));
+        assert!(admits_from(CmpOp::Le, 1.0, 1.0));
+        assert!(!admits_from(CmpOp::Lt, 1.0, 1.0));
+        assert!(!admits_from(CmpOp::Le, 0.2, 1.0));
+        assert!(
+            !admits_from(CmpOp::Ge, 0.5, 1.0),
+            "the gateway alerts above 50%"
+        );
+        // HIC sample 2%: at least 2% is reviewed.
+        assert!(admits_from(CmpOp::Le, 0.02, 0.02));
+        assert!(!admits_from(CmpOp::Lt, 0.02, 0.02));
+        assert!(!admits_from(CmpOp::Le, 0.01, 0.02));
+        assert!(admits_from(CmpOp::Le, 0.1, 0.02));
+        // Nothing guaranteed (HOTL): any rate in range fits.
+        assert!(admits_from(CmpOp::Le, 0.0, 0.0));
     }
 }

@@ -165,8 +165,9 @@ pub const ROUTE_WITHOUT_PRICE: Code = Code("E0603");
 /// A workflow `match` is evaluated on request headers before the body arrives, so it may
 /// only read `header "x"`, `path` and `method`.
 pub const MATCH_USES_BODY: Code = Code("E0604");
-/// `oversight HITL` reviews every output, so an assumed verification rate under 100%
-/// contradicts it; pick HOTL or HIC, or assume 100%.
+/// `oversight HITL` reviews every output, so its verification rate is 100%; an assumption
+/// that excludes 100% (`<= 20%`, `< 100%`, `== 50%`) contradicts it. Pick HOTL or HIC, or
+/// assume `verification_rate == 100%`.
 pub const HITL_RATE: Code = Code("E0605");
 /// `redact`/`tokenise` without a detector list acts on the detectors the rule's `has` names;
 /// this rule has none.
@@ -179,6 +180,16 @@ pub const ROUTE_ON_RESPONSE: Code = Code("E0608");
 /// `!#$%&'*+-.^_`|~`, not empty, not a pseudo-header such as `:path` (use `query has` or
 /// `scan query` for the query string).
 pub const BAD_HEADER_NAME: Code = Code("E0609");
+/// A `route` sends requests to a model that an enforced deny refuses by model alone (an
+/// allowlist `model not in [...]`, or `model == "x"`). Rules see the model the client
+/// asked for, not the one a route picks, so routed requests reach the denied model without
+/// the deny ever firing. Route to an allowed model, or allow the model.
+pub const ROUTE_TO_DENIED_MODEL: Code = Code("E0610");
+/// `oversight HIC sample N%` sends N% of outputs to a human, so the verification rate is at
+/// least N%; an assumption that excludes every rate from N% up (`sample 5%` with
+/// `assume verification_rate <= 2%`) contradicts it, and the drift alert would fire for
+/// ever. Lower the sample or raise the assumption.
+pub const HIC_SAMPLE_RATE: Code = Code("E0611");
 
 // ---- rule logic ----
 
@@ -211,6 +222,21 @@ pub const SHADOWED_WORKFLOW: Code = Code("W0007");
 /// A budget is kept per team or user, but no workflow says where the team or user comes
 /// from (`identify`), so every request falls into one shared, unnamed bucket.
 pub const UNIDENTIFIED_SCOPE: Code = Code("W0006");
+/// Two enforced denies in one phase answer the same traffic differently (another status or
+/// message), and the earlier one's condition is the same or weaker. The first deny in file
+/// order answers, so the later one is never sent. Merge them, or make their conditions
+/// exclude each other.
+pub const CONFLICTING_DENIES: Code = Code("W0008");
+/// An `allow` comes after an enforced deny it shares traffic with (both conditions can hold
+/// at once), as if it were an exception to it. Deny takes precedence wherever both hold,
+/// whichever rule comes first, so the allow exempts nothing there; to exempt that traffic,
+/// exclude it in the deny's condition. (When the deny covers all of the allow's traffic, W0002 is reported
+/// instead; an `allow` without a condition only records exchanges and is not reported.)
+pub const ALLOW_OVERRIDDEN: Code = Code("W0009");
+/// Two enforced routes send the same traffic to different models, and the earlier one's
+/// condition is the same or weaker. The first route in file order wins, so the later one
+/// never applies.
+pub const CONFLICTING_ROUTES: Code = Code("W0010");
 
 /// Every code with its severity, for documentation tests.
 pub const ALL: &[Code] = &[
@@ -269,6 +295,8 @@ pub const ALL: &[Code] = &[
     OVERSIGHT_OPTION,
     ROUTE_ON_RESPONSE,
     BAD_HEADER_NAME,
+    ROUTE_TO_DENIED_MODEL,
+    HIC_SAMPLE_RATE,
     NEVER_FIRES,
     INTERNAL,
     SHADOWED_RULE,
@@ -278,4 +306,7 @@ pub const ALL: &[Code] = &[
     UNUSED_DETECTOR,
     UNIDENTIFIED_SCOPE,
     SHADOWED_WORKFLOW,
+    CONFLICTING_DENIES,
+    ALLOW_OVERRIDDEN,
+    CONFLICTING_ROUTES,
 ];
