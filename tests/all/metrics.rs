@@ -101,7 +101,7 @@ fn build(dir: &Path) -> PathBuf {
 /// from the engine's own list (keys with labels sorted, as [`Exposition`] gives them).
 fn expected_at_start() -> BTreeMap<String, f64> {
     let compiled = writ_compiler::compile("metrics-test.policy", POLICY)
-        .unwrap_or_else(|e| panic!("{}", e.join("\n")));
+        .unwrap_or_else(|e| panic!("{}", e.render("metrics-test.policy", POLICY)));
     let identity = IdentityLabels {
         team: Some(TEAM_MAX),
         user: None,
