@@ -38,8 +38,9 @@
 //! Audit: [`Rewrite::tallies`] carries detector indices and counts only, never values.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Bound;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use sha2::{Digest, Sha256};
 
@@ -167,24 +168,109 @@ enum At {
 /// One request's placeholder ↔ value mapping. Lives exactly as long as the request's
 /// context in the filter and is never shared, which is what makes placeholders useless
 /// outside their request.
+///
+/// Built for bodies with tens of thousands of values (a 1 MiB prompt of e-mail addresses):
+/// a new value costs one allocation for the value and one for its placeholder, and a
+/// lookup allocates nothing. Values are indexed by a keyed hash whose chains run through
+/// the entries themselves; placeholders by their code, which is unique in the vault.
 #[derive(Debug, Clone)]
 pub struct Vault {
     base: u32,
     step: u32,
     /// Codes drawn so far (issued or skipped), the `k` of `base + k * step`.
     issued: u32,
-    /// (placeholder, value), in issue order.
-    entries: Vec<(String, String)>,
-    /// (type tag, value) → entry.
-    by_value: HashMap<(String, String), usize>,
-    /// placeholder → entry, ordered for prefix queries.
-    by_placeholder: BTreeMap<String, usize>,
-    /// Type tags in use, longest first.
-    types: Vec<String>,
+    /// In issue order.
+    entries: Vec<Entry>,
+    /// Type tags in use, in the order they were first used ([`Entry::tag`] indexes it).
+    tags: Vec<String>,
+    /// Indices into `tags`, longest tag first (restoration takes the longest match).
+    tags_by_len: Vec<u16>,
+    /// (hash(value), tag) → the newest entry with that key (chained by `next_same_key`).
+    by_key: HashMap<u64, u32, Mixed>,
+    /// hash(value) → the newest entry with that hash (chained by `next_same_value`).
+    by_value: HashMap<u64, u32, Mixed>,
+    /// Code → entry: codes never repeat within a vault.
+    by_code: HashMap<u32, u32, Mixed>,
+    /// Per tag, a bit for every proper prefix of an issued code (1, 2 and 3 characters),
+    /// so a stream cut inside a placeholder is recognised exactly.
+    code_prefixes: Vec<Vec<u64>>,
+    /// Keyed hashing of values, which come from the client: the maps above only ever see
+    /// its output, so a client cannot aim values at one hash chain.
+    hasher: RandomState,
     /// Bytes a placeholder may start with.
     first: [bool; 256],
     max_len: usize,
-    values: HashSet<String>,
+}
+
+/// One tokenised value.
+#[derive(Debug, Clone)]
+struct Entry {
+    placeholder: String,
+    value: String,
+    /// Index into [`Vault::tags`].
+    tag: u16,
+    next_same_key: u32,
+    next_same_value: u32,
+}
+
+/// End of a hash chain.
+const NONE: u32 = u32::MAX;
+
+/// Bits of [`Vault::code_prefixes`] per tag: 32 + 32^2 + 32^3 prefixes.
+const PREFIX_BITS: usize = 32 + 1024 + 32768;
+
+/// The bit of a code prefix of `len` (1 to 3) characters with value `prefix`.
+fn prefix_bit(len: u32, prefix: u32) -> usize {
+    let offset = match len {
+        1 => 0,
+        2 => 32,
+        _ => 32 + 1024,
+    };
+    offset + prefix as usize
+}
+
+/// A hasher for keys that are already hashes (values' keyed hashes) or random codes: one
+/// multiply spreads them over the table. Never used on anything a client chooses.
+#[derive(Default)]
+struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Mixed = BuildHasherDefault<MixHasher>;
+
+/// Whether `tag` is [`type_tag`] of `name`, without building the tag.
+fn is_tag_of(tag: &str, name: &str) -> bool {
+    if name.is_empty() {
+        return tag == "VALUE";
+    }
+    tag.len() == name.len()
+        && tag.bytes().zip(name.bytes()).all(|(t, n)| {
+            t == if n.is_ascii_alphanumeric() {
+                n.to_ascii_uppercase()
+            } else {
+                b'_'
+            }
+        })
+}
+
+/// The value of a code character, or `None` outside the alphabet.
+fn code_digit(c: u8) -> Option<u32> {
+    ALPHABET.iter().position(|&a| a == c).map(|d| d as u32)
 }
 
 impl Vault {
@@ -200,12 +286,15 @@ impl Vault {
             step: (word(4) % CODES) | 1,
             issued: 0,
             entries: Vec::new(),
-            by_value: HashMap::new(),
-            by_placeholder: BTreeMap::new(),
-            types: Vec::new(),
+            tags: Vec::new(),
+            tags_by_len: Vec::new(),
+            by_key: HashMap::default(),
+            by_value: HashMap::default(),
+            by_code: HashMap::default(),
+            code_prefixes: Vec::new(),
+            hasher: RandomState::new(),
             first: [false; 256],
             max_len: 0,
-            values: HashSet::new(),
         }
     }
 
@@ -227,7 +316,15 @@ impl Vault {
     /// True when `value` was tokenised in this request; response-side redaction leaves
     /// such values alone, since the client sent them.
     pub fn contains_value(&self, value: &str) -> bool {
-        self.values.contains(value)
+        let h = self.hasher.hash_one(value);
+        let mut i = self.by_value.get(&h).copied().unwrap_or(NONE);
+        while let Some(e) = self.entries.get(i as usize) {
+            if e.value == value {
+                return true;
+            }
+            i = e.next_same_value;
+        }
+        false
     }
 
     /// The placeholder for `value` found by `detector_name`: the same one every time the
@@ -247,24 +344,50 @@ impl Vault {
         value: &str,
         avoid: &Avoid<'_>,
     ) -> Cow<'_, str> {
-        let tag = type_tag(detector_name);
-        let key = (tag, value.to_string());
-        if let Some(&i) = self.by_value.get(&key) {
-            return Cow::Borrowed(self.entries.get(i).map_or("", |e| e.0.as_str()));
+        let tag = match self.tags.iter().position(|t| is_tag_of(t, detector_name)) {
+            Some(t) => t,
+            None => {
+                if self.entries.len() >= MAX_TOKENS {
+                    return Cow::Owned(format!("[{}]", type_tag(detector_name)));
+                }
+                self.tags.push(type_tag(detector_name));
+                self.code_prefixes.push(vec![0; PREFIX_BITS.div_ceil(64)]);
+                let mut order: Vec<u16> = (0..self.tags.len() as u16).collect();
+                order.sort_by_key(|&t| {
+                    std::cmp::Reverse(self.tags.get(usize::from(t)).map_or(0, String::len))
+                });
+                self.tags_by_len = order;
+                self.tags.len() - 1
+            }
+        };
+        let tag_id = tag as u16;
+        let value_hash = self.hasher.hash_one(value);
+        let key_hash = value_hash ^ u64::from(tag_id).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        let mut i = self.by_key.get(&key_hash).copied().unwrap_or(NONE);
+        while let Some(e) = self.entries.get(i as usize) {
+            if e.tag == tag_id && e.value == value {
+                return Cow::Borrowed(
+                    self.entries
+                        .get(i as usize)
+                        .map_or("", |e| e.placeholder.as_str()),
+                );
+            }
+            i = e.next_same_key;
         }
+        let tag_text = self.tags.get(tag).map_or("VALUE", String::as_str);
         if self.entries.len() >= MAX_TOKENS {
-            return Cow::Owned(format!("[{}]", key.0));
+            return Cow::Owned(format!("[{tag_text}]"));
         }
-        let placeholder = loop {
+        let (placeholder, drawn) = loop {
             if self.issued >= CODES {
-                return Cow::Owned(format!("[{}]", key.0));
+                return Cow::Owned(format!("[{tag_text}]"));
             }
             let k = self.issued;
             self.issued += 1;
             let drawn = self.base.wrapping_add(k.wrapping_mul(self.step)) % CODES;
             let mut code = drawn;
-            let mut p = String::with_capacity(key.0.len() + 1 + CODE_LEN);
-            p.push_str(&key.0);
+            let mut p = String::with_capacity(tag_text.len() + 1 + CODE_LEN);
+            p.push_str(tag_text);
             p.push('_');
             let mut chars = [0u8; CODE_LEN];
             for c in chars.iter_mut().rev() {
@@ -273,23 +396,33 @@ impl Vault {
             }
             p.extend(chars.iter().map(|&c| char::from(c)));
             if !avoid.contains(&p, drawn) {
-                break p;
+                break (p, drawn);
             }
         };
-        let idx = self.entries.len();
+        let idx = self.entries.len() as u32;
         if let Some(&b) = placeholder.as_bytes().first() {
             self.first[usize::from(b)] = true;
         }
         self.max_len = self.max_len.max(placeholder.len());
-        if !self.types.contains(&key.0) {
-            self.types.push(key.0.clone());
-            self.types.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        if let Some(bits) = self.code_prefixes.get_mut(tag) {
+            for len in 1..CODE_LEN as u32 {
+                let bit = prefix_bit(len, drawn >> (5 * (CODE_LEN as u32 - len)));
+                if let Some(w) = bits.get_mut(bit / 64) {
+                    *w |= 1 << (bit % 64);
+                }
+            }
         }
-        self.by_placeholder.insert(placeholder.clone(), idx);
-        self.values.insert(value.to_string());
-        self.entries.push((placeholder, key.1.clone()));
-        self.by_value.insert(key, idx);
-        Cow::Borrowed(self.entries.get(idx).map_or("", |e| e.0.as_str()))
+        self.by_code.insert(drawn, idx);
+        let next_same_key = self.by_key.insert(key_hash, idx).unwrap_or(NONE);
+        let next_same_value = self.by_value.insert(value_hash, idx).unwrap_or(NONE);
+        self.entries.push(Entry {
+            placeholder,
+            value: value.to_string(),
+            tag: tag_id,
+            next_same_key,
+            next_same_value,
+        });
+        Cow::Borrowed(self.entries.last().map_or("", |e| e.placeholder.as_str()))
     }
 
     /// What starts at `text[i..]`; `at_end` means no more text will follow.
@@ -297,9 +430,12 @@ impl Vault {
         let rest = text.get(i..).unwrap_or_default();
         let mut best: Option<(usize, usize)> = None;
         let mut partial = false;
-        for t in &self.types {
+        for &tag_id in &self.tags_by_len {
+            let Some(t) = self.tags.get(usize::from(tag_id)) else {
+                continue;
+            };
             let tl = t.len();
-            let head = &rest[..rest.len().min(tl + 1)];
+            let head = rest.get(..rest.len().min(tl + 1)).unwrap_or_default();
             // `rest` shorter than `T_`: a prefix of it is a partial placeholder.
             if head.len() <= tl {
                 if !at_end && !head.is_empty() && t.as_bytes().starts_with(head) {
@@ -310,24 +446,29 @@ impl Vault {
             if head.get(..tl) != Some(t.as_bytes()) || head.get(tl) != Some(&b'_') {
                 continue;
             }
+            let code_chars = rest.get(tl + 1..).unwrap_or_default();
+            let n = code_chars.len().min(CODE_LEN);
+            let Some(code) = code_chars
+                .get(..n)
+                .unwrap_or_default()
+                .iter()
+                .try_fold(0u32, |acc, &c| Some(acc * 32 + code_digit(c)?))
+            else {
+                continue;
+            };
             let full = tl + 1 + CODE_LEN;
-            if rest.len() >= full {
-                let cand = std::str::from_utf8(&rest[..full]).unwrap_or_default();
-                if let Some(&idx) = self.by_placeholder.get(cand)
+            if n == CODE_LEN {
+                if let Some(&idx) = self.by_code.get(&code)
+                    && self
+                        .entries
+                        .get(idx as usize)
+                        .is_some_and(|e| e.tag == tag_id)
                     && best.is_none_or(|(l, _)| full > l)
                 {
-                    best = Some((full, idx));
+                    best = Some((full, idx as usize));
                 }
-            } else if !at_end {
-                let cand = std::str::from_utf8(rest).unwrap_or_default();
-                if self
-                    .by_placeholder
-                    .range::<str, _>((Bound::Included(cand), Bound::Unbounded))
-                    .next()
-                    .is_some_and(|(p, _)| p.starts_with(cand))
-                {
-                    partial = true;
-                }
+            } else if !at_end && (n == 0 || self.has_code_prefix(tag_id, n as u32, code)) {
+                partial = true;
             }
         }
         match (partial, best) {
@@ -335,6 +476,15 @@ impl Vault {
             (false, Some((len, idx))) => At::Full { len, idx },
             (false, None) => At::No,
         }
+    }
+
+    /// Whether a code issued under tag `tag_id` starts with the `len` characters `prefix`.
+    fn has_code_prefix(&self, tag_id: u16, len: u32, prefix: u32) -> bool {
+        let bit = prefix_bit(len, prefix);
+        self.code_prefixes
+            .get(usize::from(tag_id))
+            .and_then(|bits| bits.get(bit / 64))
+            .is_some_and(|w| w & (1 << (bit % 64)) != 0)
     }
 
     /// Appends `text` to `out` with this vault's placeholders replaced by their values,
@@ -362,7 +512,7 @@ impl Vault {
                 }
                 At::Full { len, idx } => {
                     out.push_str(text.get(run..i).unwrap_or_default());
-                    out.push_str(self.entries.get(idx).map_or("", |e| e.1.as_str()));
+                    out.push_str(self.entries.get(idx).map_or("", |e| e.value.as_str()));
                     i += len;
                     run = i;
                 }
@@ -594,6 +744,7 @@ pub fn rewrite_carrier(
 #[allow(clippy::panic, clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     /// Finds `@`-words as detector 0 and runs of 9+ digits as detector 1.
     struct Fake;
