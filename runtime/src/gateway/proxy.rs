@@ -957,7 +957,13 @@ impl StepError {
 }
 
 /// Joins the flows of one step (and of the callout replies it led to) into one.
-fn merge(flows: Vec<Flow>) -> Flow {
+fn merge(mut flows: Vec<Flow>) -> Flow {
+    // The usual case, one flow: moved, its body not copied.
+    if flows.len() == 1
+        && let Some(flow) = flows.pop()
+    {
+        return flow;
+    }
     let mut all = Flow::default();
     for flow in flows {
         all.headers = all.headers.or(flow.headers);
