@@ -17,7 +17,7 @@ fn start_serve(
     audit: &std::path::Path,
 ) -> (std::process::Child, std::net::SocketAddr) {
     let stderr = dir.path().join("serve.log");
-    let mut child = Command::new(writ_bin())
+    let child = Command::new(writ_bin())
         .current_dir(workspace_root())
         .args(["serve", "--policy", "policies/support-assistant.policy"])
         .arg("--upstream")
