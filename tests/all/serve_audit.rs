@@ -15,6 +15,7 @@ fn start_serve(
     upstream: &Upstream,
     dir: &TempDir,
     audit: &std::path::Path,
+    extra: &[&str],
 ) -> (std::process::Child, std::net::SocketAddr) {
     let stderr = dir.path().join("serve.log");
     let child = Command::new(writ_bin())
@@ -23,7 +24,8 @@ fn start_serve(
         .arg("--upstream")
         .arg(format!("http://{}", upstream.addr()))
         .args(["--listen", "127.0.0.1:0", "--audit-log"])
-        .arg(&audit)
+        .arg(audit)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
@@ -67,7 +69,7 @@ fn serve_writes_a_verifiable_audit_log_without_values() {
     let upstream = Upstream::start(Reply::chat("Noted."));
     let dir = TempDir::new("serve-audit");
     let audit = dir.path().join("audit.jsonl");
-    let (mut child, addr) = start_serve(&upstream, &dir, &audit);
+    let (mut child, addr) = start_serve(&upstream, &dir, &audit, &[]);
 
     let ask = |model: &str, text: &str, id: &str| {
         let body =
@@ -141,17 +143,9 @@ fn serve_writes_a_verifiable_audit_log_without_values() {
     assert!(!verify.status.success());
 }
 
-/// Deadline safety (issue 14 §6): a prompt just under the 1 MiB body limit holding ~70,000
-/// distinct e-mail addresses finishes inside the guest's call deadline in `writ serve`:
-/// 200, every address tokenised before the upstream sees it, one `allow` record. (A filter
-/// that ran past its deadline would give 503 `engine_error` and an `error` record.)
-#[test]
-fn serve_tokenises_a_one_mebibyte_prompt_of_addresses_in_time() {
-    let upstream = Upstream::start(Reply::chat("Noted."));
-    let dir = TempDir::new("serve-1mib");
-    let audit = dir.path().join("audit.jsonl");
-    let (mut child, addr) = start_serve(&upstream, &dir, &audit);
-
+/// A chat request just under the 1 MiB body limit whose prompt is ~71,000 distinct e-mail
+/// addresses (one every ~15 bytes).
+fn one_mebibyte_of_addresses(request_id: &str) -> Request {
     let mut content = String::with_capacity(1 << 20);
     let mut addresses = 0u32;
     while content.len() < 1_040_000 {
@@ -165,10 +159,24 @@ fn serve_tokenises_a_one_mebibyte_prompt_of_addresses_in_time() {
     })
     .to_string();
     assert!(body.len() <= 1 << 20, "{}", body.len());
-    let req = Request::post_json("/v1/chat/completions", &body)
+    Request::post_json("/v1/chat/completions", &body)
         .header("x-workflow", "support-assistant")
         .header("x-jwt-team", "billing")
-        .header("x-request-id", "req-1mib");
+        .header("x-request-id", request_id)
+}
+
+/// Deadline safety (issue 14 §6): a prompt just under the 1 MiB body limit holding ~70,000
+/// distinct e-mail addresses finishes inside the guest's call deadline in `writ serve`:
+/// 200, every address tokenised before the upstream sees it, one `allow` record. (A filter
+/// that ran past its deadline would give 503 `engine_error` and an `error` record.)
+#[test]
+fn serve_tokenises_a_one_mebibyte_prompt_of_addresses_in_time() {
+    let upstream = Upstream::start(Reply::chat("Noted."));
+    let dir = TempDir::new("serve-1mib");
+    let audit = dir.path().join("audit.jsonl");
+    let (mut child, addr) = start_serve(&upstream, &dir, &audit, &[]);
+
+    let req = one_mebibyte_of_addresses("req-1mib");
     let reply = send(addr, &req, Duration::from_secs(60)).unwrap();
     let text = wait_for_records(&audit, 1);
     let _ = child.kill();
@@ -194,4 +202,53 @@ fn serve_tokenises_a_one_mebibyte_prompt_of_addresses_in_time() {
     assert_eq!(records[0]["request_id"], "req-1mib");
     assert_eq!(records[0]["status"], 200, "{}", records[0]);
     assert_eq!(records[0]["outcome"], "allowed", "{}", records[0]);
+}
+
+/// The same prompt under a 1 ms filter deadline: the guest is stopped, the client gets the
+/// fixed 503 `engine_error` (nothing internal), nothing reaches the upstream, and the
+/// request still has its one record, outcome `error`.
+#[test]
+fn serve_fails_a_one_mebibyte_prompt_closed_past_the_filter_deadline() {
+    let upstream = Upstream::start(Reply::chat("Noted."));
+    let dir = TempDir::new("serve-1mib-deadline");
+    let audit = dir.path().join("audit.jsonl");
+    let (mut child, addr) = start_serve(&upstream, &dir, &audit, &["--filter-timeout-ms", "1"]);
+
+    let reply = send(
+        addr,
+        &one_mebibyte_of_addresses("req-deadline"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let text = wait_for_records(&audit, 1);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert_eq!(reply.status, 503, "{}", reply.body_str());
+    let error = &reply.json()["error"];
+    assert_eq!(error["code"], "engine_error", "{error}");
+    assert_eq!(error["type"], "engine_error", "{error}");
+    let body = reply.body_str();
+    for internal in [
+        "wasm",
+        "trap",
+        "epoch",
+        "deadline",
+        "interrupt",
+        "backtrace",
+    ] {
+        assert!(
+            !body.to_ascii_lowercase().contains(internal),
+            "internals reached the client: {body}"
+        );
+    }
+    assert!(upstream.received().is_empty(), "the request was forwarded");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{text}");
+    assert_eq!(records[0]["request_id"], "req-deadline");
+    assert_eq!(records[0]["outcome"], "error", "{}", records[0]);
+    assert_eq!(records[0]["status"], 503, "{}", records[0]);
 }
