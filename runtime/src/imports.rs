@@ -242,21 +242,30 @@ fn define_buffers(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "proxy_get_buffer_bytes",
         |mut c: C, ty: i32, start: i32, max: i32, ptr_ptr: i32, size_ptr: i32| {
             let (start, max) = (start as u32 as usize, max as u32 as usize);
-            let data = {
-                let s = c.data_mut();
-                let source: &[u8] = match BufferType::from_raw(ty) {
-                    Some(BufferType::VmConfiguration) => &s.host.vm_config,
-                    Some(BufferType::PluginConfiguration) => &s.host.plugin_config,
-                    _ => match buffer_ref(s, ty) {
-                        Ok(b) => b,
-                        Err(e) => return Ok(e.code()),
-                    },
-                };
-                let start = start.min(source.len());
-                let end = start.saturating_add(max).min(source.len());
-                source[start..end].to_vec()
+            let range = |len: usize| {
+                let start = start.min(len);
+                start..start.saturating_add(max).min(len)
             };
-            give(&mut c, &data, ptr_ptr, size_ptr)
+            let kind = BufferType::from_raw(ty);
+            if let Some(BufferType::VmConfiguration | BufferType::PluginConfiguration) = kind {
+                let host = c.data().host.clone();
+                let source: &[u8] = match kind {
+                    Some(BufferType::VmConfiguration) => &host.vm_config,
+                    _ => &host.plugin_config,
+                };
+                return give(&mut c, &source[range(source.len())], ptr_ptr, size_ptr);
+            }
+            // The buffer is lent to `give` rather than copied (a body can be a megabyte
+            // read once per chunk); the guest's allocator it calls never reads buffers.
+            let source = match buffer_ref(c.data_mut(), ty) {
+                Ok(b) => std::mem::take(b),
+                Err(e) => return Ok(e.code()),
+            };
+            let given = give(&mut c, &source[range(source.len())], ptr_ptr, size_ptr);
+            if let Ok(b) = buffer_ref(c.data_mut(), ty) {
+                *b = source;
+            }
+            given
         },
     )?;
     linker.func_wrap(

@@ -1,6 +1,7 @@
 //! One VM (a wasmtime `Store` and instance) and the HTTP streams it runs. It drives the
 //! proxy-wasm callbacks the way Envoy does: pause and resume, body buffering, local replies,
-//! callouts, ticks and queue notifications. Not `Sync`: one per worker thread.
+//! callouts, ticks and queue notifications. Not `Sync`: one caller at a time (the gateway
+//! keeps each behind a lock, used by whichever thread has the request).
 
 use crate::abi::Headers;
 use crate::callout;

@@ -1,8 +1,10 @@
 //! `writ serve`: an OpenAI-compatible reverse proxy that runs a proxy-wasm module on every
 //! request and response, streaming SSE replies chunk by chunk.
 //!
-//! hyper 1 on tokio does the I/O; worker threads (one VM each) run the filter. A request is
-//! pinned to one worker for its whole life, since its HTTP context lives in that VM.
+//! hyper 1 on tokio does the I/O; a pool of VMs (one per worker) runs the filter. A request
+//! is pinned to one VM for its whole life, since its HTTP context lives there; each step
+//! runs on the I/O thread that has the request when the VM is free, else on the VM's own
+//! thread (see `workers`).
 
 pub mod identity;
 mod proxy;

@@ -815,6 +815,10 @@ impl UpstreamBody {
         };
         let mut eos = self.incoming.is_end_stream();
         let mut joined: Option<Vec<u8>> = None;
+        // hyper's client body holds one frame at a time: the connection task decodes the
+        // next one only after this body asked for it. So when none is ready, let that task
+        // run once (it decodes what the socket already holds) before handing over.
+        let mut yielded = false;
         while !eos && joined.as_ref().map_or(first.len(), Vec::len) < COALESCE_LIMIT {
             let ready =
                 std::future::poll_fn(|cx| match Pin::new(&mut self.incoming).poll_frame(cx) {
@@ -822,7 +826,14 @@ impl UpstreamBody {
                     Poll::Pending => Poll::Ready(None),
                 })
                 .await;
+            if ready.is_some() {
+                yielded = false;
+            }
             match ready {
+                None if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
                 // Nothing more has arrived: hand over what we have.
                 None => break,
                 Some(None) => eos = true,
@@ -957,7 +968,13 @@ impl StepError {
 }
 
 /// Joins the flows of one step (and of the callout replies it led to) into one.
-fn merge(flows: Vec<Flow>) -> Flow {
+fn merge(mut flows: Vec<Flow>) -> Flow {
+    // The usual case, one flow: moved, its body not copied.
+    if flows.len() == 1
+        && let Some(flow) = flows.pop()
+    {
+        return flow;
+    }
     let mut all = Flow::default();
     for flow in flows {
         all.headers = all.headers.or(flow.headers);

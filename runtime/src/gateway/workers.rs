@@ -1,18 +1,33 @@
-//! Worker threads, each owning one VM, like Envoy's workers: every step of a request runs
-//! on the thread whose VM holds its HTTP context.
+//! The gateway's VMs, one per worker, like Envoy's workers: a request's HTTP context lives
+//! in one VM, so every step of the request runs on that VM.
+//!
+//! A step runs on the calling I/O thread when its VM is free (as Envoy runs a filter on the
+//! worker that does the connection's I/O): no thread hop, no wake-up, no allocation for a
+//! queue. Only when another thread is inside the VM does the step queue to the VM's own
+//! thread, which also runs the filter's timers (`proxy_on_tick`, queue notifications).
 
 use crate::error::HostError;
 use crate::host::Host;
 use crate::vm::Vm;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce(&mut Vm) + Send>;
 
+/// The longest the VM's thread sleeps before it looks at the filter's timers again (a step
+/// run inline may have asked for ticks since it last looked).
+const TIMER_POLL: Duration = Duration::from_millis(100);
+
+/// One VM and the thread that runs its timers and the steps that found it busy.
+struct Slot {
+    vm: Arc<Mutex<Vm>>,
+    jobs: mpsc::Sender<Job>,
+}
+
 /// The pool. Dropping it stops the threads once their queues drain.
 pub(crate) struct Workers {
-    senders: Vec<mpsc::Sender<Job>>,
+    slots: Vec<Slot>,
     next: AtomicUsize,
 }
 
@@ -21,82 +36,75 @@ pub(crate) struct Workers {
 pub(crate) struct WorkerGone;
 
 impl Workers {
-    /// Starts `n` threads, each with its own VM; fails if a VM cannot start.
+    /// Starts `n` VMs, each with its thread; fails if a VM cannot start.
     pub(crate) fn start(host: &Host, n: usize) -> Result<Workers, HostError> {
-        let mut senders = Vec::with_capacity(n);
+        let mut slots = Vec::with_capacity(n);
         for i in 0..n.max(1) {
+            let mut vm = host.vm()?;
+            // Callouts are performed by the request's task, not the VM's caller.
+            vm.set_deferred_callouts(true);
+            let vm = Arc::new(Mutex::new(vm));
             let (tx, rx) = mpsc::channel::<Job>();
-            let (ready_tx, ready_rx) = mpsc::channel::<Result<(), HostError>>();
-            let host = host.clone();
-            let spawned = std::thread::Builder::new()
+            let shared = vm.clone();
+            std::thread::Builder::new()
                 .name(format!("writ-worker-{i}"))
-                .spawn(move || {
-                    let mut vm = match host.vm() {
-                        Ok(mut vm) => {
-                            // Callouts are performed by the request's task, not this thread.
-                            vm.set_deferred_callouts(true);
-                            let _ = ready_tx.send(Ok(()));
-                            vm
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    worker_loop(&mut vm, &rx);
-                });
-            if let Err(e) = spawned {
-                return Err(HostError::Instantiate(format!(
-                    "cannot start a worker: {e}"
-                )));
-            }
-            match ready_rx.recv() {
-                Ok(Ok(())) => senders.push(tx),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(HostError::Instantiate("worker died at start".into())),
-            }
+                .spawn(move || worker_loop(&shared, &rx))
+                .map_err(|e| HostError::Instantiate(format!("cannot start a worker: {e}")))?;
+            slots.push(Slot { vm, jobs: tx });
         }
         Ok(Workers {
-            senders,
+            slots,
             next: AtomicUsize::new(0),
         })
     }
 
     /// Picks the worker for a new request (round robin).
     pub(crate) fn pick(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len()
+        self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
     }
 
-    /// Runs `f` on worker `worker`'s VM and returns its result.
+    /// Runs `f` on worker `worker`'s VM and returns its result: right here when the VM is
+    /// free, else on the VM's thread once the step ahead of it is done.
     pub(crate) async fn run<R: Send + 'static>(
         &self,
         worker: usize,
         f: impl FnOnce(&mut Vm) -> R + Send + 'static,
     ) -> Result<R, WorkerGone> {
+        let slot = self.slots.get(worker).ok_or(WorkerGone)?;
+        match slot.vm.try_lock() {
+            Ok(mut vm) => return Ok(f(&mut vm)),
+            // A step that panicked left the VM as it was; the next stream checks its health.
+            Err(TryLockError::Poisoned(p)) => return Ok(f(&mut p.into_inner())),
+            Err(TryLockError::WouldBlock) => {}
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |vm| {
             let _ = tx.send(f(vm));
         });
-        self.senders
-            .get(worker)
-            .ok_or(WorkerGone)?
-            .send(job)
-            .map_err(|_| WorkerGone)?;
+        slot.jobs.send(job).map_err(|_| WorkerGone)?;
         rx.await.map_err(|_| WorkerGone)
     }
 }
 
-fn worker_loop(vm: &mut Vm, rx: &mpsc::Receiver<Job>) {
+fn lock(vm: &Mutex<Vm>) -> std::sync::MutexGuard<'_, Vm> {
+    vm.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn worker_loop(vm: &Mutex<Vm>, rx: &mpsc::Receiver<Job>) {
     loop {
-        let wait = vm
+        let wait = lock(vm)
             .next_tick()
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(1));
-        match rx.recv_timeout(wait) {
-            Ok(job) => job(vm),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            .map_or(TIMER_POLL, |t| t.saturating_duration_since(Instant::now()))
+            .min(TIMER_POLL);
+        let mut vm = match rx.recv_timeout(wait) {
+            Ok(job) => {
+                let mut vm = lock(vm);
+                job(&mut vm);
+                vm
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => lock(vm),
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        }
+        };
         if let Err(e) = vm.run_timers() {
             tracing::warn!("timer callback failed: {e}");
         }
