@@ -5,13 +5,15 @@
 mod cond;
 pub(crate) mod logic;
 mod relations;
+mod resolve;
 pub(crate) mod suggest;
+mod vocab;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
-use crate::resolved::{DFA_SIZE_LIMIT, RegexError, Resolved, compile_regex};
+use crate::resolved::{Checked, DFA_SIZE_LIMIT, Dfas, RegexError, compile_regex};
 use suggest::did_you_mean;
 
 pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
@@ -65,9 +67,37 @@ pub(crate) struct RuleFacts {
     pub targets: Vec<(String, Span)>,
 }
 
-/// Runs every check over a parsed file; returns the diagnostics and what the checks
-/// resolved for lowering.
-pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
+/// Runs every check over a parsed file and, when none of the diagnostics is an error,
+/// resolves it for lowering ([`resolve`]): the resolved tree, or why not (the diagnostics).
+pub(crate) fn check_and_resolve(file: &File) -> (Vec<Diagnostic>, Option<Checked>) {
+    let c = run(file);
+    let mut diags = c.diags;
+    if diags.iter().any(Diagnostic::is_error) {
+        return (diags, None);
+    }
+    match resolve::resolve(file, &c.dfas) {
+        Ok(checked) => (diags, Some(checked)),
+        Err(resolve::Unresolved { span, what }) => {
+            diags.push(
+                Diagnostic::new(
+                    codes::INTERNAL,
+                    format!("internal compiler error: the check accepted {what} it cannot resolve"),
+                    span,
+                    "while resolving this",
+                )
+                .help("this is a bug in writ; please report it with this policy"),
+            );
+            (diags, None)
+        }
+    }
+}
+
+/// Runs every check over a (possibly partly parsed) file, without resolving it.
+pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
+    run(file).diags
+}
+
+fn run(file: &File) -> Checker {
     let mut c = Checker {
         diags: Vec::new(),
         env: Env {
@@ -83,7 +113,7 @@ pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
         rules: Vec::new(),
         matchers: Vec::new(),
         error_count: (0, 0),
-        resolved: Resolved::default(),
+        dfas: BTreeMap::new(),
     };
     c.declarations(file);
     // Workflows first: rules are checked against the identities they declare, wherever
@@ -102,7 +132,7 @@ pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
     relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
     relations::rule_relations(&rules, &mut c.diags);
-    (c.diags, c.resolved)
+    c
 }
 
 struct Checker {
@@ -114,8 +144,9 @@ struct Checker {
     matchers: Vec<(Span, logic::Nf)>,
     /// (diagnostics already counted, errors among them), for [`Checker::errors`].
     error_count: (usize, usize),
-    /// What lowering will use instead of resolving again.
-    resolved: Resolved,
+    /// Each custom detector's compiled pattern, by name (only those that compiled), for
+    /// the resolved tree.
+    dfas: BTreeMap<String, Dfas>,
 }
 
 fn is_semver(v: &str) -> bool {
@@ -606,7 +637,7 @@ impl Checker {
         } else {
             match compile_regex(&d.pattern.node) {
                 Ok(dfas) => {
-                    self.resolved.dfas.insert(d.name.node.clone(), dfas);
+                    self.dfas.insert(d.name.node.clone(), dfas);
                 }
                 Err(RegexError::Invalid(e)) => {
                     // The regex error is multi-line with its own caret; keep its last line.
