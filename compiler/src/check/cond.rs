@@ -1,6 +1,6 @@
 //! Types and names inside conditions and actions.
 
-use super::vocab::{FIELDS, SCOPES, WINDOWS, lookup, words};
+use super::vocab::{DETECTOR_CLASSES, FIELDS, SCOPES, WINDOWS, lookup, words};
 use super::{Checker, suggest::did_you_mean};
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
@@ -296,11 +296,11 @@ impl Checker {
         }
         let class = t.node.class.node.as_str();
         // `Some(secret)` for the two classes, `None` for a group of built-ins.
-        let secret = match class {
-            "pii" => Some(false),
-            "secret" => Some(true),
-            g if writ_plugin::detect::class_members(g).is_some() => None,
-            other => {
+        let secret = match lookup(DETECTOR_CLASSES, class) {
+            Some(c) => Some(c == writ_plugin::ir::DetectorClass::Secret),
+            None if writ_plugin::detect::class_members(class).is_some() => None,
+            None => {
+                let other = class;
                 let mut cands: Vec<&str> = writ_plugin::detect::CLASSES
                     .iter()
                     .map(|(c, _)| *c)

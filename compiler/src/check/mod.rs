@@ -15,6 +15,10 @@ use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
 use crate::resolved::{Checked, DFA_SIZE_LIMIT, Dfas, RegexError, compile_regex};
 use suggest::did_you_mean;
+use vocab::{
+    DETECTOR_CLASSES, ENFORCEMENTS, IDENTITIES, OVERSIGHT, OversightMode, PHASES, lookup, words,
+};
+use writ_plugin::ir;
 
 pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
 
@@ -179,7 +183,7 @@ fn is_semver(v: &str) -> bool {
 
 /// A workflow's oversight mode, as far as the verification rate it implies goes.
 #[derive(Clone, Copy)]
-enum OversightMode {
+enum ReviewFloor {
     Hitl,
     /// HIC with its sample, as a fraction.
     Hic(f64),
@@ -502,8 +506,7 @@ impl Checker {
                 }
                 PolicyStmt::Enforcement(e) => {
                     once(&mut seen, "enforcement", s.span, &mut self.diags);
-                    self.enforcement(e);
-                    self.env.monitor = e.node == "monitor";
+                    self.env.monitor = self.enforcement(e) == Some(ir::Enforcement::Monitor);
                 }
             }
         }
@@ -529,8 +532,10 @@ impl Checker {
         }
     }
 
-    fn enforcement(&mut self, e: &Ident) {
-        if !matches!(e.node.as_str(), "enforce" | "monitor") {
+    /// The enforcement mode a word names, or `None` (reported).
+    fn enforcement(&mut self, e: &Ident) -> Option<ir::Enforcement> {
+        let mode = lookup(ENFORCEMENTS, &e.node);
+        if mode.is_none() {
             self.push(
                 Diagnostic::new(
                     codes::UNKNOWN_ENFORCEMENT,
@@ -538,9 +543,10 @@ impl Checker {
                     e.span,
                     "expected `enforce` or `monitor`",
                 )
-                .maybe_help(did_you_mean(&e.node, ["enforce", "monitor"])),
+                .maybe_help(did_you_mean(&e.node, words(ENFORCEMENTS))),
             );
         }
+        mode
     }
 
     /// An amount of money: currency, precision.
@@ -596,16 +602,16 @@ impl Checker {
         }
         let mut secret = false;
         if let Some(class) = &d.class {
-            match class.node.as_str() {
-                "pii" => {}
-                "secret" => secret = true,
-                other => {
+            match lookup(DETECTOR_CLASSES, &class.node) {
+                Some(c) => secret = c == ir::DetectorClass::Secret,
+                None => {
+                    let other = class.node.as_str();
                     let help = if writ_plugin::detect::class_members(other).is_some() {
                         Some(format!(
                             "`{other}` groups built-ins; a declared detector is `pii` or `secret`"
                         ))
                     } else {
-                        did_you_mean(&class.node, ["pii", "secret"])
+                        did_you_mean(&class.node, words(DETECTOR_CLASSES))
                     };
                     self.push(
                         Diagnostic::new(
@@ -734,7 +740,7 @@ impl Checker {
 
     fn workflow(&mut self, w: &WorkflowItem) {
         let mut seen = Vec::new();
-        let mut oversight: Option<(OversightMode, Span)> = None;
+        let mut oversight: Option<(ReviewFloor, Span)> = None;
         let mut rate: Option<(CmpOp, f64, Span)> = None;
         let mut identities: Vec<&str> = Vec::new();
         for s in &w.stmts {
@@ -754,9 +760,10 @@ impl Checker {
                     sample,
                 } => {
                     once(&mut seen, "oversight", s.span, &mut self.diags);
-                    match mode.node.as_str() {
-                        "HITL" => oversight = Some((OversightMode::Hitl, mode.span)),
-                        "HOTL" => match below {
+                    let resolved = lookup(OVERSIGHT, &mode.node);
+                    match resolved {
+                        Some(OversightMode::Hitl) => oversight = Some((ReviewFloor::Hitl, mode.span)),
+                        Some(OversightMode::Hotl) => match below {
                             None => self.push(
                                 Diagnostic::new(
                                     codes::OVERSIGHT_OPTION,
@@ -777,22 +784,22 @@ impl Checker {
                             ),
                             Some(_) => {}
                         },
-                        "HIC" => {
+                        Some(OversightMode::Hic) => {
                             let share = sample.as_ref().map_or(0.0, |p| p.node.value / 100.0);
-                            oversight = Some((OversightMode::Hic(share), s.span));
+                            oversight = Some((ReviewFloor::Hic(share), s.span));
                         }
-                        _ => self.push(
+                        None => self.push(
                             Diagnostic::new(
                                 codes::UNKNOWN_OVERSIGHT,
                                 format!("unknown oversight mode `{}`", mode.node),
                                 mode.span,
                                 "expected `HITL`, `HOTL` or `HIC`",
                             )
-                            .maybe_help(did_you_mean(&mode.node, ["HITL", "HOTL", "HIC"])),
+                            .maybe_help(did_you_mean(&mode.node, words(OVERSIGHT))),
                         ),
                     }
                     if let Some(b) = below
-                        && mode.node != "HOTL"
+                        && resolved != Some(OversightMode::Hotl)
                     {
                         self.push(Diagnostic::new(
                             codes::OVERSIGHT_OPTION,
@@ -802,7 +809,7 @@ impl Checker {
                         ));
                     }
                     if let Some(p) = sample {
-                        if mode.node != "HIC" {
+                        if resolved != Some(OversightMode::Hic) {
                             self.push(Diagnostic::new(
                                 codes::OVERSIGHT_OPTION,
                                 "`sample` belongs to HIC",
@@ -872,7 +879,7 @@ impl Checker {
                 WorkflowStmt::Identify(ids) => {
                     for id in ids {
                         let who = id.node.who.node.as_str();
-                        if !matches!(who, "team" | "user") {
+                        if lookup(IDENTITIES, who).is_none() {
                             self.push(
                                 Diagnostic::new(
                                     codes::UNKNOWN_SCOPE,
@@ -880,7 +887,7 @@ impl Checker {
                                     id.node.who.span,
                                     "expected `team` or `user`",
                                 )
-                                .maybe_help(did_you_mean(who, ["team", "user"])),
+                                .maybe_help(did_you_mean(who, words(IDENTITIES))),
                             );
                             continue;
                         }
@@ -919,7 +926,7 @@ impl Checker {
         // model's confidence, so any rate fits it.
         if let Some((op, r, span)) = rate {
             match oversight {
-                Some((OversightMode::Hitl, h)) if !admits_from(op, r, 1.0) => self.push(
+                Some((ReviewFloor::Hitl, h)) if !admits_from(op, r, 1.0) => self.push(
                     Diagnostic::new(
                         codes::HITL_RATE,
                         "HITL oversight with an assumed verification rate under 100%",
@@ -931,7 +938,7 @@ impl Checker {
                         "use `oversight HOTL below …` or `HIC`, or assume `verification_rate == 100%`",
                     ),
                 ),
-                Some((OversightMode::Hic(sample), h)) if sample > 0.0 && !admits_from(op, r, sample) => {
+                Some((ReviewFloor::Hic(sample), h)) if sample > 0.0 && !admits_from(op, r, sample) => {
                     self.push(
                         Diagnostic::new(
                             codes::HIC_SAMPLE_RATE,
@@ -971,21 +978,21 @@ impl Checker {
         let mut then: Option<&Node<Action>> = None;
         let mut alert: Option<&Node<Num>> = None;
         let mut enforcement: Option<&str> = None;
+        let mut mode: Option<ir::Enforcement> = None;
         for s in &r.stmts {
             match &s.node {
                 RuleStmt::On(p) => {
                     once(&mut seen, "on", s.span, &mut self.diags);
-                    match p.node.as_str() {
-                        "request" => {}
-                        "response" => response = true,
-                        _ => self.push(
+                    match lookup(PHASES, &p.node) {
+                        Some(phase) => response = phase == ir::Phase::Response,
+                        None => self.push(
                             Diagnostic::new(
                                 codes::UNKNOWN_PHASE,
                                 format!("unknown phase `{}`", p.node),
                                 p.span,
                                 "expected `request` or `response`",
                             )
-                            .maybe_help(did_you_mean(&p.node, ["request", "response"])),
+                            .maybe_help(did_you_mean(&p.node, words(PHASES))),
                         ),
                     }
                 }
@@ -999,7 +1006,7 @@ impl Checker {
                 }
                 RuleStmt::Enforcement(e) => {
                     once(&mut seen, "enforcement", s.span, &mut self.diags);
-                    self.enforcement(e);
+                    mode = self.enforcement(e);
                     enforcement = Some(e.node.as_str());
                 }
                 RuleStmt::AlertAt(n) => {
@@ -1098,8 +1105,8 @@ impl Checker {
                 )
             }),
             kind,
-            enforced: match enforcement {
-                Some(e) => e != "monitor",
+            enforced: match mode {
+                Some(m) => m != ir::Enforcement::Monitor,
                 None => !self.env.monitor,
             },
             targets,
