@@ -550,3 +550,64 @@ fn value(l: &Node<Lit>) -> Res<ir::Value> {
         Lit::List(_) => return unresolved(l.span, "a nested list"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "policy \"p\" version \"1.0.0\" {\n  owner \"o\"\n  implements \"a.md\"\n}\n";
+
+    fn parse(body: &str) -> (String, File) {
+        let source = format!("{HEAD}{body}");
+        let (file, diags) = crate::syntax::parse(&source);
+        assert!(diags.is_empty(), "{diags:?}");
+        (source, file)
+    }
+
+    #[test]
+    fn detector_references_become_the_engine_ids() -> Result<(), String> {
+        let (_, file) = parse(
+            "detector badge = regex \"B-[0-9]{4}\" class secret\n\
+             rule R-1 \"r\" {\n  on request\n  when prompt has pii(email) or prompt has secret\n  then redact\n}\n",
+        );
+        let dfas = crate::resolved::compile_regex("B-[0-9]{4}")
+            .map_err(|_| "the pattern does not compile".to_string())?;
+        let dfas = BTreeMap::from([("badge".to_string(), dfas)]);
+        let checked = resolve(&file, &dfas).map_err(|e| format!("{e:?}"))?;
+        let names: Vec<&str> = checked.detectors.iter().map(|d| d.name.as_str()).collect();
+        // Used built-ins by name, then the policy's own.
+        assert_eq!(names.last(), Some(&"badge"), "{names:?}");
+        let email = names
+            .iter()
+            .position(|n| *n == "email")
+            .ok_or(format!("email is used: {names:?}"))?;
+        // `secret` stands for every secret detector, the custom one included.
+        let mut want: Vec<u16> = checked
+            .detectors
+            .iter()
+            .zip(0u16..)
+            .filter(|(d, _)| d.class == ir::DetectorClass::Secret)
+            .map(|(_, i)| i)
+            .collect();
+        want.push(u16::try_from(email).map_err(|e| e.to_string())?);
+        want.sort_unstable();
+        assert_eq!(
+            checked.rules.first().map(|r| &r.action),
+            Some(&ir::Action::Redact { detectors: want })
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_word_the_check_would_reject_is_unresolved_at_its_span() {
+        let (source, file) =
+            parse("rule R-1 \"r\" {\n  on request\n  when modle == \"x\"\n  then allow\n}\n");
+        let e = resolve(&file, &BTreeMap::new()).err();
+        let at = e
+            .as_ref()
+            .and_then(|e| source.get(e.span.start as usize..e.span.end as usize));
+        assert_eq!(at, Some("modle"));
+        assert_eq!(e.map(|e| e.what).as_deref(), Some("field `modle`"));
+    }
+}

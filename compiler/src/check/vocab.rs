@@ -88,3 +88,63 @@ pub(crate) fn lookup<T: Clone>(table: &[(&str, T)], name: &str) -> Option<T> {
 pub(crate) fn words<'a, T>(table: &'a [(&'a str, T)]) -> impl Iterator<Item = &'a str> + 'a {
     table.iter().map(|(word, _)| *word)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each of the engine's values has exactly one word, and no word means two things.
+    fn one_word_each<T: PartialEq + std::fmt::Debug>(table: &[(&str, T)], values: &[T]) {
+        for v in values {
+            let n = table.iter().filter(|(_, x)| x == v).count();
+            assert_eq!(n, 1, "{v:?} has {n} words");
+        }
+        let mut seen: Vec<&str> = words(table).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), table.len(), "a word is listed twice");
+    }
+
+    #[test]
+    fn the_tables_cover_the_engine_vocabulary() {
+        one_word_each(
+            SCOPES,
+            &[ir::Scope::Workflow, ir::Scope::Team, ir::Scope::User],
+        );
+        one_word_each(
+            WINDOWS,
+            &[ir::Window::Hour, ir::Window::Day, ir::Window::Month],
+        );
+        one_word_each(
+            ENFORCEMENTS,
+            &[ir::Enforcement::Enforce, ir::Enforcement::Monitor],
+        );
+        one_word_each(PHASES, &[ir::Phase::Request, ir::Phase::Response]);
+        one_word_each(
+            OVERSIGHT,
+            &[OversightMode::Hitl, OversightMode::Hotl, OversightMode::Hic],
+        );
+        one_word_each(IDENTITIES, &[Who::Team, Who::User]);
+        one_word_each(
+            DETECTOR_CLASSES,
+            &[ir::DetectorClass::Pii, ir::DetectorClass::Secret],
+        );
+        // Header fields are written `header "…"`, not as words.
+        one_word_each(
+            FIELDS,
+            &[
+                ir::Field::Model,
+                ir::Field::Path,
+                ir::Field::Method,
+                ir::Field::Status,
+                ir::Field::Workflow,
+                ir::Field::Team,
+                ir::Field::User,
+                ir::Field::MaxTokens,
+                ir::Field::Stream,
+            ],
+        );
+        assert_eq!(lookup(FIELDS, "max_tokens"), Some(ir::Field::MaxTokens));
+        assert_eq!(lookup(FIELDS, "prompt"), None);
+    }
+}
