@@ -1,6 +1,7 @@
 //! Checks over the AST: names, types, cross-layer consistency, and rule logic (rules that
 //! never fire, shadowed rules, contradictions). Every check runs and reports; none stops
-//! at the first problem.
+//! at the first problem. A file without errors is then resolved once ([`resolve`]) into
+//! the tree lowering consumes.
 
 mod cond;
 pub(crate) mod logic;
