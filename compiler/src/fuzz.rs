@@ -7,8 +7,8 @@
 //!
 //! | target | oracles |
 //! |---|---|
-//! | [`policy`] | parse, check and render never panic; a policy that parses formats, and the formatted text formats to itself, parses, and checks to the same diagnostics (code, severity, message) |
-//! | [`policy_lower`] | [`policy`], and a policy that checks compiles (lowering never fails on a checked AST) to the same IR as its formatted text (source lines and hash aside) |
+//! | [`policy`] | parse, check and render never panic; the check resolves every policy it accepts (no internal error E0900); a policy that parses formats, and the formatted text formats to itself, parses, and checks to the same diagnostics (code, severity, message) |
+//! | [`policy_lower`] | [`policy`], and a policy that checks compiles (lowering is total on the resolved tree) to the same IR as its formatted text (source lines and hash aside) |
 //! | [`request`] | the engine's native request path ([`writ_plugin::fuzz::native_exchange`]) never panics on any headers and body, answers locally only with a documented status and a JSON error, and forwards JSON |
 
 #![allow(
@@ -33,6 +33,13 @@ pub fn policy(data: &[u8]) {
     let source = String::from_utf8_lossy(data);
     let diags = crate::check("fuzz.policy", &source);
     let _ = crate::render("fuzz.policy", &source, &diags);
+    // The check resolves every file it accepts; a name it accepted but cannot resolve is
+    // reported as an internal error, which must never happen.
+    assert!(
+        !diags.iter().any(|d| d.code == crate::diag::codes::INTERNAL),
+        "the check accepted a policy it cannot resolve: {}",
+        crate::render("fuzz.policy", &source, &diags)
+    );
     let (_, syntax) = crate::parse(&source);
     let Ok(formatted) = crate::format(&source) else {
         assert!(!syntax.is_empty(), "format refused a policy that parses");
@@ -61,8 +68,8 @@ pub fn policy(data: &[u8]) {
     );
 }
 
-/// [`policy`], then lowering: a policy that checks compiles (lowering never fails on a
-/// checked AST), to the same IR as its formatted text. Separate because lowering builds
+/// [`policy`], then lowering: a policy that checks compiles (lowering is total on the
+/// resolved tree), to the same IR as its formatted text. Separate because lowering builds
 /// the custom detectors' DFAs, which takes milliseconds: AFL runs [`policy`] (thousands
 /// of executions a second), the smoke run and `fuzz/run.sh policy_lower` this one.
 pub fn policy_lower(data: &[u8]) {

@@ -2,9 +2,10 @@
 //! reproducible `.wasm` artifact.
 //!
 //! Pipeline, one module per stage: `syntax` (the only module that knows pest) → `check`
-//! (names, types, conflicts; collects every diagnostic, and keeps what it resolved in
-//! `resolved`) → `lower` (checked AST and resolved values to `writ_plugin::ir`) → `link` (IR + engine wasm → artifact + manifest). `diag` renders
-//! diagnostics rustc-style; `fmt` prints the canonical layout.
+//! (names, types, conflicts; collects every diagnostic and, on a file without errors,
+//! resolves every name once into the tree of `resolved`) → `lower` (resolved tree to
+//! `writ_plugin::ir`; total) → `link` (IR + engine wasm → artifact + manifest). `diag`
+//! renders diagnostics rustc-style; `fmt` prints the canonical layout.
 
 pub mod link;
 
@@ -67,27 +68,16 @@ pub struct Compiled {
 /// `path` is accepted for symmetry with [`check`]; diagnostics carry spans, not paths.
 pub fn compile(path: &str, source: &str) -> Result<Compiled, Diagnostics> {
     let _ = path;
-    let (file, mut diags, resolved) = parse_and_check(source);
-    if diags.iter().any(Diagnostic::is_error) {
-        return Err(Diagnostics(diags));
-    }
-    match lower::lower(&file, source, &resolved) {
-        Ok(mut compiled) => {
+    let (_, diags, checked) = parse_and_check(source);
+    // The check resolves a policy only when it found no error, so no checked policy is
+    // refused here, and lowering cannot fail.
+    match checked {
+        Some(checked) => {
+            let mut compiled = lower::lower(checked, source);
             compiled.warnings = Diagnostics(diags);
             Ok(compiled)
         }
-        Err(bug) => {
-            diags.push(
-                Diagnostic::new(
-                    diag::codes::INTERNAL,
-                    bug,
-                    ast::Span::default(),
-                    "while lowering this policy",
-                )
-                .help("this is a bug in writ; please report it with this policy"),
-            );
-            Err(Diagnostics(diags))
-        }
+        None => Err(Diagnostics(diags)),
     }
 }
 
@@ -138,11 +128,12 @@ pub fn check_with_paper(
 /// damage repeated, and rendering thousands of them only buries the first.
 pub const MAX_DIAGNOSTICS: usize = 200;
 
-fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>, resolved::Resolved) {
+/// The parsed file, its diagnostics, and the resolved tree when the file checks clean.
+fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>, Option<resolved::Checked>) {
     let (file, mut diags) = syntax::parse(source);
-    let mut found = resolved::Resolved::default();
+    let mut found = None;
     if diags.is_empty() {
-        (diags, found) = check::check(&file);
+        (diags, found) = check::check_and_resolve(&file);
     } else {
         // The items that did parse are still checked, but only for problems local to
         // them: anything that depends on the file's declarations (names, prices, the
@@ -162,7 +153,6 @@ fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>, resolved::Resol
         ];
         diags.extend(
             check::check(&file)
-                .0
                 .into_iter()
                 .filter(|d| d.is_error() && !depends_on_others.contains(&d.code)),
         );

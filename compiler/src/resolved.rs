@@ -1,8 +1,10 @@
-//! What the checker resolves once and lowering consumes: amounts as integer micros and
-//! custom detectors' patterns as ahead-of-time compiled DFAs. A leaf module, so `check`
-//! and `lower` both depend on it and neither on the other.
+//! What the checker resolves once and lowering consumes: the resolved tree ([`Checked`]),
+//! amounts as integer micros and custom detectors' patterns as ahead-of-time compiled
+//! DFAs. A leaf module, so `check` and `lower` both depend on it and neither on the other.
 
-use std::collections::BTreeMap;
+use writ_plugin::ir;
+
+use crate::ast::Span;
 
 /// A decimal as millionths (`"0.075"` → 75 000), exactly; `None` with more than six
 /// decimals or on overflow.
@@ -26,11 +28,52 @@ pub(crate) fn micros(text: &str) -> Option<i64> {
 /// The forward and reverse dense DFAs of one pattern (little-endian, padding stripped).
 pub(crate) type Dfas = (Vec<u8>, Vec<u8>);
 
-/// What the checker resolved in a file, for lowering to use instead of redoing it.
-#[derive(Default)]
-pub(crate) struct Resolved {
-    /// Each custom detector's compiled pattern, by detector name (only those that compiled).
-    pub dfas: BTreeMap<String, Dfas>,
+/// A checked policy with every name resolved into the engine's vocabulary
+/// ([`writ_plugin::ir`]): fields, scopes, windows, actions, oversight modes and enforcement
+/// as enums, detectors as their `u16` ids, money as micros, custom patterns as DFAs, header
+/// names lower case. Built by the check once the file has no errors (`check::resolve`);
+/// lowering only places it in its source (lines, hash), so it cannot fail.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Checked {
+    pub name: String,
+    pub version: String,
+    pub owner: String,
+    pub implements: String,
+    pub currency: String,
+    pub enforcement: ir::Enforcement,
+    pub workflows: Vec<ir::Workflow>,
+    pub prices: Vec<ir::Price>,
+    /// Used built-ins sorted by name, then every custom detector in name order; a
+    /// detector's id is its index here.
+    pub detectors: Vec<ir::Detector>,
+    pub rules: Vec<CheckedRule>,
+    pub manual: Vec<CheckedManual>,
+    pub kill_switch: Option<ir::KillSwitch>,
+}
+
+/// A resolved rule and where it stands in the source (lowering turns the span into the
+/// rule's line for audits and coverage).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CheckedRule {
+    pub clause: String,
+    pub title: String,
+    pub phase: ir::Phase,
+    pub condition: ir::Expr,
+    pub action: ir::Action,
+    pub enforcement: ir::Enforcement,
+    pub alert_at_percent: Option<u8>,
+    /// The whole rule item.
+    pub span: Span,
+}
+
+/// A `manual` clause with its statements gathered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CheckedManual {
+    pub clause: String,
+    pub title: String,
+    pub owner: String,
+    pub reason: String,
+    pub span: Span,
 }
 
 /// Largest dense DFA (each direction) a custom detector may compile to.

@@ -1,5 +1,6 @@
 //! Types and names inside conditions and actions.
 
+use super::vocab::{DETECTOR_CLASSES, FIELDS, SCOPES, WINDOWS, lookup, words};
 use super::{Checker, suggest::did_you_mean};
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
@@ -88,21 +89,6 @@ impl Ty {
         matches!(self, Ty::Num | Ty::Fraction | Ty::Percent | Ty::Money)
     }
 }
-
-pub(crate) const FIELDS: &[&str] = &[
-    "model",
-    "path",
-    "method",
-    "workflow",
-    "team",
-    "user",
-    "max_tokens",
-    "stream",
-    "status",
-];
-
-const SCOPES: &[&str] = &["team", "user", "workflow"];
-const WINDOWS: &[&str] = &["hour", "day", "month"];
 
 impl Checker {
     fn response_only(&mut self, ctx: &Ctx, span: Span, what: &str) {
@@ -310,11 +296,11 @@ impl Checker {
         }
         let class = t.node.class.node.as_str();
         // `Some(secret)` for the two classes, `None` for a group of built-ins.
-        let secret = match class {
-            "pii" => Some(false),
-            "secret" => Some(true),
-            g if writ_plugin::detect::class_members(g).is_some() => None,
-            other => {
+        let secret = match lookup(DETECTOR_CLASSES, class) {
+            Some(c) => Some(c == writ_plugin::ir::DetectorClass::Secret),
+            None if writ_plugin::detect::class_members(class).is_some() => None,
+            None => {
+                let other = class;
                 let mut cands: Vec<&str> = writ_plugin::detect::CLASSES
                     .iter()
                     .map(|(c, _)| *c)
@@ -498,8 +484,8 @@ impl Checker {
             }
             Operand::Field(f) => {
                 let name = f.node.as_str();
-                if !FIELDS.contains(&name) {
-                    let mut help = did_you_mean(name, FIELDS.iter().copied());
+                if lookup(FIELDS, name).is_none() {
+                    let mut help = did_you_mean(name, words(FIELDS));
                     if name == "prompt" || name == "response" {
                         help = Some(format!("test text with `{name} has pii(…)`"));
                     } else if name == "spend" || name == "confidence" {
@@ -557,7 +543,7 @@ impl Checker {
                     }
                     let mut ok = true;
                     if let Some(scope) = names.first() {
-                        if !SCOPES.contains(&scope.node.as_str()) {
+                        if lookup(SCOPES, &scope.node).is_none() {
                             ok = false;
                             self.push(
                                 Diagnostic::new(
@@ -566,7 +552,7 @@ impl Checker {
                                     scope.span,
                                     "expected `team`, `user` or `workflow`",
                                 )
-                                .maybe_help(did_you_mean(&scope.node, SCOPES.iter().copied())),
+                                .maybe_help(did_you_mean(&scope.node, words(SCOPES))),
                             );
                         } else if scope.node != "workflow" {
                             let untrusted: Vec<Span> = self
@@ -605,7 +591,7 @@ impl Checker {
                         }
                     }
                     if let Some(window) = names.get(1)
-                        && !WINDOWS.contains(&window.node.as_str())
+                        && lookup(WINDOWS, &window.node).is_none()
                     {
                         ok = false;
                         self.push(
@@ -615,7 +601,7 @@ impl Checker {
                                 window.span,
                                 "expected `hour`, `day` or `month`",
                             )
-                            .maybe_help(did_you_mean(&window.node, WINDOWS.iter().copied())),
+                            .maybe_help(did_you_mean(&window.node, words(WINDOWS))),
                         );
                     }
                     ok.then_some(Ty::Money)

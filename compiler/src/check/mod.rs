@@ -1,18 +1,25 @@
 //! Checks over the AST: names, types, cross-layer consistency, and rule logic (rules that
 //! never fire, shadowed rules, contradictions). Every check runs and reports; none stops
-//! at the first problem.
+//! at the first problem. A file without errors is then resolved once ([`resolve`]) into
+//! the tree lowering consumes.
 
 mod cond;
 pub(crate) mod logic;
 mod relations;
+mod resolve;
 pub(crate) mod suggest;
+mod vocab;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
-use crate::resolved::{DFA_SIZE_LIMIT, RegexError, Resolved, compile_regex};
+use crate::resolved::{Checked, DFA_SIZE_LIMIT, Dfas, RegexError, compile_regex};
 use suggest::did_you_mean;
+use vocab::{
+    DETECTOR_CLASSES, ENFORCEMENTS, IDENTITIES, OVERSIGHT, OversightMode, PHASES, lookup, words,
+};
+use writ_plugin::ir;
 
 pub(crate) const VALIDATORS: &[&str] = &["luhn", "iban", "mod97"];
 
@@ -65,9 +72,37 @@ pub(crate) struct RuleFacts {
     pub targets: Vec<(String, Span)>,
 }
 
-/// Runs every check over a parsed file; returns the diagnostics and what the checks
-/// resolved for lowering.
-pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
+/// Runs every check over a parsed file and, when none of the diagnostics is an error,
+/// resolves it for lowering ([`resolve`]): the resolved tree, or why not (the diagnostics).
+pub(crate) fn check_and_resolve(file: &File) -> (Vec<Diagnostic>, Option<Checked>) {
+    let c = run(file);
+    let mut diags = c.diags;
+    if diags.iter().any(Diagnostic::is_error) {
+        return (diags, None);
+    }
+    match resolve::resolve(file, &c.dfas) {
+        Ok(checked) => (diags, Some(checked)),
+        Err(resolve::Unresolved { span, what }) => {
+            diags.push(
+                Diagnostic::new(
+                    codes::INTERNAL,
+                    format!("internal compiler error: the check accepted {what} it cannot resolve"),
+                    span,
+                    "while resolving this",
+                )
+                .help("this is a bug in writ; please report it with this policy"),
+            );
+            (diags, None)
+        }
+    }
+}
+
+/// Runs every check over a (possibly partly parsed) file, without resolving it.
+pub(crate) fn check(file: &File) -> Vec<Diagnostic> {
+    run(file).diags
+}
+
+fn run(file: &File) -> Checker {
     let mut c = Checker {
         diags: Vec::new(),
         env: Env {
@@ -83,7 +118,7 @@ pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
         rules: Vec::new(),
         matchers: Vec::new(),
         error_count: (0, 0),
-        resolved: Resolved::default(),
+        dfas: BTreeMap::new(),
     };
     c.declarations(file);
     // Workflows first: rules are checked against the identities they declare, wherever
@@ -102,7 +137,7 @@ pub(crate) fn check(file: &File) -> (Vec<Diagnostic>, Resolved) {
     relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
     relations::rule_relations(&rules, &mut c.diags);
-    (c.diags, c.resolved)
+    c
 }
 
 struct Checker {
@@ -114,8 +149,9 @@ struct Checker {
     matchers: Vec<(Span, logic::Nf)>,
     /// (diagnostics already counted, errors among them), for [`Checker::errors`].
     error_count: (usize, usize),
-    /// What lowering will use instead of resolving again.
-    resolved: Resolved,
+    /// Each custom detector's compiled pattern, by name (only those that compiled), for
+    /// the resolved tree.
+    dfas: BTreeMap<String, Dfas>,
 }
 
 fn is_semver(v: &str) -> bool {
@@ -148,7 +184,7 @@ fn is_semver(v: &str) -> bool {
 
 /// A workflow's oversight mode, as far as the verification rate it implies goes.
 #[derive(Clone, Copy)]
-enum OversightMode {
+enum ReviewFloor {
     Hitl,
     /// HIC with its sample, as a fraction.
     Hic(f64),
@@ -471,8 +507,7 @@ impl Checker {
                 }
                 PolicyStmt::Enforcement(e) => {
                     once(&mut seen, "enforcement", s.span, &mut self.diags);
-                    self.enforcement(e);
-                    self.env.monitor = e.node == "monitor";
+                    self.env.monitor = self.enforcement(e) == Some(ir::Enforcement::Monitor);
                 }
             }
         }
@@ -498,8 +533,10 @@ impl Checker {
         }
     }
 
-    fn enforcement(&mut self, e: &Ident) {
-        if !matches!(e.node.as_str(), "enforce" | "monitor") {
+    /// The enforcement mode a word names, or `None` (reported).
+    fn enforcement(&mut self, e: &Ident) -> Option<ir::Enforcement> {
+        let mode = lookup(ENFORCEMENTS, &e.node);
+        if mode.is_none() {
             self.push(
                 Diagnostic::new(
                     codes::UNKNOWN_ENFORCEMENT,
@@ -507,9 +544,10 @@ impl Checker {
                     e.span,
                     "expected `enforce` or `monitor`",
                 )
-                .maybe_help(did_you_mean(&e.node, ["enforce", "monitor"])),
+                .maybe_help(did_you_mean(&e.node, words(ENFORCEMENTS))),
             );
         }
+        mode
     }
 
     /// An amount of money: currency, precision.
@@ -565,16 +603,16 @@ impl Checker {
         }
         let mut secret = false;
         if let Some(class) = &d.class {
-            match class.node.as_str() {
-                "pii" => {}
-                "secret" => secret = true,
-                other => {
+            match lookup(DETECTOR_CLASSES, &class.node) {
+                Some(c) => secret = c == ir::DetectorClass::Secret,
+                None => {
+                    let other = class.node.as_str();
                     let help = if writ_plugin::detect::class_members(other).is_some() {
                         Some(format!(
                             "`{other}` groups built-ins; a declared detector is `pii` or `secret`"
                         ))
                     } else {
-                        did_you_mean(&class.node, ["pii", "secret"])
+                        did_you_mean(&class.node, words(DETECTOR_CLASSES))
                     };
                     self.push(
                         Diagnostic::new(
@@ -606,7 +644,7 @@ impl Checker {
         } else {
             match compile_regex(&d.pattern.node) {
                 Ok(dfas) => {
-                    self.resolved.dfas.insert(d.name.node.clone(), dfas);
+                    self.dfas.insert(d.name.node.clone(), dfas);
                 }
                 Err(RegexError::Invalid(e)) => {
                     // The regex error is multi-line with its own caret; keep its last line.
@@ -703,7 +741,7 @@ impl Checker {
 
     fn workflow(&mut self, w: &WorkflowItem) {
         let mut seen = Vec::new();
-        let mut oversight: Option<(OversightMode, Span)> = None;
+        let mut oversight: Option<(ReviewFloor, Span)> = None;
         let mut rate: Option<(CmpOp, f64, Span)> = None;
         let mut identities: Vec<&str> = Vec::new();
         for s in &w.stmts {
@@ -723,9 +761,10 @@ impl Checker {
                     sample,
                 } => {
                     once(&mut seen, "oversight", s.span, &mut self.diags);
-                    match mode.node.as_str() {
-                        "HITL" => oversight = Some((OversightMode::Hitl, mode.span)),
-                        "HOTL" => match below {
+                    let resolved = lookup(OVERSIGHT, &mode.node);
+                    match resolved {
+                        Some(OversightMode::Hitl) => oversight = Some((ReviewFloor::Hitl, mode.span)),
+                        Some(OversightMode::Hotl) => match below {
                             None => self.push(
                                 Diagnostic::new(
                                     codes::OVERSIGHT_OPTION,
@@ -746,22 +785,22 @@ impl Checker {
                             ),
                             Some(_) => {}
                         },
-                        "HIC" => {
+                        Some(OversightMode::Hic) => {
                             let share = sample.as_ref().map_or(0.0, |p| p.node.value / 100.0);
-                            oversight = Some((OversightMode::Hic(share), s.span));
+                            oversight = Some((ReviewFloor::Hic(share), s.span));
                         }
-                        _ => self.push(
+                        None => self.push(
                             Diagnostic::new(
                                 codes::UNKNOWN_OVERSIGHT,
                                 format!("unknown oversight mode `{}`", mode.node),
                                 mode.span,
                                 "expected `HITL`, `HOTL` or `HIC`",
                             )
-                            .maybe_help(did_you_mean(&mode.node, ["HITL", "HOTL", "HIC"])),
+                            .maybe_help(did_you_mean(&mode.node, words(OVERSIGHT))),
                         ),
                     }
                     if let Some(b) = below
-                        && mode.node != "HOTL"
+                        && resolved != Some(OversightMode::Hotl)
                     {
                         self.push(Diagnostic::new(
                             codes::OVERSIGHT_OPTION,
@@ -771,7 +810,7 @@ impl Checker {
                         ));
                     }
                     if let Some(p) = sample {
-                        if mode.node != "HIC" {
+                        if resolved != Some(OversightMode::Hic) {
                             self.push(Diagnostic::new(
                                 codes::OVERSIGHT_OPTION,
                                 "`sample` belongs to HIC",
@@ -841,7 +880,7 @@ impl Checker {
                 WorkflowStmt::Identify(ids) => {
                     for id in ids {
                         let who = id.node.who.node.as_str();
-                        if !matches!(who, "team" | "user") {
+                        if lookup(IDENTITIES, who).is_none() {
                             self.push(
                                 Diagnostic::new(
                                     codes::UNKNOWN_SCOPE,
@@ -849,7 +888,7 @@ impl Checker {
                                     id.node.who.span,
                                     "expected `team` or `user`",
                                 )
-                                .maybe_help(did_you_mean(who, ["team", "user"])),
+                                .maybe_help(did_you_mean(who, words(IDENTITIES))),
                             );
                             continue;
                         }
@@ -888,7 +927,7 @@ impl Checker {
         // model's confidence, so any rate fits it.
         if let Some((op, r, span)) = rate {
             match oversight {
-                Some((OversightMode::Hitl, h)) if !admits_from(op, r, 1.0) => self.push(
+                Some((ReviewFloor::Hitl, h)) if !admits_from(op, r, 1.0) => self.push(
                     Diagnostic::new(
                         codes::HITL_RATE,
                         "HITL oversight with an assumed verification rate under 100%",
@@ -900,7 +939,7 @@ impl Checker {
                         "use `oversight HOTL below …` or `HIC`, or assume `verification_rate == 100%`",
                     ),
                 ),
-                Some((OversightMode::Hic(sample), h)) if sample > 0.0 && !admits_from(op, r, sample) => {
+                Some((ReviewFloor::Hic(sample), h)) if sample > 0.0 && !admits_from(op, r, sample) => {
                     self.push(
                         Diagnostic::new(
                             codes::HIC_SAMPLE_RATE,
@@ -940,21 +979,21 @@ impl Checker {
         let mut then: Option<&Node<Action>> = None;
         let mut alert: Option<&Node<Num>> = None;
         let mut enforcement: Option<&str> = None;
+        let mut mode: Option<ir::Enforcement> = None;
         for s in &r.stmts {
             match &s.node {
                 RuleStmt::On(p) => {
                     once(&mut seen, "on", s.span, &mut self.diags);
-                    match p.node.as_str() {
-                        "request" => {}
-                        "response" => response = true,
-                        _ => self.push(
+                    match lookup(PHASES, &p.node) {
+                        Some(phase) => response = phase == ir::Phase::Response,
+                        None => self.push(
                             Diagnostic::new(
                                 codes::UNKNOWN_PHASE,
                                 format!("unknown phase `{}`", p.node),
                                 p.span,
                                 "expected `request` or `response`",
                             )
-                            .maybe_help(did_you_mean(&p.node, ["request", "response"])),
+                            .maybe_help(did_you_mean(&p.node, words(PHASES))),
                         ),
                     }
                 }
@@ -968,7 +1007,7 @@ impl Checker {
                 }
                 RuleStmt::Enforcement(e) => {
                     once(&mut seen, "enforcement", s.span, &mut self.diags);
-                    self.enforcement(e);
+                    mode = self.enforcement(e);
                     enforcement = Some(e.node.as_str());
                 }
                 RuleStmt::AlertAt(n) => {
@@ -1067,8 +1106,8 @@ impl Checker {
                 )
             }),
             kind,
-            enforced: match enforcement {
-                Some(e) => e != "monitor",
+            enforced: match mode {
+                Some(m) => m != ir::Enforcement::Monitor,
                 None => !self.env.monitor,
             },
             targets,

@@ -197,8 +197,9 @@ pub const HIC_SAMPLE_RATE: Code = Code("E0611");
 /// `model == "a" and model == "b"` or `model in []`, so the rule would never fire.
 pub const NEVER_FIRES: Code = Code("E0701");
 
-/// The compiler failed on a policy its checks accepted: a bug in writ, not in the policy.
-/// Please report it with the policy that triggers it.
+/// The check accepted a policy it then could not resolve (a name, detector or amount it
+/// let through): a bug in writ, not in the policy. Please report it with the policy that
+/// triggers it. Lowering itself cannot fail.
 pub const INTERNAL: Code = Code("E0900");
 
 /// An earlier rule with the same phase and action fires on all the traffic this one does
