@@ -311,14 +311,20 @@ fn labelled_series_exist_from_start_and_agree_between_envoy_and_writ_serve() {
                 })
                 .collect();
         assert!(!theirs.is_empty(), "[{:?}] no writ series", s.kind);
-        let ours = series(&crate::support::exposition::parse(&s.raw_after).map_or_else(
-            |e| panic!("[{:?}] {e}", s.kind),
-            |mut p| {
-                p.samples.retain(|x| x.name.starts_with("writ_"));
-                p
-            },
-        ));
-        assert_eq!(theirs, ours, "[{:?}] prometheus_client reads another page", s.kind);
+        let ours = series(
+            &crate::support::exposition::parse(&s.raw_after).map_or_else(
+                |e| panic!("[{:?}] {e}", s.kind),
+                |mut p| {
+                    p.samples.retain(|x| x.name.starts_with("writ_"));
+                    p
+                },
+            ),
+        );
+        assert_eq!(
+            theirs, ours,
+            "[{:?}] prometheus_client reads another page",
+            s.kind
+        );
     }
     // Both hosts: the same families, types, label sets and values.
     let [envoy, serve] = &seen[..] else {
