@@ -122,6 +122,7 @@ pub fn version_lt(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly on a bad fixture")]
     use super::*;
 
     #[test]

@@ -844,14 +844,14 @@ fn q4(evidence: &Evidence) -> Question {
             }
         }
     }
-    if let Some(m) = &evidence.metrics {
-        if let Some(e) = &m.error {
-            checks.push(check(
-                "metrics",
-                Verdict::Unknown,
-                format!("{}: {e}", m.url),
-            ));
-        }
+    if let Some(m) = &evidence.metrics
+        && let Some(e) = &m.error
+    {
+        checks.push(check(
+            "metrics",
+            Verdict::Unknown,
+            format!("{}: {e}", m.url),
+        ));
     }
     match &evidence.lookup {
         None => checks.push(check(
@@ -952,16 +952,16 @@ fn q5(evidence: &Evidence) -> Question {
 /// Conflicts visible in the policy alone.
 fn design_conflicts(evidence: &Evidence, conflicts: &mut Vec<String>) {
     for w in &evidence.workflows {
-        if let Some(a) = w.assumed_rate {
-            if a + 1e-12 < w.designed_min_rate {
-                conflicts.push(format!(
+        if let Some(a) = w.assumed_rate
+            && a + 1e-12 < w.designed_min_rate
+        {
+            conflicts.push(format!(
                     "strategy assumes {} verification for `{}` while process designed {} (at least {} reviewed), so the business case is underwater",
                     pct(a),
                     w.name,
                     w.oversight,
                     pct(w.designed_min_rate)
                 ));
-            }
         }
     }
 }
