@@ -640,6 +640,13 @@ fn q3(evidence: &Evidence, conflicts: &mut Vec<String>) -> Question {
         }
     }
     let total: u64 = per_queue.values().sum();
+    let scraped = match &evidence.metrics {
+        Some(m) if m.error.is_none() => format!(
+            "; the scrape counts {} (`writ_escalations_total`, since the gateway started)",
+            m.escalations.values().sum::<f64>()
+        ),
+        _ => String::new(),
+    };
     checks.push(check(
         "escalations_routed",
         if total > 0 {
@@ -649,7 +656,7 @@ fn q3(evidence: &Evidence, conflicts: &mut Vec<String>) -> Question {
         },
         if total > 0 {
             format!(
-                "{total} escalations routed{}: {}",
+                "{total} escalations routed{}: {}{scraped}",
                 window(evidence),
                 per_queue
                     .iter()
@@ -658,7 +665,7 @@ fn q3(evidence: &Evidence, conflicts: &mut Vec<String>) -> Question {
                     .join(", ")
             )
         } else {
-            format!("no escalations{}", window(evidence))
+            format!("no escalations{}{scraped}", window(evidence))
         },
     ));
     for w in evidence.workflows.iter().filter(|w| w.requires_review) {

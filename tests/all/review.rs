@@ -136,6 +136,18 @@ fn traffic(dir: &Path) -> (PathBuf, PathBuf) {
     }
     let drifted = dir.join("drifted.jsonl");
     std::fs::write(&drifted, wait_for_lines(&audit, 12)).unwrap();
+    // The gateway's own counters, scraped while it runs, agree with the audit log.
+    let url = format!(
+        "http://{}/metrics",
+        crate::support::cases::Gateway::addr(&serve)
+    );
+    let (_, r) = review_json(&drifted, &["--metrics", &url]);
+    let routed = check(&r, "q3", "escalations_routed")["evidence"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(routed.contains("2 escalations routed"), "{routed}");
+    assert!(routed.contains("the scrape counts 2 "), "{routed}");
     (holds, drifted)
 }
 
@@ -297,4 +309,68 @@ fn review_input_errors_exit_2_and_the_template_lists_the_pack() {
         assert_eq!(yaml[field], "", "{field} missing:\n{pack}");
     }
     assert_eq!(yaml["owners"]["on_call"], "", "{pack}");
+}
+
+/// Rollback needs an older version of the policy, signed by a trusted key, in the
+/// artifacts folder: verified with `--trust`, unknown without it, failed when unsigned.
+#[test]
+fn review_finds_a_signed_older_artifact_to_roll_back_to() {
+    let dir = TempDir::new("review-rollback");
+    let d = dir.path();
+    let keygen = writ_in(d, &["keygen", "--out", "ci"]);
+    assert!(keygen.status.success(), "{}", output_text(&keygen));
+    let source = std::fs::read_to_string(workspace_root().join(POLICY)).unwrap();
+    let old = source.replacen("version \"1.0.0\"", "version \"0.9.0\"", 1);
+    assert_ne!(old, source);
+    std::fs::write(d.join("old.policy"), old).unwrap();
+    let audit = d.join("audit.jsonl");
+    let record = serde_json::json!({"event": "kill_switch", "time": "2026-12-01T00:00:00.000000Z", "request_id": "", "policy": "support-assistant", "policy_version": "1.0.0", "source_sha256": "", "status": 401, "outcome": "unauthorized"});
+    std::fs::write(
+        &audit,
+        writ::audit_log::chain_line(&record, writ::audit_log::GENESIS) + "\n",
+    )
+    .unwrap();
+    let policy = workspace_root().join(POLICY).to_string_lossy().into_owned();
+    let audit_arg = audit.to_string_lossy().into_owned();
+    let rollback = |extra: &[&str]| {
+        let mut args = vec![
+            "review",
+            policy.as_str(),
+            "--audit",
+            audit_arg.as_str(),
+            "--artifacts",
+            "out",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = writ_in(d, &args);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+        check(&r, "q4", "rollback:support-assistant").clone()
+    };
+
+    let build = writ_in(d, &["build", "old.policy", "--out", "out"]);
+    assert!(build.status.success(), "{}", output_text(&build));
+    let unsigned = rollback(&["--trust", "ci.pub"]);
+    assert_eq!(unsigned["verdict"], "fail", "{unsigned}");
+    assert!(unsigned["evidence"].as_str().unwrap().contains("unsigned"));
+
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    let build = writ_in(
+        d,
+        &["build", "old.policy", "--out", "out", "--sign", "ci.key"],
+    );
+    assert!(build.status.success(), "{}", output_text(&build));
+    let trusted = rollback(&["--trust", "ci.pub"]);
+    assert_eq!(trusted["verdict"], "pass", "{trusted}");
+    assert!(
+        trusted["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("support-assistant-0.9.0.wasm")
+    );
+    let unverified = rollback(&[]);
+    assert_eq!(unverified["verdict"], "unknown", "{unverified}");
+    assert!(unverified["evidence"].as_str().unwrap().contains("--trust"));
 }
