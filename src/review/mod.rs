@@ -992,3 +992,106 @@ fn window(evidence: &Evidence) -> String {
 fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly on a bad fixture")]
+    use super::*;
+    use writ_plugin::audit::EscalationRecord;
+
+    fn evidence(workflow: WorkflowEvidence, records: Vec<AuditRecord>) -> Evidence {
+        Evidence {
+            policies: vec![PolicyEvidence {
+                name: "claims".into(),
+                version: "1.0.0".into(),
+                path: "claims.policy".into(),
+                owner: String::new(),
+                source_sha256: "s".into(),
+                built_sha256: "b".into(),
+                currency: "EUR".into(),
+                manual_owners: Vec::new(),
+            }],
+            workflows: vec![workflow],
+            artifacts: None,
+            coverage: Err("no test file".into()),
+            audit_file: "audit.jsonl".into(),
+            chain: ChainEvidence {
+                ok: true,
+                records: records.len() as u64,
+                detail: "head h".into(),
+            },
+            records,
+            unparsed: 0,
+            since: None,
+            lookup: None,
+            metrics: None,
+            go_live: None,
+            today: dates::Date::parse("2026-12-06").unwrap(),
+        }
+    }
+
+    fn hitl(assumed: f64) -> WorkflowEvidence {
+        WorkflowEvidence {
+            name: "claims".into(),
+            policy: "claims".into(),
+            oversight: "HITL".into(),
+            requires_review: true,
+            designed_min_rate: 1.0,
+            assumed_rate: Some(assumed),
+        }
+    }
+
+    #[test]
+    fn hitl_with_a_low_assumed_rate_is_underwater_from_the_policy_alone() {
+        let r = review(&evidence(hitl(0.10), Vec::new()));
+        assert!(
+            r.conflicts.iter().any(|c| c
+                == "strategy assumes 10% verification for `claims` while process designed HITL (at least 100% reviewed), so the business case is underwater"),
+            "{:?}",
+            r.conflicts
+        );
+        // Nothing measured: unknown, not pass.
+        assert_eq!(r.questions[0].verdict, Verdict::Unknown);
+        // No owner in the header: Q4 and Q5 fail.
+        assert_eq!(r.questions[3].verdict, Verdict::Fail);
+        assert_eq!(r.questions[4].verdict, Verdict::Fail);
+        assert_eq!(r.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn an_escalation_without_context_is_named() {
+        let record = AuditRecord {
+            event: "request".into(),
+            time: "2026-12-01T00:00:00.000000Z".into(),
+            request_id: "r1".into(),
+            workflow: Some("claims".into()),
+            outcome: "allowed".into(),
+            status: 200,
+            escalation: Some(EscalationRecord {
+                queue: "claims-review".into(),
+                reason: String::new(),
+                review_id: "rv".into(),
+            }),
+            ..AuditRecord::default()
+        };
+        let r = review(&evidence(hitl(1.0), vec![record]));
+        let q3 = &r.questions[2];
+        let context = q3
+            .checks
+            .iter()
+            .find(|c| c.id == "handoff_context")
+            .unwrap();
+        assert_eq!(context.verdict, Verdict::Fail);
+        assert!(
+            context.evidence.contains("r1 (missing reason)"),
+            "{context:?}"
+        );
+        // HITL at 100% assumed, 1 of 1 escalated: the business case holds.
+        assert_eq!(r.questions[0].verdict, Verdict::Pass);
+        assert!(
+            r.conflicts
+                .iter()
+                .any(|c| c.contains("compliance cannot be proved"))
+        );
+    }
+}
