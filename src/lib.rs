@@ -10,5 +10,6 @@ pub mod guardrail_events;
 pub mod identity;
 pub mod oci;
 pub mod policy_tests;
+pub mod review;
 pub mod trust;
 pub mod wasm_plugin;

@@ -56,7 +56,38 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Runs every suite, joins the results with the paper policy and prints the report.
 pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
-    let test_files = discover(&args.paths)?;
+    let (paper_path, report) = report(&args.paths)?;
+    match args.format {
+        super::Format::Text => {
+            println!("paper policy: {}", paper_path.display());
+            print!("{}", report.render_text());
+        }
+        super::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    if let Some(json) = &args.json {
+        std::fs::write(json, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+    }
+    if let Some(junit) = &args.junit {
+        std::fs::write(junit, report.render_junit())
+            .with_context(|| format!("writing {}", junit.display()))?;
+    }
+    Ok(if report.percent + 1e-9 >= args.min {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "error: coverage {:.1}% is under the required {:.1}%",
+            report.percent, args.min
+        );
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs the suites under `paths` (folders, test files or policies with a test file beside
+/// them) and joins them with the paper policy they implement: the report `writ coverage`
+/// prints and `writ review` answers its second question from.
+pub(crate) fn report(paths: &[PathBuf]) -> anyhow::Result<(PathBuf, coverage::Report)> {
+    let test_files = discover(paths)?;
     let mut inputs = Vec::new();
     let mut paper_path: Option<PathBuf> = None;
     let mut tested_policies = Vec::new();
@@ -93,7 +124,7 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
             cases,
         ));
     }
-    for policy in policies_without_tests(&args.paths, &tested_policies) {
+    for policy in policies_without_tests(paths, &tested_policies) {
         let source = super::read_source(&policy)?;
         let name = policy.display().to_string();
         let compiled = writ_compiler::compile(&name, &source)
@@ -127,31 +158,7 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
         "{} has no clause ids (write them in bold, like **AIP-1.1**, or first in a heading, list item or table row)",
         paper_path.display()
     );
-    let report = coverage::compute(&clauses, &inputs);
-    match args.format {
-        super::Format::Text => {
-            println!("paper policy: {}", paper_path.display());
-            print!("{}", report.render_text());
-        }
-        super::Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-    }
-    if let Some(json) = &args.json {
-        std::fs::write(json, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", json.display()))?;
-    }
-    if let Some(junit) = &args.junit {
-        std::fs::write(junit, report.render_junit())
-            .with_context(|| format!("writing {}", junit.display()))?;
-    }
-    Ok(if report.percent + 1e-9 >= args.min {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "error: coverage {:.1}% is under the required {:.1}%",
-            report.percent, args.min
-        );
-        ExitCode::FAILURE
-    })
+    Ok((paper_path, coverage::compute(&clauses, &inputs)))
 }
 
 /// All policies of one run must implement the same paper policy.

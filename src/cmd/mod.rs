@@ -15,6 +15,7 @@ pub mod init;
 pub mod inspect;
 pub mod keygen;
 pub mod package;
+pub mod review;
 pub mod run;
 pub mod serve;
 pub mod test;
@@ -113,6 +114,12 @@ pub enum Command {
         after_help = "Examples:\n  writ serve --policy out/support-assistant-1.0.0.wasm --upstream https://api.openai.com --audit-log audit.jsonl\n  writ serve --policy support-assistant.policy --upstream http://127.0.0.1:8000 --trust writ.pub"
     )]
     Serve(serve::ServeArgs),
+    /// The production readiness review: five questions answered from the policies, the
+    /// artifacts, coverage and the audit log (exit 1 when a gate fails).
+    #[command(
+        after_help = "Examples:\n  writ review policies/support-assistant.policy --audit audit.jsonl\n  writ review policies/*.policy --audit audit.jsonl --artifacts out --trust writ.pub --since 2026-11-01\n  writ review policies/support-assistant.policy --audit audit.jsonl --metrics http://127.0.0.1:10000/metrics --go-live 2026-11-01 --format html > review.html\n  writ review --template support-assistant > rollout-pack.yaml"
+    )]
+    Review(review::ReviewArgs),
 }
 
 /// Dispatches to the subcommand.
@@ -134,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Review(args) => review::run(args),
     }
 }
 

@@ -23,6 +23,7 @@ mod package;
 mod pii_carriers_e2e;
 mod pii_e2e;
 mod policy_suite;
+mod review;
 mod serve_audit;
 mod signing;
 mod support;
