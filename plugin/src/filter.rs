@@ -55,15 +55,17 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde_json::Value as Json;
 
 use crate::audit::{AuditRecord, Tokens};
+use crate::config::PluginConfig;
 use crate::eval::{self, Decision, Engine, Facts, ReplyView, Transforms, Verdict};
 use crate::ir::{self, Phase};
 use crate::metrics;
 use crate::oversight;
 use crate::request::{self, BodyError, Request};
-use crate::spend::{self, Reservation, SseUsage, Usage};
+use crate::spend::{self, Reservation};
 use crate::stream::{self, ReplyKind, ReplyRewriter};
 use crate::tokenise::{self, Vault};
-use crate::wire::{PluginConfig, Reply};
+use crate::usage::{self, SseUsage, Usage};
+use crate::wire::Reply;
 use host::HostStore;
 
 /// The stream property holding the chained audit lines; Envoy exposes it to access logs as
@@ -1320,7 +1322,7 @@ impl Http {
             }
             stream::BodyAction::Unchanged | stream::BodyAction::Buffer => {}
         }
-        let usage = json.as_ref().and_then(spend::usage_from_json);
+        let usage = json.as_ref().and_then(usage::usage_from_json);
         self.end_of_reply(shared, usage);
         Action::Continue
     }
@@ -1408,7 +1410,7 @@ impl Http {
     }
 
     /// Posts `body` to a configured cluster; the answer is only logged.
-    fn call(&self, target: &crate::wire::CalloutTarget, body: &[u8]) {
+    fn call(&self, target: &crate::config::CalloutTarget, body: &[u8]) {
         let headers = vec![
             (":method", "POST"),
             (":path", target.path.as_str()),
