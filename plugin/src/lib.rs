@@ -24,6 +24,7 @@ pub mod kill_switch;
 pub mod metrics;
 pub mod oversight;
 pub mod request;
+pub mod session;
 pub mod spend;
 pub mod store;
 pub mod stream;
