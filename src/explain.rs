@@ -1,14 +1,14 @@
-//! Renders a [`writ_plugin::eval::explain::Explanation`] for `writ explain`: readable text
+//! Renders a [`writ_plugin::explain::Explanation`] for `writ explain`: readable text
 //! (a tree per rule, then the precedence) and the same facts as JSON. Only presentation
 //! lives here; what matched and what won comes from the engine's own code.
 
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
-use writ_plugin::eval::explain::{
+use writ_plugin::eval::{ActionKind, Effect, Fired};
+use writ_plugin::explain::{
     Early, Escalation, Explanation, Node, Outcome, RuleStatus, RuleTrace, Shown,
 };
-use writ_plugin::eval::{ActionKind, Effect, Fired};
 use writ_plugin::ir::{self, Phase};
 
 use crate::diff::{action_text, expr_text, operand_text, value_text};

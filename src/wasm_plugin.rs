@@ -89,7 +89,7 @@ pub struct WasmPlugin {
     pub pull_policy: PullPolicy,
     /// `failStrategy`.
     pub fail_strategy: FailStrategy,
-    /// `pluginConfig`: the engine's deployment settings (`writ_plugin::wire::PluginConfig`).
+    /// `pluginConfig`: the engine's deployment settings (`writ_plugin::config::PluginConfig`).
     pub plugin_config: Map<String, Value>,
     /// The policy name, for the header comment.
     pub policy: String,

@@ -14,8 +14,11 @@
 //! contain), so the host passes it in the plugin configuration and the filter copies it
 //! into [`AuditRecord::artifact_sha256`]; `None` means the host did not say.
 
+use crate::calendar::rfc3339;
 use crate::eval::{Effect, Fired};
-use crate::spend::UtcTime;
+use crate::ir::Policy;
+use crate::oversight::{DriftAlert, Handoff};
+use crate::spend::Alert;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -214,31 +217,74 @@ pub fn parse_log_line(line: &str) -> Option<serde_json::Value> {
     v.is_object().then_some(v)
 }
 
-/// RFC 3339 UTC with microsecond precision, e.g. `2026-11-24T03:28:20.123456Z`.
-pub fn rfc3339(unix_nanos: i64) -> String {
-    let secs = unix_nanos.div_euclid(1_000_000_000);
-    let micros = unix_nanos.rem_euclid(1_000_000_000) / 1000;
-    let t = UtcTime::from_unix(secs);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, micros
-    )
+// ---------------------------------------------------------------------------------------
+// Assembly: the records of the events other modules raise. Kept here so `spend` and
+// `oversight` do not depend on the record format (and through it on `eval`).
+
+impl Handoff {
+    /// The escalation as the audit record carries it.
+    pub fn audit(&self) -> EscalationRecord {
+        EscalationRecord {
+            queue: self.queue.clone(),
+            reason: self.reason.clone(),
+            review_id: self.review_id.clone(),
+        }
+    }
+}
+
+impl Alert {
+    /// The alert as an audit record (`event: budget_alert`), logged like any other.
+    pub fn audit_record(&self, policy: &Policy, unix_nanos: i64) -> AuditRecord {
+        let rule = self.rule.and_then(|r| policy.rules.get(r));
+        AuditRecord {
+            event: "budget_alert".into(),
+            time: rfc3339(unix_nanos),
+            policy: policy.name.clone(),
+            policy_version: policy.version.clone(),
+            source_sha256: policy.source_sha256.clone(),
+            currency: Some(policy.currency.clone()),
+            cost_micros: Some(self.settled),
+            outcome: "alert".into(),
+            detail: Some(format!(
+                "{}: spend {} crossed the alert threshold {} ({})",
+                rule.map_or("budget", |r| r.clause.as_str()),
+                self.settled,
+                self.threshold,
+                self.key
+            )),
+            ..AuditRecord::default()
+        }
+    }
+}
+
+impl DriftAlert {
+    /// The alert as an audit record (`event: drift_alert`).
+    pub fn audit_record(&self, policy: &Policy, unix_nanos: i64) -> AuditRecord {
+        AuditRecord {
+            event: "drift_alert".into(),
+            time: rfc3339(unix_nanos),
+            workflow: Some(self.workflow.clone()),
+            policy: policy.name.clone(),
+            policy_version: policy.version.clone(),
+            source_sha256: policy.source_sha256.clone(),
+            outcome: "alert".into(),
+            detail: Some(format!(
+                "verification rate {:.1}% ({} of {}) is above the assumed {:.1}% ({})",
+                self.measured * 100.0,
+                self.escalated,
+                self.total,
+                self.assumed * 100.0,
+                self.key
+            )),
+            ..AuditRecord::default()
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::eval::ActionKind;
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339(1_795_490_900_123_456_789),
-            "2026-11-24T03:28:20.123456Z"
-        );
-        assert_eq!(rfc3339(-1_000), "1969-12-31T23:59:59.999999Z");
-    }
 
     #[test]
     fn records_round_trip_through_the_log_line() {

@@ -312,7 +312,7 @@ pub struct ReplyView<'a> {
 }
 
 impl<'a> ReplyView<'a> {
-    fn header(self, name: &str) -> Option<&'a str> {
+    pub(crate) fn header(self, name: &str) -> Option<&'a str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -659,25 +659,25 @@ pub fn is_streamed_redaction(rule: &ir::Rule) -> bool {
 
 /// Evaluation state for one condition. `unsupported` records the first operand the engine
 /// cannot compute, so the caller reports the rule as undecided instead of guessing.
-struct Ctx<'a> {
-    policy: &'a Policy,
+pub(crate) struct Ctx<'a> {
+    pub(crate) policy: &'a Policy,
     /// `None` while matching workflows, which see headers only and never scan text.
-    scanner: Option<&'a Scanner>,
-    request: &'a Request,
-    identity: &'a Identity,
-    headers_only: bool,
-    unsupported: Option<Unsupported>,
-    facts: &'a Facts<'a>,
+    pub(crate) scanner: Option<&'a Scanner>,
+    pub(crate) request: &'a Request,
+    pub(crate) identity: &'a Identity,
+    pub(crate) headers_only: bool,
+    pub(crate) unsupported: Option<Unsupported>,
+    pub(crate) facts: &'a Facts<'a>,
     /// Every detector the prompt rules use, when known.
-    prompt_union: Option<&'a [u16]>,
+    pub(crate) prompt_union: Option<&'a [u16]>,
     /// Computed on the first `prompt has`: true when no detector of the union finds
     /// anything in the body, so every `prompt has` is false without another pass.
-    prompt_clean: Option<bool>,
+    pub(crate) prompt_clean: Option<bool>,
 }
 
 /// A resolved operand, borrowed where possible so evaluation allocates nothing.
 #[derive(Debug, PartialEq)]
-enum Val<'a> {
+pub(crate) enum Val<'a> {
     Bool(bool),
     Num(f64),
     Money(ir::Micros),
@@ -696,7 +696,7 @@ impl<'a> Val<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn expr(&mut self, e: &'a Expr) -> bool {
+    pub(crate) fn expr(&mut self, e: &'a Expr) -> bool {
         match e {
             Expr::Const(b) => *b,
             Expr::And(items) => items.iter().all(|x| self.expr(x)),
@@ -780,7 +780,7 @@ impl<'a> Ctx<'a> {
             || (wf.scan_query && scanner.any(&r.query, detectors))
     }
 
-    fn operand(&mut self, o: &'a Operand) -> Option<Val<'a>> {
+    pub(crate) fn operand(&mut self, o: &'a Operand) -> Option<Val<'a>> {
         match o {
             Operand::Const(v) => Some(Val::of(v)),
             Operand::Field(f) => self.field(f),
@@ -857,11 +857,6 @@ fn compare(l: &Val<'_>, op: CmpOp, r: &Val<'_>) -> bool {
         CmpOp::Ge => ord != Ordering::Less,
     }
 }
-
-/// `writ explain`: traces each rule with this module's own evaluation context (native only,
-/// so the engine in the artifact does not carry it).
-#[cfg(not(target_arch = "wasm32"))]
-pub mod explain;
 
 #[cfg(test)]
 #[path = "eval_tests.rs"]

@@ -55,15 +55,17 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde_json::Value as Json;
 
 use crate::audit::{AuditRecord, Tokens};
+use crate::config::PluginConfig;
 use crate::eval::{self, Decision, Engine, Facts, ReplyView, Transforms, Verdict};
 use crate::ir::{self, Phase};
 use crate::metrics;
 use crate::oversight;
 use crate::request::{self, BodyError, Request};
-use crate::spend::{self, Reservation, SseUsage, Usage};
+use crate::spend::{self, Reservation};
 use crate::stream::{self, ReplyKind, ReplyRewriter};
 use crate::tokenise::{self, Vault};
-use crate::wire::{PluginConfig, Reply};
+use crate::usage::{self, SseUsage, Usage};
+use crate::wire::Reply;
 use host::HostStore;
 
 /// The stream property holding the chained audit lines; Envoy exposes it to access logs as
@@ -1320,7 +1322,7 @@ impl Http {
             }
             stream::BodyAction::Unchanged | stream::BodyAction::Buffer => {}
         }
-        let usage = json.as_ref().and_then(spend::usage_from_json);
+        let usage = json.as_ref().and_then(usage::usage_from_json);
         self.end_of_reply(shared, usage);
         Action::Continue
     }
@@ -1408,7 +1410,7 @@ impl Http {
     }
 
     /// Posts `body` to a configured cluster; the answer is only logged.
-    fn call(&self, target: &crate::wire::CalloutTarget, body: &[u8]) {
+    fn call(&self, target: &crate::config::CalloutTarget, body: &[u8]) {
         let headers = vec![
             (":method", "POST"),
             (":path", target.path.as_str()),
@@ -1438,78 +1440,36 @@ impl Http {
             return;
         }
         let policy = shared.policy();
-        // Response-side redaction: counts per type, and the rules it enforced.
-        if let Some(rw) = &self.rewriter {
-            let redacted = rw.redacted().clone();
-            for (d, n) in &redacted {
-                if let Some(name) = shared.engine.scanner.name(*d) {
-                    self.audit.add_pii(name, *n);
-                }
-            }
-            let fired = crate::decide::reply_redactions_fired(policy, &redacted);
-            self.audit.add_fired(&fired);
-        }
-        if self.audit.event.is_empty() {
-            self.audit.event = "request".into();
-        }
-        if self.audit.outcome.is_empty() {
-            self.audit.outcome = if self.stage == Stage::Forwarded {
-                "allowed".into()
-            } else {
-                "error".into()
-            };
-        }
-        let outcome = if self.audit.event == "kill_switch" {
-            "admin"
+        let ending = if self.stage == Stage::Forwarded {
+            crate::session::Ending::Forwarded
         } else {
-            self.audit.outcome.as_str()
+            crate::session::Ending::NotForwarded
         };
-        let workflow = metrics::workflow_label(shared.policy(), self.audit.workflow.as_deref());
-        let mut labels = vec![
-            ("workflow", workflow.to_string()),
-            ("outcome", outcome.to_string()),
-        ];
-        labels.extend(self.identity_labels());
-        shared.count(
-            host::COUNTER,
-            &metrics::stat_name(metrics::REQUESTS.name, &labels),
-            1,
-        );
-        for r in &self.audit.rules {
-            let labels = [
-                ("clause", r.clause.as_str()),
-                ("action", r.action.as_str()),
-                ("mode", r.mode.as_str()),
-            ];
-            shared.count(
-                host::COUNTER,
-                &metrics::stat_name(metrics::DECISIONS.name, &labels),
-                1,
-            );
-        }
-        for (k, v) in &self.audit.tags {
-            let labels = [("key", k.as_str()), ("value", v.as_str())];
-            shared.count(
-                host::COUNTER,
-                &metrics::stat_name(metrics::TAGS.name, &labels),
-                1,
-            );
-        }
-        let request_line = self.audit.log_line();
-        host::log(LogLevel::Info, &request_line);
+        let identity_labels = self.identity_labels();
         let alert_lines = std::mem::take(&mut self.alert_lines);
-        for line in &alert_lines {
+        let end = crate::session::close_request(
+            policy,
+            &shared.engine.scanner,
+            &mut self.audit,
+            self.rewriter.as_ref().map(|rw| rw.redacted()),
+            ending,
+            &identity_labels,
+            alert_lines,
+        );
+        for name in &end.counters {
+            shared.count(host::COUNTER, name, 1);
+        }
+        for line in &end.lines {
             host::log(LogLevel::Info, line);
         }
         if self.config.audit_sink.is_some() {
-            self.sealed_lines = std::iter::once(request_line.clone())
-                .chain(alert_lines.iter().cloned())
-                .collect();
+            self.sealed_lines = end.lines.clone();
         }
         if self.config.audit_filter_state {
             // The same records, chained, for Envoy's access log: one line per record.
-            let records: Vec<serde_json::Value> = std::iter::once(&request_line)
-                .chain(&alert_lines)
+            let records: Vec<serde_json::Value> = end
+                .lines
+                .iter()
                 .filter_map(|l| crate::audit::parse_log_line(l))
                 .collect();
             let lines = crate::audit_chain::chain(&HostStore, &records);

@@ -11,7 +11,8 @@
 //! Authentication: `authorization: Bearer <token>`, whose sha256 must equal the policy's
 //! `token_sha256` (compared in constant time). The policy holds only the hash.
 
-use crate::audit::{AuditRecord, rfc3339};
+use crate::audit::AuditRecord;
+use crate::calendar::rfc3339;
 use crate::ir::KillSwitch;
 use crate::store::{self, SharedStore};
 use serde::{Deserialize, Serialize};

@@ -6,9 +6,15 @@
 
 pub mod audit;
 pub mod audit_chain;
+pub mod calendar;
+pub mod config;
 pub mod decide;
 pub mod detect;
 pub mod eval;
+/// `writ explain`: traces each rule with the evaluator's own context (native only, so the
+/// engine in the artifact does not carry it).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod explain;
 /// Fuzz targets and their smoke runs (tests and the `fuzzing` feature only; see `docs/fuzzing.md`).
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
@@ -18,10 +24,12 @@ pub mod kill_switch;
 pub mod metrics;
 pub mod oversight;
 pub mod request;
+pub mod session;
 pub mod spend;
 pub mod store;
 pub mod stream;
 pub mod tokenise;
+pub mod usage;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]

@@ -218,7 +218,7 @@ pub fn budget_alert_name(policy: &Policy, alert: &spend::Alert) -> Option<String
     let labels = [
         ("clause", clause),
         ("scope", spend::scope_name(budget.scope)),
-        ("window", spend::window_name(budget.window)),
+        ("window", crate::calendar::window_name(budget.window)),
     ];
     Some(stat_name(BUDGET_ALERTS.name, &labels))
 }
@@ -443,7 +443,7 @@ pub fn startup_series(
         let labels = [
             ("clause", rule.clause.as_str()),
             ("scope", spend::scope_name(b.scope)),
-            ("window", spend::window_name(b.window)),
+            ("window", crate::calendar::window_name(b.window)),
         ];
         add(Kind::Counter, stat_name(BUDGET_ALERTS.name, &labels), None);
     }

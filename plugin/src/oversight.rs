@@ -12,8 +12,8 @@
 //! ([`read_confidence`]); a policy names the source in its `confidence(...)` rules, and
 //! a HOTL workflow without such a rule reads [`DEFAULT_CONFIDENCE_HEADER`].
 
+use crate::calendar::{bucket, window_name};
 use crate::ir::{ConfidenceSource, Expr, Operand, Oversight, Phase, Policy, Window};
-use crate::spend::bucket;
 use crate::store::{self, Cursor, SharedStore, Step, StoreError, Stored};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -284,7 +284,7 @@ pub fn rate_key(workflow: &str, window: Window, unix_secs: i64) -> String {
     format!(
         "writ/oversight/{}/{}/{}",
         store::key_segment(workflow),
-        crate::spend::window_name(window),
+        window_name(window),
         bucket(window, unix_secs)
     )
 }
@@ -376,40 +376,7 @@ pub fn sliding_rate(
     Ok(if total > 0.0 { escalated / total } else { 0.0 })
 }
 
-impl Handoff {
-    /// The escalation as the audit record carries it.
-    pub fn audit(&self) -> crate::audit::EscalationRecord {
-        crate::audit::EscalationRecord {
-            queue: self.queue.clone(),
-            reason: self.reason.clone(),
-            review_id: self.review_id.clone(),
-        }
-    }
-}
-
 impl DriftAlert {
-    /// The alert as an audit record (`event: drift_alert`).
-    pub fn audit_record(&self, policy: &Policy, unix_nanos: i64) -> crate::audit::AuditRecord {
-        crate::audit::AuditRecord {
-            event: "drift_alert".into(),
-            time: crate::audit::rfc3339(unix_nanos),
-            workflow: Some(self.workflow.clone()),
-            policy: policy.name.clone(),
-            policy_version: policy.version.clone(),
-            source_sha256: policy.source_sha256.clone(),
-            outcome: "alert".into(),
-            detail: Some(format!(
-                "verification rate {:.1}% ({} of {}) is above the assumed {:.1}% ({})",
-                self.measured * 100.0,
-                self.escalated,
-                self.total,
-                self.assumed * 100.0,
-                self.key
-            )),
-            ..crate::audit::AuditRecord::default()
-        }
-    }
-
     /// The JSON body of the optional alert HTTP call.
     pub fn payload(&self, policy: &Policy) -> Vec<u8> {
         let v = serde_json::json!({

@@ -264,7 +264,7 @@ pub fn set_model(
 /// For a streamed chat or completions request without `stream_options`, the body with
 /// `"stream_options":{"include_usage":true}` spliced in first, so the provider reports
 /// usage in its final chunk and the budget is settled from real usage. A body that already
-/// has `stream_options` goes through [`crate::spend::request_stream_usage`] on a copy and
+/// has `stream_options` goes through [`crate::usage::request_stream_usage`] on a copy and
 /// is re-serialised (rare). `None` when nothing needs changing.
 pub fn ask_stream_usage(body: &[u8], json: &Json) -> Option<Vec<u8>> {
     let obj = json.as_object()?;
@@ -273,7 +273,7 @@ pub fn ask_stream_usage(body: &[u8], json: &Json) -> Option<Vec<u8>> {
     }
     if !obj.contains_key("stream_options") {
         let mut probe = json.clone();
-        if !crate::spend::request_stream_usage(&mut probe) {
+        if !crate::usage::request_stream_usage(&mut probe) {
             return None;
         }
         let open = body.iter().position(|&b| b == b'{')?;
@@ -285,7 +285,7 @@ pub fn ask_stream_usage(body: &[u8], json: &Json) -> Option<Vec<u8>> {
         return Some(out);
     }
     let mut copy = json.clone();
-    if crate::spend::request_stream_usage(&mut copy) {
+    if crate::usage::request_stream_usage(&mut copy) {
         serde_json::to_vec(&copy).ok()
     } else {
         None

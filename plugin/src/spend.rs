@@ -10,7 +10,7 @@
 //! 3. [`reserve`] adds the estimate to every ledger, atomically per ledger with a CAS
 //!    retry, admitting only while `settled + reserved + estimate <= cap`.
 //! 4. After the reply, [`settle`] replaces the reservation by the real cost priced from the
-//!    provider's `usage` ([`usage_from_json`], or [`SseUsage`] for a stream), or
+//!    provider's `usage` ([`crate::usage::usage_from_json`], or [`crate::usage::SseUsage`] for a stream), or
 //!    [`release`] drops it when the call failed or the client went away. When no usage
 //!    arrived, the filter settles at the estimate and the audit record says
 //!    `cost_estimated: true`: an estimate is never reported as real usage.
@@ -22,10 +22,12 @@
 //! was killed mid-request) stays counted until its window ends, so the budget errs on the
 //! side of denying; ledgers are per Envoy `vm_id` and are lost when Envoy restarts.
 
+use crate::calendar::{bucket, window_name};
 use crate::ir::{
     CmpOp, Enforcement, Expr, Micros, Operand, Phase, Policy, Price, Scope, Value, Window,
 };
 use crate::store::{self, Cursor, SharedStore, Step, StoreError, Stored};
+use crate::usage::Usage;
 use serde_json::Value as Json;
 
 /// Completion tokens assumed when a request sets no `max_tokens`: a common output limit
@@ -40,72 +42,12 @@ pub const INLINE_DATA_TOKENS: u64 = 1_600;
 /// Tokens the prompt estimate adds per message for the role and framing tokens.
 pub const TOKENS_PER_MESSAGE: u64 = 4;
 
-// ---------------------------------------------------------------------------------------
-// Calendar windows
-
-/// A UTC civil time, computed from unix seconds without a date library.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UtcTime {
-    pub year: i64,
-    pub month: u32,
-    pub day: u32,
-    pub hour: u32,
-    pub minute: u32,
-    pub second: u32,
-}
-
-impl UtcTime {
-    /// The civil date and time of `unix_secs` (proleptic Gregorian, UTC), using Howard
-    /// Hinnant's `civil_from_days`, exact for every representable day.
-    pub fn from_unix(unix_secs: i64) -> UtcTime {
-        let days = unix_secs.div_euclid(86_400);
-        let secs = unix_secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097); // [0, 146096]
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-        let mp = (5 * doy + 2) / 153; // [0, 11]
-        let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-        let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        UtcTime {
-            year,
-            month: month as u32,
-            day: day as u32,
-            hour: (secs / 3600) as u32,
-            minute: (secs / 60 % 60) as u32,
-            second: (secs % 60) as u32,
-        }
-    }
-}
-
-/// The calendar bucket of `window` that `unix_secs` falls in: `2026-11` for a month,
-/// `2026-11-24` for a day, `2026-11-24T03` for an hour.
-pub fn bucket(window: Window, unix_secs: i64) -> String {
-    let t = UtcTime::from_unix(unix_secs);
-    match window {
-        Window::Month => format!("{:04}-{:02}", t.year, t.month),
-        Window::Day => format!("{:04}-{:02}-{:02}", t.year, t.month, t.day),
-        Window::Hour => format!("{:04}-{:02}-{:02}T{:02}", t.year, t.month, t.day, t.hour),
-    }
-}
-
 /// The language keyword of a scope, used in store keys.
 pub fn scope_name(scope: Scope) -> &'static str {
     match scope {
         Scope::Workflow => "workflow",
         Scope::Team => "team",
         Scope::User => "user",
-    }
-}
-
-/// The language keyword of a window, used in store keys.
-pub fn window_name(window: Window) -> &'static str {
-    match window {
-        Window::Hour => "hour",
-        Window::Day => "day",
-        Window::Month => "month",
     }
 }
 
@@ -132,15 +74,6 @@ pub fn ledger_key(scope: Scope, value: Option<&str>, window: Window, unix_secs: 
 
 // ---------------------------------------------------------------------------------------
 // Prices, usage, cost
-
-/// Token counts of one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The part of `prompt_tokens` served from the provider's prompt cache.
-    pub cached_tokens: u64,
-}
 
 /// The price entry for `model`: an exact match, else the longest entry that `model`
 /// extends with a dated snapshot suffix (`gpt-4o-2024-08-06` is priced as `gpt-4o`, but
@@ -188,160 +121,6 @@ pub fn cost_micros(price: &Price, usage: &Usage) -> Micros {
         + i128::from(usage.completion_tokens) * i128::from(price.output_per_mtok.max(0));
     let micros = (total + 999_999) / 1_000_000;
     Micros::try_from(micros).unwrap_or(Micros::MAX)
-}
-
-/// Reads an OpenAI-style `usage` object from a reply (chat and legacy completions,
-/// embeddings: `prompt_tokens`/`completion_tokens`; the Responses API: `input_tokens`/
-/// `output_tokens`, also under `response.usage` in its stream events). `None` when the
-/// reply carries no usage, so the caller never mistakes an estimate for usage.
-pub fn usage_from_json(reply: &Json) -> Option<Usage> {
-    let usage = match reply.get("usage") {
-        Some(u) if u.is_object() => u,
-        _ => reply
-            .get("response")?
-            .get("usage")
-            .filter(|u| u.is_object())?,
-    };
-    let num = |names: [&str; 2]| names.iter().find_map(|n| usage.get(*n)?.as_u64());
-    let prompt = num(["prompt_tokens", "input_tokens"]);
-    let completion = num(["completion_tokens", "output_tokens"]);
-    if prompt.is_none() && completion.is_none() {
-        return None;
-    }
-    let cached = ["prompt_tokens_details", "input_tokens_details"]
-        .iter()
-        .find_map(|d| usage.get(*d)?.get("cached_tokens")?.as_u64())
-        .unwrap_or(0);
-    let prompt_tokens = prompt.unwrap_or(0);
-    Some(Usage {
-        prompt_tokens,
-        completion_tokens: completion.unwrap_or(0),
-        cached_tokens: cached.min(prompt_tokens),
-    })
-}
-
-/// The longest SSE line [`SseUsage`] buffers; a longer event is skipped so a hostile
-/// stream cannot grow memory without bound.
-pub const MAX_SSE_EVENT_BYTES: usize = 1 << 20;
-
-/// Finds the `usage` of a streamed (`text/event-stream`) reply chunk by chunk, keeping
-/// only the unfinished line, so an event split across body chunks anywhere is still read.
-/// The last event that carries usage wins (OpenAI sends it in the final chunk, with
-/// `stream_options.include_usage`, see [`request_stream_usage`]).
-#[derive(Debug, Default)]
-pub struct SseUsage {
-    line: Vec<u8>,
-    data: Vec<u8>,
-    overflow: bool,
-    usage: Option<Usage>,
-}
-
-impl SseUsage {
-    /// A scanner that has seen nothing.
-    pub fn new() -> SseUsage {
-        SseUsage::default()
-    }
-
-    /// Feeds the next piece of the stream.
-    pub fn push(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            if b == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                self.line_done(&line);
-                self.line = line;
-                self.line.clear();
-            } else if self.line.len() < MAX_SSE_EVENT_BYTES {
-                self.line.push(b);
-            } else {
-                self.overflow = true;
-            }
-        }
-    }
-
-    /// Ends the stream (dispatching an event not followed by a blank line) and returns the
-    /// usage found, if any.
-    pub fn finish(mut self) -> Option<Usage> {
-        if !self.line.is_empty() {
-            let line = std::mem::take(&mut self.line);
-            self.line_done(&line);
-        }
-        self.dispatch();
-        self.usage
-    }
-
-    /// The usage found so far.
-    pub fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-
-    fn line_done(&mut self, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            self.dispatch();
-        } else if let Some(rest) = line.strip_prefix(b"data:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            if !self.data.is_empty() {
-                self.data.push(b'\n');
-            }
-            if self.data.len() + rest.len() <= MAX_SSE_EVENT_BYTES {
-                self.data.extend_from_slice(rest);
-            } else {
-                self.overflow = true;
-            }
-        }
-    }
-
-    fn dispatch(&mut self) {
-        let data = std::mem::take(&mut self.data);
-        let overflow = std::mem::replace(&mut self.overflow, false);
-        // Only events mentioning usage are parsed: the deltas before them are skipped cheaply.
-        if overflow || data.is_empty() || !contains(&data, b"\"usage\"") {
-            return;
-        }
-        if let Some(u) = serde_json::from_slice::<Json>(&data)
-            .ok()
-            .as_ref()
-            .and_then(usage_from_json)
-        {
-            self.usage = Some(u);
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// For a streamed chat or completions request, asks the provider to report usage in the
-/// final chunk (`stream_options.include_usage: true`), which is the only way a stream
-/// carries usage. Returns true when the body was changed; a request that is not streamed
-/// or already asks for usage is left as is. The filter re-serialises the body only when
-/// this returns true.
-pub fn request_stream_usage(body: &mut Json) -> bool {
-    let Some(obj) = body.as_object_mut() else {
-        return false;
-    };
-    if obj.get("stream").and_then(Json::as_bool) != Some(true) {
-        return false;
-    }
-    // The Responses API always reports usage in `response.completed`; it has no such option.
-    if obj.contains_key("input") && !obj.contains_key("messages") && !obj.contains_key("prompt") {
-        return false;
-    }
-    let options = obj
-        .entry("stream_options")
-        .or_insert_with(|| Json::Object(serde_json::Map::new()));
-    if !options.is_object() {
-        *options = Json::Object(serde_json::Map::new());
-    }
-    let Some(options) = options.as_object_mut() else {
-        return false;
-    };
-    if options.get("include_usage").and_then(Json::as_bool) == Some(true) {
-        return false;
-    }
-    options.insert("include_usage".into(), Json::Bool(true));
-    true
 }
 
 // ---------------------------------------------------------------------------------------
@@ -924,29 +703,6 @@ impl Reservation {
 }
 
 impl Alert {
-    /// The alert as an audit record (`event: budget_alert`), logged like any other.
-    pub fn audit_record(&self, policy: &Policy, unix_nanos: i64) -> crate::audit::AuditRecord {
-        let rule = self.rule.and_then(|r| policy.rules.get(r));
-        crate::audit::AuditRecord {
-            event: "budget_alert".into(),
-            time: crate::audit::rfc3339(unix_nanos),
-            policy: policy.name.clone(),
-            policy_version: policy.version.clone(),
-            source_sha256: policy.source_sha256.clone(),
-            currency: Some(policy.currency.clone()),
-            cost_micros: Some(self.settled),
-            outcome: "alert".into(),
-            detail: Some(format!(
-                "{}: spend {} crossed the alert threshold {} ({})",
-                rule.map_or("budget", |r| r.clause.as_str()),
-                self.settled,
-                self.threshold,
-                self.key
-            )),
-            ..crate::audit::AuditRecord::default()
-        }
-    }
-
     /// The JSON body of the optional alert HTTP call.
     pub fn payload(&self, policy: &Policy) -> Vec<u8> {
         let rule = self.rule.and_then(|r| policy.rules.get(r));
@@ -975,82 +731,6 @@ mod tests {
             input_per_mtok: 150_000,
             output_per_mtok: 600_000,
             cached_input_per_mtok: Some(75_000),
-        }
-    }
-
-    #[test]
-    fn civil_dates_match_known_instants() {
-        // 1970-01-01T00:00:00Z
-        assert_eq!(
-            UtcTime::from_unix(0),
-            UtcTime {
-                year: 1970,
-                month: 1,
-                day: 1,
-                hour: 0,
-                minute: 0,
-                second: 0
-            }
-        );
-        // 2000-02-29T12:34:56Z (a leap day in a century leap year)
-        assert_eq!(
-            UtcTime::from_unix(951_827_696),
-            UtcTime {
-                year: 2000,
-                month: 2,
-                day: 29,
-                hour: 12,
-                minute: 34,
-                second: 56
-            }
-        );
-        // 1969-12-31T23:59:59Z, before the epoch
-        assert_eq!(
-            UtcTime::from_unix(-1),
-            UtcTime {
-                year: 1969,
-                month: 12,
-                day: 31,
-                hour: 23,
-                minute: 59,
-                second: 59
-            }
-        );
-        // 2026-11-24T03:28:20Z
-        assert_eq!(bucket(Window::Month, 1_795_490_900), "2026-11");
-        assert_eq!(bucket(Window::Day, 1_795_490_900), "2026-11-24");
-        assert_eq!(bucket(Window::Hour, 1_795_490_900), "2026-11-24T03");
-        // The last second of a month and the first of the next fall in different buckets.
-        assert_eq!(bucket(Window::Month, 1_796_083_199), "2026-11");
-        assert_eq!(bucket(Window::Month, 1_796_083_200), "2026-12");
-    }
-
-    #[test]
-    fn every_day_round_trips_through_the_calendar() {
-        // Walk 1600..2400 day by day and check the dates are consecutive.
-        let mut prev = UtcTime::from_unix(-11_676_096_000 - 86_400);
-        for day in -11_676_096_000 / 86_400..13_574_563_200 / 86_400 {
-            let t = UtcTime::from_unix(day * 86_400);
-            let next_day = (t.year, t.month, t.day);
-            let expected = if prev.day < days_in_month(prev.year, prev.month) {
-                (prev.year, prev.month, prev.day + 1)
-            } else if prev.month < 12 {
-                (prev.year, prev.month + 1, 1)
-            } else {
-                (prev.year + 1, 1, 1)
-            };
-            assert_eq!(next_day, expected);
-            prev = t;
-        }
-    }
-
-    fn days_in_month(y: i64, m: u32) -> u32 {
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        match m {
-            2 if leap => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
         }
     }
 
@@ -1129,94 +809,6 @@ mod tests {
             c.map(|c| (c.input_per_mtok, c.output_per_mtok)),
             Some((2_500_000, 10_000_000))
         );
-    }
-
-    #[test]
-    fn usage_is_read_from_chat_responses_and_embeddings_replies() {
-        let chat = serde_json::json!({"usage": {"prompt_tokens": 10, "completion_tokens": 5,
-            "prompt_tokens_details": {"cached_tokens": 4}}});
-        assert_eq!(
-            usage_from_json(&chat),
-            Some(Usage {
-                prompt_tokens: 10,
-                completion_tokens: 5,
-                cached_tokens: 4
-            })
-        );
-        let responses = serde_json::json!({"type": "response.completed", "response": {"usage":
-            {"input_tokens": 7, "output_tokens": 3, "input_tokens_details": {"cached_tokens": 0}}}});
-        assert_eq!(
-            usage_from_json(&responses),
-            Some(Usage {
-                prompt_tokens: 7,
-                completion_tokens: 3,
-                cached_tokens: 0
-            })
-        );
-        let emb = serde_json::json!({"usage": {"prompt_tokens": 8, "total_tokens": 8}});
-        assert_eq!(
-            usage_from_json(&emb),
-            Some(Usage {
-                prompt_tokens: 8,
-                completion_tokens: 0,
-                cached_tokens: 0
-            })
-        );
-        assert_eq!(usage_from_json(&serde_json::json!({"usage": null})), None);
-        assert_eq!(usage_from_json(&serde_json::json!({"choices": []})), None);
-        assert_eq!(
-            usage_from_json(&serde_json::json!({"usage": {"prompt_tokens": -1}})),
-            None
-        );
-    }
-
-    const STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n\
-        data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n\
-        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2}}\n\n\
-        data: [DONE]\n\n";
-
-    #[test]
-    fn sse_usage_is_found_however_the_stream_is_split() {
-        let want = Some(Usage {
-            prompt_tokens: 12,
-            completion_tokens: 2,
-            cached_tokens: 0,
-        });
-        for size in [1, 2, 3, 7, 64, STREAM.len()] {
-            let mut s = SseUsage::new();
-            for chunk in STREAM.as_bytes().chunks(size) {
-                s.push(chunk);
-            }
-            assert_eq!(s.finish(), want, "chunk size {size}");
-        }
-        let crlf = STREAM.replace('\n', "\r\n");
-        let mut s = SseUsage::new();
-        s.push(crlf.as_bytes());
-        assert_eq!(s.finish(), want);
-        let mut none = SseUsage::new();
-        none.push(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
-        assert_eq!(none.finish(), None);
-        // No blank line after the last event still counts at the end of the stream.
-        let mut tail = SseUsage::new();
-        tail.push(b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}");
-        assert!(tail.finish().is_some());
-    }
-
-    #[test]
-    fn streamed_requests_ask_for_usage_once() {
-        let mut b = serde_json::json!({"model": "m", "stream": true, "messages": []});
-        assert!(request_stream_usage(&mut b));
-        assert_eq!(b["stream_options"]["include_usage"], Json::Bool(true));
-        assert!(!request_stream_usage(&mut b));
-        let mut keep = serde_json::json!({"model": "m", "stream": true, "stream_options": {"include_obfuscation": false}, "messages": []});
-        assert!(request_stream_usage(&mut keep));
-        assert_eq!(
-            keep["stream_options"]["include_obfuscation"],
-            Json::Bool(false)
-        );
-        let mut plain = serde_json::json!({"model": "m", "messages": []});
-        assert!(!request_stream_usage(&mut plain));
-        assert!(plain.get("stream_options").is_none());
     }
 
     #[test]

@@ -273,7 +273,7 @@ fn a_policy_budget_denies_with_its_rule_once_spent() {
                 if !plan.would_have_denied(&totals).is_empty() {
                     monitor_hits += 1;
                 }
-                let usage = spend::usage_from_json(&serde_json::json!(
+                let usage = writ_plugin::usage::usage_from_json(&serde_json::json!(
                     {"usage": {"prompt_tokens": 12, "completion_tokens": 300}}))
                 .unwrap();
                 spend::settle(
@@ -378,14 +378,14 @@ fn reservations_settle_from_stream_usage_and_alert_into_the_audit_log() {
     let price = spend::price_for(&policy.prices, "gpt-4o-mini").unwrap();
     let mut body = serde_json::json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 100,
         "messages": [{"role": "user", "content": "hi"}]});
-    assert!(spend::request_stream_usage(&mut body));
+    assert!(writ_plugin::usage::request_stream_usage(&mut body));
     let mut alerts = Vec::new();
     for _ in 0..3 {
         let (admission, held) =
             spend::Reservation::admit(&store, &plan, price, &body, 4096).unwrap();
         assert!(matches!(admission, spend::Admission::Admit { .. }));
         let mut held = held.unwrap();
-        let mut sse = spend::SseUsage::new();
+        let mut sse = writ_plugin::usage::SseUsage::new();
         sse.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
         sse.push(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":");
         sse.push(b"300}}\n\ndata: [DONE]\n\n");
@@ -429,16 +429,16 @@ fn hostile_input_never_panics() {
         let bytes: Vec<u8> = (0..len)
             .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
             .collect();
-        let mut sse = spend::SseUsage::new();
+        let mut sse = writ_plugin::usage::SseUsage::new();
         for chunk in bytes.chunks(1 + (next() % 7) as usize) {
             sse.push(chunk);
         }
         let _ = sse.finish();
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-            let _ = spend::usage_from_json(&v);
+            let _ = writ_plugin::usage::usage_from_json(&v);
             let _ = spend::estimate(&policy.prices[0], &v, 4096);
             let mut v2 = v.clone();
-            let _ = spend::request_stream_usage(&mut v2);
+            let _ = writ_plugin::usage::request_stream_usage(&mut v2);
         }
         let text = String::from_utf8_lossy(&bytes);
         let _ = writ_plugin::audit::parse_log_line(&format!("writ-audit {text}"));
@@ -482,7 +482,8 @@ fn per_request_cost() {
         let plan = spend::SpendPlan::for_request(&policy, Some("support"), Some("t"), Some("u"), i);
         let (_, held) = spend::Reservation::admit(&store, &plan, price, &body, 4096).unwrap();
         if let Some(mut held) = held {
-            held.settle(&store, Some(spend::Usage::default())).unwrap();
+            held.settle(&store, Some(writ_plugin::usage::Usage::default()))
+                .unwrap();
         }
         assert!(!kill_switch::is_stopped(&store, Some("support")));
         let cfg = oversight::DriftConfig::default();

@@ -119,6 +119,11 @@ fn buffer_ref(s: &mut StoreState, raw: i32) -> Result<&mut Vec<u8>, Status> {
     }
 }
 
+/// Counts one call of the import `name` in this VM's [`crate::vm::Vm::host_calls`].
+fn count(c: &mut C, name: &str) {
+    c.data_mut().host_calls.count(name);
+}
+
 fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -134,6 +139,7 @@ pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         ENV,
         "proxy_log",
         |mut c: C, level: i32, ptr: i32, len: i32| -> i32 {
+            count(&mut c, "proxy_log");
             match read_str(&c, ptr, len) {
                 Ok(message) => {
                     c.data_mut().log(LogLevel::from_raw(level), message);
@@ -144,27 +150,36 @@ pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(ENV, "proxy_get_log_level", |mut c: C, ret: i32| -> i32 {
+        count(&mut c, "proxy_get_log_level");
         code(write_u32(&mut c, ret, 0))
     })?;
     linker.func_wrap(
         ENV,
         "proxy_get_current_time_nanoseconds",
-        |mut c: C, ret: i32| -> i32 { code(write(&mut c, ret, &now_nanos().to_le_bytes())) },
+        |mut c: C, ret: i32| -> i32 {
+            count(&mut c, "proxy_get_current_time_nanoseconds");
+            code(write(&mut c, ret, &now_nanos().to_le_bytes()))
+        },
     )?;
     linker.func_wrap(
         ENV,
         "proxy_set_tick_period_milliseconds",
         |mut c: C, ms: i32| -> i32 {
+            count(&mut c, "proxy_set_tick_period_milliseconds");
             let ms = ms as u32;
             c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
             Status::Ok.code()
         },
     )?;
-    linker.func_wrap(ENV, "proxy_done", |_c: C| -> i32 { Status::Ok.code() })?;
+    linker.func_wrap(ENV, "proxy_done", |mut c: C| -> i32 {
+        count(&mut c, "proxy_done");
+        Status::Ok.code()
+    })?;
     linker.func_wrap(
         ENV,
         "proxy_set_effective_context",
         |mut c: C, ctx: i32| -> i32 {
+            count(&mut c, "proxy_set_effective_context");
             let ctx = ctx as u32;
             let s = c.data_mut();
             if ctx == s.root_context || s.streams.contains_key(&ctx) {
@@ -193,14 +208,15 @@ fn define_unsupported(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |_c: C, _np: i32, _nl: i32, _ap: i32, _al: i32, _rp: i32, _rl: i32| -> i32 {
+        |mut c: C, _np: i32, _nl: i32, _ap: i32, _al: i32, _rp: i32, _rl: i32| -> i32 {
+            count(&mut c, "proxy_call_foreign_function");
             Status::NotFound.code()
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_call",
-        |_c: C,
+        |mut c: C,
          _: i32,
          _: i32,
          _: i32,
@@ -213,24 +229,33 @@ fn define_unsupported(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          _: i32,
          _: i32,
          _: i32|
-         -> i32 { Status::InternalFailure.code() },
+         -> i32 {
+            count(&mut c, "proxy_grpc_call");
+            Status::InternalFailure.code()
+        },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_stream",
-        |_c: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
+        |mut c: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> i32 {
+            count(&mut c, "proxy_grpc_stream");
             Status::InternalFailure.code()
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_send",
-        |_c: C, _: i32, _: i32, _: i32, _: i32| -> i32 { Status::NotFound.code() },
+        |mut c: C, _: i32, _: i32, _: i32, _: i32| -> i32 {
+            count(&mut c, "proxy_grpc_send");
+            Status::NotFound.code()
+        },
     )?;
-    linker.func_wrap("env", "proxy_grpc_cancel", |_c: C, _: i32| -> i32 {
+    linker.func_wrap("env", "proxy_grpc_cancel", |mut c: C, _: i32| -> i32 {
+        count(&mut c, "proxy_grpc_cancel");
         Status::NotFound.code()
     })?;
-    linker.func_wrap("env", "proxy_grpc_close", |_c: C, _: i32| -> i32 {
+    linker.func_wrap("env", "proxy_grpc_close", |mut c: C, _: i32| -> i32 {
+        count(&mut c, "proxy_grpc_close");
         Status::NotFound.code()
     })?;
     Ok(())
@@ -241,6 +266,7 @@ fn define_buffers(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_buffer_bytes",
         |mut c: C, ty: i32, start: i32, max: i32, ptr_ptr: i32, size_ptr: i32| {
+            count(&mut c, "proxy_get_buffer_bytes");
             let (start, max) = (start as u32 as usize, max as u32 as usize);
             let range = |len: usize| {
                 let start = start.min(len);
@@ -272,6 +298,7 @@ fn define_buffers(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_buffer_bytes",
         |mut c: C, ty: i32, start: i32, size: i32, ptr: i32, len: i32| -> i32 {
+            count(&mut c, "proxy_set_buffer_bytes");
             let data = match read(&c, ptr, len) {
                 Ok(d) => d,
                 Err(e) => return e.code(),
@@ -299,6 +326,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C, ty: i32, ptr_ptr: i32, size_ptr: i32| {
+            count(&mut c, "proxy_get_header_map_pairs");
             let bytes = match map_ref(c.data_mut(), ty) {
                 Ok(m) => abi::serialize_map(m),
                 // A root context has no maps: an empty map, which the SDK accepts.
@@ -312,6 +340,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_size",
         |mut c: C, ty: i32, ret: i32| -> i32 {
+            count(&mut c, "proxy_get_header_map_size");
             let size = match map_ref(c.data_mut(), ty) {
                 Ok(m) => abi::serialize_map(m).len(),
                 Err(e) => return e.code(),
@@ -323,6 +352,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_header_map_pairs",
         |mut c: C, ty: i32, ptr: i32, len: i32| -> i32 {
+            count(&mut c, "proxy_set_header_map_pairs");
             let bytes = match read(&c, ptr, len) {
                 Ok(b) => b,
                 Err(e) => return e.code(),
@@ -343,6 +373,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32| {
+            count(&mut c, "proxy_get_header_map_value");
             let key = match read_str(&c, kp, kl) {
                 Ok(k) => k,
                 Err(e) => return Ok(e.code()),
@@ -358,7 +389,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         },
     )?;
     type Edit = fn(&mut abi::Headers, &str, &str);
-    let edits: [(&str, Edit); 2] = [
+    let edits: [(&'static str, Edit); 2] = [
         ("proxy_add_header_map_value", header_add),
         ("proxy_replace_header_map_value", header_replace),
     ];
@@ -367,6 +398,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
             "env",
             name,
             move |mut c: C, ty: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+                count(&mut c, name);
                 let (key, value) = match (read_str(&c, kp, kl), read_str(&c, vp, vl)) {
                     (Ok(k), Ok(v)) => (k, v),
                     _ => return Status::InvalidMemoryAccess.code(),
@@ -385,6 +417,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_remove_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32| -> i32 {
+            count(&mut c, "proxy_remove_header_map_value");
             let key = match read_str(&c, kp, kl) {
                 Ok(k) => k,
                 Err(e) => return e.code(),
@@ -406,6 +439,7 @@ fn define_properties(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_property",
         |mut c: C, pp: i32, pl: i32, ptr_ptr: i32, size_ptr: i32| {
+            count(&mut c, "proxy_get_property");
             let path = match read(&c, pp, pl) {
                 Ok(p) => p,
                 Err(e) => return Ok(e.code()),
@@ -424,6 +458,7 @@ fn define_properties(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_property",
         |mut c: C, pp: i32, pl: i32, vp: i32, vl: i32| -> i32 {
+            count(&mut c, "proxy_set_property");
             let (path, value) = match (read(&c, pp, pl), read(&c, vp, vl)) {
                 (Ok(p), Ok(v)) => (p, v),
                 _ => return Status::InvalidMemoryAccess.code(),
@@ -443,6 +478,7 @@ fn define_shared(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_shared_data",
         |mut c: C, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32, cas_ptr: i32| {
+            count(&mut c, "proxy_get_shared_data");
             let key = match read_str(&c, kp, kl) {
                 Ok(k) => k,
                 Err(e) => return Ok(e.code()),
@@ -463,7 +499,8 @@ fn define_shared(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_set_shared_data",
-        |c: C, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> i32 {
+        |mut c: C, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32| -> i32 {
+            count(&mut c, "proxy_set_shared_data");
             match (read_str(&c, kp, kl), read(&c, vp, vl)) {
                 (Ok(k), Ok(v)) => c.data().host.shared.set_data(&k, v, cas as u32).code(),
                 _ => Status::InvalidMemoryAccess.code(),
@@ -474,6 +511,7 @@ fn define_shared(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_register_shared_queue",
         |mut c: C, np: i32, nl: i32, ret: i32| -> i32 {
+            count(&mut c, "proxy_register_shared_queue");
             let name = match read_str(&c, np, nl) {
                 Ok(n) => n,
                 Err(e) => return e.code(),
@@ -487,6 +525,7 @@ fn define_shared(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_resolve_shared_queue",
         |mut c: C, vp: i32, vl: i32, np: i32, nl: i32, ret: i32| -> i32 {
+            count(&mut c, "proxy_resolve_shared_queue");
             let (vm, name) = match (read_str(&c, vp, vl), read_str(&c, np, nl)) {
                 (Ok(v), Ok(n)) => (v, n),
                 _ => return Status::InvalidMemoryAccess.code(),
@@ -500,7 +539,8 @@ fn define_shared(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_enqueue_shared_queue",
-        |c: C, id: i32, vp: i32, vl: i32| -> i32 {
+        |mut c: C, id: i32, vp: i32, vl: i32| -> i32 {
+            count(&mut c, "proxy_enqueue_shared_queue");
             match read(&c, vp, vl) {
                 Ok(v) => c.data().host.shared.enqueue(id as u32, v).code(),
                 Err(e) => e.code(),
@@ -510,14 +550,12 @@ fn define_shared(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_dequeue_shared_queue",
-        |mut c: C, id: i32, ptr_ptr: i32, size_ptr: i32| match c
-            .data()
-            .host
-            .shared
-            .dequeue(id as u32)
-        {
-            Ok(item) => give(&mut c, &item, ptr_ptr, size_ptr),
-            Err(e) => Ok(e.code()),
+        |mut c: C, id: i32, ptr_ptr: i32, size_ptr: i32| {
+            count(&mut c, "proxy_dequeue_shared_queue");
+            match c.data().host.shared.dequeue(id as u32) {
+                Ok(item) => give(&mut c, &item, ptr_ptr, size_ptr),
+                Err(e) => Ok(e.code()),
+            }
         },
     )?;
     Ok(())
@@ -528,6 +566,7 @@ fn define_metrics(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_define_metric",
         |mut c: C, ty: i32, np: i32, nl: i32, ret: i32| -> i32 {
+            count(&mut c, "proxy_define_metric");
             let Some(kind) = MetricKind::from_raw(ty) else {
                 return Status::BadArgument.code();
             };
@@ -542,7 +581,8 @@ fn define_metrics(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_increment_metric",
-        |c: C, id: i32, offset: i64| -> i32 {
+        |mut c: C, id: i32, offset: i64| -> i32 {
+            count(&mut c, "proxy_increment_metric");
             c.data()
                 .host
                 .shared
@@ -553,7 +593,8 @@ fn define_metrics(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_record_metric",
-        |c: C, id: i32, value: i64| -> i32 {
+        |mut c: C, id: i32, value: i64| -> i32 {
+            count(&mut c, "proxy_record_metric");
             c.data()
                 .host
                 .shared
@@ -565,6 +606,7 @@ fn define_metrics(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_metric",
         |mut c: C, id: i32, ret: i32| -> i32 {
+            count(&mut c, "proxy_get_metric");
             match c.data().host.shared.get_metric(id as u32) {
                 Ok(v) => code(write(&mut c, ret, &v.to_le_bytes())),
                 Err(e) => e.code(),
@@ -588,15 +630,19 @@ fn resume(c: &mut C, stream_type: i32) -> i32 {
 
 fn define_streams(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_continue_stream", |mut c: C, ty: i32| -> i32 {
+        count(&mut c, "proxy_continue_stream");
         resume(&mut c, ty)
     })?;
     linker.func_wrap("env", "proxy_continue_request", |mut c: C| -> i32 {
+        count(&mut c, "proxy_continue_request");
         resume(&mut c, 0)
     })?;
     linker.func_wrap("env", "proxy_continue_response", |mut c: C| -> i32 {
+        count(&mut c, "proxy_continue_response");
         resume(&mut c, 1)
     })?;
     linker.func_wrap("env", "proxy_close_stream", |mut c: C, ty: i32| -> i32 {
+        count(&mut c, "proxy_close_stream");
         if !(0..=1).contains(&ty) {
             return Status::Unimplemented.code();
         }
@@ -621,6 +667,7 @@ fn define_streams(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          hl: i32,
          _grpc: i32|
          -> i32 {
+            count(&mut c, "proxy_send_local_response");
             let (details, body, headers) =
                 match (read_str(&c, dp, dl), read(&c, bp, bl), read(&c, hp, hl)) {
                     (Ok(d), Ok(b), Ok(h)) => (d, b, h),
@@ -666,6 +713,7 @@ fn define_streams(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
          timeout: i32,
          ret: i32|
          -> i32 {
+            count(&mut c, "proxy_http_call");
             let (cluster, headers, body) =
                 match (read_str(&c, up, ul), read(&c, hp, hl), read(&c, bp, bl)) {
                     (Ok(u), Ok(h), Ok(b)) => (u, h, b),
@@ -725,6 +773,7 @@ pub(crate) fn define_stubs(
         let name_for_trap = name.clone();
         // Shadowing is off: defining an import the linker already has fails, and is skipped.
         let _ = linker.func_new(&module_name, &name, ty, move |mut c, params, out| {
+            count(&mut c, &name_for_trap);
             if wasi && name_for_trap == "proc_exit" {
                 return Err(wasmtime::format_err!("guest called proc_exit"));
             }

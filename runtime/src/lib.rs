@@ -33,5 +33,5 @@ pub use gateway::{
 };
 pub use host::Host;
 pub use shared::MetricValue;
-pub use state::{LocalResponse, LogRecord, StreamInfo};
+pub use state::{HostCalls, LocalResponse, LogRecord, StreamInfo};
 pub use vm::{Callout, CalloutReply, Flow, StreamId, StreamReport, Vm};

@@ -15,6 +15,40 @@ pub struct LogRecord {
     pub message: String,
 }
 
+/// How many times the guest called each host import, by import name (`proxy_log`,
+/// `proxy_get_shared_data`, …). Generic over any proxy-wasm module: it lets a test measure
+/// what a filter costs in host calls per request, with no knowledge of the filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    counts: HashMap<String, u64>,
+}
+
+impl HostCalls {
+    pub(crate) fn count(&mut self, name: &str) {
+        match self.counts.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(name.to_string(), 1);
+            }
+        }
+    }
+
+    /// Calls of the import `name` (0 when never called).
+    pub fn get(&self, name: &str) -> u64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
+
+    /// Calls of all imports together.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// Every import called at least once with its count, sorted by name.
+    pub fn by_name(&self) -> std::collections::BTreeMap<&str, u64> {
+        self.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+    }
+}
+
 /// A reply the filter produced itself instead of the upstream's (`proxy_send_local_response`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LocalResponse {
@@ -194,6 +228,8 @@ pub(crate) struct StoreState {
     pub callouts: VecDeque<PendingCallout>,
     pub next_token: u32,
     pub call_response: Option<CallResponse>,
+    /// Every import call of this VM since it started or [`crate::vm::Vm::take_host_calls`].
+    pub host_calls: HostCalls,
 }
 
 impl StoreState {
@@ -215,6 +251,7 @@ impl StoreState {
             callouts: VecDeque::new(),
             next_token: 1,
             call_response: None,
+            host_calls: HostCalls::default(),
         }
     }
 
@@ -239,5 +276,25 @@ impl StoreState {
             Some(s) => s.logs.push(record),
             None => self.root_logs.push(record),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostCalls;
+
+    #[test]
+    fn host_calls_are_counted_by_import_name() {
+        let mut calls = HostCalls::default();
+        assert_eq!(calls.total(), 0);
+        for name in ["proxy_log", "proxy_get_shared_data", "proxy_log"] {
+            calls.count(name);
+        }
+        assert_eq!(calls.get("proxy_log"), 2);
+        assert_eq!(calls.get("proxy_get_shared_data"), 1);
+        assert_eq!(calls.get("proxy_set_shared_data"), 0);
+        assert_eq!(calls.total(), 3);
+        let names: Vec<_> = calls.by_name().into_iter().collect();
+        assert_eq!(names, [("proxy_get_shared_data", 1), ("proxy_log", 2)]);
     }
 }

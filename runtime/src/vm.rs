@@ -8,8 +8,8 @@ use crate::callout;
 use crate::error::{HostError, TrapKind};
 use crate::host::Host;
 use crate::state::{
-    CallResponse, Direction, LocalResponse, LogRecord, Stage, StoreState, StreamInfo, StreamState,
-    header_get, normalize,
+    CallResponse, Direction, HostCalls, LocalResponse, LogRecord, Stage, StoreState, StreamInfo,
+    StreamState, header_get, normalize,
 };
 use std::time::Instant;
 use wasmtime::{Instance, Store, Trap, TypedFunc, WasmParams, WasmResults};
@@ -365,6 +365,13 @@ impl Vm {
     /// Streams currently open.
     pub fn open_streams(&self) -> usize {
         self.store.data().streams.len()
+    }
+
+    /// The host calls the guest made since the VM started (start-up included) or since the
+    /// last call, by import name, and resets the count: a test reads a request's cost in
+    /// host calls by taking once before and once after it.
+    pub fn take_host_calls(&mut self) -> HostCalls {
+        std::mem::take(&mut self.store.data_mut().host_calls)
     }
 
     /// Logs made by the root context (start, configure, ticks) since the last call.

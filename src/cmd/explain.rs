@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use writ_compiler::link;
 use writ_plugin::eval::Engine;
-use writ_plugin::eval::explain::{self, ReplyInput, RequestInput};
+use writ_plugin::explain::{self, ReplyInput, RequestInput};
 
 /// Arguments of `writ explain`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +48,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         &request,
         reply.as_ref(),
         now,
-        writ_plugin::wire::DEFAULT_BODY_LIMIT,
+        writ_plugin::config::DEFAULT_BODY_LIMIT,
     );
     let text = match args.format {
         super::Format::Text => writ::explain::to_text(&ex),

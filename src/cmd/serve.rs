@@ -222,7 +222,7 @@ fn refusal_sink(
             ),
             None => writ_plugin::audit::AuditRecord {
                 event: "request".into(),
-                time: writ_plugin::audit::rfc3339(nanos),
+                time: writ_plugin::calendar::rfc3339(nanos),
                 request_id: refusal.request_id.clone(),
                 artifact_sha256: Some(artifact_sha256.clone()),
                 ..Default::default()

@@ -14,6 +14,7 @@ mod envoy_audit;
 mod explain;
 mod families;
 mod fuzz_agree;
+mod host_calls;
 mod hostile;
 mod identity;
 mod init;

@@ -345,7 +345,8 @@ fn the_wasm_plugin_is_valid_against_istios_crd_schema() {
         })
     );
     // …which the engine itself reads without a complaint (Istio hands it over as JSON).
-    let (parsed, problems) = writ_plugin::wire::PluginConfig::parse(config.to_string().as_bytes());
+    let (parsed, problems) =
+        writ_plugin::config::PluginConfig::parse(config.to_string().as_bytes());
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(parsed.audit_sink.unwrap().path, "/records");
     assert_eq!(parsed.body_limit, 65536);

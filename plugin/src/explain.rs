@@ -18,9 +18,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
-use super::{Ctx, Decision, Effect, Engine, Facts, Fired, Identity, ReplyView, Unsupported, Val};
 use crate::decide::{self, SpendOutcome};
 use crate::detect::{Match, Scanner};
+use crate::eval::{
+    Ctx, Decision, Effect, Engine, Facts, Fired, Identity, ReplyView, Unsupported, Val,
+};
 use crate::ir::{self, Action, Expr, Field, Operand, Phase, Policy, Text};
 use crate::request::{self, BodyError, Request};
 use crate::store::MemoryStore;
@@ -248,7 +250,7 @@ pub fn explain<'p>(
         ex.rules = not_reached(engine, "the kill-switch admin endpoint runs no rules");
         return ex;
     }
-    ex.identity = super::identify(policy, &req);
+    ex.identity = crate::eval::identify(policy, &req);
     if !input.body.is_empty() {
         let content_type = req.header("content-type").unwrap_or("");
         let encoding = req.header("content-encoding");
@@ -289,10 +291,10 @@ pub fn explain<'p>(
     ex.spend = phase.spend;
     ex.fired.extend(decision.fired.iter().cloned());
     let denied = match &decision.verdict {
-        super::Verdict::Deny { status, rule, .. } => Some((*status, *rule)),
-        super::Verdict::Continue => None,
+        crate::eval::Verdict::Deny { status, rule, .. } => Some((*status, *rule)),
+        crate::eval::Verdict::Continue => None,
     };
-    let t = super::Transforms::of(policy, &decision);
+    let t = crate::eval::Transforms::of(policy, &decision);
     ex.model_used = t.route.clone().or_else(|| req.model().map(str::to_string));
     let names = |ids: &[u16]| -> Vec<String> {
         ids.iter()
@@ -395,7 +397,7 @@ fn trace<'p>(
         index: i,
         id: policy.rule_id(i),
         rule: &policy.rules[i],
-        monitor: super::is_monitor(policy, i),
+        monitor: crate::eval::is_monitor(policy, i),
         status,
         condition,
     }
@@ -429,7 +431,7 @@ fn respond<'p>(
     engine: &'p Engine,
     req: &Request,
     identity: &Identity,
-    request_transforms: &super::Transforms,
+    request_transforms: &crate::eval::Transforms,
     reply: &ReplyInput,
     rules: &mut [Option<RuleTrace<'p>>],
 ) -> Responded {
@@ -460,7 +462,7 @@ fn respond<'p>(
         spend: None,
         reply: Some(view),
     };
-    let decided = super::decided_response_rules(policy);
+    let decided = crate::eval::decided_response_rules(policy);
     let decision = engine.evaluate(
         req,
         identity.clone(),
@@ -468,7 +470,7 @@ fn respond<'p>(
         Phase::Response,
         Some(&decided),
     );
-    let response_redact = super::response_redactions(policy);
+    let response_redact = crate::eval::response_redactions(policy);
     let mut out = Responded {
         fired: decision.fired.clone(),
         outcome: Outcome::Allowed {
@@ -478,7 +480,7 @@ fn respond<'p>(
         tags: Vec::new(),
         decision: Decision {
             identity: identity.clone(),
-            verdict: super::Verdict::Continue,
+            verdict: crate::eval::Verdict::Continue,
             fired: Vec::new(),
             undecided: Vec::new(),
         },
@@ -509,9 +511,9 @@ fn respond<'p>(
             *slot = Some(trace(engine, i, status_in(&decision, i), Some(condition)));
         }
     }
-    let t = super::Transforms::of(policy, &decision);
+    let t = crate::eval::Transforms::of(policy, &decision);
     out.tags.clone_from(&t.tags);
-    if let super::Verdict::Deny { status, rule, .. } = &decision.verdict {
+    if let crate::eval::Verdict::Deny { status, rule, .. } = &decision.verdict {
         out.outcome = Outcome::Denied {
             status: *status,
             rule: *rule,
@@ -551,7 +553,7 @@ fn respond<'p>(
     }
     let streamed = decide::reply_redactions_fired(policy, rewriter.redacted());
     for (i, rule) in policy.rules.iter().enumerate() {
-        if !super::is_streamed_redaction(rule) {
+        if !crate::eval::is_streamed_redaction(rule) {
             continue;
         }
         let status = match streamed.iter().find(|f| f.rule == i) {
@@ -622,7 +624,7 @@ fn default_queue(policy: &Policy) -> String {
 
 fn not_reached_streamed<'p>(engine: &'p Engine, rules: &mut [Option<RuleTrace<'p>>], why: &str) {
     for (i, rule) in engine.policy.rules.iter().enumerate() {
-        if super::is_streamed_redaction(rule)
+        if crate::eval::is_streamed_redaction(rule)
             && let Some(slot) = rules.get_mut(i)
         {
             *slot = Some(trace(engine, i, RuleStatus::NotReached(why.into()), None));
