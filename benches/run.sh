@@ -73,7 +73,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
   echo
   CRIT=(--warm-up-time 2 --measurement-time 4)
   [ "${QUICK:-}" = 1 ] && CRIT=(--warm-up-time 1 --measurement-time 1)
-  for b in parse_check build vm_start eval scan restore peers; do
+  for b in parse_check build vm_start eval scan restore peers body_growth; do
     echo "### $b"
     echo '```'
     if [ "${NO_BUILD:-}" = 1 ]; then
@@ -87,6 +87,15 @@ if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
     echo '```'
     echo
   done
+  # The engine's code-generation variants (issue 14 §3), when benches/engine-variants.sh
+  # has built them (it takes minutes, so it is not part of every run).
+  if ls target/engine-variants/*.wasm >/dev/null 2>&1; then
+    echo "### engine_build"
+    echo '```'
+    cargo bench -q -p writ-benches --bench engine_build -- --noplot "${CRIT[@]}" 2>&1 \
+      | grep -E '^[a-z_]+/|time:|thrpt:' | grep -v '%' || true
+    echo '```'
+  fi
 fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "report: ${REPORT#"$ROOT"/}"
