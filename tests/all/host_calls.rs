@@ -8,50 +8,12 @@
 
 use std::collections::BTreeMap;
 
+use writ_benches::payload::{HEADERS, chat_request};
 use writ_compiler::link;
 use writ_runtime::{Exchange, HostCalls, HostConfig, RequestSpec, UpstreamReply, Vm};
 
 /// The engine exactly as `build.rs` embedded it in the `writ` binary.
 const ENGINE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/engine.wasm"));
-
-/// Headers the `support-assistant` policy identifies the workflow, team and user by (as in
-/// `benches/src/payload.rs`).
-const HEADERS: &[(&str, &str)] = &[
-    ("content-type", "application/json"),
-    ("x-workflow", "support-assistant"),
-    ("x-jwt-team", "team-billing"),
-    ("x-jwt-sub", "agent-17"),
-];
-
-/// The personal values near the end of the user message (`benches/src/payload.rs`).
-const PII_TAIL: &str = " Please reply to jane.doe@example.com about the refund to card \
-    4111 1111 1111 1111, and confirm the IBAN DE89 3704 0044 0532 0130 00 is still valid. \
-    Copy bob.smith@example.org.";
-
-/// The benches' 4 KB chat request (`benches/src/payload.rs::chat_request`).
-fn chat_request(stream: bool) -> Vec<u8> {
-    let head = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"system\",\"content\":\
-        \"You are the support assistant. Answer briefly and politely.\"},\
-        {\"role\":\"user\",\"content\":\"";
-    let tail = if stream {
-        "\"}],\"max_tokens\":512,\"temperature\":0.2,\"stream\":true}"
-    } else {
-        "\"}],\"max_tokens\":512,\"temperature\":0.2,\"stream\":false}"
-    };
-    let prose = "The customer wrote in about an invoice that was charged twice this month. \
-        They attached the statement and asked us to check the ledger entries from the \
-        second week, and to explain the pending adjustment on their account. ";
-    let room = 4096 - head.len() - tail.len() - PII_TAIL.len();
-    let mut user = String::new();
-    while user.len() + prose.len() <= room {
-        user.push_str(prose);
-    }
-    while user.len() < room {
-        user.push('.');
-    }
-    user.push_str(PII_TAIL);
-    format!("{head}{user}{tail}").into_bytes()
-}
 
 /// The placeholders the upstream saw, echoed back so the reply has tokens to restore.
 fn placeholders(upstream_body: &[u8]) -> String {
