@@ -89,9 +89,7 @@ pub fn request_phase(
         Verdict::Deny { rule, .. } => Some(rule),
         Verdict::Continue => None,
     };
-    if denied_by.is_some_and(|r| !spend_rules.iter().any(|s| *s < r))
-        || spend::spend_operands(policy).is_empty()
-    {
+    if denied_by.is_some_and(|r| !spend_rules.iter().any(|s| *s < r)) || !engine.uses_spend {
         out.decision = decision;
         return out;
     }

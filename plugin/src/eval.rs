@@ -161,6 +161,9 @@ pub struct Engine {
     /// Every detector a request rule looks for in the prompt: one pass with all of them
     /// proves most requests clean, so each `prompt has …` need not scan the body again.
     pub prompt_detectors: Vec<u16>,
+    /// Whether any rule reads `spend(…)`: decided once at load, so a request of a policy
+    /// without budgets skips the spend admission without walking the rules.
+    pub uses_spend: bool,
 }
 
 /// Why a policy cannot be loaded; the adapter refuses every request when it sees one.
@@ -193,7 +196,9 @@ impl Engine {
             .collect();
         prompt_detectors.sort_unstable();
         prompt_detectors.dedup();
+        let uses_spend = !crate::spend::spend_operands(&policy).is_empty();
         Ok(Engine {
+            uses_spend,
             policy,
             scanner,
             prompt_detectors,

@@ -141,7 +141,7 @@ impl Shared {
         }
         let response_redact = eval::response_redactions(policy);
         let response_rules = eval::decided_response_rules(policy);
-        let uses_spend = !spend::spend_operands(policy).is_empty();
+        let uses_spend = engine.uses_spend;
         Shared {
             may_rewrite_request: may_rewrite_request || uses_spend,
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),

@@ -495,14 +495,16 @@ pub(crate) fn disjoint(a: &Nf, b: &Nf) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
-    fn nf(cond: &str) -> Nf {
+    /// The normal form of a condition written in the language (shared with the
+    /// `relations` tests).
+    pub(in crate::check) fn nf(cond: &str) -> Nf {
         let src = format!("rule A \"t\" {{\n  when {cond}\n}}\n");
         let (file, diags) = crate::syntax::parse(&src);
-        assert!(diags.is_empty(), "{diags:?}");
+        assert!(diags.is_empty(), "{cond}: {diags:?}");
         let Some(Item::Rule(r)) = file.items.first().map(|i| &i.node) else {
             panic!()
         };

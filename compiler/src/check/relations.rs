@@ -547,20 +547,8 @@ fn routes_into_denied_models(rules: &[RuleFacts], diags: &mut Vec<Diagnostic>) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::ast::{Item, RuleStmt};
 
-    fn nf(cond: &str) -> Nf {
-        let src = format!("rule A \"t\" {{\n  when {cond}\n}}\n");
-        let (file, diags) = crate::syntax::parse(&src);
-        assert!(diags.is_empty(), "{cond}: {diags:?}");
-        let Some(Item::Rule(r)) = file.items.first().map(|i| &i.node) else {
-            panic!()
-        };
-        let Some(RuleStmt::When(c)) = r.stmts.first().map(|s| &s.node) else {
-            panic!()
-        };
-        super::super::logic::normalize(&c.node)
-    }
+    use super::super::logic::tests::nf;
 
     /// Random conditions over small domains, so implications and overlaps are common.
     fn conditions(n: usize, seed: u64) -> Vec<Nf> {
