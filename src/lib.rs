@@ -6,6 +6,7 @@ pub mod coverage;
 pub mod diff;
 pub mod engine;
 pub mod explain;
+pub mod fleet;
 pub mod guardrail_events;
 pub mod identity;
 pub mod oci;

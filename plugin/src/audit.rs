@@ -140,6 +140,10 @@ pub struct AuditRecord {
     /// Free-form detail for non-request events and errors (never request content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// True when the fleet store was unreachable and the request was admitted on the
+    /// instance's bounded local allowance instead of a lease (`docs/fleet.md`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
 }
 
 impl AuditRecord {

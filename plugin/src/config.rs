@@ -47,6 +47,10 @@ pub struct PluginConfig {
     /// The opt-in, capped `team` and `user` metric labels (`"metrics": {"team_label":
     /// {"max": 50}}`, `docs/metrics.md`).
     pub metrics: IdentityLabels,
+    /// The fleet store (`"shared": {"store": "etcd", "cluster": …}`, `docs/fleet.md`):
+    /// budgets are leased from it and the kill switch is shared through it. `None`: the
+    /// instance keeps all state in its own shared data.
+    pub shared: Option<crate::fleet::FleetConfig>,
 }
 
 /// The default request body limit: Envoy's default connection buffer limit (1 MiB), above
@@ -66,6 +70,7 @@ impl Default for PluginConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             audit_filter_state: false,
             metrics: IdentityLabels::default(),
+            shared: None,
         }
     }
 }
@@ -134,6 +139,9 @@ impl PluginConfig {
             Some(_) => problems.push("`audit_filter_state` must be true or false".into()),
         }
         cfg.metrics = IdentityLabels::parse(obj.get("metrics"), &mut problems);
+        if let Some(v) = obj.get("shared") {
+            cfg.shared = crate::fleet::FleetConfig::parse(v, &mut problems);
+        }
         (cfg, problems)
     }
 }

@@ -64,6 +64,20 @@ pub fn request_phase(
     store: &dyn SharedStore,
     unix_secs: i64,
 ) -> RequestPhase {
+    request_phase_with(engine, request, identity, store, unix_secs, &mut |_| Ok(()))
+}
+
+/// [`request_phase`] with a hook that may lower the plan's caps before admission: a fleet
+/// member admits only up to what it leased ([`crate::fleet::budget::lease_caps`]). An
+/// error from the hook is a ledger error (fail closed).
+pub fn request_phase_with(
+    engine: &Engine,
+    request: &Request,
+    identity: Identity,
+    store: &dyn SharedStore,
+    unix_secs: i64,
+    adjust: &mut dyn FnMut(&mut SpendPlan) -> Result<(), StoreError>,
+) -> RequestPhase {
     let policy = &engine.policy;
     let mut decision = engine.evaluate(request, identity, &Facts::default(), Phase::Request, None);
     let mut out = RequestPhase {
@@ -118,6 +132,12 @@ pub fn request_phase(
         identity.user.as_deref(),
         unix_secs,
     );
+    let mut plan = plan;
+    if let Err(e) = adjust(&mut plan) {
+        out.ledger_error = Some(e);
+        out.decision = decision;
+        return out;
+    }
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let json = request.body.as_ref().unwrap_or(&empty);
     let admitted = Reservation::admit(

@@ -43,6 +43,7 @@
 //! series defined at start-up come from [`crate::metrics`] (`docs/metrics.md`); the
 //! adapter defines them in `on_configure` and moves their values.
 
+mod fleet;
 mod host;
 
 use std::cell::{Cell, RefCell};
@@ -77,7 +78,11 @@ proxy_wasm::main! {{
     // avoids panicking.
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { shared: None, config: Rc::new(RefCell::new(PluginConfig::default())) })
+        Box::new(Root {
+            shared: None,
+            config: Rc::new(RefCell::new(PluginConfig::default())),
+            fleet: fleet::RootFleet::default(),
+        })
     });
 }}
 
@@ -227,9 +232,27 @@ struct Root {
     /// `None` until the embedded policy loads; requests are refused while it is `None`.
     shared: Option<Rc<Shared>>,
     config: Rc<RefCell<PluginConfig>>,
+    /// Calls to the fleet store in flight (`docs/fleet.md`).
+    fleet: fleet::RootFleet,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body: usize,
+        _trailers: usize,
+    ) {
+        let cfg = self.config.borrow().shared.clone();
+        if let Some(cfg) = cfg {
+            let shared = self.shared.clone();
+            let mut f = std::mem::take(&mut self.fleet);
+            f.on_response(self, &cfg, shared.as_deref(), token, body);
+            self.fleet = f;
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -297,9 +320,24 @@ impl RootContext for Root {
         if let Some(shared) = &self.shared {
             shared.define_series(config.metrics);
         }
+        if let Some(shared) = &config.shared {
+            // Ticks write settled spend back to the fleet store and poll the kill switch.
+            let _ = proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(u64::from(
+                shared.poll_ms,
+            )));
+        }
         *self.config.borrow_mut() = config;
         // A bad configuration never stops enforcement: the policy needs none.
         true
+    }
+
+    fn on_tick(&mut self) {
+        let cfg = self.config.borrow().shared.clone();
+        if let (Some(cfg), Some(shared)) = (cfg, self.shared.clone()) {
+            let mut f = std::mem::take(&mut self.fleet);
+            f.tick(self, &cfg, shared.next_salt());
+            self.fleet = f;
+        }
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -365,6 +403,12 @@ struct Http {
     sink_token: Option<u32>,
     /// The request's records as logged (request first, then alerts), for the audit sink.
     sealed_lines: Vec<String>,
+    /// The fleet store's lease this request waits for, and leases asked so far
+    /// (`filter/fleet.rs`).
+    lease_wait: Option<fleet::LeaseWait>,
+    lease_rounds: u8,
+    lease_contended: bool,
+    store_calls: u8,
 }
 
 /// What the client is still owed while the audit sink writes the request's records.
@@ -380,9 +424,12 @@ impl Context for Http {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body: usize,
         _trailers: usize,
     ) {
+        if self.fleet_on_response(token, body) {
+            return;
+        }
         if self.sink_token != Some(token) {
             return; // a handoff or an alert: its answer is only logged by the host
         }
@@ -434,6 +481,10 @@ impl Http {
             held: None,
             sink_token: None,
             sealed_lines: Vec::new(),
+            lease_wait: None,
+            lease_rounds: 0,
+            lease_contended: false,
+            store_calls: 0,
         }
     }
 
@@ -882,6 +933,7 @@ impl Http {
             for (name, stopped) in metrics::kill_switch_gauges(policy, &HostStore) {
                 shared.gauge(&name, stopped);
             }
+            self.fleet_publish(audit.workflow.as_deref());
         }
         self.audit = audit;
         let headers: Vec<(&str, &str)> = std::iter::once(("content-type", "application/json"))
@@ -901,13 +953,11 @@ impl Http {
     fn decide(&mut self, shared: &Shared, body: Option<(Vec<u8>, usize)>) -> Action {
         let policy = shared.policy();
         self.audit.model_requested = self.request.model().map(str::to_string);
-        let phase = crate::decide::request_phase(
-            &shared.engine,
-            &self.request,
-            self.identity.clone(),
-            &HostStore,
-            (self.now_nanos / 1_000_000_000) as i64,
-        );
+        let phase = match self.fleet_request_phase(shared, &body) {
+            fleet::Phase::Ready(phase) => *phase,
+            fleet::Phase::Waiting => return Action::Pause,
+            fleet::Phase::Answered(action) => return action,
+        };
         let decision = phase.decision;
         if let Some(e) = phase.ledger_error {
             host::log(
@@ -1389,6 +1439,9 @@ impl Http {
                     &format!("writ: could not settle a spend reservation: {e}"),
                 );
             }
+        }
+        if let Some(r) = &self.reservation {
+            self.fleet_settled(&r.keys);
         }
     }
 

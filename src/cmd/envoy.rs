@@ -47,6 +47,9 @@ pub struct EnvoyArgs {
     /// The JWT verifier (`jwt_authn`) that sets the policy's trusted identity headers.
     #[command(flatten)]
     pub jwt: writ::identity::JwtArgs,
+    /// The fleet store (`--shared etcd://HOST:PORT`, `docs/fleet.md`).
+    #[command(flatten)]
+    pub fleet: writ::fleet::SharedArgs,
     /// Write the config only for an artifact signed by this public key (`writ keygen`'s
     /// `.pub`); an unsigned or changed artifact is refused. Repeatable.
     #[arg(long, value_name = "PUBKEY")]
@@ -154,6 +157,10 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
         config
             .plugin_config
             .insert("audit_sink".into(), audit_sink_target(AUDIT_SINK_CLUSTER));
+    }
+    if let Some((addr, section)) = args.fleet.section()? {
+        config.add_cluster(&format!("{}={addr}", writ::fleet::STORE_CLUSTER))?;
+        config.plugin_config.entry("shared").or_insert(section);
     }
     config.failure_policy = args.failure_policy;
     config.upstream_ca = args.upstream_ca.clone();

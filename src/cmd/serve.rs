@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// The JWT verifier that sets the policy's trusted identity headers.
     #[command(flatten)]
     pub jwt: writ::identity::JwtArgs,
+    /// The fleet store (`--shared etcd://HOST:PORT`, `docs/fleet.md`).
+    #[command(flatten)]
+    pub fleet: writ::fleet::SharedArgs,
     /// Serve only an artifact signed by this public key (`writ keygen`'s `.pub`); an
     /// unsigned or changed artifact is refused, at start and on every SIGHUP reload.
     /// Repeatable, so a key can be rotated.
@@ -357,6 +360,14 @@ fn load(args: &ServeArgs) -> anyhow::Result<Host> {
     if let Some(path) = &args.config {
         config.plugin_config =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    if let Some((addr, section)) = args.fleet.section()? {
+        config.plugin_config = writ::fleet::with_shared(&config.plugin_config, section)
+            .context("the plugin configuration with --shared")?;
+        config.clusters.insert(
+            writ::fleet::STORE_CLUSTER.to_string(),
+            format!("http://{addr}"),
+        );
     }
     config.plugin_config = with_artifact_sha256(std::mem::take(&mut config.plugin_config), &module);
     config.metric_help = writ_plugin::metrics::FAMILIES

@@ -13,6 +13,7 @@ mod envoy;
 mod envoy_audit;
 mod explain;
 mod families;
+mod fleet;
 mod fuzz_agree;
 mod host_calls;
 mod hostile;

@@ -112,7 +112,7 @@ impl State {
         if authority.is_empty() {
             return Err(GatewayError::Upstream(config.upstream.clone()));
         }
-        let workers = Workers::start(&host, config.workers)?;
+        let workers = Workers::start(&host, config.workers, config.log_sink.clone())?;
         let pipeline = std::sync::RwLock::new(Arc::new(Pipeline { host, workers }));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(config.upstream_ca.as_deref())?)
@@ -209,7 +209,7 @@ impl State {
 
     /// Starts workers for `host` and sends new requests to them.
     pub(crate) fn replace(&self, host: Host) -> Result<(), HostError> {
-        let workers = Workers::start(&host, self.workers_per_pipeline)?;
+        let workers = Workers::start(&host, self.workers_per_pipeline, self.log_sink.clone())?;
         let next = Arc::new(Pipeline { host, workers });
         *self.pipeline.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())

@@ -36,19 +36,27 @@ pub(crate) struct Workers {
 pub(crate) struct WorkerGone;
 
 impl Workers {
-    /// Starts `n` VMs, each with its thread; fails if a VM cannot start.
-    pub(crate) fn start(host: &Host, n: usize) -> Result<Workers, HostError> {
+    /// Starts `n` VMs, each with its thread; fails if a VM cannot start. What the root
+    /// context logs from its timers (a tick's audit record, say) goes to `sink`.
+    pub(crate) fn start(
+        host: &Host,
+        n: usize,
+        sink: Option<super::LogSink>,
+    ) -> Result<Workers, HostError> {
         let mut slots = Vec::with_capacity(n);
         for i in 0..n.max(1) {
             let mut vm = host.vm()?;
             // Callouts are performed by the request's task, not the VM's caller.
             vm.set_deferred_callouts(true);
+            // Start-up logs stay where they were (the VM's own report); timers' go out.
+            let _ = vm.take_root_logs();
             let vm = Arc::new(Mutex::new(vm));
             let (tx, rx) = mpsc::channel::<Job>();
             let shared = vm.clone();
+            let sink = sink.clone();
             std::thread::Builder::new()
                 .name(format!("writ-worker-{i}"))
-                .spawn(move || worker_loop(&shared, &rx))
+                .spawn(move || worker_loop(&shared, &rx, sink.as_ref()))
                 .map_err(|e| HostError::Instantiate(format!("cannot start a worker: {e}")))?;
             slots.push(Slot { vm, jobs: tx });
         }
@@ -90,7 +98,7 @@ fn lock(vm: &Mutex<Vm>) -> std::sync::MutexGuard<'_, Vm> {
     vm.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn worker_loop(vm: &Mutex<Vm>, rx: &mpsc::Receiver<Job>) {
+fn worker_loop(vm: &Mutex<Vm>, rx: &mpsc::Receiver<Job>, sink: Option<&super::LogSink>) {
     loop {
         let wait = lock(vm)
             .next_tick()
@@ -107,6 +115,12 @@ fn worker_loop(vm: &Mutex<Vm>, rx: &mpsc::Receiver<Job>) {
         };
         if let Err(e) = vm.run_timers() {
             tracing::warn!("timer callback failed: {e}");
+        }
+        for log in vm.take_root_logs() {
+            tracing::debug!(target: "writ::guest", level = ?log.level, "{}", log.message);
+            if let Some(sink) = sink {
+                (sink.0)(&log);
+            }
         }
     }
 }

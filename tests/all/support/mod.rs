@@ -14,6 +14,7 @@ pub mod envoy;
 /// guests that are not writ artifacts.
 #[path = "../../../src/envoy_config.rs"]
 pub mod envoy_config;
+pub mod etcd;
 pub mod exposition;
 pub mod guests;
 pub mod hosts;

@@ -1,0 +1,389 @@
+//! Issue 16: a fleet of gateways sharing one policy state in a real etcd. Two Envoys (two
+//! workers each) and one `writ serve`, all started with `--shared etcd://…`, on loopback.
+//!
+//! One run, in phases, each asserted from what the clients, the upstream, the store and the
+//! audit records say:
+//! 1. concurrent clients spread over the three instances against one team budget: only
+//!    200 or 429; the admitted spend (priced from the upstream's `usage`) stays within the
+//!    cap plus the documented bound (0 here: leases are granted only within the cap and
+//!    each estimate covers its reply); the budget is reached; the store's ledger equals the
+//!    sum of the audit records' `cost_micros` across the instances; half the traffic gets
+//!    its usage in the last event of an SSE stream;
+//! 2. a kill switch flipped through one Envoy stops all three instances, each within 5 s
+//!    of the flip (a poll loop with that deadline), and each audits what it applied; a
+//!    resume through `writ serve` brings all three back;
+//! 3. the store stopped mid-load: requests that need budget the instance does not hold get
+//!    503 `spend_unavailable` (fail closed, audited); the stop state of the kill switch is
+//!    kept; a resume made during the outage reaches the fleet once the store is back;
+//!    after the restart every instance reconnects by itself and no settled spend is lost:
+//!    the ledger equals the audited spend again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::families::COST_PER_REQUEST_MICROS;
+use crate::support::cases::Gateway;
+use crate::support::envoy::EnvoyProcess;
+use crate::support::etcd::Etcd;
+use crate::support::hosts::{HostKind, WritGateway, build_policy};
+use crate::support::http::{Request, send};
+use crate::support::process::run_ok;
+use crate::support::serve::ServeProcess;
+use crate::support::tempdir::TempDir;
+use crate::support::upstream::{Reply, Upstream};
+use crate::support::workspace_root;
+
+/// The budget policy of the concurrency tests, with a kill switch (token `test`).
+const POLICY: &str = r#"# A small daily team budget and a kill switch, for the fleet tests.
+policy "fleet-test" version "0.1.0" {
+  owner       "security@example.com"
+  implements  "ai-policy.md"
+  currency    EUR
+}
+
+workflow "budget" {
+  match header "x-workflow" == "budget"
+  oversight HIC sample 2%
+  assume verification_rate <= 2%
+  identify team by header "x-team", user by header "x-user"
+}
+
+price "gpt-4o-mini" input 100 EUR output 100 EUR per 1M tokens
+
+rule AIP-4.2 "Daily team budget" {
+  on request
+  when spend(team, day) > 0.2 EUR
+  then deny 429 "Daily AI budget reached."
+}
+
+kill_switch {
+  admin path "/writ/admin/kill-switch"
+  token sha256 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+}
+"#;
+
+const CAP_MICROS: i64 = 200_000;
+/// Budget leased at a time: about six requests' worth (estimate 3,100 micros, cost 1,500),
+/// so instances come back for more many times during the run.
+const SLICE_MICROS: i64 = 20_000;
+const CLIENTS: usize = 24;
+const PER_CLIENT: usize = 8;
+const T: Duration = Duration::from_secs(20);
+
+fn request(team: &str, stream: bool) -> Request {
+    let mut body = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user",
+        "content": "Summarise the attached ticket history for the weekly report, in one line."}]});
+    if stream {
+        body["stream"] = json!(true);
+    }
+    Request::post_json("/v1/chat/completions", &body.to_string())
+        .header("x-workflow", "budget")
+        .header("x-team", team)
+        .header("x-user", "u1")
+}
+
+fn kill(action: &str, by: &str) -> Request {
+    let body = json!({"workflow": "budget", "action": action, "reason": "fleet test", "by": by});
+    Request::post_json("/writ/admin/kill-switch", &body.to_string())
+        .header("authorization", "Bearer test")
+}
+
+/// Starts one Envoy from `writ envoy --shared` (two workers).
+fn envoy(artifact: &std::path::Path, upstream: &Upstream, etcd: &Etcd) -> WritGateway {
+    let yaml = run_ok(
+        std::process::Command::new(crate::support::writ_bin())
+            .arg("envoy")
+            .arg(artifact)
+            .arg("--upstream")
+            .arg(upstream.addr().to_string())
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--shared", &etcd.url()])
+            .args(["--lease-slice", &SLICE_MICROS.to_string()]),
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("writ envoy --shared: {e}"));
+    assert!(yaml.contains("writ_store"), "no store cluster in:\n{yaml}");
+    WritGateway::Envoy(EnvoyProcess::start_with_workers(&yaml, 2).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn serve(artifact: &std::path::Path, upstream: &Upstream, etcd: &Etcd) -> WritGateway {
+    let extra: Vec<String> = [
+        "--workers",
+        "2",
+        "--shared",
+        &etcd.url(),
+        "--lease-slice",
+        &SLICE_MICROS.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    WritGateway::Serve(
+        ServeProcess::start_with(artifact, upstream.addr(), &extra)
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// The audit records of every instance with `event == "request"` for `team`.
+fn audited(fleet: &[WritGateway], team: &str) -> Vec<serde_json::Value> {
+    fleet
+        .iter()
+        .flat_map(|g| g.audit_records())
+        .filter(|r| r["event"] == "request" && r["team"] == team)
+        .collect()
+}
+
+fn audited_micros(fleet: &[WritGateway], team: &str) -> i64 {
+    audited(fleet, team)
+        .iter()
+        .map(|r| r["cost_micros"].as_i64().unwrap_or(0))
+        .sum()
+}
+
+/// Waits until the store's ledger for `team` equals the audited spend (the ticks write
+/// settled spend back about once a second); returns both.
+fn wait_ledger(etcd: &Etcd, fleet: &[WritGateway], team: &str, want: i64) -> (i64, i64) {
+    let deadline = Instant::now() + T;
+    loop {
+        let ledger = etcd.ledger_spent(&format!("/team/{team}/")).unwrap_or(-1);
+        let audit = audited_micros(fleet, team);
+        if (ledger == audit && audit == want) || Instant::now() > deadline {
+            return (ledger, audit);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What each instance said about the store, and a refused request's answer, for a
+/// failure message.
+fn diagnose(fleet: &[WritGateway], team: &str) -> String {
+    let mut out = String::new();
+    for gw in fleet {
+        out.push_str(&format!("--- [{}]\n", gw.name()));
+        let notable = |l: &&str| {
+            !l.contains("writ-audit")
+                && ["fleet", "callout", "panic", "error", "fail", "timeout"]
+                    .iter()
+                    .any(|w| l.contains(w))
+        };
+        for line in gw.log().lines().filter(notable).take(20) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if let Some(r) = audited(std::slice::from_ref(gw), team)
+            .iter()
+            .find(|r| r["status"] != 200 && r["status"] != 429)
+        {
+            out.push_str(&format!("{r}\n"));
+        }
+    }
+    out
+}
+
+fn status(gw: &WritGateway, req: &Request) -> (u16, String) {
+    send(gw.addr(), req, T).map_or((0, String::new()), |r| (r.status, r.body_str()))
+}
+
+#[test]
+fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
+    let dir = TempDir::new("fleet");
+    std::fs::write(dir.path().join("fleet-test.policy"), POLICY).unwrap();
+    std::fs::copy(
+        workspace_root().join("policies/ai-policy.md"),
+        dir.path().join("ai-policy.md"),
+    )
+    .unwrap();
+    let artifact = build_policy(
+        &dir.path().join("fleet-test.policy"),
+        &dir.path().join("out"),
+    );
+    let mut etcd = Etcd::start().unwrap_or_else(|e| panic!("{e}"));
+    // The first Envoy's model answers JSON, the other two stream SSE with usage last.
+    let json_up = Upstream::start(Reply::Echo {
+        sse: false,
+        tool_args: false,
+    });
+    let sse_up = Upstream::start(Reply::Echo {
+        sse: true,
+        tool_args: false,
+    });
+    json_up.set_delay(Duration::from_millis(10));
+    sse_up.set_delay(Duration::from_millis(10));
+    let fleet = [
+        envoy(&artifact, &json_up, &etcd),
+        envoy(&artifact, &sse_up, &etcd),
+        serve(&artifact, &sse_up, &etcd),
+    ];
+
+    // ---- 1. one team budget, concurrent clients across the fleet
+    let team = "t-fleet";
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let fleet = &fleet;
+                s.spawn(move || {
+                    (0..PER_CLIENT)
+                        .map(|i| {
+                            let g = (c + i) % fleet.len();
+                            let (s, body) = status(&fleet[g], &request(team, g > 0));
+                            if !matches!(s, 200 | 429) {
+                                eprintln!("[{}] {s} {body}", fleet[g].name());
+                            }
+                            s
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let admitted = statuses.iter().filter(|&&s| s == 200).count() as i64;
+    let denied = statuses.iter().filter(|&&s| s == 429).count();
+    let other: Vec<_> = statuses
+        .iter()
+        .filter(|s| !matches!(s, 200 | 429))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "statuses other than 200/429: {other:?}\n{}",
+        diagnose(&fleet, team)
+    );
+    let spent = admitted * COST_PER_REQUEST_MICROS;
+    let forwarded = json_up.received().len() + sse_up.received().len();
+    assert_eq!(forwarded as i64, admitted, "admitted = forwarded");
+    assert!(
+        spent <= CAP_MICROS,
+        "admitted {spent} micros over a cap of {CAP_MICROS}"
+    );
+    assert!(
+        denied > 0,
+        "the budget was not reached ({admitted} admitted)"
+    );
+    // Refused early by at most one slice (plus one request's estimate) per instance.
+    let underspend_bound = 3 * (SLICE_MICROS + 2 * 3_100);
+    assert!(
+        spent >= CAP_MICROS - underspend_bound,
+        "only {spent} micros admitted of {CAP_MICROS}"
+    );
+    let (ledger, audit) = wait_ledger(&etcd, &fleet, team, spent);
+    assert_eq!(
+        (ledger, audit),
+        (spent, spent),
+        "store ledger vs audited vs upstream"
+    );
+    assert_eq!(
+        audited(&fleet, team).len(),
+        CLIENTS * PER_CLIENT,
+        "one record per request"
+    );
+    for gw in &fleet {
+        let served = audited(std::slice::from_ref(gw), team)
+            .iter()
+            .filter(|r| r["status"] == 200)
+            .count();
+        assert!(served > 0, "[{}] admitted nothing", gw.name());
+    }
+    eprintln!(
+        "fleet budget: {admitted} admitted, {denied} denied, ledger {ledger} micros of {CAP_MICROS}"
+    );
+
+    // ---- 2. the kill switch through one instance stops all three within 5 s
+    let flip = send(fleet[0].addr(), &kill("stop", "fleet-test"), T).unwrap();
+    assert_eq!(flip.status, 200, "{}", flip.body_str());
+    let flipped = Instant::now();
+    let probe = "t-kill";
+    for gw in &fleet {
+        loop {
+            let (s, body) = status(gw, &request(probe, false));
+            if s == 503 && body.contains("kill_switch") {
+                break;
+            }
+            assert!(
+                flipped.elapsed() < Duration::from_secs(5),
+                "[{}] still answering {s} 5 s after the stop",
+                gw.name()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "kill switch: [{}] stopped {:?} after the flip",
+            gw.name(),
+            flipped.elapsed()
+        );
+    }
+    for gw in &fleet[1..] {
+        let applied = gw.wait_audit("kill_switch", 1, T).into_iter().any(|r| {
+            r["outcome"] == "stopped"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("applied from the fleet store"))
+        });
+        assert!(applied, "[{}] did not audit the stop it applied", gw.name());
+    }
+
+    // ---- 3. the store stopped: fail closed, last known kill state kept, then restart
+    etcd.stop();
+    let down_team = "t-down";
+    for gw in &fleet {
+        let (s, body) = status(gw, &request(down_team, false));
+        assert_eq!(s, 503, "[{}] {body}", gw.name());
+        assert!(
+            body.contains("kill_switch"),
+            "[{}] kill state lost: {body}",
+            gw.name()
+        );
+    }
+    // Resume reaches the instance it is sent to even with the store down; the others keep
+    // their last known state (stopped) until the store is back.
+    let resume = send(fleet[2].addr(), &kill("resume", "fleet-test"), T).unwrap();
+    assert_eq!(resume.status, 200, "{}", resume.body_str());
+    let (s, body) = status(&fleet[0], &request(down_team, false));
+    assert!(
+        s == 503 && body.contains("kill_switch"),
+        "[envoy 1] {s} {body}"
+    );
+    // writ serve is running again but holds no budget for the new team: fail closed.
+    let (s, body) = status(&fleet[2], &request(down_team, false));
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("spend_unavailable"), "{body}");
+    let errors = audited(&fleet[2..], down_team)
+        .into_iter()
+        .filter(|r| r["outcome"] == "error" && r["status"] == 503)
+        .count();
+    assert!(errors >= 1, "the fail-closed answer was not audited");
+
+    etcd.restart().unwrap_or_else(|e| panic!("{e}"));
+    // The resume made during the outage was queued by `writ serve` and reaches the store,
+    // and from it the Envoys, without being sent again.
+    let back = Instant::now();
+    let mid_team = "t-mid";
+    for gw in &fleet {
+        loop {
+            let (s, body) = status(gw, &request(mid_team, gw.kind() == HostKind::Serve));
+            if s == 200 {
+                break;
+            }
+            assert!(
+                back.elapsed() < T,
+                "[{}] not serving {T:?} after the store came back: {s} {body}",
+                gw.name()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Nothing settled before the stop was lost, and spend after it is counted too.
+    let (ledger, audit) = wait_ledger(&etcd, &fleet, team, spent);
+    assert_eq!(
+        (ledger, audit),
+        (spent, spent),
+        "first team after the restart"
+    );
+    let mid = audited_micros(&fleet, mid_team);
+    assert!(mid > 0);
+    let (ledger, audit) = wait_ledger(&etcd, &fleet, mid_team, mid);
+    assert_eq!(ledger, audit, "second team after the restart");
+}
