@@ -12,8 +12,8 @@
 //! On the instance, the local ledger of [`crate::spend`] stays the source of truth for
 //! what this instance settled; beside it, shared data holds the instance's grant
 //! ([`Grant`], key `writ/fleet/grant/<ledger>`). Admission is the local ledger's own
-//! atomic check with the cap lowered to the grant ([`lease_caps`]): `settled + reserved
-//! + estimate <= granted`. So no request waits for the store while its instance holds
+//! atomic check with the cap lowered to the grant ([`lease_caps`]):
+//! `settled + reserved + estimate <= granted`. So no request waits for the store while its instance holds
 //! enough; the filter asks for a slice only when one runs out ([`Sync`]), and the root
 //! context's tick writes settled spend back.
 
