@@ -1,5 +1,10 @@
 //! The proxy-wasm adapter: the only code that talks to the host (wasm32 only).
 //!
+//! It decides nothing itself: each callback reads what the host holds (headers, the body,
+//! properties), feeds it to the request's [`crate::session::Session`] as an event, and
+//! carries out the effects the session returns, in order. What it keeps is what only the
+//! host knows: buffer sizes, metric ids, and the answer held for the audit sink.
+//!
 //! The SDK provides the exported entry points and context bookkeeping; every call *into*
 //! the host goes through [`host`], which declares the ABI imports itself and turns each
 //! status into a `Result`. The SDK's own wrappers `panic!` on an unexpected status, and a
