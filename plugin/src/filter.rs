@@ -61,7 +61,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use crate::config::{CalloutTarget, PluginConfig};
 use crate::eval::Engine;
 use crate::metrics;
-use crate::session::{self, Effect, Need, Next, OnFail, Session, Side, Stage, Step};
+use crate::session::{self, Effect, Held, Need, Next, OnFail, Session, Side, Stage, Step};
 use crate::wire::Reply;
 use host::HostStore;
 
@@ -217,20 +217,14 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.borrow().clone();
-        let session = self.shared.as_ref().map(|s| {
-            Session::new(
-                s.session.clone(),
-                config.clone(),
-                context_id,
-                host::now_nanos,
-            )
-        });
+        let session = self
+            .shared
+            .as_ref()
+            .map(|s| Session::new(s.session.clone(), config, context_id, host::now_nanos));
         Some(Box::new(Http {
             shared: self.shared.clone(),
-            audit_sink: config.audit_sink,
             session,
             body_len: 0,
-            held: None,
             sink_token: None,
         }))
     }
@@ -241,29 +235,14 @@ impl RootContext for Root {
 }
 
 /// One request: its session (`None` when no policy is loaded) and what only the host
-/// knows (buffer sizes, the answer held for the audit sink).
+/// knows (buffer sizes, the token of the audit-sink call).
 struct Http {
     shared: Option<Rc<Shared>>,
-    audit_sink: Option<CalloutTarget>,
     session: Option<Session>,
     /// Bytes of request body buffered so far, as the host last reported.
     body_len: usize,
-    /// The end of the answer, held until the audit sink has the request's records.
-    held: Option<Held>,
     /// The token of the audit-sink call the held answer waits for.
     sink_token: Option<u32>,
-}
-
-/// What the client is still owed while the audit sink writes the request's records.
-enum Held {
-    /// A local reply not yet sent.
-    Local {
-        status: u16,
-        body: Vec<u8>,
-        headers: Vec<(String, String)>,
-    },
-    /// The end of a forwarded reply (its last chunk, or headers without a body), paused.
-    Reply,
 }
 
 impl Context for Http {
@@ -279,21 +258,18 @@ impl Context for Http {
         }
         self.sink_token = None;
         // The SDK's own getter panics on a host error; this one cannot.
-        let stored = proxy_wasm::hostcalls::get_map_value(
+        let status = proxy_wasm::hostcalls::get_map_value(
             proxy_wasm::types::MapType::HttpCallResponseHeaders,
             ":status",
         )
         .ok()
         .flatten()
-        .and_then(|s| s.parse::<u16>().ok())
-        .is_some_and(|s| (200..300).contains(&s));
-        if !stored {
-            host::log(
-                LogLevel::Error,
-                "writ: the audit sink did not store the request's records; the answer is withheld",
-            );
-        }
-        self.release_held(stored);
+        .and_then(|s| s.parse::<u16>().ok());
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let effects = session.on_audit_sink_answer(status);
+        self.apply_all(effects);
     }
 }
 
@@ -527,24 +503,44 @@ impl Http {
                 headers,
                 hold_for_audit,
             } => {
-                let reply = Reply { status, body };
-                if hold_for_audit
-                    && self.hold_for_audit(Held::Local {
+                if hold_for_audit && let Some(session) = self.session.as_mut() {
+                    let held = Held::Local {
                         status,
-                        body: reply.body.clone(),
+                        body: body.clone(),
                         headers: headers.clone(),
-                    })
-                {
-                    return Ok(());
+                    };
+                    if let Some(effects) = session.hold_for_audit(held, &HostStore) {
+                        self.apply_all(effects);
+                        return Ok(());
+                    }
                 }
                 let headers: Vec<(&str, &str)> = headers
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                send_local_or_log(&reply, &headers);
+                send_local_or_log(&Reply { status, body }, &headers);
+            }
+            Effect::PostAuditSink { target, body } => self.post_audit_sink(&target, &body),
+            Effect::ResumeReply => {
+                if proxy_wasm::hostcalls::resume_http_response().is_err() {
+                    host::log(
+                        LogLevel::Error,
+                        "writ: the host refused to resume the reply",
+                    );
+                }
+            }
+            Effect::ResetReply => {
+                let _ = proxy_wasm::hostcalls::reset_http_response();
             }
         }
         Ok(())
+    }
+
+    /// Carries out effects that cannot fail the request (sealing, the audit sink).
+    fn apply_all(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            let _ = self.apply_one(effect, 0);
+        }
     }
 
     /// Closes the request's books once and logs its record ([`Session::seal`]).
@@ -553,112 +549,51 @@ impl Http {
             return;
         };
         let effects = session.seal(&HostStore);
-        for effect in effects {
-            // Sealing asks for no effect that can fail the request.
-            let _ = self.apply_one(effect, 0);
-        }
+        self.apply_all(effects);
     }
 
     /// With an audit sink, the end of a forwarded reply (`action` would let it go) is held
     /// until the sink has stored the request's records.
     fn hold_end_of_reply(&mut self, action: Action, end_of_stream: bool) -> Action {
-        let forwarded = self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.stage() == Stage::Forwarded);
-        if !end_of_stream || action != Action::Continue || !forwarded {
+        let Some(session) = self.session.as_mut() else {
             return action;
-        }
-        if self.hold_for_audit(Held::Reply) {
-            Action::Pause
-        } else {
-            action
+        };
+        let next = match action {
+            Action::Continue => Next::Continue,
+            _ => Next::Pause,
+        };
+        match session.hold_end_of_reply(next, end_of_stream, &HostStore) {
+            Some(effects) => {
+                self.apply_all(effects);
+                Action::Pause
+            }
+            None => action,
         }
     }
 
-    /// Seals the record and posts it to the audit sink, holding `held` until the sink
-    /// answers. `false` without a sink (the caller goes on as usual). If the call cannot
-    /// even be made, the answer is withheld at once (fail closed).
-    fn hold_for_audit(&mut self, held: Held) -> bool {
-        let Some(target) = self.audit_sink.clone() else {
-            return false;
-        };
-        if self.session.is_none() {
-            return false;
-        }
-        self.seal();
-        let body = self
-            .session
-            .as_ref()
-            .map(|s| s.sealed_lines().join("\n"))
-            .unwrap_or_default();
+    /// Posts the sealed records to the audit sink; if the call cannot even be made, the
+    /// held answer is withheld at once (fail closed).
+    fn post_audit_sink(&mut self, target: &CalloutTarget, body: &[u8]) {
         let headers = vec![
             (":method", "POST"),
             (":path", target.path.as_str()),
             (":authority", target.authority.as_str()),
             ("content-type", "text/plain"),
         ];
-        self.held = Some(held);
         match self.dispatch_http_call(
             &target.cluster,
             headers,
-            Some(body.as_bytes()),
+            Some(body),
             vec![],
             Duration::from_millis(u64::from(target.timeout_ms)),
         ) {
             Ok(token) => self.sink_token = Some(token),
             Err(status) => {
-                host::log(
-                    LogLevel::Error,
-                    &format!(
-                        "writ: the audit sink `{}` cannot be called ({status:?})",
-                        target.cluster
-                    ),
-                );
-                self.release_held(false);
-            }
-        }
-        true
-    }
-
-    /// Lets the held answer go once the sink stored the records; otherwise withholds it:
-    /// a local reply becomes 503 `audit_unavailable`, a reply in flight is reset.
-    fn release_held(&mut self, stored: bool) {
-        match (self.held.take(), stored) {
-            (
-                Some(Held::Local {
-                    status,
-                    body,
-                    headers,
-                }),
-                true,
-            ) => {
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                send_local_or_log(&Reply { status, body }, &headers);
-            }
-            (Some(Held::Local { .. }), false) => {
-                let body = crate::wire::error_body(
-                    "The audit record could not be written; the request was not answered.",
-                    "engine_error",
-                    "audit_unavailable",
-                );
-                send_local_or_log(&Reply { status: 503, body }, &[]);
-            }
-            (Some(Held::Reply), true) => {
-                if proxy_wasm::hostcalls::resume_http_response().is_err() {
-                    host::log(
-                        LogLevel::Error,
-                        "writ: the host refused to resume the reply",
-                    );
+                if let Some(session) = self.session.as_mut() {
+                    let effects = session.on_audit_sink_unreachable(&format!("{status:?}"));
+                    self.apply_all(effects);
                 }
             }
-            (Some(Held::Reply), false) => {
-                let _ = proxy_wasm::hostcalls::reset_http_response();
-            }
-            (None, _) => {}
         }
     }
 

@@ -77,9 +77,21 @@ pub enum Effect {
     /// The request's audit lines, hash-chained, for the stream's filter state
     /// (`wasm.writ_audit`), one line per record.
     AuditFilterState(String),
+    /// `POST` the request's sealed records (text, one per line) to the audit sink; its
+    /// answer goes to [`super::Session::on_audit_sink_answer`], or, if the call cannot be
+    /// made, [`super::Session::on_audit_sink_unreachable`] is called at once.
+    PostAuditSink {
+        target: CalloutTarget,
+        body: Vec<u8>,
+    },
+    /// Resume the reply held for the audit sink.
+    ResumeReply,
+    /// Reset the reply held for the audit sink (its records were not stored).
+    ResetReply,
     /// Answer locally (JSON) instead of forwarding; always the step's last effect. With
-    /// `hold_for_audit`, an adapter with an audit sink first seals the request and waits
-    /// for the sink to store its records (`docs/audit.md`).
+    /// `hold_for_audit`, the adapter first asks [`super::Session::hold_for_audit`], which
+    /// with an audit sink seals the request and holds the reply until the sink stored its
+    /// records (`docs/audit.md`).
     LocalReply {
         status: u16,
         body: Vec<u8>,
@@ -122,4 +134,17 @@ pub enum Need {
     Wait,
     /// Read the chunk (or the whole buffered body) and pass it to the session.
     Read,
+}
+
+/// What the client is still owed while the audit sink writes the request's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// A local reply not yet sent.
+    Local {
+        status: u16,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    },
+    /// The end of a forwarded reply (its last chunk, or headers without a body), paused.
+    Reply,
 }

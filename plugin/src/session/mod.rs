@@ -6,13 +6,15 @@
 //! native tests drive a whole request against a [`crate::store::MemoryStore`].
 //!
 //! `request` holds the request side (headers, body, the admin call, deny), `reply` the
-//! reply side and the end of a request (settlement, the audit record), `close` the record's
-//! completion into its lines and counters.
+//! reply side and the end of a request (settlement, the audit record), `sink` the answer
+//! held for the audit sink and the sink's own answer, `close` the record's completion into
+//! its lines and counters.
 
 mod close;
 mod effect;
 mod reply;
 mod request;
+mod sink;
 #[cfg(test)]
 mod tests;
 
@@ -20,7 +22,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 pub use close::{Ending, RequestEnd, close_request};
-pub use effect::{Effect, Level, MetricKind, Need, Next, OnFail, Side, Step};
+pub use effect::{Effect, Held, Level, MetricKind, Need, Next, OnFail, Side, Step};
 
 use crate::audit::AuditRecord;
 use crate::config::PluginConfig;
@@ -182,6 +184,8 @@ pub struct Session {
     buffering: bool,
     /// The request's records as logged (request first, then alerts), for the audit sink.
     sealed_lines: Vec<String>,
+    /// The answer held until the audit sink stores the records.
+    held: Option<Held>,
     /// The effects of the event being handled.
     out: Vec<Effect>,
 }
@@ -219,6 +223,7 @@ impl Session {
             sse_usage: None,
             buffering: false,
             sealed_lines: Vec::new(),
+            held: None,
             out: Vec::new(),
         }
     }

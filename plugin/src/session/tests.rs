@@ -645,3 +645,109 @@ fn no_escalation_means_no_handoff() {
     assert_eq!(run.headers_set("x-writ-review-id"), 0);
     assert!(run.record().get("escalation").is_none_or(|e| e.is_null()));
 }
+
+/// With an audit sink, the answer waits for the sink: a 2xx lets it go, anything else
+/// withholds it (503 `audit_unavailable` for a local reply, a reset for a forwarded one).
+#[test]
+fn the_audit_sink_holds_the_answer_until_it_stored_the_one_record() {
+    let config = PluginConfig {
+        audit_sink: Some(target("sink")),
+        ..PluginConfig::default()
+    };
+    let posted = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::PostAuditSink { target, body } if target.cluster == "sink" => {
+                    Some(String::from_utf8(body.clone()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for (sink_status, sent) in [(Some(200), 403), (Some(500), 503), (None, 503)] {
+        let mut run = Run::with(policy(vec![model_deny()]), config.clone());
+        run.request(r#"{"model":"other","messages":[]}"#);
+        let Some(Effect::LocalReply {
+            status,
+            body,
+            headers,
+            hold_for_audit: true,
+        }) = run.effects.pop()
+        else {
+            panic!("a held local reply")
+        };
+        let held = Held::Local {
+            status,
+            body,
+            headers,
+        };
+        let effects = run.session.hold_for_audit(held, &run.store).unwrap();
+        let lines = posted(&effects);
+        assert_eq!(lines.len(), 1);
+        run.effects.extend(effects);
+        let rec = run.record();
+        assert_eq!(crate::audit::parse_log_line(&lines[0]).unwrap(), rec);
+        let answer = run.session.on_audit_sink_answer(sink_status);
+        let replies: Vec<u16> = answer
+            .iter()
+            .filter_map(|e| match e {
+                Effect::LocalReply {
+                    status,
+                    hold_for_audit: false,
+                    ..
+                } => Some(*status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies, [sent], "{sink_status:?}");
+        // Sealing again (on_log) logs nothing more.
+        run.seal();
+        run.record();
+    }
+
+    // A forwarded reply: held at its end, then resumed or reset.
+    for (sink_status, expected) in [
+        (Some(204), Effect::ResumeReply),
+        (Some(503), Effect::ResetReply),
+    ] {
+        let mut run = Run::with(policy(vec![]), config.clone());
+        run.request(BODY);
+        let next = run.reply_headers(200, "application/json", true);
+        assert!(
+            run.session
+                .hold_end_of_reply(next, false, &run.store)
+                .is_none(),
+            "not the end"
+        );
+        let effects = run
+            .session
+            .hold_end_of_reply(next, true, &run.store)
+            .unwrap();
+        assert_eq!(posted(&effects).len(), 1);
+        run.effects.extend(effects);
+        run.record();
+        let answer = run.session.on_audit_sink_answer(sink_status);
+        assert!(answer.contains(&expected), "{answer:?}");
+    }
+
+    // The sink cannot be called: withheld at once.
+    let mut run = Run::with(policy(vec![]), config);
+    run.request(BODY);
+    let next = run.reply_headers(200, "application/json", true);
+    run.session
+        .hold_end_of_reply(next, true, &run.store)
+        .unwrap();
+    let answer = run.session.on_audit_sink_unreachable("BadArgument");
+    assert!(answer.contains(&Effect::ResetReply));
+
+    // Without a sink nothing is held.
+    let mut run = Run::new(policy(vec![]));
+    run.request(BODY);
+    let next = run.reply_headers(200, "application/json", true);
+    assert!(
+        run.session
+            .hold_end_of_reply(next, true, &run.store)
+            .is_none()
+    );
+}
