@@ -1,7 +1,8 @@
 //! The fleet store's adapter (wasm32 only): sends the bodies [`crate::fleet`] builds to the
 //! configured cluster and hands the answers back. The root context's tick writes settled
-//! spend back and polls the kill switch; a request whose instance holds too little budget
-//! waits for one lease; an admin flip is published. All decisions are in `crate::fleet`.
+//! spend back, polls the kill switch and publishes admin flips; a request waiting for a
+//! lease has its [`crate::session::Effect::StoreCall`]s sent and their answers handed to its session
+//! (`session/lease.rs` decides). All decisions are in `crate::fleet` and the session.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,17 +13,10 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use super::{Http, Shared, host};
 use crate::audit::AuditRecord;
 use crate::calendar::rfc3339;
-use crate::decide::RequestPhase;
-use crate::fleet::budget::{self, Leased, Next, Outcome, Sync};
+use crate::fleet::budget::{self, Next, Outcome, Sync};
 use crate::fleet::{self, FleetConfig, kill};
-use crate::spend::Admission;
+use crate::session::Step;
 use host::HostStore;
-
-/// How many leases one request may wait for (one per capped ledger it is charged to).
-const MAX_LEASE_ROUNDS: u8 = 3;
-/// Calls to the store one request may wait for in all: under `writ serve`'s bound of 16
-/// callout rounds per step.
-const CALL_BUDGET: u8 = 14;
 
 /// Reads a callout's answer: its body when the status was 2xx, else `None`.
 fn answer(body_size: usize) -> Option<Vec<u8>> {
@@ -40,8 +34,8 @@ fn answer(body_size: usize) -> Option<Vec<u8>> {
         .or(Some(Vec::new()))
 }
 
-/// Sends `call` to the store from `ctx`; the token, or `None` when the host refused.
-fn send(ctx: &dyn Context, cfg: &FleetConfig, path: &str, body: &[u8]) -> Option<u32> {
+/// Sends `call` to the store from `ctx`; the token, or the host's refusal (logged).
+fn send(ctx: &dyn Context, cfg: &FleetConfig, path: &str, body: &[u8]) -> Result<u32, String> {
     let headers = vec![
         (":method", "POST"),
         (":path", path),
@@ -55,37 +49,34 @@ fn send(ctx: &dyn Context, cfg: &FleetConfig, path: &str, body: &[u8]) -> Option
         vec![],
         Duration::from_millis(u64::from(cfg.timeout_ms)),
     ) {
-        Ok(t) => Some(t),
-        Err(status) => {
+        Ok(t) => Ok(t),
+        Err(status) => Err(format!("{status:?}")),
+    }
+}
+
+/// [`send`], a refusal logged (the root's calls are retried on a later tick).
+fn send_logged(ctx: &dyn Context, cfg: &FleetConfig, path: &str, body: &[u8]) -> Option<u32> {
+    send(ctx, cfg, path, body)
+        .map_err(|why| {
             host::log(
                 LogLevel::Error,
                 &format!(
-                    "writ: call to the fleet store (cluster `{}`) refused by the host ({status:?})",
+                    "writ: call to the fleet store (cluster `{}`) refused by the host ({why})",
                     cfg.cluster
                 ),
             );
-            None
-        }
-    }
+        })
+        .ok()
 }
 
 /// Notes the store's reachability, logging each change once per instance.
 fn reachable(up: bool) {
-    if fleet::set_down(&HostStore, !up) {
-        let msg = if up {
-            "writ: the fleet store is reachable again"
-        } else {
-            "writ: the fleet store is unreachable; budgets fail closed beyond what this instance holds, the kill switch keeps its last known state"
-        };
-        host::log(if up { LogLevel::Info } else { LogLevel::Error }, msg);
+    if let Some(line) = fleet::reachability_changed(&HostStore, up) {
+        host::log(if up { LogLevel::Info } else { LogLevel::Error }, line);
     }
 }
 
-/// How long a leader may hold a ledger: its calls' timeout, a few times over.
-fn lead_ttl(cfg: &FleetConfig) -> u64 {
-    u64::from(cfg.timeout_ms) * 3 * 1_000_000
-}
-
+/// This instance's id in the store's records.
 fn instance(salt: u64) -> String {
     fleet::instance_id(&HostStore, host::now_nanos(), salt)
 }
@@ -108,7 +99,7 @@ impl RootFleet {
     /// time; nothing new is started while an earlier call is unanswered).
     pub(super) fn tick(&mut self, ctx: &dyn Context, cfg: &FleetConfig, salt: u64) {
         if !self.calls.values().any(|c| matches!(c, RootCall::Poll))
-            && let Some(t) = send(ctx, cfg, fleet::etcd::RANGE_PATH, &kill::poll_body())
+            && let Some(t) = send_logged(ctx, cfg, fleet::etcd::RANGE_PATH, &kill::poll_body())
         {
             self.calls.insert(t, RootCall::Poll);
         }
@@ -121,7 +112,7 @@ impl RootFleet {
                 continue;
             }
             if let Some(body) = kill::publish_body(&HostStore, &workflow)
-                && let Some(t) = send(ctx, cfg, fleet::etcd::PUT_PATH, &body)
+                && let Some(t) = send_logged(ctx, cfg, fleet::etcd::PUT_PATH, &body)
             {
                 self.calls.insert(t, RootCall::Publish(workflow, body));
             }
@@ -137,7 +128,7 @@ impl RootFleet {
             }
             let (sync, first) = Sync::start(&HostStore, &ledger, &id, None, 0, None);
             if let Next::Call(call) = first
-                && let Some(t) = send(ctx, cfg, call.path, &call.body)
+                && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
             {
                 self.calls.insert(t, RootCall::Sync(Box::new(sync)));
             }
@@ -179,7 +170,7 @@ impl RootFleet {
             }
             RootCall::Sync(mut sync) => match sync.on_reply(&HostStore, reply.as_deref()) {
                 Next::Call(c) => {
-                    if let Some(t) = send(ctx, cfg, c.path, &c.body) {
+                    if let Some(t) = send_logged(ctx, cfg, c.path, &c.body) {
                         self.calls.insert(t, RootCall::Sync(sync));
                     }
                 }
@@ -221,282 +212,42 @@ fn audit_applied(shared: &Shared, applied: &[kill::Applied]) {
     }
 }
 
-/// A request waiting for a lease.
-pub(super) struct LeaseWait {
-    token: u32,
-    step: WaitStep,
-    ledger: String,
-    /// What the instance must be able to admit up to for this request to fit.
-    needed: i64,
-    body: Option<(Vec<u8>, usize)>,
-}
-
-enum WaitStep {
-    /// This request leases for the instance.
-    Lead(Box<Sync>),
-    /// Another request of the instance is leasing: this one reads the record.
-    Follow,
-}
-
-/// The request phase as [`Http::decide`] uses it.
-pub(super) enum Phase {
-    Ready(Box<RequestPhase>),
-    /// A lease was asked for; the request resumes when it is answered.
-    Waiting,
-    /// Answered locally (the store is unreachable and the budget fails closed).
-    Answered(Action),
-}
-
 impl Http {
-    /// The request phase, leased when the instance is in a fleet: caps are lowered to the
-    /// instance's grant; a refusal on a lowered cap asks the store for a slice and waits
-    /// (once per ledger); a refusal after that, with the store down, fails closed (503).
-    pub(super) fn fleet_request_phase(
-        &mut self,
-        shared: &Shared,
-        body: &Option<(Vec<u8>, usize)>,
-    ) -> Phase {
-        let secs = (self.now_nanos / 1_000_000_000) as i64;
-        let Some(cfg) = self.config.shared.clone() else {
-            return Phase::Ready(Box::new(crate::decide::request_phase(
-                &shared.engine,
-                &self.request,
-                self.identity.clone(),
-                &HostStore,
-                secs,
-            )));
+    /// Sends a paused request's [`crate::session::Effect::StoreCall`]; `Some` with the session's next step
+    /// when the host refused to send it (the session decides without the store).
+    pub(super) fn store_call(&mut self, path: &str, body: &[u8]) -> Option<Step> {
+        let Some(cfg) = self.fleet.clone() else {
+            return self
+                .session
+                .as_mut()
+                .map(|s| s.on_store_unreachable("no fleet store configured", &HostStore));
         };
-        let down = fleet::is_down(&HostStore);
-        let allowance =
-            (down && cfg.local_allowance_micros > 0).then_some(cfg.local_allowance_micros);
-        let mut leased: Vec<Leased> = Vec::new();
-        let phase = crate::decide::request_phase_with(
-            &shared.engine,
-            &self.request,
-            self.identity.clone(),
-            &HostStore,
-            secs,
-            &mut |plan| {
-                leased = budget::lease_caps(&HostStore, &mut plan.keys, allowance)?;
-                Ok(())
-            },
-        );
-        let Some(outcome) = phase.spend.as_ref() else {
-            return Phase::Ready(Box::new(phase));
-        };
-        match &outcome.admission {
-            Admission::Admit { totals } => {
-                // Beyond the grant on the allowance: marked in the audit record.
-                self.audit.degraded = allowance.is_some_and(|a| {
-                    leased.iter().any(|l| {
-                        totals
-                            .get(l.key)
-                            .is_some_and(|t| *t > l.local_cap.saturating_sub(a))
-                    })
-                });
-                Phase::Ready(Box::new(phase))
+        match send(self, &cfg, path, body) {
+            Ok(token) => {
+                self.store_token = Some(token);
+                None
             }
-            Admission::Deny {
-                key,
-                current,
-                limit,
-                ..
-            } => {
-                let Some(l) = leased.iter().find(|l| l.key == *key) else {
-                    return Phase::Ready(Box::new(phase)); // the policy's own cap: a real deny
-                };
-                if self.lease_rounds >= MAX_LEASE_ROUNDS {
-                    if down || self.lease_contended {
-                        return Phase::Answered(self.store_unreachable(shared, &phase));
-                    }
-                    return Phase::Ready(Box::new(phase));
-                }
-                self.lease_rounds += 1;
-                let needed = current.saturating_add(outcome.estimate);
-                let want = cfg.slice_micros.max(needed.saturating_sub(*limit));
-                let mut wait = LeaseWait {
-                    token: 0,
-                    step: WaitStep::Follow,
-                    ledger: l.ledger.clone(),
-                    needed,
-                    body: body.clone(),
-                };
-                let call =
-                    if budget::try_lead(&HostStore, &l.ledger, host::now_nanos(), lead_ttl(&cfg)) {
-                        let id = instance(shared.next_salt());
-                        let (sync, first) =
-                            Sync::start(&HostStore, &l.ledger, &id, Some(l.cap), want, None);
-                        match first {
-                            Next::Call(call) => {
-                                wait.step = WaitStep::Lead(Box::new(sync.until_local_cap(needed)));
-                                call
-                            }
-                            // No room in the cap as last seen: the budget's own answer.
-                            Next::Done(_) => {
-                                budget::end_lead(&HostStore, &l.ledger);
-                                return Phase::Ready(Box::new(phase));
-                            }
-                        }
-                    } else {
-                        budget::read_call(&l.ledger)
-                    };
-                match self.store_call(&cfg, call) {
-                    Some(token) => {
-                        wait.token = token;
-                        self.lease_wait = Some(wait);
-                        Phase::Waiting
-                    }
-                    None => {
-                        if matches!(wait.step, WaitStep::Lead(_)) {
-                            budget::end_lead(&HostStore, &l.ledger);
-                        }
-                        Phase::Answered(self.store_unreachable(shared, &phase))
-                    }
-                }
-            }
+            Err(why) => self
+                .session
+                .as_mut()
+                .map(|s| s.on_store_unreachable(&why, &HostStore)),
         }
     }
 
-    /// Sends one call of this request to the store, within [`CALL_BUDGET`].
-    fn store_call(&mut self, cfg: &FleetConfig, call: budget::Call) -> Option<u32> {
-        if self.store_calls >= CALL_BUDGET {
-            self.lease_contended = true;
-            return None;
-        }
-        self.store_calls += 1;
-        send(self, cfg, call.path, &call.body)
-    }
-
-    fn store_unreachable(&mut self, shared: &Shared, phase: &RequestPhase) -> Action {
-        let id = &phase.decision.identity;
-        self.audit.workflow = id
-            .workflow
-            .and_then(|i| shared.policy().workflows.get(i))
-            .map(|w| w.name.clone());
-        self.audit.team = id.team.clone();
-        self.audit.user = id.user.clone();
-        self.audit.outcome = "error".into();
-        self.audit.detail = Some(if self.lease_contended {
-            "fleet store contended; budget failed closed".into()
-        } else {
-            "fleet store unreachable; budget failed closed".into()
-        });
-        let message = if self.lease_contended {
-            "the shared budget store is busy and this gateway holds no budget for the request; try again"
-        } else {
-            "the shared budget store is unreachable and this gateway holds no budget for the request; try again"
-        };
-        self.reply(&crate::wire::Reply {
-            status: 503,
-            body: crate::wire::error_body(message, "engine_error", "spend_unavailable"),
-        })
-    }
-
-    /// An answer to a call this request made to the store; `false` when the token is not
-    /// the fleet's.
-    pub(super) fn fleet_on_response(&mut self, token: u32, body_size: usize) -> bool {
-        if self.lease_wait.as_ref().is_none_or(|w| w.token != token) {
-            return false;
-        }
-        let Some(mut wait) = self.lease_wait.take() else {
-            return true;
-        };
+    /// The store answered the paused request's call: the session asks again or decides;
+    /// a decision to go on resumes the request.
+    pub(super) fn on_store_answer(&mut self, body_size: usize) {
         let reply = answer(body_size);
-        let Some(cfg) = self.config.shared.clone() else {
-            return true;
+        let Some(session) = self.session.as_mut() else {
+            return;
         };
-        let next = match &mut wait.step {
-            WaitStep::Lead(sync) => match sync.on_reply(&HostStore, reply.as_deref()) {
-                Next::Call(c) => Some(c),
-                Next::Done(outcome) => {
-                    budget::end_lead(&HostStore, &wait.ledger);
-                    reachable(outcome != Outcome::Unreachable);
-                    self.lease_contended = outcome == Outcome::Contended;
-                    None
-                }
-            },
-            WaitStep::Follow => {
-                let id = instance(0);
-                match budget::learn_read(&HostStore, &wait.ledger, &id, reply.as_deref()) {
-                    None => {
-                        reachable(false);
-                        None
-                    }
-                    Some(held) if held >= wait.needed => {
-                        reachable(true);
-                        None
-                    }
-                    Some(_) => {
-                        reachable(true);
-                        // Still short: while another request leads, read again; once
-                        // the ledger is free, decide again (and lead, with a fresh
-                        // estimate) without counting this wait as a lease round.
-                        if budget::is_led(&HostStore, &wait.ledger, host::now_nanos()) {
-                            Some(budget::read_call(&wait.ledger))
-                        } else {
-                            self.lease_rounds = self.lease_rounds.saturating_sub(1);
-                            None
-                        }
-                    }
-                }
-            }
-        };
-        if let Some(call) = next {
-            match self.store_call(&cfg, call) {
-                Some(t) => {
-                    wait.token = t;
-                    self.lease_wait = Some(wait);
-                    return true;
-                }
-                None => {
-                    if matches!(wait.step, WaitStep::Lead(_)) {
-                        budget::end_lead(&HostStore, &wait.ledger);
-                    }
-                    if !self.lease_contended {
-                        reachable(false);
-                    }
-                }
-            }
-        }
-        if self.lease_contended {
-            // Decide now on what the instance holds; short of it, 503 (retry).
-            self.lease_rounds = MAX_LEASE_ROUNDS;
-        }
-        let Some(shared) = self.shared.clone() else {
-            return true;
-        };
-        if fleet::is_down(&HostStore) {
-            // No more waiting: this pass decides on what the instance holds.
-            self.lease_rounds = MAX_LEASE_ROUNDS;
-        }
-        if self.decide(&shared, wait.body) == Action::Continue {
-            let _ = proxy_wasm::hostcalls::resume_http_request();
-        }
-        true
-    }
-
-    /// Marks an admin flip of `workflow` for the tick to publish to the store (the tick,
-    /// not this stream: the stream ends with its reply, and a flip made while the store is
-    /// down must still reach it later).
-    pub(super) fn fleet_publish(&self, workflow: Option<&str>) {
-        if let (Some(_), Some(w)) = (&self.config.shared, workflow)
-            && let Err(e) = kill::mark_pending(&HostStore, w)
+        let step = session.on_store_answer(reply.as_deref(), &HostStore);
+        if self.apply(step, self.body_len) == Action::Continue
+            && proxy_wasm::hostcalls::resume_http_request().is_err()
         {
             host::log(
                 LogLevel::Error,
-                &format!("writ: could not queue the kill-switch flip for the fleet store: {e}"),
-            );
-        }
-    }
-
-    /// After a settlement: the ledgers the tick must write back.
-    pub(super) fn fleet_settled(&self, keys: &[crate::spend::BudgetKey]) {
-        if self.config.shared.is_some()
-            && let Err(e) = budget::note_active(&HostStore, keys)
-        {
-            host::log(
-                LogLevel::Error,
-                &format!("writ: could not list a ledger for the fleet store: {e}"),
+                "writ: the host refused to resume the request",
             );
         }
     }

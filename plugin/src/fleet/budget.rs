@@ -529,7 +529,7 @@ pub fn is_ledger(key: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ir::{Scope, Window};
     use crate::spend::{Admission, reserve, settle};

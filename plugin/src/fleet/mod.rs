@@ -218,6 +218,16 @@ pub fn set_down(local: &dyn SharedStore, down: bool) -> bool {
     was != down
 }
 
+/// Records whether the store answered; when that changed, the line to log once per
+/// instance (at error level when it went down, info when it came back).
+pub fn reachability_changed(local: &dyn SharedStore, up: bool) -> Option<&'static str> {
+    set_down(local, !up).then_some(if up {
+        "writ: the fleet store is reachable again"
+    } else {
+        "writ: the fleet store is unreachable; budgets fail closed beyond what this instance holds, the kill switch keeps its last known state"
+    })
+}
+
 /// Whether the last call to the store failed.
 pub fn is_down(local: &dyn SharedStore) -> bool {
     local.get(DOWN_KEY).is_some_and(|(v, _)| v == b"1")
