@@ -528,7 +528,9 @@ pub fn is_ledger(key: &str) -> bool {
     key.starts_with("writ/spend/")
 }
 
+/// Tests, and the fake etcd the session's lease tests answer with.
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub(crate) mod tests {
     use super::*;
     use crate::ir::{Scope, Window};
