@@ -1004,7 +1004,11 @@ impl Http {
         }
         if self.reservation.is_some()
             && let Some(json) = &self.request.body
-            && let Some(new) = request::ask_stream_usage(current.as_deref().unwrap_or(bytes), json)
+            && let Some(new) = request::ask_stream_usage(
+                self.request.api(),
+                current.as_deref().unwrap_or(bytes),
+                json,
+            )
         {
             current = Some(new);
         }
@@ -1552,6 +1556,8 @@ impl Http {
     }
 
     fn reply_with(&mut self, status: u16, body: &[u8]) -> Action {
+        // Each API's clients get errors in its own shape (`docs/apis.md`).
+        let body = &self.request.api().reshape_error(status, body);
         self.stage = Stage::Replied;
         self.audit.status = status;
         if self.audit.outcome.is_empty() {
