@@ -372,10 +372,15 @@ mod tests {
         let again: Json = serde_json::from_slice(&out).unwrap();
         assert_eq!(ask_stream_usage(Api::Other, &out, &again), None);
         let plain: Json = serde_json::from_slice(br#"{"model":"m"}"#).unwrap();
-        assert_eq!(ask_stream_usage(Api::Other, br#"{"model":"m"}"#, &plain), None);
+        assert_eq!(
+            ask_stream_usage(Api::Other, br#"{"model":"m"}"#, &plain),
+            None
+        );
         let opts = br#"{"stream":true,"stream_options":{}}"#;
         let v: Json = serde_json::from_slice(opts).unwrap();
-        let out: Json = serde_json::from_slice(&ask_stream_usage(Api::ChatCompletions, opts, &v).unwrap()).unwrap();
+        let out: Json =
+            serde_json::from_slice(&ask_stream_usage(Api::ChatCompletions, opts, &v).unwrap())
+                .unwrap();
         assert_eq!(out["stream_options"]["include_usage"], true);
     }
 
@@ -387,10 +392,16 @@ mod tests {
                 parse_body(body.as_bytes(), 1024).ok(),
             )
         };
-        let r = view("/v1/responses", r#"{"model":"gpt-4o","max_output_tokens":64}"#);
+        let r = view(
+            "/v1/responses",
+            r#"{"model":"gpt-4o","max_output_tokens":64}"#,
+        );
         assert_eq!(r.api(), Api::Responses);
         assert_eq!(r.max_tokens(), Some(64.0));
-        let r = view("/v1/messages", r#"{"model":"claude-sonnet-4-5","max_tokens":32}"#);
+        let r = view(
+            "/v1/messages",
+            r#"{"model":"claude-sonnet-4-5","max_tokens":32}"#,
+        );
         assert_eq!(r.api(), Api::AnthropicMessages);
         assert_eq!(r.max_tokens(), Some(32.0));
         assert_eq!(r.model(), Some("claude-sonnet-4-5"));

@@ -1329,37 +1329,76 @@ fn api_tool_stream(anthropic: bool, text: &[String], args: &[String], usage: boo
         out.extend_from_slice(format!("event: {ty}\ndata: {v}\n\n").as_bytes());
     };
     if anthropic {
-        ev("message_start", json!({"message": {"id": "msg_1", "role": "assistant", "content": [],
-            "usage": {"input_tokens": 9, "output_tokens": 1}}}));
-        ev("content_block_start", json!({"index": 0, "content_block": {"type": "text", "text": ""}}));
+        ev(
+            "message_start",
+            json!({"message": {"id": "msg_1", "role": "assistant", "content": [],
+            "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+        );
+        ev(
+            "content_block_start",
+            json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
         for f in text {
-            ev("content_block_delta", json!({"index": 0, "delta": {"type": "text_delta", "text": f}}));
+            ev(
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "text_delta", "text": f}}),
+            );
         }
         ev("content_block_stop", json!({"index": 0}));
-        ev("content_block_start", json!({"index": 1, "content_block": {"type": "tool_use",
-            "id": "toolu_1", "name": "lookup_order", "input": {}}}));
+        ev(
+            "content_block_start",
+            json!({"index": 1, "content_block": {"type": "tool_use",
+            "id": "toolu_1", "name": "lookup_order", "input": {}}}),
+        );
         for f in args {
-            ev("content_block_delta", json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": f}}));
+            ev(
+                "content_block_delta",
+                json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": f}}),
+            );
         }
         ev("content_block_stop", json!({"index": 1}));
         if usage {
-            ev("message_delta", json!({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 7}}));
+            ev(
+                "message_delta",
+                json!({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 7}}),
+            );
         }
         ev("message_stop", json!({}));
     } else {
-        ev("response.output_item.added", json!({"output_index": 0, "item": {"type": "message", "id": "msg_1"}}));
+        ev(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"type": "message", "id": "msg_1"}}),
+        );
         for f in text {
-            ev("response.output_text.delta", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": f}));
+            ev(
+                "response.output_text.delta",
+                json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": f}),
+            );
         }
-        ev("response.output_text.done", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": text.concat()}));
-        ev("response.output_item.added", json!({"output_index": 1, "item": {"type": "function_call",
-            "id": "fc_1", "call_id": "call_1", "name": "lookup_order", "arguments": ""}}));
+        ev(
+            "response.output_text.done",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0, "text": text.concat()}),
+        );
+        ev(
+            "response.output_item.added",
+            json!({"output_index": 1, "item": {"type": "function_call",
+            "id": "fc_1", "call_id": "call_1", "name": "lookup_order", "arguments": ""}}),
+        );
         for f in args {
-            ev("response.function_call_arguments.delta", json!({"item_id": "fc_1", "output_index": 1, "delta": f}));
+            ev(
+                "response.function_call_arguments.delta",
+                json!({"item_id": "fc_1", "output_index": 1, "delta": f}),
+            );
         }
-        ev("response.function_call_arguments.done", json!({"item_id": "fc_1", "output_index": 1, "arguments": args.concat()}));
+        ev(
+            "response.function_call_arguments.done",
+            json!({"item_id": "fc_1", "output_index": 1, "arguments": args.concat()}),
+        );
         if usage {
-            ev("response.completed", json!({"response": {"id": "resp_1", "usage": {"input_tokens": 9, "output_tokens": 7}}}));
+            ev(
+                "response.completed",
+                json!({"response": {"id": "resp_1", "usage": {"input_tokens": 9, "output_tokens": 7}}}),
+            );
         }
     }
     out
@@ -1449,7 +1488,8 @@ fn anthropic_and_responses_tool_streams_survive_any_cutting() {
             assert_eq!(done, [want_text.clone(), want_args.clone()], "seed {seed}");
         }
         // The restored arguments are still the JSON the model wrote, with the values back.
-        let parsed: Value = serde_json::from_str(&a).unwrap_or_else(|e| panic!("seed {seed}: {e}: {a:?} from {args_ph:?}"));
+        let parsed: Value = serde_json::from_str(&a)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}: {a:?} from {args_ph:?}"));
         assert!(parsed["query"].is_string(), "seed {seed}: {a}");
         // One byte per chunk: same bytes, and every moment's output a prefix of the end.
         let mut sse = SseRestorer::new();
@@ -1463,8 +1503,14 @@ fn anthropic_and_responses_tool_streams_survive_any_cutting() {
                 seen = out.len();
                 t_now.push_str(&t);
                 a_now.push_str(&a);
-                assert!(want_text.starts_with(&t_now), "seed {seed}: text ahead: {t_now:?}");
-                assert!(want_args.starts_with(&a_now), "seed {seed}: args ahead: {a_now:?}");
+                assert!(
+                    want_text.starts_with(&t_now),
+                    "seed {seed}: text ahead: {t_now:?}"
+                );
+                assert!(
+                    want_args.starts_with(&a_now),
+                    "seed {seed}: args ahead: {a_now:?}"
+                );
             }
         }
         sse.finish(&ctx, &mut out);
@@ -1478,7 +1524,11 @@ fn anthropic_and_responses_tool_streams_survive_any_cutting() {
         for _ in 0..10 {
             let mut cuts: Vec<usize> = (0..r.below(12)).map(|_| r.below(body.len() + 1)).collect();
             cuts.sort_unstable();
-            assert_eq!(run_sse(&body, &cuts, &ctx), whole, "seed {seed} cuts {cuts:?}");
+            assert_eq!(
+                run_sse(&body, &cuts, &ctx),
+                whole,
+                "seed {seed} cuts {cuts:?}"
+            );
         }
         // Usage, from `message_start` + `message_delta` or `response.completed`, however cut.
         for size in [1, 3, 17, body.len()] {

@@ -252,7 +252,8 @@ fn round_trip(
             ),
         }
     };
-    let args: Value = serde_json::from_str(&args).map_err(|e| format!("{what}: args {e}: {args}"))?;
+    let args: Value =
+        serde_json::from_str(&args).map_err(|e| format!("{what}: args {e}: {args}"))?;
     if text != want || args["text"] != want.as_str() {
         return Err(format!(
             "{what}: reassembled\n  text {text:?}\n  args {args}\nwanted {want:?}\n{}",
@@ -288,7 +289,12 @@ fn denials(gw: &WritGateway, upstream: &Upstream, api: MockApi) -> Result<(), St
         MockApi::Anthropic => json!({"max_tokens": 5000}),
         MockApi::Responses => json!({"max_output_tokens": 5000}),
     };
-    expect_error(api, &send(&request(api, "d", "hi", "hi", limit))?, 400, "AIP-4.4")?;
+    expect_error(
+        api,
+        &send(&request(api, "d", "hi", "hi", limit))?,
+        400,
+        "AIP-4.4",
+    )?;
     let secret = request(api, "d", "Use key AKIAIOSFODNN7EXAMPLE.", "hi", json!({}));
     let res = send(&secret)?;
     expect_error(api, &res, 400, "AIP-2.4")?;
@@ -329,8 +335,12 @@ fn budget(gw: &WritGateway, upstream: &Upstream, api: MockApi, sse: bool) -> Res
         output_tokens: 110_000,
     });
     let team = format!("budget-{api:?}");
-    let res = send(gw.addr(), &request(api, &team, "hi", "hi", json!({"stream": sse})), T)
-        .map_err(|e| e.to_string())?;
+    let res = send(
+        gw.addr(),
+        &request(api, &team, "hi", "hi", json!({"stream": sse})),
+        T,
+    )
+    .map_err(|e| e.to_string())?;
     if res.status != 200 {
         return Err(format!("{api:?} budget: {} {}", res.status, res.body_str()));
     }

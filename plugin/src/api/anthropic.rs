@@ -188,7 +188,8 @@ mod tests {
         assert_eq!(error_type(429), "rate_limit_error");
         assert_eq!(error_type(503), "api_error");
         assert_eq!(error_type(418), "invalid_request_error");
-        let v: Json = serde_json::from_slice(&error_body(429, "budget", "AIP-4.2")).unwrap_or_default();
+        let v: Json =
+            serde_json::from_slice(&error_body(429, "budget", "AIP-4.2")).unwrap_or_default();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert_eq!(v["error"]["message"], "budget");

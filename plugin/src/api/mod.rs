@@ -109,10 +109,7 @@ impl Api {
     /// `message_delta` and refuses unknown fields; the Responses API reports it in
     /// `response.completed` and has no such option.
     pub fn asks_stream_usage(self) -> bool {
-        matches!(
-            self,
-            Api::ChatCompletions | Api::Completions | Api::Other
-        )
+        matches!(self, Api::ChatCompletions | Api::Completions | Api::Other)
     }
 
     /// The messages (or input items) a request holds, for the per-message framing the
@@ -352,7 +349,10 @@ mod tests {
         assert_eq!(Api::ChatCompletions.max_tokens(&b), Some(30.0));
         assert_eq!(Api::Completions.max_tokens(&b), Some(10.0));
         assert_eq!(Api::Embeddings.max_tokens(&b), None);
-        assert_eq!(Api::Other.max_tokens(&json!({"max_output_tokens": 5})), Some(5.0));
+        assert_eq!(
+            Api::Other.max_tokens(&json!({"max_output_tokens": 5})),
+            Some(5.0)
+        );
         // The Responses API has no `max_tokens`: a stray one is not its limit.
         assert_eq!(Api::Responses.max_tokens(&json!({"max_tokens": 5})), None);
     }
@@ -422,10 +422,7 @@ mod tests {
         let a = json!({"tools": [{"name": "lookup_order", "input_schema": {}}],
             "messages": [{"role": "assistant", "content": [
                 {"type": "tool_use", "id": "toolu_1", "name": "lookup_order", "input": {"order": "A1"}}]}]});
-        assert_eq!(
-            offered_tools(Api::AnthropicMessages, &a),
-            ["lookup_order"]
-        );
+        assert_eq!(offered_tools(Api::AnthropicMessages, &a), ["lookup_order"]);
         let calls = tool_calls(Api::AnthropicMessages, &a);
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].name, "lookup_order");

@@ -92,6 +92,9 @@ mod tests {
         let mut out = Vec::new();
         let legacy = json!({"prompt": ["a", "b"], "input": "c"});
         prompt(&legacy, &mut out);
-        assert_eq!(out.iter().map(|p| p.text).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            out.iter().map(|p| p.text).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
     }
 }

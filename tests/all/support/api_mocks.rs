@@ -104,57 +104,105 @@ pub fn echo(api: MockApi, sse: bool, output_tokens: u64, body: &[u8]) -> Reply {
     let mut events: Vec<(&'static str, Value)> = Vec::new();
     match api {
         MockApi::Anthropic => {
-            events.push(("message_start", json!({"type": "message_start", "message": {
+            events.push((
+                "message_start",
+                json!({"type": "message_start", "message": {
                 "id": "msg_echo", "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 1}}})));
-            events.push(("content_block_start", json!({"type": "content_block_start",
-                "index": 0, "content_block": {"type": "text", "text": ""}})));
+                "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": 1}}}),
+            ));
+            events.push((
+                "content_block_start",
+                json!({"type": "content_block_start",
+                "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
             for c in chars(&text) {
-                events.push(("content_block_delta", json!({"type": "content_block_delta",
-                    "index": 0, "delta": {"type": "text_delta", "text": c}})));
+                events.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta",
+                    "index": 0, "delta": {"type": "text_delta", "text": c}}),
+                ));
             }
-            events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-            events.push(("content_block_start", json!({"type": "content_block_start",
+            events.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
+            events.push((
+                "content_block_start",
+                json!({"type": "content_block_start",
                 "index": 1, "content_block": {"type": "tool_use", "id": "toolu_echo",
-                "name": "lookup_order", "input": {}}})));
+                "name": "lookup_order", "input": {}}}),
+            ));
             for c in chars(&args) {
-                events.push(("content_block_delta", json!({"type": "content_block_delta",
-                    "index": 1, "delta": {"type": "input_json_delta", "partial_json": c}})));
+                events.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta",
+                    "index": 1, "delta": {"type": "input_json_delta", "partial_json": c}}),
+                ));
             }
-            events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 1})));
-            events.push(("message_delta", json!({"type": "message_delta",
+            events.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 1}),
+            ));
+            events.push((
+                "message_delta",
+                json!({"type": "message_delta",
                 "delta": {"stop_reason": "tool_use", "stop_sequence": null},
-                "usage": {"output_tokens": output_tokens}})));
+                "usage": {"output_tokens": output_tokens}}),
+            ));
             events.push(("message_stop", json!({"type": "message_stop"})));
         }
         MockApi::Responses => {
-            events.push(("response.created", json!({"type": "response.created",
-                "response": {"id": "resp_echo", "status": "in_progress", "model": model}})));
-            events.push(("response.output_item.added", json!({"type": "response.output_item.added",
+            events.push((
+                "response.created",
+                json!({"type": "response.created",
+                "response": {"id": "resp_echo", "status": "in_progress", "model": model}}),
+            ));
+            events.push((
+                "response.output_item.added",
+                json!({"type": "response.output_item.added",
                 "output_index": 0, "item": {"type": "message", "id": "msg_echo",
-                "role": "assistant", "content": []}})));
+                "role": "assistant", "content": []}}),
+            ));
             for c in chars(&text) {
-                events.push(("response.output_text.delta", json!({"type": "response.output_text.delta",
-                    "item_id": "msg_echo", "output_index": 0, "content_index": 0, "delta": c})));
+                events.push((
+                    "response.output_text.delta",
+                    json!({"type": "response.output_text.delta",
+                    "item_id": "msg_echo", "output_index": 0, "content_index": 0, "delta": c}),
+                ));
             }
-            events.push(("response.output_text.done", json!({"type": "response.output_text.done",
-                "item_id": "msg_echo", "output_index": 0, "content_index": 0, "text": text})));
-            events.push(("response.output_item.added", json!({"type": "response.output_item.added",
+            events.push((
+                "response.output_text.done",
+                json!({"type": "response.output_text.done",
+                "item_id": "msg_echo", "output_index": 0, "content_index": 0, "text": text}),
+            ));
+            events.push((
+                "response.output_item.added",
+                json!({"type": "response.output_item.added",
                 "output_index": 1, "item": {"type": "function_call", "id": "fc_echo",
-                "call_id": "call_echo", "name": "lookup_order", "arguments": ""}})));
+                "call_id": "call_echo", "name": "lookup_order", "arguments": ""}}),
+            ));
             for c in chars(&args) {
-                events.push(("response.function_call_arguments.delta", json!({
+                events.push((
+                    "response.function_call_arguments.delta",
+                    json!({
                     "type": "response.function_call_arguments.delta", "item_id": "fc_echo",
-                    "output_index": 1, "delta": c})));
+                    "output_index": 1, "delta": c}),
+                ));
             }
-            events.push(("response.function_call_arguments.done", json!({
+            events.push((
+                "response.function_call_arguments.done",
+                json!({
                 "type": "response.function_call_arguments.done", "item_id": "fc_echo",
-                "output_index": 1, "arguments": args})));
-            events.push(("response.completed", json!({"type": "response.completed",
+                "output_index": 1, "arguments": args}),
+            ));
+            events.push((
+                "response.completed",
+                json!({"type": "response.completed",
                 "response": {"id": "resp_echo", "status": "completed", "model": model,
                 "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": output_tokens,
-                    "total_tokens": INPUT_TOKENS + output_tokens}}})));
+                    "total_tokens": INPUT_TOKENS + output_tokens}}}),
+            ));
         }
     }
     // Each event in its own HTTP chunk, with its `event:` line, as both providers send.
