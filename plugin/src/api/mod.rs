@@ -68,9 +68,7 @@ impl Api {
             Api::Embeddings
         } else if ends("/v1/responses") {
             Api::Responses
-        } else if ends("/v1/messages") {
-            Api::AnthropicMessages
-        } else if anthropic_version.is_some() {
+        } else if ends("/v1/messages") || anthropic_version.is_some() {
             Api::AnthropicMessages
         } else {
             Api::Other
