@@ -642,6 +642,17 @@ mod tests {
     use crate::format;
 
     #[test]
+    fn nests_the_rollout_block_and_keeps_the_business_case_and_its_comments() {
+        let src = "workflow \"w\" { match header \"x\" == \"w\"\n assume cost_per_transaction<=1.10   EUR review_cost 4.5 EUR\nmanual_cost 6\n rollout { # the pack\n  dri \"d\"\n  # between\n  hard_stops [\"a\",\"b\"]\n  phase beta  # now\n  # last\n } # after\n}\n";
+        let out = format(src).unwrap();
+        assert_eq!(
+            out,
+            "workflow \"w\" {\n  match header \"x\" == \"w\"\n  assume cost_per_transaction <= 1.10 EUR\n  review_cost 4.5 EUR\n  manual_cost 6\n  rollout {  # the pack\n    dri        \"d\"\n    # between\n    hard_stops [\"a\", \"b\"]\n    phase      beta  # now\n    # last\n  }  # after\n}\n"
+        );
+        assert_eq!(format(&out).unwrap(), out);
+    }
+
+    #[test]
     fn lays_out_canonically_and_keeps_comments() {
         let src = "# head\npolicy \"p\"   version \"1.0.0\" {owner \"o\"  # who\n implements \"a.md\"}\nprice \"a\" input 1 output 2 per 1M tokens\nprice \"b\" input 1 EUR output 2 EUR per 1M tokens\nrule A-1 \"t\" {\n on request when model==\"x\" and (path == \"/a\" or not stream)\n  then deny 403 \"no\"\n  # tail\n}\n# end\n";
         let out = format(src).unwrap();
