@@ -221,9 +221,9 @@ fn review_fails_q1_on_drift_and_passes_when_the_assumption_holds() {
     );
     assert_ne!(tightened, source);
     std::fs::write(&tight, tightened).unwrap();
-    let (code, r) = review_policies(&[tight.to_str().unwrap()], &drifted, &[]);
-    assert_eq!(code, 1, "{r:#}");
-    let cost = check(&r, "q1", "cost_per_transaction:support-assistant");
+    let (code, t) = review_policies(&[tight.to_str().unwrap()], &drifted, &[]);
+    assert_eq!(code, 1, "{t:#}");
+    let cost = check(&t, "q1", "cost_per_transaction:support-assistant");
     assert_eq!(cost["verdict"], "fail", "{cost}");
     let text = cost["evidence"].as_str().unwrap();
     assert!(
@@ -231,10 +231,10 @@ fn review_fails_q1_on_drift_and_passes_when_the_assumption_holds() {
         "{text}"
     );
     assert!(
-        r["conflicts"].to_string().contains(
+        t["conflicts"].to_string().contains(
             "strategy assumes 0.50 EUR per transaction for `support-assistant` while production measures 0.75"
         ),
-        "{r:#}"
+        "{t:#}"
     );
 
     // Reviewed alone, the support assistant leaves clauses to the other policies.
