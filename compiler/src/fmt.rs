@@ -187,7 +187,11 @@ impl Printer<'_> {
                     self.leading(first.min(s.span.start + 1), "  ");
                     self.out.push_str("  rollout {");
                     self.end_line(s.span.start + 1);
-                    let width = fields.iter().map(|f| f.node.key.node.len()).max().unwrap_or(0);
+                    let width = fields
+                        .iter()
+                        .map(|f| f.node.key.node.len())
+                        .max()
+                        .unwrap_or(0);
                     for f in fields {
                         let text = format!(
                             "{:width$} {}",

@@ -78,8 +78,18 @@ pub const FIELDS: &[Field] = &[
         "what is redacted or tokenised before it leaves",
         "\"…\"",
     ),
-    field("retention", Kind::Text, "how long records are kept", "\"…\""),
-    field("audit_log", Kind::Text, "where the audit log lives", "\"…\""),
+    field(
+        "retention",
+        Kind::Text,
+        "how long records are kept",
+        "\"…\"",
+    ),
+    field(
+        "audit_log",
+        Kind::Text,
+        "where the audit log lives",
+        "\"…\"",
+    ),
     field("eval_set", Kind::Text, "the evaluation set", "\"…\""),
     field(
         "release_gate",

@@ -302,9 +302,9 @@ fn observe(evidence: &Evidence) -> Vec<ObservedRate> {
                 }
             }
             let rate = (outputs > 0).then(|| escalated as f64 / outputs as f64);
-            let (spent, costed) = days
-                .values()
-                .fold((0i64, 0u64), |(s, n), d| (s.saturating_add(d.cost_micros), n + d.costed));
+            let (spent, costed) = days.values().fold((0i64, 0u64), |(s, n), d| {
+                (s.saturating_add(d.cost_micros), n + d.costed)
+            });
             let ai_spend = (costed > 0).then(|| spent as f64 / costed as f64);
             let bc = &w.business_case;
             let cost_per_transaction = match (ai_spend, rate, bc.review_cost) {
@@ -1074,10 +1074,7 @@ fn cost_check(
         .map(|c| {
             let c = c as f64;
             if observed > c {
-                format!(
-                    "; more than the manual process ({} by hand)",
-                    m(c)
-                )
+                format!("; more than the manual process ({} by hand)", m(c))
             } else {
                 format!("; the manual process costs {}", m(c))
             }
@@ -1318,7 +1315,10 @@ mod tests {
         let r = review(&evidence(hotl_with_business_case(), Vec::new()));
         let c = find(&r, 0, "cost_per_transaction:support");
         assert_eq!(c.verdict, Verdict::Unknown, "{c:?}");
-        assert!(c.evidence.contains("assumes 1.10 EUR per transaction"), "{c:?}");
+        assert!(
+            c.evidence.contains("assumes 1.10 EUR per transaction"),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -1355,7 +1355,9 @@ mod tests {
                 "dri" => "jane.doe@example.com",
                 _ => "filled",
             };
-            w.rollout.fields.insert(f.name.into(), Value::Text(v.into()));
+            w.rollout
+                .fields
+                .insert(f.name.into(), Value::Text(v.into()));
         }
         let r = review(&evidence(w.clone(), Vec::new()));
         assert_eq!(r.rollout_pack_missing["support"], Vec::<String>::new());
@@ -1365,10 +1367,16 @@ mod tests {
         assert_eq!(dri.verdict, Verdict::Pass);
         assert!(dri.evidence.contains("DRI jane.doe@example.com"), "{dri:?}");
         let go = find(&r, q5, "go_live:support");
-        assert_eq!(go.evidence, "`support` goes live 2026-11-01 (from the rollout pack)");
+        assert_eq!(
+            go.evidence,
+            "`support` goes live 2026-11-01 (from the rollout pack)"
+        );
         // 2026-11-01 + 30 days is 2026-12-01, past on 2026-12-06: next is +90 days.
         let next = find(&r, q5, "next_review:support");
-        assert!(next.evidence.starts_with("next review 2027-01-30"), "{next:?}");
+        assert!(
+            next.evidence.starts_with("next review 2027-01-30"),
+            "{next:?}"
+        );
         assert_eq!(r.questions[q5].verdict, Verdict::Pass);
 
         // `--go-live` overrides the pack.
@@ -1387,7 +1395,11 @@ mod tests {
         assert_eq!(r.rollout_pack_missing["support"], vec!["dri", "fallback"]);
         let pack = find(&r, q5, "rollout_pack:support");
         assert_eq!(pack.verdict, Verdict::Fail);
-        assert!(pack.evidence.contains("2 of 23 fields missing (dri, fallback)"), "{pack:?}");
+        assert!(
+            pack.evidence
+                .contains("2 of 23 fields missing (dri, fallback)"),
+            "{pack:?}"
+        );
         assert_eq!(find(&r, q5, "dri:support").verdict, Verdict::Fail);
         assert_eq!(r.verdict, Verdict::Fail);
     }

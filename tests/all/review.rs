@@ -443,11 +443,7 @@ fn review_fails_a_workflow_whose_rollout_pack_is_incomplete() {
         check(&r, "q5", "go_live:support-assistant")["evidence"],
         "`support-assistant` goes live 2026-11-02 (from `--go-live`, overriding the policy's 2026-10-01)"
     );
-    let (_, md, _) = review(&[
-        policy.to_str().unwrap(),
-        "--audit",
-        audit.to_str().unwrap(),
-    ]);
+    let (_, md, _) = review(&[policy.to_str().unwrap(), "--audit", audit.to_str().unwrap()]);
     assert!(
         md.contains("- `support-assistant`: dri, fallback (`writ review --template support-assistant` prints the block to fill)"),
         "{md}"

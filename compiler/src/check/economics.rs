@@ -153,8 +153,13 @@ pub(super) fn check(b: &BusinessCase, currency: &str, diags: &mut Vec<Diagnostic
 /// Warns about a business case stated in part: each part needs the others to be checked.
 fn incomplete(b: &BusinessCase, diags: &mut Vec<Diagnostic>) {
     let warn = |span: Span, message: String, label: &str, help: &str| {
-        Diagnostic::new(codes::INCOMPLETE_BUSINESS_CASE, message, span, label.to_string())
-            .help(help.to_string())
+        Diagnostic::new(
+            codes::INCOMPLETE_BUSINESS_CASE,
+            message,
+            span,
+            label.to_string(),
+        )
+        .help(help.to_string())
     };
     match b.cost {
         None => {

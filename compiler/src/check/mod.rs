@@ -842,7 +842,12 @@ impl Checker {
                         .maybe_help(did_you_mean(&name.node, words(ASSUMPTIONS))),
                     ),
                     Some(Assumption::VerificationRate) => {
-                        once(&mut seen, "assume verification_rate", s.span, &mut self.diags);
+                        once(
+                            &mut seen,
+                            "assume verification_rate",
+                            s.span,
+                            &mut self.diags,
+                        );
                         if currency.is_some() {
                             self.push(
                                 Diagnostic::new(
@@ -859,7 +864,12 @@ impl Checker {
                         rate = Some((op.node, fraction, value.span));
                     }
                     Some(Assumption::CostPerTransaction) => {
-                        once(&mut seen, "assume cost_per_transaction", s.span, &mut self.diags);
+                        once(
+                            &mut seen,
+                            "assume cost_per_transaction",
+                            s.span,
+                            &mut self.diags,
+                        );
                         let Some(c) = currency else {
                             self.push(
                                 Diagnostic::new(
@@ -892,8 +902,8 @@ impl Checker {
                         let before = self.diags.len();
                         self.amount(&value.node, Some(c), value.span);
                         if self.diags.len() == before {
-                            case.cost = crate::resolved::micros(&value.node.text)
-                                .map(|m| (m, value.span));
+                            case.cost =
+                                crate::resolved::micros(&value.node.text).map(|m| (m, value.span));
                         }
                     }
                 },
@@ -1004,7 +1014,7 @@ impl Checker {
                 _ => {}
             }
         }
-            // The business case against the workflow's own declarations.
+        // The business case against the workflow's own declarations.
         match oversight {
             Some((ReviewFloor::Hitl, h)) => case.hitl = Some(h),
             Some((ReviewFloor::Hic(sample), h)) if sample > 0.0 => case.sample = Some((sample, h)),

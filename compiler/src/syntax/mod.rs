@@ -525,7 +525,10 @@ impl Builder<'_> {
                 }
             }
             Rule::cost_stmt => {
-                let manual = s.clone().into_inner().any(|c| c.as_rule() == Rule::k_manual_cost);
+                let manual = s
+                    .clone()
+                    .into_inner()
+                    .any(|c| c.as_rule() == Rule::k_manual_cost);
                 let a = s.into_inner().find(|c| c.as_rule() == Rule::amount)?;
                 WorkflowStmt::Cost {
                     kind: if manual {
