@@ -309,7 +309,7 @@ fn observe(evidence: &Evidence) -> Vec<ObservedRate> {
             let bc = &w.business_case;
             let cost_per_transaction = match (ai_spend, rate, bc.review_cost) {
                 (Some(a), Some(r), Some(c)) => Some(a + r * c as f64),
-                (Some(a), Some(r), None) if r == 0.0 => Some(a),
+                (Some(a), Some(0.0), None) => Some(a),
                 _ => None,
             };
             ObservedRate {
