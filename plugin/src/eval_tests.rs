@@ -73,6 +73,9 @@ fn workflow(name: &str, matcher: Expr) -> Workflow {
         user: None,
         scan_headers: Vec::new(),
         scan_query: false,
+        kill_points: Vec::new(),
+        review_signals: None,
+        handoff_output: false,
     }
 }
 

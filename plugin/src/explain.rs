@@ -1078,6 +1078,9 @@ mod tests {
                 user: None,
                 scan_headers: vec!["x-notes".into()],
                 scan_query: true,
+                kill_points: Vec::new(),
+                review_signals: None,
+                handoff_output: false,
             }],
             prices: vec![],
             detectors: vec![Detector {

@@ -59,6 +59,61 @@ pub struct Workflow {
     pub scan_headers: Vec<String>,
     /// The query string counts as the prompt (`scan query`).
     pub scan_query: bool,
+    // ---- operating model (issue 15): kill points, review signals, handoff context ----
+    /// Conditions under which the workflow must stop (`kill_point …`), in source order.
+    #[serde(default)]
+    pub kill_points: Vec<KillPoint>,
+    /// Rubber-stamp signals on the verdicts reviewers post (`review_signals { … }`).
+    #[serde(default)]
+    pub review_signals: Option<ReviewSignals>,
+    /// `handoff includes output`: the handoff carries the model's output, PII still
+    /// tokenised.
+    #[serde(default)]
+    pub handoff_output: bool,
+}
+
+/// What a kill point measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillMetric {
+    /// AI spend per request in the policy's currency (settled spend / successful replies).
+    CostPerTransaction,
+    /// The share of outputs sent to a human.
+    VerificationRate,
+}
+
+/// `kill_point METRIC > VALUE over N UNIT [after N requests] [then stop]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillPoint {
+    pub metric: KillMetric,
+    /// `>=` rather than `>`.
+    pub inclusive: bool,
+    /// A fraction 0..=1 for a rate; currency units (not micros: it bounds an average) for
+    /// a cost.
+    pub threshold: f64,
+    /// The window: `buckets` calendar buckets of `window` (the current one and the ones
+    /// before it).
+    pub window: Window,
+    pub buckets: u32,
+    /// Replies the window must hold before the point is judged.
+    pub min_requests: u64,
+    /// Flip the workflow's kill switch when crossed.
+    pub stop: bool,
+    /// The statement as written (canonical form), for alerts and audit records.
+    pub text: String,
+}
+
+/// Rubber-stamp signals: each is judged on the verdicts of one day once `min_reviews`
+/// verdicts came in, and raised at most once per workflow and day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSignals {
+    /// Raised when the median seconds spent per review falls under this floor.
+    pub median_review_secs_below: Option<f64>,
+    /// Raised when the share of `approved` verdicts exceeds this fraction.
+    pub approval_rate_above: Option<f64>,
+    /// Raised when one reviewer's share of verdicts exceeds this fraction.
+    pub reviewer_share_above: Option<f64>,
+    /// Verdicts needed in the day before any signal is judged.
+    pub min_reviews: u64,
 }
 
 /// How much human review a workflow's outputs get.

@@ -199,6 +199,9 @@ fn budget_policy() -> Policy {
             user: None,
             scan_headers: Vec::new(),
             scan_query: false,
+            kill_points: Vec::new(),
+            review_signals: None,
+            handoff_output: false,
         }],
         prices: vec![Price {
             model: "gpt-4o-mini".into(),

@@ -5,6 +5,7 @@
 
 mod cond;
 pub(crate) mod logic;
+mod operating;
 mod relations;
 mod resolve;
 pub(crate) mod suggest;
@@ -133,6 +134,7 @@ fn run(file: &File) -> Checker {
             c.rule(r, item.span);
         }
     }
+    operating::check(file, &c.env.currency.clone(), &mut c.diags);
     c.unused_detectors(file);
     relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
@@ -864,6 +866,10 @@ impl Checker {
                     rate = Some((op.node, fraction, value.span));
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => {}
+                // Checked by `operating::check`.
+                WorkflowStmt::KillPoint(_)
+                | WorkflowStmt::ReviewSignals { .. }
+                | WorkflowStmt::HandoffIncludes(_) => {}
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
                     for n in &names.node {
                         match &n.node {

@@ -294,6 +294,9 @@ impl Detectors {
             user: None,
             scan_headers: Vec::new(),
             scan_query: false,
+            kill_points: Vec::new(),
+            review_signals: None,
+            handoff_output: false,
         };
         for s in &w.stmts {
             match &s.node {
@@ -321,6 +324,9 @@ impl Detectors {
                     });
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => out.scan_query = true,
+                WorkflowStmt::KillPoint(_)
+                | WorkflowStmt::ReviewSignals { .. }
+                | WorkflowStmt::HandoffIncludes(_) => super::operating::resolve(&mut out, &s.node),
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
                     for n in &names.node {
                         let Lit::Str(s) = &n.node else {
