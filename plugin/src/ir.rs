@@ -81,6 +81,16 @@ pub enum KillMetric {
     VerificationRate,
 }
 
+impl KillMetric {
+    /// The measure's name in the language, metric labels and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMetric::CostPerTransaction => "cost_per_transaction",
+            KillMetric::VerificationRate => "verification_rate",
+        }
+    }
+}
+
 /// `kill_point METRIC > VALUE over N UNIT [after N requests] [then stop]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KillPoint {
@@ -114,6 +124,23 @@ pub struct ReviewSignals {
     pub reviewer_share_above: Option<f64>,
     /// Verdicts needed in the day before any signal is judged.
     pub min_reviews: u64,
+}
+
+impl ReviewSignals {
+    /// The names of the signals set, as the language writes them.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.median_review_secs_below.is_some() {
+            out.push("median_review_time");
+        }
+        if self.approval_rate_above.is_some() {
+            out.push("approval_rate");
+        }
+        if self.reviewer_share_above.is_some() {
+            out.push("reviewer_share");
+        }
+        out
+    }
 }
 
 /// How much human review a workflow's outputs get.
