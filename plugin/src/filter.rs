@@ -102,6 +102,8 @@ struct Shared {
     default_queue: String,
     metrics: RefCell<HashMap<String, u32>>,
     counter: Cell<u64>,
+    /// Sums of past kill-point buckets (`kill_point`).
+    kill_points: crate::kill_point::PastCache,
 }
 
 impl Shared {
@@ -136,7 +138,9 @@ impl Shared {
             }
         }
         let confidence = oversight::confidence_source(policy);
-        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_)) {
+        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_))
+            || policy.workflows.iter().any(|w| w.handoff_output)
+        {
             reads_reply_body = true;
         }
         let response_redact = eval::response_redactions(policy);
@@ -152,6 +156,7 @@ impl Shared {
             default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
             metrics: RefCell::new(HashMap::new()),
             counter: Cell::new(0),
+            kill_points: crate::kill_point::PastCache::default(),
             engine,
         }
     }
@@ -184,6 +189,16 @@ impl Shared {
     fn count(&self, kind: u32, name: &str, delta: i64) {
         if let Some(id) = self.metric(kind, name) {
             host::increment_metric(id, delta);
+        }
+    }
+
+    /// Carries out the metric changes a plain-Rust module asked for.
+    fn apply(&self, updates: &[metrics::MetricUpdate]) {
+        for u in updates {
+            match u.kind {
+                metrics::Kind::Counter => self.count(host::COUNTER, &u.name, u.value),
+                metrics::Kind::Gauge => self.gauge(&u.name, u.value.max(0) as u64),
+            }
         }
     }
 
@@ -322,6 +337,8 @@ enum Stage {
     Request,
     /// A kill-switch admin call whose body is being buffered.
     Admin,
+    /// A verdict call (`review_verdict`) whose body is being buffered.
+    Verdict,
     /// Forwarded upstream.
     Forwarded,
     /// Answered locally; later callbacks pass everything through untouched.
@@ -487,6 +504,15 @@ impl HttpContext for Http {
             self.stage = Stage::Admin;
             return Action::Pause;
         }
+        if policy.kill_switch.is_some()
+            && crate::review_verdict::is_reviews_path(&self.request.path)
+        {
+            if end_of_stream {
+                return self.verdict(&shared, &[]);
+            }
+            self.stage = Stage::Verdict;
+            return Action::Pause;
+        }
 
         self.identity = eval::identify(policy, &self.request);
         let workflow = self.workflow_name(&shared);
@@ -582,7 +608,9 @@ impl HttpContext for Http {
         // Trailers end a request whose last body chunk did not say so (HTTP/2, gRPC-web):
         // decide on the body buffered so far rather than wait forever.
         match self.stage {
-            Stage::Request | Stage::Admin if self.shared.is_some() => self.finish(self.body_len),
+            Stage::Request | Stage::Admin | Stage::Verdict if self.shared.is_some() => {
+                self.finish(self.body_len)
+            }
             Stage::Forwarded => Action::Continue,
             _ => Action::Pause,
         }
@@ -849,6 +877,9 @@ impl Http {
         if self.stage == Stage::Admin {
             return self.admin(&shared, &bytes);
         }
+        if self.stage == Stage::Verdict {
+            return self.verdict(&shared, &bytes);
+        }
         let body = match request::parse_body(&bytes, self.config.body_limit) {
             Ok(body) => body,
             Err(err) => return self.reply(&Reply::body_error(&err)),
@@ -884,6 +915,43 @@ impl Http {
             }
         }
         self.audit = audit;
+        let headers: Vec<(&str, &str)> = std::iter::once(("content-type", "application/json"))
+            .chain(r.headers.iter().map(|(k, v)| (*k, v.as_str())))
+            .collect();
+        self.stage = Stage::Replied;
+        if let Err(status) = host::send_local(r.status, &r.body, &headers) {
+            host::log(
+                LogLevel::Error,
+                &format!("writ: the host refused a local reply (status {status})"),
+            );
+        }
+        Action::Pause
+    }
+
+    /// The verdict endpoint (`review_verdict`): answered locally, audited as its own
+    /// event, with the rubber-stamp signals it raised after it.
+    fn verdict(&mut self, shared: &Shared, body: &[u8]) -> Action {
+        let auth = self.request.header("authorization").map(str::to_string);
+        let Some(r) = crate::review_verdict::handle(
+            &HostStore,
+            shared.policy(),
+            &self.request.method,
+            auth.as_deref(),
+            body,
+            self.now_nanos as i64,
+        ) else {
+            return self.reply(&Reply::engine_error(
+                "the policy has no kill switch",
+                "no_kill_switch",
+            ));
+        };
+        shared.apply(&r.metrics);
+        let mut audit = r.audit;
+        audit.request_id = self.request_id.clone();
+        audit.artifact_sha256 = self.config.artifact_sha256.clone();
+        self.audit = audit;
+        self.alert_lines
+            .extend(r.alerts.iter().map(AuditRecord::log_line));
         let headers: Vec<(&str, &str)> = std::iter::once(("content-type", "application/json"))
             .chain(r.headers.iter().map(|(k, v)| (*k, v.as_str())))
             .collect();
@@ -1202,6 +1270,7 @@ impl Http {
                     model: self.audit.model_used.clone(),
                     pii: self.audit.pii.clone(),
                     status: self.response_status,
+                    output: None,
                 })
             }
             (None, Some(wf)) if success => {
@@ -1225,13 +1294,35 @@ impl Http {
                         model: self.audit.model_used.clone(),
                         pii: self.audit.pii.clone(),
                         status: self.response_status,
+                        output: None,
                     }
                 })
             }
             _ => None,
         };
         let escalated = handoff.is_some();
-        if let Some(h) = handoff {
+        if let Some(mut h) = handoff {
+            if workflow.is_some_and(|w| w.handoff_output) {
+                h.output = body.and_then(|b| {
+                    oversight::reply_output(b, &shared.engine.scanner, &policy.detectors)
+                });
+            }
+            if policy.kill_switch.is_some() {
+                let wf = metrics::workflow_label(policy, self.audit.workflow.as_deref());
+                match crate::review_verdict::record_escalation(
+                    &HostStore,
+                    wf,
+                    &h.review_id,
+                    &self.request_id,
+                    (self.now_nanos / 1_000_000_000) as i64,
+                ) {
+                    Ok(updates) => shared.apply(&updates),
+                    Err(e) => host::log(
+                        LogLevel::Error,
+                        &format!("writ: could not record the escalation for its verdict: {e}"),
+                    ),
+                }
+            }
             for (name, value) in h.headers() {
                 if host::replace_header(host::RESPONSE_HEADERS, name, &value).is_err() {
                     host::log(LogLevel::Error, "writ: the host refused a review header");
@@ -1445,6 +1536,7 @@ impl Http {
         } else {
             crate::session::Ending::NotForwarded
         };
+        self.observe_kill_points(shared);
         let identity_labels = self.identity_labels();
         let alert_lines = std::mem::take(&mut self.alert_lines);
         let end = crate::session::close_request(
@@ -1479,6 +1571,44 @@ impl Http {
                     "writ: the host refused the audit record's filter state",
                 );
             }
+        }
+    }
+
+    /// Counts a forwarded request into its workflow's kill points (`kill_point`); the
+    /// records of a crossing follow the request's own.
+    fn observe_kill_points(&mut self, shared: &Shared) {
+        let policy = shared.policy();
+        let Some(wf) = self.identity.workflow.and_then(|i| policy.workflows.get(i)) else {
+            return;
+        };
+        if wf.kill_points.is_empty() || self.stage != Stage::Forwarded {
+            return;
+        }
+        let obs = crate::kill_point::Observation {
+            replied: (200..300).contains(&self.response_status),
+            escalated: self.audit.escalation.is_some(),
+            spend_micros: self.audit.cost_micros.unwrap_or(0),
+        };
+        match crate::kill_point::observe(
+            &HostStore,
+            &shared.kill_points,
+            policy,
+            wf,
+            obs,
+            host::now_nanos() as i64,
+        ) {
+            Ok(effects) => {
+                shared.apply(&effects.metrics);
+                for mut r in effects.records {
+                    r.artifact_sha256 = self.config.artifact_sha256.clone();
+                    r.request_id = self.request_id.clone();
+                    self.alert_lines.push(r.log_line());
+                }
+            }
+            Err(e) => host::log(
+                LogLevel::Error,
+                &format!("writ: could not count the kill points: {e}"),
+            ),
         }
     }
 

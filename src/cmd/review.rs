@@ -192,6 +192,7 @@ fn policy_evidence(path: &Path) -> anyhow::Result<(PolicyEvidence, Vec<WorkflowE
                 requires_review,
                 designed_min_rate,
                 assumed_rate: w.assumed_verification_rate,
+                kill_points: w.kill_points.iter().map(|k| k.text.clone()).collect(),
             }
         })
         .collect();
