@@ -108,7 +108,14 @@ pub struct PastCache {
 impl PastCache {
     /// The totals of the `n - 1` buckets before the current one (read once per current
     /// bucket). A bucket that cannot be read counts as empty.
-    fn past(&self, store: &dyn SharedStore, workflow: &str, window: Window, n: u32, now: i64) -> Totals {
+    fn past(
+        &self,
+        store: &dyn SharedStore,
+        workflow: &str,
+        window: Window,
+        n: u32,
+        now: i64,
+    ) -> Totals {
         let key = format!("{}/{}/{n}", workflow, bucket_key(workflow, window, now));
         if let Some(t) = self.sums.borrow().get(&key) {
             return *t;
@@ -202,7 +209,16 @@ pub fn observe(
             Step::Write(next, crossed)
         })?;
         for (k, measured, totals) in crossed {
-            raise(store, policy, workflow, k, measured, totals, unix_nanos, &mut effects);
+            raise(
+                store,
+                policy,
+                workflow,
+                k,
+                measured,
+                totals,
+                unix_nanos,
+                &mut effects,
+            );
         }
     }
     Ok(effects)
@@ -216,7 +232,10 @@ pub fn describe(metric: KillMetric, value: f64, currency: &str) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments, reason = "one call site; the effects it fills")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the effects it fills"
+)]
 fn raise(
     store: &dyn SharedStore,
     policy: &Policy,
@@ -237,7 +256,10 @@ fn raise(
         kind: Kind::Counter,
         name: metrics::stat_name(
             metrics::KILL_POINTS.name,
-            &[("workflow", workflow.name.as_str()), ("metric", k.metric.as_str())],
+            &[
+                ("workflow", workflow.name.as_str()),
+                ("metric", k.metric.as_str()),
+            ],
         ),
         value: 1,
     });
@@ -256,7 +278,16 @@ fn raise(
     };
     let flip = k
         .stop
-        .then(|| crate::kill_switch::stop_by(store, policy, &workflow.name, STOPPED_BY, &detail, unix_nanos))
+        .then(|| {
+            crate::kill_switch::stop_by(
+                store,
+                policy,
+                &workflow.name,
+                STOPPED_BY,
+                &detail,
+                unix_nanos,
+            )
+        })
         .flatten();
     if k.stop {
         record.outcome = if flip.is_some() { "stopped" } else { "error" }.into();
@@ -326,7 +357,14 @@ mod tests {
 
     const DAY: i64 = 86_400 * 1_000_000_000;
 
-    fn run(p: &Policy, s: &MemoryStore, c: &PastCache, n: usize, every: usize, at: i64) -> Vec<Effects> {
+    fn run(
+        p: &Policy,
+        s: &MemoryStore,
+        c: &PastCache,
+        n: usize,
+        every: usize,
+        at: i64,
+    ) -> Vec<Effects> {
         let wf = &p.workflows[0];
         (0..n)
             .map(|i| {
@@ -347,18 +385,27 @@ mod tests {
         let c = PastCache::default();
         // Every reply escalated: 100% > 40%, judged from the 10th reply on.
         let effects = run(&p, &s, &c, 20, 1, 100 * DAY);
-        let fired: Vec<usize> = (0..20).filter(|i| !effects[*i].records.is_empty()).collect();
+        let fired: Vec<usize> = (0..20)
+            .filter(|i| !effects[*i].records.is_empty())
+            .collect();
         assert_eq!(fired, [9]);
         let e = &effects[9];
         assert_eq!(e.records[0].event, "kill_point");
         assert_eq!(e.records[0].outcome, "stopped");
-        assert_eq!(e.records[0].signal.as_deref(), Some("verification_rate > 40% over 1 day"));
+        assert_eq!(
+            e.records[0].signal.as_deref(),
+            Some("verification_rate > 40% over 1 day")
+        );
         assert_eq!(e.records[1].event, "kill_switch");
         assert_eq!(e.records[1].user.as_deref(), Some(STOPPED_BY));
         assert!(crate::kill_switch::is_stopped(&s, Some("support")));
         assert!(e.metrics.iter().any(|m| m.name
             == "writ_kill_points_crossed_total;workflow=support;metric=verification_rate"));
-        assert!(e.metrics.iter().any(|m| m.name == "writ_kill_switch_stopped;workflow=support" && m.value == 1));
+        assert!(
+            e.metrics
+                .iter()
+                .any(|m| m.name == "writ_kill_switch_stopped;workflow=support" && m.value == 1)
+        );
         // The next day fires again (once).
         let next = run(&p, &s, &c, 12, 1, 101 * DAY);
         assert_eq!(next.iter().filter(|e| !e.records.is_empty()).count(), 1);
@@ -370,12 +417,23 @@ mod tests {
         let s = MemoryStore::new();
         let c = PastCache::default();
         // One in four escalated: 25% < 40%.
-        assert!(run(&p, &s, &c, 40, 4, 100 * DAY).iter().all(|e| e.records.is_empty()));
+        assert!(
+            run(&p, &s, &c, 40, 4, 100 * DAY)
+                .iter()
+                .all(|e| e.records.is_empty())
+        );
         assert!(!crate::kill_switch::is_stopped(&s, Some("support")));
         // A failed reply with no spend counts nothing.
         let wf = &p.workflows[0];
-        let none = Observation { replied: false, escalated: false, spend_micros: 0 };
-        assert_eq!(observe(&s, &c, &p, wf, none, 100 * DAY).map(|e| e.records.len()), Ok(0));
+        let none = Observation {
+            replied: false,
+            escalated: false,
+            spend_micros: 0,
+        };
+        assert_eq!(
+            observe(&s, &c, &p, wf, none, 100 * DAY).map(|e| e.records.len()),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -389,22 +447,39 @@ mod tests {
         let wf = &p.workflows[0];
         // Six days ago: 10 replies at 3 EUR each (they count for the 7-day window).
         for _ in 0..10 {
-            let obs = Observation { replied: true, escalated: false, spend_micros: 3_000_000 };
+            let obs = Observation {
+                replied: true,
+                escalated: false,
+                spend_micros: 3_000_000,
+            };
             let e = observe(&s, &PastCache::default(), &p, wf, obs, 94 * DAY).unwrap_or_default();
             assert!(e.records.is_empty() || e.records[0].outcome == "alert");
         }
         // Today a fresh cache sums the past days: one 1 EUR reply pushes nothing new, the
         // day's own flag is clear, and the 7-day mean is (30 + 1) / 11 > 1.50.
         let c = PastCache::default();
-        let obs = Observation { replied: true, escalated: false, spend_micros: 1_000_000 };
+        let obs = Observation {
+            replied: true,
+            escalated: false,
+            spend_micros: 1_000_000,
+        };
         let e = observe(&s, &c, &p, wf, obs, 100 * DAY).unwrap_or_default();
         assert_eq!(e.records.len(), 1, "{e:?}");
         assert_eq!(e.records[0].outcome, "alert");
-        assert!(e.records[0].detail.as_deref().unwrap_or("").contains("2.8182 EUR over 11 replies"));
+        assert!(
+            e.records[0]
+                .detail
+                .as_deref()
+                .unwrap_or("")
+                .contains("2.8182 EUR over 11 replies")
+        );
         assert!(!crate::kill_switch::is_stopped(&s, Some("support")));
         // Eight days later the old spend is out of the window.
         let late = observe(&s, &c, &p, wf, obs, 108 * DAY).unwrap_or_default();
         assert!(late.records.is_empty());
-        assert_eq!(describe(KillMetric::VerificationRate, 0.425, "EUR"), "42.5%");
+        assert_eq!(
+            describe(KillMetric::VerificationRate, 0.425, "EUR"),
+            "42.5%"
+        );
     }
 }

@@ -242,9 +242,7 @@ pub fn stop_by(
         at: rfc3339(unix_nanos),
         reason: reason.to_string(),
     };
-    store
-        .set(&state_key(workflow), &state.encode(), 0)
-        .ok()?;
+    store.set(&state_key(workflow), &state.encode(), 0).ok()?;
     Some(AuditRecord {
         event: "kill_switch".into(),
         time: rfc3339(unix_nanos),

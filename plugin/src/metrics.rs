@@ -807,7 +807,11 @@ mod tests {
         // 2 workflow labels x 5 outcomes, 2 spend, 2 decisions, 1 tag, 2 escalation
         // queues, rate + assumed + drift, reservations, 2 kill-switch gauges, and with the
         // kill switch's verdict endpoint 3 verdicts + pending, oldest, wait, spent, approval.
-        assert_eq!(series.len(), 10 + 2 + 2 + 1 + 2 + 3 + 1 + 2 + 8, "{names:?}");
+        assert_eq!(
+            series.len(),
+            10 + 2 + 2 + 1 + 2 + 3 + 1 + 2 + 8,
+            "{names:?}"
+        );
         for name in [
             "writ_reviews_total;workflow=support_desk;verdict=edited",
             "writ_review_time_to_verdict_seconds_total;workflow=support_desk",

@@ -225,14 +225,24 @@ pub fn reply_output(
             _ => {}
         }
     }
-    for c in body.get("choices").and_then(Json::as_array).into_iter().flatten() {
+    for c in body
+        .get("choices")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(m) = c.get("message").and_then(|m| m.get("content")) {
             texts(m, &mut parts);
         } else if let Some(t) = c.get("text") {
             texts(t, &mut parts);
         }
     }
-    for o in body.get("output").and_then(Json::as_array).into_iter().flatten() {
+    for o in body
+        .get("output")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(c) = o.get("content") {
             texts(c, &mut parts);
         }
@@ -598,8 +608,8 @@ mod tests {
             class: crate::ir::DetectorClass::Pii,
             kind: crate::ir::DetectorKind::Builtin("email".into()),
         }];
-        let scanner = crate::detect::Scanner::new(&detectors)
-            .unwrap_or_else(|e| panic!("scanner: {e:?}"));
+        let scanner =
+            crate::detect::Scanner::new(&detectors).unwrap_or_else(|e| panic!("scanner: {e:?}"));
         let body = serde_json::json!({"choices": [
             {"message": {"content": "Reply to <EMAIL_1> or write to leak@example.com"}},
             {"message": {"content": [{"type": "text", "text": "second"}]}},
@@ -607,8 +617,14 @@ mod tests {
         let out = reply_output(&body, &scanner, &detectors).unwrap_or_default();
         assert_eq!(out, "Reply to <EMAIL_1> or write to [EMAIL]\nsecond");
         let responses = serde_json::json!({"output": [{"content": [{"text": "r"}]}]});
-        assert_eq!(reply_output(&responses, &scanner, &detectors).as_deref(), Some("r"));
-        assert_eq!(reply_output(&serde_json::json!({"error": 1}), &scanner, &detectors), None);
+        assert_eq!(
+            reply_output(&responses, &scanner, &detectors).as_deref(),
+            Some("r")
+        );
+        assert_eq!(
+            reply_output(&serde_json::json!({"error": 1}), &scanner, &detectors),
+            None
+        );
         let h = Handoff {
             rule: String::new(),
             clause: String::new(),
@@ -624,7 +640,10 @@ mod tests {
             output: Some(out),
         };
         let v: Json = serde_json::from_slice(&h.payload()).unwrap_or_default();
-        assert_eq!(v["output"], "Reply to <EMAIL_1> or write to [EMAIL]\nsecond");
+        assert_eq!(
+            v["output"],
+            "Reply to <EMAIL_1> or write to [EMAIL]\nsecond"
+        );
     }
 
     #[test]

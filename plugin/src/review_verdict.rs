@@ -97,13 +97,21 @@ impl QueueSummary {
             self.approved as f64 / self.reviewed as f64
         };
         vec![
-            gauge(metrics::REVIEWS_PENDING.name, &w, self.pending_count() as i64),
+            gauge(
+                metrics::REVIEWS_PENDING.name,
+                &w,
+                self.pending_count() as i64,
+            ),
             gauge(
                 metrics::REVIEW_OLDEST_PENDING.name,
                 &w,
                 self.pending.first().map_or(0, |(at, _)| *at),
             ),
-            gauge(metrics::REVIEW_APPROVAL.name, &w, metrics::ppm(approval) as i64),
+            gauge(
+                metrics::REVIEW_APPROVAL.name,
+                &w,
+                metrics::ppm(approval) as i64,
+            ),
         ]
     }
 }
@@ -270,7 +278,13 @@ pub fn handle(
         ));
     }
     if !method.eq_ignore_ascii_case("POST") {
-        return Some(error(405, "use POST", "method_not_allowed", "rejected", audit));
+        return Some(error(
+            405,
+            "use POST",
+            "method_not_allowed",
+            "rejected",
+            audit,
+        ));
     }
     let parsed: VerdictBody = match serde_json::from_slice(body) {
         Ok(b) => b,
@@ -367,7 +381,11 @@ pub fn handle(
         &[("workflow", wf), ("verdict", parsed.verdict.as_str())],
         1,
     ));
-    updates.push(counter(metrics::REVIEW_WAIT.name, &[("workflow", wf)], wait));
+    updates.push(counter(
+        metrics::REVIEW_WAIT.name,
+        &[("workflow", wf)],
+        wait,
+    ));
     updates.push(counter(
         metrics::REVIEW_SPENT.name,
         &[("workflow", wf)],
@@ -587,38 +605,98 @@ mod tests {
         let s = MemoryStore::new();
         let p = policy(None, true);
         let g = record_escalation(&s, "support", "rev-1", "req-1", 900).unwrap_or_default();
-        assert!(g.iter().any(|m| m.name == "writ_reviews_pending;workflow=support" && m.value == 1));
-        assert!(g.iter().any(|m| m.name.starts_with("writ_review_oldest_pending") && m.value == 900));
+        assert!(
+            g.iter()
+                .any(|m| m.name == "writ_reviews_pending;workflow=support" && m.value == 1)
+        );
+        assert!(
+            g.iter()
+                .any(|m| m.name.starts_with("writ_review_oldest_pending") && m.value == 900)
+        );
         // A retried handoff names the same review: counted once.
         record_escalation(&s, "support", "rev-1", "req-1", 901).unwrap_or_default();
         record_escalation(&s, "support", "rev-2", "req-2", 950).unwrap_or_default();
-        let r = post(&s, &p, Some("Bearer test"), &verdict("rev-1", "alice", "approved", 42.0));
+        let r = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-1", "alice", "approved", 42.0),
+        );
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.audit.event, "review_verdict");
         assert_eq!(r.audit.outcome, "reviewed");
         assert_eq!(r.audit.workflow.as_deref(), Some("support"));
-        let v = r.audit.verdict.clone().unwrap_or_else(|| panic!("no verdict"));
+        let v = r
+            .audit
+            .verdict
+            .clone()
+            .unwrap_or_else(|| panic!("no verdict"));
         assert_eq!(v.escalated_request_id, "req-1");
         assert_eq!(v.wait_seconds, Some(100));
         assert_eq!(v.reviewer, "alice");
         let m = |name: &str| r.metrics.iter().find(|m| m.name == name).map(|m| m.value);
-        assert_eq!(m("writ_reviews_total;workflow=support;verdict=approved"), Some(1));
+        assert_eq!(
+            m("writ_reviews_total;workflow=support;verdict=approved"),
+            Some(1)
+        );
         assert_eq!(m("writ_reviews_pending;workflow=support"), Some(1));
-        assert_eq!(m("writ_review_oldest_pending_timestamp_seconds;workflow=support"), Some(950));
-        assert_eq!(m("writ_review_time_to_verdict_seconds_total;workflow=support"), Some(100));
-        assert_eq!(m("writ_review_spent_seconds_total;workflow=support"), Some(42));
-        assert_eq!(m("writ_review_approval_rate_ppm;workflow=support"), Some(1_000_000));
+        assert_eq!(
+            m("writ_review_oldest_pending_timestamp_seconds;workflow=support"),
+            Some(950)
+        );
+        assert_eq!(
+            m("writ_review_time_to_verdict_seconds_total;workflow=support"),
+            Some(100)
+        );
+        assert_eq!(
+            m("writ_review_spent_seconds_total;workflow=support"),
+            Some(42)
+        );
+        assert_eq!(
+            m("writ_review_approval_rate_ppm;workflow=support"),
+            Some(1_000_000)
+        );
         // A second verdict on the same review is refused, and so is an unknown one.
-        let again = post(&s, &p, Some("Bearer test"), &verdict("rev-1", "bob", "rejected", 5.0));
-        assert_eq!((again.status, code(&again).as_str()), (409, "already_reviewed"));
-        let unknown = post(&s, &p, Some("Bearer test"), &verdict("rev-9", "bob", "rejected", 5.0));
-        assert_eq!((unknown.status, code(&unknown).as_str()), (404, "unknown_review"));
+        let again = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-1", "bob", "rejected", 5.0),
+        );
+        assert_eq!(
+            (again.status, code(&again).as_str()),
+            (409, "already_reviewed")
+        );
+        let unknown = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-9", "bob", "rejected", 5.0),
+        );
+        assert_eq!(
+            (unknown.status, code(&unknown).as_str()),
+            (404, "unknown_review")
+        );
         assert_eq!(unknown.audit.outcome, "rejected");
-        let r = post(&s, &p, Some("Bearer test"), &verdict("rev-2", "bob", "rejected", 5.0));
+        let r = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-2", "bob", "rejected", 5.0),
+        );
         assert_eq!(r.status, 200);
         assert_eq!(m_of(&r, "writ_reviews_pending;workflow=support"), Some(0));
-        assert_eq!(m_of(&r, "writ_review_oldest_pending_timestamp_seconds;workflow=support"), Some(0));
-        assert_eq!(m_of(&r, "writ_review_approval_rate_ppm;workflow=support"), Some(500_000));
+        assert_eq!(
+            m_of(
+                &r,
+                "writ_review_oldest_pending_timestamp_seconds;workflow=support"
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            m_of(&r, "writ_review_approval_rate_ppm;workflow=support"),
+            Some(500_000)
+        );
     }
 
     fn m_of(r: &VerdictResponse, name: &str) -> Option<i64> {
@@ -639,14 +717,32 @@ mod tests {
         }
         let cases = [
             ("{not json", "invalid_request"),
-            (r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved"}"#, "invalid_request"),
-            (r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved","seconds":1,"x":1}"#, "invalid_request"),
-            (r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved","seconds":"1"}"#, "invalid_request"),
+            (
+                r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved"}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved","seconds":1,"x":1}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved","seconds":"1"}"#,
+                "invalid_request",
+            ),
             (&verdict("rev-1", "alice", "maybe", 1.0), "invalid_verdict"),
             (&verdict("rev-1", "  ", "approved", 1.0), "invalid_reviewer"),
-            (&verdict("rev-1", &"x".repeat(129), "approved", 1.0), "invalid_reviewer"),
-            (&verdict("rev-1", "alice", "approved", -1.0), "invalid_seconds"),
-            (&verdict("rev-1", "alice", "approved", 1e9), "invalid_seconds"),
+            (
+                &verdict("rev-1", &"x".repeat(129), "approved", 1.0),
+                "invalid_reviewer",
+            ),
+            (
+                &verdict("rev-1", "alice", "approved", -1.0),
+                "invalid_seconds",
+            ),
+            (
+                &verdict("rev-1", "alice", "approved", 1e9),
+                "invalid_seconds",
+            ),
         ];
         for (body, want) in cases {
             let r = post(&s, &p, Some("Bearer test"), body);
@@ -677,7 +773,12 @@ mod tests {
         for i in 0..10 {
             let rid = format!("rev-{i}");
             record_escalation(&s, "support", &rid, &format!("req-{i}"), 900).unwrap_or_default();
-            let r = post(&s, &p, Some("Bearer test"), &verdict(&rid, "alice", "approved", 3.0));
+            let r = post(
+                &s,
+                &p,
+                Some("Bearer test"),
+                &verdict(&rid, "alice", "approved", 3.0),
+            );
             assert_eq!(r.status, 200);
             if i < 4 {
                 assert!(r.alerts.is_empty(), "under the minimum sample");
@@ -686,11 +787,18 @@ mod tests {
                 assert_eq!(a.event, "review_signal");
                 raised.extend(a.signal.clone());
             }
-            let counted = r.metrics.iter().filter(|m| m.name.starts_with("writ_review_signals_total")).count();
+            let counted = r
+                .metrics
+                .iter()
+                .filter(|m| m.name.starts_with("writ_review_signals_total"))
+                .count();
             assert_eq!(counted, r.alerts.len());
         }
         raised.sort();
-        assert_eq!(raised, ["approval_rate", "median_review_time", "reviewer_share"]);
+        assert_eq!(
+            raised,
+            ["approval_rate", "median_review_time", "reviewer_share"]
+        );
     }
 
     #[test]

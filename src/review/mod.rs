@@ -1126,11 +1126,21 @@ mod tests {
         let c = q3_check(&r, "escalations_reviewed:claims");
         assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
         let times = q3_check(&r, "review_times:claims");
-        assert!(times.evidence.contains("median time to verdict 10.0 min"), "{times:?}");
+        assert!(
+            times.evidence.contains("median time to verdict 10.0 min"),
+            "{times:?}"
+        );
         let stamp = q3_check(&r, "rubber_stamp:claims");
         assert_eq!(stamp.verdict, Verdict::Pass);
-        assert!(stamp.evidence.contains("approval rate 50% (1 of 2)"), "{stamp:?}");
-        assert!(!r.conflicts.iter().any(|c| c.contains("compliance cannot be proved")));
+        assert!(
+            stamp.evidence.contains("approval rate 50% (1 of 2)"),
+            "{stamp:?}"
+        );
+        assert!(
+            !r.conflicts
+                .iter()
+                .any(|c| c.contains("compliance cannot be proved"))
+        );
         // A refused verdict call proves nothing: r2 is pending.
         let partial = vec![
             escalated("r1"),
@@ -1141,12 +1151,19 @@ mod tests {
         let r = review(&evidence(hitl(1.0), partial));
         let c = q3_check(&r, "escalations_reviewed:claims");
         assert_eq!(c.verdict, Verdict::Fail);
-        assert!(c.evidence.contains("1 have a verdict and 1 are still pending"), "{c:?}");
+        assert!(
+            c.evidence
+                .contains("1 have a verdict and 1 are still pending"),
+            "{c:?}"
+        );
     }
 
     #[test]
     fn rubber_stamp_signals_and_kill_points_fail_their_questions() {
-        let mut records = vec![escalated("r1"), verdict("r1", "alice", "approved", "reviewed")];
+        let mut records = vec![
+            escalated("r1"),
+            verdict("r1", "alice", "approved", "reviewed"),
+        ];
         records.push(AuditRecord {
             event: "review_signal".into(),
             workflow: Some("claims".into()),
@@ -1167,8 +1184,17 @@ mod tests {
         let r = review(&evidence(hitl(1.0), records));
         let stamp = q3_check(&r, "rubber_stamp:claims");
         assert_eq!(stamp.verdict, Verdict::Fail);
-        assert!(stamp.evidence.contains("`approval_rate`: approval rate 100.0%"), "{stamp:?}");
-        assert!(r.conflicts.iter().any(|c| c.contains("look like rubber stamps (approval_rate)")));
+        assert!(
+            stamp
+                .evidence
+                .contains("`approval_rate`: approval rate 100.0%"),
+            "{stamp:?}"
+        );
+        assert!(
+            r.conflicts
+                .iter()
+                .any(|c| c.contains("look like rubber stamps (approval_rate)"))
+        );
         let kp = r.questions[0]
             .checks
             .iter()

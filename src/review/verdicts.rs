@@ -264,7 +264,11 @@ pub fn kill_points_check(
         return check(
             id,
             Verdict::Fail,
-            format!("kill points crossed by `{}`: {}", w.name, crossed.join("; ")),
+            format!(
+                "kill points crossed by `{}`: {}",
+                w.name,
+                crossed.join("; ")
+            ),
         );
     }
     if w.kill_points.is_empty() {

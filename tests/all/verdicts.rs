@@ -142,7 +142,10 @@ fn scenario(kind: HostKind) {
     // 1. Escalation with the output in the handoff, PII still tokenised.
     let res = draft(&gw, "v-0");
     assert_eq!(res.status, 200, "[{name}] {}\n{}", res.body_str(), gw.log());
-    assert!(res.body_str().contains(EMAIL), "[{name}] restored for the client");
+    assert!(
+        res.body_str().contains(EMAIL),
+        "[{name}] restored for the client"
+    );
     let review_id = res
         .header_value("x-writ-review-id")
         .unwrap_or_else(|| panic!("[{name}] no review id: {:?}", res.headers))
@@ -153,28 +156,58 @@ fn scenario(kind: HostKind) {
         output.starts_with("Draft a decision for claimant "),
         "[{name}] output in the handoff: {payload}"
     );
-    assert!(!raw.contains(EMAIL), "[{name}] raw PII in the handoff: {raw}");
+    assert!(
+        !raw.contains(EMAIL),
+        "[{name}] raw PII in the handoff: {raw}"
+    );
     assert!(!raw.contains("messages"), "[{name}] the prompt left: {raw}");
     assert_ne!(output, format!("Draft a decision for claimant {EMAIL}"));
 
     // 2. Verdicts: refused ones first, each with its code; none consumes the review.
     let good = verdict(&review_id, "handler@example.com", "approved", 95);
     let r = post_verdict(&gw, "wrong", &good);
-    assert_eq!((r.status, code(&r).as_str()), (401, "unauthorized"), "[{name}]");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (401, "unauthorized"),
+        "[{name}]"
+    );
     let r = post_verdict(&gw, TOKEN, r#"{"review_id": 1}"#);
-    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_request"), "[{name}]");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (400, "invalid_request"),
+        "[{name}]"
+    );
     let r = post_verdict(&gw, TOKEN, &verdict(&review_id, "h", "maybe", 1));
-    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_verdict"), "[{name}]");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (400, "invalid_verdict"),
+        "[{name}]"
+    );
     let r = post_verdict(&gw, TOKEN, &verdict("rev-unknown", "h", "approved", 1));
-    assert_eq!((r.status, code(&r).as_str()), (404, "unknown_review"), "[{name}]");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (404, "unknown_review"),
+        "[{name}]"
+    );
     let r = post_verdict(&gw, TOKEN, &good);
     assert_eq!(r.status, 200, "[{name}] {}\n{}", r.body_str(), gw.log());
     assert_eq!(r.json()["request_id"], "v-0", "[{name}]");
     let r = post_verdict(&gw, TOKEN, &good);
-    assert_eq!((r.status, code(&r).as_str()), (409, "already_reviewed"), "[{name}]");
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (409, "already_reviewed"),
+        "[{name}]"
+    );
     let records = gw.wait_audit("review_verdict", 6, Duration::from_secs(10));
-    assert_eq!(records.len(), 6, "[{name}] one record per call: {records:#?}");
-    let accepted: Vec<&Value> = records.iter().filter(|r| r["outcome"] == "reviewed").collect();
+    assert_eq!(
+        records.len(),
+        6,
+        "[{name}] one record per call: {records:#?}"
+    );
+    let accepted: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["outcome"] == "reviewed")
+        .collect();
     assert_eq!(accepted.len(), 1, "[{name}]");
     assert_eq!(accepted[0]["verdict"]["escalated_request_id"], "v-0");
     assert_eq!(accepted[0]["verdict"]["review_id"], review_id.as_str());
@@ -185,7 +218,11 @@ fn scenario(kind: HostKind) {
         Some(1.0),
         "[{name}]"
     );
-    assert_eq!(metric(&format!("writ_reviews_pending;{wf}")), Some(0.0), "[{name}]");
+    assert_eq!(
+        metric(&format!("writ_reviews_pending;{wf}")),
+        Some(0.0),
+        "[{name}]"
+    );
     assert_eq!(
         metric(&format!("writ_review_spent_seconds_total;{wf}")),
         Some(95.0),
@@ -196,12 +233,22 @@ fn scenario(kind: HostKind) {
     for i in 1..=20 {
         let res = draft(&gw, &format!("v-{i}"));
         assert_eq!(res.status, 200, "[{name}] v-{i}: {}", res.body_str());
-        let rid = res.header_value("x-writ-review-id").unwrap_or_default().to_string();
-        let r = post_verdict(&gw, TOKEN, &verdict(&rid, "alice@example.com", "approved", 4));
+        let rid = res
+            .header_value("x-writ-review-id")
+            .unwrap_or_default()
+            .to_string();
+        let r = post_verdict(
+            &gw,
+            TOKEN,
+            &verdict(&rid, "alice@example.com", "approved", 4),
+        );
         assert_eq!(r.status, 200, "[{name}] v-{i}: {}", r.body_str());
     }
     let signals = gw.wait_audit("review_signal", 3, Duration::from_secs(10));
-    let mut names: Vec<&str> = signals.iter().filter_map(|s| s["signal"].as_str()).collect();
+    let mut names: Vec<&str> = signals
+        .iter()
+        .filter_map(|s| s["signal"].as_str())
+        .collect();
     names.sort_unstable();
     assert_eq!(
         names,
@@ -217,7 +264,9 @@ fn scenario(kind: HostKind) {
     }
     // 21 outputs at a few micro-euros each: the kill point did not fire.
     assert_eq!(
-        metric(&format!("writ_kill_points_crossed_total;metric=cost_per_transaction;{wf}")),
+        metric(&format!(
+            "writ_kill_points_crossed_total;metric=cost_per_transaction;{wf}"
+        )),
         Some(0.0),
         "[{name}]"
     );
@@ -256,18 +305,30 @@ fn scenario(kind: HostKind) {
     assert_eq!(flips[0]["outcome"], "stopped");
     assert_eq!(flips[0]["workflow"], WORKFLOW);
     assert_eq!(
-        metric(&format!("writ_kill_points_crossed_total;metric=cost_per_transaction;{wf}")),
+        metric(&format!(
+            "writ_kill_points_crossed_total;metric=cost_per_transaction;{wf}"
+        )),
         Some(1.0),
         "[{name}]"
     );
-    assert_eq!(metric(&format!("writ_kill_switch_stopped;{wf}")), Some(1.0), "[{name}]");
+    assert_eq!(
+        metric(&format!("writ_kill_switch_stopped;{wf}")),
+        Some(1.0),
+        "[{name}]"
+    );
 
     // 5. The review reads it back.
     let c = review_check(&reviewed, "q3", &format!("escalations_reviewed:{WORKFLOW}"));
     assert_eq!(c["verdict"], "pass", "[{name}] {c}");
     let c = review_check(&reviewed, "q3", &format!("rubber_stamp:{WORKFLOW}"));
     assert_eq!(c["verdict"], "fail", "[{name}] {c}");
-    assert!(c["evidence"].as_str().unwrap_or("").contains("`reviewer_share`"), "{c}");
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`reviewer_share`"),
+        "{c}"
+    );
     let c = review_check(&reviewed, "q1", &format!("kill_points:{WORKFLOW}"));
     assert_eq!(c["verdict"], "pass", "[{name}] {c}");
     let all = dir.path().join("all.jsonl");

@@ -227,7 +227,10 @@ fn kill_point(
         diags.push(
             Diagnostic::new(
                 codes::KILL_POINT_WINDOW,
-                format!("`after {} requests` is not a whole number from 1", a.node.text),
+                format!(
+                    "`after {} requests` is not a whole number from 1",
+                    a.node.text
+                ),
                 a.span,
                 "expected a whole number from 1",
             )
@@ -271,7 +274,10 @@ fn review_signals(
         diags.push(
             Diagnostic::new(
                 codes::REVIEW_SIGNAL_VALUE,
-                format!("`after {} reviews` is not a whole number from 1", a.node.text),
+                format!(
+                    "`after {} reviews` is not a whole number from 1",
+                    a.node.text
+                ),
                 a.span,
                 "expected a whole number from 1",
             )
@@ -301,21 +307,23 @@ fn review_signals(
             g.node.unit == "%"
         };
         if !unit_ok {
-            diags.push(
-                Diagnostic::new(
-                    codes::REVIEW_SIGNAL_VALUE,
-                    format!(
-                        "`{name}` takes {}",
-                        if duration { "a duration" } else { "a percentage" }
-                    ),
-                    g.node.value.span,
+            diags.push(Diagnostic::new(
+                codes::REVIEW_SIGNAL_VALUE,
+                format!(
+                    "`{name}` takes {}",
                     if duration {
-                        "expected e.g. `30s`"
+                        "a duration"
                     } else {
-                        "expected e.g. `98%`"
-                    },
+                        "a percentage"
+                    }
                 ),
-            );
+                g.node.value.span,
+                if duration {
+                    "expected e.g. `30s`"
+                } else {
+                    "expected e.g. `98%`"
+                },
+            ));
         } else if !duration && g.node.value.node.value > 100.0 {
             diags.push(
                 Diagnostic::new(
