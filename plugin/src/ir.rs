@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Leading bytes of the serialized policy blob, so a loader can refuse foreign data.
 pub const MAGIC: [u8; 4] = *b"WRIT";
 /// Version of the serialized IR; the engine refuses blobs of any other version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Money in millionths of the policy's currency unit, so sums never drift.
 pub type Micros = i64;

@@ -307,6 +307,7 @@ fn raise(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
     use crate::ir::{Enforcement, Expr, KillSwitch, Oversight};
     use crate::store::MemoryStore;

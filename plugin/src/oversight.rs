@@ -602,6 +602,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::panic)]
     fn handoff_output_keeps_placeholders_and_masks_raw_values() {
         let detectors = vec![crate::ir::Detector {
             name: "email".into(),

@@ -539,6 +539,7 @@ pub fn judge_day(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic)]
     use super::*;
     use crate::ir::{Enforcement, Expr, KillSwitch, Oversight, Workflow};
     use crate::store::MemoryStore;

@@ -967,7 +967,11 @@ fn short(sha: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails loudly on a bad fixture")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::panic,
+        reason = "a test fails loudly on a bad fixture"
+    )]
     use super::*;
     use writ_plugin::audit::EscalationRecord;
 
