@@ -52,7 +52,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
     let upper = v.get(mid).copied()?;
-    Some(if v.len() % 2 == 0 {
+    Some(if v.len().is_multiple_of(2) {
         (v.get(mid - 1).copied().unwrap_or(upper) + upper) / 2.0
     } else {
         upper
