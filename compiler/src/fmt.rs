@@ -365,6 +365,51 @@ fn workflow_stmt(s: &WorkflowStmt) -> String {
             format!("scan headers {}", lit_list(&names.node))
         }
         WorkflowStmt::Scan(ScanTarget::Query) => "scan query".to_string(),
+        // ---- operating model (issue 15) ----
+        WorkflowStmt::KillPoint(k) => {
+            let value = if k.percent {
+                format!("{}%", k.value.node.text)
+            } else {
+                match &k.currency {
+                    Some(c) => format!("{} {}", k.value.node.text, c.node),
+                    None => k.value.node.text.clone(),
+                }
+            };
+            let mut s = format!(
+                "kill_point {} {} {value} over {} {}",
+                k.metric.node,
+                k.op.node.as_str(),
+                k.over.node.text,
+                k.unit.node
+            );
+            if let Some(a) = &k.after {
+                s.push_str(&format!(" after {} requests", a.node.text));
+            }
+            if k.stop {
+                s.push_str(" then stop");
+            }
+            s
+        }
+        WorkflowStmt::ReviewSignals { after, signals } => {
+            let parts: Vec<String> = signals
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{} {} {}{}",
+                        g.node.name.node,
+                        g.node.op.node.as_str(),
+                        g.node.value.node.text,
+                        g.node.unit
+                    )
+                })
+                .collect();
+            let after = after
+                .as_ref()
+                .map(|a| format!(" after {} reviews", a.node.text))
+                .unwrap_or_default();
+            format!("review_signals{after} {{ {} }}", parts.join(", "))
+        }
+        WorkflowStmt::HandoffIncludes(what) => format!("handoff includes {}", what.node),
     }
 }
 

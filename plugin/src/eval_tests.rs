@@ -74,6 +74,9 @@ fn workflow(name: &str, matcher: Expr) -> Workflow {
         scan_headers: Vec::new(),
         scan_query: false,
         business_case: Default::default(),
+        kill_points: Vec::new(),
+        review_signals: None,
+        handoff_output: false,
     }
 }
 

@@ -1079,6 +1079,9 @@ mod tests {
                 scan_headers: vec!["x-notes".into()],
                 scan_query: true,
                 business_case: Default::default(),
+                kill_points: Vec::new(),
+                review_signals: None,
+                handoff_output: false,
             }],
             prices: vec![],
             detectors: vec![Detector {

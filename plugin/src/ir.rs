@@ -66,6 +66,88 @@ pub struct Workflow {
     /// of a self-describing form (JSON) accept a workflow written without it.
     #[serde(default)]
     pub business_case: BusinessCase,
+    // ---- operating model (issue 15): kill points, review signals, handoff context ----
+    /// Conditions under which the workflow must stop (`kill_point …`), in source order.
+    #[serde(default)]
+    pub kill_points: Vec<KillPoint>,
+    /// Rubber-stamp signals on the verdicts reviewers post (`review_signals { … }`).
+    #[serde(default)]
+    pub review_signals: Option<ReviewSignals>,
+    /// `handoff includes output`: the handoff carries the model's output, PII still
+    /// tokenised.
+    #[serde(default)]
+    pub handoff_output: bool,
+}
+
+/// What a kill point measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillMetric {
+    /// AI spend per request in the policy's currency (settled spend / successful replies).
+    CostPerTransaction,
+    /// The share of outputs sent to a human.
+    VerificationRate,
+}
+
+impl KillMetric {
+    /// The measure's name in the language, metric labels and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMetric::CostPerTransaction => "cost_per_transaction",
+            KillMetric::VerificationRate => "verification_rate",
+        }
+    }
+}
+
+/// `kill_point METRIC > VALUE over N UNIT [after N requests] [then stop]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillPoint {
+    pub metric: KillMetric,
+    /// `>=` rather than `>`.
+    pub inclusive: bool,
+    /// A fraction 0..=1 for a rate; currency units (not micros: it bounds an average) for
+    /// a cost.
+    pub threshold: f64,
+    /// The window: `buckets` calendar buckets of `window` (the current one and the ones
+    /// before it).
+    pub window: Window,
+    pub buckets: u32,
+    /// Replies the window must hold before the point is judged.
+    pub min_requests: u64,
+    /// Flip the workflow's kill switch when crossed.
+    pub stop: bool,
+    /// The statement as written (canonical form), for alerts and audit records.
+    pub text: String,
+}
+
+/// Rubber-stamp signals: each is judged on the verdicts of one day once `min_reviews`
+/// verdicts came in, and raised at most once per workflow and day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSignals {
+    /// Raised when the median seconds spent per review falls under this floor.
+    pub median_review_secs_below: Option<f64>,
+    /// Raised when the share of `approved` verdicts exceeds this fraction.
+    pub approval_rate_above: Option<f64>,
+    /// Raised when one reviewer's share of verdicts exceeds this fraction.
+    pub reviewer_share_above: Option<f64>,
+    /// Verdicts needed in the day before any signal is judged.
+    pub min_reviews: u64,
+}
+
+impl ReviewSignals {
+    /// The names of the signals set, as the language writes them.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.median_review_secs_below.is_some() {
+            out.push("median_review_time");
+        }
+        if self.approval_rate_above.is_some() {
+            out.push("approval_rate");
+        }
+        if self.reviewer_share_above.is_some() {
+            out.push("reviewer_share");
+        }
+        out
+    }
 }
 
 /// The business case of a workflow, in micros of the policy's currency; each part is

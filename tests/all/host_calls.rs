@@ -237,11 +237,12 @@ const DENY_BUDGET: &[(&str, u64)] = &[
     ("other", 1),
 ];
 
-/// The budget of a VM's start-up: every series of the policy defined once (35), the
+/// The budget of a VM's start-up: every series of the policy defined once (43: 35, and
+/// since issue 15 the 8 review-queue series of its workflow, `docs/verdicts.md`), the
 /// start-up gauges set, the kill-switch and spend state read for them, one log line.
 const START_BUDGET: &[(&str, u64)] = &[
     ("shared_data", 4),
-    ("metric_define", 35),
+    ("metric_define", 43),
     ("metric_update", 3),
     ("log", 1),
     ("time", 1),

@@ -29,4 +29,5 @@ mod review;
 mod serve_audit;
 mod signing;
 mod support;
+mod verdicts;
 mod versions;

@@ -6,6 +6,7 @@
 mod cond;
 mod economics;
 pub(crate) mod logic;
+mod operating;
 mod relations;
 mod resolve;
 mod rollout;
@@ -136,6 +137,7 @@ fn run(file: &File) -> Checker {
             c.rule(r, item.span);
         }
     }
+    operating::check(file, &c.env.currency.clone(), &mut c.diags);
     c.unused_detectors(file);
     relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
@@ -924,6 +926,10 @@ impl Checker {
                     rollout::check(fields, &mut self.diags);
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => {}
+                // Checked by `operating::check`.
+                WorkflowStmt::KillPoint(_)
+                | WorkflowStmt::ReviewSignals { .. }
+                | WorkflowStmt::HandoffIncludes(_) => {}
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
                     for n in &names.node {
                         match &n.node {

@@ -330,6 +330,9 @@ impl Detectors {
             scan_headers: Vec::new(),
             scan_query: false,
             business_case: ir::BusinessCase::default(),
+            kill_points: Vec::new(),
+            review_signals: None,
+            handoff_output: false,
         };
         for s in &w.stmts {
             match &s.node {
@@ -377,6 +380,9 @@ impl Detectors {
                 // Metadata for people and `writ review`, gathered by `rollout_pack`.
                 WorkflowStmt::Rollout(_) => {}
                 WorkflowStmt::Scan(ScanTarget::Query) => out.scan_query = true,
+                WorkflowStmt::KillPoint(_)
+                | WorkflowStmt::ReviewSignals { .. }
+                | WorkflowStmt::HandoffIncludes(_) => super::operating::resolve(&mut out, &s.node),
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
                     for n in &names.node {
                         let Lit::Str(s) = &n.node else {

@@ -204,9 +204,10 @@ fn describe(rule: Rule) -> String {
         R::class_name => "a detector class (`pii`, `secret` or a group such as `pii.eu`)",
         R::policy_stmt => "`owner`, `implements`, `currency`, `enforcement`",
         R::workflow_stmt => {
-            "`match`, `oversight`, `assume`, `identify`, `scan`, `review_cost`, `manual_cost`, `rollout`"
+            "`match`, `oversight`, `assume`, `identify`, `scan`, `review_cost`, `manual_cost`, `rollout`, `kill_point`, `review_signals`, `handoff`"
         }
         R::rollout_field => "a rollout-pack field such as `purpose \"…\"`",
+        R::duration => "a duration such as `30s`",
         R::rule_stmt => "`on`, `when`, `then`, `enforcement`, `alert`",
         R::manual_stmt => "`owner`, `reason`",
         R::kill_stmt => "`admin path`, `token sha256`",
@@ -570,6 +571,9 @@ impl Builder<'_> {
                     None => WorkflowStmt::Scan(ScanTarget::Query),
                 }
             }
+            Rule::kill_point_stmt | Rule::review_signals_stmt | Rule::handoff_stmt => {
+                self.operating_stmt(s)?
+            }
             Rule::identify_stmt => WorkflowStmt::Identify(
                 self.kids(s)
                     .into_iter()
@@ -600,6 +604,93 @@ impl Builder<'_> {
             _ => return None,
         };
         Some(Node::new(stmt, span))
+    }
+
+    /// The operating-model statements of a workflow (issue 15): kill points, review
+    /// signals, handoff context.
+    fn operating_stmt(&mut self, s: Pair<'_, Rule>) -> Option<WorkflowStmt> {
+        match s.as_rule() {
+            Rule::kill_point_stmt => {
+                let raw: Vec<Pair<'_, Rule>> = s.clone().into_inner().collect();
+                let k = self.kids(s);
+                let metric = self.ident(k.first()?);
+                let op = self.cmp_op(k.get(1)?);
+                let v = k.get(2)?;
+                let (value, percent, currency) = if v.as_rule() == Rule::percent {
+                    (self.num(v), true, None)
+                } else {
+                    let a = self.amount(v.clone());
+                    let value = Node::new(a.node.num, a.span);
+                    (value, false, a.node.currency)
+                };
+                let over = self.num(k.get(3)?);
+                let unit = self.ident(k.get(4)?);
+                let after = k
+                    .iter()
+                    .find(|c| c.as_rule() == Rule::kill_after)
+                    .and_then(|c| self.kids(c.clone()).first().map(|n| self.num(n)));
+                let stop = raw.iter().any(|c| c.as_rule() == Rule::kill_stop);
+                Some(WorkflowStmt::KillPoint(KillPoint {
+                    metric,
+                    op,
+                    value,
+                    percent,
+                    currency,
+                    over,
+                    unit,
+                    after,
+                    stop,
+                }))
+            }
+            Rule::review_signals_stmt => {
+                let k = self.kids(s);
+                let after = k
+                    .iter()
+                    .find(|c| c.as_rule() == Rule::review_after)
+                    .and_then(|c| self.kids(c.clone()).first().map(|n| self.num(n)));
+                let signals = k
+                    .into_iter()
+                    .filter(|c| c.as_rule() == Rule::review_signal)
+                    .filter_map(|sig| {
+                        let span = self.span(&sig);
+                        let k = self.kids(sig);
+                        let v = k.get(2)?;
+                        let unit = match v.as_rule() {
+                            Rule::percent => "%".to_string(),
+                            Rule::duration => v
+                                .as_str()
+                                .chars()
+                                .last()
+                                .map(String::from)
+                                .unwrap_or_default(),
+                            _ => String::new(),
+                        };
+                        let text = v.as_str().trim_end_matches(['%', 's', 'm', 'h']);
+                        let value = Node::new(
+                            Num {
+                                text: text.to_string(),
+                                value: text.parse::<f64>().unwrap_or(f64::INFINITY),
+                            },
+                            self.span(v),
+                        );
+                        Some(Node::new(
+                            ReviewSignal {
+                                name: self.ident(k.first()?),
+                                op: self.cmp_op(k.get(1)?),
+                                value,
+                                unit,
+                            },
+                            span,
+                        ))
+                    })
+                    .collect();
+                Some(WorkflowStmt::ReviewSignals { after, signals })
+            }
+            Rule::handoff_stmt => Some(WorkflowStmt::HandoffIncludes(
+                self.ident(self.kids(s).first()?),
+            )),
+            _ => None,
+        }
     }
 
     fn rule_stmt(&mut self, p: Pair<'_, Rule>) -> Option<Node<RuleStmt>> {

@@ -56,6 +56,8 @@ pub struct Shared {
     /// rule's queue, else `oversight`.
     default_queue: String,
     counter: Cell<u64>,
+    /// Sums of past kill-point buckets (`kill_point`).
+    kill_points: crate::kill_point::PastCache,
 }
 
 impl Shared {
@@ -91,7 +93,9 @@ impl Shared {
             }
         }
         let confidence = oversight::confidence_source(policy);
-        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_)) {
+        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_))
+            || policy.workflows.iter().any(|w| w.handoff_output)
+        {
             reads_reply_body = true;
         }
         let response_redact = eval::response_redactions(policy);
@@ -106,6 +110,7 @@ impl Shared {
             confidence,
             default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
             counter: Cell::new(0),
+            kill_points: crate::kill_point::PastCache::default(),
             engine,
         }
     }
@@ -167,6 +172,8 @@ pub struct Session {
     audit_logged: bool,
     /// Budget and drift alert records, logged right after the request's own record so
     /// the request record is always the first `writ-audit` line of a request.
+    /// The admin call being buffered is a verdict (`review_verdict`), not a kill-switch flip.
+    verdict_call: bool,
     alert_lines: Vec<String>,
     vault: Vault,
     reservation: Option<Reservation>,
@@ -211,6 +218,7 @@ impl Session {
             identity: eval::Identity::default(),
             audit: AuditRecord::default(),
             audit_logged: false,
+            verdict_call: false,
             alert_lines: Vec::new(),
             vault: Vault::new([0; 16]),
             reservation: None,
@@ -259,6 +267,21 @@ impl Session {
 
     fn log(&mut self, level: Level, line: String) {
         self.out.push(Effect::Log { level, line });
+    }
+
+    /// The metric changes a plain-Rust module asked for, as effects.
+    fn apply(&mut self, updates: &[crate::metrics::MetricUpdate]) {
+        for u in updates {
+            match u.kind {
+                crate::metrics::Kind::Counter => {
+                    self.add(MetricKind::Counter, u.name.clone(), u.value)
+                }
+                crate::metrics::Kind::Gauge => self.out.push(Effect::Set {
+                    name: u.name.clone(),
+                    value: u.value.max(0) as u64,
+                }),
+            }
+        }
     }
 
     fn add(&mut self, kind: MetricKind, name: String, delta: i64) {

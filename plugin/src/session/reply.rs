@@ -315,9 +315,31 @@ impl Session {
             model: self.audit.model_used.clone(),
             pii: self.audit.pii.clone(),
             status: self.response_status,
+            output: None,
         });
         let escalated = handoff.is_some();
-        if let Some(h) = handoff {
+        if let Some(mut h) = handoff {
+            if workflow.is_some_and(|w| w.handoff_output) {
+                h.output = body.and_then(|b| {
+                    oversight::reply_output(b, &shared.engine.scanner, &policy.detectors)
+                });
+            }
+            if policy.kill_switch.is_some() {
+                let wf = metrics::workflow_label(policy, self.audit.workflow.as_deref());
+                match crate::review_verdict::record_escalation(
+                    store,
+                    wf,
+                    &h.review_id,
+                    &self.request_id,
+                    (self.now_nanos / 1_000_000_000) as i64,
+                ) {
+                    Ok(updates) => self.apply(&updates),
+                    Err(e) => self.log(
+                        Level::Error,
+                        format!("writ: could not record the escalation for its verdict: {e}"),
+                    ),
+                }
+            }
             self.escalate(h);
         }
         if success && let Some(wf) = workflow {
@@ -457,6 +479,45 @@ impl Session {
         }
     }
 
+    /// Counts a forwarded request into its workflow's kill points (`kill_point`); the
+    /// records of a crossing follow the request's own.
+    fn observe_kill_points(&mut self, store: &dyn SharedStore) {
+        let shared = self.shared.clone();
+        let policy = shared.policy();
+        let Some(wf) = self.identity.workflow.and_then(|i| policy.workflows.get(i)) else {
+            return;
+        };
+        if wf.kill_points.is_empty() || self.stage != Stage::Forwarded {
+            return;
+        }
+        let obs = crate::kill_point::Observation {
+            replied: (200..300).contains(&self.response_status),
+            escalated: self.audit.escalation.is_some(),
+            spend_micros: self.audit.cost_micros.unwrap_or(0),
+        };
+        match crate::kill_point::observe(
+            store,
+            &shared.kill_points,
+            policy,
+            wf,
+            obs,
+            (self.clock)() as i64,
+        ) {
+            Ok(effects) => {
+                self.apply(&effects.metrics);
+                for mut r in effects.records {
+                    r.artifact_sha256 = self.config.artifact_sha256.clone();
+                    r.request_id = self.request_id.clone();
+                    self.alert_lines.push(r.log_line());
+                }
+            }
+            Err(e) => self.log(
+                Level::Error,
+                format!("writ: could not count the kill points: {e}"),
+            ),
+        }
+    }
+
     /// Logs the request's one audit line and counts it.
     fn log_audit(&mut self, store: &dyn SharedStore) {
         if std::mem::replace(&mut self.audit_logged, true) {
@@ -468,6 +529,7 @@ impl Session {
         } else {
             super::Ending::NotForwarded
         };
+        self.observe_kill_points(store);
         let identity_labels = self.identity_labels(store);
         let alert_lines = std::mem::take(&mut self.alert_lines);
         let end = super::close_request(

@@ -39,6 +39,16 @@ impl Session {
             self.stage = Stage::Admin;
             return self.step(Next::Pause);
         }
+        if policy.kill_switch.is_some()
+            && crate::review_verdict::is_reviews_path(&self.request.path)
+        {
+            self.verdict_call = true;
+            if end_of_stream {
+                return self.verdict(store, &[]);
+            }
+            self.stage = Stage::Admin;
+            return self.step(Next::Pause);
+        }
 
         self.identity = eval::identify(policy, &self.request);
         let workflow = self.workflow_name();
@@ -129,6 +139,9 @@ impl Session {
     /// [`Effect::ReplaceBody`] replaces all of it.
     pub fn on_request_body(&mut self, bytes: &[u8], store: &dyn SharedStore) -> Step {
         if self.stage == Stage::Admin {
+            if self.verdict_call {
+                return self.verdict(store, bytes);
+            }
             return self.admin(store, bytes);
         }
         let body = match request::parse_body(bytes, self.config.body_limit) {
@@ -249,6 +262,45 @@ impl Session {
             }
         }
         self.audit = audit;
+        self.stage = Stage::Replied;
+        self.out.push(Effect::LocalReply {
+            status: r.status,
+            body: r.body,
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            hold_for_audit: false,
+        });
+        self.step(Next::Pause)
+    }
+
+    /// The verdict endpoint (`review_verdict`): answered locally, audited as its own
+    /// event, with the rubber-stamp signals it raised after it.
+    fn verdict(&mut self, store: &dyn SharedStore, body: &[u8]) -> Step {
+        let shared = self.shared.clone();
+        let auth = self.request.header("authorization").map(str::to_string);
+        let Some(r) = crate::review_verdict::handle(
+            store,
+            shared.policy(),
+            &self.request.method,
+            auth.as_deref(),
+            body,
+            self.now_nanos as i64,
+        ) else {
+            return self.reply(&Reply::engine_error(
+                "the policy has no kill switch",
+                "no_kill_switch",
+            ));
+        };
+        self.apply(&r.metrics);
+        let mut audit = r.audit;
+        audit.request_id = self.request_id.clone();
+        audit.artifact_sha256 = self.config.artifact_sha256.clone();
+        self.audit = audit;
+        self.alert_lines
+            .extend(r.alerts.iter().map(AuditRecord::log_line));
         self.stage = Stage::Replied;
         self.out.push(Effect::LocalReply {
             status: r.status,

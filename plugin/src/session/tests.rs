@@ -71,6 +71,9 @@ fn support_workflow(oversight: Oversight) -> Workflow {
         scan_headers: Vec::new(),
         scan_query: false,
         business_case: Default::default(),
+        kill_points: Vec::new(),
+        review_signals: None,
+        handoff_output: false,
     }
 }
 
