@@ -7,6 +7,7 @@
 
 use crate::eval::{self, Decision, Engine, Facts, Identity, Unsupported, Verdict};
 use crate::ir::{self, Phase};
+use crate::rate_limit::{self, RateAdmission, RateHold, RatePlan};
 use crate::request::Request;
 use crate::spend::{self, Admission, Reservation, SpendPlan};
 use crate::store::{SharedStore, StoreError};
@@ -23,6 +24,92 @@ pub struct RequestPhase {
     pub spend: Option<SpendOutcome>,
     /// The ledger could not be read or written: the caller fails closed.
     pub ledger_error: Option<StoreError>,
+    /// The request's place on the rate-limit counters (admitted requests of a policy that
+    /// reads `tokens(…)`/`requests(…)`). The caller must refund it when `decision` denies.
+    pub rate_hold: Option<RateHold>,
+    /// What the rate-limit counters said, when they were asked.
+    pub rate: Option<RateOutcome>,
+    /// The rate-limit counters could not be read or written: the caller fails closed.
+    pub rate_error: Option<StoreError>,
+}
+
+impl RequestPhase {
+    /// The enforced rate-limit rule that refused the request and answers it, if one did.
+    pub fn rate_limited_by(&self) -> Option<usize> {
+        let refused = match self.rate.as_ref().map(|r| &r.admission) {
+            Some(RateAdmission::Deny { rule, .. }) => (*rule)?,
+            _ => return None,
+        };
+        match self.decision.verdict {
+            Verdict::Deny { rule, .. } if rule == refused => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// The rate-limit headers of the answer: `retry-after` and the refusing counter's
+    /// `x-ratelimit-*` when a rate limit answers; the tightest limits' `x-ratelimit-*` on a
+    /// request that goes through; none when another rule refuses it.
+    pub fn rate_headers(&self) -> Vec<(&'static str, String)> {
+        let Some(rate) = &self.rate else {
+            return Vec::new();
+        };
+        match (&self.decision.verdict, &rate.admission) {
+            (Verdict::Continue, RateAdmission::Admit { .. }) => rate.headers(),
+            (Verdict::Deny { .. }, RateAdmission::Deny { .. })
+                if self.rate_limited_by().is_some() =>
+            {
+                rate.headers()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The rate admission of one request, for the rules that read counts, the
+/// `x-ratelimit-*` headers and explaining them.
+#[derive(Debug, Clone)]
+pub struct RateOutcome {
+    pub plan: RatePlan,
+    /// The tokens the request was estimated at.
+    pub estimate: u64,
+    pub admission: RateAdmission,
+}
+
+impl RateOutcome {
+    /// `tokens(…)`/`requests(…)` as the rules saw them: the count with this request; after
+    /// a refused admission, the count that was refused.
+    pub fn total(
+        &self,
+        measure: ir::Measure,
+        scope: ir::Scope,
+        window: ir::RateWindow,
+    ) -> Option<u64> {
+        match &self.admission {
+            RateAdmission::Admit { totals } => {
+                rate_limit::total_for(&self.plan, totals, measure, scope, window)
+            }
+            RateAdmission::Deny { key, current, .. } => {
+                let k = self.plan.keys.get(*key)?;
+                let cost = match measure {
+                    ir::Measure::Requests => 1,
+                    ir::Measure::Tokens => self.estimate,
+                };
+                (k.measure == measure && k.scope == scope && k.window == window)
+                    .then(|| current.saturating_add(cost))
+            }
+        }
+    }
+
+    /// The headers the answer carries: on a deny `retry-after` and the refusing counter's
+    /// `x-ratelimit-*`, else the tightest enforced limit of each measure.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match &self.admission {
+            RateAdmission::Admit { totals } => rate_limit::headers(&self.plan, totals),
+            RateAdmission::Deny { key, current, .. } => {
+                rate_limit::deny_headers(&self.plan, *key, *current)
+            }
+        }
+    }
 }
 
 /// The spend admission of one request, for the rules that read spend and for explaining
@@ -76,20 +163,110 @@ pub fn request_phase(
         reservation: None,
         spend: None,
         ledger_error: None,
+        rate_hold: None,
+        rate: None,
+        rate_error: None,
     };
-    // A deny already decided answers unless a spend rule comes before it in the file
-    // (the first matching deny in file order answers).
-    let spend_rules: Vec<usize> = decision
-        .undecided
-        .iter()
-        .filter(|u| u.reason == Unsupported::Spend)
-        .map(|u| u.rule)
-        .collect();
+    // A deny already decided answers unless a spend or rate rule comes before it in the
+    // file (the first matching deny in file order answers).
+    let undecided_by = |reason: Unsupported| -> Vec<usize> {
+        decision
+            .undecided
+            .iter()
+            .filter(|u| u.reason == reason)
+            .map(|u| u.rule)
+            .collect()
+    };
+    let spend_rules = undecided_by(Unsupported::Spend);
+    let rate_rules = undecided_by(Unsupported::Rate);
     let denied_by = match decision.verdict {
         Verdict::Deny { rule, .. } => Some(rule),
         Verdict::Continue => None,
     };
-    if denied_by.is_some_and(|r| !spend_rules.iter().any(|s| *s < r)) || !engine.uses_spend {
+    let state_first = |r: usize| spend_rules.iter().chain(&rate_rules).any(|s| *s < r);
+    if denied_by.is_some_and(|r| !state_first(r)) || !(engine.uses_spend || engine.uses_rates) {
+        out.decision = decision;
+        return out;
+    }
+    let identity = decision.identity.clone();
+    let workflow = identity
+        .workflow
+        .and_then(|i| policy.workflows.get(i))
+        .map(|w| w.name.as_str());
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let json = request.body.as_ref().unwrap_or(&empty);
+
+    // Rate limits first: a request over a rate limit never reserves spend.
+    if engine.uses_rates {
+        let plan = RatePlan::for_request(
+            policy,
+            workflow,
+            identity.team.as_deref(),
+            identity.user.as_deref(),
+            unix_secs,
+        );
+        match RateHold::admit(store, &plan, json, spend::DEFAULT_MAX_COMPLETION_TOKENS) {
+            Err(e) => {
+                out.rate_error = Some(e);
+                out.decision = decision;
+                return out;
+            }
+            Ok((admission, held)) => {
+                let estimate = match &held {
+                    Some(h) => h.estimate,
+                    None if plan.counts(ir::Measure::Tokens) => {
+                        rate_limit::estimate_tokens(json, spend::DEFAULT_MAX_COMPLETION_TOKENS)
+                    }
+                    None => 0,
+                };
+                out.rate_hold = held;
+                let refused = match &admission {
+                    RateAdmission::Deny { rule, .. } => Some(*rule),
+                    RateAdmission::Admit { .. } => None,
+                };
+                out.rate = Some(RateOutcome {
+                    plan,
+                    estimate,
+                    admission,
+                });
+                if let Some(rule) = refused {
+                    refuse(
+                        policy,
+                        &mut decision,
+                        denied_by,
+                        rule,
+                        "Rate limit reached.",
+                    );
+                    out.decision = decision;
+                    return out;
+                }
+            }
+        }
+    }
+
+    let rate = out.rate.clone();
+    let rate_lookup = |m: ir::Measure, s: ir::Scope, w: ir::RateWindow| {
+        rate.as_ref().and_then(|o| o.total(m, s, w))
+    };
+    let rate_fact = rate
+        .is_some()
+        .then_some(&rate_lookup as &dyn Fn(_, _, _) -> _);
+    if !engine.uses_spend {
+        if !rate_rules.is_empty() {
+            let facts = Facts {
+                spend: None,
+                rate: rate_fact,
+                reply: None,
+            };
+            let more = engine.evaluate(
+                request,
+                decision.identity.clone(),
+                &facts,
+                Phase::Request,
+                Some(&rate_rules),
+            );
+            decision.merge(more);
+        }
         out.decision = decision;
         return out;
     }
@@ -106,11 +283,6 @@ pub fn request_phase(
             output_per_mtok: 0,
             cached_input_per_mtok: None,
         });
-    let identity = &decision.identity;
-    let workflow = identity
-        .workflow
-        .and_then(|i| policy.workflows.get(i))
-        .map(|w| w.name.as_str());
     let plan = SpendPlan::for_request(
         policy,
         workflow,
@@ -118,8 +290,6 @@ pub fn request_phase(
         identity.user.as_deref(),
         unix_secs,
     );
-    let empty = serde_json::Value::Object(serde_json::Map::new());
-    let json = request.body.as_ref().unwrap_or(&empty);
     let admitted = Reservation::admit(
         store,
         &plan,
@@ -132,35 +302,7 @@ pub fn request_phase(
             out.ledger_error = Some(e);
         }
         Ok((admission @ Admission::Deny { rule, .. }, _)) => {
-            let rule = rule.unwrap_or(usize::MAX);
-            let (status, message, clause) = match policy.rules.get(rule) {
-                Some(ir::Rule {
-                    action: ir::Action::Deny { status, message },
-                    clause,
-                    ..
-                }) => (*status, message.clone(), clause.clone()),
-                _ => (429, "Budget exhausted.".to_string(), "budget".to_string()),
-            };
-            decision.undecided.retain(|u| u.rule != rule);
-            if rule != usize::MAX {
-                decision.fired.push(eval::fired(policy, rule, false));
-                decision.fired.sort_by_key(|f| f.rule);
-            }
-            let verdict = Verdict::Deny {
-                status,
-                message,
-                clause,
-                rule,
-            };
-            match denied_by {
-                // An earlier rule's deny still answers; the budget is recorded.
-                Some(r) if r < rule => {
-                    if let Some(f) = decision.fired.iter_mut().find(|f| f.rule == rule) {
-                        f.effect = eval::Effect::Overridden;
-                    }
-                }
-                _ => decision.deny_with(verdict),
-            }
+            refuse(policy, &mut decision, denied_by, rule, "Budget exhausted.");
             let estimate =
                 spend::estimate(&price, json, spend::DEFAULT_MAX_COMPLETION_TOKENS).micros;
             out.spend = Some(SpendOutcome {
@@ -179,10 +321,14 @@ pub fn request_phase(
                 estimate,
                 admission,
             };
-            if !spend_rules.is_empty() {
+            let mut later: Vec<usize> = spend_rules.iter().chain(&rate_rules).copied().collect();
+            later.sort_unstable();
+            later.dedup();
+            if !later.is_empty() {
                 let lookup = |s: ir::Scope, w: ir::Window| outcome.total(s, w);
                 let facts = Facts {
                     spend: Some(&lookup),
+                    rate: rate_fact,
                     reply: None,
                 };
                 let more = engine.evaluate(
@@ -190,7 +336,7 @@ pub fn request_phase(
                     decision.identity.clone(),
                     &facts,
                     Phase::Request,
-                    Some(&spend_rules),
+                    Some(&later),
                 );
                 decision.merge(more);
             }
@@ -199,6 +345,47 @@ pub fn request_phase(
     }
     out.decision = decision;
     out
+}
+
+/// Records a refusal by a ledger or counter cap (`rule`, the enforced rule owning the
+/// cap): the rule fired and answers, unless a deny earlier in the file (`denied_by`)
+/// already does, which leaves it recorded as overridden.
+fn refuse(
+    policy: &ir::Policy,
+    decision: &mut Decision,
+    denied_by: Option<usize>,
+    rule: Option<usize>,
+    fallback: &str,
+) {
+    let rule = rule.unwrap_or(usize::MAX);
+    let (status, message, clause) = match policy.rules.get(rule) {
+        Some(ir::Rule {
+            action: ir::Action::Deny { status, message },
+            clause,
+            ..
+        }) => (*status, message.clone(), clause.clone()),
+        _ => (429, fallback.to_string(), "budget".to_string()),
+    };
+    decision.undecided.retain(|u| u.rule != rule);
+    if rule != usize::MAX {
+        decision.fired.push(eval::fired(policy, rule, false));
+        decision.fired.sort_by_key(|f| f.rule);
+    }
+    let verdict = Verdict::Deny {
+        status,
+        message,
+        clause,
+        rule,
+    };
+    match denied_by {
+        // An earlier rule's deny still answers; the cap's rule is recorded.
+        Some(r) if r < rule => {
+            if let Some(f) = decision.fired.iter_mut().find(|f| f.rule == rule) {
+                f.effect = eval::Effect::Overridden;
+            }
+        }
+        _ => decision.deny_with(verdict),
+    }
 }
 
 /// The streamed response redactions that fired: each rule whose detectors the reply

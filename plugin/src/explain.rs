@@ -312,6 +312,7 @@ pub fn explain<'p>(
     let lookup = |s: ir::Scope, w: ir::Window| spend.as_ref().and_then(|o| o.total(s, w));
     let request_facts = Facts {
         spend: spend.is_some().then_some(&lookup as &dyn Fn(_, _) -> _),
+        rate: None,
         reply: None,
     };
     let mut rules: Vec<Option<RuleTrace<'p>>> = vec![None; policy.rules.len()];
@@ -460,6 +461,7 @@ fn respond<'p>(
     };
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(view),
     };
     let decided = crate::eval::decided_response_rules(policy);

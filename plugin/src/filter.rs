@@ -34,7 +34,8 @@
 //! Failure answers (all fail closed, all `{"error":{"message","type","code"}}` JSON):
 //! no policy loaded → 500 `policy_unavailable`; host call failed → 500 `host_error`;
 //! non-JSON content type → 415; body over the limit → 413; malformed JSON → 400; spend
-//! ledger unavailable → 503 `spend_unavailable`; a reply that must be redacted but cannot
+//! ledger unavailable → 503 `spend_unavailable`; rate-limit counters unavailable → 503
+//! `rate_limit_unavailable`; a reply that must be redacted but cannot
 //! be read → 502 `unredactable_reply`; a stopped workflow → 503 `kill_switch`.
 //!
 //! # Metrics
@@ -60,6 +61,7 @@ use crate::eval::{self, Decision, Engine, Facts, ReplyView, Transforms, Verdict}
 use crate::ir::{self, Phase};
 use crate::metrics;
 use crate::oversight;
+use crate::rate_limit::RateHold;
 use crate::request::{self, BodyError, Request};
 use crate::spend::{self, Reservation};
 use crate::stream::{self, ReplyKind, ReplyRewriter};
@@ -143,7 +145,7 @@ impl Shared {
         let response_rules = eval::decided_response_rules(policy);
         let uses_spend = engine.uses_spend;
         Shared {
-            may_rewrite_request: may_rewrite_request || uses_spend,
+            may_rewrite_request: may_rewrite_request || uses_spend || engine.uses_rates,
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
             response_redact,
             response_rules,
@@ -347,6 +349,13 @@ struct Http {
     alert_lines: Vec<String>,
     vault: Vault,
     reservation: Option<Reservation>,
+    /// The request's place on the rate-limit counters (`rate_limit.rs`).
+    rate: Option<RateHold>,
+    /// `retry-after` and `x-ratelimit-*`: on the local reply of a rate-limit deny, or
+    /// added to the forwarded reply's headers.
+    rate_headers: Vec<(&'static str, String)>,
+    /// The request left for the upstream (a refund of the rate counters is then wrong).
+    forwarded: bool,
     /// Escalations and tags of the request phase carry into the reply.
     transforms: Transforms,
     /// The request's `team`/`user` metric labels, once bounded ([`Http::identity_labels`]).
@@ -370,7 +379,11 @@ struct Http {
 /// What the client is still owed while the audit sink writes the request's records.
 enum Held {
     /// A local reply not yet sent.
-    Local { status: u16, body: Vec<u8> },
+    Local {
+        status: u16,
+        body: Vec<u8>,
+        headers: Vec<(&'static str, String)>,
+    },
     /// The end of a forwarded reply (its last chunk, or headers without a body), paused.
     Reply,
 }
@@ -423,6 +436,9 @@ impl Http {
             alert_lines: Vec::new(),
             vault: Vault::new([0; 16]),
             reservation: None,
+            rate: None,
+            rate_headers: Vec::new(),
+            forwarded: false,
             transforms: Transforms::default(),
             identity_labels: None,
             response_status: 0,
@@ -657,12 +673,20 @@ impl Http {
         }
         let active = rewriter.strip_length();
         self.rewriter = Some(rewriter);
-        if self.reply_kind == ReplyKind::EventStream && self.reservation.is_some() {
+        for (name, value) in std::mem::take(&mut self.rate_headers) {
+            if host::replace_header(host::RESPONSE_HEADERS, name, &value).is_err() {
+                host::log(
+                    LogLevel::Error,
+                    "writ: the host refused a rate-limit header",
+                );
+            }
+        }
+        if self.reply_kind == ReplyKind::EventStream && self.reads_usage() {
             self.sse_usage = Some(SseUsage::new());
         }
         self.buffering = self.reply_kind == ReplyKind::Json
             && !end_of_stream
-            && (active || self.reservation.is_some() || shared.reads_reply_body);
+            && (active || self.reads_usage() || shared.reads_reply_body);
         if self.buffering {
             // Decided at the end of the body, where the headers can still change.
             return Action::Pause;
@@ -732,6 +756,7 @@ impl Http {
     /// Closes the request's books once: an open reservation is charged at the estimate
     /// (a reply came without usage) or released (no reply), then the record is logged.
     fn seal(&mut self, shared: &Shared) {
+        self.close_rate(None, (200..300).contains(&self.response_status));
         if self.reservation.as_ref().is_some_and(Reservation::is_open) {
             if (200..300).contains(&self.response_status) {
                 // A reply came but carried no usage: charge the estimate, and say so.
@@ -794,14 +819,21 @@ impl Http {
     /// a local reply becomes 503 `audit_unavailable`, a reply in flight is reset.
     fn release_held(&mut self, stored: bool) {
         match (self.held.take(), stored) {
-            (Some(Held::Local { status, body }), true) => send_local_or_log(status, &body),
+            (
+                Some(Held::Local {
+                    status,
+                    body,
+                    headers,
+                }),
+                true,
+            ) => send_local_or_log(status, &body, &headers),
             (Some(Held::Local { .. }), false) => {
                 let body = crate::wire::error_body(
                     "The audit record could not be written; the request was not answered.",
                     "engine_error",
                     "audit_unavailable",
                 );
-                send_local_or_log(503, &body);
+                send_local_or_log(503, &body, &[]);
             }
             (Some(Held::Reply), true) => {
                 if proxy_wasm::hostcalls::resume_http_response().is_err() {
@@ -908,8 +940,12 @@ impl Http {
             &HostStore,
             (self.now_nanos / 1_000_000_000) as i64,
         );
+        let rate_headers = phase.rate_headers();
+        let rate_limited = phase.rate_limited_by();
         let decision = phase.decision;
+        self.rate = phase.rate_hold;
         if let Some(e) = phase.ledger_error {
+            self.release();
             host::log(
                 LogLevel::Error,
                 &format!("writ: spend ledger unavailable: {e} (failing closed)"),
@@ -924,6 +960,26 @@ impl Http {
                     "spend_unavailable",
                 ),
             });
+        }
+        if let Some(e) = phase.rate_error {
+            host::log(
+                LogLevel::Error,
+                &format!("writ: rate-limit counters unavailable: {e} (failing closed)"),
+            );
+            self.audit.outcome = "error".into();
+            self.audit.add_decision(policy, &decision);
+            return self.reply(&Reply {
+                status: 503,
+                body: crate::wire::error_body(
+                    "the rate-limit counters are unavailable; try again",
+                    "engine_error",
+                    "rate_limit_unavailable",
+                ),
+            });
+        }
+        self.rate_headers = rate_headers;
+        if let Some(name) = rate_limited.and_then(|r| metrics::rate_limited_name(policy, r)) {
+            shared.count(host::COUNTER, &name, 1);
         }
         if let Some(held) = phase.reservation {
             shared.count(host::GAUGE, metrics::RESERVATIONS.name, 1);
@@ -971,6 +1027,7 @@ impl Http {
         self.audit.add_decision(policy, &decision);
         self.transforms = t;
         self.stage = Stage::Forwarded;
+        self.forwarded = true;
         Action::Continue
     }
 
@@ -1002,7 +1059,7 @@ impl Http {
         {
             current = Some(new);
         }
-        if self.reservation.is_some()
+        if self.reads_usage()
             && let Some(json) = &self.request.body
             && let Some(new) = request::ask_stream_usage(current.as_deref().unwrap_or(bytes), json)
         {
@@ -1144,6 +1201,7 @@ impl Http {
         };
         let facts = Facts {
             spend: None,
+            rate: None,
             reply: Some(reply),
         };
         let decision = shared.engine.evaluate(
@@ -1339,6 +1397,10 @@ impl Http {
     /// At the end of a reply: a reply that reported usage, or succeeded, is charged
     /// (from usage, else at the estimate); a failed reply without usage is released.
     fn end_of_reply(&mut self, shared: &Shared, usage: Option<Usage>) {
+        self.close_rate(
+            usage.as_ref(),
+            usage.is_some() || (200..300).contains(&self.response_status),
+        );
         if usage.is_some() || (200..300).contains(&self.response_status) {
             self.settle(shared, usage);
         } else {
@@ -1392,8 +1454,41 @@ impl Http {
         }
     }
 
+    /// Whether the reply's token usage is needed: for the spend reservation or a
+    /// `tokens(…)` counter.
+    fn reads_usage(&self) -> bool {
+        self.reservation.is_some()
+            || self
+                .rate
+                .as_ref()
+                .is_some_and(|h| h.plan.counts(ir::Measure::Tokens))
+    }
+
+    /// Closes the request's place on the rate-limit counters once: taken back when the
+    /// request never left, settled from `usage` (or the estimate) when a reply came
+    /// (`replied`), the token reservation dropped when none did.
+    fn close_rate(&mut self, usage: Option<&Usage>, replied: bool) {
+        let Some(hold) = self.rate.as_mut().filter(|h| h.is_open()) else {
+            return;
+        };
+        let result = if !self.forwarded {
+            hold.refund(&HostStore)
+        } else if replied {
+            hold.settle(&HostStore, usage).map(|_| ())
+        } else {
+            hold.release(&HostStore)
+        };
+        if let Err(e) = result {
+            host::log(
+                LogLevel::Error,
+                &format!("writ: could not close a rate-limit count: {e}"),
+            );
+        }
+    }
+
     /// Drops the reservation (the request was refused after admission).
     fn release(&mut self) {
+        self.close_rate(None, false);
         if let Some(mut held) = self.reservation.take()
             && held.is_open()
         {
@@ -1557,22 +1652,28 @@ impl Http {
         if self.audit.outcome.is_empty() {
             self.audit.outcome = "error".into();
         }
+        // Only the answer the rate admission decided carries its headers.
+        let headers = std::mem::take(&mut self.rate_headers);
         let held = Held::Local {
             status,
             body: body.to_vec(),
+            headers: headers.clone(),
         };
         if let Some(action) = self.hold_for_audit(held) {
             return action;
         }
-        send_local_or_log(status, body);
+        send_local_or_log(status, body, &headers);
         Action::Pause
     }
 }
 
 /// Sends a local JSON reply; a refusal by the host is logged (the request stays paused,
 /// never continued unchecked).
-fn send_local_or_log(status: u16, body: &[u8]) {
-    if let Err(rc) = host::send_local(status, body, &[("content-type", "application/json")]) {
+fn send_local_or_log(status: u16, body: &[u8], extra: &[(&'static str, String)]) {
+    let headers: Vec<(&str, &str)> = std::iter::once(("content-type", "application/json"))
+        .chain(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .collect();
+    if let Err(rc) = host::send_local(status, body, &headers) {
         host::log(
             LogLevel::Error,
             &format!("writ: the host refused a local reply (status {rc})"),

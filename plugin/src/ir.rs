@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Leading bytes of the serialized policy blob, so a loader can refuse foreign data.
 pub const MAGIC: [u8; 4] = *b"WRIT";
 /// Version of the serialized IR; the engine refuses blobs of any other version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Money in millionths of the policy's currency unit, so sums never drift.
 pub type Micros = i64;
@@ -209,6 +209,32 @@ pub enum Operand {
     },
     /// The reply's confidence score, 0..=1.
     Confidence(ConfidenceSource),
+    /// Tokens or requests counted for the request's scope in the current fixed window,
+    /// this request included (tokens: settled usage plus reservations in flight plus this
+    /// request's estimate). Request phase only; see `crate::rate_limit`.
+    Rate {
+        measure: Measure,
+        scope: Scope,
+        window: RateWindow,
+    },
+}
+
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Measure {
+    /// Model tokens (prompt and completion), reserved from the estimate and settled from
+    /// the provider's `usage`.
+    Tokens,
+    /// Requests, counted when admitted.
+    Requests,
+}
+
+/// A fixed rate-limit window aligned to UTC (`minute` starts at second 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RateWindow {
+    Minute,
+    Hour,
+    Day,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ pub mod json_strings;
 pub mod kill_switch;
 pub mod metrics;
 pub mod oversight;
+pub mod rate_limit;
 pub mod request;
 pub mod session;
 pub mod spend;
