@@ -196,8 +196,9 @@ pub fn request_phase(
     let empty = serde_json::Value::Object(serde_json::Map::new());
     let json = request.body.as_ref().unwrap_or(&empty);
 
-    // Rate limits first: a request over a rate limit never reserves spend.
-    if engine.uses_rates {
+    // The rate limits are counted first, then the budgets are asked, unless a refusal
+    // already answers: the first deny in file order answers across both admissions.
+    if engine.uses_rates && denied_by.is_none_or(|r| rate_rules.iter().any(|s| *s < r)) {
         let plan = RatePlan::for_request(
             policy,
             workflow,
@@ -237,11 +238,19 @@ pub fn request_phase(
                         rule,
                         "Rate limit reached.",
                     );
-                    out.decision = decision;
-                    return out;
                 }
             }
         }
+    }
+    // After a rate-limit refusal the budgets are asked only if one of their rules comes
+    // earlier in the file and could answer first.
+    let denied_by = match decision.verdict {
+        Verdict::Deny { rule, .. } => Some(rule),
+        Verdict::Continue => None,
+    };
+    if denied_by.is_some_and(|r| !spend_rules.iter().any(|s| *s < r)) {
+        out.decision = decision;
+        return out;
     }
 
     let rate = out.rate.clone();
@@ -252,6 +261,11 @@ pub fn request_phase(
         .is_some()
         .then_some(&rate_lookup as &dyn Fn(_, _, _) -> _);
     if !engine.uses_spend {
+        let rate_rules: Vec<usize> = rate_rules
+            .iter()
+            .copied()
+            .filter(|r| decision.undecided.iter().any(|u| u.rule == *r))
+            .collect();
         if !rate_rules.is_empty() {
             let facts = Facts {
                 spend: None,
@@ -321,7 +335,12 @@ pub fn request_phase(
                 estimate,
                 admission,
             };
-            let mut later: Vec<usize> = spend_rules.iter().chain(&rate_rules).copied().collect();
+            let mut later: Vec<usize> = spend_rules
+                .iter()
+                .chain(&rate_rules)
+                .copied()
+                .filter(|r| decision.undecided.iter().any(|u| u.rule == *r))
+                .collect();
             later.sort_unstable();
             later.dedup();
             if !later.is_empty() {
@@ -552,5 +571,107 @@ mod tests {
         ));
         assert!(out.spend.is_none() && out.reservation.is_none());
         assert!(store.keys().is_empty());
+    }
+
+    fn rate_rule(measure: ir::Measure, limit: f64, clause: &str) -> Rule {
+        Rule {
+            clause: clause.into(),
+            title: "rate".into(),
+            phase: Phase::Request,
+            condition: Expr::Compare {
+                left: Operand::Rate {
+                    measure,
+                    scope: Scope::User,
+                    window: ir::RateWindow::Minute,
+                },
+                op: CmpOp::Gt,
+                right: Operand::Const(Value::Num(limit)),
+            },
+            action: Action::Deny {
+                status: 429,
+                message: "slow down".into(),
+            },
+            enforcement: Enforcement::Enforce,
+            alert_at_percent: None,
+            line: 3,
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_counts_requests_and_refuses_past_its_cap() {
+        let mut p = budget_policy(1_000_000_000);
+        p.rules = vec![rate_rule(ir::Measure::Requests, 2.0, "AIP-9")];
+        let engine = Engine::new(p).unwrap();
+        assert!(engine.uses_rates && !engine.uses_spend);
+        let store = MemoryStore::new();
+        // 2026-11-24T03:28:20Z: 40 seconds left in the minute.
+        let t = 1_795_490_900;
+        for n in 1..=2u64 {
+            let out = request_phase(&engine, &request(), Identity::default(), &store, t);
+            assert_eq!(out.decision.verdict, Verdict::Continue);
+            assert!(out.decision.fired.is_empty());
+            assert!(out.rate_hold.is_some());
+            assert_eq!(out.rate_limited_by(), None);
+            let h = out.rate_headers();
+            assert!(h.contains(&("x-ratelimit-remaining-requests", (2 - n).to_string())));
+            assert!(h.contains(&("x-ratelimit-limit-requests", "2".to_string())));
+        }
+        let out = request_phase(&engine, &request(), Identity::default(), &store, t);
+        assert!(matches!(
+            out.decision.verdict,
+            Verdict::Deny {
+                status: 429,
+                rule: 0,
+                ..
+            }
+        ));
+        assert!(out.rate_hold.is_none());
+        assert_eq!(out.rate_limited_by(), Some(0));
+        assert_eq!(out.decision.fired.len(), 1);
+        let h = out.rate_headers();
+        assert_eq!(h.first(), Some(&("retry-after", "40".to_string())));
+        assert!(h.contains(&("x-ratelimit-reset-requests", "40s".to_string())));
+        // The next minute is a new window.
+        let out = request_phase(&engine, &request(), Identity::default(), &store, t + 40);
+        assert_eq!(out.decision.verdict, Verdict::Continue);
+    }
+
+    #[test]
+    fn a_budget_earlier_in_the_file_answers_before_a_rate_limit() {
+        // Both the budget (rule 0) and the token limit (rule 1) refuse: the budget answers,
+        // the limit is recorded as overridden, nothing stays counted.
+        let mut p = budget_policy(1);
+        p.rules.push(rate_rule(ir::Measure::Tokens, 5.0, "AIP-9"));
+        let engine = Engine::new(p).unwrap();
+        let store = MemoryStore::new();
+        let out = request_phase(&engine, &request(), Identity::default(), &store, 0);
+        assert!(matches!(
+            out.decision.verdict,
+            Verdict::Deny { rule: 0, .. }
+        ));
+        let effects: Vec<_> = out
+            .decision
+            .fired
+            .iter()
+            .map(|f| (f.rule, f.effect))
+            .collect();
+        assert_eq!(
+            effects,
+            [(0, eval::Effect::Enforced), (1, eval::Effect::Overridden)]
+        );
+        assert_eq!(out.rate_limited_by(), None);
+        assert!(out.rate_headers().is_empty());
+        // The limit first: it answers and the budget is never asked.
+        let mut p = budget_policy(1);
+        p.rules
+            .insert(0, rate_rule(ir::Measure::Tokens, 5.0, "AIP-9"));
+        let engine = Engine::new(p).unwrap();
+        let out = request_phase(&engine, &request(), Identity::default(), &store, 0);
+        assert!(matches!(
+            out.decision.verdict,
+            Verdict::Deny { rule: 0, .. }
+        ));
+        assert!(out.spend.is_none() && out.reservation.is_none());
+        assert_eq!(out.rate_limited_by(), Some(0));
     }
 }
