@@ -211,7 +211,7 @@ pub enum Operand {
     Confidence(ConfidenceSource),
     /// Tokens or requests counted for the request's scope in the current fixed window,
     /// this request included (tokens: settled usage plus reservations in flight plus this
-    /// request's estimate). Request phase only; see `crate::rate_limit`.
+    /// request's estimate). Request phase only; counted by the `rate_limit` module.
     Rate {
         measure: Measure,
         scope: Scope,
