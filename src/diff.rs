@@ -393,6 +393,16 @@ pub fn operand_text(o: &ir::Operand, policy: &ir::Policy) -> String {
             format!("{scope:?}").to_lowercase(),
             format!("{window:?}").to_lowercase()
         ),
+        ir::Operand::Rate {
+            measure,
+            scope,
+            window,
+        } => format!(
+            "{}({}, {})",
+            writ_plugin::rate_limit::measure_name(*measure),
+            writ_plugin::spend::scope_name(*scope),
+            writ_plugin::rate_limit::window_name(*window)
+        ),
         ir::Operand::Confidence(ir::ConfidenceSource::Header(h)) => {
             format!("confidence(header {})", quote(h))
         }

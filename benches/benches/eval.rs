@@ -56,6 +56,7 @@ fn bench(c: &mut Criterion) {
         let identity = eval::identify(policy, &req);
         let facts = Facts {
             spend: Some(&spend),
+            rate: None,
             reply: None,
         };
         let d = eval::evaluate(

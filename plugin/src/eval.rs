@@ -102,6 +102,8 @@ pub struct Undecided {
 pub enum Unsupported {
     /// `spend(scope, window)` needs the shared spend ledger.
     Spend,
+    /// `tokens(…)`/`requests(…)` need the shared rate-limit counters.
+    Rate,
     /// `confidence(...)` is a response-phase operand.
     Confidence,
     /// Response text is not available in the request phase.
@@ -113,6 +115,7 @@ impl Unsupported {
     pub fn as_str(self) -> &'static str {
         match self {
             Unsupported::Spend => "spend is known only after the budget admission",
+            Unsupported::Rate => "rate-limit counts are known only after the rate admission",
             Unsupported::Confidence => "confidence is known only in the response phase",
             Unsupported::ResponseText => "response text is not available in this phase",
         }
@@ -164,6 +167,8 @@ pub struct Engine {
     /// Whether any rule reads `spend(…)`: decided once at load, so a request of a policy
     /// without budgets skips the spend admission without walking the rules.
     pub uses_spend: bool,
+    /// Whether any rule reads `tokens(…)` or `requests(…)`, decided once at load.
+    pub uses_rates: bool,
 }
 
 /// Why a policy cannot be loaded; the adapter refuses every request when it sees one.
@@ -197,8 +202,10 @@ impl Engine {
         prompt_detectors.sort_unstable();
         prompt_detectors.dedup();
         let uses_spend = !crate::spend::spend_operands(&policy).is_empty();
+        let uses_rates = !crate::rate_limit::operands(&policy).is_empty();
         Ok(Engine {
             uses_spend,
+            uses_rates,
             policy,
             scanner,
             prompt_detectors,
@@ -302,6 +309,9 @@ pub struct Facts<'a> {
     /// `spend(scope, window)` values (settled + reserved, this request included), or
     /// `None` when no admission ran: spend rules are then undecided.
     pub spend: Option<&'a dyn Fn(ir::Scope, ir::Window) -> Option<ir::Micros>>,
+    /// `tokens(…)`/`requests(…)` values (this request included), or `None` when no rate
+    /// admission ran: rate rules are then undecided.
+    pub rate: Option<&'a dyn Fn(ir::Measure, ir::Scope, ir::RateWindow) -> Option<u64>>,
     /// The reply, in the response phase.
     pub reply: Option<ReplyView<'a>>,
 }
@@ -793,6 +803,17 @@ impl<'a> Ctx<'a> {
                 Some(spend) => spend(*scope, *window).map(Val::Money),
                 None => {
                     self.unsupported.get_or_insert(Unsupported::Spend);
+                    None
+                }
+            },
+            Operand::Rate {
+                measure,
+                scope,
+                window,
+            } => match self.facts.rate {
+                Some(rate) => rate(*measure, *scope, *window).map(|n| Val::Num(n as f64)),
+                None => {
+                    self.unsupported.get_or_insert(Unsupported::Rate);
                     None
                 }
             },

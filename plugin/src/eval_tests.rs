@@ -467,6 +467,7 @@ fn spend_facts_decide_spend_rules_and_the_first_deny_in_file_order_answers() {
     let spend = |_: Scope, _: Window| Some(150);
     let facts = Facts {
         spend: Some(&spend),
+        rate: None,
         reply: None,
     };
     let more = engine.evaluate(
@@ -494,6 +495,7 @@ fn spend_facts_decide_spend_rules_and_the_first_deny_in_file_order_answers() {
     let low = |_: Scope, _: Window| Some(50);
     let facts = Facts {
         spend: Some(&low),
+        rate: None,
         reply: None,
     };
     let mut merged = first.clone();
@@ -538,6 +540,7 @@ fn response_facts_feed_status_headers_confidence_and_response_text() {
     let headers = vec![("x-c".to_string(), "0.2".to_string())];
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(ReplyView {
             status: 200,
             headers: &headers,
@@ -550,6 +553,7 @@ fn response_facts_feed_status_headers_confidence_and_response_text() {
     assert_eq!(t.escalate, Some((1, "q".into(), "low".into())));
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(ReplyView {
             status: 503,
             headers: &[],

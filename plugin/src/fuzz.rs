@@ -707,6 +707,7 @@ pub fn native_exchange(
     let rules = eval::decided_response_rules(policy);
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(eval::ReplyView {
             status: 200,
             headers: &reply_headers,

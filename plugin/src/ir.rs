@@ -311,6 +311,32 @@ pub enum Operand {
     },
     /// The reply's confidence score, 0..=1.
     Confidence(ConfidenceSource),
+    /// Tokens or requests counted for the request's scope in the current fixed window,
+    /// this request included (tokens: settled usage plus reservations in flight plus this
+    /// request's estimate). Request phase only; counted by the `rate_limit` module.
+    Rate {
+        measure: Measure,
+        scope: Scope,
+        window: RateWindow,
+    },
+}
+
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Measure {
+    /// Model tokens (prompt and completion), reserved from the estimate and settled from
+    /// the provider's `usage`.
+    Tokens,
+    /// Requests, counted when admitted.
+    Requests,
+}
+
+/// A fixed rate-limit window aligned to UTC (`minute` starts at second 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RateWindow {
+    Minute,
+    Hour,
+    Day,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ pub mod kill_point;
 pub mod kill_switch;
 pub mod metrics;
 pub mod oversight;
+pub mod rate_limit;
 pub mod request;
 pub mod review_verdict;
 pub mod session;

@@ -233,8 +233,16 @@ fn operating_series(policy: &Policy) -> Vec<(Kind, String)> {
     out
 }
 
+/// Requests refused by a rate limit (`tokens(…)`/`requests(…)`).
+pub const RATE_LIMITED: Family = Family {
+    name: "writ_rate_limited_total",
+    kind: Kind::Counter,
+    labels: &["clause", "measure", "scope", "window"],
+    help: "Requests refused by a rate limit, by clause, measure (tokens or requests), scope and window.",
+};
+
 /// Every family, in the order `docs/metrics.md` lists them.
-pub const FAMILIES: [Family; 19] = [
+pub const FAMILIES: [Family; 20] = [
     REQUESTS,
     DECISIONS,
     SPEND,
@@ -254,6 +262,7 @@ pub const FAMILIES: [Family; 19] = [
     REVIEW_APPROVAL,
     REVIEW_SIGNALS,
     KILL_POINTS,
+    RATE_LIMITED,
 ];
 
 /// The families that carry the opt-in `team` and `user` labels.
@@ -333,6 +342,26 @@ pub fn budget_alert_name(policy: &Policy, alert: &spend::Alert) -> Option<String
         ("window", crate::calendar::window_name(budget.window)),
     ];
     Some(stat_name(BUDGET_ALERTS.name, &labels))
+}
+
+/// The `writ_rate_limited_total` series of a request refused by limit rule `rule`
+/// (`None` when the rule is not a limit rule of [`crate::rate_limit::limits`]).
+pub fn rate_limited_name(policy: &Policy, rule: usize) -> Option<String> {
+    let limit = crate::rate_limit::limits(policy)
+        .into_iter()
+        .find(|l| l.rule == rule && !l.monitor)?;
+    rate_limited_series(policy, &limit)
+}
+
+fn rate_limited_series(policy: &Policy, limit: &crate::rate_limit::Limit) -> Option<String> {
+    let clause = policy.rules.get(limit.rule)?.clause.as_str();
+    let labels = [
+        ("clause", clause),
+        ("measure", crate::rate_limit::measure_name(limit.measure)),
+        ("scope", spend::scope_name(limit.scope)),
+        ("window", crate::rate_limit::window_name(limit.window)),
+    ];
+    Some(stat_name(RATE_LIMITED.name, &labels))
 }
 
 /// Splits a stat name of the convention into its family and labels; `None` when a label
@@ -479,7 +508,8 @@ fn workflow_labels(policy: &Policy) -> Vec<&str> {
 
 /// Every series the policy can produce, so each exists at zero before the first request:
 /// each workflow × outcome (× `none`/`other` of each identity label on), each rule's
-/// clause × action × mode, each workflow × review queue, each budget alert, each tag, and
+/// clause × action × mode, each workflow × review queue, each budget alert, each enforced
+/// rate limit, each tag, and
 /// the gauges (the kill switch and the verification rate of the day of `unix_secs` read
 /// from `store`, so a new worker or a reloaded host shows the current state).
 pub fn startup_series(
@@ -558,6 +588,14 @@ pub fn startup_series(
             ("window", crate::calendar::window_name(b.window)),
         ];
         add(Kind::Counter, stat_name(BUDGET_ALERTS.name, &labels), None);
+    }
+    for l in crate::rate_limit::limits(policy)
+        .iter()
+        .filter(|l| !l.monitor)
+    {
+        if let Some(name) = rate_limited_series(policy, l) {
+            add(Kind::Counter, name, None);
+        }
     }
     for wf in &policy.workflows {
         let labels = [("workflow", wf.name.as_str())];

@@ -25,6 +25,7 @@ mod package;
 mod pii_carriers_e2e;
 mod pii_e2e;
 mod policy_suite;
+mod rate_limits;
 mod review;
 mod serve_audit;
 mod signing;

@@ -1,6 +1,8 @@
 //! Types and names inside conditions and actions.
 
-use super::vocab::{DETECTOR_CLASSES, FIELDS, SCOPES, WINDOWS, lookup, words};
+use super::vocab::{
+    DETECTOR_CLASSES, FIELDS, MEASURES, RATE_WINDOWS, SCOPES, WINDOWS, lookup, words,
+};
 use super::{Checker, suggest::did_you_mean};
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
@@ -180,7 +182,13 @@ impl Checker {
                 let r = self.operand(right, ctx);
                 let (Some(l), Some(r)) = (l, r) else { return };
                 if !l.fits(&r) {
+                    let is_rate = |o: &Node<Operand>| matches!(&o.node, Operand::Call { name, .. } if lookup(MEASURES, &name.node).is_some());
                     let help = match (&l, &r) {
+                        (Ty::Money, Ty::Num) | (Ty::Num, Ty::Money)
+                            if is_rate(left) || is_rate(right) =>
+                        {
+                            Some("a rate limit counts tokens or requests: write a plain number, e.g. `20000`".to_string())
+                        }
                         (Ty::Money, Ty::Num) | (Ty::Num, Ty::Money) => Some(format!(
                             "write the amount with its currency, e.g. `5000 {}`",
                             self.env.currency
@@ -488,7 +496,10 @@ impl Checker {
                     let mut help = did_you_mean(name, words(FIELDS));
                     if name == "prompt" || name == "response" {
                         help = Some(format!("test text with `{name} has pii(…)`"));
-                    } else if name == "spend" || name == "confidence" {
+                    } else if lookup(MEASURES, name).is_some()
+                        || name == "spend"
+                        || name == "confidence"
+                    {
                         help = Some(format!("`{name}` is a function: `{name}(…)`"));
                     }
                     self.push(
@@ -543,52 +554,7 @@ impl Checker {
                     }
                     let mut ok = true;
                     if let Some(scope) = names.first() {
-                        if lookup(SCOPES, &scope.node).is_none() {
-                            ok = false;
-                            self.push(
-                                Diagnostic::new(
-                                    codes::UNKNOWN_SCOPE,
-                                    format!("unknown spend scope `{}`", scope.node),
-                                    scope.span,
-                                    "expected `team`, `user` or `workflow`",
-                                )
-                                .maybe_help(did_you_mean(&scope.node, words(SCOPES))),
-                            );
-                        } else if scope.node != "workflow" {
-                            let untrusted: Vec<Span> = self
-                                .env
-                                .untrusted
-                                .iter()
-                                .filter(|(who, _)| *who == scope.node)
-                                .map(|(_, s)| *s)
-                                .collect();
-                            if let Some(first) = untrusted.first() {
-                                self.push(
-                                    Diagnostic::new(
-                                        codes::UNTRUSTED_BUDGET,
-                                        format!("budget per {} relies on a header the client sets", scope.node),
-                                        scope.span,
-                                        "a client can change its identity to dodge this budget",
-                                    )
-                                    .with_label(*first, "identified by an untrusted header here")
-                                    .help("identify it `by trusted header` set by Envoy's `jwt_authn`"),
-                                );
-                            }
-                            if !self.env.identified.contains(&scope.node) {
-                                self.push(
-                                    Diagnostic::new(
-                                        codes::UNIDENTIFIED_SCOPE,
-                                        format!("budget per {} but no workflow identifies the {}", scope.node, scope.node),
-                                        scope.span,
-                                        "every request would share one budget",
-                                    )
-                                    .help(format!(
-                                        "add `identify {} by trusted header \"…\"` to the workflows",
-                                        scope.node
-                                    )),
-                                );
-                            }
-                        }
+                        ok &= self.scope_arg(scope, "spend", "budget");
                     }
                     if let Some(window) = names.get(1)
                         && lookup(WINDOWS, &window.node).is_none()
@@ -606,6 +572,7 @@ impl Checker {
                     }
                     ok.then_some(Ty::Money)
                 }
+                f @ ("tokens" | "requests") => self.rate_call(o, f, args, ctx),
                 "confidence" => {
                     self.response_only(ctx, o.span, "`confidence`");
                     match args.as_slice() {
@@ -647,12 +614,146 @@ impl Checker {
                             name.span,
                             "not a known function",
                         )
-                        .maybe_help(did_you_mean(other, ["spend", "confidence"])),
+                        .maybe_help(did_you_mean(
+                            other,
+                            ["spend", "confidence", "tokens", "requests"],
+                        )),
                     );
                     None
                 }
             },
         }
+    }
+
+    /// The scope of `spend(…)` or a rate limit: a known scope, identified by a trusted
+    /// header (a warning otherwise). `what` is the function, `kind` what it keeps
+    /// (`budget`, `rate limit`). False when the scope is unknown.
+    fn scope_arg(&mut self, scope: &Ident, what: &str, kind: &str) -> bool {
+        if lookup(SCOPES, &scope.node).is_none() {
+            self.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_SCOPE,
+                    format!("unknown {what} scope `{}`", scope.node),
+                    scope.span,
+                    "expected `team`, `user` or `workflow`",
+                )
+                .maybe_help(did_you_mean(&scope.node, words(SCOPES))),
+            );
+            return false;
+        }
+        if scope.node == "workflow" {
+            return true;
+        }
+        let untrusted: Vec<Span> = self
+            .env
+            .untrusted
+            .iter()
+            .filter(|(who, _)| *who == scope.node)
+            .map(|(_, s)| *s)
+            .collect();
+        if let Some(first) = untrusted.first() {
+            self.push(
+                Diagnostic::new(
+                    codes::UNTRUSTED_BUDGET,
+                    format!(
+                        "{kind} per {} relies on a header the client sets",
+                        scope.node
+                    ),
+                    scope.span,
+                    format!("a client can change its identity to dodge this {kind}"),
+                )
+                .with_label(*first, "identified by an untrusted header here")
+                .help("identify it `by trusted header` set by Envoy's `jwt_authn`"),
+            );
+        }
+        if !self.env.identified.contains(&scope.node) {
+            self.push(
+                Diagnostic::new(
+                    codes::UNIDENTIFIED_SCOPE,
+                    format!(
+                        "{kind} per {} but no workflow identifies the {}",
+                        scope.node, scope.node
+                    ),
+                    scope.span,
+                    format!("every request would share one {kind}"),
+                )
+                .help(format!(
+                    "add `identify {} by trusted header \"…\"` to the workflows",
+                    scope.node
+                )),
+            );
+        }
+        true
+    }
+
+    /// `tokens(scope, window)` / `requests(scope, window)`: a count, request rules only.
+    fn rate_call(
+        &mut self,
+        o: &Node<Operand>,
+        f: &str,
+        args: &[Node<CallArg>],
+        ctx: &mut Ctx,
+    ) -> Option<Ty> {
+        match ctx.response {
+            None => {
+                self.not_in_match(o.span, &format!("`{f}`"));
+                return None;
+            }
+            Some(true) => {
+                self.push(
+                    Diagnostic::new(
+                        codes::REQUEST_ONLY,
+                        format!("`{f}` in a response-phase rule"),
+                        o.span,
+                        "counted when the request is admitted",
+                    )
+                    .help("write `on request` for rate limits"),
+                );
+                return None;
+            }
+            Some(false) => {}
+        }
+        let names: Vec<&Ident> = args
+            .iter()
+            .filter_map(|a| match &a.node {
+                CallArg::Name(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let (scope, window) = match (args.len(), names.as_slice()) {
+            (2, [scope, window]) => (*scope, *window),
+            _ => {
+                self.push(
+                    Diagnostic::new(
+                        codes::TYPE_MISMATCH,
+                        format!("`{f}` takes a scope and a window"),
+                        o.span,
+                        "wrong arguments",
+                    )
+                    .help(format!("write e.g. `{f}(user, minute)`")),
+                );
+                return None;
+            }
+        };
+        let mut ok = self.scope_arg(scope, f, "rate limit");
+        if lookup(RATE_WINDOWS, &window.node).is_none() {
+            ok = false;
+            let help = if window.node == "month" {
+                Some("rate limits count per `minute`, `hour` or `day`; a monthly cap is a budget: `spend(…, month)`".to_string())
+            } else {
+                did_you_mean(&window.node, words(RATE_WINDOWS))
+            };
+            self.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_WINDOW,
+                    format!("unknown rate-limit window `{}`", window.node),
+                    window.span,
+                    "expected `minute`, `hour` or `day`",
+                )
+                .maybe_help(help),
+            );
+        }
+        ok.then_some(Ty::Num)
     }
 
     fn lit(&mut self, l: &Node<Lit>) -> Option<Ty> {

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use writ_plugin::ir;
 
 use super::vocab::{
-    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, OVERSIGHT,
-    OversightMode, PHASES, SCOPES, WINDOWS, Who, lookup,
+    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, MEASURES,
+    OVERSIGHT, OversightMode, PHASES, RATE_WINDOWS, SCOPES, WINDOWS, Who, lookup,
 };
 use crate::ast::*;
 use crate::resolved::{Checked, CheckedManual, CheckedRule, Dfas, micros};
@@ -578,6 +578,20 @@ impl Detectors {
                     },
                     _ => return unresolved(o.span, "spend arguments"),
                 },
+                (f @ ("tokens" | "requests"), [scope, window]) => {
+                    match (&scope.node, &window.node) {
+                        (CallArg::Name(scope), CallArg::Name(window)) => ir::Operand::Rate {
+                            measure: word(
+                                MEASURES,
+                                &Node::new(f.to_string(), name.span),
+                                "rate measure",
+                            )?,
+                            scope: word(SCOPES, scope, "rate-limit scope")?,
+                            window: word(RATE_WINDOWS, window, "rate-limit window")?,
+                        },
+                        _ => return unresolved(o.span, "rate-limit arguments"),
+                    }
+                }
                 ("confidence", [source]) => ir::Operand::Confidence(match &source.node {
                     CallArg::Header(h) => ir::ConfidenceSource::Header(h.node.to_ascii_lowercase()),
                     CallArg::Json(p) => ir::ConfidenceSource::JsonPointer(p.node.clone()),

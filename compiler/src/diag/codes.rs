@@ -191,6 +191,10 @@ pub const ROUTE_TO_DENIED_MODEL: Code = Code("E0610");
 /// `assume verification_rate <= 2%`) contradicts it, and the drift alert would fire for
 /// ever. Lower the sample or raise the assumption.
 pub const HIC_SAMPLE_RATE: Code = Code("E0611");
+/// `tokens(…)` and `requests(…)` count a request when it is admitted, before it leaves
+/// for the provider, so a rate limit belongs in an `on request` rule; a response rule
+/// would see the reply of a request that was already counted and sent.
+pub const REQUEST_ONLY: Code = Code("E0612");
 
 // ---- operating model: kill points, review signals, handoff context (issue 15) ----
 
@@ -374,6 +378,7 @@ pub const ALL: &[Code] = &[
     BAD_HEADER_NAME,
     ROUTE_TO_DENIED_MODEL,
     HIC_SAMPLE_RATE,
+    REQUEST_ONLY,
     UNKNOWN_KILL_METRIC,
     KILL_POINT_VALUE,
     KILL_POINT_WINDOW,

@@ -102,7 +102,7 @@ impl Shared {
         let response_rules = eval::decided_response_rules(policy);
         let uses_spend = engine.uses_spend;
         Shared {
-            may_rewrite_request: may_rewrite_request || uses_spend,
+            may_rewrite_request: may_rewrite_request || uses_spend || engine.uses_rates,
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
             response_redact,
             response_rules,
@@ -177,6 +177,13 @@ pub struct Session {
     alert_lines: Vec<String>,
     vault: Vault,
     reservation: Option<Reservation>,
+    /// The request's place on the rate-limit counters (`rate_limit.rs`).
+    rate: Option<crate::rate_limit::RateHold>,
+    /// `retry-after` and `x-ratelimit-*`: on the local reply of a rate-limit deny, or
+    /// added to the forwarded reply's headers.
+    rate_headers: Vec<(&'static str, String)>,
+    /// The request left for the upstream (a refund of the rate counters is then wrong).
+    forwarded: bool,
     /// Escalations and tags of the request phase carry into the reply.
     transforms: Transforms,
     /// The request's `team`/`user` metric labels, once bounded ([`Session::identity_labels`]).
@@ -222,6 +229,9 @@ impl Session {
             alert_lines: Vec::new(),
             vault: Vault::new([0; 16]),
             reservation: None,
+            rate: None,
+            rate_headers: Vec::new(),
+            forwarded: false,
             transforms: Transforms::default(),
             identity_labels: None,
             response_status: 0,

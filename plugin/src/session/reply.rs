@@ -69,12 +69,20 @@ impl Session {
         }
         let active = rewriter.strip_length();
         self.rewriter = Some(rewriter);
-        if self.reply_kind == ReplyKind::EventStream && self.reservation.is_some() {
+        for (name, value) in std::mem::take(&mut self.rate_headers) {
+            self.out.push(Effect::SetHeader {
+                side: Side::Response,
+                name: name.to_string(),
+                value,
+                on_fail: OnFail::Log("writ: the host refused a rate-limit header"),
+            });
+        }
+        if self.reply_kind == ReplyKind::EventStream && self.reads_usage() {
             self.sse_usage = Some(SseUsage::new());
         }
         self.buffering = self.reply_kind == ReplyKind::Json
             && !end_of_stream
-            && (active || self.reservation.is_some() || shared.reads_reply_body);
+            && (active || self.reads_usage() || shared.reads_reply_body);
         if self.buffering {
             // Decided at the end of the body, where the headers can still change.
             return self.step(Next::Pause);
@@ -157,6 +165,7 @@ impl Session {
     /// (a reply came without usage) or released (no reply), then the one audit record is
     /// logged with its alerts. Later calls add nothing.
     pub fn seal(&mut self, store: &dyn SharedStore) -> Vec<Effect> {
+        self.close_rate(None, (200..300).contains(&self.response_status), store);
         if self.reservation.as_ref().is_some_and(Reservation::is_open) {
             if (200..300).contains(&self.response_status) {
                 // A reply came but carried no usage: charge the estimate, and say so.
@@ -233,6 +242,7 @@ impl Session {
         };
         let facts = Facts {
             spend: None,
+            rate: None,
             reply: Some(reply),
         };
         let decision = shared.engine.evaluate(
@@ -400,6 +410,11 @@ impl Session {
     /// At the end of a reply: a reply that reported usage, or succeeded, is charged
     /// (from usage, else at the estimate); a failed reply without usage is released.
     fn end_of_reply(&mut self, usage: Option<Usage>, store: &dyn SharedStore) {
+        self.close_rate(
+            usage.as_ref(),
+            usage.is_some() || (200..300).contains(&self.response_status),
+            store,
+        );
         if usage.is_some() || (200..300).contains(&self.response_status) {
             self.settle(usage, store);
         } else {
@@ -460,8 +475,42 @@ impl Session {
         }
     }
 
+    /// Whether the reply's token usage is needed: for the spend reservation or a
+    /// `tokens(…)` counter.
+    pub(super) fn reads_usage(&self) -> bool {
+        self.reservation.is_some()
+            || self
+                .rate
+                .as_ref()
+                .is_some_and(|h| h.plan.counts(crate::ir::Measure::Tokens))
+    }
+
+    /// Closes the request's place on the rate-limit counters once: taken back when the
+    /// request never left, settled from `usage` (or the estimate) when a reply came
+    /// (`replied`), the token reservation dropped when none did.
+    fn close_rate(&mut self, usage: Option<&Usage>, replied: bool, store: &dyn SharedStore) {
+        let forwarded = self.forwarded;
+        let Some(hold) = self.rate.as_mut().filter(|h| h.is_open()) else {
+            return;
+        };
+        let result = if !forwarded {
+            hold.refund(store)
+        } else if replied {
+            hold.settle(store, usage).map(|_| ())
+        } else {
+            hold.release(store)
+        };
+        if let Err(e) = result {
+            self.log(
+                Level::Error,
+                format!("writ: could not close a rate-limit count: {e}"),
+            );
+        }
+    }
+
     /// Drops the reservation (the request was refused after admission).
     pub(super) fn release(&mut self, store: &dyn SharedStore) {
+        self.close_rate(None, false, store);
         if let Some(mut held) = self.reservation.take()
             && held.is_open()
         {

@@ -224,11 +224,16 @@ impl Session {
         if self.audit.outcome.is_empty() {
             self.audit.outcome = "error".into();
         }
+        // Only the answer the rate admission decided carries its headers.
+        let headers = std::mem::take(&mut self.rate_headers)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         self.out.push(Effect::LocalReply {
             status: reply.status,
             // Each API's clients get errors in its own shape (`docs/apis.md`).
             body: self.request.api().reshape_error(reply.status, &reply.body),
-            headers: Vec::new(),
+            headers,
             hold_for_audit: true,
         });
         self.step(Next::Pause)
@@ -327,8 +332,12 @@ impl Session {
             store,
             (self.now_nanos / 1_000_000_000) as i64,
         );
+        let rate_headers = phase.rate_headers();
+        let rate_limited = phase.rate_limited_by();
         let decision = phase.decision;
+        self.rate = phase.rate_hold;
         if let Some(e) = phase.ledger_error {
+            self.release(store);
             self.log(
                 Level::Error,
                 format!("writ: spend ledger unavailable: {e} (failing closed)"),
@@ -343,6 +352,26 @@ impl Session {
                     "spend_unavailable",
                 ),
             });
+        }
+        if let Some(e) = phase.rate_error {
+            self.log(
+                Level::Error,
+                format!("writ: rate-limit counters unavailable: {e} (failing closed)"),
+            );
+            self.audit.outcome = "error".into();
+            self.audit.add_decision(policy, &decision);
+            return self.reply(&Reply {
+                status: 503,
+                body: crate::wire::error_body(
+                    "the rate-limit counters are unavailable; try again",
+                    "engine_error",
+                    "rate_limit_unavailable",
+                ),
+            });
+        }
+        self.rate_headers = rate_headers;
+        if let Some(name) = rate_limited.and_then(|r| metrics::rate_limited_name(policy, r)) {
+            self.add(MetricKind::Counter, name, 1);
         }
         if let Some(held) = phase.reservation {
             self.add(MetricKind::Gauge, metrics::RESERVATIONS.name.to_string(), 1);
@@ -386,6 +415,7 @@ impl Session {
         self.audit.add_decision(policy, &decision);
         self.transforms = t;
         self.stage = Stage::Forwarded;
+        self.forwarded = true;
         self.step(Next::Continue)
     }
 
@@ -413,7 +443,7 @@ impl Session {
         {
             current = Some(new);
         }
-        if self.reservation.is_some()
+        if self.reads_usage()
             && let Some(json) = &self.request.body
             && let Some(new) = request::ask_stream_usage(
                 self.request.api(),
