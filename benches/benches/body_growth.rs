@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
             let facts = Facts {
                 spend: Some(&spend),
                 reply: None,
+                ..Default::default()
             };
             let d = eval::evaluate(
                 policy,

@@ -113,6 +113,7 @@ fn bench(c: &mut Criterion) {
         let facts = Facts {
             spend: Some(&spend),
             reply: None,
+            ..Default::default()
         };
         eval::evaluate(
             policy,

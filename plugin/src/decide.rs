@@ -184,6 +184,7 @@ pub fn request_phase(
                 let facts = Facts {
                     spend: Some(&lookup),
                     reply: None,
+                    ..Default::default()
                 };
                 let more = engine.evaluate(
                     request,

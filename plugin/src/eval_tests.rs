@@ -464,6 +464,7 @@ fn spend_facts_decide_spend_rules_and_the_first_deny_in_file_order_answers() {
     let facts = Facts {
         spend: Some(&spend),
         reply: None,
+        ..Default::default()
     };
     let more = engine.evaluate(
         &r,
@@ -491,6 +492,7 @@ fn spend_facts_decide_spend_rules_and_the_first_deny_in_file_order_answers() {
     let facts = Facts {
         spend: Some(&low),
         reply: None,
+        ..Default::default()
     };
     let mut merged = first.clone();
     merged.merge(engine.evaluate(
@@ -539,6 +541,7 @@ fn response_facts_feed_status_headers_confidence_and_response_text() {
             headers: &headers,
             body: None,
         }),
+        ..Default::default()
     };
     let d = engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None);
     assert_eq!(d.verdict, Verdict::Continue);
@@ -551,6 +554,7 @@ fn response_facts_feed_status_headers_confidence_and_response_text() {
             headers: &[],
             body: None,
         }),
+        ..Default::default()
     };
     let d = engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None);
     assert!(matches!(d.verdict, Verdict::Deny { status: 502, .. }));

@@ -1145,6 +1145,7 @@ impl Http {
         let facts = Facts {
             spend: None,
             reply: Some(reply),
+            ..Default::default()
         };
         let decision = shared.engine.evaluate(
             &self.request,

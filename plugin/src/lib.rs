@@ -5,6 +5,7 @@
 //! `filter` (wasm32 only) touches proxy-wasm.
 
 pub mod audit;
+pub mod approval;
 pub mod audit_chain;
 pub mod calendar;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod spend;
 pub mod store;
 pub mod stream;
 pub mod tokenise;
+pub mod tools;
 pub mod usage;
 pub mod wire;
 
