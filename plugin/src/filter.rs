@@ -95,6 +95,11 @@ struct Shared {
     may_rewrite_reply: bool,
     /// Response rules or the confidence source read the reply body.
     reads_reply_body: bool,
+    /// Response rules read the reply's tool calls: a streamed reply to a request that
+    /// offers tools is held whole and decided at its end (`docs/tools.md`).
+    reads_tool_calls: bool,
+    /// Some enforced rule holds tool calls for approval: retries may carry a review id.
+    holds: bool,
     /// Where `oversight` reads confidence.
     confidence: ir::ConfidenceSource,
     /// Queue for escalations by the oversight mode itself: the policy's first escalate
@@ -111,6 +116,8 @@ impl Shared {
         let mut may_rewrite_request = false;
         let mut may_tokenise = false;
         let mut reads_reply_body = false;
+        let mut reads_tool_calls = false;
+        let mut holds = false;
         let mut default_queue = None;
         for (i, r) in policy.rules.iter().enumerate() {
             match (&r.action, r.phase) {
@@ -126,7 +133,16 @@ impl Shared {
                 (ir::Action::Escalate { queue, .. }, _) => {
                     default_queue.get_or_insert_with(|| queue.clone());
                 }
+                (ir::Action::StripTool, Phase::Request) if enforced(i) => {
+                    may_rewrite_request = true;
+                }
+                (ir::Action::Hold { .. }, _) => holds = true,
                 _ => {}
+            }
+            if r.phase == Phase::Response
+                && eval::tool_scope(&r.condition) == eval::ToolScope::Calls
+            {
+                reads_tool_calls = true;
             }
             if r.phase == Phase::Response
                 && !eval::is_streamed_redaction(r)
@@ -147,7 +163,9 @@ impl Shared {
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
             response_redact,
             response_rules,
-            reads_reply_body,
+            reads_reply_body: reads_reply_body || reads_tool_calls,
+            reads_tool_calls,
+            holds,
             confidence,
             default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
             metrics: RefCell::new(HashMap::new()),
@@ -349,6 +367,11 @@ struct Http {
     reservation: Option<Reservation>,
     /// Escalations and tags of the request phase carry into the reply.
     transforms: Transforms,
+    /// sha256 of the request body as sent, when the policy holds tool calls (a retry
+    /// must send the same request to collect an approved reply).
+    request_digest: String,
+    /// A reply a `hold` rule withholds, stored once the reply is complete.
+    pending_hold: Option<crate::approval::Held>,
     /// The request's `team`/`user` metric labels, once bounded ([`Http::identity_labels`]).
     identity_labels: Option<Vec<(&'static str, String)>>,
     // ---- response
@@ -370,7 +393,11 @@ struct Http {
 /// What the client is still owed while the audit sink writes the request's records.
 enum Held {
     /// A local reply not yet sent.
-    Local { status: u16, body: Vec<u8> },
+    Local {
+        status: u16,
+        body: Vec<u8>,
+        content_type: &'static str,
+    },
     /// The end of a forwarded reply (its last chunk, or headers without a body), paused.
     Reply,
 }
@@ -433,6 +460,8 @@ impl Http {
             buffering: false,
             held: None,
             sink_token: None,
+            pending_hold: None,
+            request_digest: String::new(),
             sealed_lines: Vec::new(),
         }
     }
@@ -479,7 +508,8 @@ impl HttpContext for Http {
         let policy = shared.policy();
 
         if let Some(ks) = &policy.kill_switch
-            && crate::kill_switch::is_admin_path(ks, &self.request.path)
+            && (crate::kill_switch::is_admin_path(ks, &self.request.path)
+                || (shared.holds && crate::approval::is_approvals_path(&self.request.path)))
         {
             if end_of_stream {
                 return self.admin(&shared, &[]);
@@ -660,14 +690,22 @@ impl Http {
         if self.reply_kind == ReplyKind::EventStream && self.reservation.is_some() {
             self.sse_usage = Some(SseUsage::new());
         }
-        self.buffering = self.reply_kind == ReplyKind::Json
+        self.buffering = (self.reply_kind == ReplyKind::Json
             && !end_of_stream
-            && (active || self.reservation.is_some() || shared.reads_reply_body);
+            && (active || self.reservation.is_some() || shared.reads_reply_body))
+            || (self.reply_kind == ReplyKind::EventStream
+                && !end_of_stream
+                && shared.reads_tool_calls
+                && self
+                    .request
+                    .body
+                    .as_ref()
+                    .is_some_and(crate::tools::offers_tools));
         if self.buffering {
             // Decided at the end of the body, where the headers can still change.
             return Action::Pause;
         }
-        if let Some(action) = self.respond(&shared, None) {
+        if let Some(action) = self.respond(&shared, None, &[]) {
             return action;
         }
         if active && self.strip_response_length().is_err() {
@@ -794,7 +832,14 @@ impl Http {
     /// a local reply becomes 503 `audit_unavailable`, a reply in flight is reset.
     fn release_held(&mut self, stored: bool) {
         match (self.held.take(), stored) {
-            (Some(Held::Local { status, body }), true) => send_local_or_log(status, &body),
+            (
+                Some(Held::Local {
+                    status,
+                    body,
+                    content_type,
+                }),
+                true,
+            ) => send_local_typed(status, &body, content_type),
             (Some(Held::Local { .. }), false) => {
                 let body = crate::wire::error_body(
                     "The audit record could not be written; the request was not answered.",
@@ -861,7 +906,12 @@ impl Http {
     fn admin(&mut self, shared: &Shared, body: &[u8]) -> Action {
         let policy = shared.policy();
         let auth = self.request.header("authorization").map(str::to_string);
-        let Some(r) = crate::kill_switch::handle_admin_for(
+        let handle = if crate::approval::is_approvals_path(&self.request.path) {
+            crate::approval::handle_decision_for
+        } else {
+            crate::kill_switch::handle_admin_for
+        };
+        let Some(r) = handle(
             &HostStore,
             policy,
             &self.request.method,
@@ -900,6 +950,17 @@ impl Http {
     /// The request phase: evaluate, admit spend, transform the body.
     fn decide(&mut self, shared: &Shared, body: Option<(Vec<u8>, usize)>) -> Action {
         let policy = shared.policy();
+        if shared.holds
+            && let Some(id) = self.request.header(crate::approval::REVIEW_ID_HEADER)
+        {
+            let id = id.to_string();
+            let bytes = body.as_ref().map(|(b, _)| b.as_slice()).unwrap_or_default();
+            return self.release_hold(shared, &id, bytes);
+        }
+        if shared.holds {
+            let bytes = body.as_ref().map(|(b, _)| b.as_slice()).unwrap_or_default();
+            self.request_digest = crate::approval::request_digest(bytes);
+        }
         self.audit.model_requested = self.request.model().map(str::to_string);
         let phase = crate::decide::request_phase(
             &shared.engine,
@@ -974,6 +1035,33 @@ impl Http {
         Action::Continue
     }
 
+    /// A retry carrying a review id: the approved reply once, the pending answer again, or
+    /// a defined error ([`crate::approval::release`]). The model is not called again.
+    fn release_hold(&mut self, shared: &Shared, review_id: &str, body: &[u8]) -> Action {
+        let digest = crate::approval::request_digest(body);
+        self.audit.workflow = self.workflow_name(shared);
+        self.audit.detail = Some(format!("review {review_id}"));
+        match crate::approval::release(&HostStore, review_id, &digest) {
+            crate::approval::Release::Reply { content_type, body } => {
+                self.audit.outcome = "released".into();
+                let ct = if content_type.starts_with("text/event-stream") {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                };
+                self.reply_typed(200, &body, ct)
+            }
+            crate::approval::Release::Pending(body) => {
+                self.audit.outcome = "pending_approval".into();
+                self.reply_with(crate::approval::PENDING_STATUS, &body)
+            }
+            crate::approval::Release::Refused { status, body } => {
+                self.audit.outcome = "denied".into();
+                self.reply_with(status, &body)
+            }
+        }
+    }
+
     /// Tokenise/redact, route and the stream-usage option, spliced into the body. `None`
     /// when nothing changed.
     fn rewrite_body(
@@ -995,6 +1083,20 @@ impl Http {
             .map_err(malformed)?;
             self.tally(shared, &rw.tallies);
             current = rw.body;
+        }
+        if !t.strip_tool.is_empty() {
+            let names = eval::stripped_tools(
+                shared.policy(),
+                &shared.engine.scanner,
+                &self.request,
+                &self.identity,
+                t,
+            );
+            if let Some(new) = crate::tools::strip_tools(current.as_deref().unwrap_or(bytes), &names)
+                .map_err(BodyError::Malformed)?
+            {
+                current = Some(new);
+            }
         }
         if let Some(model) = &t.route
             && let Some(new) =
@@ -1135,7 +1237,12 @@ impl Http {
 
     /// The response phase on what is known: rules, oversight, escalation. Returns an
     /// action when it answered locally.
-    fn respond(&mut self, shared: &Shared, body: Option<&Json>) -> Option<Action> {
+    fn respond(
+        &mut self,
+        shared: &Shared,
+        body: Option<&Json>,
+        calls: &[crate::tools::ToolCall],
+    ) -> Option<Action> {
         let policy = shared.policy();
         let reply = ReplyView {
             status: self.response_status,
@@ -1145,7 +1252,7 @@ impl Http {
         let facts = Facts {
             spend: None,
             reply: Some(reply),
-            ..Default::default()
+            tool_calls: calls,
         };
         let decision = shared.engine.evaluate(
             &self.request,
@@ -1187,7 +1294,44 @@ impl Http {
         }
         let success = (200..300).contains(&self.response_status);
         let workflow = self.identity.workflow.and_then(|i| policy.workflows.get(i));
-        let by_rule = t.escalate.or_else(|| self.transforms.escalate.clone());
+        if let Some((rule, queue, reason)) = &t.hold {
+            let matched = eval::matching_tool_items(
+                policy,
+                &shared.engine.scanner,
+                &self.request,
+                &self.identity,
+                &facts,
+                *rule,
+            );
+            self.pending_hold = Some(crate::approval::Held {
+                state: crate::approval::HoldState::Pending,
+                review_id: oversight::review_id(&self.request_id),
+                workflow: self.workflow_name(shared),
+                rule: policy.rule_id(*rule),
+                clause: policy.rules.get(*rule).map(|r| r.clause.clone()).unwrap_or_default(),
+                queue: queue.clone(),
+                reason: reason.clone(),
+                tool_calls: matched
+                    .iter()
+                    .filter_map(|&i| calls.get(i))
+                    .map(|c| crate::approval::HeldCall {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                    })
+                    .collect(),
+                request_sha256: self.request_digest.clone(),
+                content_type: String::new(),
+                body: String::new(),
+                held_at: crate::calendar::rfc3339(self.now_nanos as i64),
+                decided_at: None,
+                decided_by: None,
+            });
+        }
+        let by_rule = t
+            .hold
+            .clone()
+            .or(t.escalate)
+            .or_else(|| self.transforms.escalate.clone());
         let handoff = match (by_rule, workflow) {
             (Some((rule, queue, reason)), _) => {
                 let r = policy.rules.get(rule);
@@ -1294,8 +1438,20 @@ impl Http {
             Ok(b) => b,
             Err(what) => return self.host_failed(what),
         };
-        let json: Option<Json> = serde_json::from_slice(&bytes).ok();
-        if let Some(action) = self.respond(shared, json.as_ref()) {
+        let stream = self.reply_kind == ReplyKind::EventStream;
+        let json: Option<Json> = if stream {
+            None
+        } else {
+            serde_json::from_slice(&bytes).ok()
+        };
+        let calls = if stream {
+            crate::tools::calls_from_sse(&bytes)
+        } else {
+            json.as_ref()
+                .map(crate::tools::calls_from_json)
+                .unwrap_or_default()
+        };
+        if let Some(action) = self.respond(shared, json.as_ref(), &calls) {
             return action;
         }
         let action = match self.rewriter.take() {
@@ -1307,6 +1463,45 @@ impl Http {
             }
             None => stream::BodyAction::Unchanged,
         };
+        let usage = if stream {
+            let mut u = SseUsage::new();
+            u.push(&bytes);
+            u.finish()
+        } else {
+            json.as_ref().and_then(usage::usage_from_json)
+        };
+        if let Some(mut held) = self.pending_hold.take() {
+            // The reply the client would have received is what a reviewer approves.
+            let out = match &action {
+                stream::BodyAction::Replace(out) => out.clone(),
+                _ => bytes.clone(),
+            };
+            held.content_type = if stream {
+                "text/event-stream".into()
+            } else {
+                "application/json".into()
+            };
+            held.body = String::from_utf8_lossy(&out).into_owned();
+            self.sse_usage = None;
+            self.end_of_reply(shared, usage);
+            return match crate::approval::put(&HostStore, &held) {
+                Ok(()) => {
+                    self.audit.outcome = "pending_approval".into();
+                    self.reply_with(
+                        crate::approval::PENDING_STATUS,
+                        &crate::approval::pending_body(&held),
+                    )
+                }
+                Err(why) => {
+                    host::log(LogLevel::Error, &format!("writ: {why} (failing closed)"));
+                    self.audit.outcome = "error".into();
+                    self.reply(&Reply::engine_error(
+                        "the held tool call could not be stored; it was not sent",
+                        "approval_unavailable",
+                    ))
+                }
+            };
+        }
         match action {
             stream::BodyAction::Replace(out) => {
                 if self.strip_response_length().is_err()
@@ -1323,7 +1518,7 @@ impl Http {
             }
             stream::BodyAction::Unchanged | stream::BodyAction::Buffer => {}
         }
-        let usage = json.as_ref().and_then(usage::usage_from_json);
+        self.sse_usage = None;
         self.end_of_reply(shared, usage);
         Action::Continue
     }
@@ -1553,6 +1748,12 @@ impl Http {
     }
 
     fn reply_with(&mut self, status: u16, body: &[u8]) -> Action {
+        self.reply_typed(status, body, "application/json")
+    }
+
+    /// [`Http::reply_with`] with another content type (a released held reply may be an
+    /// event stream).
+    fn reply_typed(&mut self, status: u16, body: &[u8], content_type: &'static str) -> Action {
         self.stage = Stage::Replied;
         self.audit.status = status;
         if self.audit.outcome.is_empty() {
@@ -1561,11 +1762,12 @@ impl Http {
         let held = Held::Local {
             status,
             body: body.to_vec(),
+            content_type,
         };
         if let Some(action) = self.hold_for_audit(held) {
             return action;
         }
-        send_local_or_log(status, body);
+        send_local_typed(status, body, content_type);
         Action::Pause
     }
 }
@@ -1573,7 +1775,12 @@ impl Http {
 /// Sends a local JSON reply; a refusal by the host is logged (the request stays paused,
 /// never continued unchecked).
 fn send_local_or_log(status: u16, body: &[u8]) {
-    if let Err(rc) = host::send_local(status, body, &[("content-type", "application/json")]) {
+    send_local_typed(status, body, "application/json")
+}
+
+/// [`send_local_or_log`] with a content type.
+fn send_local_typed(status: u16, body: &[u8], content_type: &str) {
+    if let Err(rc) = host::send_local(status, body, &[("content-type", content_type)]) {
         host::log(
             LogLevel::Error,
             &format!("writ: the host refused a local reply (status {rc})"),
