@@ -28,4 +28,5 @@ mod review;
 mod serve_audit;
 mod signing;
 mod support;
+mod tools_e2e;
 mod versions;

@@ -130,7 +130,7 @@ impl Checker {
                     codes::REQUEST_ONLY,
                     format!("{what} in a response-phase rule"),
                     span,
-                    "acts on the request before it is sent",
+                    "the request's offered tools, before it is sent",
                 )
                 .help("write `on request`; in a response rule read the reply's calls with `tool_call.name`"),
             ),
@@ -216,6 +216,10 @@ impl Checker {
                             "write the amount with its currency, e.g. `5000 {}`",
                             self.env.currency
                         )),
+                        (Ty::Argument, Ty::Money) | (Ty::Money, Ty::Argument) => Some(
+                            "a tool-call argument is a plain JSON number: drop the currency, e.g. `> 100`"
+                                .to_string(),
+                        ),
                         (Ty::Str, _) | (_, Ty::Str) => Some("quote strings: `\"…\"`".to_string()),
                         _ => None,
                     };
