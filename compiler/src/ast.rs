@@ -303,7 +303,9 @@ pub enum Operand {
     Header(Str),
     ResponseHeader(Str),
     /// `tool_call.name` (a reply's tool call) or `tool.name` (a tool the request offers).
-    ToolName { call: bool },
+    ToolName {
+        call: bool,
+    },
     /// `tool_call.argument "/pointer"`: a typed value in the call's arguments.
     ToolArgument(Str),
     /// `spend(team, month)`, `confidence(header "x")`.

@@ -164,7 +164,11 @@ pub fn release(store: &dyn SharedStore, review_id: &str, request_sha256: &str) -
         body: crate::wire::error_body(message, "approval_error", code),
     };
     let Some((mut held, cas)) = get(store, review_id) else {
-        return refused(404, "no tool call is held under this review id", "unknown_review_id");
+        return refused(
+            404,
+            "no tool call is held under this review id",
+            "unknown_review_id",
+        );
     };
     if held.request_sha256 != request_sha256 {
         return refused(
@@ -280,7 +284,10 @@ pub fn handle_decision(
     let Some((mut held, cas)) = get(store, &parsed.review_id) else {
         return reply(
             404,
-            error("no tool call is held under this review id", "unknown_review_id"),
+            error(
+                "no tool call is held under this review id",
+                "unknown_review_id",
+            ),
             "rejected",
             &mut audit,
         );

@@ -841,7 +841,11 @@ fn tool_call_rules_fire_per_call_and_never_without_calls() {
     );
     assert_eq!(matched, vec![1]);
     // Arguments of the wrong type, or not JSON, compare as missing.
-    for args in [r#"{"amount": "250"}"#, "not json", r#"{"amount": {"v": 250}}"#] {
+    for args in [
+        r#"{"amount": "250"}"#,
+        "not json",
+        r#"{"amount": {"v": 250}}"#,
+    ] {
         let d = on_calls(&engine, &[ToolCall::new("a", "issue_refund", args)]);
         assert!(d.fired.is_empty(), "{args}: {:?}", d.fired);
     }
@@ -858,7 +862,10 @@ fn strip_tool_removes_only_the_tools_its_condition_holds_for() {
     let t = Transforms::of(&engine.policy, &d);
     assert_eq!(t.strip_tool, vec![2]);
     let names = stripped_tools(&engine.policy, &engine.scanner, &r, &d.identity, &t);
-    assert_eq!(names, vec!["delete_account".to_string(), "wipe".to_string()]);
+    assert_eq!(
+        names,
+        vec!["delete_account".to_string(), "wipe".to_string()]
+    );
     // Only approved tools, or none at all: the rule does not fire.
     for body in [
         r#"{"model":"m","tools":[{"type":"function","function":{"name":"get_faq"}}]}"#,

@@ -1092,8 +1092,9 @@ impl Http {
                 &self.identity,
                 t,
             );
-            if let Some(new) = crate::tools::strip_tools(current.as_deref().unwrap_or(bytes), &names)
-                .map_err(BodyError::Malformed)?
+            if let Some(new) =
+                crate::tools::strip_tools(current.as_deref().unwrap_or(bytes), &names)
+                    .map_err(BodyError::Malformed)?
             {
                 current = Some(new);
             }
@@ -1308,7 +1309,11 @@ impl Http {
                 review_id: oversight::review_id(&self.request_id),
                 workflow: self.workflow_name(shared),
                 rule: policy.rule_id(*rule),
-                clause: policy.rules.get(*rule).map(|r| r.clause.clone()).unwrap_or_default(),
+                clause: policy
+                    .rules
+                    .get(*rule)
+                    .map(|r| r.clause.clone())
+                    .unwrap_or_default(),
                 queue: queue.clone(),
                 reason: reason.clone(),
                 tool_calls: matched

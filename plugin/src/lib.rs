@@ -4,8 +4,8 @@
 //! it builds natively and is unit-tested and benchmarked without a wasm host; only
 //! `filter` (wasm32 only) touches proxy-wasm.
 
-pub mod audit;
 pub mod approval;
+pub mod audit;
 pub mod audit_chain;
 pub mod calendar;
 pub mod config;

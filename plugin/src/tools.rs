@@ -100,7 +100,12 @@ pub fn any_tool_result(body: &Json, mut f: impl FnMut(&str) -> bool) -> bool {
     };
     messages
         .iter()
-        .filter(|m| matches!(m.get("role").and_then(Json::as_str), Some("tool" | "function")))
+        .filter(|m| {
+            matches!(
+                m.get("role").and_then(Json::as_str),
+                Some("tool" | "function")
+            )
+        })
         .filter_map(|m| m.get("content"))
         .any(|c| crate::request::any_string(c, &mut f))
 }
@@ -332,7 +337,9 @@ pub fn strip_tools(body: &[u8], remove: &[String]) -> Result<Option<Vec<u8>>, St
     if !changed {
         return Ok(None);
     }
-    serde_json::to_vec(&json).map(Some).map_err(|e| e.to_string())
+    serde_json::to_vec(&json)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -437,7 +444,9 @@ mod tests {
         assert!(v.get("tool_choice").is_none());
         // Keys keep their order.
         assert!(String::from_utf8_lossy(&out).starts_with(r#"{"model":"m","tools""#));
-        let out = strip_tools(body, &["a".into(), "b".into()]).unwrap().unwrap();
+        let out = strip_tools(body, &["a".into(), "b".into()])
+            .unwrap()
+            .unwrap();
         let v: Json = serde_json::from_slice(&out).unwrap();
         assert!(v.get("tools").is_none());
         assert_eq!(strip_tools(body, &["zzz".into()]), Ok(None));

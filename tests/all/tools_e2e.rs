@@ -34,12 +34,16 @@ fn chat(stream: bool, tools: &[&str]) -> Request {
 
 /// A streamed tool call whose arguments arrive one character per event.
 fn streamed_call(name: &str, args: &str) -> Reply {
-    let mut events = vec![json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0,
+    let mut events = vec![
+        json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0,
         "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_7", "type": "function",
-        "function": {"name": name, "arguments": ""}}]}}]})];
+        "function": {"name": name, "arguments": ""}}]}}]}),
+    ];
     for ch in args.chars() {
-        events.push(json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0,
-            "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ch.to_string()}}]}}]}));
+        events.push(
+            json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0,
+            "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ch.to_string()}}]}}]}),
+        );
     }
     events.push(json!({"id": "c", "object": "chat.completion.chunk",
         "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
@@ -76,7 +80,8 @@ fn reassemble_args(body: &str) -> Result<(String, usize), String> {
             continue;
         }
         let v: Value = serde_json::from_str(data).map_err(|e| format!("{e}: {data}"))?;
-        if let Some(a) = v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str() {
+        if let Some(a) = v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+        {
             args.push_str(a);
         }
     }
@@ -84,7 +89,8 @@ fn reassemble_args(body: &str) -> Result<(String, usize), String> {
 }
 
 fn approve(gw: &WritGateway, token: &str, review_id: &str) -> Result<(u16, String), String> {
-    let body = json!({"review_id": review_id, "decision": "approve", "by": "ana", "reason": "verified"});
+    let body =
+        json!({"review_id": review_id, "decision": "approve", "by": "ana", "reason": "verified"});
     let req = Request::post_json("/writ/admin/approvals", &body.to_string())
         .header("authorization", &format!("Bearer {token}"));
     let res = send(gw.addr(), &req, Duration::from_secs(20)).map_err(|e| e.to_string())?;
@@ -101,10 +107,17 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
     let req = chat(true, &["issue_refund", "delete_account"]);
     let res = send(gw.addr(), &req, t).map_err(|e| ctx(e.to_string()))?;
     if res.status != 202 {
-        return Err(ctx(format!("held: status {}: {}", res.status, res.body_str())));
+        return Err(ctx(format!(
+            "held: status {}: {}",
+            res.status,
+            res.body_str()
+        )));
     }
     let pending = res.json();
-    let review_id = pending["review_id"].as_str().unwrap_or_default().to_string();
+    let review_id = pending["review_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if pending["status"] != "pending_approval"
         || !review_id.starts_with("rev-")
         || pending["tool_calls"] != json!([{"id": "call_7", "name": "issue_refund"}])
@@ -125,7 +138,11 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
     let retry = req.clone().header("x-writ-review-id", &review_id);
     let res = send(gw.addr(), &retry, t).map_err(|e| ctx(e.to_string()))?;
     if res.status != 202 || res.json()["review_id"] != review_id.as_str() {
-        return Err(ctx(format!("early retry: {} {}", res.status, res.body_str())));
+        return Err(ctx(format!(
+            "early retry: {} {}",
+            res.status,
+            res.body_str()
+        )));
     }
 
     // 3. Approval: a wrong token is refused, the operator's is accepted.
@@ -156,7 +173,11 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
     }
     let res = send(gw.addr(), &retry, t).map_err(|e| ctx(e.to_string()))?;
     if res.status != 410 {
-        return Err(ctx(format!("second release: {} {}", res.status, res.body_str())));
+        return Err(ctx(format!(
+            "second release: {} {}",
+            res.status,
+            res.body_str()
+        )));
     }
     if upstream.received().len() != 1 {
         return Err(ctx(format!(
@@ -167,15 +188,28 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
 
     // 5. Whole replies: an unapproved call is refused, a small refund passes.
     upstream.set_reply(whole_call("delete_account", r#"{"account": "C-9"}"#));
-    let res = send(gw.addr(), &chat(false, &["issue_refund"]), t).map_err(|e| ctx(e.to_string()))?;
+    let res =
+        send(gw.addr(), &chat(false, &["issue_refund"]), t).map_err(|e| ctx(e.to_string()))?;
     if res.status != 403 || !res.body_str().contains("AIP-9.1") || res.body_str().contains("C-9") {
-        return Err(ctx(format!("unapproved call: {} {}", res.status, res.body_str())));
+        return Err(ctx(format!(
+            "unapproved call: {} {}",
+            res.status,
+            res.body_str()
+        )));
     }
-    upstream.set_reply(whole_call("issue_refund", r#"{"order": "A-2", "amount": 40}"#));
-    let res = send(gw.addr(), &chat(false, &["issue_refund"]), t).map_err(|e| ctx(e.to_string()))?;
+    upstream.set_reply(whole_call(
+        "issue_refund",
+        r#"{"order": "A-2", "amount": 40}"#,
+    ));
+    let res =
+        send(gw.addr(), &chat(false, &["issue_refund"]), t).map_err(|e| ctx(e.to_string()))?;
     let call = &res.json()["choices"][0]["message"]["tool_calls"][0]["function"];
     if res.status != 200 || call["name"] != "issue_refund" {
-        return Err(ctx(format!("small refund: {} {}", res.status, res.body_str())));
+        return Err(ctx(format!(
+            "small refund: {} {}",
+            res.status,
+            res.body_str()
+        )));
     }
 
     // 6. A streamed approved call streams through.
@@ -201,10 +235,10 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
         .iter()
         .find(|r| r["outcome"] == "pending_approval")
         .ok_or_else(|| ctx("no held record".into()))?;
-    if !held["rules"]
-        .as_array()
-        .is_some_and(|rs| rs.iter().any(|r| r["clause"] == "AIP-9.2" && r["action"] == "hold"))
-    {
+    if !held["rules"].as_array().is_some_and(|rs| {
+        rs.iter()
+            .any(|r| r["clause"] == "AIP-9.2" && r["action"] == "hold")
+    }) {
         return Err(ctx(format!("held record: {held}")));
     }
     let approvals = gw.wait_audit("approval", 2, Duration::from_secs(10));

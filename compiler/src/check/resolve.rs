@@ -517,9 +517,7 @@ impl Detectors {
             Operand::Field(f) => ir::Operand::Field(word(FIELDS, f, "field")?),
             Operand::ToolName { call: true } => ir::Operand::Field(ir::Field::ToolCallName),
             Operand::ToolName { call: false } => ir::Operand::Field(ir::Field::ToolName),
-            Operand::ToolArgument(p) => {
-                ir::Operand::Field(ir::Field::ToolArgument(p.node.clone()))
-            }
+            Operand::ToolArgument(p) => ir::Operand::Field(ir::Field::ToolArgument(p.node.clone())),
             Operand::Call { name, args } => match (name.node.as_str(), args.as_slice()) {
                 ("spend", [scope, window]) => match (&scope.node, &window.node) {
                     (CallArg::Name(scope), CallArg::Name(window)) => ir::Operand::Spend {
