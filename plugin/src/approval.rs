@@ -350,6 +350,7 @@ pub fn handle_decision_for(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::store::MemoryStore;
 

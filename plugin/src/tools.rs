@@ -158,9 +158,12 @@ fn str_at(v: Option<&Json>) -> &str {
 pub struct SseToolCalls {
     line: Vec<u8>,
     data: Vec<u8>,
-    /// `(choice, tool index)` → (id, name, arguments), in order of first appearance.
-    calls: Vec<((u64, u64), (String, String, String))>,
+    /// The calls so far, in order of first appearance.
+    calls: Vec<Partial>,
 }
+
+/// A streamed call being reassembled: `(choice, tool index)` and (id, name, arguments).
+type Partial = ((u64, u64), (String, String, String));
 
 /// A tool call marked as the legacy `function_call` (one per choice).
 const LEGACY: u64 = u64::MAX;
@@ -344,6 +347,7 @@ pub fn strip_tools(body: &[u8], remove: &[String]) -> Result<Option<Vec<u8>>, St
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use serde_json::json;
 

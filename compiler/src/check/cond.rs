@@ -238,7 +238,7 @@ impl Checker {
                 let ordered_ty = if l == Ty::Argument { &r } else { &l };
                 if !matches!(op.node, CmpOp::Eq | CmpOp::Ne)
                     && !ordered_ty.ordered()
-                    && !(l == Ty::Argument && r == Ty::Argument)
+                    && (l != Ty::Argument || r != Ty::Argument)
                 {
                     self.push(
                         Diagnostic::new(
