@@ -4,6 +4,9 @@
 //! it builds natively and is unit-tested and benchmarked without a wasm host; only
 //! `filter` (wasm32 only) touches proxy-wasm.
 
+/// The provider APIs (OpenAI chat, completions, embeddings, Responses; Anthropic Messages):
+/// which one a request speaks and a shape-neutral view of it.
+pub mod api;
 pub mod approval;
 pub mod audit;
 pub mod audit_chain;

@@ -74,12 +74,17 @@ impl Request {
         self.body.as_ref()?.get("model")?.as_str()
     }
 
-    /// `max_tokens`, or `max_completion_tokens` (the newer OpenAI name), in the JSON body.
+    /// The provider API the request speaks, from its path and `anthropic-version`
+    /// header ([`crate::api::Api::of`]).
+    pub fn api(&self) -> crate::api::Api {
+        crate::api::Api::of(&self.path, self.header("anthropic-version"))
+    }
+
+    /// The output-token limit under the request's API's name for it: `max_tokens` or
+    /// `max_completion_tokens` (chat), `max_tokens` (Anthropic), `max_output_tokens`
+    /// (Responses); see [`crate::api::Api::max_tokens`].
     pub fn max_tokens(&self) -> Option<f64> {
-        let body = self.body.as_ref()?;
-        body.get("max_tokens")
-            .or_else(|| body.get("max_completion_tokens"))?
-            .as_f64()
+        self.api().max_tokens(self.body.as_ref()?)
     }
 
     /// `stream` in the JSON body. An absent flag means a non-streamed reply, as in the
@@ -265,8 +270,13 @@ pub fn set_model(
 /// `"stream_options":{"include_usage":true}` spliced in first, so the provider reports
 /// usage in its final chunk and the budget is settled from real usage. A body that already
 /// has `stream_options` goes through [`crate::usage::request_stream_usage`] on a copy and
-/// is re-serialised (rare). `None` when nothing needs changing.
-pub fn ask_stream_usage(body: &[u8], json: &Json) -> Option<Vec<u8>> {
+/// is re-serialised (rare). `None` when nothing needs changing, and always for APIs that
+/// report stream usage unasked ([`crate::api::Api::asks_stream_usage`]: Anthropic would
+/// refuse the unknown field).
+pub fn ask_stream_usage(api: crate::api::Api, body: &[u8], json: &Json) -> Option<Vec<u8>> {
+    if !api.asks_stream_usage() {
+        return None;
+    }
     let obj = json.as_object()?;
     if obj.get("stream").and_then(Json::as_bool) != Some(true) {
         return None;
@@ -296,6 +306,7 @@ pub fn ask_stream_usage(body: &[u8], json: &Json) -> Option<Vec<u8>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::api::Api;
 
     #[test]
     fn builds_the_view_from_pseudo_headers() {
@@ -354,18 +365,52 @@ mod tests {
 
         let body = br#" {"model":"m","stream":true}"#;
         let json: Json = serde_json::from_slice(body).unwrap();
-        let out = ask_stream_usage(body, &json).unwrap();
+        let out = ask_stream_usage(Api::Other, body, &json).unwrap();
         let v: Json = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["model"], "m");
         let again: Json = serde_json::from_slice(&out).unwrap();
-        assert_eq!(ask_stream_usage(&out, &again), None);
+        assert_eq!(ask_stream_usage(Api::Other, &out, &again), None);
         let plain: Json = serde_json::from_slice(br#"{"model":"m"}"#).unwrap();
-        assert_eq!(ask_stream_usage(br#"{"model":"m"}"#, &plain), None);
+        assert_eq!(
+            ask_stream_usage(Api::Other, br#"{"model":"m"}"#, &plain),
+            None
+        );
         let opts = br#"{"stream":true,"stream_options":{}}"#;
         let v: Json = serde_json::from_slice(opts).unwrap();
-        let out: Json = serde_json::from_slice(&ask_stream_usage(opts, &v).unwrap()).unwrap();
+        let out: Json =
+            serde_json::from_slice(&ask_stream_usage(Api::ChatCompletions, opts, &v).unwrap())
+                .unwrap();
         assert_eq!(out["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn the_view_reads_each_apis_fields() {
+        let view = |path: &str, body: &str| {
+            Request::from_headers(
+                vec![(":path".into(), path.into())],
+                parse_body(body.as_bytes(), 1024).ok(),
+            )
+        };
+        let r = view(
+            "/v1/responses",
+            r#"{"model":"gpt-4o","max_output_tokens":64}"#,
+        );
+        assert_eq!(r.api(), Api::Responses);
+        assert_eq!(r.max_tokens(), Some(64.0));
+        let r = view(
+            "/v1/messages",
+            r#"{"model":"claude-sonnet-4-5","max_tokens":32}"#,
+        );
+        assert_eq!(r.api(), Api::AnthropicMessages);
+        assert_eq!(r.max_tokens(), Some(32.0));
+        assert_eq!(r.model(), Some("claude-sonnet-4-5"));
+        // A streamed Anthropic or Responses request is never given `stream_options`.
+        let body = br#"{"model":"m","stream":true,"messages":[]}"#;
+        let json: Json = serde_json::from_slice(body).unwrap();
+        assert_eq!(ask_stream_usage(Api::AnthropicMessages, body, &json), None);
+        assert_eq!(ask_stream_usage(Api::Responses, body, &json), None);
+        assert!(ask_stream_usage(Api::ChatCompletions, body, &json).is_some());
     }
 
     #[test]

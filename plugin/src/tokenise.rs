@@ -575,7 +575,18 @@ pub struct Rewrite {
 
 /// Keys whose string values are protocol structure, not content: rewriting them would
 /// break the request (an unknown model, role or tool name) and they carry no user data.
-pub const STRUCTURAL_KEYS: &[&str] = &["model", "role", "type", "tool_call_id", "id", "name"];
+/// (`tool_use_id` and `call_id` are the Anthropic and Responses links between a tool call
+/// and its result.)
+pub const STRUCTURAL_KEYS: &[&str] = &[
+    "model",
+    "role",
+    "type",
+    "tool_call_id",
+    "tool_use_id",
+    "call_id",
+    "id",
+    "name",
+];
 
 /// True for a string the rewrite leaves alone (see [`STRUCTURAL_KEYS`]).
 pub fn is_structural(path: &Path<'_>) -> bool {

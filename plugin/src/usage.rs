@@ -14,33 +14,82 @@ pub struct Usage {
     pub cached_tokens: u64,
 }
 
-/// Reads an OpenAI-style `usage` object from a reply (chat and legacy completions,
-/// embeddings: `prompt_tokens`/`completion_tokens`; the Responses API: `input_tokens`/
-/// `output_tokens`, also under `response.usage` in its stream events). `None` when the
-/// reply carries no usage, so the caller never mistakes an estimate for usage.
+/// Reads the `usage` of a reply, whatever the API: chat and legacy completions,
+/// embeddings (`prompt_tokens`/`completion_tokens`); the Responses API (`input_tokens`/
+/// `output_tokens`, also under `response.usage` in its stream events); the Anthropic
+/// Messages API (`input_tokens`/`output_tokens`, also under `message.usage` in
+/// `message_start`). `None` when the reply carries no usage, so the caller never
+/// mistakes an estimate for usage.
 pub fn usage_from_json(reply: &Json) -> Option<Usage> {
+    partial_usage(reply).map(PartialUsage::complete)
+}
+
+/// What one usage object says; a streamed reply may spread it over several events
+/// (Anthropic: input tokens in `message_start`, output tokens in `message_delta`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PartialUsage {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    cached: Option<u64>,
+}
+
+impl PartialUsage {
+    /// `later` on top of `self`: each count `later` reports replaces this one (counts in
+    /// a stream are cumulative), the others stay.
+    fn merge(self, later: PartialUsage) -> PartialUsage {
+        PartialUsage {
+            prompt: later.prompt.or(self.prompt),
+            completion: later.completion.or(self.completion),
+            cached: later.cached.or(self.cached),
+        }
+    }
+
+    fn complete(self) -> Usage {
+        let prompt_tokens = self.prompt.unwrap_or(0);
+        Usage {
+            prompt_tokens,
+            completion_tokens: self.completion.unwrap_or(0),
+            cached_tokens: self.cached.unwrap_or(0).min(prompt_tokens),
+        }
+    }
+}
+
+/// The usage object of a reply or event: `usage`, `response.usage` (Responses stream
+/// events) or `message.usage` (Anthropic `message_start`).
+fn partial_usage(reply: &Json) -> Option<PartialUsage> {
     let usage = match reply.get("usage") {
         Some(u) if u.is_object() => u,
-        _ => reply
-            .get("response")?
-            .get("usage")
-            .filter(|u| u.is_object())?,
+        _ => ["response", "message"]
+            .iter()
+            .find_map(|k| reply.get(*k)?.get("usage").filter(|u| u.is_object()))?,
     };
-    let num = |names: [&str; 2]| names.iter().find_map(|n| usage.get(*n)?.as_u64());
-    let prompt = num(["prompt_tokens", "input_tokens"]);
-    let completion = num(["completion_tokens", "output_tokens"]);
-    if prompt.is_none() && completion.is_none() {
+    let num = |names: &[&str]| names.iter().find_map(|n| usage.get(*n)?.as_u64());
+    let input = num(&["prompt_tokens", "input_tokens"]);
+    let completion = num(&["completion_tokens", "output_tokens"]);
+    // Anthropic counts cache reads and cache writes apart from `input_tokens`; the prompt
+    // is their sum, and the reads are the cached part. (Cache writes are charged as
+    // ordinary input: the price table has no rate for them.)
+    let cache_read = num(&["cache_read_input_tokens"]);
+    let cache_write = num(&["cache_creation_input_tokens"]);
+    if input.is_none() && completion.is_none() && cache_read.is_none() {
         return None;
     }
+    let prompt = match (input, cache_read, cache_write) {
+        (None, None, None) => None,
+        (i, r, w) => Some(
+            i.unwrap_or(0)
+                .saturating_add(r.unwrap_or(0))
+                .saturating_add(w.unwrap_or(0)),
+        ),
+    };
     let cached = ["prompt_tokens_details", "input_tokens_details"]
         .iter()
         .find_map(|d| usage.get(*d)?.get("cached_tokens")?.as_u64())
-        .unwrap_or(0);
-    let prompt_tokens = prompt.unwrap_or(0);
-    Some(Usage {
-        prompt_tokens,
-        completion_tokens: completion.unwrap_or(0),
-        cached_tokens: cached.min(prompt_tokens),
+        .or(cache_read);
+    Some(PartialUsage {
+        prompt,
+        completion,
+        cached,
     })
 }
 
@@ -50,14 +99,16 @@ pub const MAX_SSE_EVENT_BYTES: usize = 1 << 20;
 
 /// Finds the `usage` of a streamed (`text/event-stream`) reply chunk by chunk, keeping
 /// only the unfinished line, so an event split across body chunks anywhere is still read.
-/// The last event that carries usage wins (OpenAI sends it in the final chunk, with
-/// `stream_options.include_usage`, see [`request_stream_usage`]).
+/// Each count comes from the last event that reports it (OpenAI sends usage in the final
+/// chunk, with `stream_options.include_usage`, see [`request_stream_usage`]; the Responses
+/// API in `response.completed`; Anthropic the input tokens in `message_start` and the
+/// cumulative output tokens in `message_delta`).
 #[derive(Debug, Default)]
 pub struct SseUsage {
     line: Vec<u8>,
     data: Vec<u8>,
     overflow: bool,
-    usage: Option<Usage>,
+    usage: Option<PartialUsage>,
 }
 
 impl SseUsage {
@@ -90,12 +141,12 @@ impl SseUsage {
             self.line_done(&line);
         }
         self.dispatch();
-        self.usage
+        self.usage.map(PartialUsage::complete)
     }
 
     /// The usage found so far.
     pub fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.usage.map(PartialUsage::complete)
     }
 
     fn line_done(&mut self, line: &[u8]) {
@@ -125,9 +176,9 @@ impl SseUsage {
         if let Some(u) = serde_json::from_slice::<Json>(&data)
             .ok()
             .as_ref()
-            .and_then(usage_from_json)
+            .and_then(partial_usage)
         {
-            self.usage = Some(u);
+            self.usage = Some(self.usage.unwrap_or_default().merge(u));
         }
     }
 }
@@ -208,6 +259,67 @@ mod tests {
         assert_eq!(
             usage_from_json(&serde_json::json!({"usage": {"prompt_tokens": -1}})),
             None
+        );
+    }
+
+    #[test]
+    fn anthropic_usage_counts_cache_reads_and_writes_as_prompt() {
+        let reply = serde_json::json!({"type": "message", "usage": {"input_tokens": 10,
+            "cache_creation_input_tokens": 20, "cache_read_input_tokens": 100, "output_tokens": 7}});
+        assert_eq!(
+            usage_from_json(&reply),
+            Some(Usage {
+                prompt_tokens: 130,
+                completion_tokens: 7,
+                cached_tokens: 100
+            })
+        );
+        let start = serde_json::json!({"type": "message_start", "message": {"id": "msg_1",
+            "usage": {"input_tokens": 25, "output_tokens": 1}}});
+        assert_eq!(
+            usage_from_json(&start),
+            Some(Usage {
+                prompt_tokens: 25,
+                completion_tokens: 1,
+                cached_tokens: 0
+            })
+        );
+    }
+
+    /// An Anthropic stream: input tokens in `message_start`, the cumulative output count
+    /// in `message_delta`; cut anywhere, the two are combined.
+    #[test]
+    fn anthropic_stream_usage_combines_start_and_delta() {
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\"}}\n\n\
+            event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n\
+            event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        for size in 1..=stream.len() {
+            let mut s = SseUsage::new();
+            for chunk in stream.as_bytes().chunks(size) {
+                s.push(chunk);
+            }
+            assert_eq!(
+                s.finish(),
+                Some(Usage {
+                    prompt_tokens: 30,
+                    completion_tokens: 15,
+                    cached_tokens: 5
+                }),
+                "chunk size {size}"
+            );
+        }
+        // A Responses stream: usage only in `response.completed`.
+        let mut s = SseUsage::new();
+        s.push(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n\
+            event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":2}}}\n\n");
+        assert_eq!(
+            s.finish(),
+            Some(Usage {
+                prompt_tokens: 9,
+                completion_tokens: 2,
+                cached_tokens: 0
+            })
         );
     }
 

@@ -4,6 +4,7 @@
 // Tests report failure by panicking; these lints guard library code, not assertions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod apis_e2e;
 mod artifact;
 mod budget_concurrency;
 mod check;

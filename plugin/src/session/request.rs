@@ -214,7 +214,8 @@ impl Session {
         }
         self.out.push(Effect::LocalReply {
             status: reply.status,
-            body: reply.body.clone(),
+            // Each API's clients get errors in its own shape (`docs/apis.md`).
+            body: self.request.api().reshape_error(reply.status, &reply.body),
             headers: Vec::new(),
             hold_for_audit: true,
         });
@@ -428,7 +429,11 @@ impl Session {
         }
         if self.reservation.is_some()
             && let Some(json) = &self.request.body
-            && let Some(new) = request::ask_stream_usage(current.as_deref().unwrap_or(bytes), json)
+            && let Some(new) = request::ask_stream_usage(
+                self.request.api(),
+                current.as_deref().unwrap_or(bytes),
+                json,
+            )
         {
             current = Some(new);
         }

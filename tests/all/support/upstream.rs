@@ -22,6 +22,14 @@ pub enum Reply {
     /// with `usage` and `[DONE]`. Both carry `usage` `{prompt_tokens: 10, completion_tokens:
     /// 5}`. What a gateway restores is then exactly what the client sent.
     Echo { sse: bool, tool_args: bool },
+    /// Echoes like [`Reply::Echo`] in the shape of another provider API
+    /// ([`super::api_mocks`]): Anthropic Messages or OpenAI Responses, JSON or streamed,
+    /// reporting `output_tokens` of usage.
+    EchoApi {
+        api: super::api_mocks::MockApi,
+        sse: bool,
+        output_tokens: u64,
+    },
     /// Exactly these bytes (a status line, headers and whatever body, well-formed or not),
     /// then the connection ends: closed, or (`reset`) reset with an RST, as a provider that
     /// fails mid-reply does.
@@ -163,6 +171,14 @@ fn serve(
 
 /// Turns an [`Reply::Echo`] into the concrete reply for a request `body`.
 pub fn echo(reply: Reply, body: &[u8]) -> Reply {
+    if let Reply::EchoApi {
+        api,
+        sse,
+        output_tokens,
+    } = reply
+    {
+        return super::api_mocks::echo(api, sse, output_tokens, body);
+    }
     let Reply::Echo { sse, tool_args } = reply else {
         return reply;
     };
@@ -236,7 +252,7 @@ fn write_reply(out: &mut TcpStream, reply: &Reply) -> std::io::Result<()> {
             write!(out, "0\r\n\r\n")?;
         }
         // Resolved by `echo`, or written by `serve`, before this.
-        Reply::Echo { .. } | Reply::Raw { .. } => {
+        Reply::Echo { .. } | Reply::EchoApi { .. } | Reply::Raw { .. } => {
             let message = "HTTP/1.1 500 X\r\ncontent-length: 0\r\n\r\n";
             out.write_all(message.as_bytes())?;
         }

@@ -23,7 +23,8 @@ pub fn operation_for_path(path: &str) -> Option<&'static str> {
         Some("text_completion")
     } else if path.ends_with("/embeddings") {
         Some("embeddings")
-    } else if path.ends_with("/responses") {
+    } else if path.ends_with("/responses") || path.ends_with("/v1/messages") {
+        // The Responses API and Anthropic's Messages API are chat in the conventions.
         Some("chat")
     } else {
         None
@@ -56,14 +57,18 @@ fn bounded(mut s: String) -> String {
     s
 }
 
-/// `usage` as OpenAI's chat/completions/embeddings (`prompt_tokens`, `completion_tokens`)
-/// and Responses API (`input_tokens`, `output_tokens`) write it.
+/// `usage` as OpenAI's chat/completions/embeddings (`prompt_tokens`, `completion_tokens`),
+/// the Responses API and Anthropic's Messages API (`input_tokens`, `output_tokens`;
+/// Anthropic counts cache reads and writes apart, in `cache_read_input_tokens` and
+/// `cache_creation_input_tokens`) write it.
 #[derive(Deserialize, Default)]
 struct UsageFields {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +80,9 @@ struct ReplyFields {
     /// The Responses API nests the final object in `response`.
     #[serde(default)]
     response: Option<Box<ReplyFields>>,
+    /// Anthropic's `message_start` nests the message (model, input tokens) in `message`.
+    #[serde(default)]
+    message: Option<Box<ReplyFields>>,
 }
 
 /// Token counts of one exchange.
@@ -178,15 +186,27 @@ impl ReplyObserver {
             self.model = Some(bounded(m));
         }
         if let Some(u) = fields.usage {
-            let usage = Usage {
-                input_tokens: u.prompt_tokens.or(u.input_tokens),
-                output_tokens: u.completion_tokens.or(u.output_tokens),
+            let cache = match (u.cache_read_input_tokens, u.cache_creation_input_tokens) {
+                (None, None) => None,
+                (r, w) => Some(r.unwrap_or(0).saturating_add(w.unwrap_or(0))),
             };
-            if usage.input_tokens.is_some() || usage.output_tokens.is_some() {
-                self.usage = Some(usage);
+            let input = match (u.prompt_tokens.or(u.input_tokens), cache) {
+                (Some(i), Some(c)) => Some(i.saturating_add(c)),
+                (i, c) => i.or(c),
+            };
+            let output = u.completion_tokens.or(u.output_tokens);
+            if input.is_some() || output.is_some() {
+                // Counts a stream reports in several events (Anthropic: input in
+                // `message_start`, output in `message_delta`) are combined; a later count
+                // replaces an earlier one.
+                let before = self.usage.unwrap_or_default();
+                self.usage = Some(Usage {
+                    input_tokens: input.or(before.input_tokens),
+                    output_tokens: output.or(before.output_tokens),
+                });
             }
         }
-        if let Some(inner) = fields.response {
+        for inner in [fields.response, fields.message].into_iter().flatten() {
             self.take(*inner);
         }
     }
@@ -248,6 +268,26 @@ mod tests {
         o.finish();
         assert_eq!(o.model.as_deref(), Some("m1"));
         assert_eq!(o.usage.and_then(|u| u.output_tokens), Some(9));
+    }
+
+    #[test]
+    fn an_anthropic_stream_gives_input_from_message_start_and_output_from_message_delta() {
+        let mut o = ReplyObserver::new(Some("text/event-stream"));
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n\
+                      event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":12}}\n\n";
+        for chunk in stream.as_bytes().chunks(5) {
+            o.feed(chunk);
+        }
+        o.finish();
+        assert_eq!(o.model.as_deref(), Some("claude-x"));
+        assert_eq!(
+            o.usage,
+            Some(Usage {
+                input_tokens: Some(25),
+                output_tokens: Some(12)
+            })
+        );
+        assert_eq!(operation_for_path("/v1/messages"), Some("chat"));
     }
 
     #[test]
