@@ -152,6 +152,16 @@ fn settings(policy: &ir::Policy) -> Vec<((String, String), String)> {
                 format!("{}%", percent(rate)),
             );
         }
+        let bc = &w.business_case;
+        for (field, amount) in [
+            ("assume cost_per_transaction", bc.cost_per_transaction),
+            ("review_cost", bc.review_cost),
+            ("manual_cost", bc.manual_cost),
+        ] {
+            if let Some(m) = amount {
+                put(&item, field, value_text(&ir::Value::Money(m), policy));
+            }
+        }
         for (field, id) in [("identify team", &w.team), ("identify user", &w.user)] {
             if let Some(id) = id {
                 let trusted = if id.trusted { "trusted " } else { "" };

@@ -125,17 +125,63 @@ pub enum WorkflowStmt {
         below: Option<Node<Num>>,
         sample: Option<Node<Num>>,
     },
-    /// `assume verification_rate <= 10%`; `percent` says whether the value had a `%`.
+    /// `assume verification_rate <= 10%`; `percent` says whether the value had a `%`,
+    /// `currency` the currency of an amount (`assume cost_per_transaction <= 1.10 EUR`).
     Assume {
         name: Ident,
         op: Node<CmpOp>,
         value: Node<Num>,
         percent: bool,
+        currency: Option<Ident>,
     },
     Identify(Vec<Node<Identity>>),
     /// `scan headers ["x-note"]` / `scan query`: more request carriers that count as the
     /// prompt (searched by `prompt has`, rewritten by `tokenise`/`redact`).
     Scan(ScanTarget),
+    /// `review_cost 4.50 EUR` / `manual_cost 6.00 EUR`: the business case's unit costs.
+    Cost {
+        kind: CostKind,
+        amount: Node<Amount>,
+    },
+    /// `rollout { purpose "…" dri "…" phase beta … }`: the workflow's rollout pack.
+    Rollout(Vec<Node<RolloutField>>),
+}
+
+/// Which unit cost a `Cost` statement gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostKind {
+    /// The cost of one human verification.
+    Review,
+    /// The cost of one transaction done wholly by hand, without AI.
+    Manual,
+}
+
+impl CostKind {
+    /// The keyword as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostKind::Review => "review_cost",
+            CostKind::Manual => "manual_cost",
+        }
+    }
+}
+
+/// One line of a `rollout { … }` block: a field name and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutField {
+    pub key: Ident,
+    pub value: Node<RolloutValue>,
+}
+
+/// A rollout-pack value as written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutValue {
+    /// `"…"`
+    Text(String),
+    /// `["…", "…"]` (the check requires strings).
+    List(Vec<Node<Lit>>),
+    /// A bare word, e.g. the phase `beta`.
+    Word(String),
 }
 
 /// What a `scan` statement adds to the prompt.

@@ -173,6 +173,45 @@ impl Printer<'_> {
         self.end_line(span.end);
     }
 
+    /// A workflow: [`Printer::block_with`]'s layout, with the `rollout { … }` block nested
+    /// one level deeper, its values aligned in one column and its comments kept in place.
+    fn workflow(&mut self, w: &WorkflowItem, span: Span) {
+        self.leading(span.start, "");
+        self.out
+            .push_str(&format!("workflow {} {{\n", string(&w.name.node)));
+        for s in &w.stmts {
+            match &s.node {
+                WorkflowStmt::Match(c) => self.cond_line("  ", "match", c, s.span),
+                WorkflowStmt::Rollout(fields) => {
+                    let first = fields.first().map_or(s.span.end, |f| f.span.start);
+                    self.leading(first.min(s.span.start + 1), "  ");
+                    self.out.push_str("  rollout {");
+                    self.end_line(s.span.start + 1);
+                    let width = fields
+                        .iter()
+                        .map(|f| f.node.key.node.len())
+                        .max()
+                        .unwrap_or(0);
+                    for f in fields {
+                        let text = format!(
+                            "{:width$} {}",
+                            f.node.key.node,
+                            rollout_value(&f.node.value.node)
+                        );
+                        self.line("    ", &text, f.span);
+                    }
+                    self.leading(s.span.end.saturating_sub(1), "    ");
+                    self.out.push_str("  }");
+                    self.end_line(s.span.end);
+                }
+                other => self.line("  ", &workflow_stmt(other), s.span),
+            }
+        }
+        self.leading(span.end.saturating_sub(1), "  ");
+        self.out.push('}');
+        self.end_line(span.end);
+    }
+
     fn item(&mut self, item: &Node<Item>) {
         let span = item.span;
         match &item.node {
@@ -191,16 +230,7 @@ impl Printer<'_> {
                     PolicyStmt::Enforcement(v) => format!("enforcement {}", v.node),
                 },
             ),
-            Item::Workflow(w) => self.block_with(
-                format!("workflow {}", string(&w.name.node)),
-                span,
-                &w.stmts,
-                workflow_stmt,
-                |s| match s {
-                    WorkflowStmt::Match(c) => Some(("match", c)),
-                    _ => None,
-                },
-            ),
+            Item::Workflow(w) => self.workflow(w, span),
             Item::Price(p) => {
                 let mut s = format!(
                     "price {} input {} output {}",
@@ -293,13 +323,30 @@ fn workflow_stmt(s: &WorkflowStmt) -> String {
             op,
             value,
             percent,
+            currency,
         } => format!(
             "assume {} {} {}{}",
             name.node,
             op.node.as_str(),
             value.node.text,
-            if *percent { "%" } else { "" }
+            match (percent, currency) {
+                (true, _) => "%".to_string(),
+                (false, Some(c)) => format!(" {}", c.node),
+                (false, None) => String::new(),
+            }
         ),
+        WorkflowStmt::Cost { kind, amount: a } => {
+            format!("{} {}", kind.as_str(), amount(&a.node))
+        }
+        // Printed by `Printer::workflow`, which nests the block; this flat form is only
+        // reached by callers that print one statement.
+        WorkflowStmt::Rollout(fields) => {
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {}", f.node.key.node, rollout_value(&f.node.value.node)))
+                .collect();
+            format!("rollout {{ {} }}", parts.join(" "))
+        }
         WorkflowStmt::Identify(ids) => {
             let parts: Vec<String> = ids
                 .iter()
@@ -318,6 +365,15 @@ fn workflow_stmt(s: &WorkflowStmt) -> String {
             format!("scan headers {}", lit_list(&names.node))
         }
         WorkflowStmt::Scan(ScanTarget::Query) => "scan query".to_string(),
+    }
+}
+
+/// A rollout-pack value as the language writes it.
+fn rollout_value(v: &RolloutValue) -> String {
+    match v {
+        RolloutValue::Text(t) => string(t),
+        RolloutValue::List(items) => lit_list(items),
+        RolloutValue::Word(w) => w.clone(),
     }
 }
 
@@ -601,6 +657,17 @@ fn action_src(a: &Node<Action>, source: &str, comments: &[Comment]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use crate::format;
+
+    #[test]
+    fn nests_the_rollout_block_and_keeps_the_business_case_and_its_comments() {
+        let src = "workflow \"w\" { match header \"x\" == \"w\"\n assume cost_per_transaction<=1.10   EUR review_cost 4.5 EUR\nmanual_cost 6\n rollout { # the pack\n  dri \"d\"\n  # between\n  hard_stops [\"a\",\"b\"]\n  phase beta  # now\n  # last\n } # after\n}\n";
+        let out = format(src).unwrap();
+        assert_eq!(
+            out,
+            "workflow \"w\" {\n  match header \"x\" == \"w\"\n  assume cost_per_transaction <= 1.10 EUR\n  review_cost 4.5 EUR\n  manual_cost 6\n  rollout {  # the pack\n    dri        \"d\"\n    # between\n    hard_stops [\"a\", \"b\"]\n    phase      beta  # now\n    # last\n  }  # after\n}\n"
+        );
+        assert_eq!(format(&out).unwrap(), out);
+    }
 
     #[test]
     fn lays_out_canonically_and_keeps_comments() {

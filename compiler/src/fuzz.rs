@@ -118,6 +118,8 @@ pub fn policy_lower(data: &[u8]) {
 const POLICY_SEEDS: &[&[u8]] = &[
     FUZZ_POLICY.as_bytes(),
     b"policy \"p\" version \"1.0.0\" {}\n",
+    // The business case and the rollout pack (formatter round trip through the nested block).
+    b"policy \"p\" version \"1.0.0\" { owner \"o\" implements \"a.md\" }\nworkflow \"w\" {\n  match header \"x\" == \"w\"\n  oversight HOTL below 0.70\n  assume verification_rate <= 10%\n  assume cost_per_transaction <= 1.10 EUR\n  review_cost 4.50 EUR\n  manual_cost 6.00 EUR\n  rollout {  # pack\n    dri \"d\"\n    # c\n    phase beta\n    approved_models [\"m\"]\n  }\n}\n",
 ];
 
 /// Keywords and shapes a fuzzer is unlikely to guess byte by byte.
@@ -173,6 +175,10 @@ const POLICY_DICT: &[&[u8]] = &[
     b"AIP-1.1",
     b"oversight HITL",
     b"assume verification_rate <= 10%",
+    b"assume cost_per_transaction <= 1.10 EUR",
+    b"review_cost 4.50 EUR",
+    b"manual_cost 6.00 EUR",
+    b"rollout { dri \"d\" phase beta hard_stops [\"x\"] go_live \"2026-01-01\" }",
     b"identify team by trusted header \"x-jwt-team\"",
     b"confidence(header \"c\") < 0.70",
     b"((((((((((((((((((((((((((((((((",

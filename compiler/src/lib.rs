@@ -18,6 +18,7 @@ mod fmt;
 pub mod fuzz;
 mod lower;
 mod resolved;
+pub mod rollout;
 mod syntax;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
@@ -58,6 +59,9 @@ pub struct Compiled {
     pub owner: String,
     /// The paper policy path as written in the source (relative to the `.policy` file).
     pub implements: String,
+    /// Each workflow's rollout pack, in workflow order: metadata for `writ review`, not
+    /// compiled into the artifact.
+    pub rollout: Vec<rollout::Pack>,
     /// Non-fatal diagnostics (warnings) found while compiling; render them with
     /// [`Diagnostics::render`] and the source.
     pub warnings: Diagnostics,

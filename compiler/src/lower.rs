@@ -68,6 +68,7 @@ pub(crate) fn lower(checked: Checked, source: &str) -> Compiled {
         manual,
         owner: checked.owner,
         implements: checked.implements,
+        rollout: checked.rollout,
         warnings: crate::Diagnostics::default(),
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct Checked {
     pub rules: Vec<CheckedRule>,
     pub manual: Vec<CheckedManual>,
     pub kill_switch: Option<ir::KillSwitch>,
+    /// Each workflow's rollout pack, in workflow order (metadata: not in the IR).
+    pub rollout: Vec<crate::rollout::Pack>,
 }
 
 /// A resolved rule and where it stands in the source (lowering turns the span into the

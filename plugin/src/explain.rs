@@ -1094,6 +1094,7 @@ mod tests {
                 user: None,
                 scan_headers: vec!["x-notes".into()],
                 scan_query: true,
+                business_case: Default::default(),
             }],
             prices: vec![],
             detectors: vec![Detector {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Leading bytes of the serialized policy blob, so a loader can refuse foreign data.
 pub const MAGIC: [u8; 4] = *b"WRIT";
 /// Version of the serialized IR; the engine refuses blobs of any other version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Money in millionths of the policy's currency unit, so sums never drift.
 pub type Micros = i64;
@@ -59,6 +59,26 @@ pub struct Workflow {
     pub scan_headers: Vec<String>,
     /// The query string counts as the prompt (`scan query`).
     pub scan_query: bool,
+    /// The workflow's business case (`assume cost_per_transaction`, `review_cost`,
+    /// `manual_cost`). Evaluation does not read it today; it travels with the artifact so
+    /// the gateway can price a verification (kill points on the cost per transaction) and
+    /// so an artifact states the business case it was tested under. Defaulted so readers
+    /// of a self-describing form (JSON) accept a workflow written without it.
+    #[serde(default)]
+    pub business_case: BusinessCase,
+}
+
+/// The business case of a workflow, in micros of the policy's currency; each part is
+/// optional. The model: cost per transaction = AI spend per request + verification rate ×
+/// review cost (`docs/operating-model.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusinessCase {
+    /// `assume cost_per_transaction <= …`: the most one transaction may cost.
+    pub cost_per_transaction: Option<Micros>,
+    /// `review_cost …`: the cost of one human verification.
+    pub review_cost: Option<Micros>,
+    /// `manual_cost …`: the cost of one transaction done wholly by hand.
+    pub manual_cost: Option<Micros>,
 }
 
 /// How much human review a workflow's outputs get.

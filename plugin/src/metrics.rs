@@ -624,6 +624,7 @@ mod tests {
                 user: None,
                 scan_headers: vec![],
                 scan_query: false,
+                business_case: Default::default(),
             }],
             prices: vec![],
             detectors: vec![],

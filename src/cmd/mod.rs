@@ -117,7 +117,7 @@ pub enum Command {
     /// The production readiness review: five questions answered from the policies, the
     /// artifacts, coverage and the audit log (exit 1 when a gate fails).
     #[command(
-        after_help = "Examples:\n  writ review policies/support-assistant.policy --audit audit.jsonl\n  writ review policies/*.policy --audit audit.jsonl --artifacts out --trust writ.pub --since 2026-11-01\n  writ review policies/support-assistant.policy --audit audit.jsonl --metrics http://127.0.0.1:10000/metrics --go-live 2026-11-01 --format html > review.html\n  writ review --template support-assistant > rollout-pack.yaml"
+        after_help = "Examples:\n  writ review policies/support-assistant.policy --audit audit.jsonl\n  writ review policies/*.policy --audit audit.jsonl --artifacts out --trust writ.pub --since 2026-11-01\n  writ review policies/support-assistant.policy --audit audit.jsonl --metrics http://127.0.0.1:10000/metrics --go-live 2026-11-01 --format html > review.html\n  writ review --template support-assistant > rollout-pack.policy"
     )]
     Review(review::ReviewArgs),
 }

@@ -38,13 +38,14 @@ pub struct ReviewArgs {
     /// Only audit records from this day on (`YYYY-MM-DD`, UTC).
     #[arg(long, value_name = "DATE")]
     pub since: Option<String>,
-    /// The go-live date (`YYYY-MM-DD`), from which the review cadence follows (until the
-    /// policy language can state it).
+    /// The go-live date (`YYYY-MM-DD`), from which the review cadence follows; overrides
+    /// the `go_live` of every reviewed workflow's rollout pack.
     #[arg(long, value_name = "DATE")]
     pub go_live: Option<String>,
     #[arg(long, value_enum, default_value = "md")]
     pub format: ReviewFormat,
-    /// Print an empty rollout pack (YAML) for a workflow instead of a review.
+    /// Print an empty rollout pack for a workflow, in the policy's own syntax (a
+    /// `rollout { … }` block to paste into the workflow), instead of a review.
     #[arg(long, value_name = "WORKFLOW", num_args = 0..=1, default_missing_value = "my-workflow")]
     pub template: Option<String>,
 }
@@ -60,7 +61,7 @@ pub enum ReviewFormat {
 /// Runs the review; input problems exit 2 with the reason.
 pub fn run(args: ReviewArgs) -> anyhow::Result<ExitCode> {
     if let Some(workflow) = &args.template {
-        print!("{}", review::render::template(workflow));
+        print!("{}", writ_compiler::rollout::template(workflow));
         return Ok(ExitCode::SUCCESS);
     }
     let evidence = match gather(&args) {
@@ -173,7 +174,8 @@ fn policy_evidence(path: &Path) -> anyhow::Result<(PolicyEvidence, Vec<WorkflowE
     let workflows = p
         .workflows
         .iter()
-        .map(|w| {
+        .zip(&compiled.rollout)
+        .map(|(w, pack)| {
             let (oversight, requires_review, designed_min_rate) = match &w.oversight {
                 ir::Oversight::Hitl => ("HITL".to_string(), true, 1.0),
                 ir::Oversight::Hotl { threshold } => {
@@ -192,6 +194,8 @@ fn policy_evidence(path: &Path) -> anyhow::Result<(PolicyEvidence, Vec<WorkflowE
                 requires_review,
                 designed_min_rate,
                 assumed_rate: w.assumed_verification_rate,
+                business_case: w.business_case.clone(),
+                rollout: pack.clone(),
             }
         })
         .collect();

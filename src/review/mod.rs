@@ -2,8 +2,10 @@
 //! questions of the operating model (business case, enforcement, handoffs, architecture,
 //! ownership), each given `pass`, `fail` or `unknown` with the evidence behind it, plus the
 //! conflicts between layers. A check the evidence cannot answer yet is `unknown` with the
-//! reason, never a guess, so language added later (cost assumptions, review verdicts,
-//! rollout-pack metadata) plugs in by turning unknowns into answers.
+//! reason, never a guess, so language added later (review verdicts, kill points) plugs in by
+//! turning unknowns into answers. The business case (`assume cost_per_transaction`,
+//! `review_cost`, `manual_cost`) and the rollout pack (`rollout { … }`) come from the
+//! policies (`docs/operating-model.md`).
 //!
 //! This module only judges: the command (`src/cmd/review.rs`) gathers the [`Evidence`],
 //! [`render`] prints the [`Review`].
@@ -90,6 +92,11 @@ pub struct WorkflowEvidence {
     pub designed_min_rate: f64,
     /// `assume verification_rate`, as a fraction.
     pub assumed_rate: Option<f64>,
+    /// The business case: `assume cost_per_transaction`, `review_cost`, `manual_cost`
+    /// (micros of the policy's currency).
+    pub business_case: writ_plugin::ir::BusinessCase,
+    /// The rollout pack the policy states for the workflow.
+    pub rollout: writ_compiler::rollout::Pack,
 }
 
 /// A policy and what it was built into.
@@ -198,6 +205,15 @@ pub struct ObservedRate {
     pub rate: Option<f64>,
     pub assumed: Option<f64>,
     pub days: Vec<DayPoint>,
+    /// Mean AI spend per output that carries `cost_micros`, in micros.
+    pub ai_spend_micros: Option<f64>,
+    /// The observed cost per transaction: AI spend + observed rate × review cost, in
+    /// micros; `None` without outputs, without costs, or without a `review_cost` to price
+    /// the verifications with.
+    pub cost_per_transaction_micros: Option<f64>,
+    /// `assume cost_per_transaction` and `review_cost`, in micros.
+    pub assumed_cost_micros: Option<i64>,
+    pub review_cost_micros: Option<i64>,
 }
 
 /// The whole review.
@@ -225,39 +241,6 @@ pub struct AuditSummary {
     pub unparsed: u64,
 }
 
-/// The rollout pack's fields (issue 15, §5); the language has none of them yet but the
-/// owner, so the review lists them as missing.
-pub const ROLLOUT_PACK_FIELDS: &[(&str, &str)] = &[
-    ("purpose", "what the workflow is for"),
-    ("primary_user", "who uses its output"),
-    ("trigger", "what starts it"),
-    ("output", "what it produces"),
-    ("human_in_the_loop_point", "where a human reviews"),
-    ("hard_stops", "what it must never do"),
-    ("dri", "the single directly responsible individual"),
-    ("owners.platform", "platform owner"),
-    ("owners.security", "security owner"),
-    ("owners.data", "data owner"),
-    ("owners.on_call", "on-call owner"),
-    ("redaction_rules", "what is redacted or tokenised"),
-    ("retention", "how long records are kept"),
-    ("audit_log_location", "where the audit log lives"),
-    ("eval_set", "the evaluation set"),
-    ("release_gate", "the gate to release"),
-    (
-        "operability",
-        "central gateway, tracing, budget alerts, per-workflow cost attribution, kill switch",
-    ),
-    ("incident_actions", "what to do in an incident"),
-    (
-        "phase",
-        "dogfood / beta / default_on, and the gate to the next",
-    ),
-    ("approved_models", "the models it may use"),
-    ("routing_rule", "how a model is chosen"),
-    ("fallback", "what happens when a provider fails"),
-];
-
 /// How long finding one request in the audit trail may take (the architecture layer's
 /// "an audit trail for any prediction in 5 minutes").
 const LOOKUP_BUDGET_MS: f64 = 5.0 * 60.0 * 1000.0;
@@ -271,8 +254,17 @@ fn pct(f: f64) -> String {
     }
 }
 
+/// Money as the policy writes it: two decimals, more only when a sum needs them
+/// (`1.1` → `1.10 EUR`, `0.00045` → `0.00045 EUR`), to the micro.
 fn money(micros: f64, currency: &str) -> String {
-    format!("{:.6} {currency}", micros / 1_000_000.0)
+    let micros = micros.round() as i64;
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    let mut frac = format!("{:06}", m % 1_000_000);
+    while frac.len() > 2 && frac.ends_with('0') {
+        frac.pop();
+    }
+    format!("{sign}{}.{frac} {currency}", m / 1_000_000)
 }
 
 /// Outputs are request records the client got an answer to (`outcome: allowed`), the
@@ -309,13 +301,28 @@ fn observe(evidence: &Evidence) -> Vec<ObservedRate> {
                     point.costed += 1;
                 }
             }
+            let rate = (outputs > 0).then(|| escalated as f64 / outputs as f64);
+            let (spent, costed) = days.values().fold((0i64, 0u64), |(s, n), d| {
+                (s.saturating_add(d.cost_micros), n + d.costed)
+            });
+            let ai_spend = (costed > 0).then(|| spent as f64 / costed as f64);
+            let bc = &w.business_case;
+            let cost_per_transaction = match (ai_spend, rate, bc.review_cost) {
+                (Some(a), Some(r), Some(c)) => Some(a + r * c as f64),
+                (Some(a), Some(0.0), None) => Some(a),
+                _ => None,
+            };
             ObservedRate {
                 workflow: w.name.clone(),
                 outputs,
                 escalated,
-                rate: (outputs > 0).then(|| escalated as f64 / outputs as f64),
+                rate,
                 assumed: w.assumed_rate,
                 days: days.into_values().collect(),
+                ai_spend_micros: ai_spend,
+                cost_per_transaction_micros: cost_per_transaction,
+                assumed_cost_micros: bc.cost_per_transaction,
+                review_cost_micros: bc.review_cost,
             }
         })
         .collect()
@@ -337,7 +344,7 @@ pub fn review(evidence: &Evidence) -> Review {
         q4(evidence),
         q5(evidence),
     ];
-    design_conflicts(evidence, &mut conflicts);
+    design_conflicts(evidence, &currency, &mut conflicts);
     let mut verdict = Verdict::of(
         &questions
             .iter()
@@ -351,15 +358,7 @@ pub fn review(evidence: &Evidence) -> Review {
         .workflows
         .iter()
         .map(|w| {
-            let owner_given = evidence
-                .policies
-                .iter()
-                .any(|p| p.name == w.policy && !p.owner.is_empty());
-            let missing = ROLLOUT_PACK_FIELDS
-                .iter()
-                .filter(|(f, _)| !(*f == "dri" && owner_given))
-                .map(|(f, _)| f.to_string())
-                .collect();
+            let missing = w.rollout.missing().iter().map(|f| f.to_string()).collect();
             (w.name.clone(), missing)
         })
         .collect();
@@ -447,30 +446,7 @@ fn q1(
             ),
         };
         checks.push(c);
-        let costed: Vec<i64> = evidence
-            .records
-            .iter()
-            .filter(|r| is_output(r) && r.workflow.as_deref() == Some(w.name.as_str()))
-            .filter_map(|r| r.cost_micros)
-            .collect();
-        let observed_cost = if costed.is_empty() {
-            "no request of it carries `cost_micros`".to_string()
-        } else {
-            let mean = costed.iter().sum::<i64>() as f64 / costed.len() as f64;
-            format!(
-                "observed {} per transaction (AI spend, mean of {} requests)",
-                money(mean, currency),
-                costed.len()
-            )
-        };
-        checks.push(check(
-            format!("cost_per_transaction:{}", w.name),
-            Verdict::Unknown,
-            format!(
-                "workflow `{}`: {observed_cost}; the policy declares no cost_per_transaction assumption to hold it against",
-                w.name
-            ),
-        ));
+        checks.push(cost_check(w, o, currency, evidence, conflicts));
         checks.push(check(
             format!("kill_points:{}", w.name),
             Verdict::Unknown,
@@ -927,48 +903,260 @@ fn owners_check(evidence: &Evidence) -> Check {
 
 fn q5(evidence: &Evidence) -> Question {
     let mut checks = Vec::new();
-    let mut dri = owners_check(evidence);
-    dri.id = "dri".into();
-    checks.push(dri);
-    match evidence.go_live {
-        None => {
-            checks.push(check(
-                "go_live",
-                Verdict::Unknown,
-                "no go-live date given (`--go-live DATE`)",
-            ));
-            checks.push(check(
-                "next_review",
-                Verdict::Unknown,
-                "the next review follows from the go-live date (go-live, +30 days, +90 days, then quarterly)",
-            ));
-        }
-        Some(g) => {
-            checks.push(check("go_live", Verdict::Pass, format!("go-live {g}")));
-            let (next, label) = dates::next_review(g, evidence.today);
-            checks.push(check(
-                "next_review",
+    for w in &evidence.workflows {
+        let pack = &w.rollout;
+        let owner = evidence
+            .policies
+            .iter()
+            .find(|p| p.name == w.policy)
+            .map(|p| p.owner.clone())
+            .unwrap_or_default();
+        checks.push(match pack.get("dri") {
+            Some(dri) => check(
+                format!("dri:{}", w.name),
                 Verdict::Pass,
-                format!("next review {next} ({label}); today is {}", evidence.today),
-            ));
+                format!(
+                    "`{}`: DRI {dri}{}{}",
+                    w.name,
+                    pack.get("on_call")
+                        .map(|o| format!("; on call (can flip the kill switch): {o}"))
+                        .unwrap_or_default(),
+                    if owner.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; policy owner {owner}")
+                    }
+                ),
+            ),
+            None => check(
+                format!("dri:{}", w.name),
+                Verdict::Fail,
+                format!(
+                    "`{}` names no DRI in its rollout pack (`dri \"…\"`){}",
+                    w.name,
+                    if owner.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; the policy owner {owner} owns the policy, not the workflow")
+                    }
+                ),
+            ),
+        });
+        let stated = pack.get("go_live").and_then(|d| dates::Date::parse(&d));
+        let go_live = match (evidence.go_live, stated) {
+            (Some(g), Some(p)) if g != p => {
+                Some((g, format!("from `--go-live`, overriding the policy's {p}")))
+            }
+            (Some(g), _) => Some((g, "from `--go-live`".to_string())),
+            (None, Some(p)) => Some((p, "from the rollout pack".to_string())),
+            (None, None) => None,
+        };
+        match go_live {
+            None => {
+                checks.push(check(
+                    format!("go_live:{}", w.name),
+                    Verdict::Unknown,
+                    format!(
+                        "`{}` states no go-live date (`go_live \"YYYY-MM-DD\"` in its rollout pack, or `--go-live DATE`)",
+                        w.name
+                    ),
+                ));
+                checks.push(check(
+                    format!("next_review:{}", w.name),
+                    Verdict::Unknown,
+                    "the next review follows from the go-live date (go-live, +30 days, +90 days, then quarterly)",
+                ));
+            }
+            Some((g, source)) => {
+                checks.push(check(
+                    format!("go_live:{}", w.name),
+                    Verdict::Pass,
+                    format!("`{}` goes live {g} ({source})", w.name),
+                ));
+                let (next, label) = dates::next_review(g, evidence.today);
+                checks.push(check(
+                    format!("next_review:{}", w.name),
+                    Verdict::Pass,
+                    format!("next review {next} ({label}); today is {}", evidence.today),
+                ));
+            }
         }
+        let missing = pack.missing();
+        checks.push(if missing.is_empty() {
+            check(
+                format!("rollout_pack:{}", w.name),
+                Verdict::Pass,
+                format!(
+                    "`{}`: every field of the rollout pack is filled; phase {}{}",
+                    w.name,
+                    pack.get("phase").unwrap_or_default(),
+                    pack.get("next_gate")
+                        .map(|g| format!(", gate to the next phase: {g}"))
+                        .unwrap_or_default()
+                ),
+            )
+        } else {
+            check(
+                format!("rollout_pack:{}", w.name),
+                Verdict::Fail,
+                format!(
+                    "`{}` cannot fill its rollout pack, so it is not ready: {} of {} fields missing ({}); `writ review --template {}` prints the block to fill",
+                    w.name,
+                    missing.len(),
+                    writ_compiler::rollout::FIELDS.len(),
+                    missing.join(", "),
+                    w.name
+                ),
+            )
+        });
     }
     question("q5", "Is someone responsible for coherence?", checks)
 }
 
+/// Q1's `cost_per_transaction:<workflow>`: the observed cost per transaction (AI spend per
+/// request + observed verification rate × review cost) against the assumed one.
+fn cost_check(
+    w: &WorkflowEvidence,
+    o: &ObservedRate,
+    currency: &str,
+    evidence: &Evidence,
+    conflicts: &mut Vec<String>,
+) -> Check {
+    let id = format!("cost_per_transaction:{}", w.name);
+    let bc = &w.business_case;
+    let m = |micros: f64| money(micros, currency);
+    let spend = match o.ai_spend_micros {
+        Some(a) => format!(
+            "AI spend {} per request (mean of {} requests)",
+            m(a),
+            o.days.iter().map(|d| d.costed).sum::<u64>()
+        ),
+        None => "no output of it carries `cost_micros`".to_string(),
+    };
+    let Some(assumed) = bc.cost_per_transaction else {
+        return check(
+            id,
+            Verdict::Unknown,
+            format!(
+                "workflow `{}`: {spend}; the policy declares no `assume cost_per_transaction` to hold it against",
+                w.name
+            ),
+        );
+    };
+    let assumed = assumed as f64;
+    let Some(observed) = o.cost_per_transaction_micros else {
+        let why = if o.ai_spend_micros.is_none() || o.rate.is_none() {
+            format!("{spend}{}", window(evidence))
+        } else {
+            format!(
+                "{spend}, {} verified, and no `review_cost` to price the verifications with",
+                o.rate.map(pct).unwrap_or_default()
+            )
+        };
+        return check(
+            id,
+            Verdict::Unknown,
+            format!(
+                "workflow `{}` assumes {} per transaction; {why}",
+                w.name,
+                m(assumed)
+            ),
+        );
+    };
+    let sum = format!(
+        "{} AI spend + {} verified × {} review",
+        m(o.ai_spend_micros.unwrap_or_default()),
+        pct(o.rate.unwrap_or_default()),
+        m(bc.review_cost.unwrap_or_default() as f64)
+    );
+    let manual = bc
+        .manual_cost
+        .map(|c| {
+            let c = c as f64;
+            if observed > c {
+                format!("; more than the manual process ({} by hand)", m(c))
+            } else {
+                format!("; the manual process costs {}", m(c))
+            }
+        })
+        .unwrap_or_default();
+    if observed > assumed + 0.5 {
+        conflicts.push(format!(
+            "strategy assumes {} per transaction for `{}` while production measures {} ({sum}), so the business case does not survive contact with production{manual}",
+            m(assumed),
+            w.name,
+            m(observed)
+        ));
+        check(
+            id,
+            Verdict::Fail,
+            format!(
+                "workflow `{}` assumes {} per transaction, observed {} ({sum}{}){manual}",
+                w.name,
+                m(assumed),
+                m(observed),
+                window(evidence)
+            ),
+        )
+    } else {
+        check(
+            id,
+            Verdict::Pass,
+            format!(
+                "workflow `{}` assumes {} per transaction, observed {} ({sum}{}){manual}",
+                w.name,
+                m(assumed),
+                m(observed),
+                window(evidence)
+            ),
+        )
+    }
+}
+
 /// Conflicts visible in the policy alone.
-fn design_conflicts(evidence: &Evidence, conflicts: &mut Vec<String>) {
+fn design_conflicts(evidence: &Evidence, currency: &str, conflicts: &mut Vec<String>) {
     for w in &evidence.workflows {
+        let bc = &w.business_case;
+        // What the designed review alone costs per transaction, against the business case.
+        let priced = match (bc.review_cost, bc.cost_per_transaction) {
+            (Some(review), Some(cost)) => format!(
+                ": {} × {} = {} of review per transaction against an assumed {}",
+                pct(w.designed_min_rate),
+                money(review as f64, currency),
+                money(w.designed_min_rate * review as f64, currency),
+                money(cost as f64, currency)
+            ),
+            _ => String::new(),
+        };
         if let Some(a) = w.assumed_rate
             && a + 1e-12 < w.designed_min_rate
         {
             conflicts.push(format!(
-                    "strategy assumes {} verification for `{}` while process designed {} (at least {} reviewed), so the business case is underwater",
-                    pct(a),
-                    w.name,
-                    w.oversight,
-                    pct(w.designed_min_rate)
-                ));
+                "strategy assumes {} verification for `{}` while process designed {} (at least {} reviewed), so the business case is underwater{priced}",
+                pct(a),
+                w.name,
+                w.oversight,
+                pct(w.designed_min_rate)
+            ));
+        } else if let (Some(review), Some(cost)) = (bc.review_cost, bc.cost_per_transaction)
+            && w.designed_min_rate * review as f64 > cost as f64 + 0.5
+        {
+            conflicts.push(format!(
+                "strategy assumes {} per transaction for `{}` while process designed {}, so the business case is underwater{priced}",
+                money(cost as f64, currency),
+                w.name,
+                w.oversight
+            ));
+        }
+        if let (Some(cost), Some(manual)) = (bc.cost_per_transaction, bc.manual_cost)
+            && cost > manual
+        {
+            conflicts.push(format!(
+                "the business case for `{}` costs more than the manual process: {} per transaction assumed, {} by hand",
+                w.name,
+                money(cost as f64, currency),
+                money(manual as f64, currency)
+            ));
         }
     }
 }
@@ -995,7 +1183,11 @@ fn short(sha: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a test fails loudly on a bad fixture")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::panic,
+        reason = "a test fails loudly on a bad fixture"
+    )]
     use super::*;
     use writ_plugin::audit::EscalationRecord;
 
@@ -1038,7 +1230,178 @@ mod tests {
             requires_review: true,
             designed_min_rate: 1.0,
             assumed_rate: Some(assumed),
+            business_case: writ_plugin::ir::BusinessCase::default(),
+            rollout: writ_compiler::rollout::Pack::default(),
         }
+    }
+
+    /// A HOTL workflow with a business case: 1.10 EUR per transaction, 4.50 EUR a review,
+    /// 6.00 EUR by hand, and 10% verification assumed.
+    fn hotl_with_business_case() -> WorkflowEvidence {
+        WorkflowEvidence {
+            name: "support".into(),
+            policy: "claims".into(),
+            oversight: "HOTL below 0.70".into(),
+            requires_review: true,
+            designed_min_rate: 0.0,
+            assumed_rate: Some(0.10),
+            business_case: writ_plugin::ir::BusinessCase {
+                cost_per_transaction: Some(1_100_000),
+                review_cost: Some(4_500_000),
+                manual_cost: Some(6_000_000),
+            },
+            rollout: writ_compiler::rollout::Pack::default(),
+        }
+    }
+
+    /// `n` outputs of `support`, the first `escalated` of them escalated, each costing
+    /// `cost` micros of AI spend.
+    fn outputs(n: usize, escalated: usize, cost: i64) -> Vec<AuditRecord> {
+        (0..n)
+            .map(|i| AuditRecord {
+                event: "request".into(),
+                time: "2026-12-01T00:00:00.000000Z".into(),
+                request_id: format!("r{i}"),
+                workflow: Some("support".into()),
+                outcome: "allowed".into(),
+                status: 200,
+                cost_micros: Some(cost),
+                escalation: (i < escalated).then(|| EscalationRecord {
+                    queue: "support-review".into(),
+                    reason: "low confidence".into(),
+                    review_id: format!("rv{i}"),
+                }),
+                ..AuditRecord::default()
+            })
+            .collect()
+    }
+
+    fn find<'a>(r: &'a Review, q: usize, id: &str) -> &'a Check {
+        r.questions[q]
+            .checks
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {:#?}", r.questions[q]))
+    }
+
+    #[test]
+    fn the_cost_per_transaction_is_ai_spend_plus_verification_priced_at_the_review_cost() {
+        // 1 of 10 escalated (10%), 0.05 EUR of AI spend each: 0.05 + 10% × 4.50 = 0.50 EUR.
+        let r = review(&evidence(hotl_with_business_case(), outputs(10, 1, 50_000)));
+        let c = find(&r, 0, "cost_per_transaction:support");
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+        assert!(
+            c.evidence.contains("assumes 1.10 EUR per transaction, observed 0.50 EUR (0.05 EUR AI spend + 10% verified × 4.50 EUR review)"),
+            "{c:?}"
+        );
+        assert_eq!(r.observed[0].cost_per_transaction_micros, Some(500_000.0));
+
+        // 3 of 10 escalated: 0.05 + 30% × 4.50 = 1.40 EUR, over 1.10 EUR.
+        let r = review(&evidence(hotl_with_business_case(), outputs(10, 3, 50_000)));
+        let c = find(&r, 0, "cost_per_transaction:support");
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(
+            c.evidence.contains("assumes 1.10 EUR per transaction, observed 1.40 EUR (0.05 EUR AI spend + 30% verified × 4.50 EUR review)"),
+            "{c:?}"
+        );
+        assert!(
+            r.conflicts.iter().any(|c| c.starts_with("strategy assumes 1.10 EUR per transaction for `support` while production measures 1.40 EUR")),
+            "{:?}",
+            r.conflicts
+        );
+        assert_eq!(r.questions[0].verdict, Verdict::Fail);
+
+        // Nothing measured: unknown, with the assumption named.
+        let r = review(&evidence(hotl_with_business_case(), Vec::new()));
+        let c = find(&r, 0, "cost_per_transaction:support");
+        assert_eq!(c.verdict, Verdict::Unknown, "{c:?}");
+        assert!(
+            c.evidence.contains("assumes 1.10 EUR per transaction"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn hitl_priced_over_the_business_case_is_named_with_the_numbers() {
+        let mut w = hitl(0.10);
+        w.business_case = writ_plugin::ir::BusinessCase {
+            cost_per_transaction: Some(1_100_000),
+            review_cost: Some(4_500_000),
+            manual_cost: Some(1_000_000),
+        };
+        let r = review(&evidence(w, Vec::new()));
+        assert!(
+            r.conflicts.iter().any(|c| c
+                == "strategy assumes 10% verification for `claims` while process designed HITL (at least 100% reviewed), so the business case is underwater: 100% × 4.50 EUR = 4.50 EUR of review per transaction against an assumed 1.10 EUR"),
+            "{:?}",
+            r.conflicts
+        );
+        assert!(
+            r.conflicts.iter().any(|c| c
+                == "the business case for `claims` costs more than the manual process: 1.10 EUR per transaction assumed, 1.00 EUR by hand"),
+            "{:?}",
+            r.conflicts
+        );
+    }
+
+    #[test]
+    fn the_rollout_pack_gives_q5_its_dri_and_go_live_and_a_missing_field_fails() {
+        use writ_compiler::rollout::{FIELDS, Value};
+        let mut w = hotl_with_business_case();
+        for f in FIELDS {
+            let v = match f.name {
+                "phase" => "beta",
+                "go_live" => "2026-11-01",
+                "dri" => "jane.doe@example.com",
+                _ => "filled",
+            };
+            w.rollout
+                .fields
+                .insert(f.name.into(), Value::Text(v.into()));
+        }
+        let r = review(&evidence(w.clone(), Vec::new()));
+        assert_eq!(r.rollout_pack_missing["support"], Vec::<String>::new());
+        let q5 = 4;
+        assert_eq!(find(&r, q5, "rollout_pack:support").verdict, Verdict::Pass);
+        let dri = find(&r, q5, "dri:support");
+        assert_eq!(dri.verdict, Verdict::Pass);
+        assert!(dri.evidence.contains("DRI jane.doe@example.com"), "{dri:?}");
+        let go = find(&r, q5, "go_live:support");
+        assert_eq!(
+            go.evidence,
+            "`support` goes live 2026-11-01 (from the rollout pack)"
+        );
+        // 2026-11-01 + 30 days is 2026-12-01, past on 2026-12-06: next is +90 days.
+        let next = find(&r, q5, "next_review:support");
+        assert!(
+            next.evidence.starts_with("next review 2027-01-30"),
+            "{next:?}"
+        );
+        assert_eq!(r.questions[q5].verdict, Verdict::Pass);
+
+        // `--go-live` overrides the pack.
+        let mut e = evidence(w.clone(), Vec::new());
+        e.go_live = dates::Date::parse("2026-12-01");
+        let r = review(&e);
+        assert_eq!(
+            find(&r, q5, "go_live:support").evidence,
+            "`support` goes live 2026-12-01 (from `--go-live`, overriding the policy's 2026-11-01)"
+        );
+
+        // A missing field fails the review, and is listed.
+        w.rollout.fields.remove("fallback");
+        w.rollout.fields.remove("dri");
+        let r = review(&evidence(w, Vec::new()));
+        assert_eq!(r.rollout_pack_missing["support"], vec!["dri", "fallback"]);
+        let pack = find(&r, q5, "rollout_pack:support");
+        assert_eq!(pack.verdict, Verdict::Fail);
+        assert!(
+            pack.evidence
+                .contains("2 of 23 fields missing (dri, fallback)"),
+            "{pack:?}"
+        );
+        assert_eq!(find(&r, q5, "dri:support").verdict, Verdict::Fail);
+        assert_eq!(r.verdict, Verdict::Fail);
     }
 
     #[test]

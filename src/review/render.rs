@@ -69,8 +69,15 @@ pub fn markdown(review: &Review) -> String {
     for (w, missing) in &review.rollout_pack_missing {
         let _ = writeln!(
             out,
-            "- `{w}`: {} (unknown: the policy language has no rollout-pack metadata yet; `writ review --template` prints the pack to fill)",
-            missing.join(", ")
+            "- `{w}`: {}",
+            if missing.is_empty() {
+                "none".to_string()
+            } else {
+                format!(
+                    "{} (`writ review --template {w}` prints the block to fill)",
+                    missing.join(", ")
+                )
+            }
         );
     }
     out
@@ -219,16 +226,35 @@ fn charts(o: &ObservedRate, currency: &str) -> String {
             dashed: true,
         },
     ];
-    let cost = [Series {
-        label: format!("AI spend per transaction ({currency}; no business case declared)"),
+    // Per day: AI spend per transaction, plus that day's verification rate × the review
+    // cost when the policy states one (the model of docs/operating-model.md).
+    let review = o.review_cost_micros.unwrap_or(0) as f64;
+    let mut cost = vec![Series {
+        label: if o.review_cost_micros.is_some() {
+            format!("cost per transaction ({currency}: AI spend + verification × review cost)")
+        } else {
+            format!("AI spend per transaction ({currency}; no review_cost declared)")
+        },
         colour: "#8e44ad",
         points: o
             .days
             .iter()
-            .map(|d| d.cost_micros as f64 / 1_000_000.0 / d.costed.max(1) as f64)
+            .map(|d| {
+                let spend = d.cost_micros as f64 / d.costed.max(1) as f64;
+                let rate = d.escalations as f64 / d.outputs.max(1) as f64;
+                (spend + rate * review) / 1_000_000.0
+            })
             .collect(),
         dashed: false,
     }];
+    if let Some(a) = o.assumed_cost_micros {
+        cost.push(Series {
+            label: format!("business case {:.2} {currency}", a as f64 / 1_000_000.0),
+            colour: "#2c3e50",
+            points: vec![a as f64 / 1_000_000.0; o.days.len()],
+            dashed: true,
+        });
+    }
     format!(
         "{}\n{}\n{}",
         line_chart(
@@ -335,26 +361,5 @@ pub fn html(review: &Review) -> String {
         );
     }
     out.push_str("</ul>\n</body></html>\n");
-    out
-}
-
-/// An empty rollout pack for `workflow`, as YAML with a comment per field.
-pub fn template(workflow: &str) -> String {
-    let mut out = format!(
-        "# Rollout pack for workflow `{workflow}`. If you can't fill this pack, you're not ready.\nworkflow: {workflow}\n"
-    );
-    for (field, what) in super::ROLLOUT_PACK_FIELDS {
-        match field.split_once('.') {
-            Some((parent, child)) => {
-                if !out.contains(&format!("\n{parent}:\n")) {
-                    let _ = writeln!(out, "{parent}:");
-                }
-                let _ = writeln!(out, "  {child}: \"\"   # {what}");
-            }
-            None => {
-                let _ = writeln!(out, "{field}: \"\"   # {what}");
-            }
-        }
-    }
     out
 }

@@ -97,6 +97,7 @@ fn hand_compiled() -> Compiled {
         }],
         owner: "security@example.com".into(),
         implements: "ai-policy.md".into(),
+        rollout: Vec::new(),
         warnings: writ_compiler::Diagnostics::default(),
         policy,
     }

@@ -129,6 +129,7 @@ fn diff_lists_workflow_price_and_detector_changes() {
             "assume verification_rate <= 10%",
             "assume verification_rate <= 20%",
         )
+        .replace("review_cost 4.50 EUR", "review_cost 4.00 EUR")
         .replace("EMP-[0-9]{6}", "EMP-[0-9]{5,6}")
         .replace("input 2.50 EUR", "input 2.00 EUR");
     assert_ne!(edited, source);
@@ -148,6 +149,7 @@ fn diff_lists_workflow_price_and_detector_changes() {
         "~ workflow \"support-assistant\" match: header \"x-workflow\" == \"support-assistant\" → header \"x-app\" == \"support-assistant\"",
         "~ workflow \"support-assistant\" oversight: HOTL below 0.70 → HOTL below 0.50",
         "~ workflow \"support-assistant\" assume verification_rate: 10% → 20%",
+        "~ workflow \"support-assistant\" review_cost: 4.5 EUR → 4 EUR",
         "~ detector \"employee_id\" kind: regex \"EMP-[0-9]{6}\" → regex \"EMP-[0-9]{5,6}\"",
         "~ price \"gpt-4o\" input: 2.5 EUR per 1M tokens → 2 EUR per 1M tokens",
     ] {

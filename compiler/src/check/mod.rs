@@ -4,9 +4,11 @@
 //! the tree lowering consumes.
 
 mod cond;
+mod economics;
 pub(crate) mod logic;
 mod relations;
 mod resolve;
+mod rollout;
 pub(crate) mod suggest;
 mod vocab;
 
@@ -17,7 +19,8 @@ use crate::diag::{Diagnostic, codes};
 use crate::resolved::{Checked, DFA_SIZE_LIMIT, Dfas, RegexError, compile_regex};
 use suggest::did_you_mean;
 use vocab::{
-    DETECTOR_CLASSES, ENFORCEMENTS, IDENTITIES, OVERSIGHT, OversightMode, PHASES, lookup, words,
+    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, IDENTITIES, OVERSIGHT, OversightMode,
+    PHASES, lookup, words,
 };
 use writ_plugin::ir;
 
@@ -747,6 +750,7 @@ impl Checker {
         let mut seen = Vec::new();
         let mut oversight: Option<(ReviewFloor, Span)> = None;
         let mut rate: Option<(CmpOp, f64, Span)> = None;
+        let mut case = economics::BusinessCase::default();
         let mut identities: Vec<&str> = Vec::new();
         for s in &w.stmts {
             match &s.node {
@@ -830,42 +834,98 @@ impl Checker {
                     op,
                     value,
                     percent,
-                } => {
-                    once(&mut seen, "assume", s.span, &mut self.diags);
-                    if name.node != "verification_rate" {
-                        self.push(
-                            Diagnostic::new(
-                                codes::UNKNOWN_ASSUMPTION,
-                                format!("unknown assumption `{}`", name.node),
-                                name.span,
-                                "expected `verification_rate`",
-                            )
-                            .maybe_help(did_you_mean(&name.node, ["verification_rate"])),
+                    currency,
+                } => match lookup(ASSUMPTIONS, &name.node) {
+                    None => self.push(
+                        Diagnostic::new(
+                            codes::UNKNOWN_ASSUMPTION,
+                            format!("unknown assumption `{}`", name.node),
+                            name.span,
+                            "expected `verification_rate` or `cost_per_transaction`",
+                        )
+                        .maybe_help(did_you_mean(&name.node, words(ASSUMPTIONS))),
+                    ),
+                    Some(Assumption::VerificationRate) => {
+                        once(
+                            &mut seen,
+                            "assume verification_rate",
+                            s.span,
+                            &mut self.diags,
                         );
-                    }
-                    let fraction = if *percent {
-                        self.percent(&value.node, value.span);
-                        value.node.value / 100.0
-                    } else {
-                        if !(0.0..=1.0).contains(&value.node.value) {
+                        if currency.is_some() {
                             self.push(
                                 Diagnostic::new(
-                                    codes::THRESHOLD_OUT_OF_RANGE,
-                                    format!(
-                                        "verification rate `{}` is outside 0..1",
-                                        value.node.text
-                                    ),
+                                    codes::TYPE_MISMATCH,
+                                    "a verification rate is a share, not an amount",
                                     value.span,
-                                    "a rate lies between 0 and 1",
+                                    "an amount",
                                 )
-                                .help(
-                                    "write a fraction such as `0.1` or a percentage such as `10%`",
-                                ),
+                                .help("write a percentage such as `10%`"),
+                            );
+                            continue;
+                        }
+                        let fraction = self.rate(value, *percent);
+                        rate = Some((op.node, fraction, value.span));
+                    }
+                    Some(Assumption::CostPerTransaction) => {
+                        once(
+                            &mut seen,
+                            "assume cost_per_transaction",
+                            s.span,
+                            &mut self.diags,
+                        );
+                        let Some(c) = currency else {
+                            self.push(
+                                Diagnostic::new(
+                                    codes::TYPE_MISMATCH,
+                                    "a cost per transaction is an amount of money",
+                                    value.span,
+                                    "no currency",
+                                )
+                                .help(format!(
+                                    "write an amount such as `1.10 {}`",
+                                    self.env.currency
+                                )),
+                            );
+                            continue;
+                        };
+                        if !matches!(op.node, CmpOp::Le | CmpOp::Lt) {
+                            self.push(
+                                Diagnostic::new(
+                                    codes::ASSUMPTION_OPERATOR,
+                                    format!(
+                                        "`assume cost_per_transaction {}` is not a ceiling",
+                                        op.node.as_str()
+                                    ),
+                                    op.span,
+                                    "expected `<=` or `<`",
+                                )
+                                .help("the business case caps what one transaction may cost: `assume cost_per_transaction <= 1.10 EUR`"),
                             );
                         }
-                        value.node.value
-                    };
-                    rate = Some((op.node, fraction, value.span));
+                        let before = self.diags.len();
+                        self.amount(&value.node, Some(c), value.span);
+                        if self.diags.len() == before {
+                            case.cost =
+                                crate::resolved::micros(&value.node.text).map(|m| (m, value.span));
+                        }
+                    }
+                },
+                WorkflowStmt::Cost { kind, amount } => {
+                    once(&mut seen, kind.as_str(), s.span, &mut self.diags);
+                    let before = self.diags.len();
+                    self.amount(&amount.node.num, amount.node.currency.as_ref(), amount.span);
+                    let micros = crate::resolved::micros(&amount.node.num.text)
+                        .filter(|_| self.diags.len() == before)
+                        .map(|m| (m, amount.span));
+                    match kind {
+                        CostKind::Review => case.review = micros,
+                        CostKind::Manual => case.manual = micros,
+                    }
+                }
+                WorkflowStmt::Rollout(fields) => {
+                    once(&mut seen, "rollout", s.span, &mut self.diags);
+                    rollout::check(fields, &mut self.diags);
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => {}
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
@@ -958,6 +1018,38 @@ impl Checker {
                 _ => {}
             }
         }
+        // The business case against the workflow's own declarations.
+        match oversight {
+            Some((ReviewFloor::Hitl, h)) => case.hitl = Some(h),
+            Some((ReviewFloor::Hic(sample), h)) if sample > 0.0 => case.sample = Some((sample, h)),
+            _ => {}
+        }
+        case.hotl = w.stmts.iter().any(|s| {
+            matches!(&s.node, WorkflowStmt::Oversight { mode, .. }
+                if lookup(OVERSIGHT, &mode.node) == Some(OversightMode::Hotl))
+        });
+        case.rate = rate.map(|(_, r, span)| (r, span));
+        economics::check(&case, &self.env.currency, &mut self.diags);
+    }
+
+    /// `assume verification_rate`'s value as a fraction (`10%` or `0.1`), checked.
+    fn rate(&mut self, value: &Node<Num>, percent: bool) -> f64 {
+        if percent {
+            self.percent(&value.node, value.span);
+            return value.node.value / 100.0;
+        }
+        if !(0.0..=1.0).contains(&value.node.value) {
+            self.push(
+                Diagnostic::new(
+                    codes::THRESHOLD_OUT_OF_RANGE,
+                    format!("verification rate `{}` is outside 0..1", value.node.text),
+                    value.span,
+                    "a rate lies between 0 and 1",
+                )
+                .help("write a fraction such as `0.1` or a percentage such as `10%`"),
+            );
+        }
+        value.node.value
     }
 
     fn percent(&mut self, n: &Num, span: Span) {

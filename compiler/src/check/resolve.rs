@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use writ_plugin::ir;
 
 use super::vocab::{
-    DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, OVERSIGHT, OversightMode, PHASES, SCOPES,
-    WINDOWS, Who, lookup,
+    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, OVERSIGHT,
+    OversightMode, PHASES, SCOPES, WINDOWS, Who, lookup,
 };
 use crate::ast::*;
 use crate::resolved::{Checked, CheckedManual, CheckedRule, Dfas, micros};
@@ -43,6 +43,37 @@ fn word<T: Clone>(table: &[(&str, T)], ident: &Ident, what: &str) -> Res<T> {
     )
 }
 
+/// A workflow's rollout pack: the fields its `rollout` block states (the check validated
+/// their names and shapes; the phase word becomes text like the rest).
+fn rollout_pack(w: &WorkflowItem) -> crate::rollout::Pack {
+    use crate::rollout::Value;
+    let mut pack = crate::rollout::Pack {
+        workflow: w.name.node.clone(),
+        fields: BTreeMap::new(),
+    };
+    for s in &w.stmts {
+        let WorkflowStmt::Rollout(fields) = &s.node else {
+            continue;
+        };
+        for f in fields {
+            let value = match &f.node.value.node {
+                RolloutValue::Text(t) | RolloutValue::Word(t) => Value::Text(t.clone()),
+                RolloutValue::List(items) => Value::List(
+                    items
+                        .iter()
+                        .filter_map(|i| match &i.node {
+                            Lit::Str(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+            };
+            pack.fields.insert(f.node.key.node.clone(), value);
+        }
+    }
+    pack
+}
+
 /// Resolves a file the checks accepted. `dfas` are the custom detectors' patterns the
 /// check compiled, by detector name.
 pub(crate) fn resolve(file: &File, dfas: &BTreeMap<String, Dfas>) -> Res<Checked> {
@@ -65,6 +96,7 @@ pub(crate) fn resolve(file: &File, dfas: &BTreeMap<String, Dfas>) -> Res<Checked
         rules: Vec::new(),
         manual: Vec::new(),
         kill_switch: None,
+        rollout: Vec::new(),
     };
     for s in &header.stmts {
         match &s.node {
@@ -78,7 +110,10 @@ pub(crate) fn resolve(file: &File, dfas: &BTreeMap<String, Dfas>) -> Res<Checked
     for item in &file.items {
         match &item.node {
             Item::Policy(_) | Item::Detector(_) => {}
-            Item::Workflow(w) => out.workflows.push(detectors.workflow(w)?),
+            Item::Workflow(w) => {
+                out.workflows.push(detectors.workflow(w)?);
+                out.rollout.push(rollout_pack(w));
+            }
             Item::Price(p) => out.prices.push(ir::Price {
                 model: p.model.node.clone(),
                 input_per_mtok: money(&p.input.node.num, p.input.span)?,
@@ -294,6 +329,7 @@ impl Detectors {
             user: None,
             scan_headers: Vec::new(),
             scan_query: false,
+            business_case: ir::BusinessCase::default(),
         };
         for s in &w.stmts {
             match &s.node {
@@ -313,13 +349,33 @@ impl Detectors {
                         },
                     }
                 }
-                WorkflowStmt::Assume { value, percent, .. } => {
-                    out.assumed_verification_rate = Some(if *percent {
-                        value.node.value / 100.0
-                    } else {
-                        value.node.value
-                    });
+                WorkflowStmt::Assume {
+                    name,
+                    value,
+                    percent,
+                    ..
+                } => match word(ASSUMPTIONS, name, "assumption")? {
+                    Assumption::VerificationRate => {
+                        out.assumed_verification_rate = Some(if *percent {
+                            value.node.value / 100.0
+                        } else {
+                            value.node.value
+                        });
+                    }
+                    Assumption::CostPerTransaction => {
+                        out.business_case.cost_per_transaction =
+                            Some(money(&value.node, value.span)?);
+                    }
+                },
+                WorkflowStmt::Cost { kind, amount } => {
+                    let m = Some(money(&amount.node.num, amount.span)?);
+                    match kind {
+                        CostKind::Review => out.business_case.review_cost = m,
+                        CostKind::Manual => out.business_case.manual_cost = m,
+                    }
                 }
+                // Metadata for people and `writ review`, gathered by `rollout_pack`.
+                WorkflowStmt::Rollout(_) => {}
                 WorkflowStmt::Scan(ScanTarget::Query) => out.scan_query = true,
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
                     for n in &names.node {

@@ -70,6 +70,21 @@ pub(crate) enum Who {
 /// `identify team …` / `identify user …`.
 pub(crate) const IDENTITIES: &[(&str, Who)] = &[("team", Who::Team), ("user", Who::User)];
 
+/// What a workflow's `assume …` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Assumption {
+    /// The share of outputs a human verifies (a percentage or a fraction).
+    VerificationRate,
+    /// What one transaction may cost: AI spend plus the verification it needs (money).
+    CostPerTransaction,
+}
+
+/// `assume verification_rate …` / `assume cost_per_transaction …`.
+pub(crate) const ASSUMPTIONS: &[(&str, Assumption)] = &[
+    ("verification_rate", Assumption::VerificationRate),
+    ("cost_per_transaction", Assumption::CostPerTransaction),
+];
+
 /// A detector's declared `class`.
 pub(crate) const DETECTOR_CLASSES: &[(&str, ir::DetectorClass)] = &[
     ("pii", ir::DetectorClass::Pii),
@@ -125,6 +140,10 @@ mod tests {
             &[OversightMode::Hitl, OversightMode::Hotl, OversightMode::Hic],
         );
         one_word_each(IDENTITIES, &[Who::Team, Who::User]);
+        one_word_each(
+            ASSUMPTIONS,
+            &[Assumption::VerificationRate, Assumption::CostPerTransaction],
+        );
         one_word_each(
             DETECTOR_CLASSES,
             &[ir::DetectorClass::Pii, ir::DetectorClass::Secret],

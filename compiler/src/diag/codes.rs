@@ -72,7 +72,8 @@ pub const UNKNOWN_VALIDATOR: Code = Code("E0110");
 pub const UNKNOWN_ENFORCEMENT: Code = Code("E0111");
 /// A rule runs `on request` or `on response`.
 pub const UNKNOWN_PHASE: Code = Code("E0112");
-/// `assume` knows one assumption, `verification_rate`.
+/// `assume` knows two assumptions: `verification_rate` (a share) and
+/// `cost_per_transaction` (an amount).
 pub const UNKNOWN_ASSUMPTION: Code = Code("E0113");
 /// A detector was named under the wrong class, e.g. `pii(github_token)`, or under a group
 /// it is not in, e.g. `pii.eu(us_ssn)`; the class decides what `prompt has pii` means, so
@@ -194,21 +195,21 @@ pub const HIC_SAMPLE_RATE: Code = Code("E0611");
 /// is the whole arguments object (never a value a comparison can read), otherwise it starts
 /// with `/`, and `~` is only written as `~0` (a `~`) or `~1` (a `/`). Write e.g.
 /// `tool_call.argument "/amount"` or `"/order/id"`.
-pub const BAD_JSON_POINTER: Code = Code("E0620");
+pub const BAD_JSON_POINTER: Code = Code("E0630");
 /// `tool.name` reads a tool the request offers, and `strip tool` removes such tools from
 /// the request before it is sent: both belong in `on request` rules. In a response-phase
 /// rule, read the reply's calls with `tool_call.name`.
-pub const REQUEST_ONLY: Code = Code("E0621");
+pub const REQUEST_ONLY: Code = Code("E0631");
 /// A tool action without the tools it acts on: `strip tool` removes the offered tools its
 /// condition holds for, so the condition must read `tool.name`; `escalate … hold`
 /// withholds the reply's tool calls its condition holds for, so the condition must read
 /// `tool_call.…` and the rule must be `on response`.
-pub const TOOL_ACTION_WITHOUT_TOOL: Code = Code("E0622");
+pub const TOOL_ACTION_WITHOUT_TOOL: Code = Code("E0632");
 /// `escalate … hold` withholds tool calls until a reviewer approves them at the approvals
 /// endpoint, which is authenticated with the kill switch's token: a policy without a
 /// `kill_switch` block has no one who could ever approve, and every held call would be
 /// lost. Declare a kill switch.
-pub const HOLD_WITHOUT_APPROVER: Code = Code("E0623");
+pub const HOLD_WITHOUT_APPROVER: Code = Code("E0633");
 
 // ---- rule logic ----
 
@@ -257,6 +258,50 @@ pub const ALLOW_OVERRIDDEN: Code = Code("W0009");
 /// condition is the same or weaker. The first route in file order wins, so the later one
 /// never applies.
 pub const CONFLICTING_ROUTES: Code = Code("W0010");
+
+// ---- the business case and the rollout pack (issue 15) ----
+//
+// The model: cost per transaction = AI spend per request + verification rate × review
+// cost. `docs/operating-model.md` explains it.
+
+/// A `rollout { … }` block names a field the rollout pack does not have. The fields are
+/// `purpose`, `primary_user`, `trigger`, `output`, `review_point`, `hard_stops`, `dri`,
+/// `platform_owner`, `security_owner`, `data_owner`, `on_call`, `redaction`, `retention`,
+/// `audit_log`, `eval_set`, `release_gate`, `phase`, `next_gate`, `approved_models`,
+/// `routing`, `fallback`, `incident_actions` and `go_live`.
+pub const UNKNOWN_ROLLOUT_FIELD: Code = Code("E0130");
+/// A rollout-pack field has a value of the wrong shape: most take a string, `hard_stops`,
+/// `approved_models` and `incident_actions` a list of strings, `phase` one of `dogfood`,
+/// `beta` or `default_on`, and `go_live` a date `"YYYY-MM-DD"`.
+pub const BAD_ROLLOUT_VALUE: Code = Code("E0420");
+/// `assume cost_per_transaction` is a ceiling: write it with `<=` or `<`.
+pub const ASSUMPTION_OPERATOR: Code = Code("E0421");
+/// `oversight HITL` sends every output to a human, so every transaction costs at least one
+/// `review_cost`; that alone is more than `assume cost_per_transaction`, before any AI
+/// spend. The business case is underwater by design: raise the assumed cost, lower the
+/// review cost, or review fewer outputs (HOTL, HIC).
+pub const HITL_OVER_BUSINESS_CASE: Code = Code("E0620");
+/// The assumed verification rate times the review cost (the verification share of each
+/// transaction) is more than `assume cost_per_transaction`, before any AI spend. Either
+/// assumption is wrong.
+pub const VERIFICATION_OVER_BUSINESS_CASE: Code = Code("E0621");
+/// An HIC sample sends its share of outputs to a human; that share times the review cost is
+/// more than `assume cost_per_transaction`, before any AI spend.
+pub const SAMPLE_OVER_BUSINESS_CASE: Code = Code("E0622");
+/// `assume cost_per_transaction` is more than `manual_cost`: the business case costs more
+/// than doing the transaction by hand, so automating it loses money by design.
+pub const DEARER_THAN_MANUAL: Code = Code("E0623");
+/// The verification the workflow is designed or assumed to need (the HITL review, the HIC
+/// sample, or the assumed rate, times the review cost) uses up all of `assume
+/// cost_per_transaction`, leaving nothing for AI spend: any request that costs anything
+/// breaks the business case.
+pub const NO_ROOM_FOR_AI: Code = Code("W0020");
+/// A workflow states part of a business case but not enough to check it: a `review_cost`
+/// or `manual_cost` with no `assume cost_per_transaction` to hold it against, an assumed
+/// cost per transaction without the `review_cost` its verification needs or the
+/// `manual_cost` it must beat, or HOTL without the `assume verification_rate` the cost
+/// depends on.
+pub const INCOMPLETE_BUSINESS_CASE: Code = Code("W0021");
 
 /// Every code with its severity, for documentation tests.
 pub const ALL: &[Code] = &[
@@ -333,4 +378,13 @@ pub const ALL: &[Code] = &[
     CONFLICTING_DENIES,
     ALLOW_OVERRIDDEN,
     CONFLICTING_ROUTES,
+    UNKNOWN_ROLLOUT_FIELD,
+    BAD_ROLLOUT_VALUE,
+    ASSUMPTION_OPERATOR,
+    HITL_OVER_BUSINESS_CASE,
+    VERIFICATION_OVER_BUSINESS_CASE,
+    SAMPLE_OVER_BUSINESS_CASE,
+    DEARER_THAN_MANUAL,
+    NO_ROOM_FOR_AI,
+    INCOMPLETE_BUSINESS_CASE,
 ];

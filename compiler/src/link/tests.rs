@@ -103,6 +103,7 @@ fn compiled(blob_padding: usize) -> Compiled {
         manual: vec![],
         owner: "sec@example.com".into(),
         implements: "ai-policy.md".into(),
+        rollout: Vec::new(),
         warnings: crate::Diagnostics::default(),
     }
 }

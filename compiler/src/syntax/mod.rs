@@ -203,7 +203,10 @@ fn describe(rule: Rule) -> String {
         R::has_target => "a detector class (`pii`, `secret` or a group such as `pii.eu`)",
         R::class_name => "a detector class (`pii`, `secret` or a group such as `pii.eu`)",
         R::policy_stmt => "`owner`, `implements`, `currency`, `enforcement`",
-        R::workflow_stmt => "`match`, `oversight`, `assume`, `identify`",
+        R::workflow_stmt => {
+            "`match`, `oversight`, `assume`, `identify`, `scan`, `review_cost`, `manual_cost`, `rollout`"
+        }
+        R::rollout_field => "a rollout-pack field such as `purpose \"…\"`",
         R::rule_stmt => "`on`, `when`, `then`, `enforcement`, `alert`",
         R::manual_stmt => "`owner`, `reason`",
         R::kill_stmt => "`admin path`, `token sha256`",
@@ -510,13 +513,60 @@ impl Builder<'_> {
                 let name = self.ident(k.first()?);
                 let op = self.cmp_op(k.get(1)?);
                 let v = k.get(2)?;
+                let (value, currency) = if v.as_rule() == Rule::money {
+                    let a = self.amount(v.clone());
+                    let span = a.span;
+                    (Node::new(a.node.num, span), a.node.currency)
+                } else {
+                    (self.num(v), None)
+                };
                 WorkflowStmt::Assume {
                     name,
                     op,
-                    value: self.num(v),
+                    value,
                     percent: v.as_rule() == Rule::percent,
+                    currency,
                 }
             }
+            Rule::cost_stmt => {
+                let manual = s
+                    .clone()
+                    .into_inner()
+                    .any(|c| c.as_rule() == Rule::k_manual_cost);
+                let a = s.into_inner().find(|c| c.as_rule() == Rule::amount)?;
+                WorkflowStmt::Cost {
+                    kind: if manual {
+                        CostKind::Manual
+                    } else {
+                        CostKind::Review
+                    },
+                    amount: self.amount(a),
+                }
+            }
+            Rule::rollout_stmt => WorkflowStmt::Rollout(
+                s.into_inner()
+                    .filter(|c| c.as_rule() == Rule::rollout_field)
+                    .filter_map(|f| {
+                        let span = self.span(&f);
+                        let mut parts = f.into_inner();
+                        let key = self.ident(&parts.next()?);
+                        let v = parts.next()?;
+                        let vspan = self.span(&v);
+                        let value = match v.as_rule() {
+                            Rule::string => RolloutValue::Text(self.string(&v).node),
+                            Rule::list => RolloutValue::List(self.list(v, 0).node),
+                            _ => RolloutValue::Word(v.as_str().to_string()),
+                        };
+                        Some(Node::new(
+                            RolloutField {
+                                key,
+                                value: Node::new(value, vspan),
+                            },
+                            span,
+                        ))
+                    })
+                    .collect(),
+            ),
             Rule::scan_stmt => {
                 let list = s.into_inner().find(|c| c.as_rule() == Rule::list);
                 match list {
