@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
                 spend: Some(&spend),
                 rate: None,
                 reply: None,
+                ..Default::default()
             };
             let d = eval::evaluate(
                 policy,

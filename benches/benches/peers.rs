@@ -114,6 +114,7 @@ fn bench(c: &mut Criterion) {
             spend: Some(&spend),
             rate: None,
             reply: None,
+            ..Default::default()
         };
         eval::evaluate(
             policy,

@@ -372,6 +372,10 @@ pub enum Subject {
     Header(String),
     /// The request's query string.
     Query,
+    /// `tool_call.arguments`: the arguments text of the reply's tool call being read.
+    ToolArguments,
+    /// `tool_result`: the tool results the request sends back (`role: tool`).
+    ToolResults,
 }
 
 /// `pii(email, phone)`, `secret`, … — a class and optionally the detectors named.
@@ -387,6 +391,12 @@ pub enum Operand {
     Field(Ident),
     Header(Str),
     ResponseHeader(Str),
+    /// `tool_call.name` (a reply's tool call) or `tool.name` (a tool the request offers).
+    ToolName {
+        call: bool,
+    },
+    /// `tool_call.argument "/pointer"`: a typed value in the call's arguments.
+    ToolArgument(Str),
     /// `spend(team, month)`, `confidence(header "x")`.
     Call {
         name: Ident,
@@ -431,6 +441,13 @@ pub enum Action {
         key: Str,
         value: Str,
     },
+    /// `escalate "queue" reason "…" hold`: withhold the reply's tool calls for approval.
+    Hold {
+        queue: Str,
+        reason: Str,
+    },
+    /// `strip tool`: remove the offered tools the condition holds for.
+    StripTool,
     /// A word that is not an action; reported by the checker with a suggestion.
     Unknown(Ident),
 }

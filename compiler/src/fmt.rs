@@ -507,6 +507,8 @@ fn cond_with(c: &Cond, list: &ListPrinter, parens: &[Span]) -> String {
                 Subject::Response => "response".to_string(),
                 Subject::Header(name) => format!("header {}", string(name)),
                 Subject::Query => "query".to_string(),
+                Subject::ToolArguments => "tool_call.arguments".to_string(),
+                Subject::ToolResults => "tool_result".to_string(),
             },
             has_target(&target.node)
         ),
@@ -535,6 +537,9 @@ pub(crate) fn operand(o: &Operand) -> String {
         Operand::Field(f) => f.node.clone(),
         Operand::Header(h) => format!("header {}", string(&h.node)),
         Operand::ResponseHeader(h) => format!("response header {}", string(&h.node)),
+        Operand::ToolName { call: true } => "tool_call.name".to_string(),
+        Operand::ToolName { call: false } => "tool.name".to_string(),
+        Operand::ToolArgument(p) => format!("tool_call.argument {}", string(&p.node)),
         Operand::Call { name, args } => format!(
             "{}({})",
             name.node,
@@ -657,6 +662,14 @@ pub(crate) fn action(a: &Action) -> String {
         Action::Tag { key, value } => {
             format!("tag {} = {}", string(&key.node), string(&value.node))
         }
+        Action::Hold { queue, reason } => {
+            format!(
+                "escalate {} reason {} hold",
+                string(&queue.node),
+                string(&reason.node)
+            )
+        }
+        Action::StripTool => "strip tool".to_string(),
         Action::Unknown(n) => n.node.clone(),
     }
 }

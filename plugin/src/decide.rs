@@ -268,9 +268,8 @@ pub fn request_phase(
             .collect();
         if !rate_rules.is_empty() {
             let facts = Facts {
-                spend: None,
                 rate: rate_fact,
-                reply: None,
+                ..Default::default()
             };
             let more = engine.evaluate(
                 request,
@@ -349,6 +348,7 @@ pub fn request_phase(
                     spend: Some(&lookup),
                     rate: rate_fact,
                     reply: None,
+                    ..Default::default()
                 };
                 let more = engine.evaluate(
                     request,

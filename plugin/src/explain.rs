@@ -325,6 +325,7 @@ pub fn explain<'p>(
             .is_some()
             .then_some(&rate_lookup as &dyn Fn(_, _, _) -> _),
         reply: None,
+        ..Default::default()
     };
     let mut rules: Vec<Option<RuleTrace<'p>>> = vec![None; policy.rules.len()];
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -492,6 +493,7 @@ fn respond<'p>(
         spend: None,
         rate: None,
         reply: Some(view),
+        ..Default::default()
     };
     let decided = crate::eval::decided_response_rules(policy);
     let decision = engine.evaluate(
@@ -682,6 +684,7 @@ fn trace_rule<'p>(
             facts,
             prompt_union: None,
             prompt_clean: None,
+            tool: None,
         },
         shown_headers: shown_headers(&engine.policy),
     };
@@ -868,6 +871,19 @@ impl<'a> Tracer<'a> {
             Text::Response => {
                 if let Some(body) = self.ctx.facts.reply.and_then(|v| v.body) {
                     found.json(body, "$", "reply ");
+                }
+            }
+            Text::ToolArguments => {
+                for (i, c) in self.ctx.facts.tool_calls.iter().enumerate() {
+                    found.text(&c.arguments_json, &format!("tool call {i} arguments"));
+                }
+            }
+            Text::ToolResults => {
+                if let Some(body) = &r.body {
+                    crate::tools::any_tool_result(body, |t| {
+                        found.text(t, "tool result");
+                        false
+                    });
                 }
             }
         }

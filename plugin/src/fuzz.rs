@@ -713,6 +713,7 @@ pub fn native_exchange(
             headers: &reply_headers,
             body: reply_json.as_ref(),
         }),
+        ..Default::default()
     };
     let response = engine.evaluate(&req, identity, &facts, Phase::Response, Some(&rules));
     if let Verdict::Deny {

@@ -297,6 +297,12 @@ pub enum Text {
     Header(String),
     /// The request's query string, as sent (percent-encoding is seen through).
     Query,
+    /// The `function.arguments` text of the tool call the rule is looking at (response
+    /// phase; see `docs/tools.md` for how a rule reads a reply with several calls).
+    ToolArguments,
+    /// The tool results the request sends back (`role: tool` and `role: function`
+    /// messages' content), request phase.
+    ToolResults,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,6 +364,14 @@ pub enum Field {
     MaxTokens,
     /// `stream` in the body.
     Stream,
+    /// `tool_call.name`: the function name of the reply's tool call the rule is looking at.
+    ToolCallName,
+    /// `tool_call.argument "/ptr"`: a typed value inside that call's arguments (an RFC
+    /// 6901 JSON pointer into the parsed `function.arguments`).
+    ToolArgument(String),
+    /// `tool.name`: the name of the offered tool (`tools[]` of the request) the rule is
+    /// looking at.
+    ToolName,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,6 +422,12 @@ pub enum Action {
     Escalate { queue: String, reason: String },
     /// Adds a cost-attribution label to the audit record and metrics.
     Tag { key: String, value: String },
+    /// Withholds the reply's tool calls until a reviewer approves them: the client gets a
+    /// `pending_approval` answer and, once approved, the held reply on retry
+    /// (`docs/tools.md`).
+    Hold { queue: String, reason: String },
+    /// Removes each offered tool the condition holds for from the request's `tools`.
+    StripTool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,16 +438,17 @@ pub enum RouteTarget {
 }
 
 impl Action {
-    /// Higher wins when several matching rules disagree: deny > escalate > route >
-    /// tokenise > redact > tag > allow. Transformations of different kinds combine;
-    /// deny stops everything else. Documented in `docs/language.md`.
+    /// Higher wins when several matching rules disagree: deny > hold > escalate > route >
+    /// tokenise > redact, strip tool > tag > allow. Transformations of different kinds
+    /// combine; deny stops everything else. Documented in `docs/language.md`.
     pub fn precedence(&self) -> u8 {
         match self {
-            Action::Deny { .. } => 6,
+            Action::Deny { .. } => 7,
+            Action::Hold { .. } => 6,
             Action::Escalate { .. } => 5,
             Action::Route(_) => 4,
             Action::Tokenise { .. } => 3,
-            Action::Redact { .. } => 2,
+            Action::Redact { .. } | Action::StripTool => 2,
             Action::Tag { .. } => 1,
             Action::Allow => 0,
         }

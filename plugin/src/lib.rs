@@ -7,6 +7,7 @@
 /// The provider APIs (OpenAI chat, completions, embeddings, Responses; Anthropic Messages):
 /// which one a request speaks and a shape-neutral view of it.
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod audit_chain;
 pub mod calendar;
@@ -35,6 +36,7 @@ pub mod spend;
 pub mod store;
 pub mod stream;
 pub mod tokenise;
+pub mod tools;
 pub mod usage;
 pub mod wire;
 

@@ -30,5 +30,6 @@ mod review;
 mod serve_audit;
 mod signing;
 mod support;
+mod tools_e2e;
 mod verdicts;
 mod versions;

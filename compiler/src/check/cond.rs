@@ -16,6 +16,10 @@ pub(crate) struct Ctx {
     pub has_count: usize,
     /// Detector names the condition's `has` tests mention, for a bare `redact`/`tokenise`.
     pub has_detectors: Vec<String>,
+    /// The condition reads the reply's tool calls (`tool_call.…`).
+    pub reads_tool_call: bool,
+    /// The condition reads the request's offered tools (`tool.name`).
+    pub reads_tool: bool,
 }
 
 impl Ctx {
@@ -25,6 +29,8 @@ impl Ctx {
             uses_spend: false,
             has_count: 0,
             has_detectors: Vec::new(),
+            reads_tool_call: false,
+            reads_tool: false,
         }
     }
 
@@ -34,6 +40,8 @@ impl Ctx {
             uses_spend: false,
             has_count: 0,
             has_detectors: Vec::new(),
+            reads_tool_call: false,
+            reads_tool: false,
         }
     }
 }
@@ -51,6 +59,9 @@ enum Ty {
     List(Box<Ty>),
     /// `[]`: fits any list.
     EmptyList,
+    /// A tool-call argument: a JSON value whose type is known only at run time; it
+    /// compares with strings, numbers and booleans (a value of another type is missing).
+    Argument,
 }
 
 impl Ty {
@@ -64,6 +75,7 @@ impl Ty {
             Ty::Bool => "a boolean".into(),
             Ty::List(t) => format!("a list of {}", t.plural()),
             Ty::EmptyList => "an empty list".into(),
+            Ty::Argument => "a tool-call argument".into(),
         }
     }
 
@@ -76,6 +88,7 @@ impl Ty {
             Ty::Money => "amounts".into(),
             Ty::Bool => "booleans".into(),
             Ty::List(_) | Ty::EmptyList => "lists".into(),
+            Ty::Argument => "tool-call arguments".into(),
         }
     }
 
@@ -83,6 +96,8 @@ impl Ty {
         match (self, other) {
             (a, b) if a == b => true,
             (Ty::Fraction, Ty::Num | Ty::Percent) | (Ty::Num | Ty::Percent, Ty::Fraction) => true,
+            (Ty::Argument, Ty::Str | Ty::Num | Ty::Bool)
+            | (Ty::Str | Ty::Num | Ty::Bool, Ty::Argument) => true,
             _ => false,
         }
     }
@@ -104,6 +119,22 @@ impl Checker {
                     "only known once the reply arrives",
                 )
                 .help("write `on response` for rules that inspect the reply"),
+            ),
+            None => self.not_in_match(span, what),
+        }
+    }
+
+    fn request_only(&mut self, ctx: &Ctx, span: Span, what: &str) {
+        match ctx.response {
+            Some(false) => {}
+            Some(true) => self.push(
+                Diagnostic::new(
+                    codes::TOOL_REQUEST_ONLY,
+                    format!("{what} in a response-phase rule"),
+                    span,
+                    "the request's offered tools, before it is sent",
+                )
+                .help("write `on request`; in a response rule read the reply's calls with `tool_call.name`"),
             ),
             None => self.not_in_match(span, what),
         }
@@ -193,6 +224,10 @@ impl Checker {
                             "write the amount with its currency, e.g. `5000 {}`",
                             self.env.currency
                         )),
+                        (Ty::Argument, Ty::Money) | (Ty::Money, Ty::Argument) => Some(
+                            "a tool-call argument is a plain JSON number: drop the currency, e.g. `> 100`"
+                                .to_string(),
+                        ),
                         (Ty::Str, _) | (_, Ty::Str) => Some("quote strings: `\"…\"`".to_string()),
                         _ => None,
                     };
@@ -208,11 +243,19 @@ impl Checker {
                     );
                     return;
                 }
-                if !matches!(op.node, CmpOp::Eq | CmpOp::Ne) && !l.ordered() {
+                let ordered_ty = if l == Ty::Argument { &r } else { &l };
+                if !matches!(op.node, CmpOp::Eq | CmpOp::Ne)
+                    && !ordered_ty.ordered()
+                    && (l != Ty::Argument || r != Ty::Argument)
+                {
                     self.push(
                         Diagnostic::new(
                             codes::BAD_OPERATOR,
-                            format!("`{}` does not apply to {}", op.node.as_str(), l.name()),
+                            format!(
+                                "`{}` does not apply to {}",
+                                op.node.as_str(),
+                                ordered_ty.name()
+                            ),
                             op.span,
                             "an ordering operator",
                         )
@@ -286,6 +329,14 @@ impl Checker {
                     }
                     Subject::Header(name) => self.header_name(name, subject.span),
                     Subject::Prompt | Subject::Query => {}
+                    Subject::ToolArguments => {
+                        ctx.reads_tool_call = true;
+                        self.response_only(ctx, subject.span, "`tool_call.arguments has`");
+                    }
+                    Subject::ToolResults if ctx.response.is_none() => {
+                        self.not_in_match(subject.span, "tool results")
+                    }
+                    Subject::ToolResults => {}
                 }
                 ctx.has_count += 1;
                 let names = self.has_target(target);
@@ -489,6 +540,43 @@ impl Checker {
                 self.nonempty(h, "the header name");
                 self.response_only(ctx, o.span, "`response header`");
                 Some(Ty::Str)
+            }
+            Operand::ToolName { call: true } => {
+                ctx.reads_tool_call = true;
+                self.response_only(ctx, o.span, "`tool_call.name`");
+                Some(Ty::Str)
+            }
+            Operand::ToolName { call: false } => {
+                ctx.reads_tool = true;
+                self.request_only(ctx, o.span, "`tool.name`");
+                Some(Ty::Str)
+            }
+            Operand::ToolArgument(p) => {
+                ctx.reads_tool_call = true;
+                self.response_only(ctx, o.span, "`tool_call.argument`");
+                if p.node.is_empty() || !writ_plugin::tools::is_json_pointer(&p.node) {
+                    let message = if p.node.is_empty() {
+                        "an empty pointer is the whole arguments object, not a value".to_string()
+                    } else {
+                        format!("`{}` is not a JSON pointer", p.node)
+                    };
+                    let help = if !p.node.is_empty() && !p.node.starts_with('/') {
+                        format!("a pointer starts with `/`: \"/{}\"", p.node)
+                    } else {
+                        "write e.g. \"/amount\" or \"/order/id\"; `~` is written `~0`, `/` in a key `~1`"
+                            .to_string()
+                    };
+                    self.push(
+                        Diagnostic::new(
+                            codes::BAD_JSON_POINTER,
+                            message,
+                            p.span,
+                            "expected an RFC 6901 JSON pointer",
+                        )
+                        .help(help),
+                    );
+                }
+                Some(Ty::Argument)
             }
             Operand::Field(f) => {
                 let name = f.node.as_str();
@@ -918,9 +1006,60 @@ impl Checker {
                 self.nonempty(reason, "the reason");
             }
             Action::Tag { key, .. } => self.nonempty(key, "the tag key"),
+            Action::StripTool => {
+                if response {
+                    self.request_only(ctx, a.span, "`strip tool`");
+                } else if !ctx.reads_tool {
+                    self.push(
+                        Diagnostic::new(
+                            codes::TOOL_ACTION_WITHOUT_TOOL,
+                            "`strip tool` without a condition on `tool.name`",
+                            a.span,
+                            "which offered tools should go?",
+                        )
+                        .help("e.g. `when tool.name not in [\"lookup_order\"]` then `strip tool`"),
+                    );
+                }
+            }
+            Action::Hold { queue, reason } => {
+                self.nonempty(queue, "the review queue");
+                self.nonempty(reason, "the reason");
+                if !response {
+                    self.push(
+                        Diagnostic::new(
+                            codes::TOOL_ACTION_WITHOUT_TOOL,
+                            "`hold` in a request-phase rule",
+                            a.span,
+                            "holds the reply's tool calls",
+                        )
+                        .help("write `on response` and a condition on `tool_call.…`"),
+                    );
+                } else if !ctx.reads_tool_call {
+                    self.push(
+                        Diagnostic::new(
+                            codes::TOOL_ACTION_WITHOUT_TOOL,
+                            "`hold` without a condition on `tool_call`",
+                            a.span,
+                            "which tool calls should wait for approval?",
+                        )
+                        .help("e.g. `when tool_call.name == \"issue_refund\"`; to review answers, use `escalate` without `hold`"),
+                    );
+                }
+                if !self.env.kill_switch {
+                    self.push(
+                        Diagnostic::new(
+                            codes::HOLD_WITHOUT_APPROVER,
+                            "`hold` in a policy without a kill switch",
+                            a.span,
+                            "no one could approve the held calls",
+                        )
+                        .help("approvals use the kill switch's token: add `kill_switch { admin path \"…\" token sha256 \"…\" }`"),
+                    );
+                }
+            }
             Action::Unknown(n) => {
                 const ACTIONS: &[&str] = &[
-                    "allow", "deny", "redact", "tokenise", "route", "escalate", "tag",
+                    "allow", "deny", "redact", "tokenise", "route", "escalate", "tag", "strip",
                 ];
                 self.push(
                     Diagnostic::new(codes::UNKNOWN_ACTION, format!("unknown action `{}`", n.node), n.span, "not an action")

@@ -46,6 +46,8 @@ pub(crate) struct Env {
     pub identified: Vec<String>,
     /// The policy header says `enforcement monitor`: rules without their own act on nothing.
     pub monitor: bool,
+    /// The policy declares a `kill_switch` (whose token also authenticates approvals).
+    pub kill_switch: bool,
 }
 
 /// What a rule's action is, as far as the relations between rules care.
@@ -117,6 +119,7 @@ fn run(file: &File) -> Checker {
             untrusted: Vec::new(),
             identified: Vec::new(),
             monitor: false,
+            kill_switch: false,
         },
         used_detectors: BTreeSet::new(),
         rules: Vec::new(),
@@ -695,6 +698,7 @@ impl Checker {
     }
 
     fn kill_switch(&mut self, k: &KillSwitchItem, head: Span) {
+        self.env.kill_switch = true;
         let mut seen = Vec::new();
         for s in &k.stmts {
             match &s.node {

@@ -507,6 +507,11 @@ impl Detectors {
                 key: key.node.clone(),
                 value: value.node.clone(),
             },
+            Action::Hold { queue, reason } => ir::Action::Hold {
+                queue: queue.node.clone(),
+                reason: reason.node.clone(),
+            },
+            Action::StripTool => ir::Action::StripTool,
             Action::Unknown(n) => return unresolved(n.span, format!("action `{}`", n.node)),
         })
     }
@@ -545,6 +550,8 @@ impl Detectors {
                     Subject::Response => ir::Text::Response,
                     Subject::Header(name) => ir::Text::Header(name.to_ascii_lowercase()),
                     Subject::Query => ir::Text::Query,
+                    Subject::ToolArguments => ir::Text::ToolArguments,
+                    Subject::ToolResults => ir::Text::ToolResults,
                 },
                 detectors: self.target(&target.node)?,
             },
@@ -570,6 +577,9 @@ impl Detectors {
                 ir::Operand::Field(ir::Field::ResponseHeader(h.node.to_ascii_lowercase()))
             }
             Operand::Field(f) => ir::Operand::Field(word(FIELDS, f, "field")?),
+            Operand::ToolName { call: true } => ir::Operand::Field(ir::Field::ToolCallName),
+            Operand::ToolName { call: false } => ir::Operand::Field(ir::Field::ToolName),
+            Operand::ToolArgument(p) => ir::Operand::Field(ir::Field::ToolArgument(p.node.clone())),
             Operand::Call { name, args } => match (name.node.as_str(), args.as_slice()) {
                 ("spend", [scope, window]) => match (&scope.node, &window.node) {
                     (CallArg::Name(scope), CallArg::Name(window)) => ir::Operand::Spend {

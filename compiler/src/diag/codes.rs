@@ -226,6 +226,25 @@ pub const REVIEW_SIGNAL_VALUE: Code = Code("E0655");
 /// `handoff includes` takes `output` (the model's output, PII still tokenised). Raw
 /// prompts never leave the gateway, so `prompt` is refused.
 pub const HANDOFF_CONTENT: Code = Code("E0656");
+/// `tool_call.argument "…"` takes an RFC 6901 JSON pointer into the call's arguments: empty
+/// is the whole arguments object (never a value a comparison can read), otherwise it starts
+/// with `/`, and `~` is only written as `~0` (a `~`) or `~1` (a `/`). Write e.g.
+/// `tool_call.argument "/amount"` or `"/order/id"`.
+pub const BAD_JSON_POINTER: Code = Code("E0630");
+/// `tool.name` reads a tool the request offers, and `strip tool` removes such tools from
+/// the request before it is sent: both belong in `on request` rules. In a response-phase
+/// rule, read the reply's calls with `tool_call.name`.
+pub const TOOL_REQUEST_ONLY: Code = Code("E0631");
+/// A tool action without the tools it acts on: `strip tool` removes the offered tools its
+/// condition holds for, so the condition must read `tool.name`; `escalate … hold`
+/// withholds the reply's tool calls its condition holds for, so the condition must read
+/// `tool_call.…` and the rule must be `on response`.
+pub const TOOL_ACTION_WITHOUT_TOOL: Code = Code("E0632");
+/// `escalate … hold` withholds tool calls until a reviewer approves them at the approvals
+/// endpoint, which is authenticated with the kill switch's token: a policy without a
+/// `kill_switch` block has no one who could ever approve, and every held call would be
+/// lost. Declare a kill switch.
+pub const HOLD_WITHOUT_APPROVER: Code = Code("E0633");
 
 // ---- rule logic ----
 
@@ -386,6 +405,10 @@ pub const ALL: &[Code] = &[
     UNKNOWN_REVIEW_SIGNAL,
     REVIEW_SIGNAL_VALUE,
     HANDOFF_CONTENT,
+    BAD_JSON_POINTER,
+    TOOL_REQUEST_ONLY,
+    TOOL_ACTION_WITHOUT_TOOL,
+    HOLD_WITHOUT_APPROVER,
     NEVER_FIRES,
     INTERNAL,
     SHADOWED_RULE,

@@ -215,6 +215,10 @@ fn describe(rule: Rule) -> String {
         R::call_arg => "an argument",
         R::k_tokenise => "`tokenise`",
         R::k_1m => "`1M`",
+        R::k_tool_call_name => "`tool_call.name`",
+        R::k_tool_call_argument => "`tool_call.argument`",
+        R::k_tool_call_arguments => "`tool_call.arguments`",
+        R::k_tool_name => "`tool.name`",
         other => {
             let name = format!("{other:?}");
             return match name.strip_prefix("k_") {
@@ -714,6 +718,7 @@ impl Builder<'_> {
         let a = p.into_inner().next()?;
         let span = self.span(&a);
         let rule = a.as_rule();
+        let hold = a.clone().into_inner().any(|c| c.as_rule() == Rule::k_hold);
         let k = self.kids(a);
         let action = match rule {
             Rule::act_allow => Action::Allow,
@@ -731,10 +736,15 @@ impl Builder<'_> {
                     Action::Route(self.string(t))
                 }
             }
+            Rule::act_escalate if hold => Action::Hold {
+                queue: self.string(k.first()?),
+                reason: self.string(k.get(1)?),
+            },
             Rule::act_escalate => Action::Escalate {
                 queue: self.string(k.first()?),
                 reason: self.string(k.get(1)?),
             },
+            Rule::act_strip => Action::StripTool,
             Rule::act_tag => Action::Tag {
                 key: self.string(k.first()?),
                 value: self.string(k.get(1)?),
@@ -866,6 +876,12 @@ impl Builder<'_> {
                         Rule::k_prompt => subject = Node::new(Subject::Prompt, self.span(&c)),
                         Rule::k_response => subject = Node::new(Subject::Response, self.span(&c)),
                         Rule::k_query => subject = Node::new(Subject::Query, self.span(&c)),
+                        Rule::k_tool_call_arguments => {
+                            subject = Node::new(Subject::ToolArguments, self.span(&c))
+                        }
+                        Rule::k_tool_result => {
+                            subject = Node::new(Subject::ToolResults, self.span(&c))
+                        }
                         Rule::header_subject => {
                             let span = self.span(&c);
                             if let Some(name) = c.into_inner().find(|n| n.as_rule() == Rule::string)
@@ -974,10 +990,17 @@ impl Builder<'_> {
             }
             Rule::field => {
                 let mut response = false;
+                let mut argument = false;
                 let mut out = None;
                 for c in inner.into_inner() {
                     match c.as_rule() {
                         Rule::k_response => response = true,
+                        Rule::k_tool_call_argument => argument = true,
+                        Rule::k_tool_call_name => out = Some(Operand::ToolName { call: true }),
+                        Rule::k_tool_name => out = Some(Operand::ToolName { call: false }),
+                        Rule::string if argument => {
+                            out = Some(Operand::ToolArgument(self.string(&c)))
+                        }
                         Rule::ident => out = Some(Operand::Field(self.ident(&c))),
                         Rule::string if response => {
                             out = Some(Operand::ResponseHeader(self.string(&c)))

@@ -50,6 +50,11 @@ pub struct Shared {
     may_rewrite_reply: bool,
     /// Response rules or the confidence source read the reply body.
     reads_reply_body: bool,
+    /// Response rules read the reply's tool calls: a streamed reply to a request that
+    /// offers tools is held whole and decided at its end (`docs/tools.md`).
+    reads_tool_calls: bool,
+    /// Some rule holds tool calls for approval: retries may carry a review id.
+    holds: bool,
     /// Where `oversight` reads confidence.
     confidence: ir::ConfidenceSource,
     /// Queue for escalations by the oversight mode itself: the policy's first escalate
@@ -68,6 +73,8 @@ impl Shared {
         let mut may_rewrite_request = false;
         let mut may_tokenise = false;
         let mut reads_reply_body = false;
+        let mut reads_tool_calls = false;
+        let mut holds = false;
         let mut default_queue = None;
         for (i, r) in policy.rules.iter().enumerate() {
             match (&r.action, r.phase) {
@@ -83,7 +90,16 @@ impl Shared {
                 (ir::Action::Escalate { queue, .. }, _) => {
                     default_queue.get_or_insert_with(|| queue.clone());
                 }
+                (ir::Action::StripTool, Phase::Request) if enforced(i) => {
+                    may_rewrite_request = true;
+                }
+                (ir::Action::Hold { .. }, _) => holds = true,
                 _ => {}
+            }
+            if r.phase == Phase::Response
+                && eval::tool_scope(&r.condition) == eval::ToolScope::Calls
+            {
+                reads_tool_calls = true;
             }
             if r.phase == Phase::Response
                 && !eval::is_streamed_redaction(r)
@@ -106,7 +122,9 @@ impl Shared {
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
             response_redact,
             response_rules,
-            reads_reply_body,
+            reads_reply_body: reads_reply_body || reads_tool_calls,
+            reads_tool_calls,
+            holds,
             confidence,
             default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
             counter: Cell::new(0),
@@ -186,6 +204,11 @@ pub struct Session {
     forwarded: bool,
     /// Escalations and tags of the request phase carry into the reply.
     transforms: Transforms,
+    /// sha256 of the request body as sent, when the policy holds tool calls (a retry
+    /// must send the same request to collect an approved reply).
+    request_digest: String,
+    /// A reply a `hold` rule withholds, stored once the reply is complete.
+    pending_hold: Option<crate::approval::Held>,
     /// The request's `team`/`user` metric labels, once bounded ([`Session::identity_labels`]).
     identity_labels: Option<Vec<(&'static str, String)>>,
     // ---- response
@@ -233,6 +256,8 @@ impl Session {
             rate_headers: Vec::new(),
             forwarded: false,
             transforms: Transforms::default(),
+            request_digest: String::new(),
+            pending_hold: None,
             identity_labels: None,
             response_status: 0,
             response_headers: Vec::new(),

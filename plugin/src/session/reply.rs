@@ -80,14 +80,22 @@ impl Session {
         if self.reply_kind == ReplyKind::EventStream && self.reads_usage() {
             self.sse_usage = Some(SseUsage::new());
         }
-        self.buffering = self.reply_kind == ReplyKind::Json
+        self.buffering = (self.reply_kind == ReplyKind::Json
             && !end_of_stream
-            && (active || self.reads_usage() || shared.reads_reply_body);
+            && (active || self.reads_usage() || shared.reads_reply_body))
+            || (self.reply_kind == ReplyKind::EventStream
+                && !end_of_stream
+                && shared.reads_tool_calls
+                && self
+                    .request
+                    .body
+                    .as_ref()
+                    .is_some_and(crate::tools::offers_tools));
         if self.buffering {
             // Decided at the end of the body, where the headers can still change.
             return self.step(Next::Pause);
         }
-        if let Some(step) = self.respond(None, store) {
+        if let Some(step) = self.respond(None, &[], store) {
             return step;
         }
         if active {
@@ -182,8 +190,20 @@ impl Session {
     /// The end of a buffered JSON reply: parse once, decide, restore/redact, settle.
     fn finish_json_reply(&mut self, bytes: &[u8], store: &dyn SharedStore) -> Step {
         self.buffering = false;
-        let json: Option<Json> = serde_json::from_slice(bytes).ok();
-        if let Some(step) = self.respond(json.as_ref(), store) {
+        let stream = self.reply_kind == ReplyKind::EventStream;
+        let json: Option<Json> = if stream {
+            None
+        } else {
+            serde_json::from_slice(bytes).ok()
+        };
+        let calls = if stream {
+            crate::tools::calls_from_sse(bytes)
+        } else {
+            json.as_ref()
+                .map(crate::tools::calls_from_json)
+                .unwrap_or_default()
+        };
+        if let Some(step) = self.respond(json.as_ref(), &calls, store) {
             return step;
         }
         let action = match self.rewriter.take() {
@@ -195,6 +215,45 @@ impl Session {
             }
             None => stream::BodyAction::Unchanged,
         };
+        let usage = if stream {
+            let mut u = SseUsage::new();
+            u.push(bytes);
+            u.finish()
+        } else {
+            json.as_ref().and_then(usage::usage_from_json)
+        };
+        if let Some(mut held) = self.pending_hold.take() {
+            // The reply the client would have received is what a reviewer approves.
+            let out = match &action {
+                stream::BodyAction::Replace(out) => out.clone(),
+                _ => bytes.to_vec(),
+            };
+            held.content_type = if stream {
+                "text/event-stream".into()
+            } else {
+                "application/json".into()
+            };
+            held.body = String::from_utf8_lossy(&out).into_owned();
+            self.sse_usage = None;
+            self.end_of_reply(usage, store);
+            return match crate::approval::put(store, &held) {
+                Ok(()) => {
+                    self.audit.outcome = "pending_approval".into();
+                    self.reply(&Reply {
+                        status: crate::approval::PENDING_STATUS,
+                        body: crate::approval::pending_body(&held),
+                    })
+                }
+                Err(why) => {
+                    self.log(Level::Error, format!("writ: {why} (failing closed)"));
+                    self.audit.outcome = "error".into();
+                    self.reply(&Reply::engine_error(
+                        "the held tool call could not be stored; it was not sent",
+                        "approval_unavailable",
+                    ))
+                }
+            };
+        }
         match action {
             stream::BodyAction::Replace(out) => {
                 let on_fail = OnFail::Fail("proxy_set_buffer_bytes");
@@ -213,7 +272,7 @@ impl Session {
             }
             stream::BodyAction::Unchanged | stream::BodyAction::Buffer => {}
         }
-        let usage = json.as_ref().and_then(usage::usage_from_json);
+        self.sse_usage = None;
         self.end_of_reply(usage, store);
         self.step(Next::Continue)
     }
@@ -232,18 +291,26 @@ impl Session {
 
     /// The response phase on what is known: rules, oversight, escalation. Returns a step
     /// when it answered locally.
-    fn respond(&mut self, body: Option<&Json>, store: &dyn SharedStore) -> Option<Step> {
+    fn respond(
+        &mut self,
+        body: Option<&Json>,
+        calls: &[crate::tools::ToolCall],
+        store: &dyn SharedStore,
+    ) -> Option<Step> {
         let shared = self.shared.clone();
         let policy = shared.policy();
+        // A copy, so the facts stay usable while the session records what they decided.
+        let response_headers = self.response_headers.clone();
         let reply = ReplyView {
             status: self.response_status,
-            headers: &self.response_headers,
+            headers: &response_headers,
             body,
         };
         let facts = Facts {
             spend: None,
             rate: None,
             reply: Some(reply),
+            tool_calls: calls,
         };
         let decision = shared.engine.evaluate(
             &self.request,
@@ -285,7 +352,48 @@ impl Session {
         }
         let success = (200..300).contains(&self.response_status);
         let workflow = self.identity.workflow.and_then(|i| policy.workflows.get(i));
-        let by_rule = t.escalate.or_else(|| self.transforms.escalate.clone());
+        if let Some((rule, queue, reason)) = &t.hold {
+            let matched = crate::eval::matching_tool_items(
+                policy,
+                &shared.engine.scanner,
+                &self.request,
+                &self.identity,
+                &facts,
+                *rule,
+            );
+            self.pending_hold = Some(crate::approval::Held {
+                state: crate::approval::HoldState::Pending,
+                review_id: oversight::review_id(&self.request_id),
+                workflow: self.workflow_name(),
+                rule: policy.rule_id(*rule),
+                clause: policy
+                    .rules
+                    .get(*rule)
+                    .map(|r| r.clause.clone())
+                    .unwrap_or_default(),
+                queue: queue.clone(),
+                reason: reason.clone(),
+                tool_calls: matched
+                    .iter()
+                    .filter_map(|&i| calls.get(i))
+                    .map(|c| crate::approval::HeldCall {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                    })
+                    .collect(),
+                request_sha256: self.request_digest.clone(),
+                content_type: String::new(),
+                body: String::new(),
+                held_at: crate::calendar::rfc3339(self.now_nanos as i64),
+                decided_at: None,
+                decided_by: None,
+            });
+        }
+        let by_rule = t
+            .hold
+            .clone()
+            .or(t.escalate)
+            .or_else(|| self.transforms.escalate.clone());
         // Who escalates, and why: a rule (this phase's, else the request phase's), else
         // the workflow's oversight mode on a successful reply. One handoff is built from
         // that, whichever it is.

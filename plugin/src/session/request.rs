@@ -31,7 +31,8 @@ impl Session {
         let policy = shared.policy();
 
         if let Some(ks) = &policy.kill_switch
-            && crate::kill_switch::is_admin_path(ks, &self.request.path)
+            && (crate::kill_switch::is_admin_path(ks, &self.request.path)
+                || (shared.holds && crate::approval::is_approvals_path(&self.request.path)))
         {
             if end_of_stream {
                 return self.admin(store, &[]);
@@ -244,7 +245,12 @@ impl Session {
         let shared = self.shared.clone();
         let policy = shared.policy();
         let auth = self.request.header("authorization").map(str::to_string);
-        let Some(r) = crate::kill_switch::handle_admin_for(
+        let handle = if crate::approval::is_approvals_path(&self.request.path) {
+            crate::approval::handle_decision_for
+        } else {
+            crate::kill_switch::handle_admin_for
+        };
+        let Some(r) = handle(
             store,
             policy,
             &self.request.method,
@@ -324,6 +330,14 @@ impl Session {
     fn decide(&mut self, store: &dyn SharedStore, body: Option<&[u8]>) -> Step {
         let shared = self.shared.clone();
         let policy = shared.policy();
+        if shared.holds {
+            let bytes = body.unwrap_or_default();
+            if let Some(id) = self.request.header(crate::approval::REVIEW_ID_HEADER) {
+                let id = id.to_string();
+                return self.release_hold(store, &id, bytes);
+            }
+            self.request_digest = crate::approval::request_digest(bytes);
+        }
         self.audit.model_requested = self.request.model().map(str::to_string);
         let phase = crate::decide::request_phase(
             &shared.engine,
@@ -419,6 +433,43 @@ impl Session {
         self.step(Next::Continue)
     }
 
+    /// A retry carrying a review id: the approved reply once, the pending answer again, or
+    /// a defined error ([`crate::approval::release`]). The model is not called again.
+    fn release_hold(&mut self, store: &dyn SharedStore, review_id: &str, body: &[u8]) -> Step {
+        let digest = crate::approval::request_digest(body);
+        self.audit.workflow = self.workflow_name();
+        self.audit.detail = Some(format!("review {review_id}"));
+        let (status, body, content_type) = match crate::approval::release(store, review_id, &digest)
+        {
+            crate::approval::Release::Reply { content_type, body } => {
+                self.audit.outcome = "released".into();
+                (200, body, content_type)
+            }
+            crate::approval::Release::Pending(body) => {
+                self.audit.outcome = "pending_approval".into();
+                (crate::approval::PENDING_STATUS, body, String::new())
+            }
+            crate::approval::Release::Refused { status, body } => {
+                self.audit.outcome = "denied".into();
+                (status, body, String::new())
+            }
+        };
+        self.audit.status = status;
+        self.stage = Stage::Replied;
+        let headers = if content_type.starts_with("text/event-stream") {
+            vec![("content-type".to_string(), "text/event-stream".to_string())]
+        } else {
+            Vec::new()
+        };
+        self.out.push(Effect::LocalReply {
+            status,
+            body,
+            headers,
+            hold_for_audit: true,
+        });
+        self.step(Next::Pause)
+    }
+
     /// Tokenise/redact, route and the stream-usage option, spliced into the body. `None`
     /// when nothing changed.
     fn rewrite_body(&mut self, t: &Transforms, bytes: &[u8]) -> Result<Option<Vec<u8>>, BodyError> {
@@ -436,6 +487,21 @@ impl Session {
             .map_err(malformed)?;
             self.tally(&rw.tallies);
             current = rw.body;
+        }
+        if !t.strip_tool.is_empty() {
+            let names = eval::stripped_tools(
+                shared.policy(),
+                &shared.engine.scanner,
+                &self.request,
+                &self.identity,
+                t,
+            );
+            if let Some(new) =
+                crate::tools::strip_tools(current.as_deref().unwrap_or(bytes), &names)
+                    .map_err(BodyError::Malformed)?
+            {
+                current = Some(new);
+            }
         }
         if let Some(model) = &t.route
             && let Some(new) =
