@@ -387,11 +387,24 @@ pub fn operand_text(o: &ir::Operand, policy: &ir::Policy) -> String {
             ir::Field::User => "user".into(),
             ir::Field::MaxTokens => "max_tokens".into(),
             ir::Field::Stream => "stream".into(),
+            ir::Field::ToolCallName => "tool_call.name".into(),
+            ir::Field::ToolArgument(p) => format!("tool_call.argument {}", quote(p)),
+            ir::Field::ToolName => "tool.name".into(),
         },
         ir::Operand::Spend { scope, window } => format!(
             "spend({}, {})",
             format!("{scope:?}").to_lowercase(),
             format!("{window:?}").to_lowercase()
+        ),
+        ir::Operand::Rate {
+            measure,
+            scope,
+            window,
+        } => format!(
+            "{}({}, {})",
+            writ_plugin::rate_limit::measure_name(*measure),
+            writ_plugin::spend::scope_name(*scope),
+            writ_plugin::rate_limit::window_name(*window)
         ),
         ir::Operand::Confidence(ir::ConfidenceSource::Header(h)) => {
             format!("confidence(header {})", quote(h))
@@ -435,6 +448,8 @@ pub fn expr_text(e: &ir::Expr, policy: &ir::Policy) -> String {
                 ir::Text::Response => "response".to_string(),
                 ir::Text::Header(name) => format!("header {name:?}"),
                 ir::Text::Query => "query".to_string(),
+                ir::Text::ToolArguments => "tool_call.arguments".to_string(),
+                ir::Text::ToolResults => "tool_result".to_string(),
             },
             detector_names(detectors, policy)
         ),
@@ -477,6 +492,10 @@ pub fn action_text(a: &ir::Action, policy: &ir::Policy) -> String {
             format!("escalate {} reason {}", quote(queue), quote(reason))
         }
         ir::Action::Tag { key, value } => format!("tag {} = {}", quote(key), quote(value)),
+        ir::Action::Hold { queue, reason } => {
+            format!("escalate {} reason {} hold", quote(queue), quote(reason))
+        }
+        ir::Action::StripTool => "strip tool".into(),
     }
 }
 

@@ -288,6 +288,12 @@ fn precedence<'e>(ex: &'e Explanation<'_>) -> Vec<(&'e Fired, String)> {
                     }
                     ActionKind::Tag => "adds its cost-attribution label".into(),
                     ActionKind::Allow => "recorded; allow never overrides another rule".into(),
+                    ActionKind::Hold => {
+                        "withholds the reply's tool calls until a reviewer approves them".into()
+                    }
+                    ActionKind::StripTool => {
+                        "removes the offered tools its condition holds for".into()
+                    }
                 },
             };
             (f, why)

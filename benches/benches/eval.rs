@@ -56,7 +56,9 @@ fn bench(c: &mut Criterion) {
         let identity = eval::identify(policy, &req);
         let facts = Facts {
             spend: Some(&spend),
+            rate: None,
             reply: None,
+            ..Default::default()
         };
         let d = eval::evaluate(
             policy,

@@ -145,6 +145,49 @@ pub enum WorkflowStmt {
     },
     /// `rollout { purpose "…" dri "…" phase beta … }`: the workflow's rollout pack.
     Rollout(Vec<Node<RolloutField>>),
+    // ---- operating model (issue 15) ----
+    /// `kill_point verification_rate > 40% over 1 day [after 50 requests] [then stop]`.
+    KillPoint(KillPoint),
+    /// `review_signals [after N reviews] { median_review_time < 30s, approval_rate > 98%, … }`.
+    ReviewSignals {
+        after: Option<Node<Num>>,
+        signals: Vec<Node<ReviewSignal>>,
+    },
+    /// `handoff includes output`: what else the handoff carries (the word after
+    /// `includes`, checked to be `output`).
+    HandoffIncludes(Ident),
+}
+
+/// A condition under which a workflow must stop, measured by the gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillPoint {
+    /// `cost_per_transaction` or `verification_rate`.
+    pub metric: Ident,
+    pub op: Node<CmpOp>,
+    /// The threshold's number.
+    pub value: Node<Num>,
+    /// Whether the threshold was written as a percentage.
+    pub percent: bool,
+    /// The threshold's currency, when it was an amount with one.
+    pub currency: Option<Ident>,
+    /// `over N unit`: the window's length and unit word (`hour(s)`, `day(s)`).
+    pub over: Node<Num>,
+    pub unit: Ident,
+    /// `after N requests`: the sample needed before the point is judged.
+    pub after: Option<Node<Num>>,
+    /// `then stop`: cross it and the workflow's kill switch flips.
+    pub stop: bool,
+}
+
+/// One rubber-stamp signal: `name op value`, where the value may carry a unit (`30s`,
+/// `98%`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewSignal {
+    pub name: Ident,
+    pub op: Node<CmpOp>,
+    pub value: Node<Num>,
+    /// `%`, `s`, `m`, `h`, or empty for a bare number.
+    pub unit: String,
 }
 
 /// Which unit cost a `Cost` statement gives.
@@ -329,6 +372,10 @@ pub enum Subject {
     Header(String),
     /// The request's query string.
     Query,
+    /// `tool_call.arguments`: the arguments text of the reply's tool call being read.
+    ToolArguments,
+    /// `tool_result`: the tool results the request sends back (`role: tool`).
+    ToolResults,
 }
 
 /// `pii(email, phone)`, `secret`, … — a class and optionally the detectors named.
@@ -344,6 +391,12 @@ pub enum Operand {
     Field(Ident),
     Header(Str),
     ResponseHeader(Str),
+    /// `tool_call.name` (a reply's tool call) or `tool.name` (a tool the request offers).
+    ToolName {
+        call: bool,
+    },
+    /// `tool_call.argument "/pointer"`: a typed value in the call's arguments.
+    ToolArgument(Str),
     /// `spend(team, month)`, `confidence(header "x")`.
     Call {
         name: Ident,
@@ -388,6 +441,13 @@ pub enum Action {
         key: Str,
         value: Str,
     },
+    /// `escalate "queue" reason "…" hold`: withhold the reply's tool calls for approval.
+    Hold {
+        queue: Str,
+        reason: Str,
+    },
+    /// `strip tool`: remove the offered tools the condition holds for.
+    StripTool,
     /// A word that is not an action; reported by the checker with a suggestion.
     Unknown(Ident),
 }

@@ -365,6 +365,51 @@ fn workflow_stmt(s: &WorkflowStmt) -> String {
             format!("scan headers {}", lit_list(&names.node))
         }
         WorkflowStmt::Scan(ScanTarget::Query) => "scan query".to_string(),
+        // ---- operating model (issue 15) ----
+        WorkflowStmt::KillPoint(k) => {
+            let value = if k.percent {
+                format!("{}%", k.value.node.text)
+            } else {
+                match &k.currency {
+                    Some(c) => format!("{} {}", k.value.node.text, c.node),
+                    None => k.value.node.text.clone(),
+                }
+            };
+            let mut s = format!(
+                "kill_point {} {} {value} over {} {}",
+                k.metric.node,
+                k.op.node.as_str(),
+                k.over.node.text,
+                k.unit.node
+            );
+            if let Some(a) = &k.after {
+                s.push_str(&format!(" after {} requests", a.node.text));
+            }
+            if k.stop {
+                s.push_str(" then stop");
+            }
+            s
+        }
+        WorkflowStmt::ReviewSignals { after, signals } => {
+            let parts: Vec<String> = signals
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{} {} {}{}",
+                        g.node.name.node,
+                        g.node.op.node.as_str(),
+                        g.node.value.node.text,
+                        g.node.unit
+                    )
+                })
+                .collect();
+            let after = after
+                .as_ref()
+                .map(|a| format!(" after {} reviews", a.node.text))
+                .unwrap_or_default();
+            format!("review_signals{after} {{ {} }}", parts.join(", "))
+        }
+        WorkflowStmt::HandoffIncludes(what) => format!("handoff includes {}", what.node),
     }
 }
 
@@ -462,6 +507,8 @@ fn cond_with(c: &Cond, list: &ListPrinter, parens: &[Span]) -> String {
                 Subject::Response => "response".to_string(),
                 Subject::Header(name) => format!("header {}", string(name)),
                 Subject::Query => "query".to_string(),
+                Subject::ToolArguments => "tool_call.arguments".to_string(),
+                Subject::ToolResults => "tool_result".to_string(),
             },
             has_target(&target.node)
         ),
@@ -490,6 +537,9 @@ pub(crate) fn operand(o: &Operand) -> String {
         Operand::Field(f) => f.node.clone(),
         Operand::Header(h) => format!("header {}", string(&h.node)),
         Operand::ResponseHeader(h) => format!("response header {}", string(&h.node)),
+        Operand::ToolName { call: true } => "tool_call.name".to_string(),
+        Operand::ToolName { call: false } => "tool.name".to_string(),
+        Operand::ToolArgument(p) => format!("tool_call.argument {}", string(&p.node)),
         Operand::Call { name, args } => format!(
             "{}({})",
             name.node,
@@ -612,6 +662,14 @@ pub(crate) fn action(a: &Action) -> String {
         Action::Tag { key, value } => {
             format!("tag {} = {}", string(&key.node), string(&value.node))
         }
+        Action::Hold { queue, reason } => {
+            format!(
+                "escalate {} reason {} hold",
+                string(&queue.node),
+                string(&reason.node)
+            )
+        }
+        Action::StripTool => "strip tool".to_string(),
         Action::Unknown(n) => n.node.clone(),
     }
 }

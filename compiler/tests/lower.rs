@@ -355,3 +355,48 @@ rule AIP-2 "All personal data" {
     assert_eq!(detectors.len(), all_pii + 1);
     assert!(names(detectors).contains(&"employee_id".to_string()));
 }
+
+#[test]
+fn operating_model_statements_lower_and_format_canonically() {
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/ui/clean/operating_model.policy"),
+    )
+    .unwrap();
+    let c = writ_compiler::compile("p.policy", &src).unwrap();
+    let w = &c.policy.workflows[0];
+    assert_eq!(w.kill_points.len(), 2);
+    let cost = &w.kill_points[0];
+    assert_eq!(cost.metric, KillMetric::CostPerTransaction);
+    assert!((cost.threshold - 0.5).abs() < 1e-12);
+    assert!(!cost.inclusive && cost.stop);
+    assert_eq!(
+        (cost.window, cost.buckets, cost.min_requests),
+        (Window::Day, 7, 20)
+    );
+    assert_eq!(cost.text, "cost_per_transaction > 0.50 EUR over 7 days");
+    let rate = &w.kill_points[1];
+    assert_eq!(rate.metric, KillMetric::VerificationRate);
+    assert!(rate.inclusive && !rate.stop);
+    assert_eq!(
+        (rate.window, rate.buckets, rate.min_requests),
+        (Window::Hour, 24, 50)
+    );
+    let rs = w.review_signals.as_ref().unwrap();
+    assert_eq!(rs.median_review_secs_below, Some(120.0));
+    assert_eq!(rs.approval_rate_above, Some(0.98));
+    assert_eq!(rs.reviewer_share_above, Some(0.6));
+    assert_eq!(rs.min_reviews, 5);
+    assert!(w.handoff_output);
+    // The formatter keeps every statement, and its output is a fixed point.
+    let once = writ_compiler::format(&src).unwrap();
+    for line in [
+        "kill_point cost_per_transaction > 0.50 EUR over 7 days after 20 requests then stop",
+        "kill_point verification_rate >= 0.4 over 24 hours",
+        "review_signals after 5 reviews { median_review_time < 2m, approval_rate > 98%, reviewer_share > 60% }",
+        "handoff includes output",
+    ] {
+        assert!(once.contains(line), "{line} in:\n{once}");
+    }
+    assert_eq!(writ_compiler::format(&once).unwrap(), once);
+}

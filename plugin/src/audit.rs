@@ -144,6 +144,32 @@ pub struct AuditRecord {
     /// instance's bounded local allowance instead of a lease (`docs/fleet.md`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub degraded: bool,
+    // ---- operating model (issue 15) ----
+    /// A reviewer's verdict on an escalation (`event: review_verdict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictRecord>,
+    /// The rubber-stamp signal (`event: review_signal`) or kill point (`event:
+    /// kill_point`) that was raised, as the policy names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+/// A verdict as the audit record carries it: which escalation (its review id and the
+/// escalated request's id, so the two records join), who, what, and how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    pub review_id: String,
+    /// The escalated request's id (empty when the review id is unknown to the gateway).
+    #[serde(default)]
+    pub escalated_request_id: String,
+    pub reviewer: String,
+    /// `approved`, `edited` or `rejected`.
+    pub verdict: String,
+    /// Seconds the reviewer says they spent.
+    pub seconds: f64,
+    /// Seconds from the escalation to this verdict, as the gateway measured them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<i64>,
 }
 
 impl AuditRecord {

@@ -42,6 +42,8 @@ pub enum ActionKind {
     Route,
     Escalate,
     Tag,
+    Hold,
+    StripTool,
 }
 
 impl ActionKind {
@@ -55,6 +57,8 @@ impl ActionKind {
             Action::Route(_) => ActionKind::Route,
             Action::Escalate { .. } => ActionKind::Escalate,
             Action::Tag { .. } => ActionKind::Tag,
+            Action::Hold { .. } => ActionKind::Hold,
+            Action::StripTool => ActionKind::StripTool,
         }
     }
 
@@ -68,6 +72,8 @@ impl ActionKind {
             ActionKind::Route => "route",
             ActionKind::Escalate => "escalate",
             ActionKind::Tag => "tag",
+            ActionKind::Hold => "hold",
+            ActionKind::StripTool => "strip_tool",
         }
     }
 }
@@ -102,6 +108,8 @@ pub struct Undecided {
 pub enum Unsupported {
     /// `spend(scope, window)` needs the shared spend ledger.
     Spend,
+    /// `tokens(…)`/`requests(…)` need the shared rate-limit counters.
+    Rate,
     /// `confidence(...)` is a response-phase operand.
     Confidence,
     /// Response text is not available in the request phase.
@@ -113,6 +121,7 @@ impl Unsupported {
     pub fn as_str(self) -> &'static str {
         match self {
             Unsupported::Spend => "spend is known only after the budget admission",
+            Unsupported::Rate => "rate-limit counts are known only after the rate admission",
             Unsupported::Confidence => "confidence is known only in the response phase",
             Unsupported::ResponseText => "response text is not available in this phase",
         }
@@ -164,6 +173,8 @@ pub struct Engine {
     /// Whether any rule reads `spend(…)`: decided once at load, so a request of a policy
     /// without budgets skips the spend admission without walking the rules.
     pub uses_spend: bool,
+    /// Whether any rule reads `tokens(…)` or `requests(…)`, decided once at load.
+    pub uses_rates: bool,
 }
 
 /// Why a policy cannot be loaded; the adapter refuses every request when it sees one.
@@ -197,8 +208,10 @@ impl Engine {
         prompt_detectors.sort_unstable();
         prompt_detectors.dedup();
         let uses_spend = !crate::spend::spend_operands(&policy).is_empty();
+        let uses_rates = !crate::rate_limit::operands(&policy).is_empty();
         Ok(Engine {
             uses_spend,
+            uses_rates,
             policy,
             scanner,
             prompt_detectors,
@@ -253,6 +266,7 @@ pub fn identify(policy: &Policy, request: &Request) -> Identity {
         facts: &Facts::default(),
         prompt_union: None,
         prompt_clean: None,
+        tool: None,
     };
     for (i, wf) in policy.workflows.iter().enumerate() {
         ctx.unsupported = None;
@@ -302,8 +316,14 @@ pub struct Facts<'a> {
     /// `spend(scope, window)` values (settled + reserved, this request included), or
     /// `None` when no admission ran: spend rules are then undecided.
     pub spend: Option<&'a dyn Fn(ir::Scope, ir::Window) -> Option<ir::Micros>>,
+    /// `tokens(…)`/`requests(…)` values (this request included), or `None` when no rate
+    /// admission ran: rate rules are then undecided.
+    pub rate: Option<&'a dyn Fn(ir::Measure, ir::Scope, ir::RateWindow) -> Option<u64>>,
     /// The reply, in the response phase.
     pub reply: Option<ReplyView<'a>>,
+    /// The reply's tool calls (any API's, see [`crate::tools`]), in the response phase:
+    /// a rule reading `tool_call.…` is evaluated once per call.
+    pub tool_calls: &'a [crate::tools::ToolCall],
 }
 
 /// The reply as response-phase rules see it.
@@ -369,6 +389,7 @@ fn evaluate_with(
         facts,
         prompt_union,
         prompt_clean: None,
+        tool: None,
     };
     let mut deny = None;
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -376,7 +397,7 @@ fn evaluate_with(
             continue;
         }
         ctx.unsupported = None;
-        let holds = ctx.expr(&rule.condition);
+        let holds = !ctx.matching_items(&rule.condition, 1).is_empty();
         if let Some(reason) = ctx.unsupported {
             decision.undecided.push(Undecided {
                 rule: i,
@@ -504,6 +525,10 @@ pub struct Transforms {
     pub tags: Vec<(String, String)>,
     /// The first enforced escalation: `(rule, queue, reason)`.
     pub escalate: Option<(usize, String, String)>,
+    /// The first enforced hold for approval: `(rule, queue, reason)`.
+    pub hold: Option<(usize, String, String)>,
+    /// The enforced `strip tool` rules, whose matching offered tools leave the request.
+    pub strip_tool: Vec<usize>,
 }
 
 impl Transforms {
@@ -522,6 +547,10 @@ impl Transforms {
                 Action::Escalate { queue, reason } if t.escalate.is_none() => {
                     t.escalate = Some((i, queue.clone(), reason.clone()));
                 }
+                Action::Hold { queue, reason } if t.hold.is_none() => {
+                    t.hold = Some((i, queue.clone(), reason.clone()));
+                }
+                Action::StripTool => t.strip_tool.push(i),
                 _ => {}
             }
         }
@@ -531,6 +560,65 @@ impl Transforms {
         }
         t
     }
+}
+
+/// The positions of the items (reply tool calls, or offered tools) rule `rule`'s
+/// condition holds for: which calls a hold withholds, which tools a `strip tool` removes.
+/// Empty for a rule of another phase or of no tool scope.
+pub fn matching_tool_items(
+    policy: &Policy,
+    scanner: &Scanner,
+    request: &Request,
+    identity: &Identity,
+    facts: &Facts<'_>,
+    rule: usize,
+) -> Vec<usize> {
+    let Some(r) = policy.rules.get(rule) else {
+        return Vec::new();
+    };
+    if tool_scope(&r.condition) == ToolScope::None {
+        return Vec::new();
+    }
+    let mut ctx = Ctx {
+        policy,
+        scanner: Some(scanner),
+        request,
+        identity,
+        headers_only: false,
+        unsupported: None,
+        facts,
+        prompt_union: None,
+        prompt_clean: None,
+        tool: None,
+    };
+    ctx.matching_items(&r.condition, usize::MAX)
+}
+
+/// The names of the offered tools the enforced `strip tool` rules of `t` remove, in the
+/// request's order, without repeats.
+pub fn stripped_tools(
+    policy: &Policy,
+    scanner: &Scanner,
+    request: &Request,
+    identity: &Identity,
+    t: &Transforms,
+) -> Vec<String> {
+    let Some(body) = &request.body else {
+        return Vec::new();
+    };
+    let offered = crate::tools::offered_tools(body);
+    let facts = Facts::default();
+    let mut out: Vec<String> = Vec::new();
+    for &rule in &t.strip_tool {
+        for i in matching_tool_items(policy, scanner, request, identity, &facts, rule) {
+            if let Some(name) = offered.get(i)
+                && !out.iter().any(|n| n == name)
+            {
+                out.push((*name).to_string());
+            }
+        }
+    }
+    out
 }
 
 /// The model a route names: the model itself, or for `cheapest [..]` the listed model
@@ -678,6 +766,65 @@ pub(crate) struct Ctx<'a> {
     /// Computed on the first `prompt has`: true when no detector of the union finds
     /// anything in the body, so every `prompt has` is false without another pass.
     pub(crate) prompt_clean: Option<bool>,
+    /// The tool call or offered tool a per-tool rule is looking at ([`ToolScope`]).
+    pub(crate) tool: Option<Bound<'a>>,
+}
+
+/// What a per-tool rule quantifies over: the condition is evaluated once per item and the
+/// rule fires when it holds for at least one (`docs/tools.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolScope {
+    /// The condition reads no `tool_call.…` or `tool.…`: evaluated once.
+    None,
+    /// It reads `tool_call.…`: once per tool call of the reply.
+    Calls,
+    /// It reads `tool.…`: once per tool the request offers.
+    Offered,
+}
+
+/// The item a per-tool condition is evaluated against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bound<'a> {
+    Call(&'a crate::tools::ToolCall),
+    Offered(&'a str),
+}
+
+/// Which items a condition quantifies over ([`ToolScope`]).
+pub fn tool_scope(e: &Expr) -> ToolScope {
+    fn walk(e: &Expr, calls: &mut bool, offered: &mut bool) {
+        let mut field = |f: &Field| match f {
+            Field::ToolCallName | Field::ToolArgument(_) => *calls = true,
+            Field::ToolName => *offered = true,
+            _ => {}
+        };
+        let mut op = |o: &Operand| {
+            if let Operand::Field(f) = o {
+                field(f)
+            }
+        };
+        match e {
+            Expr::And(v) | Expr::Or(v) => v.iter().for_each(|e| walk(e, calls, offered)),
+            Expr::Not(e) => walk(e, calls, offered),
+            Expr::Compare { left, right, .. } => {
+                op(left);
+                op(right);
+            }
+            Expr::In { operand, .. } => op(operand),
+            Expr::Has { subject, .. } => {
+                if *subject == Text::ToolArguments {
+                    *calls = true;
+                }
+            }
+            Expr::Const(_) => {}
+        }
+    }
+    let (mut calls, mut offered) = (false, false);
+    walk(e, &mut calls, &mut offered);
+    match (calls, offered) {
+        (true, _) => ToolScope::Calls,
+        (false, true) => ToolScope::Offered,
+        _ => ToolScope::None,
+    }
 }
 
 /// A resolved operand, borrowed where possible so evaluation allocates nothing.
@@ -701,6 +848,49 @@ impl<'a> Val<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The items (tool calls or offered tools, by position) a per-tool condition holds
+    /// for, at most `limit`; for a condition of no tool scope `[0]` when it holds.
+    pub(crate) fn matching_items(&mut self, e: &'a Expr, limit: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        match tool_scope(e) {
+            ToolScope::None => {
+                if self.expr(e) {
+                    out.push(0);
+                }
+            }
+            ToolScope::Calls => {
+                let calls = self.facts.tool_calls;
+                for (i, call) in calls.iter().enumerate() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    self.tool = Some(Bound::Call(call));
+                    if self.expr(e) {
+                        out.push(i);
+                    }
+                }
+            }
+            ToolScope::Offered => {
+                let request = self.request;
+                let offered = match &request.body {
+                    Some(b) if !self.headers_only => crate::tools::offered_tools(b),
+                    _ => Vec::new(),
+                };
+                for (i, name) in offered.into_iter().enumerate() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    self.tool = Some(Bound::Offered(name));
+                    if self.expr(e) {
+                        out.push(i);
+                    }
+                }
+            }
+        }
+        self.tool = None;
+        out
+    }
+
     pub(crate) fn expr(&mut self, e: &'a Expr) -> bool {
         match e {
             Expr::Const(b) => *b,
@@ -739,6 +929,15 @@ impl<'a> Ctx<'a> {
                 .header_values(name)
                 .any(|v| scanner.any(v, detectors)),
             Text::Query => scanner.any(&self.request.query, detectors),
+            Text::ToolArguments => match self.tool {
+                Some(Bound::Call(c)) => scanner.any(&c.arguments_json, detectors),
+                _ => false,
+            },
+            Text::ToolResults if self.headers_only => false,
+            Text::ToolResults => match &self.request.body {
+                Some(b) => crate::tools::any_tool_result(b, |t| scanner.any(t, detectors)),
+                None => false,
+            },
             Text::Response => match self.facts.reply.and_then(|r| r.body) {
                 Some(body) => {
                     crate::request::any_string(body, &mut |text| scanner.any(text, detectors))
@@ -796,6 +995,17 @@ impl<'a> Ctx<'a> {
                     None
                 }
             },
+            Operand::Rate {
+                measure,
+                scope,
+                window,
+            } => match self.facts.rate {
+                Some(rate) => rate(*measure, *scope, *window).map(|n| Val::Num(n as f64)),
+                None => {
+                    self.unsupported.get_or_insert(Unsupported::Rate);
+                    None
+                }
+            },
             Operand::Confidence(source) => match self.facts.reply {
                 // A missing or unreadable score compares as missing: no comparison holds
                 // (the oversight mode escalates such replies on its own, failing safe).
@@ -835,6 +1045,23 @@ impl<'a> Ctx<'a> {
                 self.facts.reply.and_then(|r| r.header(name)).map(Val::Str)
             }
             Field::Status => self.facts.reply.map(|r| Val::Num(f64::from(r.status))),
+            Field::ToolCallName => match self.tool {
+                Some(Bound::Call(c)) => Some(Val::Str(&c.name)),
+                _ => None,
+            },
+            Field::ToolArgument(pointer) => match self.tool {
+                Some(Bound::Call(c)) => match c.argument(pointer)? {
+                    serde_json::Value::String(s) => Some(Val::Str(s)),
+                    serde_json::Value::Number(n) => n.as_f64().map(Val::Num),
+                    serde_json::Value::Bool(b) => Some(Val::Bool(*b)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            Field::ToolName => match self.tool {
+                Some(Bound::Offered(n)) => Some(Val::Str(n)),
+                _ => None,
+            },
         }
     }
 }

@@ -74,6 +74,9 @@ fn workflow(name: &str, matcher: Expr) -> Workflow {
         scan_headers: Vec::new(),
         scan_query: false,
         business_case: Default::default(),
+        kill_points: Vec::new(),
+        review_signals: None,
+        handoff_output: false,
     }
 }
 
@@ -464,7 +467,9 @@ fn spend_facts_decide_spend_rules_and_the_first_deny_in_file_order_answers() {
     let spend = |_: Scope, _: Window| Some(150);
     let facts = Facts {
         spend: Some(&spend),
+        rate: None,
         reply: None,
+        ..Default::default()
     };
     let more = engine.evaluate(
         &r,
@@ -491,7 +496,9 @@ fn spend_facts_decide_spend_rules_and_the_first_deny_in_file_order_answers() {
     let low = |_: Scope, _: Window| Some(50);
     let facts = Facts {
         spend: Some(&low),
+        rate: None,
         reply: None,
+        ..Default::default()
     };
     let mut merged = first.clone();
     merged.merge(engine.evaluate(
@@ -535,11 +542,13 @@ fn response_facts_feed_status_headers_confidence_and_response_text() {
     let headers = vec![("x-c".to_string(), "0.2".to_string())];
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(ReplyView {
             status: 200,
             headers: &headers,
             body: None,
         }),
+        ..Default::default()
     };
     let d = engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None);
     assert_eq!(d.verdict, Verdict::Continue);
@@ -547,11 +556,13 @@ fn response_facts_feed_status_headers_confidence_and_response_text() {
     assert_eq!(t.escalate, Some((1, "q".into(), "low".into())));
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(ReplyView {
             status: 503,
             headers: &[],
             body: None,
         }),
+        ..Default::default()
     };
     let d = engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None);
     assert!(matches!(d.verdict, Verdict::Deny { status: 502, .. }));
@@ -720,4 +731,155 @@ fn header_query_and_scanned_carriers_are_searched() {
     // A scanned header counts as the prompt; an unscanned one does not.
     assert_eq!(status(&[("x-note", "ann@example.com")]), "P-1");
     assert_eq!(status(&[("x-unscanned", "ann@example.com")]), "");
+}
+
+fn tool_name_in(names: &[&str]) -> Expr {
+    Expr::In {
+        operand: Operand::Field(Field::ToolCallName),
+        set: names.iter().map(|m| s(m)).collect(),
+    }
+}
+
+fn argument_gt(pointer: &str, n: f64) -> Expr {
+    Expr::Compare {
+        left: Operand::Field(Field::ToolArgument(pointer.into())),
+        op: CmpOp::Gt,
+        right: Operand::Const(Value::Num(n)),
+    }
+}
+
+/// The issue's two rules: an allowlist deny and a hold for large refunds.
+fn tool_policy() -> Engine {
+    let mut allow = rule(
+        "T-1",
+        Expr::Not(Box::new(tool_name_in(&[
+            "lookup_order",
+            "get_faq",
+            "issue_refund",
+        ]))),
+        deny(403),
+    );
+    allow.phase = Phase::Response;
+    let mut hold = rule(
+        "T-2",
+        Expr::And(vec![
+            tool_name_in(&["issue_refund"]),
+            argument_gt("/amount", 100.0),
+        ]),
+        Action::Hold {
+            queue: "refunds".into(),
+            reason: "over".into(),
+        },
+    );
+    hold.phase = Phase::Response;
+    let strip = rule(
+        "T-3",
+        Expr::Not(Box::new(Expr::In {
+            operand: Operand::Field(Field::ToolName),
+            set: vec![s("get_faq"), s("lookup_order")],
+        })),
+        Action::StripTool,
+    );
+    Engine::new(policy(vec![], vec![allow, hold, strip])).unwrap()
+}
+
+fn on_calls(engine: &Engine, calls: &[crate::tools::ToolCall]) -> Decision {
+    let r = request(&[], r#"{"model":"m"}"#);
+    let facts = Facts {
+        reply: Some(ReplyView {
+            status: 200,
+            headers: &[],
+            body: None,
+        }),
+        tool_calls: calls,
+        ..Default::default()
+    };
+    engine.evaluate(&r, Identity::default(), &facts, Phase::Response, None)
+}
+
+#[test]
+fn tool_call_rules_fire_per_call_and_never_without_calls() {
+    use crate::tools::ToolCall;
+    let engine = tool_policy();
+    // No calls: `tool_call.name not in [...]` does not refuse a plain answer.
+    let d = on_calls(&engine, &[]);
+    assert_eq!(d.verdict, Verdict::Continue);
+    assert!(d.fired.is_empty());
+    // One unapproved call among approved ones: refused.
+    let d = on_calls(
+        &engine,
+        &[
+            ToolCall::new("a", "lookup_order", "{}"),
+            ToolCall::new("b", "delete_account", "{}"),
+        ],
+    );
+    assert!(matches!(d.verdict, Verdict::Deny { status: 403, .. }));
+    // The same call must be a refund and over the limit: a small refund next to another
+    // call with a large amount is not held.
+    let d = on_calls(
+        &engine,
+        &[
+            ToolCall::new("a", "issue_refund", r#"{"amount": 40}"#),
+            ToolCall::new("b", "lookup_order", r#"{"amount": 500}"#),
+        ],
+    );
+    assert!(d.fired.is_empty(), "{:?}", d.fired);
+    let big = [
+        ToolCall::new("a", "lookup_order", "{}"),
+        ToolCall::new("b", "issue_refund", r#"{"amount": 250}"#),
+    ];
+    let d = on_calls(&engine, &big);
+    assert_eq!(d.verdict, Verdict::Continue);
+    let t = Transforms::of(&engine.policy, &d);
+    assert_eq!(t.hold, Some((1, "refunds".into(), "over".into())));
+    assert_eq!(d.fired[0].action, ActionKind::Hold);
+    // Which calls the hold matched.
+    let r = request(&[], r#"{"model":"m"}"#);
+    let facts = Facts {
+        tool_calls: &big,
+        ..Default::default()
+    };
+    let matched = matching_tool_items(
+        &engine.policy,
+        &engine.scanner,
+        &r,
+        &Identity::default(),
+        &facts,
+        1,
+    );
+    assert_eq!(matched, vec![1]);
+    // Arguments of the wrong type, or not JSON, compare as missing.
+    for args in [
+        r#"{"amount": "250"}"#,
+        "not json",
+        r#"{"amount": {"v": 250}}"#,
+    ] {
+        let d = on_calls(&engine, &[ToolCall::new("a", "issue_refund", args)]);
+        assert!(d.fired.is_empty(), "{args}: {:?}", d.fired);
+    }
+}
+
+#[test]
+fn strip_tool_removes_only_the_tools_its_condition_holds_for() {
+    let engine = tool_policy();
+    let r = request(
+        &[],
+        r#"{"model":"m","tools":[{"type":"function","function":{"name":"get_faq"}},{"type":"function","function":{"name":"delete_account"}},{"type":"function","function":{"name":"wipe"}}]}"#,
+    );
+    let d = engine.evaluate_request(&r);
+    let t = Transforms::of(&engine.policy, &d);
+    assert_eq!(t.strip_tool, vec![2]);
+    let names = stripped_tools(&engine.policy, &engine.scanner, &r, &d.identity, &t);
+    assert_eq!(
+        names,
+        vec!["delete_account".to_string(), "wipe".to_string()]
+    );
+    // Only approved tools, or none at all: the rule does not fire.
+    for body in [
+        r#"{"model":"m","tools":[{"type":"function","function":{"name":"get_faq"}}]}"#,
+        r#"{"model":"m"}"#,
+    ] {
+        let d = engine.evaluate_request(&request(&[], body));
+        assert!(d.fired.is_empty(), "{body}");
+    }
 }

@@ -80,7 +80,8 @@ pub enum Shown {
 pub struct OperandValue<'p> {
     pub operand: &'p Operand,
     pub value: Shown,
-    /// For `spend(...)`: the value comes from a fresh ledger (this request's estimate).
+    /// For `spend(...)`, `tokens(...)`, `requests(...)`: the value comes from a fresh
+    /// ledger or counter (this request's estimate, or this one request).
     pub fresh_state: bool,
 }
 
@@ -200,6 +201,8 @@ pub struct Explanation<'p> {
     pub response: Option<Decision>,
     /// The spend admission, when the policy reads spend and admission ran.
     pub spend: Option<SpendOutcome>,
+    /// The rate admission, when the policy reads `tokens(…)`/`requests(…)` and it ran.
+    pub rate: Option<crate::decide::RateOutcome>,
     pub escalation: Option<Escalation>,
     /// The model the upstream is asked for, after routing.
     pub model_used: Option<String>,
@@ -235,6 +238,7 @@ pub fn explain<'p>(
         request: None,
         response: None,
         spend: None,
+        rate: None,
         escalation: None,
         model_used: None,
         tokenised: Vec::new(),
@@ -289,6 +293,7 @@ pub fn explain<'p>(
     );
     let decision = phase.decision;
     ex.spend = phase.spend;
+    ex.rate = phase.rate;
     ex.fired.extend(decision.fired.iter().cloned());
     let denied = match &decision.verdict {
         crate::eval::Verdict::Deny { status, rule, .. } => Some((*status, *rule)),
@@ -310,9 +315,17 @@ pub fn explain<'p>(
     // Trace every request rule with the facts the decision had.
     let spend = ex.spend.clone();
     let lookup = |s: ir::Scope, w: ir::Window| spend.as_ref().and_then(|o| o.total(s, w));
+    let rate = ex.rate.clone();
+    let rate_lookup = |m: ir::Measure, s: ir::Scope, w: ir::RateWindow| {
+        rate.as_ref().and_then(|o| o.total(m, s, w))
+    };
     let request_facts = Facts {
         spend: spend.is_some().then_some(&lookup as &dyn Fn(_, _) -> _),
+        rate: rate
+            .is_some()
+            .then_some(&rate_lookup as &dyn Fn(_, _, _) -> _),
         reply: None,
+        ..Default::default()
     };
     let mut rules: Vec<Option<RuleTrace<'p>>> = vec![None; policy.rules.len()];
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -325,7 +338,25 @@ pub fn explain<'p>(
         if matches!(status, RuleStatus::Undecided(Unsupported::Spend)) && spend.is_some() {
             status = RuleStatus::NotFired;
         }
+        // The same for rate rules once the rate admission ran.
+        if matches!(status, RuleStatus::Undecided(Unsupported::Rate))
+            && rate.as_ref().is_some_and(|r| {
+                matches!(r.admission, crate::rate_limit::RateAdmission::Admit { .. })
+            })
+            && (!engine.uses_spend
+                || spend
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.admission, crate::spend::Admission::Admit { .. })))
+        {
+            status = RuleStatus::NotFired;
+        }
         let mut condition = Some(trace_rule(engine, &req, &ex.identity, &request_facts, rule));
+        if matches!(status, RuleStatus::Undecided(Unsupported::Rate)) && rate.is_none() {
+            status = RuleStatus::NotReached(
+                "a deny earlier in the file answered before the rate admission".into(),
+            );
+            condition = None;
+        }
         if matches!(status, RuleStatus::Undecided(Unsupported::Spend)) && spend.is_none() {
             status = RuleStatus::NotReached(
                 "a deny earlier in the file answered before the spend admission".into(),
@@ -460,7 +491,9 @@ fn respond<'p>(
     };
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(view),
+        ..Default::default()
     };
     let decided = crate::eval::decided_response_rules(policy);
     let decision = engine.evaluate(
@@ -651,6 +684,7 @@ fn trace_rule<'p>(
             facts,
             prompt_union: None,
             prompt_clean: None,
+            tool: None,
         },
         shown_headers: shown_headers(&engine.policy),
     };
@@ -761,7 +795,7 @@ impl<'a> Tracer<'a> {
             node.operands.push(OperandValue {
                 operand: o,
                 value,
-                fresh_state: matches!(o, Operand::Spend { .. }),
+                fresh_state: matches!(o, Operand::Spend { .. } | Operand::Rate { .. }),
             });
         }
         self.ctx.unsupported = None;
@@ -837,6 +871,19 @@ impl<'a> Tracer<'a> {
             Text::Response => {
                 if let Some(body) = self.ctx.facts.reply.and_then(|v| v.body) {
                     found.json(body, "$", "reply ");
+                }
+            }
+            Text::ToolArguments => {
+                for (i, c) in self.ctx.facts.tool_calls.iter().enumerate() {
+                    found.text(&c.arguments_json, &format!("tool call {i} arguments"));
+                }
+            }
+            Text::ToolResults => {
+                if let Some(body) = &r.body {
+                    crate::tools::any_tool_result(body, |t| {
+                        found.text(t, "tool result");
+                        false
+                    });
                 }
             }
         }
@@ -1079,6 +1126,9 @@ mod tests {
                 scan_headers: vec!["x-notes".into()],
                 scan_query: true,
                 business_case: Default::default(),
+                kill_points: Vec::new(),
+                review_signals: None,
+                handoff_output: false,
             }],
             prices: vec![],
             detectors: vec![Detector {

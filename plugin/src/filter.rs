@@ -714,7 +714,13 @@ fn header_map(side: Side) -> u32 {
 /// Sends a local JSON reply; a refusal by the host is logged (the request stays paused,
 /// never continued unchecked).
 fn send_local_or_log(reply: &Reply, extra: &[(&str, &str)]) {
-    let headers: Vec<(&str, &str)> = std::iter::once(("content-type", "application/json"))
+    // A released held stream names its own content type.
+    let typed = extra
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    let headers: Vec<(&str, &str)> = (!typed)
+        .then_some(("content-type", "application/json"))
+        .into_iter()
         .chain(extra.iter().copied())
         .collect();
     if let Err(rc) = host::send_local(reply.status, &reply.body, &headers) {

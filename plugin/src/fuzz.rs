@@ -707,11 +707,13 @@ pub fn native_exchange(
     let rules = eval::decided_response_rules(policy);
     let facts = Facts {
         spend: None,
+        rate: None,
         reply: Some(eval::ReplyView {
             status: 200,
             headers: &reply_headers,
             body: reply_json.as_ref(),
         }),
+        ..Default::default()
     };
     let response = engine.evaluate(&req, identity, &facts, Phase::Response, Some(&rules));
     if let Verdict::Deny {

@@ -66,6 +66,88 @@ pub struct Workflow {
     /// of a self-describing form (JSON) accept a workflow written without it.
     #[serde(default)]
     pub business_case: BusinessCase,
+    // ---- operating model (issue 15): kill points, review signals, handoff context ----
+    /// Conditions under which the workflow must stop (`kill_point …`), in source order.
+    #[serde(default)]
+    pub kill_points: Vec<KillPoint>,
+    /// Rubber-stamp signals on the verdicts reviewers post (`review_signals { … }`).
+    #[serde(default)]
+    pub review_signals: Option<ReviewSignals>,
+    /// `handoff includes output`: the handoff carries the model's output, PII still
+    /// tokenised.
+    #[serde(default)]
+    pub handoff_output: bool,
+}
+
+/// What a kill point measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillMetric {
+    /// AI spend per request in the policy's currency (settled spend / successful replies).
+    CostPerTransaction,
+    /// The share of outputs sent to a human.
+    VerificationRate,
+}
+
+impl KillMetric {
+    /// The measure's name in the language, metric labels and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMetric::CostPerTransaction => "cost_per_transaction",
+            KillMetric::VerificationRate => "verification_rate",
+        }
+    }
+}
+
+/// `kill_point METRIC > VALUE over N UNIT [after N requests] [then stop]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillPoint {
+    pub metric: KillMetric,
+    /// `>=` rather than `>`.
+    pub inclusive: bool,
+    /// A fraction 0..=1 for a rate; currency units (not micros: it bounds an average) for
+    /// a cost.
+    pub threshold: f64,
+    /// The window: `buckets` calendar buckets of `window` (the current one and the ones
+    /// before it).
+    pub window: Window,
+    pub buckets: u32,
+    /// Replies the window must hold before the point is judged.
+    pub min_requests: u64,
+    /// Flip the workflow's kill switch when crossed.
+    pub stop: bool,
+    /// The statement as written (canonical form), for alerts and audit records.
+    pub text: String,
+}
+
+/// Rubber-stamp signals: each is judged on the verdicts of one day once `min_reviews`
+/// verdicts came in, and raised at most once per workflow and day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSignals {
+    /// Raised when the median seconds spent per review falls under this floor.
+    pub median_review_secs_below: Option<f64>,
+    /// Raised when the share of `approved` verdicts exceeds this fraction.
+    pub approval_rate_above: Option<f64>,
+    /// Raised when one reviewer's share of verdicts exceeds this fraction.
+    pub reviewer_share_above: Option<f64>,
+    /// Verdicts needed in the day before any signal is judged.
+    pub min_reviews: u64,
+}
+
+impl ReviewSignals {
+    /// The names of the signals set, as the language writes them.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.median_review_secs_below.is_some() {
+            out.push("median_review_time");
+        }
+        if self.approval_rate_above.is_some() {
+            out.push("approval_rate");
+        }
+        if self.reviewer_share_above.is_some() {
+            out.push("reviewer_share");
+        }
+        out
+    }
 }
 
 /// The business case of a workflow, in micros of the policy's currency; each part is
@@ -215,6 +297,12 @@ pub enum Text {
     Header(String),
     /// The request's query string, as sent (percent-encoding is seen through).
     Query,
+    /// The `function.arguments` text of the tool call the rule is looking at (response
+    /// phase; see `docs/tools.md` for how a rule reads a reply with several calls).
+    ToolArguments,
+    /// The tool results the request sends back (`role: tool` and `role: function`
+    /// messages' content), request phase.
+    ToolResults,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +317,32 @@ pub enum Operand {
     },
     /// The reply's confidence score, 0..=1.
     Confidence(ConfidenceSource),
+    /// Tokens or requests counted for the request's scope in the current fixed window,
+    /// this request included (tokens: settled usage plus reservations in flight plus this
+    /// request's estimate). Request phase only; counted by the `rate_limit` module.
+    Rate {
+        measure: Measure,
+        scope: Scope,
+        window: RateWindow,
+    },
+}
+
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Measure {
+    /// Model tokens (prompt and completion), reserved from the estimate and settled from
+    /// the provider's `usage`.
+    Tokens,
+    /// Requests, counted when admitted.
+    Requests,
+}
+
+/// A fixed rate-limit window aligned to UTC (`minute` starts at second 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RateWindow {
+    Minute,
+    Hour,
+    Day,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +364,14 @@ pub enum Field {
     MaxTokens,
     /// `stream` in the body.
     Stream,
+    /// `tool_call.name`: the function name of the reply's tool call the rule is looking at.
+    ToolCallName,
+    /// `tool_call.argument "/ptr"`: a typed value inside that call's arguments (an RFC
+    /// 6901 JSON pointer into the parsed `function.arguments`).
+    ToolArgument(String),
+    /// `tool.name`: the name of the offered tool (`tools[]` of the request) the rule is
+    /// looking at.
+    ToolName,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +422,12 @@ pub enum Action {
     Escalate { queue: String, reason: String },
     /// Adds a cost-attribution label to the audit record and metrics.
     Tag { key: String, value: String },
+    /// Withholds the reply's tool calls until a reviewer approves them: the client gets a
+    /// `pending_approval` answer and, once approved, the held reply on retry
+    /// (`docs/tools.md`).
+    Hold { queue: String, reason: String },
+    /// Removes each offered tool the condition holds for from the request's `tools`.
+    StripTool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,16 +438,17 @@ pub enum RouteTarget {
 }
 
 impl Action {
-    /// Higher wins when several matching rules disagree: deny > escalate > route >
-    /// tokenise > redact > tag > allow. Transformations of different kinds combine;
-    /// deny stops everything else. Documented in `docs/language.md`.
+    /// Higher wins when several matching rules disagree: deny > hold > escalate > route >
+    /// tokenise > redact, strip tool > tag > allow. Transformations of different kinds
+    /// combine; deny stops everything else. Documented in `docs/language.md`.
     pub fn precedence(&self) -> u8 {
         match self {
-            Action::Deny { .. } => 6,
+            Action::Deny { .. } => 7,
+            Action::Hold { .. } => 6,
             Action::Escalate { .. } => 5,
             Action::Route(_) => 4,
             Action::Tokenise { .. } => 3,
-            Action::Redact { .. } => 2,
+            Action::Redact { .. } | Action::StripTool => 2,
             Action::Tag { .. } => 1,
             Action::Allow => 0,
         }

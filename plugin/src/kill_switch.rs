@@ -223,6 +223,41 @@ pub fn handle_admin(
     )
 }
 
+/// Flips a workflow's switch on behalf of the gateway itself (a kill point with `then
+/// stop`), exactly as an operator's `stop` would: the same state under the same key, and
+/// an audit record of the same shape (`event: kill_switch`, outcome `stopped`, `user` the
+/// declared `by`, `detail` the reason). `None` when shared data could not be written (the
+/// caller logs it; the alert still stands).
+pub fn stop_by(
+    store: &dyn SharedStore,
+    policy: &crate::ir::Policy,
+    workflow: &str,
+    by: &str,
+    reason: &str,
+    unix_nanos: i64,
+) -> Option<AuditRecord> {
+    let state = KillState {
+        stopped: true,
+        by: by.to_string(),
+        at: rfc3339(unix_nanos),
+        reason: reason.to_string(),
+    };
+    store.set(&state_key(workflow), &state.encode(), 0).ok()?;
+    Some(AuditRecord {
+        event: "kill_switch".into(),
+        time: rfc3339(unix_nanos),
+        workflow: Some(workflow.to_string()),
+        user: Some(by.to_string()),
+        policy: policy.name.clone(),
+        policy_version: policy.version.clone(),
+        source_sha256: policy.source_sha256.clone(),
+        status: 200,
+        outcome: "stopped".into(),
+        detail: Some(reason.to_string()),
+        ..AuditRecord::default()
+    })
+}
+
 /// [`handle_admin`] for a whole policy: its kill switch and workflow names, with the
 /// policy's name, version and source hash in the audit record (the artifact hash is the
 /// host's to add). `None` when the policy declares no kill switch: the path is then an

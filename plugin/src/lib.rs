@@ -7,6 +7,7 @@
 /// The provider APIs (OpenAI chat, completions, embeddings, Responses; Anthropic Messages):
 /// which one a request speaks and a shape-neutral view of it.
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod audit_chain;
 pub mod calendar;
@@ -24,15 +25,19 @@ pub mod fleet;
 pub mod fuzz;
 pub mod ir;
 pub mod json_strings;
+pub mod kill_point;
 pub mod kill_switch;
 pub mod metrics;
 pub mod oversight;
+pub mod rate_limit;
 pub mod request;
+pub mod review_verdict;
 pub mod session;
 pub mod spend;
 pub mod store;
 pub mod stream;
 pub mod tokenise;
+pub mod tools;
 pub mod usage;
 pub mod wire;
 

@@ -129,8 +129,120 @@ pub const TAGS: Family = Family {
     help: "Requests tagged by a `tag` rule, by tag key and value.",
 };
 
+// ---- operating model (issue 15): verdicts, rubber-stamp signals, kill points ----
+/// Verdicts posted on escalations.
+pub const REVIEWS: Family = Family {
+    name: "writ_reviews_total",
+    kind: Kind::Counter,
+    labels: &["workflow", "verdict"],
+    help: "Verdicts reviewers posted on escalations, by workflow and verdict (approved, edited, rejected).",
+};
+/// Escalations without a verdict yet.
+pub const REVIEWS_PENDING: Family = Family {
+    name: "writ_reviews_pending",
+    kind: Kind::Gauge,
+    labels: &["workflow"],
+    help: "Escalations this gateway recorded that have no verdict yet, by workflow.",
+};
+/// When the oldest pending escalation was made (0: none pending).
+pub const REVIEW_OLDEST_PENDING: Family = Family {
+    name: "writ_review_oldest_pending_timestamp_seconds",
+    kind: Kind::Gauge,
+    labels: &["workflow"],
+    help: "Unix time of the oldest escalation still waiting for a verdict (0 when none); its age is time() minus this.",
+};
+/// Seconds from escalation to verdict, summed.
+pub const REVIEW_WAIT: Family = Family {
+    name: "writ_review_time_to_verdict_seconds_total",
+    kind: Kind::Counter,
+    labels: &["workflow"],
+    help: "Seconds from each escalation to its verdict, summed; divide by writ_reviews_total for the mean time to review.",
+};
+/// Seconds reviewers say they spent, summed.
+pub const REVIEW_SPENT: Family = Family {
+    name: "writ_review_spent_seconds_total",
+    kind: Kind::Counter,
+    labels: &["workflow"],
+    help: "Seconds reviewers reported spending on their verdicts, summed.",
+};
+/// Share of verdicts that approved, since the gateway started.
+pub const REVIEW_APPROVAL: Family = Family {
+    name: "writ_review_approval_rate_ppm",
+    kind: Kind::Gauge,
+    labels: &["workflow"],
+    help: "Share of verdicts that approved the output, in parts per million (this gateway, since start).",
+};
+/// Rubber-stamp signals raised.
+pub const REVIEW_SIGNALS: Family = Family {
+    name: "writ_review_signals_total",
+    kind: Kind::Counter,
+    labels: &["workflow", "signal"],
+    help: "Rubber-stamp signals raised (once per workflow, signal and UTC day), by workflow and signal.",
+};
+/// Kill points crossed.
+pub const KILL_POINTS: Family = Family {
+    name: "writ_kill_points_crossed_total",
+    kind: Kind::Counter,
+    labels: &["workflow", "metric"],
+    help: "Kill points crossed (once per window bucket), by workflow and measure.",
+};
+
+/// The verdicts a reviewer may post, as `writ_reviews_total` labels them.
+pub const VERDICTS: [&str; 3] = ["approved", "edited", "rejected"];
+
+/// A metric change a plain-Rust module asks the adapter to make: add `value` to a
+/// counter, or set a gauge to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricUpdate {
+    pub kind: Kind,
+    pub name: String,
+    pub value: i64,
+}
+
+/// The operating-model series a policy can produce, at zero (see [`startup_series`]).
+fn operating_series(policy: &Policy) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    let verdicts = policy.kill_switch.is_some();
+    for wf in &policy.workflows {
+        let w = [("workflow", wf.name.as_str())];
+        if verdicts {
+            for v in VERDICTS {
+                let labels = [("workflow", wf.name.as_str()), ("verdict", v)];
+                out.push((Kind::Counter, stat_name(REVIEWS.name, &labels)));
+            }
+            out.push((Kind::Gauge, stat_name(REVIEWS_PENDING.name, &w)));
+            out.push((Kind::Gauge, stat_name(REVIEW_OLDEST_PENDING.name, &w)));
+            out.push((Kind::Counter, stat_name(REVIEW_WAIT.name, &w)));
+            out.push((Kind::Counter, stat_name(REVIEW_SPENT.name, &w)));
+            out.push((Kind::Gauge, stat_name(REVIEW_APPROVAL.name, &w)));
+        }
+        if let Some(rs) = &wf.review_signals {
+            for s in rs.names() {
+                let labels = [("workflow", wf.name.as_str()), ("signal", s)];
+                out.push((Kind::Counter, stat_name(REVIEW_SIGNALS.name, &labels)));
+            }
+        }
+        for kp in &wf.kill_points {
+            let labels = [
+                ("workflow", wf.name.as_str()),
+                ("metric", kp.metric.as_str()),
+            ];
+            out.push((Kind::Counter, stat_name(KILL_POINTS.name, &labels)));
+        }
+    }
+    out
+}
+
+/// Requests refused by a rate limit (`tokens(…)`/`requests(…)`).
+pub const RATE_LIMITED: Family = Family {
+    name: "writ_rate_limited_total",
+    kind: Kind::Counter,
+    labels: &["clause", "measure", "scope", "window"],
+    help: "Requests refused by a rate limit, by clause, measure (tokens or requests), scope and window.",
+};
+
 /// Every family, in the order `docs/metrics.md` lists them.
-pub const FAMILIES: [Family; 11] = [
+pub const FAMILIES: [Family; 20] = [
     REQUESTS,
     DECISIONS,
     SPEND,
@@ -142,6 +254,15 @@ pub const FAMILIES: [Family; 11] = [
     BUDGET_ALERTS,
     DRIFT_ALERTS,
     TAGS,
+    REVIEWS,
+    REVIEWS_PENDING,
+    REVIEW_OLDEST_PENDING,
+    REVIEW_WAIT,
+    REVIEW_SPENT,
+    REVIEW_APPROVAL,
+    REVIEW_SIGNALS,
+    KILL_POINTS,
+    RATE_LIMITED,
 ];
 
 /// The families that carry the opt-in `team` and `user` labels.
@@ -221,6 +342,26 @@ pub fn budget_alert_name(policy: &Policy, alert: &spend::Alert) -> Option<String
         ("window", crate::calendar::window_name(budget.window)),
     ];
     Some(stat_name(BUDGET_ALERTS.name, &labels))
+}
+
+/// The `writ_rate_limited_total` series of a request refused by limit rule `rule`
+/// (`None` when the rule is not a limit rule of [`crate::rate_limit::limits`]).
+pub fn rate_limited_name(policy: &Policy, rule: usize) -> Option<String> {
+    let limit = crate::rate_limit::limits(policy)
+        .into_iter()
+        .find(|l| l.rule == rule && !l.monitor)?;
+    rate_limited_series(policy, &limit)
+}
+
+fn rate_limited_series(policy: &Policy, limit: &crate::rate_limit::Limit) -> Option<String> {
+    let clause = policy.rules.get(limit.rule)?.clause.as_str();
+    let labels = [
+        ("clause", clause),
+        ("measure", crate::rate_limit::measure_name(limit.measure)),
+        ("scope", spend::scope_name(limit.scope)),
+        ("window", crate::rate_limit::window_name(limit.window)),
+    ];
+    Some(stat_name(RATE_LIMITED.name, &labels))
 }
 
 /// Splits a stat name of the convention into its family and labels; `None` when a label
@@ -367,7 +508,8 @@ fn workflow_labels(policy: &Policy) -> Vec<&str> {
 
 /// Every series the policy can produce, so each exists at zero before the first request:
 /// each workflow × outcome (× `none`/`other` of each identity label on), each rule's
-/// clause × action × mode, each workflow × review queue, each budget alert, each tag, and
+/// clause × action × mode, each workflow × review queue, each budget alert, each enforced
+/// rate limit, each tag, and
 /// the gauges (the kill switch and the verification rate of the day of `unix_secs` read
 /// from `store`, so a new worker or a reloaded host shows the current state).
 pub fn startup_series(
@@ -447,6 +589,14 @@ pub fn startup_series(
         ];
         add(Kind::Counter, stat_name(BUDGET_ALERTS.name, &labels), None);
     }
+    for l in crate::rate_limit::limits(policy)
+        .iter()
+        .filter(|l| !l.monitor)
+    {
+        if let Some(name) = rate_limited_series(policy, l) {
+            add(Kind::Counter, name, None);
+        }
+    }
     for wf in &policy.workflows {
         let labels = [("workflow", wf.name.as_str())];
         let window = oversight::DriftConfig::default().window;
@@ -472,6 +622,9 @@ pub fn startup_series(
     add(Kind::Gauge, RESERVATIONS.name.to_string(), None);
     for (name, stopped) in kill_switch_gauges(policy, store) {
         add(Kind::Gauge, name, Some(stopped));
+    }
+    for (kind, name) in operating_series(policy) {
+        add(kind, name, None);
     }
     out
 }
@@ -625,6 +778,9 @@ mod tests {
                 scan_headers: vec![],
                 scan_query: false,
                 business_case: Default::default(),
+                kill_points: Vec::new(),
+                review_signals: None,
+                handoff_output: false,
             }],
             prices: vec![],
             detectors: vec![],
@@ -688,9 +844,16 @@ mod tests {
         let find = |name: &str| series.iter().find(|s| s.name == name).cloned();
         let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
         // 2 workflow labels x 5 outcomes, 2 spend, 2 decisions, 1 tag, 2 escalation
-        // queues, rate + assumed + drift, reservations, 2 kill-switch gauges.
-        assert_eq!(series.len(), 10 + 2 + 2 + 1 + 2 + 3 + 1 + 2, "{names:?}");
+        // queues, rate + assumed + drift, reservations, 2 kill-switch gauges, and with the
+        // kill switch's verdict endpoint 3 verdicts + pending, oldest, wait, spent, approval.
+        assert_eq!(
+            series.len(),
+            10 + 2 + 2 + 1 + 2 + 3 + 1 + 2 + 8,
+            "{names:?}"
+        );
         for name in [
+            "writ_reviews_total;workflow=support_desk;verdict=edited",
+            "writ_review_time_to_verdict_seconds_total;workflow=support_desk",
             "writ_requests_total;workflow=support_desk;outcome=stopped",
             "writ_requests_total;workflow=none;outcome=error",
             "writ_decisions_total;clause=AIP-3.1;action=deny;mode=monitor",

@@ -190,6 +190,93 @@ pub struct Handoff {
     /// Detector name → count found in the exchange.
     pub pii: BTreeMap<String, u32>,
     pub status: u16,
+    /// The model's output when the workflow says `handoff includes output`: as the
+    /// provider sent it (placeholders not restored), other detected values masked
+    /// ([`reply_output`]).
+    pub output: Option<String>,
+}
+
+/// The longest output a handoff carries, in bytes (cut at a character boundary).
+pub const MAX_HANDOFF_OUTPUT: usize = 64 * 1024;
+
+/// The model's output in a reply body, for a handoff that includes it: the text of every
+/// choice (`choices[].message.content`, as a string or text parts, or `choices[].text`) or
+/// Responses item (`output[].content[].text`), joined by newlines, as the provider sent it,
+/// so tokenised PII is still placeholders (the vault restores only the client's copy).
+/// Values the model produced itself are masked: every match of the policy's detectors
+/// (`scanner`, `detectors`) becomes its typed mask (`[EMAIL]`). `None` when the reply
+/// holds no output text.
+pub fn reply_output(
+    body: &Json,
+    scanner: &crate::detect::Scanner,
+    detectors: &[crate::ir::Detector],
+) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    fn texts<'j>(v: &'j Json, parts: &mut Vec<&'j str>) {
+        match v {
+            Json::String(s) => parts.push(s),
+            Json::Array(items) => {
+                for i in items {
+                    if let Some(t) = i.get("text").and_then(Json::as_str) {
+                        parts.push(t);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for c in body
+        .get("choices")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(m) = c.get("message").and_then(|m| m.get("content")) {
+            texts(m, &mut parts);
+        } else if let Some(t) = c.get("text") {
+            texts(t, &mut parts);
+        }
+    }
+    for o in body
+        .get("output")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = o.get("content") {
+            texts(c, &mut parts);
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let mut text = parts.join("\n");
+    if text.len() > MAX_HANDOFF_OUTPUT {
+        let mut cut = MAX_HANDOFF_OUTPUT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    let wanted: Vec<u16> = (0..detectors.len())
+        .filter_map(|i| u16::try_from(i).ok())
+        .collect();
+    let mut found = Vec::new();
+    scanner.scan(&text, &wanted, &mut found);
+    found.sort_by_key(|m| (m.start, std::cmp::Reverse(m.end)));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for m in found {
+        if m.start < at {
+            continue; // overlaps a value already masked
+        }
+        let name = scanner.name(m.detector).unwrap_or("pii");
+        out.push_str(text.get(at..m.start).unwrap_or(""));
+        out.push_str(&crate::detect::mask(name));
+        at = m.end;
+    }
+    out.push_str(text.get(at..).unwrap_or(""));
+    Some(out)
 }
 
 impl Handoff {
@@ -210,6 +297,10 @@ impl Handoff {
                 "status": self.status,
             },
         });
+        let mut v = v;
+        if let (Some(out), Some(obj)) = (&self.output, v.as_object_mut()) {
+            obj.insert("output".into(), Json::String(out.clone()));
+        }
         serde_json::to_vec(&v).unwrap_or_default()
     }
 
@@ -493,6 +584,7 @@ mod tests {
             model: Some("gpt-4o-mini".into()),
             pii: BTreeMap::from([("email".to_string(), 2)]),
             status: 200,
+            output: None,
         };
         let v: Json = serde_json::from_slice(&h.payload()).unwrap_or_default();
         assert_eq!(v["clause"], "AIP-5.1");
@@ -506,6 +598,52 @@ mod tests {
             headers
                 .iter()
                 .all(|(_, v)| !v.contains('\n') && !v.contains('\r'))
+        );
+    }
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn handoff_output_keeps_placeholders_and_masks_raw_values() {
+        let detectors = vec![crate::ir::Detector {
+            name: "email".into(),
+            class: crate::ir::DetectorClass::Pii,
+            kind: crate::ir::DetectorKind::Builtin("email".into()),
+        }];
+        let scanner =
+            crate::detect::Scanner::new(&detectors).unwrap_or_else(|e| panic!("scanner: {e:?}"));
+        let body = serde_json::json!({"choices": [
+            {"message": {"content": "Reply to <EMAIL_1> or write to leak@example.com"}},
+            {"message": {"content": [{"type": "text", "text": "second"}]}},
+        ]});
+        let out = reply_output(&body, &scanner, &detectors).unwrap_or_default();
+        assert_eq!(out, "Reply to <EMAIL_1> or write to [EMAIL]\nsecond");
+        let responses = serde_json::json!({"output": [{"content": [{"text": "r"}]}]});
+        assert_eq!(
+            reply_output(&responses, &scanner, &detectors).as_deref(),
+            Some("r")
+        );
+        assert_eq!(
+            reply_output(&serde_json::json!({"error": 1}), &scanner, &detectors),
+            None
+        );
+        let h = Handoff {
+            rule: String::new(),
+            clause: String::new(),
+            reason: "r".into(),
+            confidence: None,
+            request_id: "req".into(),
+            workflow: None,
+            review_id: review_id("req"),
+            queue: "q".into(),
+            model: None,
+            pii: BTreeMap::new(),
+            status: 200,
+            output: Some(out),
+        };
+        let v: Json = serde_json::from_slice(&h.payload()).unwrap_or_default();
+        assert_eq!(
+            v["output"],
+            "Reply to <EMAIL_1> or write to [EMAIL]\nsecond"
         );
     }
 

@@ -200,6 +200,9 @@ fn budget_policy() -> Policy {
             scan_headers: Vec::new(),
             scan_query: false,
             business_case: Default::default(),
+            kill_points: Vec::new(),
+            review_signals: None,
+            handoff_output: false,
         }],
         prices: vec![Price {
             model: "gpt-4o-mini".into(),

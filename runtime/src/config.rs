@@ -32,6 +32,10 @@ pub struct HostConfig {
     /// `# HELP` text of metric families on `/metrics` (family name → text); the module
     /// cannot say it through the ABI, so whoever knows the module may.
     pub metric_help: BTreeMap<String, String>,
+    /// A fixed time (unix nanoseconds) the guest reads instead of the wall clock, or
+    /// `None` for the wall clock. `writ test` pins it so that no window a policy counts in
+    /// (a rate-limit minute, a budget's day) turns over in the middle of a suite.
+    pub clock_nanos: Option<u64>,
 }
 
 impl HostConfig {
@@ -49,6 +53,7 @@ impl HostConfig {
             limits: Limits::default(),
             properties: BTreeMap::new(),
             metric_help: BTreeMap::new(),
+            clock_nanos: None,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct HostShared {
     pub limits: Limits,
     pub properties: BTreeMap<String, Vec<u8>>,
     pub metric_help: BTreeMap<String, String>,
+    /// [`crate::HostConfig::clock_nanos`].
+    pub clock_nanos: Option<u64>,
     pub shared: Shared,
 }
 
@@ -100,6 +102,7 @@ impl Host {
             limits,
             properties: config.properties,
             metric_help: config.metric_help,
+            clock_nanos: config.clock_nanos,
             shared: Shared::default(),
         });
         let host = Host {

@@ -158,7 +158,8 @@ pub(crate) fn define(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "proxy_get_current_time_nanoseconds",
         |mut c: C, ret: i32| -> i32 {
             count(&mut c, "proxy_get_current_time_nanoseconds");
-            code(write(&mut c, ret, &now_nanos().to_le_bytes()))
+            let now = c.data().host.clock_nanos.unwrap_or_else(now_nanos);
+            code(write(&mut c, ret, &now.to_le_bytes()))
         },
     )?;
     linker.func_wrap(

@@ -196,6 +196,7 @@ fn policy_evidence(path: &Path) -> anyhow::Result<(PolicyEvidence, Vec<WorkflowE
                 assumed_rate: w.assumed_verification_rate,
                 business_case: w.business_case.clone(),
                 rollout: pack.clone(),
+                kill_points: w.kill_points.iter().map(|k| k.text.clone()).collect(),
             }
         })
         .collect();

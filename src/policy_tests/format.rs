@@ -98,7 +98,16 @@ pub struct Case {
     /// counters) instead of starting from a gateway that has served nothing.
     #[serde(default, rename = "continue")]
     pub continues: bool,
+    /// Send the request this many times in a row (default 1), as one client would, and
+    /// check `expect` on the last answer: `repeat: 61` is the 61st request of a minute
+    /// for a `requests(user, minute) > 60` rule. The suite's clock is pinned, so the
+    /// requests cannot straddle two windows.
+    #[serde(default)]
+    pub repeat: Option<u32>,
 }
+
+/// The most requests one case may send with `repeat`.
+pub const MAX_REPEAT: u32 = 10_000;
 
 /// The client's request. Defaults make the common case short: `POST /v1/chat/completions`
 /// with a JSON body.
@@ -271,6 +280,18 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<TestFile> {
             "{}: case `{}` asserts nothing: give `expect` at least one of allowed, status, fired, monitored, upstream_sees, upstream_never_sees, client_sees, client_never_sees, upstream_model, escalated",
             path.display(),
             case.name
+        );
+    }
+    if let Some(case) = file
+        .cases
+        .iter()
+        .find(|c| c.repeat.is_some_and(|n| n == 0 || n > MAX_REPEAT))
+    {
+        anyhow::bail!(
+            "{}: case `{}` has `repeat: {}`; it sends the request from 1 to {MAX_REPEAT} times",
+            path.display(),
+            case.name,
+            case.repeat.unwrap_or(0)
         );
     }
     if let Some(case) = file.cases.first().filter(|c| c.continues) {

@@ -102,6 +102,13 @@ impl Suite {
             .to_string()
             .into_bytes();
         config.plugin_name = self.compiled.policy.name.clone();
+        // One instant for the whole suite: a case's windows (a rate-limit minute, a
+        // budget's month) cannot turn over between its requests or between cases.
+        config.clock_nanos = Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        );
         config.vm_id = self.compiled.policy.name.clone();
         let host = writ_runtime::Host::new(config).context("starting the artifact")?;
         let mut vm = host.vm().context("starting a VM")?;
@@ -218,6 +225,10 @@ impl CaseRun {
 fn run_case(vm: &mut writ_runtime::Vm, case: &Case) -> Outcome {
     let spec = case_request(case);
     let reply = case.reply.clone().unwrap_or_else(Reply::default_chat);
+    // `repeat`: the requests before the last are sent and answered, not checked.
+    for _ in 1..case.repeat.unwrap_or(1) {
+        vm.http_request(&spec, |_| upstream_reply(&reply));
+    }
     let exchange = vm.http_request(&spec, |_| upstream_reply(&reply));
     outcome_of(&exchange)
 }

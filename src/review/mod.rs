@@ -12,6 +12,7 @@
 
 pub mod dates;
 pub mod render;
+pub mod verdicts;
 
 use std::collections::BTreeMap;
 
@@ -97,6 +98,8 @@ pub struct WorkflowEvidence {
     pub business_case: writ_plugin::ir::BusinessCase,
     /// The rollout pack the policy states for the workflow.
     pub rollout: writ_compiler::rollout::Pack,
+    /// The workflow's `kill_point` statements, as written (canonical form).
+    pub kill_points: Vec<String>,
 }
 
 /// A policy and what it was built into.
@@ -447,11 +450,7 @@ fn q1(
         };
         checks.push(c);
         checks.push(cost_check(w, o, currency, evidence, conflicts));
-        checks.push(check(
-            format!("kill_points:{}", w.name),
-            Verdict::Unknown,
-            format!("workflow `{}` declares no kill points", w.name),
-        ));
+        checks.push(verdicts::kill_points_check(evidence, w, conflicts));
     }
     checks.push(check(
         "budget_headroom",
@@ -644,40 +643,13 @@ fn q3(evidence: &Evidence, conflicts: &mut Vec<String>) -> Question {
             format!("no escalations{}{scraped}", window(evidence))
         },
     ));
+    let verdicts = verdicts::Verdicts::of(&evidence.records);
     for w in evidence.workflows.iter().filter(|w| w.requires_review) {
         let n = per_workflow.get(&w.name).copied().unwrap_or(0);
-        let id = format!("escalations_reviewed:{}", w.name);
-        if n > 0 {
-            conflicts.push(format!(
-                "the policy requires human oversight of `{}` ({}), but no review verdicts are logged, so compliance cannot be proved ({n} escalations, 0 verdicts)",
-                w.name, w.oversight
-            ));
-            checks.push(check(
-                id,
-                Verdict::Fail,
-                format!(
-                    "finding: `{}` ({}) escalated {n} outputs and no review verdicts are logged yet, so none can be shown reviewed",
-                    w.name, w.oversight
-                ),
-            ));
-        } else {
-            checks.push(check(
-                id,
-                Verdict::Unknown,
-                format!(
-                    "`{}` ({}) had no escalations{}; no review verdicts are logged yet",
-                    w.name,
-                    w.oversight,
-                    window(evidence)
-                ),
-            ));
-        }
+        checks.extend(verdicts::reviewed_checks(
+            evidence, &verdicts, w, n, conflicts,
+        ));
     }
-    checks.push(check(
-        "rubber_stamp",
-        Verdict::Unknown,
-        "review times and approval rates need review verdicts, and no review verdicts are logged yet",
-    ));
     if total > 0 {
         if without_context.is_empty() {
             checks.push(check(
@@ -1232,6 +1204,7 @@ mod tests {
             assumed_rate: Some(assumed),
             business_case: writ_plugin::ir::BusinessCase::default(),
             rollout: writ_compiler::rollout::Pack::default(),
+            kill_points: Vec::new(),
         }
     }
 
@@ -1456,5 +1429,152 @@ mod tests {
                 .iter()
                 .any(|c| c.contains("compliance cannot be proved"))
         );
+    }
+
+    fn escalated(id: &str) -> AuditRecord {
+        AuditRecord {
+            event: "request".into(),
+            time: "2026-12-01T00:00:00.000000Z".into(),
+            request_id: id.into(),
+            workflow: Some("claims".into()),
+            outcome: "allowed".into(),
+            status: 200,
+            escalation: Some(EscalationRecord {
+                queue: "claims-review".into(),
+                reason: "HITL".into(),
+                review_id: format!("rev-{id}"),
+            }),
+            ..AuditRecord::default()
+        }
+    }
+
+    fn verdict(id: &str, reviewer: &str, verdict: &str, outcome: &str) -> AuditRecord {
+        AuditRecord {
+            event: "review_verdict".into(),
+            time: "2026-12-01T00:10:00.000000Z".into(),
+            request_id: format!("admin-{id}"),
+            workflow: Some("claims".into()),
+            outcome: outcome.into(),
+            status: 200,
+            verdict: Some(writ_plugin::audit::VerdictRecord {
+                review_id: format!("rev-{id}"),
+                escalated_request_id: id.into(),
+                reviewer: reviewer.into(),
+                verdict: verdict.into(),
+                seconds: 90.0,
+                wait_seconds: Some(600),
+            }),
+            ..AuditRecord::default()
+        }
+    }
+
+    fn q3_check(r: &Review, id: &str) -> Check {
+        r.questions[2]
+            .checks
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id} in {:?}", r.questions[2]))
+    }
+
+    #[test]
+    fn verdicts_prove_review_and_pending_ones_are_a_finding() {
+        let all = vec![
+            escalated("r1"),
+            escalated("r2"),
+            verdict("r1", "alice", "approved", "reviewed"),
+            verdict("r2", "bob", "edited", "reviewed"),
+        ];
+        let r = review(&evidence(hitl(1.0), all));
+        let c = q3_check(&r, "escalations_reviewed:claims");
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+        let times = q3_check(&r, "review_times:claims");
+        assert!(
+            times.evidence.contains("median time to verdict 10.0 min"),
+            "{times:?}"
+        );
+        let stamp = q3_check(&r, "rubber_stamp:claims");
+        assert_eq!(stamp.verdict, Verdict::Pass);
+        assert!(
+            stamp.evidence.contains("approval rate 50% (1 of 2)"),
+            "{stamp:?}"
+        );
+        assert!(
+            !r.conflicts
+                .iter()
+                .any(|c| c.contains("compliance cannot be proved"))
+        );
+        // A refused verdict call proves nothing: r2 is pending.
+        let partial = vec![
+            escalated("r1"),
+            escalated("r2"),
+            verdict("r1", "alice", "approved", "reviewed"),
+            verdict("r2", "bob", "edited", "unauthorized"),
+        ];
+        let r = review(&evidence(hitl(1.0), partial));
+        let c = q3_check(&r, "escalations_reviewed:claims");
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(
+            c.evidence
+                .contains("1 have a verdict and 1 are still pending"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn rubber_stamp_signals_and_kill_points_fail_their_questions() {
+        let mut records = vec![
+            escalated("r1"),
+            verdict("r1", "alice", "approved", "reviewed"),
+        ];
+        records.push(AuditRecord {
+            event: "review_signal".into(),
+            workflow: Some("claims".into()),
+            outcome: "alert".into(),
+            signal: Some("approval_rate".into()),
+            detail: Some("approval rate 100.0% (20 of 20 verdicts today) above 98.0%".into()),
+            ..AuditRecord::default()
+        });
+        records.push(AuditRecord {
+            event: "kill_point".into(),
+            time: "2026-12-01T01:00:00.000000Z".into(),
+            workflow: Some("claims".into()),
+            outcome: "stopped".into(),
+            signal: Some("verification_rate > 40% over 1 day".into()),
+            detail: Some("kill point `verification_rate > 40% over 1 day` crossed: measured 100.0% over 50 replies".into()),
+            ..AuditRecord::default()
+        });
+        let r = review(&evidence(hitl(1.0), records));
+        let stamp = q3_check(&r, "rubber_stamp:claims");
+        assert_eq!(stamp.verdict, Verdict::Fail);
+        assert!(
+            stamp
+                .evidence
+                .contains("`approval_rate`: approval rate 100.0%"),
+            "{stamp:?}"
+        );
+        assert!(
+            r.conflicts
+                .iter()
+                .any(|c| c.contains("look like rubber stamps (approval_rate)"))
+        );
+        let kp = r.questions[0]
+            .checks
+            .iter()
+            .find(|c| c.id == "kill_points:claims")
+            .unwrap();
+        assert_eq!(kp.verdict, Verdict::Fail);
+        assert!(kp.evidence.contains("measured 100.0% over 50 replies at 2026-12-01T01:00:00.000000Z (the workflow was stopped)"), "{kp:?}");
+        assert_eq!(r.questions[0].verdict, Verdict::Fail);
+        // Declared but not crossed: pass.
+        let mut w = hitl(1.0);
+        w.kill_points = vec!["verification_rate > 40% over 1 day".into()];
+        let r = review(&evidence(w, Vec::new()));
+        let kp = r.questions[0]
+            .checks
+            .iter()
+            .find(|c| c.id == "kill_points:claims")
+            .unwrap();
+        assert_eq!(kp.verdict, Verdict::Pass, "{kp:?}");
     }
 }

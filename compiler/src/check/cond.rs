@@ -1,6 +1,8 @@
 //! Types and names inside conditions and actions.
 
-use super::vocab::{DETECTOR_CLASSES, FIELDS, SCOPES, WINDOWS, lookup, words};
+use super::vocab::{
+    DETECTOR_CLASSES, FIELDS, MEASURES, RATE_WINDOWS, SCOPES, WINDOWS, lookup, words,
+};
 use super::{Checker, suggest::did_you_mean};
 use crate::ast::*;
 use crate::diag::{Diagnostic, codes};
@@ -14,6 +16,10 @@ pub(crate) struct Ctx {
     pub has_count: usize,
     /// Detector names the condition's `has` tests mention, for a bare `redact`/`tokenise`.
     pub has_detectors: Vec<String>,
+    /// The condition reads the reply's tool calls (`tool_call.…`).
+    pub reads_tool_call: bool,
+    /// The condition reads the request's offered tools (`tool.name`).
+    pub reads_tool: bool,
 }
 
 impl Ctx {
@@ -23,6 +29,8 @@ impl Ctx {
             uses_spend: false,
             has_count: 0,
             has_detectors: Vec::new(),
+            reads_tool_call: false,
+            reads_tool: false,
         }
     }
 
@@ -32,6 +40,8 @@ impl Ctx {
             uses_spend: false,
             has_count: 0,
             has_detectors: Vec::new(),
+            reads_tool_call: false,
+            reads_tool: false,
         }
     }
 }
@@ -49,6 +59,9 @@ enum Ty {
     List(Box<Ty>),
     /// `[]`: fits any list.
     EmptyList,
+    /// A tool-call argument: a JSON value whose type is known only at run time; it
+    /// compares with strings, numbers and booleans (a value of another type is missing).
+    Argument,
 }
 
 impl Ty {
@@ -62,6 +75,7 @@ impl Ty {
             Ty::Bool => "a boolean".into(),
             Ty::List(t) => format!("a list of {}", t.plural()),
             Ty::EmptyList => "an empty list".into(),
+            Ty::Argument => "a tool-call argument".into(),
         }
     }
 
@@ -74,6 +88,7 @@ impl Ty {
             Ty::Money => "amounts".into(),
             Ty::Bool => "booleans".into(),
             Ty::List(_) | Ty::EmptyList => "lists".into(),
+            Ty::Argument => "tool-call arguments".into(),
         }
     }
 
@@ -81,6 +96,8 @@ impl Ty {
         match (self, other) {
             (a, b) if a == b => true,
             (Ty::Fraction, Ty::Num | Ty::Percent) | (Ty::Num | Ty::Percent, Ty::Fraction) => true,
+            (Ty::Argument, Ty::Str | Ty::Num | Ty::Bool)
+            | (Ty::Str | Ty::Num | Ty::Bool, Ty::Argument) => true,
             _ => false,
         }
     }
@@ -102,6 +119,22 @@ impl Checker {
                     "only known once the reply arrives",
                 )
                 .help("write `on response` for rules that inspect the reply"),
+            ),
+            None => self.not_in_match(span, what),
+        }
+    }
+
+    fn request_only(&mut self, ctx: &Ctx, span: Span, what: &str) {
+        match ctx.response {
+            Some(false) => {}
+            Some(true) => self.push(
+                Diagnostic::new(
+                    codes::TOOL_REQUEST_ONLY,
+                    format!("{what} in a response-phase rule"),
+                    span,
+                    "the request's offered tools, before it is sent",
+                )
+                .help("write `on request`; in a response rule read the reply's calls with `tool_call.name`"),
             ),
             None => self.not_in_match(span, what),
         }
@@ -180,11 +213,21 @@ impl Checker {
                 let r = self.operand(right, ctx);
                 let (Some(l), Some(r)) = (l, r) else { return };
                 if !l.fits(&r) {
+                    let is_rate = |o: &Node<Operand>| matches!(&o.node, Operand::Call { name, .. } if lookup(MEASURES, &name.node).is_some());
                     let help = match (&l, &r) {
+                        (Ty::Money, Ty::Num) | (Ty::Num, Ty::Money)
+                            if is_rate(left) || is_rate(right) =>
+                        {
+                            Some("a rate limit counts tokens or requests: write a plain number, e.g. `20000`".to_string())
+                        }
                         (Ty::Money, Ty::Num) | (Ty::Num, Ty::Money) => Some(format!(
                             "write the amount with its currency, e.g. `5000 {}`",
                             self.env.currency
                         )),
+                        (Ty::Argument, Ty::Money) | (Ty::Money, Ty::Argument) => Some(
+                            "a tool-call argument is a plain JSON number: drop the currency, e.g. `> 100`"
+                                .to_string(),
+                        ),
                         (Ty::Str, _) | (_, Ty::Str) => Some("quote strings: `\"…\"`".to_string()),
                         _ => None,
                     };
@@ -200,11 +243,19 @@ impl Checker {
                     );
                     return;
                 }
-                if !matches!(op.node, CmpOp::Eq | CmpOp::Ne) && !l.ordered() {
+                let ordered_ty = if l == Ty::Argument { &r } else { &l };
+                if !matches!(op.node, CmpOp::Eq | CmpOp::Ne)
+                    && !ordered_ty.ordered()
+                    && (l != Ty::Argument || r != Ty::Argument)
+                {
                     self.push(
                         Diagnostic::new(
                             codes::BAD_OPERATOR,
-                            format!("`{}` does not apply to {}", op.node.as_str(), l.name()),
+                            format!(
+                                "`{}` does not apply to {}",
+                                op.node.as_str(),
+                                ordered_ty.name()
+                            ),
                             op.span,
                             "an ordering operator",
                         )
@@ -278,6 +329,14 @@ impl Checker {
                     }
                     Subject::Header(name) => self.header_name(name, subject.span),
                     Subject::Prompt | Subject::Query => {}
+                    Subject::ToolArguments => {
+                        ctx.reads_tool_call = true;
+                        self.response_only(ctx, subject.span, "`tool_call.arguments has`");
+                    }
+                    Subject::ToolResults if ctx.response.is_none() => {
+                        self.not_in_match(subject.span, "tool results")
+                    }
+                    Subject::ToolResults => {}
                 }
                 ctx.has_count += 1;
                 let names = self.has_target(target);
@@ -482,13 +541,53 @@ impl Checker {
                 self.response_only(ctx, o.span, "`response header`");
                 Some(Ty::Str)
             }
+            Operand::ToolName { call: true } => {
+                ctx.reads_tool_call = true;
+                self.response_only(ctx, o.span, "`tool_call.name`");
+                Some(Ty::Str)
+            }
+            Operand::ToolName { call: false } => {
+                ctx.reads_tool = true;
+                self.request_only(ctx, o.span, "`tool.name`");
+                Some(Ty::Str)
+            }
+            Operand::ToolArgument(p) => {
+                ctx.reads_tool_call = true;
+                self.response_only(ctx, o.span, "`tool_call.argument`");
+                if p.node.is_empty() || !writ_plugin::tools::is_json_pointer(&p.node) {
+                    let message = if p.node.is_empty() {
+                        "an empty pointer is the whole arguments object, not a value".to_string()
+                    } else {
+                        format!("`{}` is not a JSON pointer", p.node)
+                    };
+                    let help = if !p.node.is_empty() && !p.node.starts_with('/') {
+                        format!("a pointer starts with `/`: \"/{}\"", p.node)
+                    } else {
+                        "write e.g. \"/amount\" or \"/order/id\"; `~` is written `~0`, `/` in a key `~1`"
+                            .to_string()
+                    };
+                    self.push(
+                        Diagnostic::new(
+                            codes::BAD_JSON_POINTER,
+                            message,
+                            p.span,
+                            "expected an RFC 6901 JSON pointer",
+                        )
+                        .help(help),
+                    );
+                }
+                Some(Ty::Argument)
+            }
             Operand::Field(f) => {
                 let name = f.node.as_str();
                 if lookup(FIELDS, name).is_none() {
                     let mut help = did_you_mean(name, words(FIELDS));
                     if name == "prompt" || name == "response" {
                         help = Some(format!("test text with `{name} has pii(…)`"));
-                    } else if name == "spend" || name == "confidence" {
+                    } else if lookup(MEASURES, name).is_some()
+                        || name == "spend"
+                        || name == "confidence"
+                    {
                         help = Some(format!("`{name}` is a function: `{name}(…)`"));
                     }
                     self.push(
@@ -543,52 +642,7 @@ impl Checker {
                     }
                     let mut ok = true;
                     if let Some(scope) = names.first() {
-                        if lookup(SCOPES, &scope.node).is_none() {
-                            ok = false;
-                            self.push(
-                                Diagnostic::new(
-                                    codes::UNKNOWN_SCOPE,
-                                    format!("unknown spend scope `{}`", scope.node),
-                                    scope.span,
-                                    "expected `team`, `user` or `workflow`",
-                                )
-                                .maybe_help(did_you_mean(&scope.node, words(SCOPES))),
-                            );
-                        } else if scope.node != "workflow" {
-                            let untrusted: Vec<Span> = self
-                                .env
-                                .untrusted
-                                .iter()
-                                .filter(|(who, _)| *who == scope.node)
-                                .map(|(_, s)| *s)
-                                .collect();
-                            if let Some(first) = untrusted.first() {
-                                self.push(
-                                    Diagnostic::new(
-                                        codes::UNTRUSTED_BUDGET,
-                                        format!("budget per {} relies on a header the client sets", scope.node),
-                                        scope.span,
-                                        "a client can change its identity to dodge this budget",
-                                    )
-                                    .with_label(*first, "identified by an untrusted header here")
-                                    .help("identify it `by trusted header` set by Envoy's `jwt_authn`"),
-                                );
-                            }
-                            if !self.env.identified.contains(&scope.node) {
-                                self.push(
-                                    Diagnostic::new(
-                                        codes::UNIDENTIFIED_SCOPE,
-                                        format!("budget per {} but no workflow identifies the {}", scope.node, scope.node),
-                                        scope.span,
-                                        "every request would share one budget",
-                                    )
-                                    .help(format!(
-                                        "add `identify {} by trusted header \"…\"` to the workflows",
-                                        scope.node
-                                    )),
-                                );
-                            }
-                        }
+                        ok &= self.scope_arg(scope, "spend", "budget");
                     }
                     if let Some(window) = names.get(1)
                         && lookup(WINDOWS, &window.node).is_none()
@@ -606,6 +660,7 @@ impl Checker {
                     }
                     ok.then_some(Ty::Money)
                 }
+                f @ ("tokens" | "requests") => self.rate_call(o, f, args, ctx),
                 "confidence" => {
                     self.response_only(ctx, o.span, "`confidence`");
                     match args.as_slice() {
@@ -647,12 +702,146 @@ impl Checker {
                             name.span,
                             "not a known function",
                         )
-                        .maybe_help(did_you_mean(other, ["spend", "confidence"])),
+                        .maybe_help(did_you_mean(
+                            other,
+                            ["spend", "confidence", "tokens", "requests"],
+                        )),
                     );
                     None
                 }
             },
         }
+    }
+
+    /// The scope of `spend(…)` or a rate limit: a known scope, identified by a trusted
+    /// header (a warning otherwise). `what` is the function, `kind` what it keeps
+    /// (`budget`, `rate limit`). False when the scope is unknown.
+    fn scope_arg(&mut self, scope: &Ident, what: &str, kind: &str) -> bool {
+        if lookup(SCOPES, &scope.node).is_none() {
+            self.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_SCOPE,
+                    format!("unknown {what} scope `{}`", scope.node),
+                    scope.span,
+                    "expected `team`, `user` or `workflow`",
+                )
+                .maybe_help(did_you_mean(&scope.node, words(SCOPES))),
+            );
+            return false;
+        }
+        if scope.node == "workflow" {
+            return true;
+        }
+        let untrusted: Vec<Span> = self
+            .env
+            .untrusted
+            .iter()
+            .filter(|(who, _)| *who == scope.node)
+            .map(|(_, s)| *s)
+            .collect();
+        if let Some(first) = untrusted.first() {
+            self.push(
+                Diagnostic::new(
+                    codes::UNTRUSTED_BUDGET,
+                    format!(
+                        "{kind} per {} relies on a header the client sets",
+                        scope.node
+                    ),
+                    scope.span,
+                    format!("a client can change its identity to dodge this {kind}"),
+                )
+                .with_label(*first, "identified by an untrusted header here")
+                .help("identify it `by trusted header` set by Envoy's `jwt_authn`"),
+            );
+        }
+        if !self.env.identified.contains(&scope.node) {
+            self.push(
+                Diagnostic::new(
+                    codes::UNIDENTIFIED_SCOPE,
+                    format!(
+                        "{kind} per {} but no workflow identifies the {}",
+                        scope.node, scope.node
+                    ),
+                    scope.span,
+                    format!("every request would share one {kind}"),
+                )
+                .help(format!(
+                    "add `identify {} by trusted header \"…\"` to the workflows",
+                    scope.node
+                )),
+            );
+        }
+        true
+    }
+
+    /// `tokens(scope, window)` / `requests(scope, window)`: a count, request rules only.
+    fn rate_call(
+        &mut self,
+        o: &Node<Operand>,
+        f: &str,
+        args: &[Node<CallArg>],
+        ctx: &mut Ctx,
+    ) -> Option<Ty> {
+        match ctx.response {
+            None => {
+                self.not_in_match(o.span, &format!("`{f}`"));
+                return None;
+            }
+            Some(true) => {
+                self.push(
+                    Diagnostic::new(
+                        codes::REQUEST_ONLY,
+                        format!("`{f}` in a response-phase rule"),
+                        o.span,
+                        "counted when the request is admitted",
+                    )
+                    .help("write `on request` for rate limits"),
+                );
+                return None;
+            }
+            Some(false) => {}
+        }
+        let names: Vec<&Ident> = args
+            .iter()
+            .filter_map(|a| match &a.node {
+                CallArg::Name(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let (scope, window) = match (args.len(), names.as_slice()) {
+            (2, [scope, window]) => (*scope, *window),
+            _ => {
+                self.push(
+                    Diagnostic::new(
+                        codes::TYPE_MISMATCH,
+                        format!("`{f}` takes a scope and a window"),
+                        o.span,
+                        "wrong arguments",
+                    )
+                    .help(format!("write e.g. `{f}(user, minute)`")),
+                );
+                return None;
+            }
+        };
+        let mut ok = self.scope_arg(scope, f, "rate limit");
+        if lookup(RATE_WINDOWS, &window.node).is_none() {
+            ok = false;
+            let help = if window.node == "month" {
+                Some("rate limits count per `minute`, `hour` or `day`; a monthly cap is a budget: `spend(…, month)`".to_string())
+            } else {
+                did_you_mean(&window.node, words(RATE_WINDOWS))
+            };
+            self.push(
+                Diagnostic::new(
+                    codes::UNKNOWN_WINDOW,
+                    format!("unknown rate-limit window `{}`", window.node),
+                    window.span,
+                    "expected `minute`, `hour` or `day`",
+                )
+                .maybe_help(help),
+            );
+        }
+        ok.then_some(Ty::Num)
     }
 
     fn lit(&mut self, l: &Node<Lit>) -> Option<Ty> {
@@ -817,9 +1006,60 @@ impl Checker {
                 self.nonempty(reason, "the reason");
             }
             Action::Tag { key, .. } => self.nonempty(key, "the tag key"),
+            Action::StripTool => {
+                if response {
+                    self.request_only(ctx, a.span, "`strip tool`");
+                } else if !ctx.reads_tool {
+                    self.push(
+                        Diagnostic::new(
+                            codes::TOOL_ACTION_WITHOUT_TOOL,
+                            "`strip tool` without a condition on `tool.name`",
+                            a.span,
+                            "which offered tools should go?",
+                        )
+                        .help("e.g. `when tool.name not in [\"lookup_order\"]` then `strip tool`"),
+                    );
+                }
+            }
+            Action::Hold { queue, reason } => {
+                self.nonempty(queue, "the review queue");
+                self.nonempty(reason, "the reason");
+                if !response {
+                    self.push(
+                        Diagnostic::new(
+                            codes::TOOL_ACTION_WITHOUT_TOOL,
+                            "`hold` in a request-phase rule",
+                            a.span,
+                            "holds the reply's tool calls",
+                        )
+                        .help("write `on response` and a condition on `tool_call.…`"),
+                    );
+                } else if !ctx.reads_tool_call {
+                    self.push(
+                        Diagnostic::new(
+                            codes::TOOL_ACTION_WITHOUT_TOOL,
+                            "`hold` without a condition on `tool_call`",
+                            a.span,
+                            "which tool calls should wait for approval?",
+                        )
+                        .help("e.g. `when tool_call.name == \"issue_refund\"`; to review answers, use `escalate` without `hold`"),
+                    );
+                }
+                if !self.env.kill_switch {
+                    self.push(
+                        Diagnostic::new(
+                            codes::HOLD_WITHOUT_APPROVER,
+                            "`hold` in a policy without a kill switch",
+                            a.span,
+                            "no one could approve the held calls",
+                        )
+                        .help("approvals use the kill switch's token: add `kill_switch { admin path \"…\" token sha256 \"…\" }`"),
+                    );
+                }
+            }
             Action::Unknown(n) => {
                 const ACTIONS: &[&str] = &[
-                    "allow", "deny", "redact", "tokenise", "route", "escalate", "tag",
+                    "allow", "deny", "redact", "tokenise", "route", "escalate", "tag", "strip",
                 ];
                 self.push(
                     Diagnostic::new(codes::UNKNOWN_ACTION, format!("unknown action `{}`", n.node), n.span, "not an action")

@@ -6,6 +6,7 @@
 mod cond;
 mod economics;
 pub(crate) mod logic;
+mod operating;
 mod relations;
 mod resolve;
 mod rollout;
@@ -45,6 +46,8 @@ pub(crate) struct Env {
     pub identified: Vec<String>,
     /// The policy header says `enforcement monitor`: rules without their own act on nothing.
     pub monitor: bool,
+    /// The policy declares a `kill_switch` (whose token also authenticates approvals).
+    pub kill_switch: bool,
 }
 
 /// What a rule's action is, as far as the relations between rules care.
@@ -116,6 +119,7 @@ fn run(file: &File) -> Checker {
             untrusted: Vec::new(),
             identified: Vec::new(),
             monitor: false,
+            kill_switch: false,
         },
         used_detectors: BTreeSet::new(),
         rules: Vec::new(),
@@ -136,6 +140,7 @@ fn run(file: &File) -> Checker {
             c.rule(r, item.span);
         }
     }
+    operating::check(file, &c.env.currency.clone(), &mut c.diags);
     c.unused_detectors(file);
     relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
@@ -693,6 +698,7 @@ impl Checker {
     }
 
     fn kill_switch(&mut self, k: &KillSwitchItem, head: Span) {
+        self.env.kill_switch = true;
         let mut seen = Vec::new();
         for s in &k.stmts {
             match &s.node {
@@ -924,6 +930,10 @@ impl Checker {
                     rollout::check(fields, &mut self.diags);
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => {}
+                // Checked by `operating::check`.
+                WorkflowStmt::KillPoint(_)
+                | WorkflowStmt::ReviewSignals { .. }
+                | WorkflowStmt::HandoffIncludes(_) => {}
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
                     for n in &names.node {
                         match &n.node {

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use writ_plugin::ir;
 
 use super::vocab::{
-    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, OVERSIGHT,
-    OversightMode, PHASES, SCOPES, WINDOWS, Who, lookup,
+    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, MEASURES,
+    OVERSIGHT, OversightMode, PHASES, RATE_WINDOWS, SCOPES, WINDOWS, Who, lookup,
 };
 use crate::ast::*;
 use crate::resolved::{Checked, CheckedManual, CheckedRule, Dfas, micros};
@@ -330,6 +330,9 @@ impl Detectors {
             scan_headers: Vec::new(),
             scan_query: false,
             business_case: ir::BusinessCase::default(),
+            kill_points: Vec::new(),
+            review_signals: None,
+            handoff_output: false,
         };
         for s in &w.stmts {
             match &s.node {
@@ -377,6 +380,9 @@ impl Detectors {
                 // Metadata for people and `writ review`, gathered by `rollout_pack`.
                 WorkflowStmt::Rollout(_) => {}
                 WorkflowStmt::Scan(ScanTarget::Query) => out.scan_query = true,
+                WorkflowStmt::KillPoint(_)
+                | WorkflowStmt::ReviewSignals { .. }
+                | WorkflowStmt::HandoffIncludes(_) => super::operating::resolve(&mut out, &s.node),
                 WorkflowStmt::Scan(ScanTarget::Headers(names)) => {
                     for n in &names.node {
                         let Lit::Str(s) = &n.node else {
@@ -501,6 +507,11 @@ impl Detectors {
                 key: key.node.clone(),
                 value: value.node.clone(),
             },
+            Action::Hold { queue, reason } => ir::Action::Hold {
+                queue: queue.node.clone(),
+                reason: reason.node.clone(),
+            },
+            Action::StripTool => ir::Action::StripTool,
             Action::Unknown(n) => return unresolved(n.span, format!("action `{}`", n.node)),
         })
     }
@@ -539,6 +550,8 @@ impl Detectors {
                     Subject::Response => ir::Text::Response,
                     Subject::Header(name) => ir::Text::Header(name.to_ascii_lowercase()),
                     Subject::Query => ir::Text::Query,
+                    Subject::ToolArguments => ir::Text::ToolArguments,
+                    Subject::ToolResults => ir::Text::ToolResults,
                 },
                 detectors: self.target(&target.node)?,
             },
@@ -564,6 +577,9 @@ impl Detectors {
                 ir::Operand::Field(ir::Field::ResponseHeader(h.node.to_ascii_lowercase()))
             }
             Operand::Field(f) => ir::Operand::Field(word(FIELDS, f, "field")?),
+            Operand::ToolName { call: true } => ir::Operand::Field(ir::Field::ToolCallName),
+            Operand::ToolName { call: false } => ir::Operand::Field(ir::Field::ToolName),
+            Operand::ToolArgument(p) => ir::Operand::Field(ir::Field::ToolArgument(p.node.clone())),
             Operand::Call { name, args } => match (name.node.as_str(), args.as_slice()) {
                 ("spend", [scope, window]) => match (&scope.node, &window.node) {
                     (CallArg::Name(scope), CallArg::Name(window)) => ir::Operand::Spend {
@@ -572,6 +588,20 @@ impl Detectors {
                     },
                     _ => return unresolved(o.span, "spend arguments"),
                 },
+                (f @ ("tokens" | "requests"), [scope, window]) => {
+                    match (&scope.node, &window.node) {
+                        (CallArg::Name(scope), CallArg::Name(window)) => ir::Operand::Rate {
+                            measure: word(
+                                MEASURES,
+                                &Node::new(f.to_string(), name.span),
+                                "rate measure",
+                            )?,
+                            scope: word(SCOPES, scope, "rate-limit scope")?,
+                            window: word(RATE_WINDOWS, window, "rate-limit window")?,
+                        },
+                        _ => return unresolved(o.span, "rate-limit arguments"),
+                    }
+                }
                 ("confidence", [source]) => ir::Operand::Confidence(match &source.node {
                     CallArg::Header(h) => ir::ConfidenceSource::Header(h.node.to_ascii_lowercase()),
                     CallArg::Json(p) => ir::ConfidenceSource::JsonPointer(p.node.clone()),

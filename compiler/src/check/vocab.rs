@@ -32,6 +32,19 @@ pub(crate) const WINDOWS: &[(&str, ir::Window)] = &[
     ("month", ir::Window::Month),
 ];
 
+/// The fixed windows of `tokens(…, window)` and `requests(…, window)`.
+pub(crate) const RATE_WINDOWS: &[(&str, ir::RateWindow)] = &[
+    ("minute", ir::RateWindow::Minute),
+    ("hour", ir::RateWindow::Hour),
+    ("day", ir::RateWindow::Day),
+];
+
+/// The rate-limit functions and what each counts.
+pub(crate) const MEASURES: &[(&str, ir::Measure)] = &[
+    ("tokens", ir::Measure::Tokens),
+    ("requests", ir::Measure::Requests),
+];
+
 /// `enforcement …` in the header or a rule.
 pub(crate) const ENFORCEMENTS: &[(&str, ir::Enforcement)] = &[
     ("enforce", ir::Enforcement::Enforce),
@@ -130,6 +143,15 @@ mod tests {
             WINDOWS,
             &[ir::Window::Hour, ir::Window::Day, ir::Window::Month],
         );
+        one_word_each(
+            RATE_WINDOWS,
+            &[
+                ir::RateWindow::Minute,
+                ir::RateWindow::Hour,
+                ir::RateWindow::Day,
+            ],
+        );
+        one_word_each(MEASURES, &[ir::Measure::Tokens, ir::Measure::Requests]);
         one_word_each(
             ENFORCEMENTS,
             &[ir::Enforcement::Enforce, ir::Enforcement::Monitor],

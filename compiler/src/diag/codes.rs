@@ -191,6 +191,60 @@ pub const ROUTE_TO_DENIED_MODEL: Code = Code("E0610");
 /// `assume verification_rate <= 2%`) contradicts it, and the drift alert would fire for
 /// ever. Lower the sample or raise the assumption.
 pub const HIC_SAMPLE_RATE: Code = Code("E0611");
+/// `tokens(…)` and `requests(…)` count a request when it is admitted, before it leaves
+/// for the provider, so a rate limit belongs in an `on request` rule; a response rule
+/// would see the reply of a request that was already counted and sent.
+pub const REQUEST_ONLY: Code = Code("E0612");
+
+// ---- operating model: kill points, review signals, handoff context (issue 15) ----
+
+/// A `kill_point` measures `cost_per_transaction` (AI spend per reply, in the policy's
+/// currency) or `verification_rate` (the share of outputs sent to a human); any other
+/// name is unknown.
+pub const UNKNOWN_KILL_METRIC: Code = Code("E0650");
+/// A kill point's threshold does not fit its measure: a cost is an amount (`3.00 EUR`), a
+/// rate a percentage (`40%`) or a fraction 0..1. A kill point fires when the measure rises
+/// past the threshold, so it takes `>` or `>=`.
+pub const KILL_POINT_VALUE: Code = Code("E0651");
+/// A kill point's window is `over N hours` or `over N days`, N a whole number from 1, and
+/// at most 90 days (the gateway sums one counter per hour or day of the window, and the
+/// production readiness review looks at most a quarter back); `after N requests` takes a
+/// whole number from 1.
+pub const KILL_POINT_WINDOW: Code = Code("E0652");
+/// `then stop` flips the workflow's kill switch, and verdicts for `review_signals` are
+/// posted with the kill switch's token: both need a `kill_switch` block (without one,
+/// nobody could resume the workflow, or post a verdict).
+pub const NEEDS_KILL_SWITCH: Code = Code("E0653");
+/// `review_signals` knows `median_review_time < DURATION`, `approval_rate > N%` and
+/// `reviewer_share > N%`: a rubber stamp is fast, approves nearly everything, or is one
+/// reviewer clearing most of the queue. The list may not be empty.
+pub const UNKNOWN_REVIEW_SIGNAL: Code = Code("E0654");
+/// A review signal's value or operator does not fit it: `median_review_time` takes a
+/// duration (`30s`, `2m`, `1h`) and `<`; `approval_rate` and `reviewer_share` take a
+/// percentage and `>`; `after N reviews` a whole number from 1.
+pub const REVIEW_SIGNAL_VALUE: Code = Code("E0655");
+/// `handoff includes` takes `output` (the model's output, PII still tokenised). Raw
+/// prompts never leave the gateway, so `prompt` is refused.
+pub const HANDOFF_CONTENT: Code = Code("E0656");
+/// `tool_call.argument "…"` takes an RFC 6901 JSON pointer into the call's arguments: empty
+/// is the whole arguments object (never a value a comparison can read), otherwise it starts
+/// with `/`, and `~` is only written as `~0` (a `~`) or `~1` (a `/`). Write e.g.
+/// `tool_call.argument "/amount"` or `"/order/id"`.
+pub const BAD_JSON_POINTER: Code = Code("E0630");
+/// `tool.name` reads a tool the request offers, and `strip tool` removes such tools from
+/// the request before it is sent: both belong in `on request` rules. In a response-phase
+/// rule, read the reply's calls with `tool_call.name`.
+pub const TOOL_REQUEST_ONLY: Code = Code("E0631");
+/// A tool action without the tools it acts on: `strip tool` removes the offered tools its
+/// condition holds for, so the condition must read `tool.name`; `escalate … hold`
+/// withholds the reply's tool calls its condition holds for, so the condition must read
+/// `tool_call.…` and the rule must be `on response`.
+pub const TOOL_ACTION_WITHOUT_TOOL: Code = Code("E0632");
+/// `escalate … hold` withholds tool calls until a reviewer approves them at the approvals
+/// endpoint, which is authenticated with the kill switch's token: a policy without a
+/// `kill_switch` block has no one who could ever approve, and every held call would be
+/// lost. Declare a kill switch.
+pub const HOLD_WITHOUT_APPROVER: Code = Code("E0633");
 
 // ---- rule logic ----
 
@@ -343,6 +397,18 @@ pub const ALL: &[Code] = &[
     BAD_HEADER_NAME,
     ROUTE_TO_DENIED_MODEL,
     HIC_SAMPLE_RATE,
+    REQUEST_ONLY,
+    UNKNOWN_KILL_METRIC,
+    KILL_POINT_VALUE,
+    KILL_POINT_WINDOW,
+    NEEDS_KILL_SWITCH,
+    UNKNOWN_REVIEW_SIGNAL,
+    REVIEW_SIGNAL_VALUE,
+    HANDOFF_CONTENT,
+    BAD_JSON_POINTER,
+    TOOL_REQUEST_ONLY,
+    TOOL_ACTION_WITHOUT_TOOL,
+    HOLD_WITHOUT_APPROVER,
     NEVER_FIRES,
     INTERNAL,
     SHADOWED_RULE,

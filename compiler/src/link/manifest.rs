@@ -83,6 +83,8 @@ fn action_str(a: &ir::Action) -> &'static str {
         ir::Action::Tokenise { .. } => "tokenise",
         ir::Action::Route(_) => "route",
         ir::Action::Escalate { .. } => "escalate",
+        ir::Action::Hold { .. } => "hold",
+        ir::Action::StripTool => "strip_tool",
         ir::Action::Tag { .. } => "tag",
     }
 }

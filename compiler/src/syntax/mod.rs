@@ -204,9 +204,10 @@ fn describe(rule: Rule) -> String {
         R::class_name => "a detector class (`pii`, `secret` or a group such as `pii.eu`)",
         R::policy_stmt => "`owner`, `implements`, `currency`, `enforcement`",
         R::workflow_stmt => {
-            "`match`, `oversight`, `assume`, `identify`, `scan`, `review_cost`, `manual_cost`, `rollout`"
+            "`match`, `oversight`, `assume`, `identify`, `scan`, `review_cost`, `manual_cost`, `rollout`, `kill_point`, `review_signals`, `handoff`"
         }
         R::rollout_field => "a rollout-pack field such as `purpose \"…\"`",
+        R::duration => "a duration such as `30s`",
         R::rule_stmt => "`on`, `when`, `then`, `enforcement`, `alert`",
         R::manual_stmt => "`owner`, `reason`",
         R::kill_stmt => "`admin path`, `token sha256`",
@@ -214,6 +215,10 @@ fn describe(rule: Rule) -> String {
         R::call_arg => "an argument",
         R::k_tokenise => "`tokenise`",
         R::k_1m => "`1M`",
+        R::k_tool_call_name => "`tool_call.name`",
+        R::k_tool_call_argument => "`tool_call.argument`",
+        R::k_tool_call_arguments => "`tool_call.arguments`",
+        R::k_tool_name => "`tool.name`",
         other => {
             let name = format!("{other:?}");
             return match name.strip_prefix("k_") {
@@ -570,6 +575,9 @@ impl Builder<'_> {
                     None => WorkflowStmt::Scan(ScanTarget::Query),
                 }
             }
+            Rule::kill_point_stmt | Rule::review_signals_stmt | Rule::handoff_stmt => {
+                self.operating_stmt(s)?
+            }
             Rule::identify_stmt => WorkflowStmt::Identify(
                 self.kids(s)
                     .into_iter()
@@ -602,6 +610,93 @@ impl Builder<'_> {
         Some(Node::new(stmt, span))
     }
 
+    /// The operating-model statements of a workflow (issue 15): kill points, review
+    /// signals, handoff context.
+    fn operating_stmt(&mut self, s: Pair<'_, Rule>) -> Option<WorkflowStmt> {
+        match s.as_rule() {
+            Rule::kill_point_stmt => {
+                let raw: Vec<Pair<'_, Rule>> = s.clone().into_inner().collect();
+                let k = self.kids(s);
+                let metric = self.ident(k.first()?);
+                let op = self.cmp_op(k.get(1)?);
+                let v = k.get(2)?;
+                let (value, percent, currency) = if v.as_rule() == Rule::percent {
+                    (self.num(v), true, None)
+                } else {
+                    let a = self.amount(v.clone());
+                    let value = Node::new(a.node.num, a.span);
+                    (value, false, a.node.currency)
+                };
+                let over = self.num(k.get(3)?);
+                let unit = self.ident(k.get(4)?);
+                let after = k
+                    .iter()
+                    .find(|c| c.as_rule() == Rule::kill_after)
+                    .and_then(|c| self.kids(c.clone()).first().map(|n| self.num(n)));
+                let stop = raw.iter().any(|c| c.as_rule() == Rule::kill_stop);
+                Some(WorkflowStmt::KillPoint(KillPoint {
+                    metric,
+                    op,
+                    value,
+                    percent,
+                    currency,
+                    over,
+                    unit,
+                    after,
+                    stop,
+                }))
+            }
+            Rule::review_signals_stmt => {
+                let k = self.kids(s);
+                let after = k
+                    .iter()
+                    .find(|c| c.as_rule() == Rule::review_after)
+                    .and_then(|c| self.kids(c.clone()).first().map(|n| self.num(n)));
+                let signals = k
+                    .into_iter()
+                    .filter(|c| c.as_rule() == Rule::review_signal)
+                    .filter_map(|sig| {
+                        let span = self.span(&sig);
+                        let k = self.kids(sig);
+                        let v = k.get(2)?;
+                        let unit = match v.as_rule() {
+                            Rule::percent => "%".to_string(),
+                            Rule::duration => v
+                                .as_str()
+                                .chars()
+                                .last()
+                                .map(String::from)
+                                .unwrap_or_default(),
+                            _ => String::new(),
+                        };
+                        let text = v.as_str().trim_end_matches(['%', 's', 'm', 'h']);
+                        let value = Node::new(
+                            Num {
+                                text: text.to_string(),
+                                value: text.parse::<f64>().unwrap_or(f64::INFINITY),
+                            },
+                            self.span(v),
+                        );
+                        Some(Node::new(
+                            ReviewSignal {
+                                name: self.ident(k.first()?),
+                                op: self.cmp_op(k.get(1)?),
+                                value,
+                                unit,
+                            },
+                            span,
+                        ))
+                    })
+                    .collect();
+                Some(WorkflowStmt::ReviewSignals { after, signals })
+            }
+            Rule::handoff_stmt => Some(WorkflowStmt::HandoffIncludes(
+                self.ident(self.kids(s).first()?),
+            )),
+            _ => None,
+        }
+    }
+
     fn rule_stmt(&mut self, p: Pair<'_, Rule>) -> Option<Node<RuleStmt>> {
         let s = p.into_inner().next()?;
         let span = self.span(&s);
@@ -623,6 +718,7 @@ impl Builder<'_> {
         let a = p.into_inner().next()?;
         let span = self.span(&a);
         let rule = a.as_rule();
+        let hold = a.clone().into_inner().any(|c| c.as_rule() == Rule::k_hold);
         let k = self.kids(a);
         let action = match rule {
             Rule::act_allow => Action::Allow,
@@ -640,10 +736,15 @@ impl Builder<'_> {
                     Action::Route(self.string(t))
                 }
             }
+            Rule::act_escalate if hold => Action::Hold {
+                queue: self.string(k.first()?),
+                reason: self.string(k.get(1)?),
+            },
             Rule::act_escalate => Action::Escalate {
                 queue: self.string(k.first()?),
                 reason: self.string(k.get(1)?),
             },
+            Rule::act_strip => Action::StripTool,
             Rule::act_tag => Action::Tag {
                 key: self.string(k.first()?),
                 value: self.string(k.get(1)?),
@@ -775,6 +876,12 @@ impl Builder<'_> {
                         Rule::k_prompt => subject = Node::new(Subject::Prompt, self.span(&c)),
                         Rule::k_response => subject = Node::new(Subject::Response, self.span(&c)),
                         Rule::k_query => subject = Node::new(Subject::Query, self.span(&c)),
+                        Rule::k_tool_call_arguments => {
+                            subject = Node::new(Subject::ToolArguments, self.span(&c))
+                        }
+                        Rule::k_tool_result => {
+                            subject = Node::new(Subject::ToolResults, self.span(&c))
+                        }
                         Rule::header_subject => {
                             let span = self.span(&c);
                             if let Some(name) = c.into_inner().find(|n| n.as_rule() == Rule::string)
@@ -883,10 +990,17 @@ impl Builder<'_> {
             }
             Rule::field => {
                 let mut response = false;
+                let mut argument = false;
                 let mut out = None;
                 for c in inner.into_inner() {
                     match c.as_rule() {
                         Rule::k_response => response = true,
+                        Rule::k_tool_call_argument => argument = true,
+                        Rule::k_tool_call_name => out = Some(Operand::ToolName { call: true }),
+                        Rule::k_tool_name => out = Some(Operand::ToolName { call: false }),
+                        Rule::string if argument => {
+                            out = Some(Operand::ToolArgument(self.string(&c)))
+                        }
                         Rule::ident => out = Some(Operand::Field(self.ident(&c))),
                         Rule::string if response => {
                             out = Some(Operand::ResponseHeader(self.string(&c)))

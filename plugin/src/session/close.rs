@@ -59,7 +59,7 @@ pub fn close_request(
             Ending::NotForwarded => "error".into(),
         };
     }
-    let outcome = if audit.event == "kill_switch" {
+    let outcome = if matches!(audit.event.as_str(), "kill_switch" | "review_verdict") {
         "admin"
     } else {
         audit.outcome.as_str()

@@ -73,7 +73,7 @@ impl Session {
         let allowance =
             (down && cfg.local_allowance_micros > 0).then_some(cfg.local_allowance_micros);
         let mut leased: Vec<Leased> = Vec::new();
-        let phase = crate::decide::request_phase_with(
+        let mut phase = crate::decide::request_phase_with(
             &shared.engine,
             &self.request,
             self.identity.clone(),
@@ -110,7 +110,7 @@ impl Session {
                 };
                 if self.lease.rounds >= MAX_LEASE_ROUNDS {
                     if down || self.lease.contended {
-                        return Phase::Step(self.store_unreachable(&phase));
+                        return Phase::Step(self.store_unreachable(&mut phase, store));
                     }
                     return Phase::Ready(Box::new(phase));
                 }
@@ -143,6 +143,8 @@ impl Session {
                 };
                 match self.store_call(call) {
                     Some(effect) => {
+                        // Decided again on the answer, which counts the request again.
+                        self.refund_rate(&mut phase, store);
                         self.out.push(effect);
                         self.lease.wait = Some(wait);
                         self.stage = Stage::Leasing;
@@ -152,7 +154,7 @@ impl Session {
                         if matches!(wait.step, WaitStep::Lead(_)) {
                             budget::end_lead(store, &l.ledger);
                         }
-                        Phase::Step(self.store_unreachable(&phase))
+                        Phase::Step(self.store_unreachable(&mut phase, store))
                     }
                 }
             }
@@ -180,7 +182,8 @@ impl Session {
     }
 
     /// The budget fails closed: 503 `spend_unavailable` (retry), audited as an error.
-    fn store_unreachable(&mut self, phase: &RequestPhase) -> Step {
+    fn store_unreachable(&mut self, phase: &mut RequestPhase, store: &dyn SharedStore) -> Step {
+        self.refund_rate(phase, store);
         let id = &phase.decision.identity;
         self.audit.workflow = id
             .workflow
@@ -205,6 +208,20 @@ impl Session {
             status: 503,
             body: crate::wire::error_body(message, "engine_error", "spend_unavailable"),
         })
+    }
+
+    /// Takes back the rate-limit counts of a request phase that is not used (the request
+    /// waits and is decided again, or fails closed).
+    fn refund_rate(&mut self, phase: &mut RequestPhase, store: &dyn SharedStore) {
+        if let Some(mut hold) = phase.rate_hold.take()
+            && hold.is_open()
+            && let Err(e) = hold.refund(store)
+        {
+            self.log(
+                Level::Error,
+                format!("writ: could not close a rate-limit count: {e}"),
+            );
+        }
     }
 
     /// Whether the request waits for the fleet store's answer to an [`Effect::StoreCall`].

@@ -52,12 +52,19 @@ pub struct Shared {
     may_rewrite_reply: bool,
     /// Response rules or the confidence source read the reply body.
     reads_reply_body: bool,
+    /// Response rules read the reply's tool calls: a streamed reply to a request that
+    /// offers tools is held whole and decided at its end (`docs/tools.md`).
+    reads_tool_calls: bool,
+    /// Some rule holds tool calls for approval: retries may carry a review id.
+    holds: bool,
     /// Where `oversight` reads confidence.
     confidence: ir::ConfidenceSource,
     /// Queue for escalations by the oversight mode itself: the policy's first escalate
     /// rule's queue, else `oversight`.
     default_queue: String,
     counter: Cell<u64>,
+    /// Sums of past kill-point buckets (`kill_point`).
+    kill_points: crate::kill_point::PastCache,
 }
 
 impl Shared {
@@ -68,6 +75,8 @@ impl Shared {
         let mut may_rewrite_request = false;
         let mut may_tokenise = false;
         let mut reads_reply_body = false;
+        let mut reads_tool_calls = false;
+        let mut holds = false;
         let mut default_queue = None;
         for (i, r) in policy.rules.iter().enumerate() {
             match (&r.action, r.phase) {
@@ -83,7 +92,16 @@ impl Shared {
                 (ir::Action::Escalate { queue, .. }, _) => {
                     default_queue.get_or_insert_with(|| queue.clone());
                 }
+                (ir::Action::StripTool, Phase::Request) if enforced(i) => {
+                    may_rewrite_request = true;
+                }
+                (ir::Action::Hold { .. }, _) => holds = true,
                 _ => {}
+            }
+            if r.phase == Phase::Response
+                && eval::tool_scope(&r.condition) == eval::ToolScope::Calls
+            {
+                reads_tool_calls = true;
             }
             if r.phase == Phase::Response
                 && !eval::is_streamed_redaction(r)
@@ -93,21 +111,26 @@ impl Shared {
             }
         }
         let confidence = oversight::confidence_source(policy);
-        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_)) {
+        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_))
+            || policy.workflows.iter().any(|w| w.handoff_output)
+        {
             reads_reply_body = true;
         }
         let response_redact = eval::response_redactions(policy);
         let response_rules = eval::decided_response_rules(policy);
         let uses_spend = engine.uses_spend;
         Shared {
-            may_rewrite_request: may_rewrite_request || uses_spend,
+            may_rewrite_request: may_rewrite_request || uses_spend || engine.uses_rates,
             may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
             response_redact,
             response_rules,
-            reads_reply_body,
+            reads_reply_body: reads_reply_body || reads_tool_calls,
+            reads_tool_calls,
+            holds,
             confidence,
             default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
             counter: Cell::new(0),
+            kill_points: crate::kill_point::PastCache::default(),
             engine,
         }
     }
@@ -173,11 +196,25 @@ pub struct Session {
     audit_logged: bool,
     /// Budget and drift alert records, logged right after the request's own record so
     /// the request record is always the first `writ-audit` line of a request.
+    /// The admin call being buffered is a verdict (`review_verdict`), not a kill-switch flip.
+    verdict_call: bool,
     alert_lines: Vec<String>,
     vault: Vault,
     reservation: Option<Reservation>,
+    /// The request's place on the rate-limit counters (`rate_limit.rs`).
+    rate: Option<crate::rate_limit::RateHold>,
+    /// `retry-after` and `x-ratelimit-*`: on the local reply of a rate-limit deny, or
+    /// added to the forwarded reply's headers.
+    rate_headers: Vec<(&'static str, String)>,
+    /// The request left for the upstream (a refund of the rate counters is then wrong).
+    forwarded: bool,
     /// Escalations and tags of the request phase carry into the reply.
     transforms: Transforms,
+    /// sha256 of the request body as sent, when the policy holds tool calls (a retry
+    /// must send the same request to collect an approved reply).
+    request_digest: String,
+    /// A reply a `hold` rule withholds, stored once the reply is complete.
+    pending_hold: Option<crate::approval::Held>,
     /// The request's `team`/`user` metric labels, once bounded ([`Session::identity_labels`]).
     identity_labels: Option<Vec<(&'static str, String)>>,
     // ---- response
@@ -219,10 +256,16 @@ impl Session {
             identity: eval::Identity::default(),
             audit: AuditRecord::default(),
             audit_logged: false,
+            verdict_call: false,
             alert_lines: Vec::new(),
             vault: Vault::new([0; 16]),
             reservation: None,
+            rate: None,
+            rate_headers: Vec::new(),
+            forwarded: false,
             transforms: Transforms::default(),
+            request_digest: String::new(),
+            pending_hold: None,
             identity_labels: None,
             response_status: 0,
             response_headers: Vec::new(),
@@ -268,6 +311,21 @@ impl Session {
 
     fn log(&mut self, level: Level, line: String) {
         self.out.push(Effect::Log { level, line });
+    }
+
+    /// The metric changes a plain-Rust module asked for, as effects.
+    fn apply(&mut self, updates: &[crate::metrics::MetricUpdate]) {
+        for u in updates {
+            match u.kind {
+                crate::metrics::Kind::Counter => {
+                    self.add(MetricKind::Counter, u.name.clone(), u.value)
+                }
+                crate::metrics::Kind::Gauge => self.out.push(Effect::Set {
+                    name: u.name.clone(),
+                    value: u.value.max(0) as u64,
+                }),
+            }
+        }
     }
 
     fn add(&mut self, kind: MetricKind, name: String, delta: i64) {

@@ -69,17 +69,33 @@ impl Session {
         }
         let active = rewriter.strip_length();
         self.rewriter = Some(rewriter);
-        if self.reply_kind == ReplyKind::EventStream && self.reservation.is_some() {
+        for (name, value) in std::mem::take(&mut self.rate_headers) {
+            self.out.push(Effect::SetHeader {
+                side: Side::Response,
+                name: name.to_string(),
+                value,
+                on_fail: OnFail::Log("writ: the host refused a rate-limit header"),
+            });
+        }
+        if self.reply_kind == ReplyKind::EventStream && self.reads_usage() {
             self.sse_usage = Some(SseUsage::new());
         }
-        self.buffering = self.reply_kind == ReplyKind::Json
+        self.buffering = (self.reply_kind == ReplyKind::Json
             && !end_of_stream
-            && (active || self.reservation.is_some() || shared.reads_reply_body);
+            && (active || self.reads_usage() || shared.reads_reply_body))
+            || (self.reply_kind == ReplyKind::EventStream
+                && !end_of_stream
+                && shared.reads_tool_calls
+                && self
+                    .request
+                    .body
+                    .as_ref()
+                    .is_some_and(crate::tools::offers_tools));
         if self.buffering {
             // Decided at the end of the body, where the headers can still change.
             return self.step(Next::Pause);
         }
-        if let Some(step) = self.respond(None, store) {
+        if let Some(step) = self.respond(None, &[], store) {
             return step;
         }
         if active {
@@ -157,6 +173,7 @@ impl Session {
     /// (a reply came without usage) or released (no reply), then the one audit record is
     /// logged with its alerts. Later calls add nothing.
     pub fn seal(&mut self, store: &dyn SharedStore) -> Vec<Effect> {
+        self.close_rate(None, (200..300).contains(&self.response_status), store);
         if self.reservation.as_ref().is_some_and(Reservation::is_open) {
             if (200..300).contains(&self.response_status) {
                 // A reply came but carried no usage: charge the estimate, and say so.
@@ -173,8 +190,20 @@ impl Session {
     /// The end of a buffered JSON reply: parse once, decide, restore/redact, settle.
     fn finish_json_reply(&mut self, bytes: &[u8], store: &dyn SharedStore) -> Step {
         self.buffering = false;
-        let json: Option<Json> = serde_json::from_slice(bytes).ok();
-        if let Some(step) = self.respond(json.as_ref(), store) {
+        let stream = self.reply_kind == ReplyKind::EventStream;
+        let json: Option<Json> = if stream {
+            None
+        } else {
+            serde_json::from_slice(bytes).ok()
+        };
+        let calls = if stream {
+            crate::tools::calls_from_sse(bytes)
+        } else {
+            json.as_ref()
+                .map(crate::tools::calls_from_json)
+                .unwrap_or_default()
+        };
+        if let Some(step) = self.respond(json.as_ref(), &calls, store) {
             return step;
         }
         let action = match self.rewriter.take() {
@@ -186,6 +215,45 @@ impl Session {
             }
             None => stream::BodyAction::Unchanged,
         };
+        let usage = if stream {
+            let mut u = SseUsage::new();
+            u.push(bytes);
+            u.finish()
+        } else {
+            json.as_ref().and_then(usage::usage_from_json)
+        };
+        if let Some(mut held) = self.pending_hold.take() {
+            // The reply the client would have received is what a reviewer approves.
+            let out = match &action {
+                stream::BodyAction::Replace(out) => out.clone(),
+                _ => bytes.to_vec(),
+            };
+            held.content_type = if stream {
+                "text/event-stream".into()
+            } else {
+                "application/json".into()
+            };
+            held.body = String::from_utf8_lossy(&out).into_owned();
+            self.sse_usage = None;
+            self.end_of_reply(usage, store);
+            return match crate::approval::put(store, &held) {
+                Ok(()) => {
+                    self.audit.outcome = "pending_approval".into();
+                    self.reply(&Reply {
+                        status: crate::approval::PENDING_STATUS,
+                        body: crate::approval::pending_body(&held),
+                    })
+                }
+                Err(why) => {
+                    self.log(Level::Error, format!("writ: {why} (failing closed)"));
+                    self.audit.outcome = "error".into();
+                    self.reply(&Reply::engine_error(
+                        "the held tool call could not be stored; it was not sent",
+                        "approval_unavailable",
+                    ))
+                }
+            };
+        }
         match action {
             stream::BodyAction::Replace(out) => {
                 let on_fail = OnFail::Fail("proxy_set_buffer_bytes");
@@ -204,7 +272,7 @@ impl Session {
             }
             stream::BodyAction::Unchanged | stream::BodyAction::Buffer => {}
         }
-        let usage = json.as_ref().and_then(usage::usage_from_json);
+        self.sse_usage = None;
         self.end_of_reply(usage, store);
         self.step(Next::Continue)
     }
@@ -223,17 +291,26 @@ impl Session {
 
     /// The response phase on what is known: rules, oversight, escalation. Returns a step
     /// when it answered locally.
-    fn respond(&mut self, body: Option<&Json>, store: &dyn SharedStore) -> Option<Step> {
+    fn respond(
+        &mut self,
+        body: Option<&Json>,
+        calls: &[crate::tools::ToolCall],
+        store: &dyn SharedStore,
+    ) -> Option<Step> {
         let shared = self.shared.clone();
         let policy = shared.policy();
+        // A copy, so the facts stay usable while the session records what they decided.
+        let response_headers = self.response_headers.clone();
         let reply = ReplyView {
             status: self.response_status,
-            headers: &self.response_headers,
+            headers: &response_headers,
             body,
         };
         let facts = Facts {
             spend: None,
+            rate: None,
             reply: Some(reply),
+            tool_calls: calls,
         };
         let decision = shared.engine.evaluate(
             &self.request,
@@ -275,7 +352,48 @@ impl Session {
         }
         let success = (200..300).contains(&self.response_status);
         let workflow = self.identity.workflow.and_then(|i| policy.workflows.get(i));
-        let by_rule = t.escalate.or_else(|| self.transforms.escalate.clone());
+        if let Some((rule, queue, reason)) = &t.hold {
+            let matched = crate::eval::matching_tool_items(
+                policy,
+                &shared.engine.scanner,
+                &self.request,
+                &self.identity,
+                &facts,
+                *rule,
+            );
+            self.pending_hold = Some(crate::approval::Held {
+                state: crate::approval::HoldState::Pending,
+                review_id: oversight::review_id(&self.request_id),
+                workflow: self.workflow_name(),
+                rule: policy.rule_id(*rule),
+                clause: policy
+                    .rules
+                    .get(*rule)
+                    .map(|r| r.clause.clone())
+                    .unwrap_or_default(),
+                queue: queue.clone(),
+                reason: reason.clone(),
+                tool_calls: matched
+                    .iter()
+                    .filter_map(|&i| calls.get(i))
+                    .map(|c| crate::approval::HeldCall {
+                        id: c.id.clone(),
+                        name: c.name.clone(),
+                    })
+                    .collect(),
+                request_sha256: self.request_digest.clone(),
+                content_type: String::new(),
+                body: String::new(),
+                held_at: crate::calendar::rfc3339(self.now_nanos as i64),
+                decided_at: None,
+                decided_by: None,
+            });
+        }
+        let by_rule = t
+            .hold
+            .clone()
+            .or(t.escalate)
+            .or_else(|| self.transforms.escalate.clone());
         // Who escalates, and why: a rule (this phase's, else the request phase's), else
         // the workflow's oversight mode on a successful reply. One handoff is built from
         // that, whichever it is.
@@ -315,9 +433,31 @@ impl Session {
             model: self.audit.model_used.clone(),
             pii: self.audit.pii.clone(),
             status: self.response_status,
+            output: None,
         });
         let escalated = handoff.is_some();
-        if let Some(h) = handoff {
+        if let Some(mut h) = handoff {
+            if workflow.is_some_and(|w| w.handoff_output) {
+                h.output = body.and_then(|b| {
+                    oversight::reply_output(b, &shared.engine.scanner, &policy.detectors)
+                });
+            }
+            if policy.kill_switch.is_some() {
+                let wf = metrics::workflow_label(policy, self.audit.workflow.as_deref());
+                match crate::review_verdict::record_escalation(
+                    store,
+                    wf,
+                    &h.review_id,
+                    &self.request_id,
+                    (self.now_nanos / 1_000_000_000) as i64,
+                ) {
+                    Ok(updates) => self.apply(&updates),
+                    Err(e) => self.log(
+                        Level::Error,
+                        format!("writ: could not record the escalation for its verdict: {e}"),
+                    ),
+                }
+            }
             self.escalate(h);
         }
         if success && let Some(wf) = workflow {
@@ -378,6 +518,11 @@ impl Session {
     /// At the end of a reply: a reply that reported usage, or succeeded, is charged
     /// (from usage, else at the estimate); a failed reply without usage is released.
     fn end_of_reply(&mut self, usage: Option<Usage>, store: &dyn SharedStore) {
+        self.close_rate(
+            usage.as_ref(),
+            usage.is_some() || (200..300).contains(&self.response_status),
+            store,
+        );
         if usage.is_some() || (200..300).contains(&self.response_status) {
             self.settle(usage, store);
         } else {
@@ -448,8 +593,42 @@ impl Session {
         }
     }
 
+    /// Whether the reply's token usage is needed: for the spend reservation or a
+    /// `tokens(…)` counter.
+    pub(super) fn reads_usage(&self) -> bool {
+        self.reservation.is_some()
+            || self
+                .rate
+                .as_ref()
+                .is_some_and(|h| h.plan.counts(crate::ir::Measure::Tokens))
+    }
+
+    /// Closes the request's place on the rate-limit counters once: taken back when the
+    /// request never left, settled from `usage` (or the estimate) when a reply came
+    /// (`replied`), the token reservation dropped when none did.
+    fn close_rate(&mut self, usage: Option<&Usage>, replied: bool, store: &dyn SharedStore) {
+        let forwarded = self.forwarded;
+        let Some(hold) = self.rate.as_mut().filter(|h| h.is_open()) else {
+            return;
+        };
+        let result = if !forwarded {
+            hold.refund(store)
+        } else if replied {
+            hold.settle(store, usage).map(|_| ())
+        } else {
+            hold.release(store)
+        };
+        if let Err(e) = result {
+            self.log(
+                Level::Error,
+                format!("writ: could not close a rate-limit count: {e}"),
+            );
+        }
+    }
+
     /// Drops the reservation (the request was refused after admission).
     pub(super) fn release(&mut self, store: &dyn SharedStore) {
+        self.close_rate(None, false, store);
         if let Some(mut held) = self.reservation.take()
             && held.is_open()
         {
@@ -467,6 +646,45 @@ impl Session {
         }
     }
 
+    /// Counts a forwarded request into its workflow's kill points (`kill_point`); the
+    /// records of a crossing follow the request's own.
+    fn observe_kill_points(&mut self, store: &dyn SharedStore) {
+        let shared = self.shared.clone();
+        let policy = shared.policy();
+        let Some(wf) = self.identity.workflow.and_then(|i| policy.workflows.get(i)) else {
+            return;
+        };
+        if wf.kill_points.is_empty() || self.stage != Stage::Forwarded {
+            return;
+        }
+        let obs = crate::kill_point::Observation {
+            replied: (200..300).contains(&self.response_status),
+            escalated: self.audit.escalation.is_some(),
+            spend_micros: self.audit.cost_micros.unwrap_or(0),
+        };
+        match crate::kill_point::observe(
+            store,
+            &shared.kill_points,
+            policy,
+            wf,
+            obs,
+            (self.clock)() as i64,
+        ) {
+            Ok(effects) => {
+                self.apply(&effects.metrics);
+                for mut r in effects.records {
+                    r.artifact_sha256 = self.config.artifact_sha256.clone();
+                    r.request_id = self.request_id.clone();
+                    self.alert_lines.push(r.log_line());
+                }
+            }
+            Err(e) => self.log(
+                Level::Error,
+                format!("writ: could not count the kill points: {e}"),
+            ),
+        }
+    }
+
     /// Logs the request's one audit line and counts it.
     fn log_audit(&mut self, store: &dyn SharedStore) {
         if std::mem::replace(&mut self.audit_logged, true) {
@@ -478,6 +696,7 @@ impl Session {
         } else {
             super::Ending::NotForwarded
         };
+        self.observe_kill_points(store);
         let identity_labels = self.identity_labels(store);
         let alert_lines = std::mem::take(&mut self.alert_lines);
         let end = super::close_request(

@@ -31,10 +31,21 @@ impl Session {
         let policy = shared.policy();
 
         if let Some(ks) = &policy.kill_switch
-            && crate::kill_switch::is_admin_path(ks, &self.request.path)
+            && (crate::kill_switch::is_admin_path(ks, &self.request.path)
+                || (shared.holds && crate::approval::is_approvals_path(&self.request.path)))
         {
             if end_of_stream {
                 return self.admin(store, &[]);
+            }
+            self.stage = Stage::Admin;
+            return self.step(Next::Pause);
+        }
+        if policy.kill_switch.is_some()
+            && crate::review_verdict::is_reviews_path(&self.request.path)
+        {
+            self.verdict_call = true;
+            if end_of_stream {
+                return self.verdict(store, &[]);
             }
             self.stage = Stage::Admin;
             return self.step(Next::Pause);
@@ -129,6 +140,9 @@ impl Session {
     /// [`Effect::ReplaceBody`] replaces all of it.
     pub fn on_request_body(&mut self, bytes: &[u8], store: &dyn SharedStore) -> Step {
         if self.stage == Stage::Admin {
+            if self.verdict_call {
+                return self.verdict(store, bytes);
+            }
             return self.admin(store, bytes);
         }
         let body = match request::parse_body(bytes, self.config.body_limit) {
@@ -211,11 +225,16 @@ impl Session {
         if self.audit.outcome.is_empty() {
             self.audit.outcome = "error".into();
         }
+        // Only the answer the rate admission decided carries its headers.
+        let headers = std::mem::take(&mut self.rate_headers)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         self.out.push(Effect::LocalReply {
             status: reply.status,
             // Each API's clients get errors in its own shape (`docs/apis.md`).
             body: self.request.api().reshape_error(reply.status, &reply.body),
-            headers: Vec::new(),
+            headers,
             hold_for_audit: true,
         });
         self.step(Next::Pause)
@@ -226,7 +245,12 @@ impl Session {
         let shared = self.shared.clone();
         let policy = shared.policy();
         let auth = self.request.header("authorization").map(str::to_string);
-        let Some(r) = crate::kill_switch::handle_admin_for(
+        let handle = if crate::approval::is_approvals_path(&self.request.path) {
+            crate::approval::handle_decision_for
+        } else {
+            crate::kill_switch::handle_admin_for
+        };
+        let Some(r) = handle(
             store,
             policy,
             &self.request.method,
@@ -274,17 +298,68 @@ impl Session {
         self.step(Next::Pause)
     }
 
+    /// The verdict endpoint (`review_verdict`): answered locally, audited as its own
+    /// event, with the rubber-stamp signals it raised after it.
+    fn verdict(&mut self, store: &dyn SharedStore, body: &[u8]) -> Step {
+        let shared = self.shared.clone();
+        let auth = self.request.header("authorization").map(str::to_string);
+        let Some(r) = crate::review_verdict::handle(
+            store,
+            shared.policy(),
+            &self.request.method,
+            auth.as_deref(),
+            body,
+            self.now_nanos as i64,
+        ) else {
+            return self.reply(&Reply::engine_error(
+                "the policy has no kill switch",
+                "no_kill_switch",
+            ));
+        };
+        self.apply(&r.metrics);
+        let mut audit = r.audit;
+        audit.request_id = self.request_id.clone();
+        audit.artifact_sha256 = self.config.artifact_sha256.clone();
+        self.audit = audit;
+        self.alert_lines
+            .extend(r.alerts.iter().map(AuditRecord::log_line));
+        self.stage = Stage::Replied;
+        self.out.push(Effect::LocalReply {
+            status: r.status,
+            body: r.body,
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            hold_for_audit: false,
+        });
+        self.step(Next::Pause)
+    }
+
     /// The request phase: evaluate, admit spend, transform the body.
     pub(super) fn decide(&mut self, store: &dyn SharedStore, body: Option<&[u8]>) -> Step {
         let shared = self.shared.clone();
         let policy = shared.policy();
+        if shared.holds {
+            let bytes = body.unwrap_or_default();
+            if let Some(id) = self.request.header(crate::approval::REVIEW_ID_HEADER) {
+                let id = id.to_string();
+                return self.release_hold(store, &id, bytes);
+            }
+            self.request_digest = crate::approval::request_digest(bytes);
+        }
         self.audit.model_requested = self.request.model().map(str::to_string);
         let phase = match self.request_phase(store, body) {
             super::lease::Phase::Ready(phase) => *phase,
             super::lease::Phase::Step(step) => return step,
         };
+        let rate_headers = phase.rate_headers();
+        let rate_limited = phase.rate_limited_by();
         let decision = phase.decision;
+        self.rate = phase.rate_hold;
         if let Some(e) = phase.ledger_error {
+            self.release(store);
             self.log(
                 Level::Error,
                 format!("writ: spend ledger unavailable: {e} (failing closed)"),
@@ -299,6 +374,26 @@ impl Session {
                     "spend_unavailable",
                 ),
             });
+        }
+        if let Some(e) = phase.rate_error {
+            self.log(
+                Level::Error,
+                format!("writ: rate-limit counters unavailable: {e} (failing closed)"),
+            );
+            self.audit.outcome = "error".into();
+            self.audit.add_decision(policy, &decision);
+            return self.reply(&Reply {
+                status: 503,
+                body: crate::wire::error_body(
+                    "the rate-limit counters are unavailable; try again",
+                    "engine_error",
+                    "rate_limit_unavailable",
+                ),
+            });
+        }
+        self.rate_headers = rate_headers;
+        if let Some(name) = rate_limited.and_then(|r| metrics::rate_limited_name(policy, r)) {
+            self.add(MetricKind::Counter, name, 1);
         }
         if let Some(held) = phase.reservation {
             self.add(MetricKind::Gauge, metrics::RESERVATIONS.name.to_string(), 1);
@@ -342,7 +437,45 @@ impl Session {
         self.audit.add_decision(policy, &decision);
         self.transforms = t;
         self.stage = Stage::Forwarded;
+        self.forwarded = true;
         self.step(Next::Continue)
+    }
+
+    /// A retry carrying a review id: the approved reply once, the pending answer again, or
+    /// a defined error ([`crate::approval::release`]). The model is not called again.
+    fn release_hold(&mut self, store: &dyn SharedStore, review_id: &str, body: &[u8]) -> Step {
+        let digest = crate::approval::request_digest(body);
+        self.audit.workflow = self.workflow_name();
+        self.audit.detail = Some(format!("review {review_id}"));
+        let (status, body, content_type) = match crate::approval::release(store, review_id, &digest)
+        {
+            crate::approval::Release::Reply { content_type, body } => {
+                self.audit.outcome = "released".into();
+                (200, body, content_type)
+            }
+            crate::approval::Release::Pending(body) => {
+                self.audit.outcome = "pending_approval".into();
+                (crate::approval::PENDING_STATUS, body, String::new())
+            }
+            crate::approval::Release::Refused { status, body } => {
+                self.audit.outcome = "denied".into();
+                (status, body, String::new())
+            }
+        };
+        self.audit.status = status;
+        self.stage = Stage::Replied;
+        let headers = if content_type.starts_with("text/event-stream") {
+            vec![("content-type".to_string(), "text/event-stream".to_string())]
+        } else {
+            Vec::new()
+        };
+        self.out.push(Effect::LocalReply {
+            status,
+            body,
+            headers,
+            hold_for_audit: true,
+        });
+        self.step(Next::Pause)
     }
 
     /// Tokenise/redact, route and the stream-usage option, spliced into the body. `None`
@@ -363,13 +496,28 @@ impl Session {
             self.tally(&rw.tallies);
             current = rw.body;
         }
+        if !t.strip_tool.is_empty() {
+            let names = eval::stripped_tools(
+                shared.policy(),
+                &shared.engine.scanner,
+                &self.request,
+                &self.identity,
+                t,
+            );
+            if let Some(new) =
+                crate::tools::strip_tools(current.as_deref().unwrap_or(bytes), &names)
+                    .map_err(BodyError::Malformed)?
+            {
+                current = Some(new);
+            }
+        }
         if let Some(model) = &t.route
             && let Some(new) =
                 request::set_model(current.as_deref().unwrap_or(bytes), model).map_err(malformed)?
         {
             current = Some(new);
         }
-        if self.reservation.is_some()
+        if self.reads_usage()
             && let Some(json) = &self.request.body
             && let Some(new) = request::ask_stream_usage(
                 self.request.api(),

@@ -71,6 +71,9 @@ fn support_workflow(oversight: Oversight) -> Workflow {
         scan_headers: Vec::new(),
         scan_query: false,
         business_case: Default::default(),
+        kill_points: Vec::new(),
+        review_signals: None,
+        handoff_output: false,
     }
 }
 
@@ -900,4 +903,111 @@ fn an_admin_flip_in_a_fleet_is_queued_for_the_store() {
     // In a fleet the tick publishes it; alone, nothing is queued.
     assert_eq!(flip(fleet_config()), ["support"]);
     assert!(flip(PluginConfig::default()).is_empty());
+}
+
+fn rate(measure: crate::ir::Measure, limit: f64) -> Rule {
+    rule(
+        "AIP-4.5",
+        Phase::Request,
+        Expr::Compare {
+            left: Operand::Rate {
+                measure,
+                scope: Scope::User,
+                window: crate::ir::RateWindow::Minute,
+            },
+            op: CmpOp::Gt,
+            right: Operand::Const(Value::Num(limit)),
+        },
+        Action::Deny {
+            status: 429,
+            message: "rate limit".into(),
+        },
+    )
+}
+
+fn local_headers(run: &Run) -> Vec<(String, String)> {
+    run.effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::LocalReply { headers, .. } => Some(headers.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rate_limit_refuses_with_429_retry_after_and_one_record_naming_the_rule() {
+    // The estimate (a few prompt tokens + 10 completion tokens) is over a limit of 5.
+    let mut run = Run::new(policy(vec![rate(crate::ir::Measure::Tokens, 5.0)]));
+    run.request(BODY);
+    assert_eq!(run.local_replies()[0].0, 429);
+    assert_eq!(run.local_replies()[0].1["error"]["code"], "AIP-4.5");
+    let headers = local_headers(&run);
+    let secs_left = 60 - (NOW / 1_000_000_000) % 60;
+    assert!(headers.contains(&("retry-after".into(), secs_left.to_string())));
+    assert!(headers.contains(&("x-ratelimit-limit-tokens".into(), "5".into())));
+    assert!(headers.contains(&("x-ratelimit-remaining-tokens".into(), "5".into())));
+    assert_eq!(
+        run.added("writ_rate_limited_total;clause=AIP-4.5;measure=tokens"),
+        1
+    );
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "denied");
+    assert_eq!(rec["rules"][0]["clause"], "AIP-4.5");
+    assert_eq!(rec["rules"][0]["effect"], "enforced");
+}
+
+#[test]
+fn an_admitted_request_carries_the_headers_and_settles_its_tokens_from_usage() {
+    let mut run = Run::new(policy(vec![rate(crate::ir::Measure::Tokens, 1000.0)]));
+    assert_eq!(run.request(BODY), Next::Continue);
+    run.reply_headers(200, "application/json", false);
+    assert_eq!(run.headers_set("x-ratelimit-limit-tokens"), 1);
+    assert_eq!(run.headers_set("x-ratelimit-remaining-tokens"), 1);
+    assert_eq!(run.headers_set("retry-after"), 0);
+    run.reply_body(REPLY);
+    run.seal();
+    let start = (NOW / 1_000_000_000) as i64;
+    let key = crate::rate_limit::counter_key(
+        crate::ir::Measure::Tokens,
+        Scope::User,
+        None,
+        crate::ir::RateWindow::Minute,
+        start,
+    );
+    // Settled at the reply's usage (3 + 2), nothing left reserved.
+    assert_eq!(
+        crate::rate_limit::counter(&run.store, &key),
+        Ok(crate::rate_limit::Counter {
+            used: 5,
+            reserved: 0
+        })
+    );
+    assert_eq!(run.records().len(), 1);
+}
+
+#[test]
+fn a_request_refused_after_the_rate_admission_is_taken_back() {
+    // The limit admits it, the model deny (later in the file) refuses it: it never left,
+    // so it does not count.
+    let mut run = Run::new(policy(vec![
+        rate(crate::ir::Measure::Requests, 10.0),
+        model_deny(),
+    ]));
+    run.request(r#"{"model":"other","messages":[]}"#);
+    assert_eq!(run.local_replies()[0].0, 403);
+    assert!(local_headers(&run).is_empty(), "no rate headers on a 403");
+    run.seal();
+    let key = crate::rate_limit::counter_key(
+        crate::ir::Measure::Requests,
+        Scope::User,
+        None,
+        crate::ir::RateWindow::Minute,
+        (NOW / 1_000_000_000) as i64,
+    );
+    assert_eq!(
+        crate::rate_limit::counter(&run.store, &key).map(|c| c.used),
+        Ok(0)
+    );
 }

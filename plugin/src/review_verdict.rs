@@ -1,0 +1,826 @@
+//! Review outcomes on the wire: the gateway remembers each escalation it hands to a human,
+//! a reviewer (or the review tool) posts the verdict back to an admin path, and the
+//! gateway records it, measures the review queue and raises rubber-stamp signals.
+//!
+//! - The path is [`REVIEWS_PATH`], answered by the filter itself when the policy has a
+//!   kill switch, and authenticated by the kill switch's bearer token (the same sha256
+//!   comparison, [`crate::kill_switch::authorized`]).
+//! - State lives in shared data, like the kill switch: one item per escalation
+//!   (`writ/review/item/<review_id>`), one queue summary per workflow
+//!   (`writ/review/wf/<workflow>`), and one day of verdicts per workflow for the signals
+//!   (`writ/review/day/<workflow>/<date>`). A verdict reaches only the gateway instance
+//!   that escalated (since its last restart); any other answers 404 `unknown_review`.
+//! - Every verdict call, refused ones included, is one audit record (`event:
+//!   review_verdict`); an accepted one carries the escalated request's id and the review
+//!   id, so it joins the request's own record.
+//!
+//! Plain Rust with no host calls: the filter passes the call in and carries out the
+//! [`VerdictResponse`] (reply, audit record, metric updates).
+
+use crate::audit::{AuditRecord, VerdictRecord};
+use crate::calendar::{bucket, rfc3339};
+use crate::ir::{Policy, ReviewSignals, Window};
+use crate::metrics::{self, Kind, MetricUpdate};
+use crate::store::{self, SharedStore, Step, StoreError, Stored};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The admin path verdicts are posted to.
+pub const REVIEWS_PATH: &str = "/writ/admin/reviews";
+
+/// Escalations a workflow's queue summary lists by age; past it the oldest-pending gauge
+/// is a lower bound (the counts stay exact).
+pub const MAX_LISTED_PENDING: usize = 256;
+
+/// Reviewers a day's record tells apart; later ones count together as `other`.
+pub const MAX_REVIEWERS: usize = 64;
+
+/// The longest review a verdict may report (a week, in seconds).
+pub const MAX_SECONDS: f64 = 7.0 * 86_400.0;
+
+/// Whether a request is for the verdict endpoint (the path without its query string).
+pub fn is_reviews_path(path: &str) -> bool {
+    path.split('?').next() == Some(REVIEWS_PATH)
+}
+
+/// A value kept as JSON in shared data (these records are small and rarely written).
+macro_rules! json_stored {
+    ($t:ty) => {
+        impl Stored for $t {
+            fn encode(&self) -> Vec<u8> {
+                serde_json::to_vec(self).unwrap_or_default()
+            }
+            fn decode(bytes: &[u8]) -> Option<Self> {
+                serde_json::from_slice(bytes).ok()
+            }
+        }
+    };
+}
+
+/// One escalation, by review id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    pub workflow: String,
+    pub request_id: String,
+    /// Unix seconds of the escalation.
+    pub at: i64,
+    /// The verdict, once posted.
+    pub verdict: Option<String>,
+}
+json_stored!(ReviewItem);
+
+/// A workflow's review queue on this gateway since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueSummary {
+    pub escalated: u64,
+    pub reviewed: u64,
+    pub approved: u64,
+    pub wait_secs: i64,
+    pub spent_secs: f64,
+    /// The oldest pending escalations, oldest first: (unix seconds, review id).
+    pub pending: Vec<(i64, String)>,
+}
+json_stored!(QueueSummary);
+
+impl QueueSummary {
+    /// Escalations without a verdict.
+    pub fn pending_count(&self) -> u64 {
+        self.escalated.saturating_sub(self.reviewed)
+    }
+
+    /// The queue's gauges as metric updates.
+    fn gauges(&self, workflow: &str) -> Vec<MetricUpdate> {
+        let w = [("workflow", workflow)];
+        let approval = if self.reviewed == 0 {
+            0.0
+        } else {
+            self.approved as f64 / self.reviewed as f64
+        };
+        vec![
+            gauge(
+                metrics::REVIEWS_PENDING.name,
+                &w,
+                self.pending_count() as i64,
+            ),
+            gauge(
+                metrics::REVIEW_OLDEST_PENDING.name,
+                &w,
+                self.pending.first().map_or(0, |(at, _)| *at),
+            ),
+            gauge(
+                metrics::REVIEW_APPROVAL.name,
+                &w,
+                metrics::ppm(approval) as i64,
+            ),
+        ]
+    }
+}
+
+fn gauge(family: &str, labels: &[(&str, &str)], value: i64) -> MetricUpdate {
+    MetricUpdate {
+        kind: Kind::Gauge,
+        name: metrics::stat_name(family, labels),
+        value,
+    }
+}
+
+fn counter(family: &str, labels: &[(&str, &str)], value: i64) -> MetricUpdate {
+    MetricUpdate {
+        kind: Kind::Counter,
+        name: metrics::stat_name(family, labels),
+        value,
+    }
+}
+
+/// One workflow's verdicts of one UTC day, for the rubber-stamp signals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DayVerdicts {
+    pub reviews: u64,
+    pub approved: u64,
+    /// Verdicts faster than the policy's median floor.
+    pub fast: u64,
+    pub by_reviewer: BTreeMap<String, u64>,
+    /// Signals already raised today.
+    pub raised: Vec<String>,
+}
+json_stored!(DayVerdicts);
+
+fn item_key(review_id: &str) -> String {
+    format!("writ/review/item/{}", store::key_segment(review_id))
+}
+
+fn queue_key(workflow: &str) -> String {
+    format!("writ/review/wf/{}", store::key_segment(workflow))
+}
+
+fn day_key(workflow: &str, unix_secs: i64) -> String {
+    format!(
+        "writ/review/day/{}/{}",
+        store::key_segment(workflow),
+        bucket(Window::Day, unix_secs)
+    )
+}
+
+/// Remembers an escalation so its verdict can be posted, and returns the queue's gauges.
+/// A review id seen before (a retried handoff) is not counted twice.
+pub fn record_escalation(
+    store: &dyn SharedStore,
+    workflow: &str,
+    review_id: &str,
+    request_id: &str,
+    unix_secs: i64,
+) -> Result<Vec<MetricUpdate>, StoreError> {
+    let new = store::update(store, &item_key(review_id), |cur: &ReviewItem| {
+        if !cur.request_id.is_empty() {
+            return Step::Keep(false);
+        }
+        let item = ReviewItem {
+            workflow: workflow.to_string(),
+            request_id: request_id.to_string(),
+            at: unix_secs,
+            verdict: None,
+        };
+        Step::Write(item, true)
+    })?;
+    let summary = store::update(store, &queue_key(workflow), |q: &QueueSummary| {
+        if !new {
+            return Step::Keep(q.clone());
+        }
+        let mut next = q.clone();
+        next.escalated = next.escalated.saturating_add(1);
+        if next.pending.len() < MAX_LISTED_PENDING {
+            next.pending.push((unix_secs, review_id.to_string()));
+        }
+        Step::Write(next.clone(), next)
+    })?;
+    Ok(summary.gauges(workflow))
+}
+
+/// What the verdict endpoint answers, and what the filter must do with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerdictResponse {
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// Extra response headers (`www-authenticate` on a 401).
+    pub headers: Vec<(&'static str, String)>,
+    /// The call's own audit record (`event: review_verdict`).
+    pub audit: AuditRecord,
+    /// Rubber-stamp signals raised by this verdict (`event: review_signal`).
+    pub alerts: Vec<AuditRecord>,
+    pub metrics: Vec<MetricUpdate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerdictBody {
+    review_id: String,
+    reviewer: String,
+    verdict: String,
+    seconds: f64,
+}
+
+const BODY_SHAPE: &str = "expected {\"review_id\": \"rev-…\", \"reviewer\": \"…\", \"verdict\": \"approved\"|\"edited\"|\"rejected\", \"seconds\": N}";
+
+/// Handles one verdict call: `POST` [`REVIEWS_PATH`] with `authorization: Bearer <token>`
+/// (the kill switch's) and the JSON body `{"review_id", "reviewer", "verdict", "seconds"}`.
+///
+/// Answers 200 with the recorded verdict; 401 for a missing or wrong token (before the body
+/// is read); 405 for another method; 400 `invalid_request` for a body that is not that
+/// object (unknown fields included), `invalid_verdict` for another verdict,
+/// `invalid_reviewer` for an empty or over-long reviewer, `invalid_seconds` for seconds
+/// outside 0..=604800; 404 `unknown_review` for a review id this gateway did not
+/// escalate; 409 `already_reviewed` for a second verdict; 503 `store_error` when shared
+/// data could not be written. `None` when the policy has no kill switch (the path is then
+/// an ordinary request).
+pub fn handle(
+    store: &dyn SharedStore,
+    policy: &Policy,
+    method: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    unix_nanos: i64,
+) -> Option<VerdictResponse> {
+    let ks = policy.kill_switch.as_ref()?;
+    let mut audit = AuditRecord {
+        event: "review_verdict".into(),
+        time: rfc3339(unix_nanos),
+        policy: policy.name.clone(),
+        policy_version: policy.version.clone(),
+        source_sha256: policy.source_sha256.clone(),
+        ..AuditRecord::default()
+    };
+    let error = |status: u16, message: &str, code: &str, outcome: &str, mut audit: AuditRecord| {
+        audit.status = status;
+        audit.outcome = outcome.to_string();
+        audit.detail = Some(message.to_string());
+        let v = serde_json::json!({"error": {"message": message, "type": "review_error", "code": code}});
+        VerdictResponse {
+            status,
+            body: serde_json::to_vec(&v).unwrap_or_default(),
+            headers: if status == 401 {
+                vec![("www-authenticate", "Bearer".to_string())]
+            } else {
+                Vec::new()
+            },
+            audit,
+            alerts: Vec::new(),
+            metrics: Vec::new(),
+        }
+    };
+    if !crate::kill_switch::authorized(ks, authorization) {
+        return Some(error(
+            401,
+            "a valid bearer token is required",
+            "unauthorized",
+            "unauthorized",
+            audit,
+        ));
+    }
+    if !method.eq_ignore_ascii_case("POST") {
+        return Some(error(
+            405,
+            "use POST",
+            "method_not_allowed",
+            "rejected",
+            audit,
+        ));
+    }
+    let parsed: VerdictBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            let msg = format!("{BODY_SHAPE}: {e}");
+            return Some(error(400, &msg, "invalid_request", "rejected", audit));
+        }
+    };
+    let reviewer = parsed.reviewer.trim().to_string();
+    let mut record = VerdictRecord {
+        review_id: parsed.review_id.clone(),
+        escalated_request_id: String::new(),
+        reviewer: reviewer.chars().take(128).collect(),
+        verdict: parsed.verdict.chars().take(32).collect(),
+        seconds: if parsed.seconds.is_finite() {
+            parsed.seconds
+        } else {
+            -1.0
+        },
+        wait_seconds: None,
+    };
+    audit.user = Some(record.reviewer.clone());
+    audit.verdict = Some(record.clone());
+    if !metrics::VERDICTS.contains(&parsed.verdict.as_str()) {
+        let msg = format!(
+            "unknown verdict `{}`; use `approved`, `edited` or `rejected`",
+            record.verdict
+        );
+        return Some(error(400, &msg, "invalid_verdict", "rejected", audit));
+    }
+    if reviewer.is_empty() || reviewer.len() > 128 {
+        let msg = "`reviewer` must name who reviewed, in 1 to 128 bytes";
+        return Some(error(400, msg, "invalid_reviewer", "rejected", audit));
+    }
+    if !(0.0..=MAX_SECONDS).contains(&parsed.seconds) {
+        let msg = "`seconds` must be a number from 0 to 604800 (a week)";
+        return Some(error(400, msg, "invalid_seconds", "rejected", audit));
+    }
+    let now = unix_nanos.div_euclid(1_000_000_000);
+    // Mark the item reviewed: exactly one verdict wins.
+    let marked = store::update(store, &item_key(&parsed.review_id), |item: &ReviewItem| {
+        if item.request_id.is_empty() {
+            return Step::Keep(Err(404));
+        }
+        if item.verdict.is_some() {
+            return Step::Keep(Err(409));
+        }
+        let mut next = item.clone();
+        next.verdict = Some(parsed.verdict.clone());
+        Step::Write(next.clone(), Ok(next))
+    });
+    let item = match marked {
+        Ok(Ok(item)) => item,
+        Ok(Err(404)) => {
+            let msg = format!(
+                "this gateway escalated no review `{}` (since it started)",
+                record.review_id
+            );
+            return Some(error(404, &msg, "unknown_review", "rejected", audit));
+        }
+        Ok(Err(_)) => {
+            let msg = format!("review `{}` already has a verdict", record.review_id);
+            return Some(error(409, &msg, "already_reviewed", "rejected", audit));
+        }
+        Err(_) => {
+            let msg = "could not record the verdict; retry";
+            return Some(error(503, msg, "store_error", "error", audit));
+        }
+    };
+    let wait = now.saturating_sub(item.at).max(0);
+    record.escalated_request_id = item.request_id.clone();
+    record.wait_seconds = Some(wait);
+    audit.workflow = Some(item.workflow.clone());
+    audit.verdict = Some(record.clone());
+    let approved = parsed.verdict == "approved";
+    let mut updates = Vec::new();
+    match store::update(store, &queue_key(&item.workflow), |q: &QueueSummary| {
+        let mut next = q.clone();
+        next.reviewed = next.reviewed.saturating_add(1);
+        next.approved = next.approved.saturating_add(u64::from(approved));
+        next.wait_secs = next.wait_secs.saturating_add(wait);
+        next.spent_secs += parsed.seconds;
+        next.pending.retain(|(_, id)| *id != parsed.review_id);
+        Step::Write(next.clone(), next)
+    }) {
+        Ok(q) => updates.extend(q.gauges(&item.workflow)),
+        Err(_) => {
+            // The verdict itself is recorded (the item); only the summary missed it.
+        }
+    }
+    let wf = item.workflow.as_str();
+    updates.push(counter(
+        metrics::REVIEWS.name,
+        &[("workflow", wf), ("verdict", parsed.verdict.as_str())],
+        1,
+    ));
+    updates.push(counter(
+        metrics::REVIEW_WAIT.name,
+        &[("workflow", wf)],
+        wait,
+    ));
+    updates.push(counter(
+        metrics::REVIEW_SPENT.name,
+        &[("workflow", wf)],
+        parsed.seconds.round() as i64,
+    ));
+    let mut alerts = Vec::new();
+    let signals = policy
+        .workflows
+        .iter()
+        .find(|w| w.name == item.workflow)
+        .and_then(|w| w.review_signals.as_ref());
+    if let Some(rs) = signals {
+        for raised in judge_day(store, wf, rs, &record, approved, now) {
+            updates.push(counter(
+                metrics::REVIEW_SIGNALS.name,
+                &[("workflow", wf), ("signal", raised.signal)],
+                1,
+            ));
+            alerts.push(AuditRecord {
+                event: "review_signal".into(),
+                time: rfc3339(unix_nanos),
+                workflow: Some(wf.to_string()),
+                policy: policy.name.clone(),
+                policy_version: policy.version.clone(),
+                source_sha256: policy.source_sha256.clone(),
+                outcome: "alert".into(),
+                signal: Some(raised.signal.to_string()),
+                detail: Some(raised.detail),
+                ..AuditRecord::default()
+            });
+        }
+    }
+    audit.status = 200;
+    audit.outcome = "reviewed".into();
+    let value = serde_json::json!({
+        "review_id": record.review_id,
+        "request_id": record.escalated_request_id,
+        "workflow": wf,
+        "reviewer": record.reviewer,
+        "verdict": record.verdict,
+        "seconds": record.seconds,
+        "wait_seconds": wait,
+    });
+    Some(VerdictResponse {
+        status: 200,
+        body: serde_json::to_vec(&value).unwrap_or_default(),
+        headers: Vec::new(),
+        audit,
+        alerts,
+        metrics: updates,
+    })
+}
+
+/// A rubber-stamp signal raised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raised {
+    pub signal: &'static str,
+    pub detail: String,
+}
+
+/// Counts a verdict into its workflow's day and judges the signals on it, once
+/// `min_reviews` verdicts came in; each signal is raised at most once per day (the flag is
+/// set by the same CAS as the count). A store error raises nothing (the verdict stands).
+pub fn judge_day(
+    store: &dyn SharedStore,
+    workflow: &str,
+    rs: &ReviewSignals,
+    verdict: &VerdictRecord,
+    approved: bool,
+    unix_secs: i64,
+) -> Vec<Raised> {
+    let result = store::update(store, &day_key(workflow, unix_secs), |d: &DayVerdicts| {
+        let mut next = d.clone();
+        next.reviews = next.reviews.saturating_add(1);
+        next.approved = next.approved.saturating_add(u64::from(approved));
+        if rs
+            .median_review_secs_below
+            .is_some_and(|floor| verdict.seconds < floor)
+        {
+            next.fast = next.fast.saturating_add(1);
+        }
+        let who = if next.by_reviewer.contains_key(&verdict.reviewer)
+            || next.by_reviewer.len() < MAX_REVIEWERS
+        {
+            verdict.reviewer.clone()
+        } else {
+            metrics::OTHER.to_string()
+        };
+        *next.by_reviewer.entry(who).or_insert(0) += 1;
+        let mut raised = Vec::new();
+        if next.reviews >= rs.min_reviews {
+            let n = next.reviews as f64;
+            let mut check = |name: &'static str, hit: bool, detail: String| {
+                if hit && !next.raised.iter().any(|r| r == name) {
+                    next.raised.push(name.to_string());
+                    raised.push(Raised {
+                        signal: name,
+                        detail,
+                    });
+                }
+            };
+            if let Some(floor) = rs.median_review_secs_below {
+                // The median is under the floor exactly when more than half are.
+                check(
+                    "median_review_time",
+                    next.fast as f64 > n / 2.0,
+                    format!(
+                        "median review time under {floor}s: {} of {} verdicts today took less",
+                        next.fast, next.reviews
+                    ),
+                );
+            }
+            if let Some(ceiling) = rs.approval_rate_above {
+                let rate = next.approved as f64 / n;
+                check(
+                    "approval_rate",
+                    rate > ceiling,
+                    format!(
+                        "approval rate {:.1}% ({} of {} verdicts today) above {:.1}%",
+                        rate * 100.0,
+                        next.approved,
+                        next.reviews,
+                        ceiling * 100.0
+                    ),
+                );
+            }
+            if let Some(ceiling) = rs.reviewer_share_above {
+                let (top, count) = next
+                    .by_reviewer
+                    .iter()
+                    .max_by_key(|(_, c)| **c)
+                    .map(|(r, c)| (r.clone(), *c))
+                    .unwrap_or_default();
+                let share = count as f64 / n;
+                check(
+                    "reviewer_share",
+                    share > ceiling,
+                    format!(
+                        "one reviewer (`{top}`) cleared {:.1}% ({count} of {}) of today's verdicts, above {:.1}%",
+                        share * 100.0,
+                        next.reviews,
+                        ceiling * 100.0
+                    ),
+                );
+            }
+        }
+        Step::Write(next, raised)
+    });
+    result.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::panic)]
+    use super::*;
+    use crate::ir::{Enforcement, Expr, KillSwitch, Oversight, Workflow};
+    use crate::store::MemoryStore;
+
+    // sha256("test")
+    const TEST_HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn policy(signals: Option<ReviewSignals>, kill_switch: bool) -> Policy {
+        Policy {
+            name: "p".into(),
+            version: "1.0.0".into(),
+            source_sha256: "ab".into(),
+            currency: "EUR".into(),
+            enforcement: Enforcement::Enforce,
+            workflows: vec![Workflow {
+                name: "support".into(),
+                matcher: Expr::Const(true),
+                oversight: Oversight::Hitl,
+                assumed_verification_rate: None,
+                team: None,
+                user: None,
+                scan_headers: Vec::new(),
+                scan_query: false,
+                kill_points: Vec::new(),
+                review_signals: signals,
+                handoff_output: false,
+                business_case: Default::default(),
+            }],
+            prices: Vec::new(),
+            detectors: Vec::new(),
+            rules: Vec::new(),
+            kill_switch: kill_switch.then(|| KillSwitch {
+                clause: None,
+                admin_path: "/writ/admin/kill-switch".into(),
+                token_sha256: TEST_HASH.into(),
+            }),
+        }
+    }
+
+    fn post(s: &MemoryStore, p: &Policy, auth: Option<&str>, body: &str) -> VerdictResponse {
+        handle(s, p, "POST", auth, body.as_bytes(), 1_000 * 1_000_000_000).unwrap_or_else(|| {
+            VerdictResponse {
+                status: 0,
+                body: Vec::new(),
+                headers: Vec::new(),
+                audit: AuditRecord::default(),
+                alerts: Vec::new(),
+                metrics: Vec::new(),
+            }
+        })
+    }
+
+    fn verdict(rid: &str, reviewer: &str, verdict: &str, seconds: f64) -> String {
+        serde_json::json!({"review_id": rid, "reviewer": reviewer, "verdict": verdict, "seconds": seconds})
+            .to_string()
+    }
+
+    fn code(r: &VerdictResponse) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        v["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+
+    #[test]
+    fn a_verdict_joins_its_escalation_and_moves_the_queue() {
+        let s = MemoryStore::new();
+        let p = policy(None, true);
+        let g = record_escalation(&s, "support", "rev-1", "req-1", 900).unwrap_or_default();
+        assert!(
+            g.iter()
+                .any(|m| m.name == "writ_reviews_pending;workflow=support" && m.value == 1)
+        );
+        assert!(
+            g.iter()
+                .any(|m| m.name.starts_with("writ_review_oldest_pending") && m.value == 900)
+        );
+        // A retried handoff names the same review: counted once.
+        record_escalation(&s, "support", "rev-1", "req-1", 901).unwrap_or_default();
+        record_escalation(&s, "support", "rev-2", "req-2", 950).unwrap_or_default();
+        let r = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-1", "alice", "approved", 42.0),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.audit.event, "review_verdict");
+        assert_eq!(r.audit.outcome, "reviewed");
+        assert_eq!(r.audit.workflow.as_deref(), Some("support"));
+        let v = r
+            .audit
+            .verdict
+            .clone()
+            .unwrap_or_else(|| panic!("no verdict"));
+        assert_eq!(v.escalated_request_id, "req-1");
+        assert_eq!(v.wait_seconds, Some(100));
+        assert_eq!(v.reviewer, "alice");
+        let m = |name: &str| r.metrics.iter().find(|m| m.name == name).map(|m| m.value);
+        assert_eq!(
+            m("writ_reviews_total;workflow=support;verdict=approved"),
+            Some(1)
+        );
+        assert_eq!(m("writ_reviews_pending;workflow=support"), Some(1));
+        assert_eq!(
+            m("writ_review_oldest_pending_timestamp_seconds;workflow=support"),
+            Some(950)
+        );
+        assert_eq!(
+            m("writ_review_time_to_verdict_seconds_total;workflow=support"),
+            Some(100)
+        );
+        assert_eq!(
+            m("writ_review_spent_seconds_total;workflow=support"),
+            Some(42)
+        );
+        assert_eq!(
+            m("writ_review_approval_rate_ppm;workflow=support"),
+            Some(1_000_000)
+        );
+        // A second verdict on the same review is refused, and so is an unknown one.
+        let again = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-1", "bob", "rejected", 5.0),
+        );
+        assert_eq!(
+            (again.status, code(&again).as_str()),
+            (409, "already_reviewed")
+        );
+        let unknown = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-9", "bob", "rejected", 5.0),
+        );
+        assert_eq!(
+            (unknown.status, code(&unknown).as_str()),
+            (404, "unknown_review")
+        );
+        assert_eq!(unknown.audit.outcome, "rejected");
+        let r = post(
+            &s,
+            &p,
+            Some("Bearer test"),
+            &verdict("rev-2", "bob", "rejected", 5.0),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(m_of(&r, "writ_reviews_pending;workflow=support"), Some(0));
+        assert_eq!(
+            m_of(
+                &r,
+                "writ_review_oldest_pending_timestamp_seconds;workflow=support"
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            m_of(&r, "writ_review_approval_rate_ppm;workflow=support"),
+            Some(500_000)
+        );
+    }
+
+    fn m_of(r: &VerdictResponse, name: &str) -> Option<i64> {
+        r.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+    }
+
+    #[test]
+    fn bad_calls_get_defined_errors_and_an_audit_record() {
+        let s = MemoryStore::new();
+        let p = policy(None, true);
+        record_escalation(&s, "support", "rev-1", "req-1", 900).unwrap_or_default();
+        let ok = verdict("rev-1", "alice", "approved", 1.0);
+        for auth in [None, Some("Bearer wrong"), Some("test")] {
+            let r = post(&s, &p, auth, &ok);
+            assert_eq!((r.status, code(&r).as_str()), (401, "unauthorized"));
+            assert_eq!(r.audit.outcome, "unauthorized");
+            assert_eq!(r.headers.len(), 1);
+        }
+        let cases = [
+            ("{not json", "invalid_request"),
+            (
+                r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved"}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved","seconds":1,"x":1}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"review_id":"rev-1","reviewer":"a","verdict":"approved","seconds":"1"}"#,
+                "invalid_request",
+            ),
+            (&verdict("rev-1", "alice", "maybe", 1.0), "invalid_verdict"),
+            (&verdict("rev-1", "  ", "approved", 1.0), "invalid_reviewer"),
+            (
+                &verdict("rev-1", &"x".repeat(129), "approved", 1.0),
+                "invalid_reviewer",
+            ),
+            (
+                &verdict("rev-1", "alice", "approved", -1.0),
+                "invalid_seconds",
+            ),
+            (
+                &verdict("rev-1", "alice", "approved", 1e9),
+                "invalid_seconds",
+            ),
+        ];
+        for (body, want) in cases {
+            let r = post(&s, &p, Some("Bearer test"), body);
+            assert_eq!((r.status, code(&r).as_str()), (400, want), "{body}");
+            assert_eq!(r.audit.event, "review_verdict");
+        }
+        let get = handle(&s, &p, "GET", Some("Bearer test"), b"", 0).map(|r| r.status);
+        assert_eq!(get, Some(405));
+        // Nothing above consumed the review.
+        assert_eq!(post(&s, &p, Some("Bearer test"), &ok).status, 200);
+        // Without a kill switch there is no endpoint.
+        assert!(handle(&s, &policy(None, false), "POST", None, b"", 0).is_none());
+        assert!(is_reviews_path("/writ/admin/reviews?x=1"));
+        assert!(!is_reviews_path("/writ/admin/reviews/x"));
+    }
+
+    #[test]
+    fn rubber_stamp_signals_fire_once_per_day_after_the_minimum() {
+        let s = MemoryStore::new();
+        let rs = ReviewSignals {
+            median_review_secs_below: Some(30.0),
+            approval_rate_above: Some(0.98),
+            reviewer_share_above: Some(0.6),
+            min_reviews: 5,
+        };
+        let p = policy(Some(rs), true);
+        let mut raised: Vec<String> = Vec::new();
+        for i in 0..10 {
+            let rid = format!("rev-{i}");
+            record_escalation(&s, "support", &rid, &format!("req-{i}"), 900).unwrap_or_default();
+            let r = post(
+                &s,
+                &p,
+                Some("Bearer test"),
+                &verdict(&rid, "alice", "approved", 3.0),
+            );
+            assert_eq!(r.status, 200);
+            if i < 4 {
+                assert!(r.alerts.is_empty(), "under the minimum sample");
+            }
+            for a in &r.alerts {
+                assert_eq!(a.event, "review_signal");
+                raised.extend(a.signal.clone());
+            }
+            let counted = r
+                .metrics
+                .iter()
+                .filter(|m| m.name.starts_with("writ_review_signals_total"))
+                .count();
+            assert_eq!(counted, r.alerts.len());
+        }
+        raised.sort();
+        assert_eq!(
+            raised,
+            ["approval_rate", "median_review_time", "reviewer_share"]
+        );
+    }
+
+    #[test]
+    fn careful_varied_reviews_raise_nothing() {
+        let s = MemoryStore::new();
+        let rs = ReviewSignals {
+            median_review_secs_below: Some(30.0),
+            approval_rate_above: Some(0.98),
+            reviewer_share_above: Some(0.6),
+            min_reviews: 4,
+        };
+        let p = policy(Some(rs), true);
+        for i in 0..12 {
+            let rid = format!("rev-{i}");
+            record_escalation(&s, "support", &rid, &format!("req-{i}"), 900).unwrap_or_default();
+            let who = ["alice", "bob", "carol"][i % 3];
+            let v = if i % 4 == 0 { "edited" } else { "approved" };
+            let r = post(&s, &p, Some("Bearer test"), &verdict(&rid, who, v, 120.0));
+            assert_eq!(r.status, 200);
+            assert!(r.alerts.is_empty(), "{:?}", r.alerts);
+        }
+    }
+}
