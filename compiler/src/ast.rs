@@ -136,6 +136,27 @@ pub enum WorkflowStmt {
     /// `scan headers ["x-note"]` / `scan query`: more request carriers that count as the
     /// prompt (searched by `prompt has`, rewritten by `tokenise`/`redact`).
     Scan(ScanTarget),
+    /// `fallback on 5xx, 429 to model "m" then cluster "c" then reply 503 "…"`: what the
+    /// gateway does when the provider fails (`docs/fallback.md`).
+    Fallback {
+        /// The failure kinds as written (`5xx`, `429`, `timeout`, `connect`).
+        on: Vec<Ident>,
+        /// The steps in order; empty when the author wrote no `to` (an error).
+        steps: Vec<Node<FallbackStep>>,
+    },
+}
+
+/// One step of a workflow's `fallback`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FallbackStep {
+    /// `model "gpt-4o-mini"`: the same request to another model.
+    Model(Str),
+    /// `cluster "backup-openai"`: the same request to another upstream.
+    Cluster(Str),
+    /// `reply 503 "…"`: a fixed answer in the API's error shape (degraded mode).
+    Reply { status: Node<Num>, message: Str },
+    /// `human "queue"`: a handoff to the review queue, and 202 to the client.
+    Human(Str),
 }
 
 /// What a `scan` statement adds to the prompt.

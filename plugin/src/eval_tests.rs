@@ -73,6 +73,7 @@ fn workflow(name: &str, matcher: Expr) -> Workflow {
         user: None,
         scan_headers: Vec::new(),
         scan_query: false,
+        fallback: None,
     }
 }
 

@@ -624,6 +624,7 @@ mod tests {
                 user: None,
                 scan_headers: vec![],
                 scan_query: false,
+                fallback: None,
             }],
             prices: vec![],
             detectors: vec![],

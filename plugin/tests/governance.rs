@@ -199,6 +199,7 @@ fn budget_policy() -> Policy {
             user: None,
             scan_headers: Vec::new(),
             scan_query: false,
+            fallback: None,
         }],
         prices: vec![Price {
             model: "gpt-4o-mini".into(),

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use writ_plugin::ir;
 
 use super::vocab::{
-    DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, OVERSIGHT, OversightMode, PHASES, SCOPES,
-    WINDOWS, Who, lookup,
+    DETECTOR_CLASSES, ENFORCEMENTS, FAILURES, FIELDS, IDENTITIES, OVERSIGHT, OversightMode, PHASES,
+    SCOPES, WINDOWS, Who, lookup,
 };
 use crate::ast::*;
 use crate::resolved::{Checked, CheckedManual, CheckedRule, Dfas, micros};
@@ -294,6 +294,7 @@ impl Detectors {
             user: None,
             scan_headers: Vec::new(),
             scan_query: false,
+            fallback: None,
         };
         for s in &w.stmts {
             match &s.node {
@@ -318,6 +319,32 @@ impl Detectors {
                         value.node.value / 100.0
                     } else {
                         value.node.value
+                    });
+                }
+                WorkflowStmt::Fallback { on, steps } => {
+                    let mut failures = Vec::new();
+                    for kind in on {
+                        failures.push(word(FAILURES, kind, "failure")?);
+                    }
+                    failures.sort_unstable();
+                    failures.dedup();
+                    let steps = steps
+                        .iter()
+                        .map(|s| match &s.node {
+                            FallbackStep::Model(m) => ir::FallbackStep::Model(m.node.clone()),
+                            FallbackStep::Cluster(c) => ir::FallbackStep::Cluster(c.node.clone()),
+                            FallbackStep::Reply { status, message } => ir::FallbackStep::Reply {
+                                status: status.node.value as u16,
+                                message: message.node.clone(),
+                            },
+                            FallbackStep::Human(q) => ir::FallbackStep::Human {
+                                queue: q.node.clone(),
+                            },
+                        })
+                        .collect();
+                    out.fallback = Some(ir::Fallback {
+                        on: failures,
+                        steps,
                     });
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => out.scan_query = true,
