@@ -1078,6 +1078,7 @@ mod tests {
                 user: None,
                 scan_headers: vec!["x-notes".into()],
                 scan_query: true,
+                fallback: None,
             }],
             prices: vec![],
             detectors: vec![Detector {

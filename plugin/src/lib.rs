@@ -11,6 +11,7 @@ pub mod config;
 pub mod decide;
 pub mod detect;
 pub mod eval;
+pub mod fallback;
 /// `writ explain`: traces each rule with the evaluator's own context (native only, so the
 /// engine in the artifact does not carry it).
 #[cfg(not(target_arch = "wasm32"))]
