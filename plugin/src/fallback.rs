@@ -62,6 +62,19 @@ pub fn classify(status: u16, failure: Option<&str>) -> Option<Failure> {
     }
 }
 
+/// The failure in Envoy's `response.code_details` of its own answer for a failed attempt:
+/// a reset or refused connection before any reply is `connect`, the route's timeout is
+/// `timeout`; anything else (`via_upstream`, …) is none.
+pub fn failure_from_details(details: &str) -> Option<&'static str> {
+    if details.starts_with("upstream_reset_before_response_started") {
+        Some("connect")
+    } else if details.starts_with("upstream_response_timeout") {
+        Some("timeout")
+    } else {
+        None
+    }
+}
+
 /// One attempt of a request, as the audit record shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
@@ -350,6 +363,12 @@ mod tests {
         assert_eq!(classify(502, Some("connect")), Some(Failure::Connect));
         assert_eq!(classify(504, Some(" timeout")), Some(Failure::Timeout));
         assert_eq!(classify(200, Some("other")), None);
+        assert_eq!(
+            failure_from_details("upstream_reset_before_response_started{connection_failure}"),
+            Some("connect")
+        );
+        assert_eq!(failure_from_details("upstream_response_timeout"), Some("timeout"));
+        assert_eq!(failure_from_details("via_upstream"), None);
     }
 
     #[test]

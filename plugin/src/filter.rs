@@ -43,6 +43,7 @@
 //! series defined at start-up come from [`crate::metrics`] (`docs/metrics.md`); the
 //! adapter defines them in `on_configure` and moves their values.
 
+mod fallback;
 mod host;
 
 use std::cell::{Cell, RefCell};
@@ -365,6 +366,12 @@ struct Http {
     sink_token: Option<u32>,
     /// The request's records as logged (request first, then alerts), for the audit sink.
     sealed_lines: Vec<String>,
+    // ---- fallback (`filter/fallback.rs`)
+    fallback: Option<crate::fallback::Plan>,
+    /// The body as forwarded, replayed by a retry (only when the host can retry).
+    retry_body: Vec<u8>,
+    /// The host sends requests again on the filter's word (`writ serve`).
+    host_retry: bool,
 }
 
 /// What the client is still owed while the audit sink writes the request's records.
@@ -434,6 +441,9 @@ impl Http {
             held: None,
             sink_token: None,
             sealed_lines: Vec::new(),
+            fallback: None,
+            retry_body: Vec::new(),
+            host_retry: false,
         }
     }
 
@@ -632,6 +642,9 @@ impl Http {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        if let Some(action) = self.fallback_on_reply(&shared) {
+            return action;
+        }
         let header = |name: &str| {
             self.response_headers
                 .iter()
@@ -953,6 +966,7 @@ impl Http {
                 return self.host_failed(what);
             }
         }
+        let mut forwarded = None;
         if let Some((bytes, body_size)) = body {
             match self.rewrite_body(shared, &t, &bytes) {
                 Ok(Some(new)) => {
@@ -960,8 +974,9 @@ impl Http {
                         self.release();
                         return self.host_failed("proxy_set_buffer_bytes");
                     }
+                    forwarded = Some(new);
                 }
-                Ok(None) => {}
+                Ok(None) => forwarded = Some(bytes),
                 Err(err) => {
                     self.release();
                     return self.reply(&Reply::body_error(&err));
@@ -971,6 +986,7 @@ impl Http {
         self.audit.add_decision(policy, &decision);
         self.transforms = t;
         self.stage = Stage::Forwarded;
+        self.start_fallback(shared, forwarded);
         Action::Continue
     }
 
