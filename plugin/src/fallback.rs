@@ -367,7 +367,10 @@ mod tests {
             failure_from_details("upstream_reset_before_response_started{connection_failure}"),
             Some("connect")
         );
-        assert_eq!(failure_from_details("upstream_response_timeout"), Some("timeout"));
+        assert_eq!(
+            failure_from_details("upstream_response_timeout"),
+            Some("timeout")
+        );
         assert_eq!(failure_from_details("via_upstream"), None);
     }
 
@@ -409,7 +412,8 @@ mod tests {
                 cluster: Some("backup".into())
             }
         );
-        let Next::Reply { status, body } = plan.on_failure(429, Failure::Status429, true, |_| Ok(()))
+        let Next::Reply { status, body } =
+            plan.on_failure(429, Failure::Status429, true, |_| Ok(()))
         else {
             panic!("expected the reply");
         };
@@ -504,8 +508,7 @@ mod tests {
         assert_eq!(plan.attempts[1].skipped.as_deref(), Some("no_host_retry"));
         assert_eq!(plan.attempts[2].answer, Some("human"));
         assert_eq!(plan.attempts[2].status, Some(202));
-        let body: serde_json::Value =
-            serde_json::from_slice(&human_body("rev-1", "desk")).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&human_body("rev-1", "desk")).unwrap();
         assert_eq!(body["status"], "pending_human");
         assert_eq!(body["review_id"], "rev-1");
     }
@@ -522,8 +525,15 @@ mod tests {
             retries += 1;
         }
         assert_eq!(retries, MAX_ATTEMPTS - 1);
-        assert!(plan.attempts.iter().any(|a| a.skipped.as_deref() == Some("attempt_limit")));
-        assert_eq!(plan.on_failure(0, Failure::Connect, true, |_| Ok(())), Next::PassThrough);
+        assert!(
+            plan.attempts
+                .iter()
+                .any(|a| a.skipped.as_deref() == Some("attempt_limit"))
+        );
+        assert_eq!(
+            plan.on_failure(0, Failure::Connect, true, |_| Ok(())),
+            Next::PassThrough
+        );
     }
 
     #[test]

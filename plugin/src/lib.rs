@@ -11,11 +11,11 @@ pub mod config;
 pub mod decide;
 pub mod detect;
 pub mod eval;
-pub mod fallback;
 /// `writ explain`: traces each rule with the evaluator's own context (native only, so the
 /// engine in the artifact does not carry it).
 #[cfg(not(target_arch = "wasm32"))]
 pub mod explain;
+pub mod fallback;
 /// Fuzz targets and their smoke runs (tests and the `fuzzing` feature only; see `docs/fuzzing.md`).
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

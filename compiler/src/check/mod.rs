@@ -790,10 +790,14 @@ impl Checker {
                 FallbackStep::Model(m) => {
                     self.nonempty(m, "the fallback model");
                     if !self.env.prices.is_empty() && !self.env.prices.contains(&m.node) {
-                        let help = did_you_mean(&m.node, self.env.prices.iter().map(String::as_str))
-                            .unwrap_or_else(|| {
-                                format!("add `price \"{}\" input … output … per 1M tokens`", m.node)
-                            });
+                        let help =
+                            did_you_mean(&m.node, self.env.prices.iter().map(String::as_str))
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "add `price \"{}\" input … output … per 1M tokens`",
+                                        m.node
+                                    )
+                                });
                         self.push(
                             Diagnostic::new(
                                 codes::FALLBACK_WITHOUT_PRICE,

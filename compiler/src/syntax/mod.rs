@@ -205,7 +205,9 @@ fn describe(rule: Rule) -> String {
         R::policy_stmt => "`owner`, `implements`, `currency`, `enforcement`",
         R::workflow_stmt => "`match`, `oversight`, `assume`, `identify`, `scan`, `fallback`",
         R::fail_kind => "a failure (`5xx`, `429`, `timeout` or `connect`)",
-        R::fallback_step => "a fallback (`model \"…\"`, `cluster \"…\"`, `reply 503 \"…\"` or `human \"…\"`)",
+        R::fallback_step => {
+            "a fallback (`model \"…\"`, `cluster \"…\"`, `reply 503 \"…\"` or `human \"…\"`)"
+        }
         R::rule_stmt => "`on`, `when`, `then`, `enforcement`, `alert`",
         R::manual_stmt => "`owner`, `reason`",
         R::kill_stmt => "`admin path`, `token sha256`",

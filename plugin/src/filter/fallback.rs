@@ -27,7 +27,10 @@ impl Http {
         if self.host_retry && plan.has_retries() {
             if host::replace_header(host::REQUEST_HEADERS, fallback::FALLBACK_HEADER, "1").is_err()
             {
-                host::log(LogLevel::Error, "writ: the host refused the fallback header");
+                host::log(
+                    LogLevel::Error,
+                    "writ: the host refused the fallback header",
+                );
                 self.host_retry = false;
             }
             self.retry_body = forwarded.unwrap_or_default();

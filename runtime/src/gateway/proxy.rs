@@ -516,7 +516,11 @@ fn target(state: &State, worker: &Lane, cluster: Option<&str>) -> Option<(String
             state.upstream_authority.clone(),
         ));
     };
-    let base = worker.pipeline.host.cluster_url(name)?.trim_end_matches('/');
+    let base = worker
+        .pipeline
+        .host
+        .cluster_url(name)?
+        .trim_end_matches('/');
     let rest = base
         .strip_prefix("http://")
         .or_else(|| base.strip_prefix("https://"))?;
@@ -533,37 +537,43 @@ fn retry_target(resp: &LocalResponse) -> Option<Option<String>> {
     }
 }
 
+/// A boxed, sendable answer: an attempt may lead to another, so the futures nest.
+type Answer = Pin<Box<dyn std::future::Future<Output = Response<ResBody>> + Send>>;
+
 /// Sends the request again, as the filter asked: the stream's response side starts
-/// afresh and the next attempt's reply goes through the filter like the first.
-async fn retry(
+/// afresh and the next attempt's reply goes through the filter like the first (bounded by
+/// [`MAX_ATTEMPTS`]).
+fn retry(
     state: Arc<State>,
     worker: Lane,
     id: StreamId,
     rid: String,
     (headers, resp, previous): (Headers, LocalResponse, Attempt),
-) -> Response<ResBody> {
-    let cluster = retry_target(&resp).unwrap_or(None);
-    if previous.number >= MAX_ATTEMPTS {
-        return match close(&state, &worker, id).await {
-            Ok(()) => upstream_unavailable(),
-            Err(e) => failed(&state, &rid, &e),
-        };
-    }
-    match worker.run(move |vm| vm.restart_response(id)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            let _ = close(&state, &worker, id).await;
-            return failed(&state, &rid, &e);
+) -> Answer {
+    Box::pin(async move {
+        let cluster = retry_target(&resp).unwrap_or(None);
+        if previous.number >= MAX_ATTEMPTS {
+            return match close(&state, &worker, id).await {
+                Ok(()) => upstream_unavailable(),
+                Err(e) => failed(&state, &rid, &e),
+            };
         }
-        Err(_) => return failed(&state, &rid, &StepError::Gone.host_error()),
-    }
-    tracing::debug!(attempt = previous.number + 1, ?cluster, "fallback attempt");
-    let attempt = Attempt {
-        fallback: previous.fallback,
-        cluster,
-        number: previous.number + 1,
-    };
-    Box::pin(forward(state, worker, id, rid, headers, resp.body, attempt)).await
+        match worker.run(move |vm| vm.restart_response(id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = close(&state, &worker, id).await;
+                return failed(&state, &rid, &e);
+            }
+            Err(_) => return failed(&state, &rid, &StepError::Gone.host_error()),
+        }
+        tracing::debug!(attempt = previous.number + 1, ?cluster, "fallback attempt");
+        let attempt = Attempt {
+            fallback: previous.fallback,
+            cluster,
+            number: previous.number + 1,
+        };
+        forward(state, worker, id, rid, headers, resp.body, attempt).await
+    })
 }
 
 /// An attempt that got no reply (`kind`: `connect` or `timeout`), handed to the filter of
