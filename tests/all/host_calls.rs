@@ -202,12 +202,13 @@ fn start_up_stays_within_its_host_call_budget() {
 /// identity; request and reply body read and rewritten; kill switch (all, workflow), spend
 /// reserve and settle, verification-rate counters (5 reads, 3 CAS writes); 7 counter
 /// increments and the verification-rate gauge; one audit line; the time once; the request
-/// id property (the request has no `x-request-id`).
+/// id property (the request has no `x-request-id`) and, since the support assistant has a
+/// `fallback` with retries, whether the host can retry (`writ.host_retry`).
 const JSON_BUDGET: &[(&str, u64)] = &[
     ("shared_data", 8),
     ("metric_update", 8),
     ("log", 1),
-    ("property", 1),
+    ("property", 2),
     ("header", 3),
     ("buffer", 4),
     ("time", 1),
@@ -219,7 +220,7 @@ const SSE_BUDGET: &[(&str, u64)] = &[
     ("shared_data", 8),
     ("metric_update", 8),
     ("log", 1),
-    ("property", 1),
+    ("property", 2),
     ("header", 3),
     ("buffer", 21),
     ("time", 1),

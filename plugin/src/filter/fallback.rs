@@ -48,7 +48,11 @@ impl Http {
             .find(|(k, _)| k == fallback::FAILURE_HEADER)
             .map(|(_, v)| v.clone())
             .or_else(|| {
-                // Envoy's own answer for a failed attempt names the failure in its details.
+                // Envoy's own answer for a failed attempt (503/504) names the failure in
+                // its details; a success costs no host call.
+                if self.response_status < 500 {
+                    return None;
+                }
                 host::property(&["response", "code_details"])
                     .and_then(|b| String::from_utf8(b).ok())
                     .and_then(|d| fallback::failure_from_details(&d))
