@@ -64,7 +64,9 @@ pub fn classify(status: u16, failure: Option<&str>) -> Option<Failure> {
 
 /// The failure in Envoy's `response.code_details` of its own answer for a failed attempt:
 /// a reset or refused connection before any reply is `connect`, the route's timeout is
-/// `timeout`; anything else (`via_upstream`, …) is none.
+/// `timeout`; anything else (`via_upstream`, …) is none. (Not read yet: the session sees
+/// Envoy's 503/504 as `5xx`; an adapter that reads the property passes this as the
+/// failure header's value.)
 pub fn failure_from_details(details: &str) -> Option<&'static str> {
     if details.starts_with("upstream_reset_before_response_started") {
         Some("connect")

@@ -1,12 +1,5 @@
-//! The request session without the host: what the proxy-wasm adapter (`filter`) decides,
-//! as plain functions that take the request's state and return the effects for the
-//! adapter to carry out (metric increments, audit lines). Being native, the orchestration
-//! is unit-tested here; `filter` only translates between proxy-wasm and these functions.
-//!
-//! So far this holds the end of a request ([`close_request`]): completing the audit
-//! record, the one `writ-audit` line per request followed by its alert lines, and the
-//! counters the request feeds. The request phase lives in [`crate::decide`]; the reply
-//! phase is still in `filter`.
+//! Closing a request: completing the audit record, the one `writ-audit` line per request
+//! followed by its alert lines, and the counters the request feeds.
 
 use crate::audit::AuditRecord;
 use crate::detect::Scanner;

@@ -1,0 +1,330 @@
+//! The request session without the host: everything the proxy-wasm adapter (`filter`)
+//! decides, as a plain-Rust state machine. The adapter feeds it events (request headers,
+//! request body, reply headers, reply body chunks, the end of the stream) and carries out
+//! the [`Effect`]s each returns (header edits, body replacement, local reply, audit lines,
+//! metric deltas, callouts). Shared data is read and written through [`SharedStore`], so
+//! native tests drive a whole request against a [`crate::store::MemoryStore`].
+//!
+//! `request` holds the request side (headers, body, the admin call, deny), `reply` the
+//! reply side and the end of a request (settlement, the audit record), `sink` the answer
+//! held for the audit sink and the sink's own answer, `close` the record's completion into
+//! its lines and counters.
+
+mod close;
+mod effect;
+mod fallback;
+mod reply;
+mod request;
+mod sink;
+#[cfg(test)]
+mod tests;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+pub use close::{Ending, RequestEnd, close_request};
+pub use effect::{Effect, Held, Level, MetricKind, Need, Next, OnFail, Side, Step};
+
+use crate::audit::AuditRecord;
+use crate::config::PluginConfig;
+use crate::eval::{self, Engine, Transforms};
+use crate::ir::{self, Phase};
+use crate::oversight;
+use crate::request::Request;
+use crate::spend::Reservation;
+use crate::store::SharedStore;
+use crate::stream::{self, ReplyKind, ReplyRewriter};
+use crate::tokenise::Vault;
+use crate::usage::SseUsage;
+
+/// What every request of a VM shares: the engine, facts derived from the policy once, and
+/// a counter that makes tokenisation nonces unique.
+pub struct Shared {
+    pub engine: Engine,
+    /// Detectors enforced response `redact` rules mask in every reply.
+    response_redact: Vec<u16>,
+    /// The response rules decided at the end of a reply ([`eval::decided_response_rules`]).
+    response_rules: Vec<usize>,
+    /// The policy has rules that may change the request body.
+    may_rewrite_request: bool,
+    /// Replies may need restoring or redaction, so they must come uncompressed.
+    may_rewrite_reply: bool,
+    /// Response rules or the confidence source read the reply body.
+    reads_reply_body: bool,
+    /// Where `oversight` reads confidence.
+    confidence: ir::ConfidenceSource,
+    /// Queue for escalations by the oversight mode itself: the policy's first escalate
+    /// rule's queue, else `oversight`.
+    default_queue: String,
+    counter: Cell<u64>,
+}
+
+impl Shared {
+    /// Derives the per-policy facts every request reads.
+    pub fn new(engine: Engine) -> Shared {
+        let policy = &engine.policy;
+        let enforced = |i: usize| !eval::is_monitor(policy, i);
+        let mut may_rewrite_request = false;
+        let mut may_tokenise = false;
+        let mut reads_reply_body = false;
+        let mut default_queue = None;
+        for (i, r) in policy.rules.iter().enumerate() {
+            match (&r.action, r.phase) {
+                (ir::Action::Tokenise { .. }, Phase::Request) if enforced(i) => {
+                    may_tokenise = true;
+                    may_rewrite_request = true;
+                }
+                (ir::Action::Redact { .. } | ir::Action::Route(_), Phase::Request)
+                    if enforced(i) =>
+                {
+                    may_rewrite_request = true;
+                }
+                (ir::Action::Escalate { queue, .. }, _) => {
+                    default_queue.get_or_insert_with(|| queue.clone());
+                }
+                _ => {}
+            }
+            if r.phase == Phase::Response
+                && !eval::is_streamed_redaction(r)
+                && reads_body(&r.condition)
+            {
+                reads_reply_body = true;
+            }
+        }
+        let confidence = oversight::confidence_source(policy);
+        if matches!(confidence, ir::ConfidenceSource::JsonPointer(_)) {
+            reads_reply_body = true;
+        }
+        let response_redact = eval::response_redactions(policy);
+        let response_rules = eval::decided_response_rules(policy);
+        let uses_spend = engine.uses_spend;
+        Shared {
+            may_rewrite_request: may_rewrite_request || uses_spend,
+            may_rewrite_reply: may_tokenise || !response_redact.is_empty(),
+            response_redact,
+            response_rules,
+            reads_reply_body,
+            confidence,
+            default_queue: default_queue.unwrap_or_else(|| "oversight".into()),
+            counter: Cell::new(0),
+            engine,
+        }
+    }
+
+    /// The loaded policy.
+    pub fn policy(&self) -> &ir::Policy {
+        &self.engine.policy
+    }
+
+    fn next_salt(&self) -> u64 {
+        let n = self.counter.get().wrapping_add(1);
+        self.counter.set(n);
+        n
+    }
+}
+
+/// Whether a condition reads the reply body (`response has`, a JSON-pointer confidence).
+fn reads_body(e: &ir::Expr) -> bool {
+    use ir::{Expr, Operand};
+    let op = |o: &Operand| matches!(o, Operand::Confidence(ir::ConfidenceSource::JsonPointer(_)));
+    match e {
+        Expr::And(v) | Expr::Or(v) => v.iter().any(reads_body),
+        Expr::Not(e) => reads_body(e),
+        Expr::Compare { left, right, .. } => op(left) || op(right),
+        Expr::In { operand, .. } => op(operand),
+        Expr::Has { subject, .. } => *subject == ir::Text::Response,
+        Expr::Const(_) => false,
+    }
+}
+
+/// Where a request stands, so each event knows what is left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for the request body.
+    Request,
+    /// A kill-switch admin call whose body is being buffered.
+    Admin,
+    /// Forwarded upstream.
+    Forwarded,
+    /// Answered locally; later events pass everything through untouched.
+    Replied,
+}
+
+/// One request's state, from its headers to its audit record.
+pub struct Session {
+    shared: Rc<Shared>,
+    config: PluginConfig,
+    context_id: u32,
+    /// The host's clock, nanoseconds since the Unix epoch (read when the request starts
+    /// and when an alert is raised).
+    clock: fn() -> u64,
+    stage: Stage,
+    now_nanos: u64,
+    request_id: String,
+    /// The request view: headers from the first event, the body once complete.
+    request: Request,
+    identity: eval::Identity,
+    audit: AuditRecord,
+    audit_logged: bool,
+    /// Budget and drift alert records, logged right after the request's own record so
+    /// the request record is always the first `writ-audit` line of a request.
+    alert_lines: Vec<String>,
+    vault: Vault,
+    reservation: Option<Reservation>,
+    /// Escalations and tags of the request phase carry into the reply.
+    transforms: Transforms,
+    /// The request's `team`/`user` metric labels, once bounded ([`Session::identity_labels`]).
+    identity_labels: Option<Vec<(&'static str, String)>>,
+    // ---- response
+    response_status: u16,
+    response_headers: Vec<(String, String)>,
+    rewriter: Option<ReplyRewriter>,
+    reply_kind: ReplyKind,
+    sse_usage: Option<SseUsage>,
+    /// A JSON reply is buffered and decided at its end (its headers are held).
+    buffering: bool,
+    /// The request's records as logged (request first, then alerts), for the audit sink.
+    sealed_lines: Vec<String>,
+    /// The answer held until the audit sink stores the records.
+    held: Option<Held>,
+    /// The effects of the event being handled.
+    out: Vec<Effect>,
+    // ---- fallback (`session/fallback.rs`)
+    fallback: Option<crate::fallback::Plan>,
+    /// The body as forwarded, replayed by a retry (only when the host can retry).
+    retry_body: Vec<u8>,
+    /// The host sends requests again on the filter's word (`writ serve`).
+    host_retry: bool,
+}
+
+impl Session {
+    /// A session for one request; `context_id` makes a request id of its own unique when
+    /// neither the client nor the host gives one; `clock` is the host's clock.
+    pub fn new(
+        shared: Rc<Shared>,
+        config: PluginConfig,
+        context_id: u32,
+        clock: fn() -> u64,
+    ) -> Session {
+        Session {
+            shared,
+            config,
+            context_id,
+            clock,
+            stage: Stage::Request,
+            now_nanos: 0,
+            request_id: String::new(),
+            request: Request::default(),
+            identity: eval::Identity::default(),
+            audit: AuditRecord::default(),
+            audit_logged: false,
+            alert_lines: Vec::new(),
+            vault: Vault::new([0; 16]),
+            reservation: None,
+            transforms: Transforms::default(),
+            identity_labels: None,
+            response_status: 0,
+            response_headers: Vec::new(),
+            rewriter: None,
+            reply_kind: ReplyKind::Other,
+            sse_usage: None,
+            buffering: false,
+            sealed_lines: Vec::new(),
+            held: None,
+            out: Vec::new(),
+            fallback: None,
+            retry_body: Vec::new(),
+            host_retry: false,
+        }
+    }
+
+    /// Where the request stands.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Whether the request has started (its headers were seen, or it was recorded as
+    /// answered before the policy ran).
+    pub fn started(&self) -> bool {
+        !self.request_id.is_empty()
+    }
+
+    /// The request's audit record as it stands.
+    pub fn audit(&self) -> &AuditRecord {
+        &self.audit
+    }
+
+    /// The request's records as sealed (request first, then alerts), kept for the audit
+    /// sink when one is configured.
+    pub fn sealed_lines(&self) -> &[String] {
+        &self.sealed_lines
+    }
+
+    fn step(&mut self, next: Next) -> Step {
+        Step {
+            effects: std::mem::take(&mut self.out),
+            next,
+        }
+    }
+
+    fn log(&mut self, level: Level, line: String) {
+        self.out.push(Effect::Log { level, line });
+    }
+
+    fn add(&mut self, kind: MetricKind, name: String, delta: i64) {
+        self.out.push(Effect::Add { kind, name, delta });
+    }
+
+    fn callout(&mut self, target: Option<crate::config::CalloutTarget>, body: Vec<u8>) {
+        if let Some(target) = target {
+            self.out.push(Effect::Callout { target, body });
+        }
+    }
+
+    fn workflow_name(&self) -> Option<String> {
+        self.identity
+            .workflow
+            .and_then(|i| self.shared.policy().workflows.get(i))
+            .map(|w| w.name.clone())
+    }
+
+    /// The `team`/`user` labels the configuration turns on, each bounded by its cap across
+    /// workers ([`crate::metrics::bounded_label`]); decided once per request.
+    fn identity_labels(&mut self, store: &dyn SharedStore) -> Vec<(&'static str, String)> {
+        if let Some(l) = &self.identity_labels {
+            return l.clone();
+        }
+        let labels: Vec<(&'static str, String)> = self
+            .config
+            .metrics
+            .enabled()
+            .into_iter()
+            .map(|(label, max)| {
+                let value = match label {
+                    "team" => self.audit.team.as_deref(),
+                    _ => self.audit.user.as_deref(),
+                };
+                (
+                    label,
+                    crate::metrics::bounded_label(store, label, max, value),
+                )
+            })
+            .collect();
+        self.identity_labels = Some(labels.clone());
+        labels
+    }
+
+    fn reply_ctx(&self) -> stream::Ctx<'_> {
+        let shared = &*self.shared;
+        stream::Ctx {
+            vault: &self.vault,
+            redact: (!shared.response_redact.is_empty()).then(|| {
+                stream::Redact::new(
+                    &shared.engine.scanner,
+                    &shared.response_redact,
+                    &shared.policy().detectors,
+                )
+            }),
+        }
+    }
+}

@@ -1,0 +1,753 @@
+//! Native tests of the orchestration: whole requests driven through a [`Session`] against
+//! a [`MemoryStore`], checking the effects the adapter would carry out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::rc::Rc;
+
+use super::*;
+use crate::config::CalloutTarget;
+use crate::ir::{
+    Action, CmpOp, Detector, DetectorClass, DetectorKind, Enforcement, Expr, Field, Micros,
+    Operand, Oversight, Policy, Price, Rule, Scope, Text, Value, Window, Workflow,
+};
+use crate::metrics;
+use crate::store::MemoryStore;
+
+const NOW: u64 = 1_780_000_000_000_000_000;
+
+fn clock() -> u64 {
+    NOW
+}
+
+fn no_host_id() -> Option<String> {
+    None
+}
+
+fn rule(clause: &str, phase: Phase, condition: Expr, action: Action) -> Rule {
+    Rule {
+        clause: clause.into(),
+        title: format!("rule {clause}"),
+        phase,
+        condition,
+        action,
+        enforcement: Enforcement::Enforce,
+        alert_at_percent: None,
+        line: 1,
+    }
+}
+
+fn policy(rules: Vec<Rule>) -> Policy {
+    Policy {
+        name: "p".into(),
+        version: "1.0.0".into(),
+        source_sha256: "00".into(),
+        currency: "EUR".into(),
+        enforcement: Enforcement::Enforce,
+        workflows: vec![],
+        prices: vec![Price {
+            model: "m".into(),
+            input_per_mtok: 1_000_000,
+            output_per_mtok: 1_000_000,
+            cached_input_per_mtok: None,
+        }],
+        detectors: vec![Detector {
+            name: "email".into(),
+            class: DetectorClass::Pii,
+            kind: DetectorKind::Builtin("email".into()),
+        }],
+        rules,
+        kill_switch: None,
+    }
+}
+
+fn support_workflow(oversight: Oversight) -> Workflow {
+    Workflow {
+        name: "support".into(),
+        matcher: Expr::Const(true),
+        oversight,
+        assumed_verification_rate: None,
+        team: None,
+        user: None,
+        scan_headers: Vec::new(),
+        scan_query: false,
+    }
+}
+
+fn budget(limit: Micros) -> Rule {
+    rule(
+        "AIP-4.2",
+        Phase::Request,
+        Expr::Compare {
+            left: Operand::Spend {
+                scope: Scope::Team,
+                window: Window::Month,
+            },
+            op: CmpOp::Gt,
+            right: Operand::Const(Value::Money(limit)),
+        },
+        Action::Deny {
+            status: 429,
+            message: "over budget".into(),
+        },
+    )
+}
+
+fn model_deny() -> Rule {
+    rule(
+        "AIP-3.1",
+        Phase::Request,
+        Expr::Not(Box::new(Expr::In {
+            operand: Operand::Field(Field::Model),
+            set: vec![Value::Str("m".into())],
+        })),
+        Action::Deny {
+            status: 403,
+            message: "model not approved".into(),
+        },
+    )
+}
+
+fn escalate(clause: &str, phase: Phase) -> Rule {
+    rule(
+        clause,
+        phase,
+        Expr::Const(true),
+        Action::Escalate {
+            queue: "legal".into(),
+            reason: format!("{clause} says so"),
+        },
+    )
+}
+
+fn target(cluster: &str) -> CalloutTarget {
+    CalloutTarget {
+        cluster: cluster.into(),
+        path: "/".into(),
+        authority: cluster.into(),
+        timeout_ms: 1000,
+    }
+}
+
+/// A request driven event by event, every effect kept in order.
+struct Run {
+    session: Session,
+    store: MemoryStore,
+    effects: Vec<Effect>,
+    steps: Vec<Next>,
+}
+
+impl Run {
+    fn new(p: Policy) -> Run {
+        Run::with(p, PluginConfig::default())
+    }
+
+    fn with(p: Policy, config: PluginConfig) -> Run {
+        let shared = Rc::new(Shared::new(Engine::new(p).unwrap()));
+        Run {
+            session: Session::new(shared, config, 7, clock),
+            store: MemoryStore::new(),
+            effects: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, step: Step) -> Next {
+        self.effects.extend(step.effects);
+        self.steps.push(step.next);
+        step.next
+    }
+
+    fn headers(&mut self, extra: &[(&str, &str)], end_of_stream: bool) -> Next {
+        let mut h: Vec<(String, String)> = vec![
+            (":method".into(), "POST".into()),
+            (":path".into(), "/v1/chat/completions".into()),
+            ("content-type".into(), "application/json".into()),
+            ("x-request-id".into(), "req-1".into()),
+        ];
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let step = self
+            .session
+            .on_request_headers(h, end_of_stream, &mut no_host_id, &self.store);
+        self.keep(step)
+    }
+
+    fn body(&mut self, body: &str) -> Next {
+        if let Some(step) = self.session.on_request_body_size(body.len()) {
+            return self.keep(step);
+        }
+        let step = self.session.on_request_body(body.as_bytes(), &self.store);
+        self.keep(step)
+    }
+
+    fn request(&mut self, body: &str) -> Next {
+        assert_eq!(self.headers(&[], false), Next::Pause);
+        self.body(body)
+    }
+
+    fn reply_headers(&mut self, status: u16, content_type: &str, end_of_stream: bool) -> Next {
+        assert!(self.session.wants_reply_headers());
+        let h = vec![
+            (":status".to_string(), status.to_string()),
+            ("content-type".to_string(), content_type.to_string()),
+        ];
+        let step = self
+            .session
+            .on_response_headers(h, end_of_stream, &self.store);
+        self.keep(step)
+    }
+
+    fn reply_body(&mut self, body: &str) -> Next {
+        match self.session.reply_body_need(true) {
+            Need::Pass => Next::Continue,
+            Need::Wait => Next::Pause,
+            Need::Read => {
+                let step = self
+                    .session
+                    .on_response_body(body.as_bytes(), true, &self.store);
+                self.keep(step)
+            }
+        }
+    }
+
+    fn seal(&mut self) {
+        let effects = self.session.seal(&self.store);
+        self.effects.extend(effects);
+    }
+
+    /// Every audit record logged, in order.
+    fn records(&self) -> Vec<serde_json::Value> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Log {
+                    level: Level::Info,
+                    line,
+                } => crate::audit::parse_log_line(line),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The one request record (`event: request` or `kill_switch`); fails unless exactly one.
+    fn record(&self) -> serde_json::Value {
+        let recs: Vec<_> = self
+            .records()
+            .into_iter()
+            .filter(|r| r["event"] == "request" || r["event"] == "kill_switch")
+            .collect();
+        assert_eq!(recs.len(), 1, "{recs:#?}");
+        recs.into_iter().next().unwrap()
+    }
+
+    fn local_replies(&self) -> Vec<(u16, serde_json::Value)> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::LocalReply { status, body, .. } => {
+                    Some((*status, serde_json::from_slice(body).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn callouts(&self, cluster: &str) -> Vec<serde_json::Value> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Callout { target, body } if target.cluster == cluster => {
+                    Some(serde_json::from_slice(body).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The sum of the deltas added to metrics whose name starts with `prefix`.
+    fn added(&self, prefix: &str) -> i64 {
+        self.effects
+            .iter()
+            .map(|e| match e {
+                Effect::Add { name, delta, .. } if name.starts_with(prefix) => *delta,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn headers_set(&self, name: &str) -> usize {
+        self.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::SetHeader { name: n, .. } if n == name))
+            .count()
+    }
+}
+
+const BODY: &str = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+const REPLY: &str = r#"{"choices":[{"message":{"content":"hello"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+
+#[test]
+fn an_allowed_request_forwards_and_logs_one_record_at_the_end() {
+    let mut run = Run::new(policy(vec![model_deny()]));
+    assert_eq!(run.request(BODY), Next::Continue);
+    assert_eq!(run.session.stage(), Stage::Forwarded);
+    assert!(run.records().is_empty(), "nothing is logged before the end");
+    assert_eq!(
+        run.reply_headers(200, "application/json", false),
+        Next::Continue
+    );
+    assert_eq!(run.reply_body(REPLY), Next::Continue);
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "allowed");
+    assert_eq!(rec["status"], 200);
+    assert_eq!(rec["request_id"], "req-1");
+    // Sealing again logs nothing more.
+    run.seal();
+    run.record();
+    assert_eq!(run.added(metrics::REQUESTS.name), 1);
+}
+
+#[test]
+fn malformed_json_is_a_400_with_one_error_record() {
+    let mut run = Run::new(policy(vec![model_deny()]));
+    assert_eq!(run.request(r#"{"model": "m", "messages": ["#), Next::Pause);
+    let replies = run.local_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, 400);
+    assert!(replies[0].1["error"]["message"].is_string());
+    assert_eq!(run.session.stage(), Stage::Replied);
+    assert!(!run.session.wants_reply_headers());
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "error");
+    assert_eq!(rec["status"], 400);
+}
+
+#[test]
+fn a_body_over_the_limit_is_a_413_with_one_record_whether_declared_or_buffered() {
+    let config = PluginConfig {
+        body_limit: 16,
+        ..PluginConfig::default()
+    };
+    // Declared in content-length: refused at the headers.
+    let mut run = Run::with(policy(vec![]), config.clone());
+    assert_eq!(run.headers(&[("content-length", "17")], false), Next::Pause);
+    assert_eq!(run.local_replies()[0].0, 413);
+    run.seal();
+    assert_eq!(run.record()["status"], 413);
+    // Found while buffering.
+    let mut run = Run::with(policy(vec![]), config);
+    assert_eq!(run.request(BODY), Next::Pause);
+    assert_eq!(run.local_replies().len(), 1);
+    assert_eq!(run.local_replies()[0].0, 413);
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["status"], 413);
+    assert_eq!(rec["outcome"], "error");
+}
+
+#[test]
+fn a_stopped_workflow_is_a_503_with_one_stopped_record() {
+    let mut p = policy(vec![]);
+    p.workflows = vec![support_workflow(Oversight::Hic { sample_rate: 0.0 })];
+    p.kill_switch = Some(crate::ir::KillSwitch {
+        clause: Some("AIP-9".into()),
+        admin_path: "/writ/kill".into(),
+        token_sha256: "00".into(),
+    });
+    let mut run = Run::new(p);
+    run.store
+        .set(&crate::kill_switch::state_key("*"), b"S{}", 0)
+        .unwrap();
+    assert_eq!(run.headers(&[], false), Next::Pause);
+    let replies = run.local_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, crate::kill_switch::STOPPED_STATUS);
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "stopped");
+    assert_eq!(rec["workflow"], "support");
+    assert_eq!(rec["rules"][0]["clause"], "AIP-9");
+}
+
+#[test]
+fn an_admin_call_is_answered_and_audited_as_its_own_event() {
+    let mut p = policy(vec![]);
+    p.kill_switch = Some(crate::ir::KillSwitch {
+        clause: None,
+        admin_path: "/writ/kill".into(),
+        token_sha256: "00".into(),
+    });
+    let mut run = Run::new(p);
+    let h = vec![
+        (":method".to_string(), "GET".to_string()),
+        (":path".to_string(), "/writ/kill".to_string()),
+    ];
+    let step = run
+        .session
+        .on_request_headers(h, true, &mut no_host_id, &run.store);
+    run.keep(step);
+    let replies = run.local_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, 401, "no token");
+    assert!(run.effects.iter().any(|e| matches!(
+        e,
+        Effect::LocalReply {
+            hold_for_audit: false,
+            ..
+        }
+    )));
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["event"], "kill_switch");
+    assert_eq!(rec["request_id"], "writ-7-1780000000000000000");
+    assert!(run.added(&format!("{};", metrics::REQUESTS.name)) == 1);
+}
+
+#[test]
+fn a_deny_answers_with_the_rule_and_logs_one_denied_record() {
+    let mut run = Run::new(policy(vec![model_deny()]));
+    let body = r#"{"model":"other","messages":[]}"#;
+    assert_eq!(run.request(body), Next::Pause);
+    let replies = run.local_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, 403);
+    assert_eq!(replies[0].1["error"]["code"], "AIP-3.1");
+    assert_eq!(replies[0].1["error"]["type"], "policy_violation");
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "denied");
+    assert_eq!(rec["rules"][0]["clause"], "AIP-3.1");
+}
+
+#[test]
+fn a_pii_deny_names_the_types_found_never_the_values() {
+    let has_email = Expr::Has {
+        subject: Text::Prompt,
+        detectors: vec![0],
+    };
+    let deny = rule(
+        "P-1",
+        Phase::Request,
+        has_email,
+        Action::Deny {
+            status: 400,
+            message: "Remove personal data.".into(),
+        },
+    );
+    let mut run = Run::new(policy(vec![deny]));
+    let body = r#"{"model":"m","messages":[{"content":"mail a@b.example"}]}"#;
+    run.request(body);
+    let (status, reply) = run.local_replies().remove(0);
+    assert_eq!(status, 400);
+    assert_eq!(
+        reply["error"]["message"],
+        "Remove personal data. (found: email)"
+    );
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["pii"]["email"], 1);
+    assert!(!rec.to_string().contains("a@b.example"));
+}
+
+#[test]
+fn the_budget_and_a_rule_answer_in_file_order() {
+    // The budget first: its 429 answers, the model deny is overridden, and the ledger
+    // admitted nothing (no reservation is held).
+    let mut run = Run::new(policy(vec![budget(1), model_deny()]));
+    run.request(r#"{"model":"other","max_tokens":10,"messages":[]}"#);
+    assert_eq!(run.local_replies()[0].0, 429);
+    assert_eq!(run.added(metrics::RESERVATIONS.name), 0);
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "denied");
+    let effects: Vec<_> = rec["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["clause"].clone(), r["effect"].clone()))
+        .collect();
+    assert_eq!(
+        effects,
+        [
+            ("AIP-4.2".into(), "enforced".into()),
+            ("AIP-3.1".into(), "overridden".into())
+        ]
+    );
+
+    // The deny first: it answers before the ledger is asked at all.
+    let mut run = Run::new(policy(vec![model_deny(), budget(1)]));
+    run.request(r#"{"model":"other","max_tokens":10,"messages":[]}"#);
+    assert_eq!(run.local_replies()[0].0, 403);
+    assert!(run.store.keys().is_empty());
+    run.seal();
+    assert_eq!(run.record()["rules"][0]["clause"], "AIP-3.1");
+
+    // Under the cap: admitted, reserved, then settled from the reply's usage.
+    let mut run = Run::new(policy(vec![budget(1_000_000_000), model_deny()]));
+    assert_eq!(run.request(BODY), Next::Continue);
+    assert_eq!(run.added(metrics::RESERVATIONS.name), 1);
+    run.reply_headers(200, "application/json", false);
+    run.reply_body(REPLY);
+    assert_eq!(run.added(metrics::RESERVATIONS.name), 0);
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["tokens"]["prompt"], 3);
+    assert_eq!(rec["cost_estimated"], false);
+}
+
+#[test]
+fn an_upstream_error_releases_the_reservation_and_logs_one_record() {
+    let mut run = Run::new(policy(vec![budget(1_000_000_000)]));
+    assert_eq!(run.request(BODY), Next::Continue);
+    assert_eq!(run.added(metrics::RESERVATIONS.name), 1);
+    assert_eq!(run.reply_headers(503, "text/plain", true), Next::Continue);
+    run.seal();
+    assert_eq!(run.added(metrics::RESERVATIONS.name), 0, "released");
+    let rec = run.record();
+    assert_eq!(rec["status"], 503);
+    assert!(rec.get("cost_micros").is_none_or(|c| c.is_null()));
+}
+
+#[test]
+fn a_reply_that_cannot_be_redacted_is_a_502_with_one_record() {
+    let redact = rule(
+        "R-1",
+        Phase::Response,
+        Expr::Has {
+            subject: Text::Response,
+            detectors: vec![0],
+        },
+        Action::Redact { detectors: vec![0] },
+    );
+    let mut run = Run::new(policy(vec![redact]));
+    assert_eq!(run.request(BODY), Next::Continue);
+    let h = vec![
+        (":status".to_string(), "200".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+        ("content-encoding".to_string(), "gzip".to_string()),
+    ];
+    let step = run.session.on_response_headers(h, false, &run.store);
+    run.keep(step);
+    let replies = run.local_replies();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, 502);
+    assert_eq!(replies[0].1["error"]["code"], "unredactable_reply");
+    // The reply's body then passes untouched.
+    assert_eq!(run.session.reply_body_need(true), Need::Pass);
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["status"], 502);
+    assert_eq!(rec["outcome"], "error");
+}
+
+#[test]
+fn a_host_failure_is_a_500_with_one_error_record() {
+    let mut run = Run::new(policy(vec![budget(1_000_000_000)]));
+    assert_eq!(run.request(BODY), Next::Continue);
+    let step = run
+        .session
+        .host_failed("proxy_set_buffer_bytes", &run.store);
+    assert_eq!(run.keep(step), Next::Pause);
+    assert_eq!(run.local_replies()[0].0, 500);
+    assert_eq!(run.added(metrics::RESERVATIONS.name), 0, "released");
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "error");
+    assert_eq!(rec["status"], 500);
+}
+
+#[test]
+fn a_request_answered_before_the_policy_ran_gets_its_record() {
+    let mut run = Run::new(policy(vec![]));
+    assert!(!run.session.started());
+    let h = vec![(":path".to_string(), "/v1/chat/completions".to_string())];
+    let mut host_id = || Some("envoy-id".to_string());
+    run.session
+        .on_unseen(h, &mut host_id, Some(401), "jwt_authn_access_denied");
+    run.seal();
+    let rec = run.record();
+    assert_eq!(rec["outcome"], "denied");
+    assert_eq!(rec["status"], 401);
+    assert_eq!(rec["request_id"], "envoy-id");
+}
+
+/// Escalations of both phases and the oversight mode: each request hands off once.
+#[test]
+fn every_escalation_hands_off_exactly_once() {
+    let config = PluginConfig {
+        review_queue: Some(target("review")),
+        ..PluginConfig::default()
+    };
+    let cases: Vec<(&str, Vec<Rule>, &str, &str)> = vec![
+        // (case, rules, expected queue, expected clause)
+        ("oversight mode", vec![], "oversight", ""),
+        (
+            "request rule",
+            vec![escalate("E-1", Phase::Request)],
+            "legal",
+            "E-1",
+        ),
+        (
+            "response rule",
+            vec![escalate("E-2", Phase::Response)],
+            "legal",
+            "E-2",
+        ),
+        (
+            "both phases",
+            vec![
+                escalate("E-1", Phase::Request),
+                escalate("E-2", Phase::Response),
+            ],
+            "legal",
+            "E-2",
+        ),
+    ];
+    for (case, rules, queue, clause) in cases {
+        let mut p = policy(rules);
+        p.workflows = vec![support_workflow(Oversight::Hitl)];
+        let mut run = Run::with(p, config.clone());
+        assert_eq!(run.request(BODY), Next::Continue, "{case}");
+        run.reply_headers(200, "application/json", false);
+        run.reply_body(REPLY);
+        run.seal();
+        let handoffs = run.callouts("review");
+        assert_eq!(handoffs.len(), 1, "{case}: {handoffs:#?}");
+        assert_eq!(handoffs[0]["queue"], queue, "{case}");
+        assert_eq!(handoffs[0]["clause"], clause, "{case}");
+        assert_eq!(handoffs[0]["request_id"], "req-1", "{case}");
+        assert_eq!(run.headers_set("x-writ-review-id"), 1, "{case}");
+        assert_eq!(run.added(metrics::ESCALATIONS.name), 1, "{case}");
+        let rec = run.record();
+        assert_eq!(rec["escalation"]["queue"], queue, "{case}");
+        assert_eq!(
+            rec["escalation"]["review_id"], handoffs[0]["review_id"],
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn no_escalation_means_no_handoff() {
+    let config = PluginConfig {
+        review_queue: Some(target("review")),
+        ..PluginConfig::default()
+    };
+    let mut p = policy(vec![]);
+    p.workflows = vec![support_workflow(Oversight::Hic { sample_rate: 0.0 })];
+    let mut run = Run::with(p, config);
+    run.request(BODY);
+    run.reply_headers(200, "application/json", false);
+    run.reply_body(REPLY);
+    run.seal();
+    assert!(run.callouts("review").is_empty());
+    assert_eq!(run.headers_set("x-writ-review-id"), 0);
+    assert!(run.record().get("escalation").is_none_or(|e| e.is_null()));
+}
+
+/// With an audit sink, the answer waits for the sink: a 2xx lets it go, anything else
+/// withholds it (503 `audit_unavailable` for a local reply, a reset for a forwarded one).
+#[test]
+fn the_audit_sink_holds_the_answer_until_it_stored_the_one_record() {
+    let config = PluginConfig {
+        audit_sink: Some(target("sink")),
+        ..PluginConfig::default()
+    };
+    let posted = |effects: &[Effect]| -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::PostAuditSink { target, body } if target.cluster == "sink" => {
+                    Some(String::from_utf8(body.clone()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for (sink_status, sent) in [(Some(200), 403), (Some(500), 503), (None, 503)] {
+        let mut run = Run::with(policy(vec![model_deny()]), config.clone());
+        run.request(r#"{"model":"other","messages":[]}"#);
+        let Some(Effect::LocalReply {
+            status,
+            body,
+            headers,
+            hold_for_audit: true,
+        }) = run.effects.pop()
+        else {
+            panic!("a held local reply")
+        };
+        let held = Held::Local {
+            status,
+            body,
+            headers,
+        };
+        let effects = run.session.hold_for_audit(held, &run.store).unwrap();
+        let lines = posted(&effects);
+        assert_eq!(lines.len(), 1);
+        run.effects.extend(effects);
+        let rec = run.record();
+        assert_eq!(crate::audit::parse_log_line(&lines[0]).unwrap(), rec);
+        let answer = run.session.on_audit_sink_answer(sink_status);
+        let replies: Vec<u16> = answer
+            .iter()
+            .filter_map(|e| match e {
+                Effect::LocalReply {
+                    status,
+                    hold_for_audit: false,
+                    ..
+                } => Some(*status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies, [sent], "{sink_status:?}");
+        // Sealing again (on_log) logs nothing more.
+        run.seal();
+        run.record();
+    }
+
+    // A forwarded reply: held at its end, then resumed or reset.
+    for (sink_status, expected) in [
+        (Some(204), Effect::ResumeReply),
+        (Some(503), Effect::ResetReply),
+    ] {
+        let mut run = Run::with(policy(vec![]), config.clone());
+        run.request(BODY);
+        let next = run.reply_headers(200, "application/json", true);
+        assert!(
+            run.session
+                .hold_end_of_reply(next, false, &run.store)
+                .is_none(),
+            "not the end"
+        );
+        let effects = run
+            .session
+            .hold_end_of_reply(next, true, &run.store)
+            .unwrap();
+        assert_eq!(posted(&effects).len(), 1);
+        run.effects.extend(effects);
+        run.record();
+        let answer = run.session.on_audit_sink_answer(sink_status);
+        assert!(answer.contains(&expected), "{answer:?}");
+    }
+
+    // The sink cannot be called: withheld at once.
+    let mut run = Run::with(policy(vec![]), config);
+    run.request(BODY);
+    let next = run.reply_headers(200, "application/json", true);
+    run.session
+        .hold_end_of_reply(next, true, &run.store)
+        .unwrap();
+    let answer = run.session.on_audit_sink_unreachable("BadArgument");
+    assert!(answer.contains(&Effect::ResetReply));
+
+    // Without a sink nothing is held.
+    let mut run = Run::new(policy(vec![]));
+    run.request(BODY);
+    let next = run.reply_headers(200, "application/json", true);
+    assert!(
+        run.session
+            .hold_end_of_reply(next, true, &run.store)
+            .is_none()
+    );
+}
