@@ -70,6 +70,7 @@ fn support_workflow(oversight: Oversight) -> Workflow {
         user: None,
         scan_headers: Vec::new(),
         scan_query: false,
+        fallback: None,
     }
 }
 
