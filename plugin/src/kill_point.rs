@@ -332,6 +332,7 @@ mod tests {
                 review_signals: None,
                 handoff_output: false,
                 business_case: Default::default(),
+                fallback: None,
             }],
             prices: Vec::new(),
             detectors: Vec::new(),

@@ -12,6 +12,7 @@
 
 mod close;
 mod effect;
+mod fallback;
 mod reply;
 mod request;
 mod sink;
@@ -225,6 +226,12 @@ pub struct Session {
     held: Option<Held>,
     /// The effects of the event being handled.
     out: Vec<Effect>,
+    // ---- fallback (`session/fallback.rs`)
+    fallback: Option<crate::fallback::Plan>,
+    /// The body as forwarded, replayed by a retry (only when the host can retry).
+    retry_body: Vec<u8>,
+    /// The host sends requests again on the filter's word (`writ serve`).
+    host_retry: bool,
 }
 
 impl Session {
@@ -268,6 +275,9 @@ impl Session {
             sealed_lines: Vec::new(),
             held: None,
             out: Vec::new(),
+            fallback: None,
+            retry_body: Vec::new(),
+            host_retry: false,
         }
     }
 
