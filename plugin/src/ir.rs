@@ -120,7 +120,8 @@ impl Failure {
 /// What a kill point measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KillMetric {
-    /// AI spend per request in the policy's currency (settled spend / successful replies).
+    /// The business case's cost per transaction in the policy's currency: settled AI spend
+    /// per successful reply + verification rate × `review_cost`.
     CostPerTransaction,
     /// The share of outputs sent to a human.
     VerificationRate,
