@@ -156,6 +156,14 @@ pub enum WorkflowStmt {
     /// `handoff includes output`: what else the handoff carries (the word after
     /// `includes`, checked to be `output`).
     HandoffIncludes(Ident),
+    /// `fallback on 5xx, 429 to model "m" then cluster "c" then reply 503 "…"`: what the
+    /// gateway does when the provider fails (`docs/fallback.md`).
+    Fallback {
+        /// The failure kinds as written (`5xx`, `429`, `timeout`, `connect`).
+        on: Vec<Ident>,
+        /// The steps in order; empty when the author wrote no `to` (an error).
+        steps: Vec<Node<FallbackStep>>,
+    },
 }
 
 /// A condition under which a workflow must stop, measured by the gateway.
@@ -225,6 +233,19 @@ pub enum RolloutValue {
     List(Vec<Node<Lit>>),
     /// A bare word, e.g. the phase `beta`.
     Word(String),
+}
+
+/// One step of a workflow's `fallback`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FallbackStep {
+    /// `model "gpt-4o-mini"`: the same request to another model.
+    Model(Str),
+    /// `cluster "backup-openai"`: the same request to another upstream.
+    Cluster(Str),
+    /// `reply 503 "…"`: a fixed answer in the API's error shape (degraded mode).
+    Reply { status: Node<Num>, message: Str },
+    /// `human "queue"`: a handoff to the review queue, and 202 to the client.
+    Human(Str),
 }
 
 /// What a `scan` statement adds to the prompt.

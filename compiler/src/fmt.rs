@@ -410,6 +410,25 @@ fn workflow_stmt(s: &WorkflowStmt) -> String {
             format!("review_signals{after} {{ {} }}", parts.join(", "))
         }
         WorkflowStmt::HandoffIncludes(what) => format!("handoff includes {}", what.node),
+        WorkflowStmt::Fallback { on, steps } => {
+            let on: Vec<&str> = on.iter().map(|k| k.node.as_str()).collect();
+            let steps: Vec<String> = steps
+                .iter()
+                .map(|s| match &s.node {
+                    FallbackStep::Model(m) => format!("model {}", string(&m.node)),
+                    FallbackStep::Cluster(c) => format!("cluster {}", string(&c.node)),
+                    FallbackStep::Reply { status, message } => {
+                        format!("reply {} {}", status.node.text, string(&message.node))
+                    }
+                    FallbackStep::Human(q) => format!("human {}", string(&q.node)),
+                })
+                .collect();
+            if steps.is_empty() {
+                format!("fallback on {}", on.join(", "))
+            } else {
+                format!("fallback on {} to {}", on.join(", "), steps.join(" then "))
+            }
+        }
     }
 }
 

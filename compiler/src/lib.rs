@@ -154,6 +154,8 @@ fn parse_and_check(source: &str) -> (ast::File, Vec<Diagnostic>, Option<resolved
             CURRENCY_MISMATCH,
             DUPLICATE_ITEM,
             ROUTE_TO_DENIED_MODEL,
+            FALLBACK_WITHOUT_PRICE,
+            FALLBACK_TO_DENIED_MODEL,
         ];
         diags.extend(
             check::check(&file)

@@ -131,6 +131,11 @@ pub struct AuditRecord {
     /// Cost-attribution labels from `tag` rules.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// A workflow with a `fallback`: every upstream attempt in order (model, cluster,
+    /// status or failure kind), skipped steps and the degraded answer
+    /// (`crate::fallback::Attempt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<serde_json::Value>,
     /// The HTTP status the client received (0 when the client went away first).
     #[serde(default)]
     pub status: u16,

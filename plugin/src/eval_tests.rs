@@ -77,6 +77,7 @@ fn workflow(name: &str, matcher: Expr) -> Workflow {
         kill_points: Vec::new(),
         review_signals: None,
         handoff_output: false,
+        fallback: None,
     }
 }
 

@@ -1129,6 +1129,7 @@ mod tests {
                 kill_points: Vec::new(),
                 review_signals: None,
                 handoff_output: false,
+                fallback: None,
             }],
             prices: vec![],
             detectors: vec![Detector {

@@ -348,6 +348,11 @@ impl HttpContext for Http {
         };
         let step =
             session.on_request_headers(headers, end_of_stream, &mut host_request_id, &HostStore);
+        if session.wants_host_retry() {
+            // Only a workflow with a fallback retry asks whether the host can retry.
+            let can = host::property(&crate::fallback::HOST_RETRY_PROPERTY);
+            session.set_host_retry(can.is_some_and(|v| v.as_slice() == b"1"));
+        }
         self.apply(step, 0)
     }
 

@@ -77,12 +77,51 @@ pub struct Workflow {
     /// tokenised.
     #[serde(default)]
     pub handoff_output: bool,
+    /// What happens when the provider fails (`fallback on … to …`); `None` passes the
+    /// failure to the client.
+    pub fallback: Option<Fallback>,
+}
+
+/// A workflow's answer to a failing provider: on which failures, and the steps to try in
+/// order (`plugin/src/fallback.rs` runs it; `docs/fallback.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// The failure kinds that start the fallback.
+    pub on: Vec<Failure>,
+    /// Retries first, a degraded answer (if any) last.
+    pub steps: Vec<FallbackStep>,
+}
+
+/// How an upstream attempt failed, as far as fallback cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Failure {
+    /// The provider answered 500..=599.
+    Status5xx,
+    /// The provider answered 429 (rate limited).
+    Status429,
+    /// No answer within the host's upstream timeout.
+    Timeout,
+    /// The connection failed or was reset before an answer.
+    Connect,
+}
+
+impl Failure {
+    /// The word the language and the audit record use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Status5xx => "5xx",
+            Failure::Status429 => "429",
+            Failure::Timeout => "timeout",
+            Failure::Connect => "connect",
+        }
+    }
 }
 
 /// What a kill point measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KillMetric {
-    /// AI spend per request in the policy's currency (settled spend / successful replies).
+    /// The business case's cost per transaction in the policy's currency: settled AI spend
+    /// per successful reply + verification rate × `review_cost`.
     CostPerTransaction,
     /// The share of outputs sent to a human.
     VerificationRate,
@@ -161,6 +200,19 @@ pub struct BusinessCase {
     pub review_cost: Option<Micros>,
     /// `manual_cost …`: the cost of one transaction done wholly by hand.
     pub manual_cost: Option<Micros>,
+}
+
+/// One step of a [`Fallback`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FallbackStep {
+    /// The same request, to another model (every request rule re-checked for it).
+    Model(String),
+    /// The same request, to another upstream cluster.
+    Cluster(String),
+    /// A fixed answer: this status and message in the API's error shape.
+    Reply { status: u16, message: String },
+    /// A handoff to this review queue, and 202 to the client.
+    Human { queue: String },
 }
 
 /// How much human review a workflow's outputs get.

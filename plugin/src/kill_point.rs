@@ -16,9 +16,10 @@
 //! flipped as an operator's `stop` would be ([`crate::kill_switch::stop_by`], `by:
 //! kill_point`), which also logs its `event: kill_switch` record.
 //!
-//! Cost per transaction here is the AI spend per reply. The review-cost term of the
-//! business case (verification rate × the cost of one human review) is the review's to
-//! add (`writ review`, from the policy's declared costs and the verdicts).
+//! Cost per transaction is the business case's own model (`docs/operating-model.md`): the
+//! settled AI spend per reply plus the window's verification rate × the workflow's
+//! `review_cost` (no `review_cost`: AI spend alone), so a kill point and `assume
+//! cost_per_transaction` speak of the same number.
 
 use crate::audit::AuditRecord;
 use crate::calendar::{bucket, rfc3339, window_name};
@@ -50,15 +51,18 @@ impl Totals {
     }
 
     /// The kill point's measure on these totals: a fraction for the rate, currency units
-    /// per reply for the cost.
-    pub fn measure(&self, metric: KillMetric) -> f64 {
+    /// per reply for the cost (AI spend + verification rate × `review_cost_micros`).
+    pub fn measure(&self, metric: KillMetric, review_cost_micros: Option<i64>) -> f64 {
         if self.replies == 0 {
             return 0.0;
         }
         let n = self.replies as f64;
         match metric {
             KillMetric::VerificationRate => self.escalated as f64 / n,
-            KillMetric::CostPerTransaction => self.spend_micros as f64 / 1e6 / n,
+            KillMetric::CostPerTransaction => {
+                let review = review_cost_micros.unwrap_or(0) as f64 * self.escalated as f64;
+                (self.spend_micros as f64 + review) / 1e6 / n
+            }
         }
     }
 }
@@ -195,7 +199,7 @@ pub fn observe(
                 if totals.replies < k.min_requests || next.raised.contains(i) {
                     continue;
                 }
-                let m = totals.measure(k.metric);
+                let m = totals.measure(k.metric, workflow.business_case.review_cost);
                 let over = if k.inclusive {
                     m >= k.threshold
                 } else {
@@ -332,6 +336,7 @@ mod tests {
                 review_signals: None,
                 handoff_output: false,
                 business_case: Default::default(),
+                fallback: None,
             }],
             prices: Vec::new(),
             detectors: Vec::new(),

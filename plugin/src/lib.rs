@@ -19,6 +19,7 @@ pub mod eval;
 /// engine in the artifact does not carry it).
 #[cfg(not(target_arch = "wasm32"))]
 pub mod explain;
+pub mod fallback;
 pub mod fleet;
 /// Fuzz targets and their smoke runs (tests and the `fuzzing` feature only; see `docs/fuzzing.md`).
 #[cfg(any(test, feature = "fuzzing"))]

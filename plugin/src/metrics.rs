@@ -635,7 +635,8 @@ pub fn ppm(fraction: f64) -> u64 {
 }
 
 /// The review queues escalations can name: each escalate rule's, then the oversight
-/// mode's default (the first rule's queue, else `oversight`).
+/// mode's default (the first rule's queue, else `oversight`), then the queues of the
+/// workflows' fallback human-only paths.
 pub fn review_queues(policy: &Policy) -> Vec<String> {
     let mut queues: Vec<String> = Vec::new();
     for r in &policy.rules {
@@ -647,6 +648,19 @@ pub fn review_queues(policy: &Policy) -> Vec<String> {
     }
     if queues.is_empty() {
         queues.push("oversight".into());
+    }
+    // A fallback's human-only path hands off too (`fallback … to human "queue"`).
+    let human = policy
+        .workflows
+        .iter()
+        .filter_map(|w| w.fallback.as_ref())
+        .flat_map(|f| &f.steps);
+    for step in human {
+        if let ir::FallbackStep::Human { queue } = step
+            && !queues.contains(queue)
+        {
+            queues.push(queue.clone());
+        }
     }
     queues
 }
@@ -781,6 +795,7 @@ mod tests {
                 kill_points: Vec::new(),
                 review_signals: None,
                 handoff_output: false,
+                fallback: None,
             }],
             prices: vec![],
             detectors: vec![],

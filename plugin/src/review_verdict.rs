@@ -567,6 +567,7 @@ mod tests {
                 review_signals: signals,
                 handoff_output: false,
                 business_case: Default::default(),
+                fallback: None,
             }],
             prices: Vec::new(),
             detectors: Vec::new(),

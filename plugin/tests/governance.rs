@@ -203,6 +203,7 @@ fn budget_policy() -> Policy {
             kill_points: Vec::new(),
             review_signals: None,
             handoff_output: false,
+            fallback: None,
         }],
         prices: vec![Price {
             model: "gpt-4o-mini".into(),

@@ -150,6 +150,12 @@ impl Host {
         self.inner.shared.shared.get_data(key).map(|(v, _)| v)
     }
 
+    /// The base URL of a named cluster (`writ serve --cluster NAME=URL`): callouts go
+    /// there, and so do the gateway's retries to that cluster.
+    pub fn cluster_url(&self, name: &str) -> Option<&str> {
+        self.inner.shared.clusters.get(name).map(String::as_str)
+    }
+
     /// Hex sha256 of the module bytes: the cache key, and the artifact's identity.
     pub fn module_sha256(&self) -> &str {
         &self.inner.sha256

@@ -316,6 +316,17 @@ impl Vm {
         self.trailers(id, Dir::Request, trailers)
     }
 
+    /// The host sends the request again (a retry the filter asked for with a local reply
+    /// in the response phase): the response side of the stream starts afresh, so the next
+    /// attempt's reply runs the response callbacks as the first did.
+    pub fn restart_response(&mut self, id: StreamId) -> Result<(), HostError> {
+        let stream = self.stream(id)?;
+        stream.response = Direction::default();
+        stream.in_local_reply = false;
+        stream.local = None;
+        Ok(())
+    }
+
     /// Upstream response headers (with `:status`) arrived.
     pub fn response_headers(
         &mut self,

@@ -1224,6 +1224,7 @@ mod tests {
                 manual_cost: Some(6_000_000),
             },
             rollout: writ_compiler::rollout::Pack::default(),
+            kill_points: Vec::new(),
         }
     }
 

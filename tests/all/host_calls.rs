@@ -204,12 +204,14 @@ fn start_up_stays_within_its_host_call_budget() {
 /// increments and the verification-rate gauge; one audit line; the time once; the request
 /// id property (the request has no `x-request-id`). Since issue 17 the policy has a rate
 /// limit (AIP-4.5): its counter is read and CAS-written at admission (+2 shared data), and
-/// the reply carries the three `x-ratelimit-*-requests` headers (+3 header writes).
+/// the reply carries the three `x-ratelimit-*-requests` headers (+3 header writes); and,
+/// since the support assistant has a `fallback` with retries, the filter asks whether the
+/// host can retry (`writ.host_retry`, +1 property).
 const JSON_BUDGET: &[(&str, u64)] = &[
     ("shared_data", 10),
     ("metric_update", 8),
     ("log", 1),
-    ("property", 1),
+    ("property", 2),
     ("header", 6),
     ("buffer", 4),
     ("time", 1),
@@ -221,7 +223,7 @@ const SSE_BUDGET: &[(&str, u64)] = &[
     ("shared_data", 10),
     ("metric_update", 8),
     ("log", 1),
-    ("property", 1),
+    ("property", 2),
     ("header", 6),
     ("buffer", 21),
     ("time", 1),

@@ -13,6 +13,7 @@ mod enforcement;
 mod envoy;
 mod envoy_audit;
 mod explain;
+mod fallback;
 mod families;
 mod fleet;
 mod fuzz_agree;

@@ -1,6 +1,6 @@
 //! Review outcomes on the wire, handoff context and kill points, end to end in both hosts
 //! (real Envoy and `writ serve`) with the bundled claims assistant (HITL, `handoff includes
-//! output`, `review_signals`, `kill_point cost_per_transaction > 0.50 EUR over 7 days after
+//! output`, `review_signals`, `kill_point cost_per_transaction > 18.00 EUR over 7 days after
 //! 20 requests then stop`):
 //!
 //! 1. a draft about a claimant is escalated; the handoff carries the model's output with
@@ -76,12 +76,12 @@ fn handoff(review: &Upstream, request_id: &str) -> (String, Value) {
     }
 }
 
-/// A reply as costly as a million prompt tokens of gpt-4o (2.50 EUR + output).
+/// A reply as costly as 7.5 million prompt tokens of gpt-4o (18.75 EUR + output).
 fn expensive() -> Reply {
     let body = json!({
         "id": "chatcmpl-costly", "object": "chat.completion", "model": "gpt-4o",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Approved."}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 10, "total_tokens": 1_000_010}
+        "usage": {"prompt_tokens": 7_500_000, "completion_tokens": 10, "total_tokens": 7_500_010}
     });
     Reply::Json {
         status: 200,
@@ -273,7 +273,8 @@ fn scenario(kind: HostKind) {
     let reviewed = dir.path().join("reviewed.jsonl");
     chained(&gw.audit_records(), &reviewed);
 
-    // 4. Expensive replies: the 7-day mean passes 0.50 EUR and the workflow stops.
+    // 4. Expensive replies: the 7-day cost per transaction passes 18.00 EUR and the workflow
+    // stops.
     upstream.set_reply(expensive());
     let mut stopped_at = None;
     for i in 0..20 {
@@ -285,10 +286,12 @@ fn scenario(kind: HostKind) {
         }
         assert_eq!(res.status, 200, "[{name}] c-{i}: {}", res.body_str());
     }
-    // (21 × ~0 + 6 × 2.5) / 27 > 0.50: the sixth expensive reply crosses it (judged when
-    // its record is written, which in Envoy may trail the client's next request a little).
+    // Every output is reviewed (HITL) at 12.00 EUR, so the cost per transaction is
+    // 12.00 + AI spend per output: (21 × ~0 + 9 × 18.75) / 30 = 5.63 keeps it under 18.00,
+    // (10 × 18.75) / 31 = 6.05 crosses it: the tenth expensive reply (judged when its record
+    // is written, which in Envoy may trail the client's next request a little).
     assert!(
-        stopped_at.is_some_and(|i| (6..=8).contains(&i)),
+        stopped_at.is_some_and(|i| (10..=12).contains(&i)),
         "[{name}] {stopped_at:?}\n{}",
         gw.log()
     );
@@ -297,7 +300,7 @@ fn scenario(kind: HostKind) {
     assert_eq!(crossed[0]["outcome"], "stopped");
     assert_eq!(
         crossed[0]["signal"],
-        "cost_per_transaction > 0.50 EUR over 7 days"
+        "cost_per_transaction > 18.00 EUR over 7 days"
     );
     let flips = gw.wait_audit("kill_switch", 1, Duration::from_secs(10));
     assert_eq!(flips.len(), 1, "[{name}]");

@@ -20,8 +20,8 @@ use crate::diag::{Diagnostic, codes};
 use crate::resolved::{Checked, DFA_SIZE_LIMIT, Dfas, RegexError, compile_regex};
 use suggest::did_you_mean;
 use vocab::{
-    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, IDENTITIES, OVERSIGHT, OversightMode,
-    PHASES, lookup, words,
+    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FAILURES, IDENTITIES, OVERSIGHT,
+    OversightMode, PHASES, lookup, words,
 };
 use writ_plugin::ir;
 
@@ -124,6 +124,7 @@ fn run(file: &File) -> Checker {
         used_detectors: BTreeSet::new(),
         rules: Vec::new(),
         matchers: Vec::new(),
+        fallback_models: Vec::new(),
         error_count: (0, 0),
         dfas: BTreeMap::new(),
     };
@@ -145,6 +146,7 @@ fn run(file: &File) -> Checker {
     relations::workflow_relations(&c.matchers, &mut c.diags);
     let rules = std::mem::take(&mut c.rules);
     relations::rule_relations(&rules, &mut c.diags);
+    relations::fallbacks_into_denied_models(&rules, &c.fallback_models, &mut c.diags);
     c
 }
 
@@ -155,6 +157,8 @@ struct Checker {
     rules: Vec<RuleFacts>,
     /// Each workflow's checked `match`, normalised, in source order.
     matchers: Vec<(Span, logic::Nf)>,
+    /// Every workflow's fallback models, with their spans, for the allowlist check.
+    fallback_models: Vec<(String, Span)>,
     /// (diagnostics already counted, errors among them), for [`Checker::errors`].
     error_count: (usize, usize),
     /// Each custom detector's compiled pattern, by name (only those that compiled), for
@@ -748,6 +752,114 @@ impl Checker {
         }
     }
 
+    /// A workflow's `fallback`: known failures, at least one step, answers last, priced
+    /// models, valid statuses and cluster names (the allowlist check runs with the rules).
+    fn fallback(&mut self, on: &[Ident], steps: &[Node<FallbackStep>], span: Span) {
+        for kind in on {
+            if lookup(FAILURES, &kind.node).is_none() {
+                self.push(
+                    Diagnostic::new(
+                        codes::UNKNOWN_FAILURE,
+                        format!("unknown failure `{}`", kind.node),
+                        kind.span,
+                        "expected `5xx`, `429`, `timeout` or `connect`",
+                    )
+                    .maybe_help(did_you_mean(&kind.node, words(FAILURES))),
+                );
+            }
+        }
+        if steps.is_empty() {
+            self.push(
+                Diagnostic::new(
+                    codes::EMPTY_FALLBACK,
+                    "this fallback has nothing to fall back to",
+                    span,
+                    "no `to …` here",
+                )
+                .help("add steps: `to model \"…\" then cluster \"…\" then reply 503 \"…\"`"),
+            );
+        }
+        let mut answer: Option<Span> = None;
+        for step in steps {
+            if let Some(at) = answer {
+                self.push(
+                    Diagnostic::new(
+                        codes::FALLBACK_AFTER_ANSWER,
+                        "this fallback step is never tried",
+                        step.span,
+                        "after the answer",
+                    )
+                    .with_label(at, "this answer ends the fallback")
+                    .help("put `model` and `cluster` steps first and one `reply` or `human` last"),
+                );
+                continue;
+            }
+            match &step.node {
+                FallbackStep::Model(m) => {
+                    self.nonempty(m, "the fallback model");
+                    if !self.env.prices.is_empty() && !self.env.prices.contains(&m.node) {
+                        let help =
+                            did_you_mean(&m.node, self.env.prices.iter().map(String::as_str))
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "add `price \"{}\" input … output … per 1M tokens`",
+                                        m.node
+                                    )
+                                });
+                        self.push(
+                            Diagnostic::new(
+                                codes::FALLBACK_WITHOUT_PRICE,
+                                format!("fallback model `{}` has no price", m.node),
+                                m.span,
+                                "the spend reservation is re-made at this model's price",
+                            )
+                            .help(help),
+                        );
+                    }
+                    self.fallback_models.push((m.node.clone(), m.span));
+                }
+                FallbackStep::Cluster(c) => {
+                    let ok = !c.node.is_empty()
+                        && c.node.len() <= 128
+                        && c.node
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'));
+                    if !ok {
+                        self.push(
+                            Diagnostic::new(
+                                codes::BAD_CLUSTER_NAME,
+                                format!("`{}` is not a cluster name", c.node),
+                                c.span,
+                                "letters, digits, `_`, `-` and `.` only",
+                            )
+                            .help("name the upstream as `writ serve --cluster NAME=URL` and `writ envoy --cluster NAME=HOST:PORT` do"),
+                        );
+                    }
+                }
+                FallbackStep::Reply { status, message } => {
+                    let v = status.node.value;
+                    if v.fract() != 0.0 || !(400.0..=599.0).contains(&v) {
+                        self.push(
+                            Diagnostic::new(
+                                codes::FALLBACK_REPLY_STATUS,
+                                format!("`{}` is not an error status", status.node.text),
+                                status.span,
+                                "expected 400 to 599",
+                            )
+                            .help("a degraded answer is an error in the API's shape, e.g. `reply 503 \"…\"`"),
+                        );
+                    }
+                    self.nonempty(message, "the reply message");
+                    answer = Some(step.span);
+                }
+                FallbackStep::Human(q) => {
+                    self.nonempty(q, "the review queue");
+                    answer = Some(step.span);
+                }
+            }
+        }
+    }
+
     fn workflow(&mut self, w: &WorkflowItem) {
         let mut seen = Vec::new();
         let mut oversight: Option<(ReviewFloor, Span)> = None;
@@ -928,6 +1040,10 @@ impl Checker {
                 WorkflowStmt::Rollout(fields) => {
                     once(&mut seen, "rollout", s.span, &mut self.diags);
                     rollout::check(fields, &mut self.diags);
+                }
+                WorkflowStmt::Fallback { on, steps } => {
+                    once(&mut seen, "fallback", s.span, &mut self.diags);
+                    self.fallback(on, steps, s.span);
                 }
                 WorkflowStmt::Scan(ScanTarget::Query) => {}
                 // Checked by `operating::check`.

@@ -485,49 +485,78 @@ fn allow_relations<'a>(
     }
 }
 
+/// The enforced request denies that refuse a model by model alone (an allowlist
+/// `model not in [...]`, or `model == "x"`), asked model by model: the first such deny for
+/// a model, by index.
+struct ModelDenies<'r> {
+    /// Models a deny names (`model in [...]` / `model == "x"`), with the first deny's index.
+    within: HashMap<&'r str, usize>,
+    /// Allowlists (`model not in [...]`): the deny's index and the models it allows.
+    excluding: Vec<(usize, &'r std::collections::BTreeSet<String>)>,
+    memo: HashMap<String, Option<usize>>,
+}
+
+impl<'r> ModelDenies<'r> {
+    fn new(rules: &'r [RuleFacts]) -> ModelDenies<'r> {
+        let mut within: HashMap<&str, usize> = HashMap::new();
+        let mut excluding = Vec::new();
+        for (i, r, c) in live(rules) {
+            if !(r.enforced && r.kind == ActionKind::Deny && !r.response) {
+                continue;
+            }
+            if let Nf::In { key, set, negated } = c
+                && key == "model"
+            {
+                if *negated {
+                    excluding.push((i, set));
+                } else {
+                    for v in set {
+                        within.entry(v.as_str()).or_insert(i);
+                    }
+                }
+            }
+        }
+        ModelDenies {
+            within,
+            excluding,
+            memo: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.within.is_empty() && self.excluding.is_empty()
+    }
+
+    /// The first deny that refuses `model`, by index.
+    fn first(&mut self, model: &str) -> Option<usize> {
+        // Models are compared as the normal form spells strings.
+        let canon = crate::fmt::lit(&crate::ast::Lit::Str(model.to_string()));
+        let (within, excluding) = (&self.within, &self.excluding);
+        *self.memo.entry(canon.clone()).or_insert_with(|| {
+            let by_value = within.get(canon.as_str()).copied();
+            let by_exclusion = excluding
+                .iter()
+                .find(|(_, set)| !set.contains(&canon))
+                .map(|(i, _)| *i);
+            by_value.into_iter().chain(by_exclusion).min()
+        })
+    }
+}
+
 /// Routes into a model that an enforced request deny refuses by model alone (an
 /// allowlist `model not in [...]`, or `model == "x"`). Rules see the requested model, not
 /// the routed one, so the routed request bypasses the deny.
 fn routes_into_denied_models(rules: &[RuleFacts], diags: &mut Vec<Diagnostic>) {
-    // Denies whose whole condition is one membership on `model`.
-    let mut within: HashMap<&str, usize> = HashMap::new();
-    let mut excluding: Vec<(usize, &RuleFacts, &std::collections::BTreeSet<String>)> = Vec::new();
-    for (i, r, c) in live(rules) {
-        if !(r.enforced && r.kind == ActionKind::Deny && !r.response) {
-            continue;
-        }
-        if let Nf::In { key, set, negated } = c
-            && key == "model"
-        {
-            if *negated {
-                excluding.push((i, r, set));
-            } else {
-                for v in set {
-                    within.entry(v.as_str()).or_insert(i);
-                }
-            }
-        }
-    }
-    if within.is_empty() && excluding.is_empty() {
+    let mut denies = ModelDenies::new(rules);
+    if denies.is_empty() {
         return;
     }
-    let mut memo: HashMap<String, Option<usize>> = HashMap::new();
     for (_, r, _) in live(rules) {
         if !(r.enforced && r.kind == ActionKind::Route && !r.response) {
             continue;
         }
         for (model, span) in &r.targets {
-            // Models are compared as the normal form spells strings.
-            let canon = crate::fmt::lit(&crate::ast::Lit::Str(model.clone()));
-            let first = *memo.entry(canon.clone()).or_insert_with(|| {
-                let by_value = within.get(canon.as_str()).copied();
-                let by_exclusion = excluding
-                    .iter()
-                    .find(|(_, _, set)| !set.contains(&canon))
-                    .map(|(i, _, _)| *i);
-                by_value.into_iter().chain(by_exclusion).min()
-            });
-            if let Some(deny) = first.and_then(|i| rules.get(i)) {
+            if let Some(deny) = denies.first(model).and_then(|i| rules.get(i)) {
                 diags.push(
                     Diagnostic::new(
                         codes::ROUTE_TO_DENIED_MODEL,
@@ -539,6 +568,34 @@ fn routes_into_denied_models(rules: &[RuleFacts], diags: &mut Vec<Diagnostic>) {
                     .help(format!("rules see the requested model, not the routed one, so a request routed to `{model}` bypasses the deny; route to an allowed model, or allow `{model}`")),
                 );
             }
+        }
+    }
+}
+
+/// Fallback models that an enforced request deny refuses by model alone: the engine
+/// re-checks every request rule for a fallback model, so such a step is skipped on every
+/// request and the fallback can never use it (the same allowlist reasoning as E0610).
+pub(crate) fn fallbacks_into_denied_models(
+    rules: &[RuleFacts],
+    models: &[(String, Span)],
+    diags: &mut Vec<Diagnostic>,
+) {
+    if models.is_empty() {
+        return;
+    }
+    let mut denies = ModelDenies::new(rules);
+    for (model, span) in models {
+        if let Some(deny) = denies.first(model).and_then(|i| rules.get(i)) {
+            diags.push(
+                Diagnostic::new(
+                    codes::FALLBACK_TO_DENIED_MODEL,
+                    format!("this workflow falls back to `{model}`, a model the policy denies"),
+                    *span,
+                    "never used",
+                )
+                .with_label(deny.when_span, format!("denies `{model}`"))
+                .help(format!("every request rule is re-checked for a fallback model, so this step is skipped on every request; fall back to an allowed model, or allow `{model}`")),
+            );
         }
     }
 }

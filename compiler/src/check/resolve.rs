@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use writ_plugin::ir;
 
 use super::vocab::{
-    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FIELDS, IDENTITIES, MEASURES,
-    OVERSIGHT, OversightMode, PHASES, RATE_WINDOWS, SCOPES, WINDOWS, Who, lookup,
+    ASSUMPTIONS, Assumption, DETECTOR_CLASSES, ENFORCEMENTS, FAILURES, FIELDS, IDENTITIES,
+    MEASURES, OVERSIGHT, OversightMode, PHASES, RATE_WINDOWS, SCOPES, WINDOWS, Who, lookup,
 };
 use crate::ast::*;
 use crate::resolved::{Checked, CheckedManual, CheckedRule, Dfas, micros};
@@ -333,6 +333,7 @@ impl Detectors {
             kill_points: Vec::new(),
             review_signals: None,
             handoff_output: false,
+            fallback: None,
         };
         for s in &w.stmts {
             match &s.node {
@@ -379,6 +380,32 @@ impl Detectors {
                 }
                 // Metadata for people and `writ review`, gathered by `rollout_pack`.
                 WorkflowStmt::Rollout(_) => {}
+                WorkflowStmt::Fallback { on, steps } => {
+                    let mut failures = Vec::new();
+                    for kind in on {
+                        failures.push(word(FAILURES, kind, "failure")?);
+                    }
+                    failures.sort_unstable();
+                    failures.dedup();
+                    let steps = steps
+                        .iter()
+                        .map(|s| match &s.node {
+                            FallbackStep::Model(m) => ir::FallbackStep::Model(m.node.clone()),
+                            FallbackStep::Cluster(c) => ir::FallbackStep::Cluster(c.node.clone()),
+                            FallbackStep::Reply { status, message } => ir::FallbackStep::Reply {
+                                status: status.node.value as u16,
+                                message: message.node.clone(),
+                            },
+                            FallbackStep::Human(q) => ir::FallbackStep::Human {
+                                queue: q.node.clone(),
+                            },
+                        })
+                        .collect();
+                    out.fallback = Some(ir::Fallback {
+                        on: failures,
+                        steps,
+                    });
+                }
                 WorkflowStmt::Scan(ScanTarget::Query) => out.scan_query = true,
                 WorkflowStmt::KillPoint(_)
                 | WorkflowStmt::ReviewSignals { .. }

@@ -57,6 +57,14 @@ pub(crate) const PHASES: &[(&str, ir::Phase)] = &[
     ("response", ir::Phase::Response),
 ];
 
+/// The failures a workflow's `fallback on …` may name.
+pub(crate) const FAILURES: &[(&str, ir::Failure)] = &[
+    ("5xx", ir::Failure::Status5xx),
+    ("429", ir::Failure::Status429),
+    ("timeout", ir::Failure::Timeout),
+    ("connect", ir::Failure::Connect),
+];
+
 /// An oversight mode as written, before its options (`below`, `sample`) make it an
 /// [`ir::Oversight`], which carries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -246,6 +246,33 @@ pub const TOOL_ACTION_WITHOUT_TOOL: Code = Code("E0632");
 /// lost. Declare a kill switch.
 pub const HOLD_WITHOUT_APPROVER: Code = Code("E0633");
 
+// ---- fallback ----
+
+/// `fallback on …` names a failure the gateway does not know. The failures are `5xx` (the
+/// provider answered 500 to 599), `429` (rate limited), `timeout` (no answer within the
+/// upstream timeout) and `connect` (the connection failed or was reset).
+pub const UNKNOWN_FAILURE: Code = Code("E0660");
+/// A `fallback` names failures but nothing to do on them: add `to` and at least one step
+/// (`model "…"`, `cluster "…"`, `reply 503 "…"` or `human "…"`).
+pub const EMPTY_FALLBACK: Code = Code("E0661");
+/// A fallback model has no `price` while the policy prices models: the spend reservation
+/// is re-made at the fallback model's price, so it needs one. Add a `price` line.
+pub const FALLBACK_WITHOUT_PRICE: Code = Code("E0662");
+/// A fallback model is one an enforced request deny refuses by model alone (an allowlist
+/// `model not in [...]`, or `model == "x"`). Every request rule is re-checked for the
+/// fallback model, so the deny would skip the step on every request: it can never be used.
+/// Fall back to an allowed model, or allow the model.
+pub const FALLBACK_TO_DENIED_MODEL: Code = Code("E0663");
+/// A step follows a degraded answer (`reply` or `human`): the answer ends the fallback, so
+/// the step is never tried. Put retries (`model`, `cluster`) first and one answer last.
+pub const FALLBACK_AFTER_ANSWER: Code = Code("E0664");
+/// `reply` answers with an error in the API's shape, so its status is a whole number from
+/// 400 to 599 (e.g. `reply 503 "…"`).
+pub const FALLBACK_REPLY_STATUS: Code = Code("E0665");
+/// A fallback `cluster` name travels to the host in a header and names an Envoy cluster:
+/// letters, digits, `_`, `-` and `.` only.
+pub const BAD_CLUSTER_NAME: Code = Code("E0666");
+
 // ---- rule logic ----
 
 /// A rule's condition (or a workflow's `match`) can never be true, e.g.
@@ -409,6 +436,13 @@ pub const ALL: &[Code] = &[
     TOOL_REQUEST_ONLY,
     TOOL_ACTION_WITHOUT_TOOL,
     HOLD_WITHOUT_APPROVER,
+    UNKNOWN_FAILURE,
+    EMPTY_FALLBACK,
+    FALLBACK_WITHOUT_PRICE,
+    FALLBACK_TO_DENIED_MODEL,
+    FALLBACK_AFTER_ANSWER,
+    FALLBACK_REPLY_STATUS,
+    BAD_CLUSTER_NAME,
     NEVER_FIRES,
     INTERNAL,
     SHADOWED_RULE,

@@ -204,10 +204,14 @@ fn describe(rule: Rule) -> String {
         R::class_name => "a detector class (`pii`, `secret` or a group such as `pii.eu`)",
         R::policy_stmt => "`owner`, `implements`, `currency`, `enforcement`",
         R::workflow_stmt => {
-            "`match`, `oversight`, `assume`, `identify`, `scan`, `review_cost`, `manual_cost`, `rollout`, `kill_point`, `review_signals`, `handoff`"
+            "`match`, `oversight`, `assume`, `identify`, `scan`, `review_cost`, `manual_cost`, `rollout`, `kill_point`, `review_signals`, `handoff`, `fallback`"
         }
         R::rollout_field => "a rollout-pack field such as `purpose \"…\"`",
         R::duration => "a duration such as `30s`",
+        R::fail_kind => "a failure (`5xx`, `429`, `timeout` or `connect`)",
+        R::fallback_step => {
+            "a fallback (`model \"…\"`, `cluster \"…\"`, `reply 503 \"…\"` or `human \"…\"`)"
+        }
         R::rule_stmt => "`on`, `when`, `then`, `enforcement`, `alert`",
         R::manual_stmt => "`owner`, `reason`",
         R::kill_stmt => "`admin path`, `token sha256`",
@@ -479,6 +483,24 @@ impl Builder<'_> {
         Some(Node::new(stmt, span))
     }
 
+    fn fallback_step(&mut self, p: Pair<'_, Rule>) -> Option<Node<FallbackStep>> {
+        let s = p.into_inner().next()?;
+        let span = self.span(&s);
+        let rule = s.as_rule();
+        let k = self.kids(s);
+        let step = match rule {
+            Rule::fb_model => FallbackStep::Model(self.string(k.first()?)),
+            Rule::fb_cluster => FallbackStep::Cluster(self.string(k.first()?)),
+            Rule::fb_human => FallbackStep::Human(self.string(k.first()?)),
+            Rule::fb_reply => FallbackStep::Reply {
+                status: self.num(k.first()?),
+                message: self.string(k.get(1)?),
+            },
+            _ => return None,
+        };
+        Some(Node::new(step, span))
+    }
+
     fn workflow_stmt(&mut self, p: Pair<'_, Rule>) -> Option<Node<WorkflowStmt>> {
         let s = p.into_inner().next()?;
         let span = self.span(&s);
@@ -577,6 +599,22 @@ impl Builder<'_> {
             }
             Rule::kill_point_stmt | Rule::review_signals_stmt | Rule::handoff_stmt => {
                 self.operating_stmt(s)?
+            }
+            Rule::fallback_stmt => {
+                let mut on = Vec::new();
+                let mut steps = Vec::new();
+                for c in s.into_inner() {
+                    match c.as_rule() {
+                        Rule::fail_kind => on.push(self.ident(&c)),
+                        Rule::fallback_step => {
+                            if let Some(step) = self.fallback_step(c) {
+                                steps.push(step);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                WorkflowStmt::Fallback { on, steps }
             }
             Rule::identify_stmt => WorkflowStmt::Identify(
                 self.kids(s)

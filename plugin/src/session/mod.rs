@@ -13,6 +13,7 @@
 
 mod close;
 mod effect;
+mod fallback;
 mod lease;
 mod reply;
 mod request;
@@ -233,6 +234,12 @@ pub struct Session {
     lease: lease::Lease,
     /// The effects of the event being handled.
     out: Vec<Effect>,
+    // ---- fallback (`session/fallback.rs`)
+    fallback: Option<crate::fallback::Plan>,
+    /// The body as forwarded, replayed by a retry (only when the host can retry).
+    retry_body: Vec<u8>,
+    /// The host sends requests again on the filter's word (`writ serve`).
+    host_retry: bool,
 }
 
 impl Session {
@@ -277,6 +284,9 @@ impl Session {
             held: None,
             lease: lease::Lease::default(),
             out: Vec::new(),
+            fallback: None,
+            retry_body: Vec::new(),
+            host_retry: false,
         }
     }
 

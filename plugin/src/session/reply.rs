@@ -44,6 +44,9 @@ impl Session {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        if let Some(step) = self.fallback_on_reply(store) {
+            return step;
+        }
         let header = |name: &str| {
             self.response_headers
                 .iter()

@@ -420,14 +420,20 @@ impl Session {
             ));
             self.rewrite_carriers(&t);
         }
+        let mut forwarded = None;
         if let Some(bytes) = body {
             match self.rewrite_body(&t, bytes) {
-                Ok(Some(new)) => self.out.push(Effect::ReplaceBody {
-                    side: Side::Request,
-                    bytes: new,
-                    on_fail: OnFail::Fail("proxy_set_buffer_bytes"),
-                }),
-                Ok(None) => {}
+                Ok(Some(new)) => {
+                    if self.host_retry {
+                        forwarded = Some(new.clone());
+                    }
+                    self.out.push(Effect::ReplaceBody {
+                        side: Side::Request,
+                        bytes: new,
+                        on_fail: OnFail::Fail("proxy_set_buffer_bytes"),
+                    })
+                }
+                Ok(None) => forwarded = self.host_retry.then(|| bytes.to_vec()),
                 Err(err) => {
                     self.release(store);
                     return self.reply(&Reply::body_error(&err));
@@ -438,6 +444,7 @@ impl Session {
         self.transforms = t;
         self.stage = Stage::Forwarded;
         self.forwarded = true;
+        self.start_fallback(forwarded);
         self.step(Next::Continue)
     }
 

@@ -74,6 +74,7 @@ fn support_workflow(oversight: Oversight) -> Workflow {
         kill_points: Vec::new(),
         review_signals: None,
         handoff_output: false,
+        fallback: None,
     }
 }
 

@@ -392,7 +392,8 @@ async fn serve(
         (":scheme".into(), "http".into()),
     ];
     for (k, v) in &parts.headers {
-        if HOP_BY_HOP.contains(&k.as_str()) {
+        // The fallback header is the filter's word to this gateway, never the client's.
+        if HOP_BY_HOP.contains(&k.as_str()) || k.as_str() == FALLBACK_HEADER {
             continue;
         }
         headers.push((
@@ -428,6 +429,8 @@ async fn serve(
     }
     let info = StreamInfo {
         source: Some(peer),
+        // This host sends a request again when the filter asks ([`retry`]).
+        properties: vec![(HOST_RETRY_PROPERTY.to_string(), b"1".to_vec())],
         ..StreamInfo::default()
     };
 
@@ -464,11 +467,152 @@ async fn serve(
         up_body.extend_from_slice(&flow.body);
         ended |= flow.end_of_stream;
     }
-    let (Some(up_headers), true) = (up_headers, ended) else {
+    let (Some(mut up_headers), true) = (up_headers, ended) else {
         let _ = close(&state, &worker, id).await;
         return failed(&state, &rid, &HostError::Stalled("request"));
     };
-    forward(state, worker, id, rid, up_headers, up_body).await
+    // The filter asks for its failures (fallback) by a header that must not go upstream.
+    let fallback = header_get(&up_headers, FALLBACK_HEADER).is_some();
+    up_headers.retain(|(k, _)| !k.eq_ignore_ascii_case(FALLBACK_HEADER));
+    let attempt = Attempt {
+        fallback,
+        cluster: None,
+        number: 1,
+    };
+    forward(state, worker, id, rid, up_headers, up_body, attempt).await
+}
+
+/// Request header by which the filter says the request has a fallback: the gateway hands
+/// it the failures it would otherwise answer itself (a refused connection, a timeout).
+const FALLBACK_HEADER: &str = "x-writ-fallback";
+/// Header of a filter's local reply in the response phase that asks for another attempt
+/// instead of going to the client: `upstream`, or `cluster=<name>` (`--cluster`); its body
+/// is the request body to send.
+const RETRY_HEADER: &str = "x-writ-retry";
+/// Response header on the reply the gateway makes up for an attempt that got none:
+/// `connect` or `timeout`.
+const FAILURE_HEADER: &str = "x-writ-upstream-failure";
+/// Stream property telling the filter that this host retries on its word.
+const HOST_RETRY_PROPERTY: &str = "writ.host_retry";
+/// Most upstream attempts per request, whatever the filter asks.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// One upstream attempt of a request.
+#[derive(Debug, Clone)]
+struct Attempt {
+    /// The filter wants this request's failures (it has a fallback).
+    fallback: bool,
+    /// A named cluster (`--cluster NAME=URL`); `None` is the gateway's upstream.
+    cluster: Option<String>,
+    /// 1 for the first attempt.
+    number: u32,
+}
+
+/// Where an attempt goes: base URL and authority; `None` for a cluster not configured.
+fn target(state: &State, worker: &Lane, cluster: Option<&str>) -> Option<(String, String)> {
+    let Some(name) = cluster else {
+        return Some((
+            state.upstream_base.clone(),
+            state.upstream_authority.clone(),
+        ));
+    };
+    let base = worker
+        .pipeline
+        .host
+        .cluster_url(name)?
+        .trim_end_matches('/');
+    let rest = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))?;
+    let authority = rest.split('/').next().filter(|a| !a.is_empty())?;
+    Some((base.to_string(), authority.to_string()))
+}
+
+/// Whether a local reply of the response phase asks for another attempt, and where.
+fn retry_target(resp: &LocalResponse) -> Option<Option<String>> {
+    let v = header_get(&resp.headers, RETRY_HEADER)?;
+    match v.strip_prefix("cluster=") {
+        Some(name) => Some(Some(name.to_string())),
+        None => Some(None),
+    }
+}
+
+/// A boxed, sendable answer: an attempt may lead to another, so the futures nest.
+type Answer = Pin<Box<dyn std::future::Future<Output = Response<ResBody>> + Send>>;
+
+/// Sends the request again, as the filter asked: the stream's response side starts
+/// afresh and the next attempt's reply goes through the filter like the first (bounded by
+/// [`MAX_ATTEMPTS`]).
+fn retry(
+    state: Arc<State>,
+    worker: Lane,
+    id: StreamId,
+    rid: String,
+    (headers, resp, previous): (Headers, LocalResponse, Attempt),
+) -> Answer {
+    Box::pin(async move {
+        let cluster = retry_target(&resp).unwrap_or(None);
+        if previous.number >= MAX_ATTEMPTS {
+            return match close(&state, &worker, id).await {
+                Ok(()) => upstream_unavailable(),
+                Err(e) => failed(&state, &rid, &e),
+            };
+        }
+        match worker.run(move |vm| vm.restart_response(id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = close(&state, &worker, id).await;
+                return failed(&state, &rid, &e);
+            }
+            Err(_) => return failed(&state, &rid, &StepError::Gone.host_error()),
+        }
+        tracing::debug!(attempt = previous.number + 1, ?cluster, "fallback attempt");
+        let attempt = Attempt {
+            fallback: previous.fallback,
+            cluster,
+            number: previous.number + 1,
+        };
+        forward(state, worker, id, rid, headers, resp.body, attempt).await
+    })
+}
+
+/// An attempt that got no reply (`kind`: `connect` or `timeout`), handed to the filter of
+/// a request with a fallback as the reply Envoy would make up (`status`, JSON error, and
+/// [`FAILURE_HEADER`]). `None` when the filter lets it through: the caller answers as
+/// without a fallback.
+async fn no_reply(
+    state: &Arc<State>,
+    worker: &Lane,
+    id: StreamId,
+    rid: &str,
+    (headers, attempt): (&Headers, &Attempt),
+    (status, kind): (u16, &'static str),
+) -> Option<Response<ResBody>> {
+    if !attempt.fallback {
+        return None;
+    }
+    let made_up: Headers = vec![
+        (":status".into(), status.to_string()),
+        ("content-type".into(), "application/json".into()),
+        (FAILURE_HEADER.into(), kind.into()),
+    ];
+    let flows = step(state, worker, move |vm| {
+        vm.response_headers(id, made_up, true).map(|f| vec![f])
+    })
+    .await;
+    let mut flow = match flows {
+        Ok(flows) => merge(flows),
+        Err(e) => {
+            let _ = close(state, worker, id).await;
+            return Some(failed(state, rid, &e.host_error()));
+        }
+    };
+    let resp = flow.local_response.take()?;
+    if retry_target(&resp).is_some() {
+        let carried = (headers.clone(), resp, attempt.clone());
+        return Some(retry(state.clone(), worker.clone(), id, rid.to_string(), carried).await);
+    }
+    Some(finish_local(state, worker, id, rid, &resp).await)
 }
 
 /// Sends the filter's own reply; if closing the stream fails (its `on_log` trapped), the
@@ -568,14 +712,29 @@ async fn forward(
     rid: String,
     headers: Headers,
     body: Vec<u8>,
+    attempt: Attempt,
 ) -> Response<ResBody> {
+    let Some((base, authority)) = target(&state, &worker, attempt.cluster.as_deref()) else {
+        tracing::warn!(
+            cluster = attempt.cluster,
+            "fallback to a cluster that is not configured (--cluster)"
+        );
+        let carried = (&headers, &attempt);
+        if let Some(r) = no_reply(&state, &worker, id, &rid, carried, (502, "connect")).await {
+            return r;
+        }
+        return match close(&state, &worker, id).await {
+            Ok(()) => upstream_unavailable(),
+            Err(e) => failed(&state, &rid, &e),
+        };
+    };
     let path = header_get(&headers, ":path").unwrap_or("/");
-    let uri = format!("{}{}", state.upstream_base, path);
+    let uri = format!("{base}{path}");
     let method = header_get(&headers, ":method").unwrap_or("GET");
     let mut builder = Request::builder()
         .method(method)
         .uri(uri)
-        .header("host", state.upstream_authority.as_str())
+        .header("host", authority.as_str())
         // The filter must read the reply as the model wrote it, not compressed.
         .header("accept-encoding", "identity");
     // A recorded trace goes upstream naming this attempt's span (W3C Trace Context).
@@ -613,6 +772,10 @@ async fn forward(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!("upstream request failed: {e}");
+            let carried = (&headers, &attempt);
+            if let Some(r) = no_reply(&state, &worker, id, &rid, carried, (502, "connect")).await {
+                return r;
+            }
             if let Err(e) = close(&state, &worker, id).await {
                 return failed(&state, &rid, &e);
             }
@@ -624,6 +787,10 @@ async fn forward(
             );
         }
         Err(_) => {
+            let carried = (&headers, &attempt);
+            if let Some(r) = no_reply(&state, &worker, id, &rid, carried, (504, "timeout")).await {
+                return r;
+            }
             if let Err(e) = close(&state, &worker, id).await {
                 return failed(&state, &rid, &e);
             }
@@ -667,6 +834,9 @@ async fn forward(
     let mut upstream_done = empty;
     let client_headers = loop {
         if let Some(resp) = flow.local_response.take() {
+            if attempt.fallback && retry_target(&resp).is_some() {
+                return retry(state, worker, id, rid, (headers, resp, attempt)).await;
+            }
             return finish_local(&state, &worker, id, &rid, &resp).await;
         }
         if !flow.body.is_empty() {

@@ -35,6 +35,8 @@ pub struct Options {
     pub upstream_timeout_secs: Option<u64>,
     /// Turns the metrics' `team` label on with this cap (`metrics.team_label.max`).
     pub team_label_max: Option<u32>,
+    /// More named upstreams (`--cluster NAME=…` in both hosts), e.g. a fallback's.
+    pub clusters: Vec<(String, SocketAddr)>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             review_queue: None,
             upstream_timeout_secs: None,
             team_label_max: None,
+            clusters: Vec::new(),
         }
     }
 }
@@ -129,6 +132,9 @@ impl WritGateway {
                 if let Some(secs) = opts.upstream_timeout_secs {
                     cmd.arg("--upstream-timeout").arg(secs.to_string());
                 }
+                for (name, addr) in &opts.clusters {
+                    cmd.arg("--cluster").arg(format!("{name}={addr}"));
+                }
                 let yaml = run_ok(&mut cmd, Duration::from_secs(30))?;
                 EnvoyProcess::start_with_workers(&yaml, opts.workers).map(WritGateway::Envoy)
             }
@@ -146,6 +152,10 @@ impl WritGateway {
                 if let Some(secs) = opts.upstream_timeout_secs {
                     extra.push("--upstream-timeout".into());
                     extra.push(secs.to_string());
+                }
+                for (name, addr) in &opts.clusters {
+                    extra.push("--cluster".into());
+                    extra.push(format!("{name}=http://{addr}"));
                 }
                 // The configuration is read at start; the temp dir may go afterwards.
                 ServeProcess::start_with(artifact, upstream, &extra).map(WritGateway::Serve)
