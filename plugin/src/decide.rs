@@ -155,7 +155,7 @@ pub fn request_phase(
 }
 
 /// [`request_phase`] with a hook that may lower the plan's caps before admission: a fleet
-/// member admits only up to what it leased ([`crate::fleet::budget::lease_caps`]). An
+/// member admits only up to what it leased (`fleet::budget::lease_caps`). An
 /// error from the hook is a ledger error (fail closed).
 pub fn request_phase_with(
     engine: &Engine,
