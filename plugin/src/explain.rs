@@ -454,6 +454,59 @@ struct Responded {
     tags: Vec<(String, String)>,
 }
 
+/// A provider failure the workflow's fallback answers with a degraded reply: `writ
+/// explain` has no host to retry (as in Envoy), so model and cluster steps are skipped and
+/// the fixed reply or the human-only path (202, a handoff to its queue) is the client's;
+/// the response rules never see the failed reply.
+fn fallback_answered<'p>(
+    engine: &'p Engine,
+    identity: &Identity,
+    failure: ir::Failure,
+    answer: crate::fallback::Degraded<'_>,
+    rules: &mut [Option<RuleTrace<'p>>],
+) -> Responded {
+    for (i, rule) in engine.policy.rules.iter().enumerate() {
+        if rule.phase == Phase::Response
+            && let Some(slot) = rules.get_mut(i)
+        {
+            let why = "the provider failed and the workflow's fallback answered";
+            *slot = Some(trace(engine, i, RuleStatus::NotReached(why.into()), None));
+        }
+    }
+    let (outcome, escalation) = match answer {
+        crate::fallback::Degraded::Human { queue } => (
+            Outcome::Allowed { status: 202 },
+            Some(Escalation {
+                queue: queue.to_string(),
+                reason: format!("provider failed ({})", failure.as_str()),
+                rule: None,
+            }),
+        ),
+        crate::fallback::Degraded::Reply { status } => (
+            Outcome::Refused {
+                status,
+                why: format!(
+                    "the provider failed ({}) and the workflow's fallback answered",
+                    failure.as_str()
+                ),
+            },
+            None,
+        ),
+    };
+    Responded {
+        decision: Decision {
+            identity: identity.clone(),
+            verdict: crate::eval::Verdict::Continue,
+            fired: Vec::new(),
+            undecided: Vec::new(),
+        },
+        fired: Vec::new(),
+        outcome,
+        escalation,
+        tags: Vec::new(),
+    }
+}
+
 /// The response phase in the adapter's order: a compressed reply that must be redacted
 /// is refused; the decided response rules see the reply (a JSON body when the reply is
 /// JSON); a response deny answers; the reply rewriter masks what the streamed
@@ -489,12 +542,29 @@ fn respond<'p>(
         headers: &headers,
         body: json.as_ref(),
     };
+    // The reply's tool calls, as the session reads them: a whole JSON reply always, a
+    // stream only when the request offers tools (the session holds such a stream whole).
+    let calls = match kind {
+        ReplyKind::Json => json
+            .as_ref()
+            .map(crate::tools::calls_from_json)
+            .unwrap_or_default(),
+        ReplyKind::EventStream if req.body.as_ref().is_some_and(crate::tools::offers_tools) => {
+            crate::tools::calls_from_sse(&bytes)
+        }
+        _ => Vec::new(),
+    };
     let facts = Facts {
         spend: None,
         rate: None,
         reply: Some(view),
-        ..Default::default()
+        tool_calls: &calls,
     };
+    if let Some((failure, answer)) =
+        crate::fallback::degraded_answer(policy, identity.workflow, reply.status)
+    {
+        return fallback_answered(engine, identity, failure, answer, rules);
+    }
     let decided = crate::eval::decided_response_rules(policy);
     let decision = engine.evaluate(
         req,
@@ -553,6 +623,19 @@ fn respond<'p>(
             phase: Phase::Response,
         };
         not_reached_streamed(engine, rules, "a response rule denied the reply");
+        out.decision = decision;
+        return out;
+    }
+    // A tool call held for approval: the client gets 202 `pending_approval` and the reply
+    // waits in the gateway (`docs/tools.md`); the handoff goes to the hold's queue.
+    if let Some((rule, queue, reason)) = t.hold.clone() {
+        out.outcome = Outcome::Allowed { status: 202 };
+        out.escalation = Some(Escalation {
+            queue,
+            reason,
+            rule: Some(rule),
+        });
+        not_reached_streamed(engine, rules, "the reply is held for approval");
         out.decision = decision;
         return out;
     }

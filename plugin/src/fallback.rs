@@ -62,6 +62,40 @@ pub fn classify(status: u16, failure: Option<&str>) -> Option<Failure> {
     }
 }
 
+/// The degraded answer (`reply` or `human`) a host that cannot retry gives to a reply of
+/// `status` from `workflow`'s provider: the first such step of a fallback declared for
+/// the failure, model and cluster steps skipped (as in Envoy). `None`: the failure (or
+/// success) reaches the response rules as it is. `writ explain` uses it.
+pub fn degraded_answer(
+    policy: &ir::Policy,
+    workflow: Option<usize>,
+    status: u16,
+) -> Option<(Failure, Degraded<'_>)> {
+    let failure = classify(status, None)?;
+    let fb = workflow
+        .and_then(|i| policy.workflows.get(i))?
+        .fallback
+        .as_ref()?;
+    if !fb.on.contains(&failure) {
+        return None;
+    }
+    let answer = fb.steps.iter().find_map(|s| match s {
+        FallbackStep::Reply { status, .. } => Some(Degraded::Reply { status: *status }),
+        FallbackStep::Human { queue } => Some(Degraded::Human { queue }),
+        FallbackStep::Model(_) | FallbackStep::Cluster(_) => None,
+    })?;
+    Some((failure, answer))
+}
+
+/// A fallback's degraded answer, as [`degraded_answer`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Degraded<'a> {
+    /// A fixed reply with this status.
+    Reply { status: u16 },
+    /// The human-only path: 202 and a handoff to this queue.
+    Human { queue: &'a str },
+}
+
 /// The failure in Envoy's `response.code_details` of its own answer for a failed attempt:
 /// a reset or refused connection before any reply is `connect`, the route's timeout is
 /// `timeout`; anything else (`via_upstream`, …) is none. (Not read yet: the session sees

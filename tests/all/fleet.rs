@@ -74,6 +74,8 @@ const CLIENTS: usize = 24;
 const PER_CLIENT: usize = 8;
 const T: Duration = Duration::from_secs(20);
 
+/// A 503 `spend_unavailable` (the store busy) in the statuses the clients collect.
+const BUSY: u16 = 1503;
 fn request(team: &str, stream: bool) -> Request {
     let mut body = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user",
         "content": "Summarise the attached ticket history for the weekly report, in one line."}]});
@@ -233,7 +235,11 @@ fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
                             if !matches!(s, 200 | 429) {
                                 eprintln!("[{}] {s} {body}", fleet[g].name());
                             }
-                            s
+                            // A lease that keeps losing the compare-and-swap fails closed
+                            // as a defined 503 (docs/fleet.md, "busy"); it is counted
+                            // apart, and never admitted.
+                            let busy = s == 503 && body.contains("spend_unavailable");
+                            if busy { BUSY } else { s }
                         })
                         .collect::<Vec<u16>>()
                 })
@@ -246,13 +252,21 @@ fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
     });
     let admitted = statuses.iter().filter(|&&s| s == 200).count() as i64;
     let denied = statuses.iter().filter(|&&s| s == 429).count();
+    let busy = statuses.iter().filter(|&&s| s == BUSY).count();
     let other: Vec<_> = statuses
         .iter()
-        .filter(|s| !matches!(s, 200 | 429))
+        .filter(|s| !matches!(**s, 200 | 429 | BUSY))
         .collect();
     assert!(
         other.is_empty(),
-        "statuses other than 200/429: {other:?}\n{}",
+        "statuses other than 200/429/busy 503: {other:?}\n{}",
+        diagnose(&fleet, team)
+    );
+    // Busy answers are the exception under contention, not the rule.
+    assert!(
+        busy * 10 <= statuses.len(),
+        "{busy} of {} requests found the store busy\n{}",
+        statuses.len(),
         diagnose(&fleet, team)
     );
     let spent = admitted * COST_PER_REQUEST_MICROS;
