@@ -408,8 +408,8 @@ fn review_fails_a_workflow_whose_rollout_pack_is_incomplete() {
         .filter(|l| {
             let l = l.trim_start();
             // The pack's `fallback` field, not the workflow's `fallback on …` statement.
-            !(l.starts_with("fallback ") && !l.starts_with("fallback on "))
-                && !l.starts_with("dri ")
+            let pack_fallback = l.starts_with("fallback ") && !l.starts_with("fallback on ");
+            !pack_fallback && !l.starts_with("dri ")
         })
         .map(|l| format!("{l}\n"))
         .collect();
