@@ -210,9 +210,45 @@ fn policy_evidence(path: &Path) -> anyhow::Result<(PolicyEvidence, Vec<WorkflowE
             built_sha256: link::sha256_hex(&artifact.wasm),
             currency: p.currency.clone(),
             manual_owners: compiled.manual.iter().map(|m| m.owner.clone()).collect(),
+            budgets: spend_caps(p),
         },
         workflows,
     ))
+}
+
+/// The spend caps a policy enforces: each enforced deny whose condition is `spend(scope,
+/// window) > cap` (or `>=`), for `writ review`'s budget headroom.
+fn spend_caps(p: &ir::Policy) -> Vec<writ::review::budgets::BudgetEvidence> {
+    use ir::{Action, CmpOp, Enforcement, Expr, Operand, Scope, Value, Window};
+    p.rules
+        .iter()
+        .filter(|r| {
+            matches!(r.action, Action::Deny { .. }) && r.enforcement == Enforcement::Enforce
+        })
+        .filter_map(|r| match &r.condition {
+            Expr::Compare {
+                left: Operand::Spend { scope, window },
+                op: CmpOp::Gt | CmpOp::Ge,
+                right: Operand::Const(Value::Money(cap)),
+            } => Some(writ::review::budgets::BudgetEvidence {
+                clause: r.clause.clone(),
+                scope: match scope {
+                    Scope::Team => "team",
+                    Scope::User => "user",
+                    Scope::Workflow => "workflow",
+                }
+                .into(),
+                window: match window {
+                    Window::Hour => "hour",
+                    Window::Day => "day",
+                    Window::Month => "month",
+                }
+                .into(),
+                cap_micros: *cap,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 fn artifact_evidence(dir: &Path, trust: &[PathBuf]) -> anyhow::Result<Vec<ArtifactEvidence>> {

@@ -39,6 +39,11 @@ impl Date {
         }
     }
 
+    /// Days since 1970-01-01.
+    pub fn days_since_epoch(self) -> i64 {
+        self.days
+    }
+
     /// This date plus `n` days.
     pub fn plus_days(self, n: i64) -> Date {
         Date {

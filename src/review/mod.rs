@@ -10,6 +10,7 @@
 //! This module only judges: the command (`src/cmd/review.rs`) gathers the [`Evidence`],
 //! [`render`] prints the [`Review`].
 
+pub mod budgets;
 pub mod dates;
 pub mod render;
 pub mod verdicts;
@@ -114,6 +115,8 @@ pub struct PolicyEvidence {
     pub built_sha256: String,
     pub currency: String,
     pub manual_owners: Vec<String>,
+    /// The spend caps the policy enforces (`spend(scope, window) > cap` denies).
+    pub budgets: Vec<budgets::BudgetEvidence>,
 }
 
 /// An artifact found in `--artifacts DIR`.
@@ -452,11 +455,7 @@ fn q1(
         checks.push(cost_check(w, o, currency, evidence, conflicts));
         checks.push(verdicts::kill_points_check(evidence, w, conflicts));
     }
-    checks.push(check(
-        "budget_headroom",
-        Verdict::Unknown,
-        "days of budget headroom need the spend ledgers' balances, which neither the audit log nor the scrape carries yet",
-    ));
+    checks.push(budgets::headroom_check(evidence));
     question(
         "q1",
         "Does the business case survive contact with production?",
@@ -1174,6 +1173,7 @@ mod tests {
                 built_sha256: "b".into(),
                 currency: "EUR".into(),
                 manual_owners: Vec::new(),
+                budgets: Vec::new(),
             }],
             workflows: vec![workflow],
             artifacts: None,

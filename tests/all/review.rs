@@ -188,6 +188,14 @@ fn review_fails_q1_on_drift_and_passes_when_the_assumption_holds() {
     );
     assert_eq!(check(&r, "q4", "audit_chain")["verdict"], "pass");
     assert_eq!(check(&r, "q4", "audit_lookup")["verdict"], "pass");
+    // The policy's team budget (AIP-4.2) is read, but this traffic's `x-jwt-team` came from
+    // the client, so `writ serve` dropped it: no record names a team to hold against it.
+    let headroom = check(&r, "q1", "budget_headroom");
+    assert_eq!(headroom["verdict"], "unknown", "{headroom}");
+    assert_eq!(
+        headroom["evidence"],
+        "no request record in the window carries `cost_micros` for a capped scope"
+    );
     // The business case from the policy: AI spend per request + 16.7% × 4.50 EUR review
     // = 0.75 EUR and a few micros, within the assumed 1.10 EUR.
     let cost = check(&r, "q1", "cost_per_transaction:support-assistant");
