@@ -736,6 +736,26 @@ fn the_audit_sink_holds_the_answer_until_it_stored_the_one_record() {
         assert!(answer.contains(&expected), "{answer:?}");
     }
 
+    // A reply that streams past unread loses its length, so the client cannot see its end
+    // before the held final frame; without a sink the length stays.
+    for (config, stripped) in [(config.clone(), 1), (PluginConfig::default(), 0)] {
+        let mut run = Run::with(policy(vec![]), config);
+        run.request(BODY);
+        let h = vec![
+            (":status".to_string(), "200".to_string()),
+            ("content-type".to_string(), "text/plain".to_string()),
+            ("content-length".to_string(), "2".to_string()),
+        ];
+        let step = run.session.on_response_headers(h, false, &run.store);
+        assert_eq!(run.keep(step), Next::Continue);
+        let removed = run
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::RemoveHeader { name, .. } if name == "content-length"))
+            .count();
+        assert_eq!(removed, stripped);
+    }
+
     // The sink cannot be called: withheld at once.
     let mut run = Run::with(policy(vec![]), config);
     run.request(BODY);

@@ -206,7 +206,9 @@ pub fn echo(api: MockApi, sse: bool, output_tokens: u64, body: &[u8]) -> Reply {
         }
     }
     // Each event in its own HTTP chunk, with its `event:` line, as both providers send.
-    let mut bytes = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    // The mock closes the connection after a raw reply, so it says so: a gateway that
+    // pooled the connection would race the close and fail its next request.
+    let mut bytes = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
     for (name, data) in events {
         let event = format!("event: {name}\ndata: {data}\n\n");
         bytes.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
