@@ -32,6 +32,7 @@ mod review;
 mod serve_audit;
 mod signing;
 mod support;
+mod tools_apis_e2e;
 mod tools_e2e;
 mod verdicts;
 mod versions;
