@@ -492,6 +492,18 @@ impl Vault {
     /// first position where the text ends inside what could still become a placeholder,
     /// so the caller holds back only that suffix (at most the longest placeholder).
     pub fn restore_into(&self, text: &str, out: &mut String, at_end: bool) -> usize {
+        self.restore_into_with(text, out, at_end, &|value, out| out.push_str(value))
+    }
+
+    /// [`Vault::restore_into`], writing each restored value with `write` (tool-call
+    /// arguments escape it for the JSON text they are in, see [`crate::json_text`]).
+    pub fn restore_into_with(
+        &self,
+        text: &str,
+        out: &mut String,
+        at_end: bool,
+        write: &dyn Fn(&str, &mut String),
+    ) -> usize {
         let b = text.as_bytes();
         if self.entries.is_empty() {
             out.push_str(text);
@@ -512,7 +524,7 @@ impl Vault {
                 }
                 At::Full { len, idx } => {
                     out.push_str(text.get(run..i).unwrap_or_default());
-                    out.push_str(self.entries.get(idx).map_or("", |e| e.value.as_str()));
+                    write(self.entries.get(idx).map_or("", |e| e.value.as_str()), out);
                     i += len;
                     run = i;
                 }

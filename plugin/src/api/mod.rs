@@ -24,7 +24,7 @@
 //! [`tool_calls`] lists the tool calls a request's history or a whole reply holds, and
 //! [`offered_tools`] the tools a request offers, as [`ToolCall`]s and names, for the
 //! Anthropic and Responses shapes ([`anthropic::tool_calls`], [`responses::tool_calls`]).
-//! The policy's tool rules read calls through [`crate::tools`], which reads every shape
+//! The policy's tool rules read calls through `tools.rs`, which reads every shape
 //! of a body at once (chat's own, and these two through the functions above), so a call
 //! cannot hide in another API's layout.
 
