@@ -117,7 +117,7 @@ pub fn widen_matches(text: &str, hits: &mut Vec<crate::detect::Match>) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
