@@ -14,6 +14,7 @@ mod envoy;
 mod envoy_audit;
 mod explain;
 mod fallback;
+mod fallback_envoy;
 mod families;
 mod fleet;
 mod fuzz_agree;
