@@ -355,6 +355,46 @@ mod tests {
     }
 
     #[test]
+    fn a_value_tokenised_in_arguments_comes_back_as_it_was_meant() {
+        // A request whose earlier call's arguments hold a value with escapes, found by a
+        // detector whose match starts and ends inside them.
+        let args = json!({"note": "call \"SECRET\" now"}).to_string();
+        let body = json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "c",
+            "type": "function", "function": {"name": "f", "arguments": args}}]},
+            {"role": "user", "content": "and \"SECRET\" too"}]})
+        .to_string();
+        let mut v = Vault::new([9; 16]);
+        let rw =
+            crate::tokenise::rewrite_request(body.as_bytes(), &Secrets, &[0], &[], &mut v).unwrap();
+        let sent: Value = serde_json::from_slice(&rw.body.unwrap()).unwrap();
+        let sent_args = sent
+            .pointer("/messages/0/tool_calls/0/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap();
+        let parsed: Value = serde_json::from_str(sent_args)
+            .unwrap_or_else(|e| panic!("arguments sent are not JSON ({e}): {sent_args}"));
+        let note = parsed["note"].as_str().unwrap();
+        assert!(!note.contains("SECRET"), "{note}");
+        // The same value in prose and in the arguments is one placeholder.
+        let prose = sent.pointer("/messages/1/content").and_then(Value::as_str);
+        let placeholder = note.trim_start_matches("call ").trim_end_matches(" now");
+        assert_eq!(prose, Some(format!("and {placeholder} too").as_str()));
+        // Restored into the reply's arguments (escaped) and its text (as is).
+        let ctx = Ctx {
+            vault: &v,
+            redact: None,
+        };
+        let mut redacted = Default::default();
+        let back = rewrite_text_as(sent_args, true, &ctx, &mut redacted).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&back).unwrap()["note"],
+            "call \"SECRET\" now"
+        );
+        let text = rewrite_text_as(&format!("[{placeholder}]"), false, &ctx, &mut redacted);
+        assert_eq!(text.as_deref(), Some("[\"SECRET\"]"));
+    }
+
+    #[test]
     fn arguments_fields_are_named() {
         assert!(is_json_text_field("arguments"));
         assert!(is_json_text_field("partial_json"));
