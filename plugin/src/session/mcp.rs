@@ -25,6 +25,8 @@ pub(super) struct McpState {
     message: Message,
     /// The server's event stream, cut into whole messages (`text/event-stream` replies).
     events: Option<mcp::EventStream>,
+    /// What the reply's restore/redact pass masked, per detector.
+    pub(super) redacted: stream::Redacted,
 }
 
 impl Session {
@@ -112,7 +114,8 @@ impl Session {
         let mut new_body = None;
         if let Kind::ToolsCall { name, .. } = &m.kind {
             // A tool the policy hides from `tools/list` cannot be called either.
-            if let Some((_, rule)) = self.mcp_hidden(std::slice::from_ref(name)).first() {
+            // (A deny rule on the name answers below, with its own message.)
+            if let Some((_, rule)) = self.mcp_hidden(std::slice::from_ref(name), false).first() {
                 let rule = *rule;
                 self.audit.add_fired(&[eval::fired(policy, rule, false)]);
                 let clause = policy
@@ -160,6 +163,7 @@ impl Session {
         self.mcp = Some(Box::new(McpState {
             message: m,
             events: None,
+            redacted: stream::Redacted::new(),
         }));
         self.stage = Stage::Forwarded;
         self.forwarded = true;
@@ -404,8 +408,9 @@ impl Session {
     /// The names among `names` the policy hides from MCP clients, each with the rule that
     /// hides it: enforced `strip tool` rules (the tool read as offered), and enforced
     /// `deny` rules on `tool_call.…` that read no argument (the tool read as called with
-    /// no arguments), so a tool a call would always be refused is never shown.
-    fn mcp_hidden(&self, names: &[String]) -> Vec<(String, usize)> {
+    /// no arguments; only with `with_denies`), so a tool a call would always be refused
+    /// is never shown.
+    fn mcp_hidden(&self, names: &[String], with_denies: bool) -> Vec<(String, usize)> {
         let shared = &*self.shared;
         let policy = shared.policy();
         let scanner = &shared.engine.scanner;
@@ -438,7 +443,7 @@ impl Session {
                     )
                 }
                 (ir::Action::Deny { .. }, Phase::Response, ToolScope::Calls)
-                    if !mcp::reads_arguments(&r.condition) =>
+                    if with_denies && !mcp::reads_arguments(&r.condition) =>
                 {
                     eval::matching_tool_items(
                         policy,
@@ -635,7 +640,7 @@ impl Session {
         let ours = !id.is_null() && mcp::is_response_to(&message, &id);
         if ours && kind == Kind::ToolsList {
             let names = mcp::listed_tools(&message);
-            let hidden = self.mcp_hidden(&names);
+            let hidden = self.mcp_hidden(&names, true);
             if !hidden.is_empty() {
                 let names: Vec<String> = hidden.iter().map(|(n, _)| n.clone()).collect();
                 let n = mcp::hide_tools(&mut message, &names);
@@ -672,9 +677,10 @@ impl Session {
                     .body
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .unwrap_or(message);
-                for (d, n) in counts {
-                    if let Some(name) = self.shared.engine.scanner.name(d) {
-                        self.audit.add_pii(name, n);
+                // Counted, and the response `redact` rules cited, when the record closes.
+                if let Some(state) = self.mcp.as_mut() {
+                    for (d, n) in counts {
+                        *state.redacted.entry(d).or_default() += n;
                     }
                 }
                 Some(out)

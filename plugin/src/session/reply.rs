@@ -719,7 +719,10 @@ impl Session {
             shared.policy(),
             &shared.engine.scanner,
             &mut self.audit,
-            self.rewriter.as_ref().map(|rw| rw.redacted()),
+            self.rewriter
+                .as_ref()
+                .map(|rw| rw.redacted())
+                .or(self.mcp.as_ref().map(|m| &m.redacted)),
             ending,
             &identity_labels,
             alert_lines,
