@@ -39,7 +39,8 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
     let gw = WritGateway::start(kind, artifact, server.addr(), &Options::default())?;
     let ctx = |msg: String| format!("[{}] {msg}", gw.name());
     let url = format!("http://{}/mcp", gw.addr());
-    let refund_250 = json!({"op": "call", "name": "issue_refund", "arguments": {"order": "A-1", "amount": 250}});
+    let refund_250 =
+        json!({"op": "call", "name": "issue_refund", "arguments": {"order": "A-1", "amount": 250}});
     let steps = json!([
         {"op": "list"},
         {"op": "call", "name": "lookup_order", "arguments": {"order": "A-1"}},
@@ -131,7 +132,9 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
         .filter(|(n, a)| n == "issue_refund" && a["amount"] == 250)
         .count();
     if refunds_250 != 1 {
-        return Err(ctx(format!("the held refund reached the server {refunds_250} times")));
+        return Err(ctx(format!(
+            "the held refund reached the server {refunds_250} times"
+        )));
     }
 
     // 9. Audit: one record per message, with its method and tool and the clause.

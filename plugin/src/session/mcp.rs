@@ -112,23 +112,7 @@ impl Session {
             return self.mcp_deny(&m.id, message, clause);
         }
         let mut new_body = None;
-        if let Kind::ToolsCall { name, .. } = &m.kind {
-            // A tool the policy hides from `tools/list` cannot be called either.
-            // (A deny rule on the name answers below, with its own message.)
-            if let Some((_, rule)) = self.mcp_hidden(std::slice::from_ref(name), false).first() {
-                let rule = *rule;
-                self.audit.add_fired(&[eval::fired(policy, rule, false)]);
-                let clause = policy
-                    .rules
-                    .get(rule)
-                    .map(|r| r.clause.clone())
-                    .unwrap_or_default();
-                return self.mcp_deny(
-                    &m.id,
-                    &format!("The tool `{name}` is not available."),
-                    &clause,
-                );
-            }
+        if let Kind::ToolsCall { .. } = &m.kind {
             match self.mcp_call(store, body.unwrap_or_default(), &m) {
                 Ok(b) => new_body = b,
                 Err(step) => return step,
@@ -259,6 +243,22 @@ impl Session {
         } = &decision.verdict
         {
             return Err(self.mcp_deny(&m.id, message, clause));
+        }
+        // A tool the policy hides from `tools/list` cannot be called either (a deny rule on
+        // the name answered above, with its own message).
+        if let Some((_, rule)) = self
+            .mcp_hidden(std::slice::from_ref(&calls[0].name), false)
+            .first()
+        {
+            let rule = *rule;
+            self.audit.add_fired(&[eval::fired(policy, rule, false)]);
+            let clause = policy
+                .rules
+                .get(rule)
+                .map(|r| r.clause.clone())
+                .unwrap_or_default();
+            let message = format!("The tool `{}` is not available.", calls[0].name);
+            return Err(self.mcp_deny(&m.id, &message, &clause));
         }
         let t = eval::Transforms::of(policy, &decision);
         for (k, v) in &t.tags {
