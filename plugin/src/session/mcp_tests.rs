@@ -392,3 +392,70 @@ fn other_methods_pass_and_malformed_json_rpc_is_refused() {
     run.seal();
     assert_eq!(run.record()["outcome"], "allowed");
 }
+
+#[test]
+fn tokenised_arguments_are_restored_in_the_result() {
+    let mut p = mcp_policy(redact_results());
+    // AIP-9.6 tokenises instead of redacting.
+    if let Some(r) = p.rules.iter_mut().find(|r| r.clause == "AIP-9.6") {
+        r.action = Action::Tokenise { detectors: vec![0] };
+    }
+    // No result rule and no response redaction may mask the restored value.
+    p.rules.retain(|r| r.clause != "AIP-9.5");
+    let mut run = Run::new(p);
+    assert_eq!(
+        run.mcp(&[], &call("lookup_order", r#"{"email":"ann@example.com"}"#)),
+        Next::Continue
+    );
+    let sent = run
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::ReplaceBody {
+                side: Side::Request,
+                bytes,
+                ..
+            } => Some(String::from_utf8(bytes.clone()).unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!sent.contains("ann@example.com"), "{sent}");
+    let v: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    let placeholder = v["params"]["arguments"]["email"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The server echoes the placeholder; the client gets the value back.
+    run.reply_headers(200, "text/event-stream", false);
+    let event = format!(
+        "data: {{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{{\"content\":[{{\"type\":\"text\",\"text\":\"found {placeholder}\"}}]}}}}\n\n"
+    );
+    let step = run
+        .session
+        .on_response_body(event.as_bytes(), true, &run.store);
+    run.keep(step);
+    run.seal();
+    let out = String::from_utf8(run.replaced_reply()).unwrap();
+    assert!(out.contains("found ann@example.com"), "{out}");
+    assert_eq!(run.record()["pii"]["email"], 1);
+}
+
+#[test]
+fn a_tools_list_in_an_event_stream_is_filtered_too() {
+    let mut run = Run::new(mcp_policy(redact_results()));
+    run.mcp(&[], r#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#);
+    run.reply_headers(200, "text/event-stream", false);
+    let stream = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"l\",\"result\":{\"tools\":[{\"name\":\"drop_tables\"},{\"name\":\"lookup_order\"}]}}\n\n";
+    let (a, b) = stream.split_at(40);
+    for (chunk, end) in [(a, false), (b, true)] {
+        let step = run.session.on_response_body(chunk, end, &run.store);
+        run.keep(step);
+    }
+    run.seal();
+    let out = String::from_utf8(run.replaced_reply()).unwrap();
+    assert!(
+        out.contains("lookup_order") && !out.contains("drop_tables"),
+        "{out}"
+    );
+    assert_eq!(run.record()["mcp"]["hidden_tools"], 1);
+}
