@@ -113,6 +113,9 @@ impl Message {
     }
 }
 
+/// The members a JSON-RPC 2.0 message may have.
+const MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+
 /// Reads a request body as MCP: `None` when it is not JSON-RPC (no `"jsonrpc"` member),
 /// `Some(Err(why))` when it claims JSON-RPC but is not a valid message (answered with
 /// [`INVALID_REQUEST`] or [`INVALID_PARAMS`], never forwarded), else the message.
@@ -121,6 +124,14 @@ pub fn classify(body: &Json) -> Option<Result<Message, (i64, &'static str)>> {
     let version = obj.get("jsonrpc")?;
     if version.as_str() != Some("2.0") {
         return Some(Err((INVALID_REQUEST, "`jsonrpc` must be \"2.0\"")));
+    }
+    // Nothing but JSON-RPC's own members: a model request dressed as JSON-RPC (`model`,
+    // `messages` next to `"jsonrpc"`) must not pass as MCP and skip the model's rules.
+    if obj.keys().any(|k| !MEMBERS.contains(&k.as_str())) {
+        return Some(Err((
+            INVALID_REQUEST,
+            "a JSON-RPC message has only `jsonrpc`, `id`, `method`, `params`, `result` and `error`",
+        )));
     }
     let id = obj.get("id").cloned().unwrap_or(Json::Null);
     let method = match obj.get("method") {
@@ -467,6 +478,10 @@ mod tests {
         let bad = [
             (json!({"jsonrpc": "1.0", "method": "x"}), INVALID_REQUEST),
             (json!({"jsonrpc": "2.0", "id": 1}), INVALID_REQUEST),
+            (
+                json!({"jsonrpc": "2.0", "id": 1, "method": "x", "model": "m", "messages": []}),
+                INVALID_REQUEST,
+            ),
             (
                 json!({"jsonrpc": "2.0", "id": 1, "method": 5}),
                 INVALID_REQUEST,

@@ -30,16 +30,24 @@ pub(super) struct McpState {
 }
 
 impl Session {
-    /// Whether the request is MCP and was handled here: the body is a JSON-RPC message, or
-    /// a request without a body carries [`mcp::PROTOCOL_VERSION_HEADER`].
+    /// Whether the request is MCP and was handled here: on a path that is no model API's,
+    /// the body is a JSON-RPC message, or a `GET`/`DELETE` without a body carries
+    /// [`mcp::PROTOCOL_VERSION_HEADER`].
     pub(super) fn mcp_request(
         &mut self,
         store: &dyn SharedStore,
         body: Option<&[u8]>,
     ) -> Option<Step> {
+        // A model API's path is never MCP: its requests meet the model's rules whatever
+        // their body says.
+        if self.request.api() != crate::api::Api::Other {
+            return None;
+        }
+        let bodiless_mcp = self.request.header(mcp::PROTOCOL_VERSION_HEADER).is_some()
+            && matches!(self.request.method.as_str(), "GET" | "DELETE");
         let parsed = match &self.request.body {
             Some(json) => mcp::classify(json)?,
-            None if self.request.header(mcp::PROTOCOL_VERSION_HEADER).is_some() => Ok(Message {
+            None if bodiless_mcp => Ok(Message {
                 id: Json::Null,
                 method: String::new(),
                 kind: Kind::Other,

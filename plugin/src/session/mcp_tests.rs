@@ -459,3 +459,33 @@ fn a_tools_list_in_an_event_stream_is_filtered_too() {
     );
     assert_eq!(run.record()["mcp"]["hidden_tools"], 1);
 }
+
+#[test]
+fn a_model_request_dressed_as_json_rpc_meets_the_model_rules() {
+    // On a model API's path, a `jsonrpc` member changes nothing: the model allowlist
+    // refuses the request as it refuses any other.
+    let mut run = Run::new(mcp_policy(redact_results()));
+    assert_eq!(run.headers(&[], false), Next::Pause);
+    let smuggled = r#"{"jsonrpc":"2.0","method":"x","model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(run.body(smuggled), Next::Pause);
+    run.seal();
+    let (status, _) = run.local_replies().remove(0);
+    assert_eq!(status, 403);
+    assert_eq!(run.fired(), vec!["AIP-3.1"]);
+    assert!(run.record().get("mcp").is_none());
+    // Elsewhere, JSON-RPC with a model request's members is not a JSON-RPC message.
+    let mut run = Run::new(mcp_policy(redact_results()));
+    assert_eq!(run.mcp(&[], smuggled), Next::Pause);
+    run.seal();
+    let (status, r) = run.local_replies().remove(0);
+    assert_eq!(
+        (status, r["error"]["code"].clone()),
+        (200, serde_json::json!(crate::mcp::INVALID_REQUEST))
+    );
+    // A bodiless POST with the MCP header is not MCP either.
+    let mut run = Run::new(mcp_policy(redact_results()));
+    let h = [(":path", "/mcp"), ("mcp-protocol-version", "2025-06-18")];
+    assert_eq!(run.headers(&h, true), Next::Pause);
+    run.seal();
+    assert_eq!(run.fired(), vec!["AIP-3.1"]);
+}
