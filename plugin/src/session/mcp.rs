@@ -666,10 +666,12 @@ impl Session {
                 }
             }
         }
-        if ours
-            && matches!(kind, Kind::ToolsCall { .. })
-            && let Some(view) = mcp::tool_result_view(&message)
-        {
+        // The response to this `tools/call`, and anything else shaped like a tool result
+        // (a server could answer on another stream): the `tool_result` rules read it.
+        let tool_result = (ours && matches!(kind, Kind::ToolsCall { .. }))
+            || message.pointer("/result/content").is_some();
+        if tool_result && let Some(view) = mcp::tool_result_view(&message) {
+            let id = message.get("id").cloned().unwrap_or(Json::Null);
             match self.mcp_result(&id, view, &message) {
                 ResultDecision::Replace(m) => return Some(m),
                 ResultDecision::Rewrite(m) => message = m,

@@ -489,3 +489,35 @@ fn a_model_request_dressed_as_json_rpc_meets_the_model_rules() {
     run.seal();
     assert_eq!(run.fired(), vec!["AIP-3.1"]);
 }
+
+#[test]
+fn a_tool_result_on_the_servers_own_stream_is_checked_too() {
+    let deny = Action::Deny {
+        status: 400,
+        message: "No personal data in tool results.".into(),
+    };
+    let mut run = Run::new(mcp_policy(deny));
+    let h = [
+        (":method", "GET"),
+        (":path", "/mcp"),
+        ("mcp-protocol-version", "2025-06-18"),
+        ("accept", "text/event-stream"),
+    ];
+    assert_eq!(run.headers(&h, true), Next::Continue);
+    run.reply_headers(200, "text/event-stream", false);
+    let event = b"data: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"ann@example.com\"}]}}\n\n";
+    let step = run.session.on_response_body(event, true, &run.store);
+    run.keep(step);
+    run.seal();
+    let out: serde_json::Value = serde_json::from_slice(
+        run.replaced_reply()
+            .strip_prefix(b"data: ")
+            .unwrap()
+            .strip_suffix(b"\n\n")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(out["id"], 9);
+    assert_eq!(out["error"]["code"], crate::mcp::DENIED);
+    assert_eq!(run.record()["mcp"]["method"], "");
+}
