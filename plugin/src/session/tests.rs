@@ -1032,3 +1032,6 @@ fn a_request_refused_after_the_rate_admission_is_taken_back() {
         Ok(0)
     );
 }
+
+#[path = "mcp_tests.rs"]
+mod mcp_tests;
