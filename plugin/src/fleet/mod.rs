@@ -1,6 +1,6 @@
 //! A fleet of gateways sharing one policy state through a distributed store (etcd's v3
-//! JSON API, reached by HTTP callout in both hosts): leased budgets ([`budget`]) and the
-//! kill switch ([`kill`]). `docs/fleet.md` is the operator's guide.
+//! JSON API, reached by HTTP callout in both hosts): leased budgets ([`budget`]), the
+//! kill switch ([`kill`]) and the oversight counters and alerts ([`counters`]). `docs/fleet.md` is the operator's guide.
 //!
 //! Without a `shared` section in the plugin configuration nothing here runs and the
 //! engine keeps all state in the host's shared data, exactly as before.
@@ -11,6 +11,7 @@
 //! instance sees it) or in the sans-IO operations the caller holds.
 
 pub mod budget;
+pub mod counters;
 pub mod etcd;
 pub mod kill;
 
