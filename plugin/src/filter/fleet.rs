@@ -131,10 +131,23 @@ impl RootFleet {
                 .calls
                 .values()
                 .any(|c| matches!(c, RootCall::Sync(s) if s.ledger == ledger));
-            if busy || !budget::needs_flush(&HostStore, &ledger) {
+            if busy {
                 continue;
             }
-            let (sync, first) = Sync::start(&HostStore, &ledger, &id, None, 0, None);
+            let idle_nanos = u64::from(cfg.return_idle_ms) * 1_000_000;
+            let step = if cfg.return_idle_ms == 0 {
+                budget::ReturnStep::Nothing
+            } else {
+                budget::return_step(&HostStore, &ledger, host::now_nanos(), idle_nanos)
+            };
+            let (sync, first) = match step {
+                budget::ReturnStep::Give => Sync::give_back(&HostStore, &ledger, &id),
+                budget::ReturnStep::Lowered => continue,
+                budget::ReturnStep::Nothing if budget::needs_flush(&HostStore, &ledger) => {
+                    Sync::start(&HostStore, &ledger, &id, None, 0, None)
+                }
+                budget::ReturnStep::Nothing => continue,
+            };
             if let Next::Call(call) = first
                 && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
             {

@@ -787,6 +787,7 @@ fn fleet_config() -> PluginConfig {
             poll_ms: 1000,
             timeout_ms: 1000,
             local_allowance_micros: 0,
+            return_idle_ms: 3000,
         }),
         ..PluginConfig::default()
     }
