@@ -314,9 +314,9 @@ pub enum ReturnStep {
     /// committed, so no request of it is admitted on the unused part from now on. The
     /// store still counts it until the next tick.
     Lowered,
-    /// Second step, one tick later (any admission that read the old grant has reserved
-    /// by then: a worker reads the grant and reserves in one callback): write the lower
-    /// grant to the store ([`Sync::give_back`]).
+    /// Second step, a poll period later (any admission that read the old grant has
+    /// reserved by then: a worker reads the grant and reserves in one callback): write the
+    /// lower grant to the store ([`Sync::give_back`]).
     Give,
 }
 
@@ -331,16 +331,24 @@ pub fn return_step(
     idle_nanos: u64,
 ) -> ReturnStep {
     let idle = idle_for(local, ledger, now_nanos);
-    let was_lowered = store::update(local, &returning_key(ledger), |f: &Flag| {
-        if f.0 {
-            Step::Write(Flag(false), true)
+    // The second step waits a while after the first, whichever worker's tick runs it
+    // (the workers of an Envoy tick independently): by then every admission that read
+    // the old grant has reserved.
+    let gap = (idle_nanos / 3).max(100_000_000);
+    let lowered = store::update(local, &returning_key(ledger), |f: &Stamp| {
+        if f.0 == 0 {
+            Step::Keep(None)
+        } else if now_nanos.saturating_sub(f.0) >= gap {
+            Step::Write(Stamp(0), Some(true))
         } else {
-            Step::Keep(false)
+            Step::Keep(Some(false))
         }
     })
-    .unwrap_or(false);
-    if was_lowered {
-        return ReturnStep::Give;
+    .unwrap_or(Some(false));
+    match lowered {
+        Some(true) => return ReturnStep::Give,
+        Some(false) => return ReturnStep::Nothing,
+        None => {}
     }
     if idle < idle_nanos || unused(local, ledger) <= 0 {
         return ReturnStep::Nothing;
@@ -367,28 +375,13 @@ pub fn return_step(
     if !lowered {
         return ReturnStep::Nothing;
     }
-    let flagged = store::update(local, &returning_key(ledger), |_: &Flag| {
-        Step::Write(Flag(true), ())
+    let flagged = store::update(local, &returning_key(ledger), |_: &Stamp| {
+        Step::Write(Stamp(now_nanos.max(1)), ())
     });
     if flagged.is_ok() {
         ReturnStep::Lowered
     } else {
         ReturnStep::Nothing
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Flag(bool);
-
-impl Stored for Flag {
-    fn encode(&self) -> Vec<u8> {
-        vec![u8::from(self.0)]
-    }
-    fn decode(bytes: &[u8]) -> Option<Flag> {
-        match bytes {
-            [b] => Some(Flag(*b != 0)),
-            _ => None,
-        }
     }
 }
 
@@ -1156,7 +1149,12 @@ pub(crate) mod tests {
         let mut k = [key(l, 1000)];
         let _ = lease_caps(&a, &mut k, None);
         assert!(matches!(reserve(&a, &k, 1), Ok(Admission::Deny { .. })));
-        // The next tick writes it to the store (in flight stays held).
+        // Another worker's tick right after: too soon for the second step.
+        assert_eq!(
+            return_step(&a, l, 18 * s + 1_000, 3 * s),
+            ReturnStep::Nothing
+        );
+        // A poll period later it writes it to the store (in flight stays held).
         assert_eq!(return_step(&a, l, 19 * s, 3 * s), ReturnStep::Give);
         assert!(matches!(
             give(&mut etcd, &a, l, "a"),
