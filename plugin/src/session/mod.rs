@@ -9,13 +9,14 @@
 //! reply side and the end of a request (settlement, the audit record), `sink` the answer
 //! held for the audit sink and the sink's own answer, `close` the record's completion into
 //! its lines and counters, `lease` a fleet member's wait for a budget lease from the fleet
-//! store (`docs/fleet.md`).
+//! store (`docs/fleet.md`), `mcp` an MCP request's JSON-RPC (`docs/mcp.md`).
 
 mod close;
 mod effect;
 mod fallback;
 mod fleet;
 mod lease;
+mod mcp;
 mod reply;
 mod request;
 mod sink;
@@ -241,6 +242,8 @@ pub struct Session {
     retry_body: Vec<u8>,
     /// The host sends requests again on the filter's word (`writ serve`).
     host_retry: bool,
+    /// An MCP request (`session/mcp.rs`), from its body to the end of its reply.
+    mcp: Option<Box<mcp::McpState>>,
 }
 
 impl Session {
@@ -288,6 +291,7 @@ impl Session {
             fallback: None,
             retry_body: Vec::new(),
             host_retry: false,
+            mcp: None,
         }
     }
 

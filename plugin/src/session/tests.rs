@@ -1111,3 +1111,6 @@ fn in_a_fleet_the_drift_alert_is_judged_on_the_fleets_counts_and_claimed_not_wri
         "an instance publishes its own counts, never the others'"
     );
 }
+
+#[path = "mcp_tests.rs"]
+mod mcp_tests;
