@@ -438,6 +438,32 @@ fn record_unseen(session: &mut Session) {
     session.on_unseen(headers, &mut host_request_id, code, &details);
 }
 
+/// Posts a JSON `body` to a configured cluster (a handoff, an alert); the answer is only
+/// logged, and a call the host refuses is logged too.
+pub(crate) fn post_json(ctx: &dyn Context, target: &CalloutTarget, body: &[u8]) {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", target.path.as_str()),
+        (":authority", target.authority.as_str()),
+        ("content-type", "application/json"),
+    ];
+    if let Err(status) = ctx.dispatch_http_call(
+        &target.cluster,
+        headers,
+        Some(body),
+        vec![],
+        Duration::from_millis(u64::from(target.timeout_ms)),
+    ) {
+        host::log(
+            LogLevel::Error,
+            &format!(
+                "writ: call to cluster `{}` refused by the host ({status:?})",
+                target.cluster
+            ),
+        );
+    }
+}
+
 impl Http {
     fn response_headers(&mut self, end_of_stream: bool) -> Action {
         let Some(session) = self.session.as_mut() else {
@@ -566,7 +592,7 @@ impl Http {
                     return failed(on_fail);
                 }
             }
-            Effect::Callout { target, body } => self.call(&target, &body),
+            Effect::Callout { target, body } => post_json(self, &target, &body),
             Effect::AuditFilterState(lines) => {
                 if !host::set_property(&[AUDIT_PROPERTY], lines.as_bytes()) {
                     host::log(
@@ -681,30 +707,6 @@ impl Http {
         }
     }
 
-    /// Posts `body` to a configured cluster; the answer is only logged.
-    fn call(&self, target: &CalloutTarget, body: &[u8]) {
-        let headers = vec![
-            (":method", "POST"),
-            (":path", target.path.as_str()),
-            (":authority", target.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        if let Err(status) = self.dispatch_http_call(
-            &target.cluster,
-            headers,
-            Some(body),
-            vec![],
-            Duration::from_millis(u64::from(target.timeout_ms)),
-        ) {
-            host::log(
-                LogLevel::Error,
-                &format!(
-                    "writ: call to cluster `{}` refused by the host ({status:?})",
-                    target.cluster
-                ),
-            );
-        }
-    }
 }
 
 fn metric_kind(kind: session::MetricKind) -> u32 {

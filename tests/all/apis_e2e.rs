@@ -403,11 +403,7 @@ fn anthropic_and_responses_apis_are_governed_in_both_hosts() {
     std::fs::write(&source, POLICY).unwrap();
     std::fs::copy(paper, dir.path().join("ai-policy.md")).unwrap();
     let artifact = crate::support::hosts::build_policy(&source, &dir.path().join("out"));
-    let failures: Vec<String> = HostKind::BOTH
-        .iter()
-        .filter_map(|&kind| check_host(kind, &artifact).err())
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    crate::support::hosts::assert_in_both_hosts(&artifact, check_host);
 }
 
 /// The mock itself: what it echoes is the system prompt and the last user turn.

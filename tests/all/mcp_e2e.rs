@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::cases::Gateway;
-use crate::support::hosts::{HostKind, Options, WritGateway, build_policy};
+use crate::support::hosts::{
+    HostKind, Options, WritGateway, assert_in_both_hosts, build_support_assistant,
+};
 use crate::support::http::{Request, send};
 use crate::support::mcp_server::{CUSTOMER_EMAIL, LEAKED_KEY, McpServer};
 use crate::support::python::mcp_session;
@@ -187,13 +189,6 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
 #[test]
 fn mcp_is_governed_in_both_hosts_with_the_official_client() {
     let dir = TempDir::new("mcp-e2e");
-    let artifact = build_policy(
-        &workspace_root().join("policies/support-assistant.policy"),
-        dir.path(),
-    );
-    let failures: Vec<String> = HostKind::BOTH
-        .iter()
-        .filter_map(|&kind| check_host(kind, &artifact).err())
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let artifact = build_support_assistant(dir.path());
+    assert_in_both_hosts(&artifact, check_host);
 }

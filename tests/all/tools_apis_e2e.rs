@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 
 use crate::support::api_mocks::{MockApi, reassemble};
 use crate::support::cases::Gateway;
-use crate::support::hosts::{HostKind, Options, WritGateway, build_policy};
+use crate::support::hosts::{
+    HostKind, Options, WritGateway, assert_in_both_hosts, build_support_assistant,
+};
 use crate::support::http::{Request, Response, send};
 use crate::support::tempdir::TempDir;
 use crate::support::upstream::{Reply, Upstream};
@@ -321,13 +323,6 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
 #[test]
 fn anthropic_and_responses_tool_calls_are_governed_in_both_hosts() {
     let dir = TempDir::new("tools-apis-e2e");
-    let artifact = build_policy(
-        &workspace_root().join("policies/support-assistant.policy"),
-        dir.path(),
-    );
-    let failures: Vec<String> = HostKind::BOTH
-        .iter()
-        .filter_map(|&kind| check_host(kind, &artifact).err())
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let artifact = build_support_assistant(dir.path());
+    assert_in_both_hosts(&artifact, check_host);
 }

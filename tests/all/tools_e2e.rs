@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::cases::Gateway;
-use crate::support::hosts::{HostKind, Options, WritGateway, build_policy};
+use crate::support::hosts::{
+    HostKind, Options, WritGateway, assert_in_both_hosts, build_support_assistant,
+};
 use crate::support::http::{Request, send};
 use crate::support::tempdir::TempDir;
 use crate::support::upstream::{Reply, Upstream};
@@ -253,13 +255,6 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
 #[test]
 fn tool_calls_are_governed_held_and_released_in_both_hosts() {
     let dir = TempDir::new("tools-e2e");
-    let artifact = build_policy(
-        &workspace_root().join("policies/support-assistant.policy"),
-        dir.path(),
-    );
-    let failures: Vec<String> = HostKind::BOTH
-        .iter()
-        .filter_map(|&kind| check_host(kind, &artifact).err())
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let artifact = build_support_assistant(dir.path());
+    assert_in_both_hosts(&artifact, check_host);
 }

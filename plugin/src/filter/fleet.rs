@@ -287,27 +287,7 @@ fn fire(
         }
     }
     if let (Some(target), Some(body)) = (alert_sink, alert.payload.as_deref()) {
-        let headers = vec![
-            (":method", "POST"),
-            (":path", target.path.as_str()),
-            (":authority", target.authority.as_str()),
-            ("content-type", "application/json"),
-        ];
-        if let Err(status) = ctx.dispatch_http_call(
-            &target.cluster,
-            headers,
-            Some(body),
-            vec![],
-            Duration::from_millis(u64::from(target.timeout_ms)),
-        ) {
-            host::log(
-                LogLevel::Error,
-                &format!(
-                    "writ: call to cluster `{}` refused by the host ({status:?})",
-                    target.cluster
-                ),
-            );
-        }
+        super::post_json(ctx, target, body);
     }
 }
 

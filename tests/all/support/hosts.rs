@@ -61,6 +61,24 @@ pub enum WritGateway {
     Serve(ServeProcess),
 }
 
+/// Runs `check` against `artifact` in real Envoy and in `writ serve`, and fails with every
+/// host's failure at once, so one host's failure never hides the other's.
+pub fn assert_in_both_hosts(artifact: &Path, check: impl Fn(HostKind, &Path) -> Result<(), String>) {
+    let failures: Vec<String> = HostKind::BOTH
+        .iter()
+        .filter_map(|&kind| check(kind, artifact).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The bundled `support-assistant` policy, built into `out` by the real `writ build`.
+pub fn build_support_assistant(out: &Path) -> PathBuf {
+    build_policy(
+        &super::workspace_root().join("policies/support-assistant.policy"),
+        out,
+    )
+}
+
 /// Builds the policy `source` with the real `writ build` into `out` and returns the
 /// artifact it wrote (the `.policy`'s directory must hold the paper policy it implements).
 pub fn build_policy(source: &Path, out: &Path) -> PathBuf {
