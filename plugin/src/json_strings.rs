@@ -207,23 +207,33 @@ pub enum Slot {
 /// (`{"jane@example.com": 1}`) as well as a value.
 pub fn rewrite_strings_and_keys(
     body: &[u8],
-    f: impl FnMut(&Path<'_>, &str, Slot) -> Option<String>,
+    mut f: impl FnMut(&Path<'_>, &str, Slot) -> Option<String>,
+) -> Result<Option<Vec<u8>>, JsonError> {
+    rewrite_strings_and_keys_at(body, |path, s, slot, _| f(path, s, slot))
+}
+
+/// [`rewrite_strings_and_keys`], also telling `f` where the string (its opening quote)
+/// starts in `body`: the key under which [`crate::detection::Detection`] keeps what it
+/// found in that string.
+pub fn rewrite_strings_and_keys_at(
+    body: &[u8],
+    f: impl FnMut(&Path<'_>, &str, Slot, usize) -> Option<String>,
 ) -> Result<Option<Vec<u8>>, JsonError> {
     struct Edits<F> {
         f: F,
         edits: Vec<(Range<usize>, String)>,
     }
-    impl<'a, F: FnMut(&Path<'_>, &str, Slot) -> Option<String>> Visitor<'a> for Edits<F> {
+    impl<'a, F: FnMut(&Path<'_>, &str, Slot, usize) -> Option<String>> Visitor<'a> for Edits<F> {
         fn leaf(&mut self, path: &Path<'a>, leaf: Leaf<'_>, span: Range<usize>) {
             if let Leaf::Str(s) = leaf
-                && let Some(new) = (self.f)(path, s, Slot::Value)
+                && let Some(new) = (self.f)(path, s, Slot::Value, span.start)
                 && new != s
             {
                 self.edits.push((span, new));
             }
         }
         fn key(&mut self, path: &Path<'a>, key: &str, span: Range<usize>) {
-            if let Some(new) = (self.f)(path, key, Slot::Key)
+            if let Some(new) = (self.f)(path, key, Slot::Key, span.start)
                 && new != key
             {
                 self.edits.push((span, new));

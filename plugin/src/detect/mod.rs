@@ -915,10 +915,30 @@ impl Scanner {
     /// characters removed, `%XX` decoded) or in a decoded base64 or hex run is reported on
     /// the whole original span it was written as.
     pub fn scan(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
+        self.scan_noting(text, wanted, out, &mut |_| {});
+    }
+
+    /// [`Scanner::scan`], also calling `note` with the detector of every candidate any of
+    /// its walks (the text, its folded view, each decoded run) emitted, before overlaps
+    /// are resolved. Every detector noted is one [`Scanner::any`] finds on its own
+    /// (`any(text, &[d])`): a walk that emits `d` at a position is one every walk reaches
+    /// with the same answer there (walks differ only after their own emits, and a longer
+    /// candidate of another kind can hide `d` but never invent it). See
+    /// [`Scanner::present`] for the detectors it may not have noted.
+    pub fn scan_noting(
+        &self,
+        text: &str,
+        wanted: &[u16],
+        out: &mut Vec<Match>,
+        note: &mut dyn FnMut(u16),
+    ) {
         let mut dirty = self.collect(text, wanted, out);
+        for m in out.iter() {
+            note(m.detector);
+        }
         if let Some(view) = normalize::View::of(text) {
             let mut found = Vec::new();
-            self.scan_plain(&view.text, wanted, &mut found);
+            self.collect_noting(&view.text, wanted, &mut found, note);
             for m in found {
                 if let Some((start, end)) = view.original(m.start, m.end) {
                     out.push(Match {
@@ -932,7 +952,7 @@ impl Scanner {
         }
         let mut found = Vec::new();
         normalize::decoded_runs(text, &mut |start, end, decoded| {
-            self.scan_plain(decoded, wanted, &mut found);
+            self.collect_noting(decoded, wanted, &mut found, note);
             if let Some(m) = found.first() {
                 out.push(Match {
                     detector: m.detector,
@@ -948,10 +968,66 @@ impl Scanner {
         }
     }
 
-    /// [`Scanner::scan`] without looking for disguised forms.
-    fn scan_plain(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
-        if self.collect(text, wanted, out) {
+    /// [`Scanner::scan`] without looking for disguised forms, noting every candidate's
+    /// detector before overlaps are resolved.
+    fn collect_noting(
+        &self,
+        text: &str,
+        wanted: &[u16],
+        out: &mut Vec<Match>,
+        note: &mut dyn FnMut(u16),
+    ) {
+        let dirty = self.collect(text, wanted, out);
+        for m in out.iter() {
+            note(m.detector);
+        }
+        if dirty {
             resolve(out);
+        }
+    }
+
+    /// Adds to `present` (kept sorted, without repeats) every detector `d` of `wanted`
+    /// with `any(text, &[d])`, exactly: what each `… has` condition over `text` needs,
+    /// from as few walks as the text allows. A walk with all of `wanted` finds some of
+    /// them (a candidate of one kind can hide one of another under it, never invent one);
+    /// the next walk looks only for those not found yet, until a walk finds nothing new.
+    /// A clean text costs one walk, a text with values of a few kinds usually two.
+    pub fn present(&self, text: &str, wanted: &[u16], present: &mut Vec<u16>) {
+        let mut rest: Vec<u16> = wanted
+            .iter()
+            .copied()
+            .filter(|d| present.binary_search(d).is_err())
+            .collect();
+        let mut found = Vec::new();
+        let mut scratch = Vec::new();
+        let view = normalize::View::of(text);
+        while !rest.is_empty() {
+            found.clear();
+            let mut note = |d: u16| {
+                if !found.contains(&d) {
+                    found.push(d);
+                }
+            };
+            self.collect(text, &rest, &mut scratch);
+            scratch.iter().for_each(|m| note(m.detector));
+            if let Some(view) = &view {
+                self.collect(&view.text, &rest, &mut scratch);
+                scratch.iter().for_each(|m| note(m.detector));
+            }
+            normalize::decoded_runs(text, &mut |_, _, decoded| {
+                self.collect(decoded, &rest, &mut scratch);
+                scratch.iter().for_each(|m| note(m.detector));
+                true
+            });
+            if found.is_empty() {
+                break;
+            }
+            for d in &found {
+                if let Err(at) = present.binary_search(d) {
+                    present.insert(at, *d);
+                }
+            }
+            rest.retain(|d| !found.contains(d));
         }
     }
 

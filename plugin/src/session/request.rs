@@ -150,6 +150,8 @@ impl Session {
             Err(err) => return self.reply(&Reply::body_error(&err)),
         };
         self.request.body = Some(body);
+        // One detection pass over the body: every `prompt has …` and the rewrite read it.
+        self.request.detection = self.shared.engine.detect(bytes);
         self.decide(store, Some(bytes))
     }
 
@@ -492,9 +494,10 @@ impl Session {
         let malformed = |e: crate::json_strings::JsonError| BodyError::Malformed(e.to_string());
         let mut current: Option<Vec<u8>> = None;
         if !t.tokenise.is_empty() || !t.redact.is_empty() {
-            let rw = tokenise::rewrite_request(
+            let rw = tokenise::rewrite_request_with(
                 bytes,
                 &shared.engine.scanner,
+                self.request.detection.as_ref(),
                 &t.tokenise,
                 &t.redact,
                 &mut self.vault,
