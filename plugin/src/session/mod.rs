@@ -240,6 +240,8 @@ pub struct Session {
     retry_body: Vec<u8>,
     /// The host sends requests again on the filter's word (`writ serve`).
     host_retry: bool,
+    /// Asks the host for `host_retry` when the request is forwarded (at most once).
+    host_retry_probe: Option<fn() -> bool>,
 }
 
 impl Session {
@@ -287,6 +289,7 @@ impl Session {
             fallback: None,
             retry_body: Vec::new(),
             host_retry: false,
+            host_retry_probe: None,
         }
     }
 

@@ -406,6 +406,7 @@ impl Session {
             return self.deny(decision);
         }
         self.log_would_have(&decision);
+        self.resolve_host_retry();
 
         // Transformations.
         let t = Transforms::of(policy, &decision);

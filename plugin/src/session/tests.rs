@@ -1032,3 +1032,46 @@ fn a_request_refused_after_the_rate_admission_is_taken_back() {
         Ok(0)
     );
 }
+
+thread_local! {
+    static PROBES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A host that can retry, counting how often it was asked.
+fn probe_yes() -> bool {
+    PROBES.with(|p| p.set(p.get() + 1));
+    true
+}
+
+#[test]
+fn the_host_is_asked_whether_it_can_retry_only_when_the_request_is_forwarded() {
+    let with_retry = || {
+        let mut p = policy(vec![model_deny()]);
+        let mut wf = support_workflow(Oversight::Hotl { threshold: 0.5 });
+        wf.fallback = Some(crate::ir::Fallback {
+            on: vec![crate::ir::Failure::Status5xx],
+            steps: vec![crate::ir::FallbackStep::Model("m".into())],
+        });
+        p.workflows = vec![wf];
+        p
+    };
+    // Denied: the property is never read.
+    PROBES.with(|p| p.set(0));
+    let mut run = Run::new(with_retry());
+    run.session.ask_host_retry_with(probe_yes);
+    assert_eq!(run.request(r#"{"model":"other","messages":[]}"#), Next::Pause);
+    assert_eq!(PROBES.with(|p| p.get()), 0);
+    // Forwarded: asked once, and the answer arms the retry (the fallback header).
+    let mut run = Run::new(with_retry());
+    run.session.ask_host_retry_with(probe_yes);
+    assert_eq!(run.request(BODY), Next::Continue);
+    assert_eq!(PROBES.with(|p| p.get()), 1);
+    assert_eq!(run.headers_set(crate::fallback::FALLBACK_HEADER), 1);
+    // A workflow without retries never asks.
+    PROBES.with(|p| p.set(0));
+    let mut run = Run::new(policy(vec![model_deny()]));
+    run.session.ask_host_retry_with(probe_yes);
+    assert_eq!(run.request(BODY), Next::Continue);
+    assert_eq!(PROBES.with(|p| p.get()), 0);
+    assert_eq!(run.headers_set(crate::fallback::FALLBACK_HEADER), 0);
+}
