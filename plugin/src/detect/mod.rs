@@ -915,30 +915,10 @@ impl Scanner {
     /// characters removed, `%XX` decoded) or in a decoded base64 or hex run is reported on
     /// the whole original span it was written as.
     pub fn scan(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
-        self.scan_noting(text, wanted, out, &mut |_| {});
-    }
-
-    /// [`Scanner::scan`], also calling `note` with the detector of every candidate any of
-    /// its walks (the text, its folded view, each decoded run) emitted, before overlaps
-    /// are resolved. Every detector noted is one [`Scanner::any`] finds on its own
-    /// (`any(text, &[d])`): a walk that emits `d` at a position is one every walk reaches
-    /// with the same answer there (walks differ only after their own emits, and a longer
-    /// candidate of another kind can hide `d` but never invent it). See
-    /// [`Scanner::present`] for the detectors it may not have noted.
-    pub fn scan_noting(
-        &self,
-        text: &str,
-        wanted: &[u16],
-        out: &mut Vec<Match>,
-        note: &mut dyn FnMut(u16),
-    ) {
         let mut dirty = self.collect(text, wanted, out);
-        for m in out.iter() {
-            note(m.detector);
-        }
         if let Some(view) = normalize::View::of(text) {
             let mut found = Vec::new();
-            self.collect_noting(&view.text, wanted, &mut found, note);
+            self.scan_plain(&view.text, wanted, &mut found);
             for m in found {
                 if let Some((start, end)) = view.original(m.start, m.end) {
                     out.push(Match {
@@ -952,7 +932,7 @@ impl Scanner {
         }
         let mut found = Vec::new();
         normalize::decoded_runs(text, &mut |start, end, decoded| {
-            self.collect_noting(decoded, wanted, &mut found, note);
+            self.scan_plain(decoded, wanted, &mut found);
             if let Some(m) = found.first() {
                 out.push(Match {
                     detector: m.detector,
@@ -968,66 +948,73 @@ impl Scanner {
         }
     }
 
-    /// [`Scanner::scan`] without looking for disguised forms, noting every candidate's
-    /// detector before overlaps are resolved.
-    fn collect_noting(
-        &self,
-        text: &str,
-        wanted: &[u16],
-        out: &mut Vec<Match>,
-        note: &mut dyn FnMut(u16),
-    ) {
-        let dirty = self.collect(text, wanted, out);
-        for m in out.iter() {
-            note(m.detector);
+    /// Adds to `present` (kept sorted, without repeats) every detector `d` of `wanted`
+    /// that `any(text, &[d])` would find, exactly, in one walk of the text (and of its
+    /// folded view and decoded runs, as [`Scanner::any`] looks there too): what every
+    /// `… has` condition over `text` needs. Unlike a [`Scanner::scan`] with all of
+    /// `wanted`, a longer value of one detector cannot hide a value of another here.
+    pub fn present(&self, text: &str, wanted: &[u16], present: &mut Vec<u16>) {
+        let mut mask: Mask = 0;
+        let mut customs: Vec<u16> = Vec::new();
+        for &id in wanted {
+            if present.binary_search(&id).is_ok() {
+                continue;
+            }
+            match self.entries.get(usize::from(id)) {
+                Some(Entry::Builtin(k)) => mask |= k.bit(),
+                Some(Entry::Custom(_)) if !customs.contains(&id) => customs.push(id),
+                _ => {}
+            }
         }
-        if dirty {
-            resolve(out);
+        if mask == 0 && customs.is_empty() {
+            return;
+        }
+        let mut found: Mask = 0;
+        let mut found_ids: Vec<u16> = Vec::new();
+        let mut look = |t: &str, mask: &mut Mask, customs: &mut Vec<u16>| {
+            let hit = builtin::present(t.as_bytes(), *mask);
+            found |= hit;
+            *mask &= !hit;
+            customs.retain(|&id| {
+                let mut hit = false;
+                self.scan_custom(t, &[id], &mut |_| {
+                    hit = true;
+                    false
+                });
+                if hit {
+                    found_ids.push(id);
+                }
+                !hit
+            });
+            *mask != 0 || !customs.is_empty()
+        };
+        if look(text, &mut mask, &mut customs) {
+            let more = match normalize::View::of(text) {
+                Some(view) => look(&view.text, &mut mask, &mut customs),
+                None => true,
+            };
+            if more {
+                normalize::decoded_runs(text, &mut |_, _, decoded| {
+                    look(decoded, &mut mask, &mut customs)
+                });
+            }
+        }
+        for &id in wanted {
+            let hit = match self.entries.get(usize::from(id)) {
+                Some(Entry::Builtin(k)) => found & k.bit() != 0,
+                Some(Entry::Custom(_)) => found_ids.contains(&id),
+                None => false,
+            };
+            if hit && let Err(at) = present.binary_search(&id) {
+                present.insert(at, id);
+            }
         }
     }
 
-    /// Adds to `present` (kept sorted, without repeats) every detector `d` of `wanted`
-    /// with `any(text, &[d])`, exactly: what each `… has` condition over `text` needs,
-    /// from as few walks as the text allows. A walk with all of `wanted` finds some of
-    /// them (a candidate of one kind can hide one of another under it, never invent one);
-    /// the next walk looks only for those not found yet, until a walk finds nothing new.
-    /// A clean text costs one walk, a text with values of a few kinds usually two.
-    pub fn present(&self, text: &str, wanted: &[u16], present: &mut Vec<u16>) {
-        let mut rest: Vec<u16> = wanted
-            .iter()
-            .copied()
-            .filter(|d| present.binary_search(d).is_err())
-            .collect();
-        let mut found = Vec::new();
-        let mut scratch = Vec::new();
-        let view = normalize::View::of(text);
-        while !rest.is_empty() {
-            found.clear();
-            let mut note = |d: u16| {
-                if !found.contains(&d) {
-                    found.push(d);
-                }
-            };
-            self.collect(text, &rest, &mut scratch);
-            scratch.iter().for_each(|m| note(m.detector));
-            if let Some(view) = &view {
-                self.collect(&view.text, &rest, &mut scratch);
-                scratch.iter().for_each(|m| note(m.detector));
-            }
-            normalize::decoded_runs(text, &mut |_, _, decoded| {
-                self.collect(decoded, &rest, &mut scratch);
-                scratch.iter().for_each(|m| note(m.detector));
-                true
-            });
-            if found.is_empty() {
-                break;
-            }
-            for d in &found {
-                if let Err(at) = present.binary_search(d) {
-                    present.insert(at, *d);
-                }
-            }
-            rest.retain(|d| !found.contains(d));
+    /// [`Scanner::scan`] without looking for disguised forms.
+    fn scan_plain(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
+        if self.collect(text, wanted, out) {
+            resolve(out);
         }
     }
 
