@@ -1075,3 +1075,44 @@ fn the_host_is_asked_whether_it_can_retry_only_when_the_request_is_forwarded() {
     assert_eq!(PROBES.with(|p| p.get()), 0);
     assert_eq!(run.headers_set(crate::fallback::FALLBACK_HEADER), 0);
 }
+
+#[test]
+fn upstream_headers_change_only_when_the_request_is_forwarded() {
+    let tokenise = rule(
+        "P-1",
+        Phase::Request,
+        Expr::Has {
+            subject: Text::Prompt,
+            detectors: vec![0],
+        },
+        Action::Tokenise { detectors: vec![0] },
+    );
+    let with_length = |run: &mut Run, body: &str| {
+        let len = body.len().to_string();
+        assert_eq!(run.headers(&[("content-length", &len)], false), Next::Pause);
+        run.body(body)
+    };
+    // Forwarded and tokenised: the length header goes (the body is re-framed) and the
+    // upstream is asked for an uncompressed reply, once each.
+    let mut run = Run::new(policy(vec![model_deny(), tokenise.clone()]));
+    let body = r#"{"model":"m","messages":[{"content":"mail a@b.example"}]}"#;
+    assert_eq!(with_length(&mut run, body), Next::Continue);
+    assert_eq!(run.headers_set(stream::UPSTREAM_ACCEPT_ENCODING.0), 1);
+    let removed = |run: &Run| {
+        run.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::RemoveHeader { name, .. } if name == "content-length"))
+            .count()
+    };
+    assert_eq!(removed(&run), 1);
+    // Refused: neither, and still exactly one record.
+    let mut run = Run::new(policy(vec![model_deny(), tokenise]));
+    assert_eq!(
+        with_length(&mut run, r#"{"model":"x","messages":[]}"#),
+        Next::Pause
+    );
+    assert_eq!(run.headers_set(stream::UPSTREAM_ACCEPT_ENCODING.0), 0);
+    assert_eq!(removed(&run), 0);
+    run.seal();
+    assert_eq!(run.record()["outcome"], "denied");
+}
