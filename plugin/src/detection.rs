@@ -321,7 +321,10 @@ mod tests {
             }
         }
         // Both ways are exercised: strings skipped, and strings scanned.
-        assert!(reused > 0 && scanned > 0, "{reused} skipped, {scanned} scanned");
+        assert!(
+            reused > 0 && scanned > 0,
+            "{reused} skipped, {scanned} scanned"
+        );
     }
 
     #[test]

@@ -1059,7 +1059,10 @@ fn the_host_is_asked_whether_it_can_retry_only_when_the_request_is_forwarded() {
     PROBES.with(|p| p.set(0));
     let mut run = Run::new(with_retry());
     run.session.ask_host_retry_with(probe_yes);
-    assert_eq!(run.request(r#"{"model":"other","messages":[]}"#), Next::Pause);
+    assert_eq!(
+        run.request(r#"{"model":"other","messages":[]}"#),
+        Next::Pause
+    );
     assert_eq!(PROBES.with(|p| p.get()), 0);
     // Forwarded: asked once, and the answer arms the retry (the fallback header).
     let mut run = Run::new(with_retry());
