@@ -179,6 +179,22 @@ fn settings(policy: &ir::Policy) -> Vec<((String, String), String)> {
         if w.scan_query {
             put(&item, "scan query", "yes".into());
         }
+        // Kill points are keyed by position: two may measure the same thing over
+        // different windows, and their text is the canonical statement.
+        for (i, kp) in w.kill_points.iter().enumerate() {
+            let stop = if kp.stop { " then stop" } else { "" };
+            let text = format!("{} after {} requests{stop}", kp.text, kp.min_requests);
+            put(&item, &format!("kill_point {}", i + 1), text);
+        }
+        if let Some(rs) = &w.review_signals {
+            put(&item, "review_signals", review_signals_text(rs));
+        }
+        if w.handoff_output {
+            put(&item, "handoff includes", "output".into());
+        }
+        if let Some(fb) = &w.fallback {
+            put(&item, "fallback", fallback_text(fb));
+        }
     }
     let money = |m: ir::Micros| value_text(&ir::Value::Money(m), policy);
     for p in &policy.prices {
@@ -225,6 +241,43 @@ fn settings(policy: &ir::Policy) -> Vec<((String, String), String)> {
         }
     }
     out
+}
+
+/// `review_signals` as the language writes it.
+fn review_signals_text(rs: &ir::ReviewSignals) -> String {
+    let mut signals = Vec::new();
+    if let Some(secs) = rs.median_review_secs_below {
+        signals.push(format!("median_review_time < {secs}s"));
+    }
+    if let Some(rate) = rs.approval_rate_above {
+        signals.push(format!("approval_rate > {}%", percent(rate)));
+    }
+    if let Some(share) = rs.reviewer_share_above {
+        signals.push(format!("reviewer_share > {}%", percent(share)));
+    }
+    format!(
+        "after {} reviews {{ {} }}",
+        rs.min_reviews,
+        signals.join(", ")
+    )
+}
+
+/// A workflow's `fallback` as the language writes it.
+fn fallback_text(fb: &ir::Fallback) -> String {
+    let on: Vec<&str> = fb.on.iter().map(|f| f.as_str()).collect();
+    let steps: Vec<String> = fb
+        .steps
+        .iter()
+        .map(|step| match step {
+            ir::FallbackStep::Model(m) => format!("model {}", quote(m)),
+            ir::FallbackStep::Cluster(c) => format!("cluster {}", quote(c)),
+            ir::FallbackStep::Reply { status, message } => {
+                format!("reply {status} {}", quote(message))
+            }
+            ir::FallbackStep::Human { queue } => format!("human {}", quote(queue)),
+        })
+        .collect();
+    format!("on {} to {}", on.join(", "), steps.join(" then "))
 }
 
 /// A fraction 0..=1 as a percentage without float noise (`0.1` → `10`).
@@ -561,6 +614,39 @@ rule AIP-4.2 "Budget" {
             back.contains("- workflow \"b\" oversight: HITL → (none)"),
             "{back}"
         );
+    }
+
+    /// The operating model and the fallback of a workflow are settings too: a release that
+    /// loosens a kill point or drops a rubber-stamp signal must show in the diff.
+    #[test]
+    fn finds_operating_model_and_fallback_changes() {
+        let with = |kill: &str, signals: &str, extra: &str| {
+            BASE.replace(
+                "  identify team by header \"x-team\"\n",
+                &format!(
+                    "  identify team by header \"x-team\"\n  assume cost_per_transaction <= 1.10 EUR\n  review_cost 4.50 EUR\n{kill}{signals}{extra}"
+                ),
+            )
+        };
+        let old = compiled(&with(
+            "  kill_point verification_rate > 30% over 7 days after 100 requests then stop\n",
+            "  review_signals after 20 reviews { median_review_time < 30s, approval_rate > 98% }\n",
+            "",
+        ));
+        let new = compiled(&with(
+            "  kill_point verification_rate > 40% over 7 days after 100 requests then stop\n",
+            "  review_signals after 20 reviews { approval_rate > 98% }\n",
+            "  handoff includes output\n  fallback on 5xx, timeout to model \"gpt-4o-mini\" then reply 503 \"Later.\"\n",
+        ));
+        let text = render_settings(&diff_settings(&old, &new));
+        for line in [
+            "~ workflow \"a\" kill_point 1: verification_rate > 30% over 7 days after 100 requests then stop → verification_rate > 40% over 7 days after 100 requests then stop",
+            "~ workflow \"a\" review_signals: after 20 reviews { median_review_time < 30s, approval_rate > 98% } → after 20 reviews { approval_rate > 98% }",
+            "+ workflow \"a\" handoff includes: (none) → output",
+            "+ workflow \"a\" fallback: (none) → on 5xx, timeout to model \"gpt-4o-mini\" then reply 503 \"Later.\"",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
     }
 
     fn summary(

@@ -233,34 +233,8 @@ pub fn handle_decision(
         time: rfc3339(unix_nanos),
         ..AuditRecord::default()
     };
-    let reply = |status: u16, value: serde_json::Value, outcome: &str, audit: &mut AuditRecord| {
-        audit.status = status;
-        audit.outcome = outcome.to_string();
-        AdminResponse {
-            status,
-            body: serde_json::to_vec(&value).unwrap_or_default(),
-            headers: Vec::new(),
-            audit: std::mem::take(audit),
-        }
-    };
-    let error = |message: &str, code: &str| serde_json::json!({"error": {"message": message, "type": "admin_error", "code": code}});
-    if !crate::kill_switch::authorized(ks, authorization) {
-        let mut r = reply(
-            401,
-            error("a valid bearer token is required", "unauthorized"),
-            "unauthorized",
-            &mut audit,
-        );
-        r.headers.push(("www-authenticate", "Bearer".to_string()));
-        return r;
-    }
-    if !method.eq_ignore_ascii_case("POST") {
-        return reply(
-            405,
-            error("use POST", "method_not_allowed"),
-            "rejected",
-            &mut audit,
-        );
+    if let Err(r) = crate::kill_switch::check_admin_call(ks, method, authorization) {
+        return AdminResponse::error(r.status, r.message, r.code, r.outcome, &mut audit);
     }
     let parsed: DecisionBody = match serde_json::from_slice(body) {
         Ok(b) => b,
@@ -268,7 +242,7 @@ pub fn handle_decision(
             let msg = format!(
                 "expected {{\"review_id\", \"decision\": \"approve\"|\"reject\", \"by\", \"reason\"}}: {e}"
             );
-            return reply(400, error(&msg, "invalid_request"), "rejected", &mut audit);
+            return AdminResponse::error(400, &msg, "invalid_request", "rejected", &mut audit);
         }
     };
     audit.user = parsed.by.clone();
@@ -278,16 +252,14 @@ pub fn handle_decision(
         "reject" => HoldState::Rejected,
         other => {
             let msg = format!("unknown decision `{other}`; use `approve` or `reject`");
-            return reply(400, error(&msg, "invalid_decision"), "rejected", &mut audit);
+            return AdminResponse::error(400, &msg, "invalid_decision", "rejected", &mut audit);
         }
     };
     let Some((mut held, cas)) = get(store, &parsed.review_id) else {
-        return reply(
+        return AdminResponse::error(
             404,
-            error(
-                "no tool call is held under this review id",
-                "unknown_review_id",
-            ),
+            "no tool call is held under this review id",
+            "unknown_review_id",
             "rejected",
             &mut audit,
         );
@@ -303,7 +275,7 @@ pub fn handle_decision(
     });
     if held.state != HoldState::Pending {
         let msg = format!("the review was already decided: {}", held.state.as_str());
-        return reply(409, error(&msg, "already_decided"), "rejected", &mut audit);
+        return AdminResponse::error(409, &msg, "already_decided", "rejected", &mut audit);
     }
     held.state = new_state;
     held.decided_at = Some(rfc3339(unix_nanos));
@@ -312,9 +284,10 @@ pub fn handle_decision(
         .ok()
         .and_then(|b| store.set(&hold_key(&held.review_id), &b, cas).ok());
     if stored.is_none() {
-        return reply(
+        return AdminResponse::error(
             503,
-            error("could not record the decision; retry", "store_error"),
+            "could not record the decision; retry",
+            "store_error",
             "error",
             &mut audit,
         );
@@ -327,7 +300,7 @@ pub fn handle_decision(
         "tool_calls": held.tool_calls,
     });
     let outcome = held.state.as_str();
-    reply(200, value, outcome, &mut audit)
+    AdminResponse::new(200, &value, outcome, &mut audit)
 }
 
 /// [`handle_decision`] for a whole policy (its kill switch's token; the policy's identity

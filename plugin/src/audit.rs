@@ -157,6 +157,24 @@ pub struct AuditRecord {
     /// kill_point`) that was raised, as the policy names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// An MCP request (`docs/mcp.md`): its JSON-RPC method, the tool a `tools/call`
+    /// names, how many tools a `tools/list` result lost to the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpRecord>,
+}
+
+/// What the audit record says of an MCP request: never arguments or results.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McpRecord {
+    /// The JSON-RPC method (`tools/call`, `initialize`, …; `response` for a client's
+    /// answer to a server request; empty for a request without a body).
+    pub method: String,
+    /// The tool a `tools/call` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// Tools a `tools/list` result lost to the policy (hidden from the client).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden_tools: u64,
 }
 
 /// A verdict as the audit record carries it: which escalation (its review id and the

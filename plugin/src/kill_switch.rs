@@ -106,6 +106,84 @@ pub struct AdminResponse {
     pub audit: AuditRecord,
 }
 
+impl AdminResponse {
+    /// An answer of `status` with a JSON `value`; the call's audit record takes the status
+    /// and `outcome`, and moves into the answer.
+    pub fn new(
+        status: u16,
+        value: &serde_json::Value,
+        outcome: &str,
+        audit: &mut AuditRecord,
+    ) -> AdminResponse {
+        audit.status = status;
+        audit.outcome = outcome.to_string();
+        AdminResponse {
+            status,
+            body: serde_json::to_vec(value).unwrap_or_default(),
+            headers: Vec::new(),
+            audit: std::mem::take(audit),
+        }
+    }
+
+    /// A refused admin call: an OpenAI-style error of type `admin_error`, audited as
+    /// `outcome`.
+    pub fn error(
+        status: u16,
+        message: &str,
+        code: &str,
+        outcome: &str,
+        audit: &mut AuditRecord,
+    ) -> AdminResponse {
+        let value = admin_error(message, "admin_error", code);
+        let mut r = AdminResponse::new(status, &value, outcome, audit);
+        if status == 401 {
+            r.headers.push(("www-authenticate", "Bearer".to_string()));
+        }
+        r
+    }
+}
+
+/// The body of an admin error, OpenAI-shaped, so one client parser reads every admin path.
+pub fn admin_error(message: &str, kind: &str, code: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"message": message, "type": kind, "code": code}})
+}
+
+/// Why an admin call was refused before its body was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminRefusal {
+    pub status: u16,
+    pub message: &'static str,
+    pub code: &'static str,
+    /// The audit outcome: `unauthorized` or `rejected`.
+    pub outcome: &'static str,
+}
+
+/// The checks every admin path makes first, in this order: the bearer token (so nothing
+/// about the call is revealed to someone without it, not even the method), then POST.
+pub fn check_admin_call(
+    ks: &KillSwitch,
+    method: &str,
+    authorization: Option<&str>,
+) -> Result<(), AdminRefusal> {
+    if !authorized(ks, authorization) {
+        return Err(AdminRefusal {
+            status: 401,
+            message: "a valid bearer token is required",
+            code: "unauthorized",
+            outcome: "unauthorized",
+        });
+    }
+    if !method.eq_ignore_ascii_case("POST") {
+        return Err(AdminRefusal {
+            status: 405,
+            message: "use POST",
+            code: "method_not_allowed",
+            outcome: "rejected",
+        });
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 struct AdminBody {
     workflow: String,
@@ -137,34 +215,8 @@ pub fn handle_admin(
         time: rfc3339(unix_nanos),
         ..AuditRecord::default()
     };
-    let reply = |status: u16, value: serde_json::Value, outcome: &str, audit: &mut AuditRecord| {
-        audit.status = status;
-        audit.outcome = outcome.to_string();
-        AdminResponse {
-            status,
-            body: serde_json::to_vec(&value).unwrap_or_default(),
-            headers: Vec::new(),
-            audit: std::mem::take(audit),
-        }
-    };
-    let error = |message: &str, code: &str| serde_json::json!({"error": {"message": message, "type": "admin_error", "code": code}});
-    if !authorized(ks, authorization) {
-        let mut r = reply(
-            401,
-            error("a valid bearer token is required", "unauthorized"),
-            "unauthorized",
-            &mut audit,
-        );
-        r.headers.push(("www-authenticate", "Bearer".to_string()));
-        return r;
-    }
-    if !method.eq_ignore_ascii_case("POST") {
-        return reply(
-            405,
-            error("use POST", "method_not_allowed"),
-            "rejected",
-            &mut audit,
-        );
+    if let Err(r) = check_admin_call(ks, method, authorization) {
+        return AdminResponse::error(r.status, r.message, r.code, r.outcome, &mut audit);
     }
     let parsed: AdminBody = match serde_json::from_slice(body) {
         Ok(b) => b,
@@ -172,7 +224,7 @@ pub fn handle_admin(
             let msg = format!(
                 "expected {{\"workflow\", \"action\": \"stop\"|\"resume\", \"reason\"}}: {e}"
             );
-            return reply(400, error(&msg, "invalid_request"), "rejected", &mut audit);
+            return AdminResponse::error(400, &msg, "invalid_request", "rejected", &mut audit);
         }
     };
     audit.workflow = Some(parsed.workflow.clone());
@@ -183,12 +235,12 @@ pub fn handle_admin(
         "resume" => false,
         other => {
             let msg = format!("unknown action `{other}`; use `stop` or `resume`");
-            return reply(400, error(&msg, "invalid_action"), "rejected", &mut audit);
+            return AdminResponse::error(400, &msg, "invalid_action", "rejected", &mut audit);
         }
     };
     if parsed.workflow != ALL_WORKFLOWS && !workflows.contains(&parsed.workflow.as_str()) {
         let msg = format!("the policy has no workflow `{}`", parsed.workflow);
-        return reply(404, error(&msg, "unknown_workflow"), "rejected", &mut audit);
+        return AdminResponse::error(404, &msg, "unknown_workflow", "rejected", &mut audit);
     }
     let state = KillState {
         stopped,
@@ -201,9 +253,10 @@ pub fn handle_admin(
         .set(&state_key(&parsed.workflow), &state.encode(), 0)
         .is_err()
     {
-        return reply(
+        return AdminResponse::error(
             503,
-            error("could not record the switch; retry", "store_error"),
+            "could not record the switch; retry",
+            "store_error",
             "error",
             &mut audit,
         );
@@ -215,12 +268,8 @@ pub fn handle_admin(
         "at": state.at,
         "reason": state.reason,
     });
-    reply(
-        200,
-        value,
-        if stopped { "stopped" } else { "resumed" },
-        &mut audit,
-    )
+    let outcome = if stopped { "stopped" } else { "resumed" };
+    AdminResponse::new(200, &value, outcome, &mut audit)
 }
 
 /// Flips a workflow's switch on behalf of the gateway itself (a kill point with `then

@@ -29,6 +29,7 @@ pub mod ir;
 pub mod json_strings;
 pub mod kill_point;
 pub mod kill_switch;
+pub mod mcp;
 pub mod metrics;
 pub mod oversight;
 pub mod rate_limit;

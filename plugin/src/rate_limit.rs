@@ -372,43 +372,37 @@ pub fn admit(
     keys: &[CounterKey],
     tokens: u64,
 ) -> Result<RateAdmission, StoreError> {
-    let mut totals = Vec::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        let c = cost(k.measure, tokens);
-        let outcome = store::update(store, &k.key, |v: &Counter| {
+    let outcome = store::reserve_all(
+        store,
+        keys,
+        |k| k.key.as_str(),
+        |k, v: &Counter| {
+            let c = cost(k.measure, tokens);
             let current = v.used.saturating_add(v.reserved);
             let total = current.saturating_add(c);
             match k.cap {
-                Some(cap) if total > cap => Step::Keep(Err((current, cap))),
+                Some(cap) if total > cap => Err((k.cap_rule, current, cap)),
                 _ => {
                     let mut next = *v;
                     match k.measure {
                         Measure::Requests => next.used = next.used.saturating_add(c),
                         Measure::Tokens => next.reserved = next.reserved.saturating_add(c),
                     }
-                    Step::Write(next, Ok(total))
+                    Ok((next, total))
                 }
             }
-        });
-        match outcome {
-            Ok(Ok(total)) => totals.push(total),
-            Ok(Err((current, cap))) => {
-                refund(store, keys.get(..i).unwrap_or_default(), tokens)?;
-                return Ok(RateAdmission::Deny {
-                    key: i,
-                    rule: k.cap_rule,
-                    current,
-                    cap,
-                });
-            }
-            Err(e) => {
-                // Best effort: a failure here leaves a count that expires with its window.
-                let _ = refund(store, keys.get(..i).unwrap_or_default(), tokens);
-                return Err(e);
-            }
-        }
-    }
-    Ok(RateAdmission::Admit { totals })
+        },
+        |done| refund(store, done, tokens),
+    )?;
+    Ok(match outcome {
+        Ok(totals) => RateAdmission::Admit { totals },
+        Err((key, (rule, current, cap))) => RateAdmission::Deny {
+            key,
+            rule,
+            current,
+            cap,
+        },
+    })
 }
 
 /// Applies `f` to every counter of `keys`, reporting the first error after trying all.

@@ -254,7 +254,7 @@ pub fn handle(
         audit.status = status;
         audit.outcome = outcome.to_string();
         audit.detail = Some(message.to_string());
-        let v = serde_json::json!({"error": {"message": message, "type": "review_error", "code": code}});
+        let v = crate::kill_switch::admin_error(message, "review_error", code);
         VerdictResponse {
             status,
             body: serde_json::to_vec(&v).unwrap_or_default(),
@@ -268,23 +268,8 @@ pub fn handle(
             metrics: Vec::new(),
         }
     };
-    if !crate::kill_switch::authorized(ks, authorization) {
-        return Some(error(
-            401,
-            "a valid bearer token is required",
-            "unauthorized",
-            "unauthorized",
-            audit,
-        ));
-    }
-    if !method.eq_ignore_ascii_case("POST") {
-        return Some(error(
-            405,
-            "use POST",
-            "method_not_allowed",
-            "rejected",
-            audit,
-        ));
+    if let Err(r) = crate::kill_switch::check_admin_call(ks, method, authorization) {
+        return Some(error(r.status, r.message, r.code, r.outcome, audit));
     }
     let parsed: VerdictBody = match serde_json::from_slice(body) {
         Ok(b) => b,

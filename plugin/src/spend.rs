@@ -485,40 +485,34 @@ pub fn reserve(
     estimate: Micros,
 ) -> Result<Admission, StoreError> {
     let estimate = estimate.max(0);
-    let mut totals = Vec::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        let outcome = store::update(store, &k.key, |l: &Ledger| {
+    let outcome = store::reserve_all(
+        store,
+        keys,
+        |k| k.key.as_str(),
+        |k, l: &Ledger| {
             let current = l.settled.saturating_add(l.reserved);
             let total = current.saturating_add(estimate);
             match k.cap {
-                Some(cap) if total > cap => Step::Keep(Err((current, cap))),
+                Some(cap) if total > cap => Err((k.cap_rule, current, cap)),
                 _ => {
                     let mut next = *l;
                     next.reserved = next.reserved.saturating_add(estimate);
                     next.in_flight = next.in_flight.saturating_add(1);
-                    Step::Write(next, Ok(total))
+                    Ok((next, total))
                 }
             }
-        });
-        match outcome {
-            Ok(Ok(total)) => totals.push(total),
-            Ok(Err((current, limit))) => {
-                release(store, keys.get(..i).unwrap_or_default(), estimate)?;
-                return Ok(Admission::Deny {
-                    key: i,
-                    rule: k.cap_rule,
-                    current,
-                    limit,
-                });
-            }
-            Err(e) => {
-                // Best effort: a failure here leaves a reservation that expires with its window.
-                let _ = release(store, keys.get(..i).unwrap_or_default(), estimate);
-                return Err(e);
-            }
-        }
-    }
-    Ok(Admission::Admit { totals })
+        },
+        |done| release(store, done, estimate),
+    )?;
+    Ok(match outcome {
+        Ok(totals) => Admission::Admit { totals },
+        Err((key, (rule, current, limit))) => Admission::Deny {
+            key,
+            rule,
+            current,
+            limit,
+        },
+    })
 }
 
 /// A budget alert: settled spend on a ledger crossed its `alert at N%` threshold. Raised

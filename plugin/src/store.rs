@@ -228,6 +228,39 @@ pub fn update<T: Stored, R>(
     Err(StoreError::Contended)
 }
 
+/// Adds a request to each of `keys` in order, so it holds every counter or none: `add`
+/// returns the next value and a result, or refuses the key (`Err`). On a refusal the keys
+/// already added are given back with `rollback` and the refusal is returned with the
+/// key's index; on a store error they are given back best effort (a count left over
+/// expires with its window) and the error is returned. Budgets and rate limits share it.
+pub fn reserve_all<K, T: Stored, R, E>(
+    store: &dyn SharedStore,
+    keys: &[K],
+    key_of: impl Fn(&K) -> &str,
+    mut add: impl FnMut(&K, &T) -> Result<(T, R), E>,
+    rollback: impl FnOnce(&[K]) -> Result<(), StoreError>,
+) -> Result<Result<Vec<R>, (usize, E)>, StoreError> {
+    let mut results = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        let done = keys.get(..i).unwrap_or_default();
+        match update(store, key_of(k), |v: &T| match add(k, v) {
+            Ok((next, r)) => Step::Write(next, Ok(r)),
+            Err(e) => Step::Keep(Err(e)),
+        }) {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => {
+                rollback(done)?;
+                return Ok(Err((i, e)));
+            }
+            Err(e) => {
+                let _ = rollback(done);
+                return Err(e);
+            }
+        }
+    }
+    Ok(Ok(results))
+}
+
 /// Reads and decodes `key`; a missing key is `T::default()`.
 pub fn read<T: Stored>(store: &dyn SharedStore, key: &str) -> Result<T, StoreError> {
     match store.get(key) {

@@ -175,6 +175,12 @@ impl Host {
 fn build_engine(limits: &Limits) -> Result<Engine, HostError> {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // `WRIT_PERF_MAP=1` names the guest's compiled functions for `perf` (a /tmp/perf-PID.map
+    // file), so a profile of `writ serve` shows where in the engine the time goes
+    // (`benches/README.md`). Off by default: the file grows with every module loaded.
+    if std::env::var_os("WRIT_PERF_MAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if limits.pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_core_instances(limits.max_vms)

@@ -21,6 +21,7 @@ mod host_calls;
 mod hostile;
 mod identity;
 mod init;
+mod mcp_e2e;
 mod metrics;
 mod otel;
 mod package;

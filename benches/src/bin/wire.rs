@@ -577,8 +577,67 @@ fn main() -> anyhow::Result<()> {
             f((s.sse_cpu_us - none.sse_cpu_us) / 502.0, 2),
         );
     }
+    // A target whose baseline was not measured (`--only`) is not judged.
+    type TargetRow = (&'static str, f64, &'static str, fn(f64) -> bool);
+    let verdict = |value: f64, ok: fn(f64) -> bool| {
+        if !value.is_finite() || value == 0.0 {
+            "not measured"
+        } else if ok(value) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    };
     if let Some(w) = get(Target::EnvoyWrit) {
-        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let serve = get(Target::Serve);
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        println!("\n### Targets (issue 14), as ratios of this run\n");
+        println!("| target | measured | must reach | verdict |");
+        println!("|---|---|---|---|");
+        let rows: [TargetRow; 5] = [
+            (
+                "Envoy + writ CPU per request ÷ Envoy alone",
+                ratio(w.plain_cpu_us, none.plain_cpu_us),
+                "≤ 1.9",
+                |r| r <= 1.9,
+            ),
+            (
+                "Envoy + writ throughput ÷ Envoy alone (8 connections)",
+                ratio(w.plain_rps, none.plain_rps),
+                "≥ 0.6",
+                |r| r >= 0.6,
+            ),
+            (
+                "Envoy + writ p50 at one connection ÷ Envoy alone",
+                ratio(w.lat_p50, none.lat_p50),
+                "≤ 1.3",
+                |r| r <= 1.3,
+            ),
+            (
+                "`writ serve` CPU per request ÷ Envoy + writ",
+                serve
+                    .as_ref()
+                    .map_or(f64::NAN, |s| ratio(s.plain_cpu_us, w.plain_cpu_us)),
+                "≤ 1.0",
+                |r| r <= 1.0,
+            ),
+            (
+                "`writ serve` CPU per 500-event SSE reply ÷ Envoy alone",
+                serve
+                    .as_ref()
+                    .map_or(f64::NAN, |s| ratio(s.sse_cpu_us, none.sse_cpu_us)),
+                "≤ 2.0",
+                |r| r <= 2.0,
+            ),
+        ];
+        for (what, value, goal, ok) in rows {
+            println!(
+                "| {what} | {} × | {goal} | {} |",
+                f(value, 2),
+                verdict(value, ok)
+            );
+        }
+
         let dcpu = w.plain_cpu_us - none.plain_cpu_us;
         let r_none = w.plain_rps / none.plain_rps;
         let r_pass = w.plain_rps / pass.plain_rps;
@@ -591,22 +650,22 @@ fn main() -> anyhow::Result<()> {
         println!(
             "| ≤ 30 µs CPU added per request | {} µs | {} |",
             f(dcpu, 1),
-            verdict(dcpu <= 30.0)
+            verdict(dcpu, |d| d <= 30.0)
         );
         println!(
             "| throughput ≥ 0.75 × Envoy without a filter | {} × | {} |",
             f(r_none, 2),
-            verdict(r_none >= 0.75)
+            verdict(r_none, |r| r >= 0.75)
         );
         println!(
             "| throughput ≥ 0.9 × Envoy with a pass-through filter | {} × | {} |",
             f(r_pass, 2),
-            verdict(r_pass >= 0.9)
+            verdict(r_pass, |r| r >= 0.9)
         );
         println!(
             "| ≤ 50 µs added to median latency at one connection | {} µs | {} |",
             f(dp50, 1),
-            verdict(dp50 <= 50.0)
+            verdict(dp50, |d| d <= 50.0)
         );
     }
     println!("\n### Peak RSS under this load (VmHWM)\n");

@@ -9,12 +9,13 @@
 //! reply side and the end of a request (settlement, the audit record), `sink` the answer
 //! held for the audit sink and the sink's own answer, `close` the record's completion into
 //! its lines and counters, `lease` a fleet member's wait for a budget lease from the fleet
-//! store (`docs/fleet.md`).
+//! store (`docs/fleet.md`), `mcp` an MCP request's JSON-RPC (`docs/mcp.md`).
 
 mod close;
 mod effect;
 mod fallback;
 mod lease;
+mod mcp;
 mod reply;
 mod request;
 mod sink;
@@ -242,6 +243,8 @@ pub struct Session {
     host_retry: bool,
     /// Asks the host for `host_retry` when the request is forwarded (at most once).
     host_retry_probe: Option<fn() -> bool>,
+    /// An MCP request (`session/mcp.rs`), from its body to the end of its reply.
+    mcp: Option<Box<mcp::McpState>>,
 }
 
 impl Session {
@@ -290,6 +293,7 @@ impl Session {
             retry_body: Vec::new(),
             host_retry: false,
             host_retry_probe: None,
+            mcp: None,
         }
     }
 

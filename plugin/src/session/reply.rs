@@ -44,6 +44,9 @@ impl Session {
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect();
+        if self.mcp.is_some() {
+            return self.mcp_reply_headers(end_of_stream);
+        }
         if let Some(step) = self.fallback_on_reply(store) {
             return step;
         }
@@ -122,9 +125,10 @@ impl Session {
                 Need::Wait
             };
         }
-        let streaming = self.reply_kind == ReplyKind::EventStream
-            && (self.sse_usage.is_some()
-                || self.rewriter.as_ref().is_some_and(|r| r.strip_length()));
+        let streaming = self.mcp_reads_chunks()
+            || self.reply_kind == ReplyKind::EventStream
+                && (self.sse_usage.is_some()
+                    || self.rewriter.as_ref().is_some_and(|r| r.strip_length()));
         if streaming { Need::Read } else { Need::Pass }
     }
 
@@ -147,7 +151,13 @@ impl Session {
             return self.step(Next::Continue);
         }
         if self.buffering {
+            if self.mcp.is_some() {
+                return self.mcp_json_reply(chunk, store);
+            }
             return self.finish_json_reply(chunk, store);
+        }
+        if self.mcp_reads_chunks() {
+            return self.mcp_sse_chunk(chunk, end_of_stream, store);
         }
         if let Some(u) = &mut self.sse_usage {
             u.push(chunk);
@@ -283,7 +293,7 @@ impl Session {
         self.step(Next::Continue)
     }
 
-    fn strip_response_length(&mut self, on_fail: OnFail) {
+    pub(super) fn strip_response_length(&mut self, on_fail: OnFail) {
         for h in stream::LENGTH_HEADERS {
             if self.response_headers.iter().any(|(k, _)| k == h) {
                 self.out.push(Effect::RemoveHeader {
@@ -503,7 +513,7 @@ impl Session {
 
     /// Carries out one escalation: review headers on the reply, the escalation counter,
     /// the record's escalation, and the handoff posted to the review queue.
-    fn escalate(&mut self, h: Handoff) {
+    pub(super) fn escalate(&mut self, h: Handoff) {
         for (name, value) in h.headers() {
             self.out.push(Effect::SetHeader {
                 side: Side::Response,
@@ -523,7 +533,7 @@ impl Session {
 
     /// At the end of a reply: a reply that reported usage, or succeeded, is charged
     /// (from usage, else at the estimate); a failed reply without usage is released.
-    fn end_of_reply(&mut self, usage: Option<Usage>, store: &dyn SharedStore) {
+    pub(super) fn end_of_reply(&mut self, usage: Option<Usage>, store: &dyn SharedStore) {
         self.close_rate(
             usage.as_ref(),
             usage.is_some() || (200..300).contains(&self.response_status),
@@ -709,7 +719,10 @@ impl Session {
             shared.policy(),
             &shared.engine.scanner,
             &mut self.audit,
-            self.rewriter.as_ref().map(|rw| rw.redacted()),
+            self.rewriter
+                .as_ref()
+                .map(|rw| rw.redacted())
+                .or(self.mcp.as_ref().map(|m| &m.redacted)),
             ending,
             &identity_labels,
             alert_lines,

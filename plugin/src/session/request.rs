@@ -348,6 +348,9 @@ impl Session {
 
     /// The request phase: evaluate, admit spend, transform the body.
     pub(super) fn decide(&mut self, store: &dyn SharedStore, body: Option<&[u8]>) -> Step {
+        if let Some(step) = self.mcp_request(store, body) {
+            return step;
+        }
         let shared = self.shared.clone();
         let policy = shared.policy();
         if shared.holds {
@@ -619,7 +622,7 @@ impl Session {
     }
 
     /// Counts rewritten values per detector in the audit record.
-    fn tally(&mut self, tallies: &[tokenise::Tally]) {
+    pub(super) fn tally(&mut self, tallies: &[tokenise::Tally]) {
         for tally in tallies {
             if let Some(name) = self.shared.engine.scanner.name(tally.detector) {
                 self.audit

@@ -1119,3 +1119,6 @@ fn upstream_headers_change_only_when_the_request_is_forwarded() {
     run.seal();
     assert_eq!(run.record()["outcome"], "denied");
 }
+
+#[path = "mcp_tests.rs"]
+mod mcp_tests;

@@ -21,6 +21,7 @@ pub mod guests;
 pub mod hosts;
 pub mod http;
 pub mod jwt;
+pub mod mcp_server;
 pub mod process;
 pub mod python;
 pub mod serve;

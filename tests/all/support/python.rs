@@ -95,3 +95,39 @@ for family in text_string_to_metric_families(text):
         })
         .collect()
 }
+
+/// The official MCP Python SDK: its Streamable HTTP client is what agents use to call an
+/// MCP server, so the MCP end-to-end tests drive the gateway with it.
+pub const MCP_SDK: &str = "mcp==2.3.0";
+
+/// The venv's python with [`MCP_SDK`] importable, installing it on first use.
+pub fn with_mcp_sdk() -> Result<PathBuf, String> {
+    static PY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PY.get_or_init(|| install(MCP_SDK, "mcp.client.streamable_http"))
+        .clone()
+}
+
+/// Runs one MCP session with the SDK's client (`mcp_client.py`): initialise, then each of
+/// `steps` (`{"op": "list"}` or `{"op": "call", "name", "arguments"}`), against `url` with
+/// the extra HTTP `headers`. Returns one result per step after the first, which names the
+/// server (`{"server": …}`); a JSON-RPC error the SDK raised is `{"error": {code, message,
+/// data}}`.
+pub fn mcp_session(
+    url: &str,
+    headers: &serde_json::Value,
+    steps: &serde_json::Value,
+) -> Result<Vec<serde_json::Value>, String> {
+    let python = with_mcp_sdk()?;
+    let script = workspace_root().join("tests/all/support/mcp_client.py");
+    let out = run_ok(
+        Command::new(python)
+            .arg(script)
+            .arg(url)
+            .arg(headers.to_string())
+            .arg(steps.to_string()),
+        Duration::from_secs(120),
+    )?;
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str::<Vec<serde_json::Value>>(last)
+        .map_err(|e| format!("mcp_client.py printed {out:?}: {e}"))
+}
