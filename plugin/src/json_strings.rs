@@ -213,7 +213,7 @@ pub fn rewrite_strings_and_keys(
 }
 
 /// [`rewrite_strings_and_keys`], also telling `f` where the string (its opening quote)
-/// starts in `body`: the key under which [`crate::detection::Detection`] keeps what it
+/// starts in `body`: the key under which the detection pass (`detection.rs`) keeps what it
 /// found in that string.
 pub fn rewrite_strings_and_keys_at(
     body: &[u8],
