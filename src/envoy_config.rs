@@ -65,6 +65,23 @@ pub struct ExtraCluster {
     pub port: u16,
 }
 
+/// A workflow whose fallback Envoy's router carries out itself (`docs/fallback.md`): a
+/// route for the requests its header names, to an aggregate cluster of the default
+/// upstream and its fallback clusters, retried to the next cluster on the failures
+/// listed. Built by `writ envoy` from the policy (`writ_plugin::fallback::envoy_chain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackRoute {
+    /// The request header (lower case) and value that tell the workflow.
+    pub header: String,
+    pub value: String,
+    /// The fallback clusters, in order, each one of [`EnvoyConfig::clusters`].
+    pub clusters: Vec<String>,
+    /// Envoy's `retry_on` conditions (`5xx`, `connect-failure`, …).
+    pub retry_on: Vec<&'static str>,
+    /// `retriable_status_codes` (429 for `on 429`).
+    pub statuses: Vec<u16>,
+}
+
 /// Everything the generated bootstrap depends on. Build it with [`EnvoyConfig::new`] and set
 /// the public fields to change the defaults.
 #[derive(Debug, Clone)]
@@ -93,6 +110,8 @@ pub struct EnvoyConfig {
     /// Whole-request timeout on the route; long because model calls stream for minutes.
     pub route_timeout_secs: u32,
     pub clusters: Vec<ExtraCluster>,
+    /// Workflows whose fallback clusters Envoy's router retries to itself.
+    pub fallback_routes: Vec<FallbackRoute>,
     /// The filter's plugin configuration (a JSON object the engine reads: `review_queue`,
     /// `alert_sink`, `body_limit`). For a writ artifact `artifact_sha256` is added, so
     /// audit records name the artifact.
@@ -295,6 +314,7 @@ impl EnvoyConfig {
             max_request_bytes: 1024 * 1024,
             route_timeout_secs: 300,
             clusters: Vec::new(),
+            fallback_routes: Vec::new(),
             plugin_config: serde_json::Map::new(),
             trusted_headers: Vec::new(),
             jwt: None,
@@ -329,6 +349,7 @@ impl EnvoyConfig {
             || name == UPSTREAM_CLUSTER
             || name == ARTIFACT_CLUSTER
             || name == OTLP_CLUSTER
+            || name.starts_with(FALLBACK_CLUSTER)
         {
             return Err(bad());
         }
@@ -411,8 +432,8 @@ static_resources:
             virtual_hosts:
             - name: upstream
               domains: [\"*\"]
-              routes:
-              - match: {{ prefix: \"/\" }}
+{attempts}              routes:
+{fallback_routes}              - match: {{ prefix: \"/\" }}
                 route:
                   cluster: {UPSTREAM_CLUSTER}
                   # A provider behind a DNS name routes on Host: send its name, not ours.
@@ -441,6 +462,12 @@ static_resources:
             listen_port = self.listen_port,
             max = self.max_request_bytes,
             route_timeout = self.route_timeout_secs,
+            attempts = if self.fallback_routes.is_empty() {
+                ""
+            } else {
+                "              # The filter reads the router's attempt count for the audit record.\n              include_attempt_count_in_response: true\n"
+            },
+            fallback_routes = self.fallback_routes_yaml(),
             local_reply = self.local_reply_yaml(),
             identity_filters = self.identity_filters_yaml(),
             audit_log = self.audit_log_yaml(),
@@ -509,6 +536,22 @@ static_resources:
         }
         if let Some(o) = &self.otlp {
             self.write_cluster(&mut y, OTLP_CLUSTER, &o.host, o.port, o.tls);
+        }
+        for (i, f) in self.fallback_routes.iter().enumerate() {
+            let mut clusters = vec![UPSTREAM_CLUSTER.to_string()];
+            clusters.extend(f.clusters.iter().map(|c| yaml_str(c)));
+            let _ = writeln!(
+                y,
+                "  - name: {FALLBACK_CLUSTER}_{i}
+    connect_timeout: 5s
+    lb_policy: CLUSTER_PROVIDED
+    cluster_type:
+      name: envoy.clusters.aggregate
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig
+        clusters: [{}]",
+                clusters.join(", ")
+            );
         }
         y.push_str(&stats_config_yaml());
         y
@@ -856,6 +899,57 @@ static_resources:
         }
     }
 
+    /// The routes of [`EnvoyConfig::fallback_routes`], before the default route: each
+    /// sends its workflow's requests to its aggregate cluster, and retries a failure once
+    /// per fallback cluster, each retry to the next cluster (`previous_priorities`: the
+    /// aggregate puts each cluster at the next priority, and a retry skips those tried).
+    fn fallback_routes_yaml(&self) -> String {
+        let mut y = String::new();
+        for (i, f) in self.fallback_routes.iter().enumerate() {
+            let statuses = if f.statuses.is_empty() {
+                String::new()
+            } else {
+                let s: Vec<String> = f.statuses.iter().map(u16::to_string).collect();
+                format!(
+                    "                    retriable_status_codes: [{}]\n",
+                    s.join(", ")
+                )
+            };
+            let _ = write!(
+                y,
+                "              # Workflow fallback: {header} == {value}, then {chain}.
+              - match:
+                  prefix: \"/\"
+                  headers:
+                  - name: {header_yaml}
+                    string_match: {{ exact: {value_yaml} }}
+                route:
+                  cluster: {FALLBACK_CLUSTER}_{i}
+                  auto_host_rewrite: true
+                  timeout: {timeout}s
+                  idle_timeout: 60s
+                  retry_policy:
+                    retry_on: {retry_on}
+                    num_retries: {n}
+{statuses}                    retry_priority:
+                      name: envoy.retry_priorities.previous_priorities
+                      typed_config:
+                        \"@type\": type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig
+                        update_frequency: 1
+",
+                header = f.header.replace('\n', " "),
+                value = f.value.replace('\n', " "),
+                chain = f.clusters.join(", ").replace('\n', " "),
+                header_yaml = yaml_str(&f.header),
+                value_yaml = yaml_str(&f.value),
+                timeout = self.route_timeout_secs,
+                retry_on = yaml_str(&f.retry_on.join(",")),
+                n = f.clusters.len(),
+            );
+        }
+        y
+    }
+
     fn write_cluster(&self, y: &mut String, name: &str, host: &str, port: u16, tls: bool) {
         let discovery = if host.parse::<std::net::IpAddr>().is_ok() {
             "STATIC"
@@ -908,6 +1002,9 @@ static_resources:
 
 /// Where Debian, Ubuntu and Alpine keep the system's CA bundle (Envoy ships none).
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The prefix of the aggregate clusters of [`EnvoyConfig::fallback_routes`].
+const FALLBACK_CLUSTER: &str = "writ_fallback";
 
 /// The cluster every route goes to.
 const UPSTREAM_CLUSTER: &str = "upstream";

@@ -47,6 +47,82 @@ pub const RETRY_HEADER: &str = "x-writ-retry";
 /// Most attempts one request makes, whatever the policy says (the first included).
 pub const MAX_ATTEMPTS: usize = 8;
 
+/// The response header Envoy sets, with `include_attempt_count_in_response`, to the number
+/// of upstream attempts its router made. `writ envoy` turns it on for the routes it
+/// generates from [`envoy_chain`], and the filter reads it only for those workflows.
+pub const ENVOY_ATTEMPTS_HEADER: &str = "x-envoy-attempt-count";
+
+/// What Envoy's router can do of a workflow's fallback by itself: resend the same bytes
+/// to the clusters of its leading `cluster` steps, in order, on the failures listed.
+/// `writ envoy` writes it as an aggregate cluster with a retry policy on a route that
+/// matches the workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvoyChain {
+    /// The request header (lower-case) and value the workflow's matcher tests.
+    pub header: String,
+    pub value: String,
+    /// The fallback clusters, in order (the default upstream comes first).
+    pub clusters: Vec<String>,
+    /// The failures the retries are for.
+    pub on: Vec<ir::Failure>,
+}
+
+/// The part of workflow `workflow`'s fallback that Envoy's router can carry out, or
+/// `None`. Only when the router would do exactly what the policy says:
+///
+/// - the retry steps are all `cluster` steps (a `model` step changes the body and
+///   re-checks every request rule for the new model: only the filter can, and Envoy's
+///   router retries below it, so a cluster step after a model step would reach that
+///   cluster with a model the policy did not name);
+/// - the workflow is told by `header "h" == "v"`, and so is every workflow before it, on
+///   the same header (a request belongs to the first workflow that matches; a route can
+///   only test headers, and only then does the route pick the same workflow).
+///
+/// The degraded steps after the clusters stay the filter's.
+pub fn envoy_chain(policy: &ir::Policy, workflow: usize) -> Option<EnvoyChain> {
+    fn header_eq(e: &ir::Expr) -> Option<(&str, &str)> {
+        use ir::{CmpOp, Expr, Field, Operand, Value};
+        match e {
+            Expr::Compare {
+                left: Operand::Field(Field::Header(h)),
+                op: CmpOp::Eq,
+                right: Operand::Const(Value::Str(v)),
+            }
+            | Expr::Compare {
+                left: Operand::Const(Value::Str(v)),
+                op: CmpOp::Eq,
+                right: Operand::Field(Field::Header(h)),
+            } => Some((h, v)),
+            _ => None,
+        }
+    }
+    let w = policy.workflows.get(workflow)?;
+    let fb = w.fallback.as_ref()?;
+    let mut clusters = Vec::new();
+    for step in &fb.steps {
+        match step {
+            FallbackStep::Cluster(c) => clusters.push(c.clone()),
+            FallbackStep::Model(_) => return None,
+            FallbackStep::Reply { .. } | FallbackStep::Human { .. } => break,
+        }
+    }
+    if clusters.is_empty() {
+        return None;
+    }
+    let (header, value) = header_eq(&w.matcher)?;
+    let earlier_ok = policy
+        .workflows
+        .get(..workflow)?
+        .iter()
+        .all(|e| header_eq(&e.matcher).is_some_and(|(h, v)| h == header && v != value));
+    earlier_ok.then(|| EnvoyChain {
+        header: header.to_string(),
+        value: value.to_string(),
+        clusters,
+        on: fb.on.clone(),
+    })
+}
+
 /// How a reply (or the lack of one) failed, if fallback cares: the host's failure header
 /// first, then 429, then 500..=599.
 pub fn classify(status: u16, failure: Option<&str>) -> Option<Failure> {
@@ -212,6 +288,26 @@ impl Plan {
     /// The model the current attempt asks for.
     pub fn model(&self) -> Option<&str> {
         self.current.model.as_deref()
+    }
+
+    /// Envoy's router made `count` attempts for this request along `clusters` (an
+    /// [`EnvoyChain`]'s, the default upstream first): the attempts before the last are
+    /// recorded with `failure: "envoy_retry"` (Envoy says how many there were, not how
+    /// each failed), the last becomes the current one (its cluster, to be answered), and
+    /// the cluster steps it used are spent. A count of 1, or one past the chain, changes
+    /// nothing but what the chain covers.
+    pub fn envoy_retried(&mut self, count: u32, clusters: &[String]) {
+        let retries = (count.saturating_sub(1) as usize).min(clusters.len());
+        for k in 0..retries {
+            let mut a = self.current.clone();
+            a.cluster = k.checked_sub(1).and_then(|i| clusters.get(i)).cloned();
+            a.failure = Some("envoy_retry");
+            self.attempts.push(a);
+        }
+        if retries > 0 {
+            self.current.cluster = clusters.get(retries - 1).cloned();
+            self.next_step += retries;
+        }
     }
 
     /// The current attempt got an answer the fallback does not handle (a success, or a
@@ -410,6 +506,50 @@ mod tests {
             Some("timeout")
         );
         assert_eq!(failure_from_details("via_upstream"), None);
+    }
+
+    #[test]
+    fn envoys_retries_are_recorded_and_spend_the_cluster_steps() {
+        let steps = vec![
+            FallbackStep::Cluster("b1".into()),
+            FallbackStep::Cluster("b2".into()),
+            FallbackStep::Reply {
+                status: 503,
+                message: "down".into(),
+            },
+        ];
+        let chain = ["b1".to_string(), "b2".to_string()];
+        // Two attempts: the default upstream failed, b1 answered.
+        let mut plan = Plan::new(&fallback(&all(), steps.clone()), Some("m".into()));
+        plan.envoy_retried(2, &chain);
+        plan.answered(200);
+        let got: Vec<_> = plan
+            .attempts
+            .iter()
+            .map(|a| (a.cluster.as_deref(), a.status, a.failure))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, None, Some("envoy_retry")),
+                (Some("b1"), Some(200), None)
+            ]
+        );
+        // Three attempts, the last failed too: the filter's reply ends it, no cluster step
+        // is left for it to skip.
+        let mut plan = Plan::new(&fallback(&all(), steps.clone()), Some("m".into()));
+        plan.envoy_retried(3, &chain);
+        let next = plan.on_failure(503, Failure::Status5xx, false, |_| Ok(()));
+        assert!(matches!(next, Next::Reply { status: 503, .. }));
+        assert_eq!(plan.attempts.len(), 4, "{:?}", plan.attempts);
+        assert_eq!(plan.attempts[2].cluster.as_deref(), Some("b2"));
+        assert!(plan.attempts.iter().all(|a| a.skipped.is_none()));
+        // One attempt, or none reported: nothing changes.
+        let mut plan = Plan::new(&fallback(&all(), steps), Some("m".into()));
+        plan.envoy_retried(1, &chain);
+        plan.answered(200);
+        assert_eq!(plan.attempts.len(), 1);
+        assert_eq!(plan.attempts[0].cluster, None);
     }
 
     #[test]

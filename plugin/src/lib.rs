@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod fuzz;
 pub mod ir;
 pub mod json_strings;
+pub mod json_text;
 pub mod kill_point;
 pub mod kill_switch;
 pub mod mcp;

@@ -137,9 +137,10 @@ pub struct Estimate {
 /// Estimates prompt tokens from the body without a tokenizer: one token per 4 bytes of
 /// every string value in the body (rounded up; bytes rather than characters, so scripts
 /// that take more tokens per character, such as CJK, are not under-counted), plus
-/// [`TOKENS_PER_MESSAGE`] per chat message for role and framing, and a fixed
-/// [`INLINE_DATA_TOKENS`] per inline `data:` URL (images). It over-counts the
-/// parameter strings (`model`, `role`), which errs on the side of the budget.
+/// [`TOKENS_PER_MESSAGE`] per message for role and framing ([`framed_messages`]: chat and
+/// Anthropic messages, Responses input items, a system prompt outside the list), and a
+/// fixed [`INLINE_DATA_TOKENS`] per inline `data:` URL (images). It over-counts the
+/// parameter strings (`model`, `role`, `type`), which errs on the side of the budget.
 pub fn estimate_prompt_tokens(body: &Json) -> u64 {
     fn bytes(v: &Json) -> u64 {
         match v {
@@ -154,11 +155,32 @@ pub fn estimate_prompt_tokens(body: &Json) -> u64 {
             _ => 0,
         }
     }
+    bytes(body).div_ceil(4) + framed_messages(body) * TOKENS_PER_MESSAGE
+}
+
+/// The messages a body frames, whatever its API, each of which the provider wraps in
+/// role and separator tokens: chat and Anthropic `messages`; the Responses API's `input`,
+/// one message when it is a string, else one per item (messages with content parts,
+/// function calls and their outputs alike); and a system prompt written outside the list
+/// (Anthropic `system`, Responses `instructions`). Read from the body's shape rather than
+/// its path, so no API is counted as zero messages. An embeddings `input` list of strings
+/// holds no items; an embeddings `input` string counts as one message, a few tokens too
+/// many, on the side of the budget.
+pub fn framed_messages(body: &Json) -> u64 {
     let messages = body
         .get("messages")
         .and_then(Json::as_array)
         .map_or(0, |m| m.len() as u64);
-    bytes(body).div_ceil(4) + messages * TOKENS_PER_MESSAGE
+    let input = match body.get("input") {
+        Some(Json::String(_)) => 1,
+        Some(Json::Array(items)) => items.iter().filter(|i| i.is_object()).count() as u64,
+        _ => 0,
+    };
+    let system = ["system", "instructions"]
+        .iter()
+        .filter(|k| body.get(**k).is_some_and(|v| !v.is_null()))
+        .count() as u64;
+    messages + input + system
 }
 
 /// The completion tokens a request may produce: `max_completion_tokens`, `max_tokens` or
@@ -831,6 +853,48 @@ mod tests {
         );
         let newer = serde_json::json!({"max_completion_tokens": 7, "max_tokens": 9});
         assert_eq!(completion_limit(&newer, 4096), 7);
+    }
+
+    #[test]
+    fn responses_input_items_are_framed_like_chat_messages() {
+        // A string input is one user message: "gpt-4o-mini" 11 + "12345678" 8 = 19 bytes
+        // -> 5 tokens, + 4 for the message; the chat body with the same text also frames one.
+        let string = serde_json::json!({"model": "gpt-4o-mini", "input": "12345678"});
+        assert_eq!(framed_messages(&string), 1);
+        assert_eq!(estimate_prompt_tokens(&string), 9);
+        // Items: instructions, a message with content parts, a call and its output.
+        // Bytes: 11 + "Be brief" 8 + ("user" 4 + "input_text" 10 + "12345678" 8)
+        // + ("function_call" 13 + "c" 1 + "f" 1 + "{}" 2)
+        // + ("function_call_output" 20 + "c" 1 + "ok" 2) = 81 -> 21 tokens, + 4 x 4.
+        let items = serde_json::json!({"model": "gpt-4o-mini", "instructions": "Be brief",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "12345678"}]},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "ok"}]});
+        assert_eq!(framed_messages(&items), 4);
+        assert_eq!(estimate_prompt_tokens(&items), 21 + 16);
+        // The same conversation as chat messages is framed the same way.
+        let chat = serde_json::json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": "Be brief"},
+            {"role": "user", "content": "12345678"},
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "ok"}]});
+        assert_eq!(framed_messages(&chat), framed_messages(&items));
+        // Anthropic: the system prompt outside the list is one more.
+        let anthropic =
+            serde_json::json!({"system": "s", "messages": [{"role": "user", "content": "u"}]});
+        assert_eq!(framed_messages(&anthropic), 2);
+        // Embeddings: a list of strings holds no items.
+        assert_eq!(
+            framed_messages(&serde_json::json!({"input": ["a", "b"]})),
+            0
+        );
+        // The rate limits reserve the same prompt estimate.
+        assert_eq!(
+            crate::rate_limit::estimate_tokens(&items, 0),
+            estimate_prompt_tokens(&items)
+        );
     }
 
     fn key(name: &str, cap: Option<Micros>, alert_at: Option<Micros>) -> BudgetKey {

@@ -184,9 +184,20 @@ pub struct TextStream {
     /// `redact_held` and never re-emitted.
     redact_ctx: String,
     scratch: Vec<Match>,
+    /// The text is JSON (tool-call arguments): restored values and masks are escaped for
+    /// it, and no replacement or cut splits one of its escapes ([`crate::json_text`]).
+    json: bool,
 }
 
 impl TextStream {
+    /// A stream of JSON text (tool-call arguments), see [`crate::json_text`].
+    pub fn json_text(json: bool) -> TextStream {
+        TextStream {
+            json,
+            ..TextStream::default()
+        }
+    }
+
     /// Feeds the next fragment and appends to `out` whatever is now decided. With
     /// `at_end`, everything held is released.
     pub fn push(
@@ -210,7 +221,12 @@ impl TextStream {
         } else {
             &mut *out
         };
-        let used = ctx.vault.restore_into(&input, target, at_end);
+        let used = if self.json {
+            ctx.vault
+                .restore_into_with(&input, target, at_end, &crate::json_text::escape_into)
+        } else {
+            ctx.vault.restore_into(&input, target, at_end)
+        };
         self.restore_held = input.get(used..).unwrap_or_default().to_string();
         let Some(r) = ctx.redact else { return };
         self.redact_held.push_str(&restored);
@@ -244,8 +260,13 @@ impl TextStream {
             h.end -= skip;
         }
         let text = &self.redact_held;
+        if self.json {
+            crate::json_text::widen_matches(text, hits);
+        }
         let cut = if at_end {
             text.len()
+        } else if self.json {
+            crate::json_text::boundary_before(text, safe_cut(text, hits, r.hold))
         } else {
             safe_cut(text, hits, r.hold)
         };
@@ -256,12 +277,20 @@ impl TextStream {
                 continue;
             };
             out.push_str(keep);
-            if vault.contains_value(value) {
+            let plain = if self.json {
+                crate::json_text::decode(value)
+            } else {
+                Cow::Borrowed(value)
+            };
+            if vault.contains_value(&plain) {
                 out.push_str(value);
             } else {
-                out.push_str(&tokenise::mask(
-                    r.finder.name(h.detector).unwrap_or("value"),
-                ));
+                let mask = tokenise::mask(r.finder.name(h.detector).unwrap_or("value"));
+                if self.json {
+                    crate::json_text::escape_into(&mask, out);
+                } else {
+                    out.push_str(&mask);
+                }
                 *redacted.entry(h.detector).or_default() += 1;
             }
             at = h.end;
@@ -349,7 +378,17 @@ fn unfinished_key_block(text: &str) -> Option<usize> {
 /// Rewrites one whole string (restore, then redact): for JSON replies and for strings of
 /// streamed events that are not streamed text. `None` when unchanged.
 pub fn rewrite_text(text: &str, ctx: &Ctx<'_>, redacted: &mut Redacted) -> Option<String> {
-    let mut ts = TextStream::default();
+    rewrite_text_as(text, false, ctx, redacted)
+}
+
+/// [`rewrite_text`] of a string that is JSON text when `json` (tool-call arguments).
+pub fn rewrite_text_as(
+    text: &str,
+    json: bool,
+    ctx: &Ctx<'_>,
+    redacted: &mut Redacted,
+) -> Option<String> {
+    let mut ts = TextStream::json_text(json);
     let mut out = String::with_capacity(text.len());
     ts.push(text, ctx, true, &mut out, redacted);
     (out != text).then_some(out)
@@ -375,7 +414,11 @@ pub fn rewrite_reply_json(body: &[u8], ctx: &Ctx<'_>) -> Result<ReplyRewrite, Js
         if slot == Slot::Value && tokenise::is_structural(path) {
             None
         } else {
-            rewrite_text(s, ctx, &mut redacted)
+            let json = slot == Slot::Value
+                && path
+                    .last_key()
+                    .is_some_and(crate::json_text::is_json_text_field);
+            rewrite_text_as(s, json, ctx, &mut redacted)
         }
     })?;
     Ok(ReplyRewrite { body, redacted })
@@ -540,6 +583,23 @@ enum Streamed {
     TopDelta,
     /// Any other field (see [`other_path`]).
     Other(Option<usize>, Option<usize>, String),
+}
+
+/// Whether a string of an event is tool-call arguments, JSON text ([`crate::json_text`]):
+/// chat `function.arguments` (streamed or whole), the `delta` of a Responses arguments
+/// event, and any other field named `arguments` or `partial_json` (Anthropic's
+/// `input_json_delta`, Responses items and `….done` events).
+fn is_json_text(kind: Option<&Streamed>, event_type: &str) -> bool {
+    match kind {
+        Some(Streamed::Choice(_, field, _)) => {
+            matches!(field, Field::ToolArguments | Field::FunctionArguments)
+        }
+        Some(Streamed::TopDelta) => crate::json_text::is_arguments_event(event_type),
+        Some(Streamed::Other(_, _, path)) => {
+            crate::json_text::is_json_text_field(path.rsplit('.').next().unwrap_or_default())
+        }
+        None => false,
+    }
 }
 
 /// A string of an event: its span, its text, and where it streams to, if anywhere.
@@ -794,6 +854,7 @@ impl SseRestorer {
         let mut streamed_at: Vec<usize> = Vec::new();
         let mut held: Vec<(Key, usize)> = Vec::new();
         for (i, (_, text, kind)) in scan.strings.iter().enumerate() {
+            let json = is_json_text(kind.as_ref(), ty);
             let (key, end) = match kind {
                 Some(Streamed::Choice(a, field, b)) => {
                     let c = choice(*a);
@@ -818,7 +879,7 @@ impl SseRestorer {
                             ((top_scope, top_sub, field), false)
                         }
                         (None, _) => {
-                            if let Some(n) = rewrite_text(text, ctx, &mut self.redacted) {
+                            if let Some(n) = rewrite_text_as(text, json, ctx, &mut self.redacted) {
                                 edits.push((i, n));
                             }
                             continue;
@@ -826,14 +887,17 @@ impl SseRestorer {
                     }
                 }
                 _ => {
-                    if let Some(n) = rewrite_text(text, ctx, &mut self.redacted) {
+                    if let Some(n) = rewrite_text_as(text, json, ctx, &mut self.redacted) {
                         edits.push((i, n));
                     }
                     continue;
                 }
             };
             streamed_at.push(i);
-            let ts = self.streams.entry(key).or_default();
+            let ts = self
+                .streams
+                .entry(key)
+                .or_insert_with(|| TextStream::json_text(json));
             let mut o = String::with_capacity(text.len() + 16);
             ts.push(text, ctx, end, &mut o, &mut self.redacted);
             if end {

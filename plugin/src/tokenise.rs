@@ -493,6 +493,18 @@ impl Vault {
     /// first position where the text ends inside what could still become a placeholder,
     /// so the caller holds back only that suffix (at most the longest placeholder).
     pub fn restore_into(&self, text: &str, out: &mut String, at_end: bool) -> usize {
+        self.restore_into_with(text, out, at_end, &|value, out| out.push_str(value))
+    }
+
+    /// [`Vault::restore_into`], writing each restored value with `write` (tool-call
+    /// arguments escape it for the JSON text they are in, see [`crate::json_text`]).
+    pub fn restore_into_with(
+        &self,
+        text: &str,
+        out: &mut String,
+        at_end: bool,
+        write: &dyn Fn(&str, &mut String),
+    ) -> usize {
         let b = text.as_bytes();
         if self.entries.is_empty() {
             out.push_str(text);
@@ -513,7 +525,7 @@ impl Vault {
                 }
                 At::Full { len, idx } => {
                     out.push_str(text.get(run..i).unwrap_or_default());
-                    out.push_str(self.entries.get(idx).map_or("", |e| e.value.as_str()));
+                    write(self.entries.get(idx).map_or("", |e| e.value.as_str()), out);
                     i += len;
                     run = i;
                 }
@@ -655,7 +667,19 @@ pub fn rewrite_request_with(
             return None;
         }
         let avoid = avoid.get_or_insert_with(|| Avoid::new(text));
-        Some(rw.replace(s, &hits, avoid, Carrier::Json))
+        // Tool-call arguments are JSON text: no replacement splits one of its escapes,
+        // and the vault keeps the value as the arguments mean it.
+        let carrier = if slot == Slot::Value
+            && path
+                .last_key()
+                .is_some_and(crate::json_text::is_json_text_field)
+        {
+            crate::json_text::widen_matches(s, &mut hits);
+            Carrier::JsonText
+        } else {
+            Carrier::Json
+        };
+        Some(rw.replace(s, &hits, avoid, carrier))
     })?;
     Ok(Rewrite {
         body: new,
@@ -676,6 +700,10 @@ fn union(tokenise: &[u16], redact: &[u16]) -> Vec<u16> {
 pub enum Carrier {
     /// A JSON string (the splice escapes it).
     Json,
+    /// JSON text inside a JSON string (tool-call arguments): a value is found in its
+    /// escaped spelling and tokenised as it reads decoded ([`crate::json_text::decode`]),
+    /// so it is restored the same wherever the reply puts it.
+    JsonText,
     /// A request header value: placeholders and masks are plain ASCII and need nothing.
     Header,
     /// The query string: replacements are percent-encoded (`[EMAIL]` → `%5BEMAIL%5D`).
@@ -712,10 +740,16 @@ impl<F: Find + ?Sized> Rewriter<'_, F> {
                 Cow::Owned(mask(name))
             } else {
                 t.tokenised += 1;
-                self.vault.tokenise_avoiding(name, value, avoid)
+                if carrier == Carrier::JsonText {
+                    let plain = crate::json_text::decode(value);
+                    self.vault.tokenise_avoiding(name, &plain, avoid)
+                } else {
+                    self.vault.tokenise_avoiding(name, value, avoid)
+                }
             };
             match carrier {
-                Carrier::Json | Carrier::Header => out.push_str(&new),
+                // Placeholders and masks are plain ASCII without `"` or `\`.
+                Carrier::Json | Carrier::JsonText | Carrier::Header => out.push_str(&new),
                 Carrier::Query => percent_encode_into(&new, &mut out),
             }
             at = h.end;

@@ -91,14 +91,22 @@ pub fn offers_tools(body: &Json) -> bool {
     non_empty("tools") || non_empty("functions")
 }
 
-/// Calls `f` on the text of every tool result the request sends back (`role: tool` or
-/// `role: function` messages: their string content, or every string inside structured
-/// content); stops at the first `true` and returns whether it did.
+/// Calls `f` on the text of every tool result the request sends back; stops at the
+/// first `true` and returns whether it did. Every API's shape is read, whatever the path,
+/// so a result cannot hide by being written in another API's layout:
+///
+/// - chat: `role: tool` and `role: function` messages (their string content, or every
+///   string inside structured content);
+/// - Anthropic Messages: `tool_result` blocks in any message's `content` (their `content`,
+///   a string or blocks);
+/// - Responses: `function_call_output` items of `input` (their `output`).
 pub fn any_tool_result(body: &Json, mut f: impl FnMut(&str) -> bool) -> bool {
-    let Some(messages) = body.get("messages").and_then(Json::as_array) else {
-        return false;
-    };
-    messages
+    let messages = body
+        .get("messages")
+        .and_then(Json::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let chat = messages
         .iter()
         .filter(|m| {
             matches!(
@@ -106,18 +114,37 @@ pub fn any_tool_result(body: &Json, mut f: impl FnMut(&str) -> bool) -> bool {
                 Some("tool" | "function")
             )
         })
-        .filter_map(|m| m.get("content"))
+        .filter_map(|m| m.get("content"));
+    let anthropic = messages
+        .iter()
+        .filter_map(|m| m.get("content")?.as_array())
+        .flatten()
+        .filter(|b| b.get("type").and_then(Json::as_str) == Some("tool_result"))
+        .filter_map(|b| b.get("content"));
+    let responses = body
+        .get("input")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|i| i.get("type").and_then(Json::as_str) == Some("function_call_output"))
+        .filter_map(|i| i.get("output"));
+    chat.chain(anthropic)
+        .chain(responses)
         .any(|c| crate::request::any_string(c, &mut f))
 }
 
-/// The tool calls of a whole chat completion: every choice's `message.tool_calls[]` and
-/// the legacy `message.function_call`, in order.
+/// The tool calls of a whole reply, whatever its API, in order: a chat completion's
+/// `choices[].message.tool_calls[]` and legacy `message.function_call`; an Anthropic
+/// message's `tool_use` blocks of `content` (their `input` object, serialised, is the
+/// arguments text); a Responses object's `function_call` items of `output`.
 pub fn calls_from_json(reply: &Json) -> Vec<ToolCall> {
     let mut out = Vec::new();
-    let Some(choices) = reply.get("choices").and_then(Json::as_array) else {
-        return out;
-    };
-    for choice in choices {
+    for choice in reply
+        .get("choices")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
         let Some(message) = choice.get("message") else {
             continue;
         };
@@ -142,28 +169,79 @@ pub fn calls_from_json(reply: &Json) -> Vec<ToolCall> {
             ));
         }
     }
+    // A reply holds no `messages` or `input`, so these read the reply's own calls only.
+    let others = crate::api::anthropic::tool_calls(reply)
+        .into_iter()
+        .chain(crate::api::responses::tool_calls(reply));
+    out.extend(others.map(|c| from_api(&c)));
     out
+}
+
+/// The engine's view of a call an API module read.
+pub fn from_api(call: &crate::api::ToolCall<'_>) -> ToolCall {
+    let id = call.id.unwrap_or_default();
+    match call.arguments {
+        crate::api::Arguments::Object(v) => ToolCall {
+            id: id.to_string(),
+            name: call.name.to_string(),
+            arguments_json: v.to_string(),
+            arguments: Some(v.clone()),
+        },
+        crate::api::Arguments::Text(t) => ToolCall::new(id, call.name, t),
+    }
 }
 
 fn str_at(v: Option<&Json>) -> &str {
     v.and_then(Json::as_str).unwrap_or_default()
 }
 
-/// Reassembles the tool calls of a streamed chat completion from its `data:` events:
-/// `choices[a].delta.tool_calls[].index` says which call a fragment continues, the first
-/// fragment brings `id` and `function.name`, every fragment appends to
-/// `function.arguments`; `delta.function_call` is the legacy single call. Events that are
-/// not JSON (`[DONE]`) are skipped.
+/// Reassembles the tool calls of a streamed reply from its `data:` events, whatever its
+/// API (events that are not JSON, such as `[DONE]`, are skipped):
+///
+/// - chat: `choices[a].delta.tool_calls[].index` says which call a fragment continues,
+///   the first fragment brings `id` and `function.name`, every fragment appends to
+///   `function.arguments`; `delta.function_call` is the legacy single call;
+/// - Anthropic Messages: `content_block_start` with a `tool_use` block opens a call at the
+///   block's `index` (id, name, and its `input` if no delta follows), and each
+///   `content_block_delta` of type `input_json_delta` appends its `partial_json`;
+/// - Responses: `response.output_item.added` / `.done` with a `function_call` item opens
+///   (or completes) the call at `output_index` (`call_id`, name), each
+///   `response.function_call_arguments.delta` appends its `delta`, and the `….done`
+///   events carry the whole arguments.
+///
+/// When an API sends the whole arguments again (`….done`) and they differ from the
+/// deltas, both versions are returned as calls with the same id and name, so a rule
+/// holds if it holds for either: a client may read one or the other.
 #[derive(Debug, Default)]
 pub struct SseToolCalls {
     line: Vec<u8>,
     data: Vec<u8>,
     /// The calls so far, in order of first appearance.
-    calls: Vec<Partial>,
+    calls: Vec<(Slot, Partial)>,
 }
 
-/// A streamed call being reassembled: `(choice, tool index)` and (id, name, arguments).
-type Partial = ((u64, u64), (String, String, String));
+/// Which call a fragment continues: (API shape, choice or block or output index, tool
+/// index within a chat choice).
+type Slot = (u8, u64, u64);
+
+/// A streamed call being reassembled.
+#[derive(Debug, Default)]
+struct Partial {
+    id: String,
+    name: String,
+    /// The arguments the deltas spelled, in order.
+    deltas: String,
+    /// The whole arguments an event sent at once (`….done`, an item's `arguments`, an
+    /// Anthropic block's non-empty `input`), the last one seen.
+    whole: Option<String>,
+    /// True once a delta appended to `deltas`.
+    streamed: bool,
+}
+
+/// [`Slot`] shapes.
+const CHAT: u8 = 0;
+const ANTHROPIC: u8 = 1;
+const RESPONSES: u8 = 2;
 
 /// A tool call marked as the legacy `function_call` (one per choice).
 const LEGACY: u64 = u64::MAX;
@@ -204,6 +282,9 @@ impl SseToolCalls {
         let Ok(event) = serde_json::from_slice::<Json>(&data) else {
             return;
         };
+        if let Some(ty) = event.get("type").and_then(Json::as_str) {
+            self.typed(ty, &event);
+        }
         let Some(choices) = event.get("choices").and_then(Json::as_array) else {
             return;
         };
@@ -224,45 +305,101 @@ impl SseToolCalls {
             {
                 let t = tc.get("index").and_then(Json::as_u64).unwrap_or(j as u64);
                 let f = tc.get("function");
-                self.append(
-                    (c, t),
-                    tc.get("id"),
-                    f.and_then(|f| f.get("name")),
-                    f.and_then(|f| f.get("arguments")),
-                );
+                let p = self.slot((CHAT, c, t), true);
+                if let Some(p) = p {
+                    append(&mut p.id, tc.get("id"));
+                    append(&mut p.name, f.and_then(|f| f.get("name")));
+                    p.delta(f.and_then(|f| f.get("arguments")));
+                }
             }
-            if let Some(f) = delta.get("function_call") {
-                self.append((c, LEGACY), None, f.get("name"), f.get("arguments"));
+            if let Some(f) = delta.get("function_call")
+                && let Some(p) = self.slot((CHAT, c, LEGACY), true)
+            {
+                append(&mut p.name, f.get("name"));
+                p.delta(f.get("arguments"));
             }
         }
     }
 
-    fn append(
-        &mut self,
-        key: (u64, u64),
-        id: Option<&Json>,
-        name: Option<&Json>,
-        args: Option<&Json>,
-    ) {
-        let pos = match self.calls.iter().position(|(k, _)| *k == key) {
+    /// The events of the typed APIs (Anthropic Messages, Responses).
+    fn typed(&mut self, ty: &str, event: &Json) {
+        let index = |k: &str| event.get(k).and_then(Json::as_u64).unwrap_or_default();
+        match ty {
+            "content_block_start" => {
+                let block = event.get("content_block");
+                if block.and_then(|b| b.get("type")).and_then(Json::as_str) != Some("tool_use") {
+                    return;
+                }
+                if let Some(p) = self.slot((ANTHROPIC, index("index"), 0), true) {
+                    set(&mut p.id, block.and_then(|b| b.get("id")));
+                    set(&mut p.name, block.and_then(|b| b.get("name")));
+                    // The input comes in deltas, after an empty object; a non-empty one
+                    // is the whole input.
+                    if let Some(input) = block.and_then(|b| b.get("input"))
+                        && input.as_object().is_none_or(|o| !o.is_empty())
+                    {
+                        p.whole = Some(input.to_string());
+                    }
+                }
+            }
+            "content_block_delta" => {
+                let delta = event.get("delta");
+                if delta.and_then(|d| d.get("type")).and_then(Json::as_str)
+                    != Some("input_json_delta")
+                {
+                    return;
+                }
+                // Only a block opened as a tool call: a server tool's input is not the
+                // application's to run.
+                if let Some(p) = self.slot((ANTHROPIC, index("index"), 0), false) {
+                    p.delta(delta.and_then(|d| d.get("partial_json")));
+                }
+            }
+            "response.output_item.added" | "response.output_item.done" => {
+                let item = event.get("item");
+                if item.and_then(|i| i.get("type")).and_then(Json::as_str) != Some("function_call")
+                {
+                    return;
+                }
+                if let Some(p) = self.slot((RESPONSES, index("output_index"), 0), true) {
+                    set(&mut p.id, item.and_then(|i| i.get("call_id")));
+                    set(&mut p.name, item.and_then(|i| i.get("name")));
+                    if let Some(a) = item
+                        .and_then(|i| i.get("arguments"))
+                        .and_then(Json::as_str)
+                        .filter(|a| !a.is_empty() || ty.ends_with(".done"))
+                    {
+                        p.whole = Some(a.to_string());
+                    }
+                }
+            }
+            "response.function_call_arguments.delta" => {
+                if let Some(p) = self.slot((RESPONSES, index("output_index"), 0), true) {
+                    p.delta(event.get("delta"));
+                }
+            }
+            "response.function_call_arguments.done" => {
+                if let Some(p) = self.slot((RESPONSES, index("output_index"), 0), true)
+                    && let Some(a) = event.get("arguments").and_then(Json::as_str)
+                {
+                    p.whole = Some(a.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The call at `slot`, opened if `open` and it is new.
+    fn slot(&mut self, slot: Slot, open: bool) -> Option<&mut Partial> {
+        let pos = match self.calls.iter().position(|(k, _)| *k == slot) {
             Some(p) => p,
-            None => {
-                self.calls.push((key, Default::default()));
+            None if open => {
+                self.calls.push((slot, Partial::default()));
                 self.calls.len() - 1
             }
+            None => return None,
         };
-        let Some((_, (cid, cname, cargs))) = self.calls.get_mut(pos) else {
-            return;
-        };
-        if let Some(id) = id.and_then(Json::as_str) {
-            cid.push_str(id);
-        }
-        if let Some(n) = name.and_then(Json::as_str) {
-            cname.push_str(n);
-        }
-        if let Some(a) = args.and_then(Json::as_str) {
-            cargs.push_str(a);
-        }
+        self.calls.get_mut(pos).map(|(_, p)| p)
     }
 
     /// Ends the stream (an event without its blank line still counts) and returns the
@@ -273,10 +410,41 @@ impl SseToolCalls {
             self.line_done(&line);
         }
         self.dispatch();
-        self.calls
-            .into_iter()
-            .map(|(_, (id, name, args))| ToolCall::new(&id, &name, &args))
-            .collect()
+        let mut out = Vec::new();
+        for (_, p) in self.calls {
+            match p.whole {
+                Some(whole) if p.streamed && whole != p.deltas => {
+                    out.push(ToolCall::new(&p.id, &p.name, &p.deltas));
+                    out.push(ToolCall::new(&p.id, &p.name, &whole));
+                }
+                Some(whole) => out.push(ToolCall::new(&p.id, &p.name, &whole)),
+                None => out.push(ToolCall::new(&p.id, &p.name, &p.deltas)),
+            }
+        }
+        out
+    }
+}
+
+impl Partial {
+    fn delta(&mut self, fragment: Option<&Json>) {
+        if let Some(a) = fragment.and_then(Json::as_str) {
+            self.deltas.push_str(a);
+            self.streamed = true;
+        }
+    }
+}
+
+/// Appends a string fragment (chat deltas spread ids and names too).
+fn append(to: &mut String, v: Option<&Json>) {
+    if let Some(s) = v.and_then(Json::as_str) {
+        to.push_str(s);
+    }
+}
+
+/// Sets a field once: the first event that names it wins.
+fn set(to: &mut String, v: Option<&Json>) {
+    if to.is_empty() {
+        append(to, v);
     }
 }
 
@@ -456,6 +624,189 @@ mod tests {
         assert_eq!(strip_tools(body, &["zzz".into()]), Ok(None));
         assert_eq!(strip_tools(body, &[]), Ok(None));
         assert!(strip_tools(b"{not json", &["a".into()]).is_err());
+    }
+
+    /// Anthropic and Responses events, each with its `event:` line.
+    fn typed_sse(events: &[Json]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in events {
+            let name = e["type"].as_str().unwrap_or_default();
+            out.extend_from_slice(format!("event: {name}\ndata: {e}\n\n").as_bytes());
+        }
+        out
+    }
+
+    fn anthropic_stream() -> Vec<u8> {
+        let delta = |i: u64, j: &str| {
+            json!({"type": "content_block_delta", "index": i,
+                "delta": {"type": "input_json_delta", "partial_json": j}})
+        };
+        typed_sse(&[
+            json!({"type": "message_start", "message": {"id": "msg_1", "content": [], "usage": {"input_tokens": 5}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Refunding"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use",
+                "id": "toolu_1", "name": "issue_refund", "input": {}}}),
+            delta(1, "{\"amo"),
+            delta(1, "unt\": 250, \"note\": \"a \\\"b\\\"\"}"),
+            json!({"type": "content_block_stop", "index": 1}),
+            // A server tool's input streams too, but it is not the application's call.
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "server_tool_use",
+                "id": "srvtoolu_1", "name": "web_search", "input": {}}}),
+            delta(2, "{\"query\": \"x\"}"),
+            json!({"type": "content_block_stop", "index": 2}),
+            json!({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use",
+                "id": "toolu_2", "name": "get_faq", "input": {}}}),
+            delta(3, "{}"),
+            json!({"type": "content_block_stop", "index": 3}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            json!({"type": "message_stop"}),
+        ])
+    }
+
+    fn responses_stream(done_args: &str) -> Vec<u8> {
+        let delta = |d: &str| {
+            json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1",
+                "output_index": 1, "delta": d})
+        };
+        typed_sse(&[
+            json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}),
+            json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"type": "message", "id": "msg_1", "role": "assistant", "content": []}}),
+            json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "delta": "Refunding"}),
+            json!({"type": "response.output_item.added", "output_index": 1,
+                "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1",
+                "name": "issue_refund", "arguments": ""}}),
+            delta("{\"amount\""),
+            delta(": 250}"),
+            json!({"type": "response.function_call_arguments.done", "item_id": "fc_1",
+                "output_index": 1, "arguments": done_args}),
+            json!({"type": "response.output_item.done", "output_index": 1,
+                "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1",
+                "name": "issue_refund", "arguments": done_args}}),
+            json!({"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}}),
+        ])
+    }
+
+    /// The calls of `stream` fed whole, one byte at a time, and cut once anywhere agree.
+    fn every_cut(stream: &[u8]) -> Vec<ToolCall> {
+        let whole = calls_from_sse(stream);
+        let mut acc = SseToolCalls::new();
+        for b in stream {
+            acc.push(std::slice::from_ref(b));
+        }
+        assert_eq!(acc.finish(), whole);
+        for cut in 0..stream.len() {
+            let mut acc = SseToolCalls::new();
+            acc.push(&stream[..cut]);
+            acc.push(&stream[cut..]);
+            assert_eq!(acc.finish(), whole, "cut at {cut}");
+        }
+        whole
+    }
+
+    #[test]
+    fn anthropic_tool_use_streams_are_reassembled_whatever_the_cut() {
+        let calls = every_cut(&anthropic_stream());
+        let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["issue_refund", "get_faq"]);
+        assert_eq!(calls[0].id, "toolu_1");
+        assert_eq!(calls[0].argument("/amount"), Some(&json!(250)));
+        assert_eq!(calls[0].argument("/note"), Some(&json!("a \"b\"")));
+        assert_eq!(calls[1].argument(""), Some(&json!({})));
+        // A block whose whole input came at its start, with no delta.
+        let whole = typed_sse(&[json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "t", "name": "n", "input": {"a": 1}}})]);
+        assert_eq!(calls_from_sse(&whole)[0].argument("/a"), Some(&json!(1)));
+    }
+
+    #[test]
+    fn responses_function_call_streams_are_reassembled_whatever_the_cut() {
+        let calls = every_cut(&responses_stream("{\"amount\": 250}"));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].id, "call_1");
+        assert_eq!(calls[0].name, "issue_refund");
+        assert_eq!(calls[0].argument("/amount"), Some(&json!(250)));
+        // `….done` events that disagree with the deltas: both versions are judged.
+        let calls = every_cut(&responses_stream("{\"amount\": 5}"));
+        let amounts: Vec<_> = calls.iter().map(|c| c.argument("/amount")).collect();
+        assert_eq!(amounts, [Some(&json!(250)), Some(&json!(5))]);
+        assert!(calls.iter().all(|c| c.name == "issue_refund"));
+    }
+
+    #[test]
+    fn whole_anthropic_and_responses_replies_give_their_calls() {
+        let a = json!({"id": "msg_1", "type": "message", "role": "assistant", "content": [
+            {"type": "text", "text": "ok"},
+            {"type": "tool_use", "id": "toolu_1", "name": "issue_refund", "input": {"amount": 250}},
+            {"type": "tool_use", "id": "toolu_2"}]});
+        let calls = calls_from_json(&a);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].argument("/amount"), Some(&json!(250)));
+        assert_eq!(calls[0].arguments_json, r#"{"amount":250}"#);
+        // No name: still a call, which a name allowlist refuses.
+        assert_eq!(calls[1].name, "");
+        let r = json!({"object": "response", "output": [
+            {"type": "message", "content": [{"type": "output_text", "text": "ok"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "delete_account",
+             "arguments": "{\"account\":\"C-9\"}"}]});
+        let calls = calls_from_json(&r);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].id, "call_1");
+        assert_eq!(calls[0].argument("/account"), Some(&json!("C-9")));
+    }
+
+    #[test]
+    fn tool_results_of_every_shape_are_read() {
+        let results = |body: &Json| {
+            let mut seen = Vec::new();
+            any_tool_result(body, |t| {
+                seen.push(t.to_string());
+                false
+            });
+            seen
+        };
+        let a = json!({"messages": [
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "n", "input": {"q": "arg"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "plain result"},
+                {"type": "tool_result", "tool_use_id": "t2", "content": [{"type": "text", "text": "block result"}]},
+                {"type": "text", "text": "not a result"}]}]});
+        // Every string of a result is scanned (object keys too, as `any_string` does).
+        let seen = results(&a);
+        for want in ["plain result", "block result"] {
+            assert!(seen.iter().any(|s| s == want), "{seen:?}");
+        }
+        for not in ["u", "arg", "not a result"] {
+            assert!(!seen.iter().any(|s| s == not), "{seen:?}");
+        }
+        let r = json!({"input": [
+            {"role": "user", "content": "u"},
+            {"type": "function_call", "call_id": "c1", "name": "n", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "item result"}]});
+        assert_eq!(results(&r), ["item result"]);
+        assert!(any_tool_result(&r, |t| t.contains("item")));
+        assert!(!any_tool_result(&json!({"input": "just text"}), |_| true));
+    }
+
+    #[test]
+    fn stripping_works_on_the_flat_tool_shapes() {
+        // Anthropic: `tools[].name`, `tool_choice: {type: tool, name}`.
+        let a = br#"{"model":"m","tools":[{"name":"a","input_schema":{}},{"name":"b","input_schema":{}}],"tool_choice":{"type":"tool","name":"b"},"messages":[]}"#;
+        let v: Json =
+            serde_json::from_slice(&strip_tools(a, &["b".into()]).unwrap().unwrap()).unwrap();
+        assert_eq!(v["tools"], json!([{"name": "a", "input_schema": {}}]));
+        assert!(v.get("tool_choice").is_none());
+        // Responses: `tools[].name` of `type: function`; built-in tools have no name and stay.
+        let r = br#"{"model":"m","tools":[{"type":"function","name":"b"},{"type":"web_search"}],"parallel_tool_calls":true,"input":"x"}"#;
+        let v: Json =
+            serde_json::from_slice(&strip_tools(r, &["b".into()]).unwrap().unwrap()).unwrap();
+        assert_eq!(v["tools"], json!([{"type": "web_search"}]));
+        assert_eq!(v["parallel_tool_calls"], true);
+        assert_eq!(offered_tools(&serde_json::from_slice(r).unwrap()), ["b"]);
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use crate::envoy_config::{ArtifactUrl, EnvoyConfig, FailurePolicy, Jwks, JwtAuthn, OtlpTracing};
+use crate::envoy_config::{
+    ArtifactUrl, EnvoyConfig, FailurePolicy, FallbackRoute, Jwks, JwtAuthn, OtlpTracing,
+};
 
 /// Arguments of `writ envoy`.
 #[derive(Debug, clap::Args)]
@@ -176,6 +178,7 @@ pub fn run(args: EnvoyArgs) -> anyhow::Result<()> {
         config.otlp = Some(otlp);
     }
     identity(&args, &mut config)?;
+    fallback_routes(&args, &mut config)?;
     print!("{}", config.to_yaml());
     Ok(())
 }
@@ -196,6 +199,79 @@ pub(crate) fn read_plugin_config(
 /// `cluster`: records are posted to `/records`, and the answer waits at most 5 s.
 pub(crate) fn audit_sink_target(cluster: &str) -> serde_json::Value {
     serde_json::json!({"cluster": cluster, "path": "/records", "timeout_ms": 5000})
+}
+
+/// The workflows whose fallback clusters Envoy's router retries to itself
+/// (`writ_plugin::fallback::envoy_chain` says which; `docs/fallback.md`). A chain naming
+/// a cluster not given with `--cluster` is left to the filter, with a warning.
+fn fallback_routes(args: &EnvoyArgs, config: &mut EnvoyConfig) -> anyhow::Result<()> {
+    use writ_plugin::ir::Failure;
+    let bytes = std::fs::read(&args.artifact)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.artifact.display()))?;
+    let Ok(policy) = writ_compiler::link::read_policy(&bytes) else {
+        return Ok(());
+    };
+    for (i, w) in policy.workflows.iter().enumerate() {
+        let Some(chain) = writ_plugin::fallback::envoy_chain(&policy, i) else {
+            if w.fallback.as_ref().is_some_and(|f| {
+                f.steps.iter().any(|s| {
+                    matches!(
+                        s,
+                        writ_plugin::ir::FallbackStep::Model(_)
+                            | writ_plugin::ir::FallbackStep::Cluster(_)
+                    )
+                })
+            }) {
+                eprintln!(
+                    "note: workflow `{}`: Envoy does not send its fallback attempts (a `model` step, or a matcher a route cannot test); the filter records them as `no_host_retry` and takes its degraded step",
+                    w.name
+                );
+            }
+            continue;
+        };
+        let missing: Vec<&String> = chain
+            .clusters
+            .iter()
+            .filter(|c| !config.clusters.iter().any(|k| &k.name == *c))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "warning: workflow `{}`: fallback cluster(s) {missing:?} not given with --cluster; the filter records them as `no_host_retry`",
+                w.name
+            );
+            continue;
+        }
+        let mut retry_on = Vec::new();
+        let mut statuses = Vec::new();
+        for f in &chain.on {
+            match f {
+                Failure::Status5xx => retry_on.push("5xx"),
+                Failure::Status429 => {
+                    retry_on.push("retriable-status-codes");
+                    statuses.push(429);
+                }
+                Failure::Connect => retry_on.extend(["connect-failure", "reset"]),
+                // Envoy's answer to a timed-out attempt is a 504, retried under `5xx`.
+                Failure::Timeout => {}
+            }
+        }
+        retry_on.dedup();
+        if retry_on.is_empty() {
+            eprintln!(
+                "note: workflow `{}`: Envoy retries none of its fallback failures (`timeout` alone); the filter records its cluster steps as `no_host_retry`",
+                w.name
+            );
+            continue;
+        }
+        config.fallback_routes.push(FallbackRoute {
+            header: chain.header,
+            value: chain.value,
+            clusters: chain.clusters,
+            retry_on,
+            statuses,
+        });
+    }
+    Ok(())
 }
 
 /// Trusted headers are always stripped; with `--jwt-issuer`, `jwt_authn` sets them.

@@ -101,14 +101,13 @@ pub fn tool_calls(body: &Json) -> Vec<ToolCall<'_>> {
         if b.get("type").and_then(Json::as_str) != Some("tool_use") {
             continue;
         }
-        let (Some(name), Some(input)) = (b.get("name").and_then(Json::as_str), b.get("input"))
-        else {
-            continue;
-        };
+        // A block without a name or input is still a call: listed with empty ones, so a
+        // rule on names (`not in [..]`) refuses it rather than missing it.
+        static NO_INPUT: Json = Json::Null;
         out.push(ToolCall {
             id: b.get("id").and_then(Json::as_str),
-            name,
-            arguments: Arguments::Object(input),
+            name: b.get("name").and_then(Json::as_str).unwrap_or_default(),
+            arguments: Arguments::Object(b.get("input").unwrap_or(&NO_INPUT)),
         });
     }
     out

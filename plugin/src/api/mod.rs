@@ -24,8 +24,9 @@
 //! [`tool_calls`] lists the tool calls a request's history or a whole reply holds, and
 //! [`offered_tools`] the tools a request offers, as [`ToolCall`]s and names, for the
 //! Anthropic and Responses shapes ([`anthropic::tool_calls`], [`responses::tool_calls`]).
-//! The chat-completions shape is not listed here: its shape-neutral tool view is built
-//! elsewhere and should add its arm to these two functions.
+//! The policy's tool rules read calls through `tools.rs`, which reads every shape
+//! of a body at once (chat's own, and these two through the functions above), so a call
+//! cannot hide in another API's layout.
 
 pub mod anthropic;
 pub mod openai;

@@ -82,12 +82,16 @@ pub fn tool_calls(body: &Json) -> Vec<ToolCall<'_>> {
         .filter_map(|k| body.get(*k)?.as_array())
         .flatten()
         .filter(|item| item.get("type").and_then(Json::as_str) == Some("function_call"))
-        .filter_map(|item| {
-            Some(ToolCall {
-                id: item.get("call_id").and_then(Json::as_str),
-                name: item.get("name")?.as_str()?,
-                arguments: Arguments::Text(item.get("arguments")?.as_str()?),
-            })
+        // A call without a name or arguments is still a call: listed with empty ones, so
+        // a rule on names (`not in [..]`) refuses it rather than missing it.
+        .map(|item| ToolCall {
+            id: item.get("call_id").and_then(Json::as_str),
+            name: item.get("name").and_then(Json::as_str).unwrap_or_default(),
+            arguments: Arguments::Text(
+                item.get("arguments")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default(),
+            ),
         })
         .collect()
 }

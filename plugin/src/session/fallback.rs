@@ -71,6 +71,9 @@ impl Session {
     /// fallback answers instead of the reply.
     pub(super) fn fallback_on_reply(&mut self, store: &dyn SharedStore) -> Option<Step> {
         let mut plan = self.fallback.take()?;
+        if !self.host_retry {
+            self.envoy_attempts(&mut plan);
+        }
         let marker = self
             .response_headers
             .iter()
@@ -120,6 +123,27 @@ impl Session {
         };
         self.keep_plan(plan);
         answer
+    }
+
+    /// In Envoy, the router's own retries along the workflow's [`fallback::EnvoyChain`]
+    /// (`writ envoy` configures them), as its attempt count reports them: read only for a
+    /// workflow that has such a chain, where Envoy sets the header itself.
+    fn envoy_attempts(&self, plan: &mut Plan) {
+        let Some(chain) = self
+            .identity
+            .workflow
+            .and_then(|w| fallback::envoy_chain(self.shared.policy(), w))
+        else {
+            return;
+        };
+        let count = self
+            .response_headers
+            .iter()
+            .find(|(k, _)| k == fallback::ENVOY_ATTEMPTS_HEADER)
+            .and_then(|(_, v)| v.trim().parse::<u32>().ok());
+        if let Some(n) = count {
+            plan.envoy_retried(n, &chain.clusters);
+        }
     }
 
     fn keep_plan(&mut self, plan: Plan) {

@@ -1,8 +1,9 @@
 //! Provider mocks in the shapes of the Anthropic Messages API and the OpenAI Responses
 //! API: they echo the request's prompt back (system prompt or instructions, then the last
-//! user turn, joined by ` | `) as text and again as a tool call's arguments, in a JSON
-//! reply or a stream with one character per delta event and each API's own `event:`
-//! lines, with usage where each API reports it. What a gateway restores is then exactly
+//! user turn, joined by ` | `) as text and again as a tool call's arguments (or, when
+//! the request's history holds a tool call, call that tool again with the same
+//! arguments), in a JSON reply or a stream with one character per delta event and each
+//! API's own `event:` lines, with usage where each API reports it. What a gateway restores is then exactly
 //! what the client sent. Written from the APIs' documentation, independently of the
 //! engine's own reading of these shapes.
 
@@ -66,11 +67,42 @@ pub fn echoed_text(api: MockApi, request: &Value) -> String {
     }
 }
 
-/// The mock's reply to `body`, with `output_tokens` of usage.
+/// The last tool call in a request's history (Anthropic `tool_use` blocks, Responses
+/// `function_call` items): its name and its arguments as JSON text.
+pub fn last_tool_call(api: MockApi, request: &Value) -> Option<(String, String)> {
+    let calls: Vec<&Value> = match api {
+        MockApi::Anthropic => request["messages"]
+            .as_array()?
+            .iter()
+            .filter_map(|m| m["content"].as_array())
+            .flatten()
+            .filter(|b| b["type"] == "tool_use")
+            .collect(),
+        MockApi::Responses => request["input"]
+            .as_array()?
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .collect(),
+    };
+    let last = calls.last()?;
+    let name = last["name"].as_str()?.to_string();
+    let args = match api {
+        MockApi::Anthropic => last["input"].to_string(),
+        MockApi::Responses => last["arguments"].as_str()?.to_string(),
+    };
+    Some((name, args))
+}
+
+/// The mock's reply to `body`, with `output_tokens` of usage: the echoed text, then a
+/// tool call. The call repeats the last tool call of the request's history (the model
+/// calls the same tool again with the same arguments, placeholders included), or else is
+/// `lookup_order` with the echoed text as its `text` argument.
 pub fn echo(api: MockApi, sse: bool, output_tokens: u64, body: &[u8]) -> Reply {
     let request: Value = serde_json::from_slice(body).unwrap_or_default();
     let text = echoed_text(api, &request);
-    let args = json!({ "text": text }).to_string();
+    let (tool, args) = last_tool_call(api, &request)
+        .unwrap_or_else(|| ("lookup_order".into(), json!({ "text": text }).to_string()));
+    let input: Value = serde_json::from_str(&args).unwrap_or_default();
     let model = request["model"].clone();
     if !sse {
         let body = match api {
@@ -78,7 +110,7 @@ pub fn echo(api: MockApi, sse: bool, output_tokens: u64, body: &[u8]) -> Reply {
                 "id": "msg_echo", "type": "message", "role": "assistant", "model": model,
                 "content": [
                     {"type": "text", "text": text},
-                    {"type": "tool_use", "id": "toolu_echo", "name": "lookup_order", "input": {"text": text}}
+                    {"type": "tool_use", "id": "toolu_echo", "name": tool, "input": input}
                 ],
                 "stop_reason": "tool_use", "stop_sequence": null,
                 "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": output_tokens}
@@ -89,7 +121,7 @@ pub fn echo(api: MockApi, sse: bool, output_tokens: u64, body: &[u8]) -> Reply {
                     {"type": "message", "id": "msg_echo", "role": "assistant", "status": "completed",
                      "content": [{"type": "output_text", "text": text, "annotations": []}]},
                     {"type": "function_call", "id": "fc_echo", "call_id": "call_echo",
-                     "name": "lookup_order", "arguments": args}
+                     "name": tool, "arguments": args}
                 ],
                 "usage": {"input_tokens": INPUT_TOKENS, "output_tokens": output_tokens,
                     "total_tokens": INPUT_TOKENS + output_tokens}
@@ -131,7 +163,7 @@ pub fn echo(api: MockApi, sse: bool, output_tokens: u64, body: &[u8]) -> Reply {
                 "content_block_start",
                 json!({"type": "content_block_start",
                 "index": 1, "content_block": {"type": "tool_use", "id": "toolu_echo",
-                "name": "lookup_order", "input": {}}}),
+                "name": tool, "input": {}}}),
             ));
             for c in chars(&args) {
                 events.push((
@@ -180,7 +212,7 @@ pub fn echo(api: MockApi, sse: bool, output_tokens: u64, body: &[u8]) -> Reply {
                 "response.output_item.added",
                 json!({"type": "response.output_item.added",
                 "output_index": 1, "item": {"type": "function_call", "id": "fc_echo",
-                "call_id": "call_echo", "name": "lookup_order", "arguments": ""}}),
+                "call_id": "call_echo", "name": tool, "arguments": ""}}),
             ));
             for c in chars(&args) {
                 events.push((
