@@ -157,11 +157,23 @@ impl Context for Root {
         body: usize,
         _trailers: usize,
     ) {
-        let cfg = self.config.borrow().shared.clone();
+        let (cfg, sink) = {
+            let c = self.config.borrow();
+            (c.shared.clone(), c.alert_sink.clone())
+        };
         if let Some(cfg) = cfg {
             let shared = self.shared.clone();
+            let salt = shared.as_ref().map_or(0, |s| s.session.next_salt());
             let mut f = std::mem::take(&mut self.fleet);
-            f.on_response(self, &cfg, shared.as_deref(), token, body);
+            f.on_response(
+                self,
+                &cfg,
+                shared.as_deref(),
+                sink.as_ref(),
+                token,
+                body,
+                salt,
+            );
             self.fleet = f;
         }
     }

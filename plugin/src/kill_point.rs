@@ -155,6 +155,11 @@ pub struct Observation {
 pub struct Effects {
     pub records: Vec<AuditRecord>,
     pub metrics: Vec<MetricUpdate>,
+    /// Names the crossings these records report (`<bucket key>#<kill point index>`), each
+    /// with the index of its `kill_point` alert in `records`: the same crossing has the
+    /// same name on every instance of a fleet, which claims it so that its alert fires
+    /// once (`fleet::counters`).
+    pub crossed: Vec<(String, usize)>,
 }
 
 /// Counts a request of `workflow` and judges its kill points. Store errors count nothing
@@ -166,6 +171,23 @@ pub fn observe(
     workflow: &Workflow,
     obs: Observation,
     unix_nanos: i64,
+) -> Result<Effects, store::StoreError> {
+    observe_with(store, cache, policy, workflow, obs, unix_nanos, |_| {
+        Totals::default()
+    })
+}
+
+/// [`observe`] in a fleet: `others(bucket key)` gives the other instances' totals of a
+/// bucket (`fleet::counters::others_totals`), added to this instance's own over the kill
+/// point's window before it is judged.
+pub fn observe_with(
+    store: &dyn SharedStore,
+    cache: &PastCache,
+    policy: &Policy,
+    workflow: &Workflow,
+    obs: Observation,
+    unix_nanos: i64,
+    others: impl Fn(&str) -> Totals,
 ) -> Result<Effects, store::StoreError> {
     let mut effects = Effects::default();
     if workflow.kill_points.is_empty() || (!obs.replied && obs.spend_micros == 0) {
@@ -187,7 +209,14 @@ pub fn observe(
         }
         let pasts: Vec<Totals> = points
             .iter()
-            .map(|(_, k)| cache.past(store, &workflow.name, window, k.buckets.max(1), now))
+            .map(|(_, k)| {
+                let n = k.buckets.max(1);
+                let fleet = (0..i64::from(n)).fold(Totals::default(), |acc, b| {
+                    let at = now - b * bucket_secs(window);
+                    acc.add(others(&bucket_key(&workflow.name, window, at)))
+                });
+                cache.past(store, &workflow.name, window, n, now).add(fleet)
+            })
             .collect();
         let key = bucket_key(&workflow.name, window, now);
         let crossed = store::update(store, &key, |b: &Bucket| {
@@ -207,12 +236,15 @@ pub fn observe(
                 };
                 if over {
                     next.raised.push(*i);
-                    crossed.push((*k, m, totals));
+                    crossed.push((*i, *k, m, totals));
                 }
             }
             Step::Write(next, crossed)
         })?;
-        for (k, measured, totals) in crossed {
+        for (i, k, measured, totals) in crossed {
+            effects
+                .crossed
+                .push((format!("{key}#{i}"), effects.records.len()));
             raise(
                 store,
                 policy,
@@ -488,5 +520,49 @@ mod tests {
             describe(KillMetric::VerificationRate, 0.425, "EUR"),
             "42.5%"
         );
+    }
+
+    #[test]
+    fn in_a_fleet_the_other_instances_totals_count_and_the_crossing_is_named() {
+        let p = policy(vec![rate_point(true, 2)]);
+        let s = MemoryStore::new();
+        let c = PastCache::default();
+        let wf = &p.workflows[0];
+        let at = 40 * DAY;
+        let today = bucket_key("support", Window::Day, at / 1_000_000_000);
+        let yesterday = bucket_key("support", Window::Day, at / 1_000_000_000 - 86_400);
+        // The others escalated 9 of 9 outputs today and yesterday: one escalated reply
+        // here makes 19 of 19 over the window, past `after 10`.
+        let others = |key: &str| {
+            if key == today || key == yesterday {
+                Totals {
+                    replies: 9,
+                    escalated: 9,
+                    spend_micros: 0,
+                }
+            } else {
+                Totals::default()
+            }
+        };
+        let obs = Observation {
+            replied: true,
+            escalated: true,
+            spend_micros: 0,
+        };
+        let e = observe_with(&s, &c, &p, wf, obs, at, others).unwrap_or_default();
+        assert_eq!(e.crossed, vec![(format!("{today}#0"), 0)]);
+        assert_eq!(e.records[0].event, "kill_point");
+        assert!(
+            e.records[0]
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("over 19 replies")),
+            "{:?}",
+            e.records[0].detail
+        );
+        // Alone, the same reply is one of one: under `after 10`, nothing crosses.
+        let alone = MemoryStore::new();
+        let e = observe(&alone, &PastCache::default(), &p, wf, obs, at).unwrap_or_default();
+        assert!(e.crossed.is_empty() && e.records.is_empty());
     }
 }

@@ -113,6 +113,25 @@ impl Message {
     }
 }
 
+/// Whether a request is MCP traffic: on a path that is no model API's (`api`), a body
+/// that claims JSON-RPC (valid or not), or a `GET`/`DELETE` without a body that carries
+/// [`PROTOCOL_VERSION_HEADER`]. A model API's path is never MCP: its requests meet the
+/// model's rules whatever their body says.
+pub fn recognised(
+    api: crate::api::Api,
+    method: &str,
+    protocol_version: bool,
+    body: Option<&Json>,
+) -> bool {
+    if api != crate::api::Api::Other {
+        return false;
+    }
+    match body {
+        Some(json) => classify(json).is_some(),
+        None => protocol_version && matches!(method, "GET" | "DELETE"),
+    }
+}
+
 /// The members a JSON-RPC 2.0 message may have.
 const MEMBERS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
 

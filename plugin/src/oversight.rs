@@ -420,19 +420,48 @@ pub fn record_outcome(
     config: DriftConfig,
     unix_secs: i64,
 ) -> Result<(RateCounts, Option<DriftAlert>), StoreError> {
+    record_outcome_with(
+        store,
+        workflow,
+        escalated,
+        assumed,
+        config,
+        unix_secs,
+        |_| RateCounts::default(),
+    )
+}
+
+/// [`record_outcome`] in a fleet: `others(key)` gives the other instances' counts of the
+/// bucket (`fleet::counters::others_rate`), added to this instance's own before the rate
+/// is measured and judged. The returned counts are the fleet's.
+pub fn record_outcome_with(
+    store: &dyn SharedStore,
+    workflow: &str,
+    escalated: bool,
+    assumed: Option<f64>,
+    config: DriftConfig,
+    unix_secs: i64,
+    others: impl Fn(&str) -> RateCounts,
+) -> Result<(RateCounts, Option<DriftAlert>), StoreError> {
     let key = rate_key(workflow, config.window, unix_secs);
+    let o = others(&key);
     let (counts, fire) = store::update(store, &key, |c: &RateCounts| {
         let mut next = *c;
         next.total = next.total.saturating_add(1);
         if escalated {
             next.escalated = next.escalated.saturating_add(1);
         }
+        let fleet = RateCounts {
+            total: next.total.saturating_add(o.total),
+            escalated: next.escalated.saturating_add(o.escalated),
+            alerted: next.alerted,
+        };
         let fire = match assumed {
-            Some(a) => !c.alerted && next.total >= config.min_samples && next.rate() > a,
+            Some(a) => !c.alerted && fleet.total >= config.min_samples && fleet.rate() > a,
             None => false,
         };
         next.alerted |= fire;
-        Step::Write(next, (next, fire))
+        Step::Write(next, (fleet, fire))
     })?;
     let alert = fire.then(|| DriftAlert {
         workflow: workflow.to_string(),

@@ -149,11 +149,13 @@ fn item_key(review_id: &str) -> String {
     format!("writ/review/item/{}", store::key_segment(review_id))
 }
 
-fn queue_key(workflow: &str) -> String {
+/// The shared-data key of a workflow's review queue (published in a fleet).
+pub(crate) fn queue_key(workflow: &str) -> String {
     format!("writ/review/wf/{}", store::key_segment(workflow))
 }
 
-fn day_key(workflow: &str, unix_secs: i64) -> String {
+/// The shared-data key of a workflow's verdicts of one day (published in a fleet).
+pub(crate) fn day_key(workflow: &str, unix_secs: i64) -> String {
     format!(
         "writ/review/day/{}/{}",
         store::key_segment(workflow),

@@ -36,6 +36,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         link::read_policy(&bytes).with_context(|| format!("{name} is not a writ artifact"))?;
     let engine = Engine::new(policy).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let request = request_input(&args.request)?;
+    if is_mcp(&request) {
+        bail!(
+            "{}: this is an MCP message (JSON-RPC off a model API's path); `writ explain` explains \
+             model requests only. The audit record of an MCP message says which rule acted \
+             (docs/mcp.md).",
+            args.request.display()
+        );
+    }
     let reply = match &args.reply {
         Some(path) => Some(reply_input(path)?),
         None => None,
@@ -60,6 +68,25 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the gateway would govern `request` as MCP rather than as a model request.
+fn is_mcp(request: &RequestInput) -> bool {
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let api = writ_plugin::api::Api::of(&request.path, header("anthropic-version"));
+    let body: Option<serde_json::Value> = serde_json::from_slice(&request.body).ok();
+    writ_plugin::mcp::recognised(
+        api,
+        &request.method,
+        header(writ_plugin::mcp::PROTOCOL_VERSION_HEADER).is_some(),
+        body.as_ref(),
+    )
 }
 
 /// Reads a request file with `writ run`'s parser.

@@ -55,6 +55,7 @@ fn explain_agrees_with_the_artifact_on_every_bundled_case() {
     let files = discover(&[workspace_root().join("policies")]).unwrap();
     assert!(files.len() >= 3, "{files:?}");
     let mut checked = 0;
+    let mut mcp_cases = 0;
     for path in files {
         let mut suite = Suite::load(&path).unwrap();
         // Explain runs from fresh state: so does each case here.
@@ -77,8 +78,24 @@ fn explain_agrees_with_the_artifact_on_every_bundled_case() {
             let reply = case.reply.clone().unwrap_or_else(Reply::default_chat);
             let req = write_json(dir.path(), "req.json", &request);
             let rep = write_json(dir.path(), "reply.json", &reply_file(&reply));
-            let ex = explain_json(&artifact, &req, Some(&rep));
             let what = format!("{} / {}", path.display(), case.name);
+            // MCP messages are not explained (docs/mcp.md): explain says so and fails,
+            // rather than explain them wrongly as model requests.
+            let mcp = !spec.path.contains("/v1/")
+                && serde_json::from_slice::<Value>(&spec.body.concat())
+                    .is_ok_and(|b| b.get("jsonrpc").is_some());
+            if mcp {
+                let out = writ(&["explain", &artifact, "--request", &req]);
+                let t = output_text(&out);
+                assert!(
+                    !out.status.success(),
+                    "{what}: explained an MCP message: {t}"
+                );
+                assert!(t.contains("this is an MCP message"), "{what}: {t}");
+                mcp_cases += 1;
+                continue;
+            }
+            let ex = explain_json(&artifact, &req, Some(&rep));
             let o = &run.outcome;
 
             let fired: Vec<(String, String)> = ex["fired"]
@@ -139,6 +156,7 @@ fn explain_agrees_with_the_artifact_on_every_bundled_case() {
         }
     }
     assert!(checked >= 40, "only {checked} cases");
+    assert!(mcp_cases >= 1, "the bundled MCP cases were not met");
 }
 
 /// A policy compiled from source into an artifact in `dir`.

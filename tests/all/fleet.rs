@@ -16,7 +16,14 @@
 //!    503 `spend_unavailable` (fail closed, audited); the stop state of the kill switch is
 //!    kept; a resume made during the outage reaches the fleet once the store is back;
 //!    after the restart every instance reconnects by itself and no settled spend is lost:
-//!    the ledger equals the audited spend again.
+//!    the ledger equals the audited spend again; a fourth instance with
+//!    `--local-allowance` serves a new team up to the allowance, each request `degraded`;
+//! 4. the store stopped and restarted while clients keep sending: only defined answers,
+//!    nothing settled lost.
+//!
+//! Between 1 and 2: the `review` workflow's drift alert fires once, on the fleet's counts
+//! (no instance sees enough outputs alone), with the counters in the store; and an idle
+//! instance gives its unused lease back.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +58,13 @@ workflow "budget" {
 
 price "gpt-4o-mini" input 100 EUR output 100 EUR per 1M tokens
 
+workflow "review" {
+  match header "x-workflow" == "review"
+  oversight HOTL below 0.70
+  assume verification_rate <= 10%
+  identify team by header "x-team", user by header "x-user"
+}
+
 rule AIP-4.2 "Daily team budget" {
   on request
   when spend(team, day) > 0.2 EUR
@@ -67,23 +81,27 @@ const CAP_MICROS: i64 = 200_000;
 /// Budget leased at a time: about six requests' worth (estimate 3,100 micros, cost 1,500),
 /// so instances come back for more many times during the run.
 const SLICE_MICROS: i64 = 20_000;
-/// 24 concurrent clients (the issue asks for 64: at 64 on a 2-core machine, about 1 % of
-/// requests got the documented 503 `spend_unavailable` "busy" when their lease lost too
-/// many compare-and-swap races; `docs/fleet.md`).
-const CLIENTS: usize = 24;
-const PER_CLIENT: usize = 8;
+/// 64 concurrent clients, as the issue asks (on a 2-core machine about 1 % of requests get
+/// the documented 503 `spend_unavailable` "busy" when their lease lost too many
+/// compare-and-swap races; counted apart, `docs/fleet.md`).
+const CLIENTS: usize = 64;
+const PER_CLIENT: usize = 3;
 const T: Duration = Duration::from_secs(20);
 
 /// A 503 `spend_unavailable` (the store busy) in the statuses the clients collect.
 const BUSY: u16 = 1503;
 fn request(team: &str, stream: bool) -> Request {
+    workflow_request("budget", team, stream)
+}
+
+fn workflow_request(workflow: &str, team: &str, stream: bool) -> Request {
     let mut body = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user",
         "content": "Summarise the attached ticket history for the weekly report, in one line."}]});
     if stream {
         body["stream"] = json!(true);
     }
     Request::post_json("/v1/chat/completions", &body.to_string())
-        .header("x-workflow", "budget")
+        .header("x-workflow", workflow)
         .header("x-team", team)
         .header("x-user", "u1")
 }
@@ -112,8 +130,13 @@ fn envoy(artifact: &std::path::Path, upstream: &Upstream, etcd: &Etcd) -> WritGa
     WritGateway::Envoy(EnvoyProcess::start_with_workers(&yaml, 2).unwrap_or_else(|e| panic!("{e}")))
 }
 
-fn serve(artifact: &std::path::Path, upstream: &Upstream, etcd: &Etcd) -> WritGateway {
-    let extra: Vec<String> = [
+fn serve(
+    artifact: &std::path::Path,
+    upstream: &Upstream,
+    etcd: &Etcd,
+    more: &[&str],
+) -> WritGateway {
+    let mut extra: Vec<String> = [
         "--workers",
         "2",
         "--shared",
@@ -124,6 +147,7 @@ fn serve(artifact: &std::path::Path, upstream: &Upstream, etcd: &Etcd) -> WritGa
     .iter()
     .map(|s| s.to_string())
     .collect();
+    extra.extend(more.iter().map(|s| s.to_string()));
     WritGateway::Serve(
         ServeProcess::start_with(artifact, upstream.addr(), &extra)
             .unwrap_or_else(|e| panic!("{e}")),
@@ -215,10 +239,12 @@ fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
     });
     json_up.set_delay(Duration::from_millis(10));
     sse_up.set_delay(Duration::from_millis(10));
+    let audit_log = dir.path().join("serve-audit.jsonl");
+    let audit_log_arg = audit_log.display().to_string();
     let fleet = [
         envoy(&artifact, &json_up, &etcd),
         envoy(&artifact, &sse_up, &etcd),
-        serve(&artifact, &sse_up, &etcd),
+        serve(&artifact, &sse_up, &etcd, &["--audit-log", &audit_log_arg]),
     ];
 
     // ---- 1. one team budget, concurrent clients across the fleet
@@ -305,8 +331,14 @@ fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
         assert!(served > 0, "[{}] admitted nothing", gw.name());
     }
     eprintln!(
-        "fleet budget: {admitted} admitted, {denied} denied, ledger {ledger} micros of {CAP_MICROS}"
+        "fleet budget: {admitted} admitted, {denied} denied, {busy} busy, ledger {ledger} micros of {CAP_MICROS}"
     );
+
+    // ---- 1b. oversight counters across the fleet: the drift alert fires once
+    oversight_counters_are_the_fleets(&etcd, &fleet);
+
+    // ---- 1c. an idle instance gives its unused lease back
+    idle_lease_is_given_back(&etcd, &fleet[0]);
 
     // ---- 2. the kill switch through one instance stops all three within 5 s
     let flip = send(fleet[0].addr(), &kill("stop", "fleet-test"), T).unwrap();
@@ -341,8 +373,25 @@ fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
         });
         assert!(applied, "[{}] did not audit the stop it applied", gw.name());
     }
+    // The applied flip is in the audit stream `--audit-log` writes (hash-chained, with the
+    // request records), not only in the application log.
+    let in_file = std::fs::read_to_string(&audit_log).unwrap_or_default();
+    assert!(
+        in_file
+            .lines()
+            .any(|l| l.contains("\"event\":\"kill_switch\"")
+                && l.contains("applied from the fleet store")),
+        "writ serve's --audit-log has no applied kill switch record"
+    );
 
     // ---- 3. the store stopped: fail closed, last known kill state kept, then restart
+    // A fourth instance allows a bounded local allowance while the store is down.
+    let allowance = serve(
+        &artifact,
+        &json_up,
+        &etcd,
+        &["--local-allowance", &ALLOWANCE_MICROS.to_string()],
+    );
     etcd.stop();
     let down_team = "t-down";
     for gw in &fleet {
@@ -372,6 +421,8 @@ fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
         .filter(|r| r["outcome"] == "error" && r["status"] == 503)
         .count();
     assert!(errors >= 1, "the fail-closed answer was not audited");
+
+    local_allowance_is_degraded_and_bounded(&allowance);
 
     etcd.restart().unwrap_or_else(|e| panic!("{e}"));
     // The resume made during the outage was queued by `writ serve` and reaches the store,
@@ -403,4 +454,283 @@ fn a_fleet_shares_budget_kill_switch_and_survives_a_store_restart() {
     assert!(mid > 0);
     let (ledger, audit) = wait_ledger(&etcd, &fleet, mid_team, mid);
     assert_eq!(ledger, audit, "second team after the restart");
+    // The degraded spend is written back once the store is back.
+    let degraded = audited_micros(std::slice::from_ref(&allowance), "t-degraded");
+    let (ledger, audit) = wait_ledger(
+        &etcd,
+        std::slice::from_ref(&allowance),
+        "t-degraded",
+        degraded,
+    );
+    assert_eq!(
+        (ledger, audit),
+        (degraded, degraded),
+        "degraded spend written back"
+    );
+
+    // ---- 4. the store stopped and restarted while clients keep sending
+    store_restart_mid_load(&mut etcd, &fleet);
+}
+
+/// What the allowance instance may admit per budget beyond its lease, store down.
+const ALLOWANCE_MICROS: i64 = 10_000;
+
+/// Store down, `--local-allowance`: a team the instance holds nothing for is served up to
+/// the allowance, each request audited `degraded`, then refused 503 `spend_unavailable`.
+fn local_allowance_is_degraded_and_bounded(gw: &WritGateway) {
+    let team = "t-degraded";
+    let mut served = 0;
+    let mut refused = 0;
+    for _ in 0..8 {
+        let (s, body) = status(gw, &request(team, false));
+        match s {
+            200 => served += 1,
+            503 if body.contains("spend_unavailable") => refused += 1,
+            _ => panic!("[{}] {s} {body}", gw.name()),
+        }
+    }
+    // One after another, each settles at 1,500 before the next is admitted on its 3,100
+    // estimate: k requests fit while 1,500 k + 3,100 <= 10,000, so five.
+    assert_eq!((served, refused), (5, 3), "allowance of {ALLOWANCE_MICROS}");
+    // Records are written as each stream closes, just after its answer.
+    let deadline = Instant::now() + T;
+    let recs = loop {
+        let recs: Vec<_> = audited(std::slice::from_ref(gw), team)
+            .into_iter()
+            .filter(|r| r["status"] == 200)
+            .collect();
+        if recs.len() >= 5 || Instant::now() > deadline {
+            break recs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(recs.len(), 5);
+    assert!(
+        recs.iter().all(|r| r["degraded"] == true),
+        "admitted on the allowance but not marked degraded: {recs:?}"
+    );
+    eprintln!("local allowance: {served} served degraded, {refused} refused with the store down");
+}
+
+/// The `review` workflow escalates every output (HOTL, and the test model sends no
+/// confidence, which escalates failing safe) and assumes at most 10 %: its drift
+/// alert needs 50 outputs, which no single instance sees here (about 20 each), so it can
+/// only fire on the fleet's counts; and it fires once, on one instance.
+fn oversight_counters_are_the_fleets(etcd: &Etcd, fleet: &[WritGateway]) {
+    let team = "t-review";
+    let per_instance = 20;
+    let mut sent = 0;
+    // In rounds, so every instance's tick publishes and reads between them.
+    for _round in 0..4 {
+        for _ in 0..per_instance / 4 {
+            for gw in fleet {
+                let (s, body) = status(gw, &workflow_request("review", team, false));
+                assert_eq!(s, 200, "[{}] {body}", gw.name());
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2_500));
+    }
+    // The alert is claimed on a tick and its record joins the winner's next request.
+    let deadline = Instant::now() + T;
+    let alerts = loop {
+        for gw in fleet {
+            let _ = status(gw, &workflow_request("review", team, false));
+            sent += 1;
+        }
+        let alerts: Vec<_> = fleet
+            .iter()
+            .flat_map(|g| g.audit_records())
+            .filter(|r| r["event"] == "drift_alert")
+            .collect();
+        if !alerts.is_empty() || Instant::now() > deadline {
+            break alerts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        !alerts.is_empty(),
+        "no drift alert after {sent} outputs
+{}",
+        diagnose(fleet, team)
+    );
+    // Every instance crossed on the fleet's numbers, each proposed; one claim won. Give the
+    // losers' claims time to be answered and any stray record time to be written.
+    std::thread::sleep(Duration::from_millis(3_000));
+    for gw in fleet {
+        let _ = status(gw, &workflow_request("review", team, false));
+    }
+    let alerts: Vec<_> = fleet
+        .iter()
+        .flat_map(|g| g.audit_records())
+        .filter(|r| r["event"] == "drift_alert")
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the drift alert fired more than once: {alerts:#?}"
+    );
+    let detail = alerts[0]["detail"].as_str().unwrap_or_default().to_string();
+    let most_alone = fleet
+        .iter()
+        .map(|g| {
+            audited(std::slice::from_ref(g), team)
+                .iter()
+                .filter(|r| r["status"] == 200)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "drift alert (once for the fleet): {detail}; at most {most_alone} outputs per instance"
+    );
+    // The store holds every instance's counters; their sum is the fleet's outputs.
+    let (total, instances) = etcd
+        .range("writ/counters/")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .fold((0, 0), |(t, n), (_, v)| {
+            let snap: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+            let here: i64 = snap
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("writ/oversight/review/"))
+                .map(|(_, f)| f["total"].as_i64().unwrap_or(0))
+                .sum();
+            (t + here, n + 1)
+        });
+    assert_eq!(instances, fleet.len(), "one counters key per instance");
+    let outputs = fleet
+        .iter()
+        .flat_map(|g| g.audit_records())
+        .filter(|r| r["event"] == "request" && r["team"] == team && r["status"] == 200)
+        .count() as i64;
+    let deadline = Instant::now() + T;
+    let mut total = total;
+    while total != outputs && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        total = etcd
+            .range("writ/counters/")
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, v)| {
+                let snap: serde_json::Value = serde_json::from_slice(v).unwrap_or_default();
+                snap.as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| k.starts_with("writ/oversight/review/"))
+                    .map(|(_, f)| f["total"].as_i64().unwrap_or(0))
+                    .sum::<i64>()
+            })
+            .sum();
+    }
+    assert_eq!(
+        total, outputs,
+        "the store's verification-rate counts vs the audited outputs"
+    );
+    assert!(
+        (most_alone as u64) < 50,
+        "an instance saw {most_alone} outputs alone: the test would not prove aggregation"
+    );
+    let claimed = etcd.range("writ/alert/").unwrap_or_default();
+    assert_eq!(claimed.len(), 1, "one alert key: {claimed:?}");
+}
+
+/// A few requests on one instance, then nothing: after three poll periods it gives what it
+/// leased beyond its spend back, so the store's commitment equals the spend.
+fn idle_lease_is_given_back(etcd: &Etcd, gw: &WritGateway) {
+    let team = "t-idle";
+    for _ in 0..3 {
+        let (s, body) = status(gw, &request(team, false));
+        assert_eq!(s, 200, "[{}] {body}", gw.name());
+    }
+    let record = || {
+        etcd.range("writ/spend/")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.contains("/team/t-idle/"))
+            .filter_map(|(_, v)| writ_plugin::fleet::budget::Record::decode(&v))
+            .next()
+            .unwrap_or_default()
+    };
+    let leased = record().committed();
+    assert!(leased >= SLICE_MICROS, "leased {leased}");
+    let deadline = Instant::now() + T;
+    let given_back = loop {
+        let r = record();
+        if (r.committed() == r.spent() && r.spent() > 0) || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (given_back.committed(), given_back.spent()),
+        (3 * COST_PER_REQUEST_MICROS, 3 * COST_PER_REQUEST_MICROS),
+        "the idle lease was not given back: {given_back:?}"
+    );
+    eprintln!(
+        "lease return: {leased} micros leased, {} kept after idling",
+        given_back.committed()
+    );
+    // And the instance leases again when asked.
+    let (s, body) = status(gw, &request(team, false));
+    assert_eq!(s, 200, "[{}] after the give-back: {body}", gw.name());
+}
+
+/// Clients keep sending while the store is stopped and started again: every answer is a
+/// 200, a 429 or the defined 503 `spend_unavailable`; nothing admitted is over the cap;
+/// once the store is back the ledger equals the audited spend (nothing settled lost).
+fn store_restart_mid_load(etcd: &mut Etcd, fleet: &[WritGateway]) {
+    let team = "t-load";
+    let clients = 12;
+    let per_client = 12;
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                s.spawn(move || {
+                    (0..per_client)
+                        .map(|i| {
+                            let g = (c + i) % fleet.len();
+                            std::thread::sleep(Duration::from_millis(150));
+                            status(&fleet[g], &request(team, g > 0))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400));
+        etcd.stop();
+        std::thread::sleep(Duration::from_millis(1_500));
+        etcd.restart().unwrap_or_else(|e| panic!("{e}"));
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let count = |f: &dyn Fn(&(u16, String)) -> bool| statuses.iter().filter(|s| f(s)).count();
+    let ok = count(&|(s, _)| *s == 200);
+    let refused = count(&|(s, _)| *s == 429);
+    let unavailable = count(&|(s, b)| *s == 503 && b.contains("spend_unavailable"));
+    assert_eq!(
+        ok + refused + unavailable,
+        statuses.len(),
+        "undefined answers: {:?}",
+        statuses
+            .iter()
+            .filter(|(s, b)| !(matches!(s, 200 | 429)
+                || (*s == 503 && b.contains("spend_unavailable"))))
+            .collect::<Vec<_>>()
+    );
+    let spent = ok as i64 * COST_PER_REQUEST_MICROS;
+    assert!(spent <= CAP_MICROS, "{spent} admitted over {CAP_MICROS}");
+    let (ledger, audit) = wait_ledger(etcd, fleet, team, spent);
+    assert_eq!(
+        (ledger, audit),
+        (spent, spent),
+        "ledger vs audited vs admitted"
+    );
+    eprintln!(
+        "store restart mid-load: {ok} served, {refused} refused (429), {unavailable} fail-closed 503s"
+    );
 }

@@ -13,8 +13,9 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use super::{Http, Shared, host};
 use crate::audit::AuditRecord;
 use crate::calendar::rfc3339;
+use crate::config::CalloutTarget;
 use crate::fleet::budget::{self, Next, Outcome, Sync};
-use crate::fleet::{self, FleetConfig, kill};
+use crate::fleet::{self, FleetConfig, counters, kill};
 use crate::session::Step;
 use host::HostStore;
 
@@ -92,6 +93,12 @@ enum RootCall {
     Sync(Box<Sync>),
     /// A local kill-switch flip being written (the workflow and the put's body).
     Publish(String, Vec<u8>),
+    /// This instance's oversight counters being written (the put's body).
+    Counters(Vec<u8>),
+    /// The read of every instance's counters.
+    CountersPoll,
+    /// An alert being claimed for the fleet.
+    Claim(Box<counters::Proposed>),
 }
 
 impl RootFleet {
@@ -118,15 +125,29 @@ impl RootFleet {
             }
         }
         let id = instance(salt);
+        self.tick_counters(ctx, cfg, &id);
         for ledger in budget::active(&HostStore) {
             let busy = self
                 .calls
                 .values()
                 .any(|c| matches!(c, RootCall::Sync(s) if s.ledger == ledger));
-            if busy || !budget::needs_flush(&HostStore, &ledger) {
+            if busy {
                 continue;
             }
-            let (sync, first) = Sync::start(&HostStore, &ledger, &id, None, 0, None);
+            let idle_nanos = u64::from(cfg.return_idle_ms) * 1_000_000;
+            let step = if cfg.return_idle_ms == 0 {
+                budget::ReturnStep::Nothing
+            } else {
+                budget::return_step(&HostStore, &ledger, host::now_nanos(), idle_nanos)
+            };
+            let (sync, first) = match step {
+                budget::ReturnStep::Give => Sync::give_back(&HostStore, &ledger, &id),
+                budget::ReturnStep::Lowered => continue,
+                budget::ReturnStep::Nothing if budget::needs_flush(&HostStore, &ledger) => {
+                    Sync::start(&HostStore, &ledger, &id, None, 0, None)
+                }
+                budget::ReturnStep::Nothing => continue,
+            };
             if let Next::Call(call) = first
                 && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
             {
@@ -135,14 +156,47 @@ impl RootFleet {
         }
     }
 
+    /// The oversight counters' part of a tick: publish this instance's counters when they
+    /// changed, read everyone's, and claim the alerts raised since the last tick.
+    fn tick_counters(&mut self, ctx: &dyn Context, cfg: &FleetConfig, id: &str) {
+        let busy = |calls: &HashMap<u32, RootCall>, f: fn(&RootCall) -> bool| calls.values().any(f);
+        if !busy(&self.calls, |c| matches!(c, RootCall::Counters(_)))
+            && let Some(body) = counters::publish_body(&HostStore, id)
+            && let Some(t) = send_logged(ctx, cfg, fleet::etcd::PUT_PATH, &body)
+        {
+            self.calls.insert(t, RootCall::Counters(body));
+        }
+        if !busy(&self.calls, |c| matches!(c, RootCall::CountersPoll))
+            && let Some(t) = send_logged(ctx, cfg, fleet::etcd::RANGE_PATH, &counters::poll_body())
+        {
+            self.calls.insert(t, RootCall::CountersPoll);
+        }
+        for alert in counters::take_proposed(&HostStore) {
+            match send_logged(
+                ctx,
+                cfg,
+                fleet::etcd::TXN_PATH,
+                &counters::claim_body(&alert.id, id),
+            ) {
+                Some(t) => {
+                    self.calls.insert(t, RootCall::Claim(Box::new(alert)));
+                }
+                None => counters::requeue(&HostStore, alert),
+            }
+        }
+    }
+
     /// An answer to one of the root's calls.
+    #[allow(clippy::too_many_arguments, reason = "the root's one call site")]
     pub(super) fn on_response(
         &mut self,
         ctx: &dyn Context,
         cfg: &FleetConfig,
         shared: Option<&Shared>,
+        alert_sink: Option<&CalloutTarget>,
         token: u32,
         body_size: usize,
+        salt: u64,
     ) {
         let Some(call) = self.calls.remove(&token) else {
             return;
@@ -168,6 +222,32 @@ impl RootFleet {
                     kill::published(&HostStore, &workflow, &body);
                 }
             }
+            RootCall::Counters(body) => {
+                let stored = reply.as_deref().is_some_and(fleet::etcd::parse_put);
+                reachable(stored);
+                if stored {
+                    counters::published(&HostStore, &body);
+                }
+            }
+            RootCall::CountersPoll => {
+                let id = instance(salt);
+                let read = reply
+                    .as_deref()
+                    .and_then(|r| counters::apply_poll(&HostStore, r, &id));
+                reachable(read.is_some());
+            }
+            RootCall::Claim(alert) => match reply.as_deref().and_then(counters::claimed) {
+                None => {
+                    reachable(false);
+                    counters::requeue(&HostStore, *alert);
+                }
+                Some(won) => {
+                    reachable(true);
+                    if won {
+                        fire(ctx, shared, alert_sink, &alert);
+                    }
+                }
+            },
             RootCall::Sync(mut sync) => match sync.on_reply(&HostStore, reply.as_deref()) {
                 Next::Call(c) => {
                     if let Some(t) = send_logged(ctx, cfg, c.path, &c.body) {
@@ -180,7 +260,60 @@ impl RootFleet {
     }
 }
 
-/// Audits (and shows in the gauges) each switch the poll applied on this instance.
+/// This instance claimed an alert for the fleet: its records join the audit stream (with
+/// the next request's), its counters count, and the alert sink is called.
+fn fire(
+    ctx: &dyn Context,
+    shared: Option<&Shared>,
+    alert_sink: Option<&CalloutTarget>,
+    alert: &counters::Proposed,
+) {
+    host::log(
+        LogLevel::Info,
+        &format!("writ: fleet alert `{}` claimed by this instance", alert.id),
+    );
+    if let Err(e) = counters::queue_records(&HostStore, &alert.lines) {
+        host::log(
+            LogLevel::Error,
+            &format!("writ: could not queue the fleet alert's records: {e}"),
+        );
+        for line in &alert.lines {
+            host::log(LogLevel::Info, line);
+        }
+    }
+    if let Some(shared) = shared {
+        for name in &alert.counters {
+            shared.count(host::COUNTER, name, 1);
+        }
+    }
+    if let (Some(target), Some(body)) = (alert_sink, alert.payload.as_deref()) {
+        let headers = vec![
+            (":method", "POST"),
+            (":path", target.path.as_str()),
+            (":authority", target.authority.as_str()),
+            ("content-type", "application/json"),
+        ];
+        if let Err(status) = ctx.dispatch_http_call(
+            &target.cluster,
+            headers,
+            Some(body),
+            vec![],
+            Duration::from_millis(u64::from(target.timeout_ms)),
+        ) {
+            host::log(
+                LogLevel::Error,
+                &format!(
+                    "writ: call to cluster `{}` refused by the host ({status:?})",
+                    target.cluster
+                ),
+            );
+        }
+    }
+}
+
+/// Audits (and shows in the gauges) each switch the poll applied on this instance: the
+/// record joins the audit stream with the next request's records (the `--audit-log` file,
+/// the audit sink), as a flip sent to this instance's own admin path does.
 fn audit_applied(shared: &Shared, applied: &[kill::Applied]) {
     let policy = shared.policy();
     for a in applied {
@@ -205,7 +338,22 @@ fn audit_applied(shared: &Shared, applied: &[kill::Applied]) {
             )),
             ..AuditRecord::default()
         };
-        host::log(LogLevel::Info, &rec.log_line());
+        if let Err(e) = counters::queue_records(&HostStore, &[rec.log_line()]) {
+            // Not lost: the application log still has it.
+            host::log(
+                LogLevel::Error,
+                &format!("writ: could not queue the kill switch's record: {e}"),
+            );
+            host::log(LogLevel::Info, &rec.log_line());
+        } else {
+            host::log(
+                LogLevel::Info,
+                &format!(
+                    "writ: fleet kill switch for `{}` applied (revision {}); its record follows the next request's",
+                    a.workflow, a.revision
+                ),
+            );
+        }
         for (name, stopped) in crate::metrics::kill_switch_gauges(policy, &HostStore) {
             shared.gauge(&name, stopped);
         }

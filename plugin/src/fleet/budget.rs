@@ -212,6 +212,179 @@ pub fn needs_flush(local: &dyn SharedStore, ledger: &str) -> bool {
     grant(local, ledger).is_ok_and(|g| settled > g.flushed)
 }
 
+/// What this instance may admit up to on `ledger` from its grant (0 before a lease).
+fn held(local: &dyn SharedStore, ledger: &str) -> Micros {
+    grant(local, ledger).map_or(0, |g| g.granted.max(g.flushed))
+}
+
+/// What this instance has committed on `ledger`: settled plus reserved (in flight).
+fn committed_locally(local: &dyn SharedStore, ledger: &str) -> Micros {
+    spend::ledger(local, ledger).map_or(0, |l| l.settled.saturating_add(l.reserved))
+}
+
+/// Whether a lease that finds no room in the record last seen should ask the store anyway
+/// (at most once per `period_nanos` per ledger and instance; [`Sync::start_with`]).
+pub fn room_check_due(
+    local: &dyn SharedStore,
+    ledger: &str,
+    now_nanos: u64,
+    period_nanos: u64,
+) -> bool {
+    store::update(
+        local,
+        &format!("writ/fleet/checked/{ledger}"),
+        |t: &Stamp| {
+            if t.0 != 0 && now_nanos.saturating_sub(t.0) < period_nanos {
+                Step::Keep(false)
+            } else {
+                Step::Write(Stamp(now_nanos), true)
+            }
+        },
+    )
+    .unwrap_or(false)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Stamp(u64);
+
+impl Stored for Stamp {
+    fn encode(&self) -> Vec<u8> {
+        self.0.to_le_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Option<Stamp> {
+        Some(Stamp(u64::from_le_bytes(bytes.try_into().ok()?)))
+    }
+}
+
+/// Lease held on `ledger` beyond what this instance has committed: what it could give
+/// back to the fleet.
+pub fn unused(local: &dyn SharedStore, ledger: &str) -> Micros {
+    let g = grant(local, ledger).unwrap_or_default();
+    g.granted
+        .saturating_sub(g.flushed.max(committed_locally(local, ledger)))
+        .max(0)
+}
+
+/// When a ledger's local numbers last changed (settled, reserved, since), in shared data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Idle(Micros, Micros, u64);
+
+impl Stored for Idle {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.0.to_le_bytes().to_vec();
+        out.extend_from_slice(&self.1.to_le_bytes());
+        out.extend_from_slice(&self.2.to_le_bytes());
+        out
+    }
+    fn decode(bytes: &[u8]) -> Option<Idle> {
+        let mut c = Cursor::new(bytes);
+        let i = Idle(c.i64()?, c.i64()?, c.u64()?);
+        c.is_empty().then_some(i)
+    }
+}
+
+fn idle_key(ledger: &str) -> String {
+    format!("writ/fleet/idle/{ledger}")
+}
+
+fn returning_key(ledger: &str) -> String {
+    format!("writ/fleet/returning/{ledger}")
+}
+
+/// How long `ledger` has seen no admission or settlement on this instance, as of `now`.
+pub fn idle_for(local: &dyn SharedStore, ledger: &str, now_nanos: u64) -> u64 {
+    let l = spend::ledger(local, ledger).unwrap_or_default();
+    let since = store::update(local, &idle_key(ledger), |i: &Idle| {
+        if i.2 != 0 && i.0 == l.settled && i.1 == l.reserved {
+            Step::Keep(i.2)
+        } else {
+            Step::Write(Idle(l.settled, l.reserved, now_nanos), now_nanos)
+        }
+    })
+    .unwrap_or(now_nanos);
+    now_nanos.saturating_sub(since)
+}
+
+/// What a tick does about returning `ledger`'s unused lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnStep {
+    /// Nothing to return (busy, or nothing unused).
+    Nothing,
+    /// First step, done locally: the instance's grant was lowered to what it has
+    /// committed, so no request of it is admitted on the unused part from now on. The
+    /// store still counts it until the next tick.
+    Lowered,
+    /// Second step, a poll period later (any admission that read the old grant has
+    /// reserved by then: a worker reads the grant and reserves in one callback): write the
+    /// lower grant to the store ([`Sync::give_back`]).
+    Give,
+}
+
+/// Returns an idle ledger's unused lease in two ticks, so the fleet's outstanding leases
+/// (the underspend bound of `docs/fleet.md`) shrink when an instance stops using a budget,
+/// its window included. `idle_nanos`: how long the ledger must have been untouched.
+/// Exactly one worker of the instance gets each step (compare-and-swap on shared data).
+pub fn return_step(
+    local: &dyn SharedStore,
+    ledger: &str,
+    now_nanos: u64,
+    idle_nanos: u64,
+) -> ReturnStep {
+    let idle = idle_for(local, ledger, now_nanos);
+    // The second step waits a while after the first, whichever worker's tick runs it
+    // (the workers of an Envoy tick independently): by then every admission that read
+    // the old grant has reserved.
+    let gap = (idle_nanos / 3).max(100_000_000);
+    let lowered = store::update(local, &returning_key(ledger), |f: &Stamp| {
+        if f.0 == 0 {
+            Step::Keep(None)
+        } else if now_nanos.saturating_sub(f.0) >= gap {
+            Step::Write(Stamp(0), Some(true))
+        } else {
+            Step::Keep(Some(false))
+        }
+    })
+    .unwrap_or(Some(false));
+    match lowered {
+        Some(true) => return ReturnStep::Give,
+        Some(false) => return ReturnStep::Nothing,
+        None => {}
+    }
+    if idle < idle_nanos || unused(local, ledger) <= 0 {
+        return ReturnStep::Nothing;
+    }
+    let keep = held(local, ledger).min(
+        grant(local, ledger)
+            .unwrap_or_default()
+            .flushed
+            .max(committed_locally(local, ledger)),
+    );
+    let lowered = store::update(local, &grant_key(ledger), |g: &Grant| {
+        if g.granted <= keep {
+            return Step::Keep(false);
+        }
+        Step::Write(
+            Grant {
+                granted: keep,
+                ..*g
+            },
+            true,
+        )
+    })
+    .unwrap_or(false);
+    if !lowered {
+        return ReturnStep::Nothing;
+    }
+    let flagged = store::update(local, &returning_key(ledger), |_: &Stamp| {
+        Step::Write(Stamp(now_nanos.max(1)), ())
+    });
+    if flagged.is_ok() {
+        ReturnStep::Lowered
+    } else {
+        ReturnStep::Nothing
+    }
+}
+
 /// An HTTP call to the store: `POST path` with `body`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -262,6 +435,11 @@ pub struct Sync {
     /// Stop (without writing) once the instance's grant reaches this: another request's
     /// lease on the same instance already covers the one this sync was started for.
     enough: Option<Micros>,
+    /// Give back what the instance holds beyond its commitment (an idle ledger's unused
+    /// lease) instead of leasing; see [`return_step`].
+    give_back: bool,
+    /// Ask the store even when the record last seen has no room (see [`Sync::start_with`]).
+    verify: bool,
 }
 
 impl Sync {
@@ -275,6 +453,22 @@ impl Sync {
         cap: Option<Micros>,
         want: Micros,
         cached: Option<(Record, i64)>,
+    ) -> (Sync, Next) {
+        Sync::start_with(local, ledger, instance, cap, want, cached, false)
+    }
+
+    /// [`Sync::start`]; with `verify`, a lease the record last seen has no room for is
+    /// still asked of the store once (the same record written back at its revision): other
+    /// instances may have given lease back since ([`return_step`]), which a cached record
+    /// cannot show. Callers verify at most once per poll period ([`room_check_due`]).
+    pub fn start_with(
+        local: &dyn SharedStore,
+        ledger: &str,
+        instance: &str,
+        cap: Option<Micros>,
+        want: Micros,
+        cached: Option<(Record, i64)>,
+        verify: bool,
     ) -> (Sync, Next) {
         let (current, revision) = cached
             .or_else(|| last_seen(local, ledger))
@@ -290,6 +484,35 @@ impl Sync {
             attempts: 0,
             max_attempts: MAX_ATTEMPTS,
             enough: None,
+            give_back: false,
+            verify,
+        };
+        let first = s.attempt(local);
+        (s, first)
+    }
+
+    /// Starts giving back `ledger`'s unused lease (the second step of [`return_step`]):
+    /// the instance's `granted` in the store drops to what it holds locally (its lowered
+    /// grant, or its settled plus reserved spend when more), and its settled spend is
+    /// written as by a flush. A lost race is retried while only other instances' shares
+    /// moved; once this instance's own share moved (one of its leases or flushes landed
+    /// meanwhile) it stops, learns the store's share, and returns nothing until the ledger
+    /// is idle again.
+    pub fn give_back(local: &dyn SharedStore, ledger: &str, instance: &str) -> (Sync, Next) {
+        let (current, revision) = last_seen(local, ledger).unwrap_or_default();
+        let mut s = Sync {
+            ledger: ledger.to_string(),
+            instance: instance.to_string(),
+            cap: None,
+            want: 0,
+            current,
+            revision,
+            proposed: Record::default(),
+            attempts: 0,
+            max_attempts: MAX_ATTEMPTS,
+            enough: None,
+            give_back: true,
+            verify: false,
         };
         let first = s.attempt(local);
         (s, first)
@@ -318,6 +541,11 @@ impl Sync {
         let mine = next.instances.entry(self.instance.clone()).or_default();
         mine.spent = mine.spent.max(settled);
         mine.granted = mine.granted.max(mine.spent);
+        if self.give_back {
+            // Never below what this instance may still admit up to locally.
+            let keep = held(local, &self.ledger).max(committed_locally(local, &self.ledger));
+            mine.granted = mine.granted.min(keep).max(mine.spent);
+        }
         if self.want > 0 {
             let room = match self.cap {
                 Some(cap) => {
@@ -331,10 +559,10 @@ impl Sync {
             };
             mine.granted = mine.granted.saturating_add(self.want.min(room));
         }
-        if next == self.current {
-            // Nothing to write back and no room to lease: the store only ever grows an
-            // instance's share and the fleet's commitment, so a record read earlier
-            // cannot hide room or owe spend that the current one would not.
+        if next == self.current && !(self.verify && self.want > 0 && self.attempts == 1) {
+            // Nothing to write back and no room to lease as last seen. Only an idle
+            // instance's give-back shrinks the fleet's commitment, so a record read earlier
+            // can hide room only until a verifying lease (once a poll period) reads it.
             let held = grant(local, &self.ledger).map_or(0, |g| g.granted.max(g.flushed));
             return Next::Done(Outcome::Synced {
                 granted: held,
@@ -385,6 +613,7 @@ impl Sync {
                 })
             }
             CasReply::Conflict { current } => {
+                let mine_before = self.current.instances.get(&self.instance).copied();
                 match current {
                     None => {
                         self.current = Record::default();
@@ -392,9 +621,17 @@ impl Sync {
                     }
                     Some(kv) => match Record::decode(&kv.value) {
                         Some(r) => {
+                            // A give-back retries only while this instance's share is the
+                            // one it built on: other instances moved the record, and this
+                            // one's lowered grant still holds. Its own share moved (a lease
+                            // or flush of this instance landed): learn it and stop.
+                            let same = r.instances.get(&self.instance).copied() == mine_before;
                             self.current = r;
                             self.revision = kv.mod_revision;
                             remember(local, &self.ledger, &self.current, self.revision);
+                            if self.give_back && same && self.attempts < self.max_attempts {
+                                return self.attempt(local);
+                            }
                             self.learn(local);
                         }
                         // Not a record this engine wrote: never overwrite it.
@@ -402,6 +639,12 @@ impl Sync {
                     },
                 }
                 let held = grant(local, &self.ledger).map_or(0, |g| g.granted.max(g.flushed));
+                if self.give_back {
+                    return Next::Done(Outcome::Synced {
+                        granted: held,
+                        leased: 0,
+                    });
+                }
                 if self.enough.is_some_and(|need| held >= need) {
                     return Next::Done(Outcome::Synced {
                         granted: held,
@@ -856,5 +1099,141 @@ pub(crate) mod tests {
         assert_eq!(note_active(&a, &keys), Ok(()));
         assert_eq!(note_active(&a, &keys[..1]), Ok(()));
         assert_eq!(active(&a), vec!["x".to_string(), "y".to_string()]);
+    }
+
+    /// Runs a give-back to its end against the fake.
+    fn give(etcd: &mut FakeEtcd, local: &MemoryStore, ledger: &str, id: &str) -> Outcome {
+        let (mut s, first) = Sync::give_back(local, ledger, id);
+        let mut call = match first {
+            Next::Call(c) => c,
+            Next::Done(o) => return o,
+        };
+        loop {
+            let reply = etcd.answer(&call);
+            match s.on_reply(local, reply.as_deref()) {
+                Next::Call(c) => call = c,
+                Next::Done(o) => return o,
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_instance_gives_its_unused_lease_back_in_two_ticks() {
+        let mut etcd = FakeEtcd::default();
+        let (a, b) = (MemoryStore::new(), MemoryStore::new());
+        let l = "writ/spend/team/t/month/2026-12";
+        let _ = run(&mut etcd, &a, l, "a", Some(1000), 800);
+        let keys = [key(l, 1000)];
+        let _ = reserve(&a, &keys, 100);
+        let _ = settle(&a, &keys, 100, 90);
+        let _ = run(&mut etcd, &a, l, "a", Some(1000), 0);
+        assert_eq!(unused(&a, l), 710);
+        // b can lease only the 200 a does not hold.
+        assert_eq!(
+            run(&mut etcd, &b, l, "b", Some(1000), 500),
+            Outcome::Synced {
+                granted: 200,
+                leased: 200
+            }
+        );
+        let s = 1_000_000_000;
+        // Busy (or not idle long enough): nothing.
+        assert_eq!(return_step(&a, l, 10 * s, 3 * s), ReturnStep::Nothing);
+        assert_eq!(return_step(&a, l, 12 * s, 3 * s), ReturnStep::Nothing);
+        // A reservation in flight counts as committed and restarts the idle clock.
+        let _ = reserve(&a, &keys, 50);
+        assert_eq!(return_step(&a, l, 14 * s, 3 * s), ReturnStep::Nothing);
+        assert_eq!(return_step(&a, l, 18 * s, 3 * s), ReturnStep::Lowered);
+        // Lowered locally first: the instance admits only what it committed.
+        assert_eq!(grant(&a, l).map(|g| g.granted), Ok(140));
+        let mut k = [key(l, 1000)];
+        let _ = lease_caps(&a, &mut k, None);
+        assert!(matches!(reserve(&a, &k, 1), Ok(Admission::Deny { .. })));
+        // Another worker's tick right after: too soon for the second step.
+        assert_eq!(
+            return_step(&a, l, 18 * s + 1_000, 3 * s),
+            ReturnStep::Nothing
+        );
+        // A poll period later it writes it to the store (in flight stays held).
+        assert_eq!(return_step(&a, l, 19 * s, 3 * s), ReturnStep::Give);
+        assert!(matches!(
+            give(&mut etcd, &a, l, "a"),
+            Outcome::Synced { .. }
+        ));
+        let rec = etcd.record(l);
+        assert_eq!(
+            rec.instances["a"],
+            Share {
+                granted: 140,
+                spent: 90
+            }
+        );
+        assert_eq!(rec.committed(), 340);
+        // b's cached record still shows the cap as full: without verifying, no call.
+        assert_eq!(
+            run(&mut etcd, &b, l, "b", Some(1000), 500),
+            Outcome::Synced {
+                granted: 200,
+                leased: 0
+            }
+        );
+        // A verifying lease (once a poll period) reads the store and gets what a gave back.
+        assert!(room_check_due(&b, l, 20 * s, s));
+        assert!(!room_check_due(&b, l, 20 * s + 1, s));
+        let (mut sync, first) = Sync::start_with(&b, l, "b", Some(1000), 500, None, true);
+        let mut call = match first {
+            Next::Call(c) => c,
+            Next::Done(o) => panic!("no call: {o:?}"),
+        };
+        let outcome = loop {
+            let reply = etcd.answer(&call);
+            match sync.on_reply(&b, reply.as_deref()) {
+                Next::Call(c) => call = c,
+                Next::Done(o) => break o,
+            }
+        };
+        assert_eq!(
+            outcome,
+            Outcome::Synced {
+                granted: 700,
+                leased: 500
+            }
+        );
+        assert!(etcd.record(l).committed() <= 1000);
+        // Nothing unused any more: nothing to do.
+        assert_eq!(return_step(&a, l, 30 * s, 3 * s), ReturnStep::Nothing);
+    }
+
+    #[test]
+    fn a_give_back_stops_when_its_own_share_moved() {
+        let mut etcd = FakeEtcd::default();
+        let a = MemoryStore::new();
+        let l = "l";
+        let _ = run(&mut etcd, &a, l, "a", Some(1000), 800);
+        let s = 1_000_000_000;
+        let _ = return_step(&a, l, s, s);
+        assert_eq!(return_step(&a, l, 3 * s, s), ReturnStep::Lowered);
+        assert_eq!(return_step(&a, l, 4 * s, s), ReturnStep::Give);
+        // Another worker of a flushed meanwhile (a's own share moved): a's attempt
+        // conflicts and stops, keeping the lease counted.
+        let mut moved = etcd.record(l);
+        moved.instances.entry("a".into()).or_default().spent = 5;
+        let body = serde_json::to_vec(&moved).unwrap_or_default();
+        let rev = etcd.kv.get(l).map_or(0, |(_, r)| *r);
+        let _ = etcd.answer(&Call {
+            path: etcd::TXN_PATH,
+            body: etcd::cas(l, rev, &body),
+        });
+        assert!(matches!(
+            give(&mut etcd, &a, l, "a"),
+            Outcome::Synced { .. }
+        ));
+        assert_eq!(
+            etcd.record(l).instances["a"].granted,
+            800,
+            "kept, still counted"
+        );
+        // a's local grant follows the store again: consistent, never above it.
+        assert_eq!(grant(&a, l).map(|g| g.granted), Ok(800));
     }
 }

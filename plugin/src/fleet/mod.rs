@@ -1,6 +1,6 @@
 //! A fleet of gateways sharing one policy state through a distributed store (etcd's v3
-//! JSON API, reached by HTTP callout in both hosts): leased budgets ([`budget`]) and the
-//! kill switch ([`kill`]). `docs/fleet.md` is the operator's guide.
+//! JSON API, reached by HTTP callout in both hosts): leased budgets ([`budget`]), the
+//! kill switch ([`kill`]) and the oversight counters and alerts ([`counters`]). `docs/fleet.md` is the operator's guide.
 //!
 //! Without a `shared` section in the plugin configuration nothing here runs and the
 //! engine keeps all state in the host's shared data, exactly as before.
@@ -11,6 +11,7 @@
 //! instance sees it) or in the sans-IO operations the caller holds.
 
 pub mod budget;
+pub mod counters;
 pub mod etcd;
 pub mod kill;
 
@@ -22,7 +23,7 @@ use crate::store::{self, SharedStore, Step, Stored};
 ///
 /// ```json
 /// {"shared": {"store": "etcd", "cluster": "writ_store", "slice_micros": 10000,
-///             "poll_ms": 1000, "local_allowance_micros": 0}}
+///             "poll_ms": 1000, "local_allowance_micros": 0, "return_idle_ms": 3000}}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetConfig {
@@ -39,6 +40,10 @@ pub struct FleetConfig {
     /// What an instance may admit per ledger beyond its grant while the store is
     /// unreachable, each such request marked `degraded`; 0 (the default) fails closed.
     pub local_allowance_micros: Micros,
+    /// How long a ledger must see no request on this instance before its unused lease is
+    /// given back to the fleet (`budget::return_step`); 0 never gives back. Default: three
+    /// poll periods.
+    pub return_idle_ms: u32,
 }
 
 /// The default slice: 0.01 of the policy's currency.
@@ -83,6 +88,7 @@ impl FleetConfig {
                 .and_then(serde_json::Value::as_u64)
                 .map_or(default, |n| n.min(max))
         };
+        let poll_ms = num("poll_ms", u64::from(DEFAULT_POLL_MS), 60_000).max(100) as u32;
         Some(FleetConfig {
             cluster: cluster.to_string(),
             authority: obj
@@ -92,9 +98,10 @@ impl FleetConfig {
                 .to_string(),
             slice_micros: num("slice_micros", DEFAULT_SLICE_MICROS as u64, 1 << 50).max(1)
                 as Micros,
-            poll_ms: num("poll_ms", u64::from(DEFAULT_POLL_MS), 60_000).max(100) as u32,
+            poll_ms,
             timeout_ms: num("timeout_ms", 2_000, 60_000).max(1) as u32,
             local_allowance_micros: num("local_allowance_micros", 0, 1 << 50) as Micros,
+            return_idle_ms: num("return_idle_ms", 3 * u64::from(poll_ms), 86_400_000) as u32,
         })
     }
 }
@@ -254,6 +261,7 @@ mod tests {
                 poll_ms: DEFAULT_POLL_MS,
                 timeout_ms: 2_000,
                 local_allowance_micros: 0,
+                return_idle_ms: 3 * DEFAULT_POLL_MS,
             })
         );
         assert!(p.is_empty());

@@ -126,7 +126,16 @@ impl Session {
                 let now = (self.clock)();
                 let call = if budget::try_lead(store, &l.ledger, now, lead_ttl(&cfg)) {
                     let id = fleet::instance_id(store, now, shared.next_salt());
-                    let (sync, first) = Sync::start(store, &l.ledger, &id, Some(l.cap), want, None);
+                    // Once a poll period, a lease the cached record has no room for asks
+                    // the store anyway: another instance may have given lease back.
+                    let verify = budget::room_check_due(
+                        store,
+                        &l.ledger,
+                        now,
+                        u64::from(cfg.poll_ms) * 1_000_000,
+                    );
+                    let (sync, first) =
+                        Sync::start_with(store, &l.ledger, &id, Some(l.cap), want, None, verify);
                     match first {
                         SyncNext::Call(call) => {
                             wait.step = WaitStep::Lead(Box::new(sync.until_local_cap(needed)));

@@ -38,21 +38,21 @@ impl Session {
         store: &dyn SharedStore,
         body: Option<&[u8]>,
     ) -> Option<Step> {
-        // A model API's path is never MCP: its requests meet the model's rules whatever
-        // their body says.
-        if self.request.api() != crate::api::Api::Other {
+        if !mcp::recognised(
+            self.request.api(),
+            &self.request.method,
+            self.request.header(mcp::PROTOCOL_VERSION_HEADER).is_some(),
+            self.request.body.as_ref(),
+        ) {
             return None;
         }
-        let bodiless_mcp = self.request.header(mcp::PROTOCOL_VERSION_HEADER).is_some()
-            && matches!(self.request.method.as_str(), "GET" | "DELETE");
         let parsed = match &self.request.body {
             Some(json) => mcp::classify(json)?,
-            None if bodiless_mcp => Ok(Message {
+            None => Ok(Message {
                 id: Json::Null,
                 method: String::new(),
                 kind: Kind::Other,
             }),
-            None => return None,
         };
         self.audit.workflow = self.workflow_name();
         let message = match parsed {

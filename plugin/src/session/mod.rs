@@ -14,6 +14,7 @@
 mod close;
 mod effect;
 mod fallback;
+mod fleet;
 mod lease;
 mod mcp;
 mod reply;

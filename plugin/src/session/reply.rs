@@ -467,7 +467,12 @@ impl Session {
                     &self.request_id,
                     (self.now_nanos / 1_000_000_000) as i64,
                 ) {
-                    Ok(updates) => self.apply(&updates),
+                    Ok(updates) => {
+                        self.apply(&updates);
+                        if self.config.shared.is_some() {
+                            self.count_for_fleet(store, &crate::review_verdict::queue_key(wf));
+                        }
+                    }
                     Err(e) => self.log(
                         Level::Error,
                         format!("writ: could not record the escalation for its verdict: {e}"),
@@ -477,13 +482,21 @@ impl Session {
             self.escalate(h);
         }
         if success && let Some(wf) = workflow {
-            match oversight::record_outcome(
+            let fleet = self.config.shared.is_some();
+            match oversight::record_outcome_with(
                 store,
                 &wf.name,
                 escalated,
                 wf.assumed_verification_rate,
                 oversight::DriftConfig::default(),
                 (self.now_nanos / 1_000_000_000) as i64,
+                |key| {
+                    if fleet {
+                        crate::fleet::counters::others_rate(store, key)
+                    } else {
+                        oversight::RateCounts::default()
+                    }
+                },
             ) {
                 Ok((counts, alert)) => {
                     let labels = [("workflow", wf.name.as_str())];
@@ -491,8 +504,34 @@ impl Session {
                         name: metrics::stat_name(metrics::VERIFICATION_RATE.name, &labels),
                         value: metrics::ppm(counts.rate()),
                     });
+                    if fleet {
+                        self.count_for_fleet(
+                            store,
+                            &oversight::rate_key(
+                                &wf.name,
+                                oversight::DriftConfig::default().window,
+                                (self.now_nanos / 1_000_000_000) as i64,
+                            ),
+                        );
+                    }
                     if let Some(a) = alert {
                         let rec = a.audit_record(policy, (self.clock)() as i64);
+                        if fleet {
+                            // Fired once for the fleet: the tick claims it in the store.
+                            let payload =
+                                self.config.alert_sink.is_some().then(|| a.payload(policy));
+                            let alert = crate::fleet::counters::Proposed {
+                                id: format!("drift/{}", a.key),
+                                lines: vec![rec.log_line()],
+                                payload,
+                                counters: vec![metrics::stat_name(
+                                    metrics::DRIFT_ALERTS.name,
+                                    &labels,
+                                )],
+                            };
+                            self.propose_for_fleet(store, alert);
+                            return None;
+                        }
                         self.alert_lines.push(rec.log_line());
                         self.add(
                             MetricKind::Counter,
@@ -678,15 +717,26 @@ impl Session {
             escalated: self.audit.escalation.is_some(),
             spend_micros: self.audit.cost_micros.unwrap_or(0),
         };
-        match crate::kill_point::observe(
+        let fleet = self.config.shared.is_some();
+        match crate::kill_point::observe_with(
             store,
             &shared.kill_points,
             policy,
             wf,
             obs,
             (self.clock)() as i64,
+            |key| {
+                if fleet {
+                    crate::fleet::counters::others_totals(store, key)
+                } else {
+                    crate::kill_point::Totals::default()
+                }
+            },
         ) {
-            Ok(effects) => {
+            Ok(mut effects) => {
+                if fleet {
+                    self.kill_points_for_fleet(store, wf, &mut effects);
+                }
                 self.apply(&effects.metrics);
                 for mut r in effects.records {
                     r.artifact_sha256 = self.config.artifact_sha256.clone();
@@ -714,7 +764,8 @@ impl Session {
         };
         self.observe_kill_points(store);
         let identity_labels = self.identity_labels(store);
-        let alert_lines = std::mem::take(&mut self.alert_lines);
+        let mut alert_lines = std::mem::take(&mut self.alert_lines);
+        alert_lines.extend(self.take_fleet_records(store));
         let end = super::close_request(
             shared.policy(),
             &shared.engine.scanner,

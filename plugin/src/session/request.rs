@@ -326,6 +326,13 @@ impl Session {
             ));
         };
         self.apply(&r.metrics);
+        if self.config.shared.is_some()
+            && let Some(wf) = r.audit.workflow.as_deref()
+        {
+            let secs = (self.now_nanos / 1_000_000_000) as i64;
+            self.count_for_fleet(store, &crate::review_verdict::queue_key(wf));
+            self.count_for_fleet(store, &crate::review_verdict::day_key(wf, secs));
+        }
         let mut audit = r.audit;
         audit.request_id = self.request_id.clone();
         audit.artifact_sha256 = self.config.artifact_sha256.clone();

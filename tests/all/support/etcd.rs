@@ -1,5 +1,5 @@
 //! A real etcd (Debian's `etcd-server`) on loopback for the fleet tests: installed with apt
-//! when missing (as [`super::skopeo`] does, under a file lock), started on free high ports
+//! when missing ([`super::apt::ensure`]), started on free high ports
 //! with its data in a temp dir, stoppable and restartable on the same data and ports, and
 //! read back through its own v3 JSON API.
 
@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::http::{Request, send};
-use super::process::run_bounded;
 use super::tempdir::TempDir;
 
 /// Path of `etcd`, installing Debian's `etcd-server` on first use; a failed install fails
@@ -23,52 +22,8 @@ pub fn etcd_binary() -> Result<&'static Path, String> {
         .map_err(Clone::clone)
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
 fn install() -> Result<PathBuf, String> {
-    if let Some(bin) = on_path("etcd") {
-        return Ok(bin);
-    }
-    let lock_dir = super::target_dir();
-    std::fs::create_dir_all(&lock_dir).map_err(|e| e.to_string())?;
-    let lock =
-        std::fs::File::create(lock_dir.join("etcd-install.lock")).map_err(|e| e.to_string())?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock the etcd install: {e}"))?;
-    if on_path("etcd").is_none() {
-        let apt = |args: &[&str]| {
-            run_bounded(
-                Command::new("apt-get")
-                    .args(["-o", "DPkg::Lock::Timeout=300"])
-                    .args(args)
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-                Duration::from_secs(600),
-            )
-        };
-        let install = ["install", "-y", "--no-install-recommends", "etcd-server"];
-        let first = apt(&install)?;
-        if !first.status.success() {
-            let update = apt(&["update"])?;
-            let second = apt(&install)?;
-            if !second.status.success() {
-                return Err(format!(
-                    "etcd is needed for the fleet tests and could not be installed \
-                     (`apt-get install -y --no-install-recommends etcd-server`):\n{}{}\n\
-                     apt-get update said:\n{}",
-                    String::from_utf8_lossy(&second.stdout),
-                    String::from_utf8_lossy(&second.stderr),
-                    String::from_utf8_lossy(&update.stderr),
-                ));
-            }
-        }
-    }
-    let _ = lock.unlock();
-    on_path("etcd").ok_or_else(|| "apt installed etcd-server, but `etcd` is not on PATH".into())
+    super::apt::ensure("etcd-server", "etcd")
 }
 
 /// A free loopback port, chosen by the kernel (released right away for etcd to take).

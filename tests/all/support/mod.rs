@@ -9,6 +9,7 @@
 #![allow(dead_code)] // Each test area uses a different subset of the helpers.
 
 pub mod api_mocks;
+pub mod apt;
 pub mod cases;
 pub mod envoy;
 /// The generator behind `writ envoy`, compiled in so the harness can configure Envoy for

@@ -27,12 +27,7 @@ fn install(requirement: &str, module: &str) -> Result<PathBuf, String> {
     super::envoy::envoy_binary()?;
     let venv = workspace_root().join(".venv");
     let python = venv.join("bin").join("python3");
-    let lock_dir = super::target_dir();
-    std::fs::create_dir_all(&lock_dir).map_err(|e| e.to_string())?;
-    let lock =
-        std::fs::File::create(lock_dir.join("envoy-install.lock")).map_err(|e| e.to_string())?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock the venv for {requirement}: {e}"))?;
+    let lock = super::apt::install_lock("envoy-install")?;
     let present = run_ok(
         Command::new(&python).args(["-c", &format!("import {module}")]),
         Duration::from_secs(30),
