@@ -50,9 +50,14 @@ fn bench(c: &mut Criterion) {
     let scanner = &engine.scanner;
     let spend = |_: Scope, _: Window| -> Option<Micros> { Some(1_234_000_000) };
 
-    let decide = |body: &[u8]| {
+    // `one_pass`: the body's one detection pass (issue 14 §2) runs first, as in the
+    // session, so the rules and the rewrite read it; without it every `prompt has …` scans.
+    let decide_with = |body: &[u8], one_pass: bool| {
         let json = parse_body(body, 1 << 20).unwrap();
-        let req = Request::from_headers(headers(), Some(json));
+        let mut req = Request::from_headers(headers(), Some(json));
+        if one_pass {
+            req.detection = engine.detect(body);
+        }
         let identity = eval::identify(policy, &req);
         let facts = Facts {
             spend: Some(&spend),
@@ -71,8 +76,10 @@ fn bench(c: &mut Criterion) {
         );
         (req, d)
     };
-    // Sanity: the request is admitted and tokenised, not denied.
+    let decide = |body: &[u8]| decide_with(body, false);
+    // Sanity: the request is admitted and tokenised, not denied, the same either way.
     let (_, d) = decide(&body);
+    assert_eq!(d, decide_with(&body, true).1);
     let t = Transforms::of(policy, &d);
     assert!(!t.tokenise.is_empty(), "no tokenisation decided: {d:?}");
 
@@ -85,6 +92,25 @@ fn bench(c: &mut Criterion) {
             let t = Transforms::of(policy, &d);
             let mut vault = Vault::new(nonce(b"req-1", 1, 0));
             rewrite_request(&body, scanner, &t.tokenise, &t.redact, &mut vault).unwrap()
+        })
+    });
+    g.bench_function("native/decide (one pass)", |b| {
+        b.iter(|| decide_with(black_box(&body), true))
+    });
+    g.bench_function("native/decide+tokenise (one pass)", |b| {
+        b.iter(|| {
+            let (req, d) = decide_with(black_box(&body), true);
+            let t = Transforms::of(policy, &d);
+            let mut vault = Vault::new(nonce(b"req-1", 1, 0));
+            writ_plugin::tokenise::rewrite_request_with(
+                &body,
+                scanner,
+                req.detection.as_ref(),
+                &t.tokenise,
+                &t.redact,
+                &mut vault,
+            )
+            .unwrap()
         })
     });
     // One pass of every detector of the policy over every string of the body: the unit the

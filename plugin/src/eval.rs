@@ -175,6 +175,9 @@ pub struct Engine {
     pub uses_spend: bool,
     /// Whether any rule reads `tokens(…)` or `requests(…)`, decided once at load.
     pub uses_rates: bool,
+    /// What the one detection pass over a request body looks for: every detector of a
+    /// `prompt has …` and of a request-phase `tokenise`/`redact` action.
+    pub detection_union: Vec<u16>,
 }
 
 /// Why a policy cannot be loaded; the adapter refuses every request when it sees one.
@@ -207,6 +210,14 @@ impl Engine {
             .collect();
         prompt_detectors.sort_unstable();
         prompt_detectors.dedup();
+        let mut detection_union = prompt_detectors.clone();
+        for r in policy.rules.iter().filter(|r| r.phase == Phase::Request) {
+            if let Action::Tokenise { detectors } | Action::Redact { detectors } = &r.action {
+                detection_union.extend_from_slice(detectors);
+            }
+        }
+        detection_union.sort_unstable();
+        detection_union.dedup();
         let uses_spend = !crate::spend::spend_operands(&policy).is_empty();
         let uses_rates = !crate::rate_limit::operands(&policy).is_empty();
         Ok(Engine {
@@ -215,7 +226,19 @@ impl Engine {
             policy,
             scanner,
             prompt_detectors,
+            detection_union,
         })
+    }
+
+    /// The one detection pass over a request body ([`crate::detection`]), for
+    /// [`Request::detection`]; `None` when the policy's request rules look for nothing in
+    /// the prompt or the body is not a JSON document the pass can walk (the rules then
+    /// scan as they always did).
+    pub fn detect(&self, body: &[u8]) -> Option<crate::detection::Detection> {
+        if self.detection_union.is_empty() {
+            return None;
+        }
+        crate::detection::Detection::of(&self.scanner, body, &self.detection_union).ok()
     }
 
     /// Decodes a serialized policy (as embedded in an artifact) and builds its detectors.
@@ -950,8 +973,17 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Whether the body finds any of `detectors`, with one pass for the whole union.
+    /// Whether the body finds any of `detectors`: from the request's one detection pass
+    /// when it ran, else with one pass for the whole union to prove the body clean.
     fn body_has(&mut self, scanner: &Scanner, detectors: &[u16]) -> bool {
+        if let Some(has) = self
+            .request
+            .detection
+            .as_ref()
+            .and_then(|d| d.has_any(detectors))
+        {
+            return has;
+        }
         if let Some(union) = self.prompt_union
             && detectors.iter().all(|d| union.contains(d))
         {

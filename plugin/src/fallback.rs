@@ -422,6 +422,8 @@ pub fn recheck(
     let mut asked = request.clone();
     if let Some(obj) = asked.body.as_mut().and_then(|b| b.as_object_mut()) {
         obj.insert("model".into(), serde_json::Value::String(model.to_string()));
+        // The detection pass described the body as sent; this one differs (its model).
+        asked.detection = None;
     }
     let mut phase = crate::decide::request_phase(engine, &asked, identity, store, unix_secs);
     let refused = if phase.ledger_error.is_some() {

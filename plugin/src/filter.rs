@@ -358,13 +358,10 @@ impl HttpContext for Http {
                 return self.apply(step, 0);
             }
         };
+        // Asked only when a request of a workflow with a fallback retry is forwarded.
+        session.ask_host_retry_with(host_can_retry);
         let step =
             session.on_request_headers(headers, end_of_stream, &mut host_request_id, &HostStore);
-        if session.wants_host_retry() {
-            // Only a workflow with a fallback retry asks whether the host can retry.
-            let can = host::property(&crate::fallback::HOST_RETRY_PROPERTY);
-            session.set_host_retry(can.is_some_and(|v| v.as_slice() == b"1"));
-        }
         self.apply(step, 0)
     }
 
@@ -417,6 +414,11 @@ impl HttpContext for Http {
         }
         self.seal();
     }
+}
+
+/// Whether the host sends a request again on the filter's word (`writ.host_retry`).
+fn host_can_retry() -> bool {
+    host::property(&crate::fallback::HOST_RETRY_PROPERTY).is_some_and(|v| v.as_slice() == b"1")
 }
 
 /// The host's request id (`request.id`), asked only when the client sent none.

@@ -14,6 +14,7 @@ pub mod calendar;
 pub mod config;
 pub mod decide;
 pub mod detect;
+pub mod detection;
 pub mod eval;
 /// `writ explain`: traces each rule with the evaluator's own context (native only, so the
 /// engine in the artifact does not carry it).

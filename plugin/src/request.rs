@@ -19,6 +19,10 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The parsed JSON body, or `None` for a request without one.
     pub body: Option<Json>,
+    /// The one detection pass over the body's bytes ([`crate::detection`]), when the
+    /// adapter ran it: `prompt has …` rules read it instead of scanning. Describes `body`;
+    /// whoever replaces `body` must replace or clear it.
+    pub detection: Option<crate::detection::Detection>,
 }
 
 impl Request {
@@ -50,6 +54,7 @@ impl Request {
             query,
             headers: rest,
             body,
+            detection: None,
         }
     }
 

@@ -45,6 +45,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use sha2::{Digest, Sha256};
 
 use crate::detect;
+use crate::detection::{Detection, Known};
 use crate::json_strings::{self, JsonError, Path, Slot};
 
 pub use crate::detect::Match;
@@ -619,6 +620,20 @@ pub fn rewrite_request(
     redact: &[u16],
     vault: &mut Vault,
 ) -> Result<Rewrite, JsonError> {
+    rewrite_request_with(body, finder, None, tokenise, redact, vault)
+}
+
+/// [`rewrite_request`] reading the request's one detection pass where it knows a string's
+/// matches ([`Detection::matches`]), so the body is not scanned again; `finder` scans the
+/// strings it cannot answer for. Same result as without it.
+pub fn rewrite_request_with(
+    body: &[u8],
+    finder: &impl Find,
+    detection: Option<&Detection>,
+    tokenise: &[u16],
+    redact: &[u16],
+    vault: &mut Vault,
+) -> Result<Rewrite, JsonError> {
     let wanted = union(tokenise, redact);
     let mut tallies: BTreeMap<u16, Tally> = BTreeMap::new();
     if wanted.is_empty() {
@@ -639,12 +654,15 @@ pub fn rewrite_request(
         vault,
         tallies: &mut tallies,
     };
-    let new = json_strings::rewrite_strings_and_keys(body, |path, s, slot| {
+    let new = json_strings::rewrite_strings_and_keys_at(body, |path, s, slot, at| {
         if slot == Slot::Value && is_structural(path) {
             return None;
         }
         hits.clear();
-        finder.find(s, &wanted, &mut hits);
+        match detection.map(|d| d.matches(at, &wanted)) {
+            Some(Known::Matches(known)) => hits.extend_from_slice(known),
+            Some(Known::Scan) | None => finder.find(s, &wanted, &mut hits),
+        }
         if hits.is_empty() {
             return None;
         }

@@ -230,14 +230,15 @@ const SSE_BUDGET: &[(&str, u64)] = &[
 ];
 
 /// The budget of a request denied by a rule (a local reply), per category. The property
-/// reads: the request id, and (since issue 17) whether the host can retry, which the
-/// filter asks at the request's headers, before the body decides the deny.
+/// read is the request id, the header call the request header map: whether the host can
+/// retry (issue 17) is asked, and `accept-encoding` set, only when a request is forwarded
+/// (issue 14 §4), so a deny pays for neither.
 const DENY_BUDGET: &[(&str, u64)] = &[
     ("shared_data", 2),
     ("metric_update", 4),
     ("log", 1),
-    ("property", 2),
-    ("header", 2),
+    ("property", 1),
+    ("header", 1),
     ("buffer", 1),
     ("time", 1),
     ("other", 1),

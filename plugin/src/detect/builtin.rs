@@ -386,14 +386,29 @@ const fn word_table() -> [bool; 256] {
 /// the earlier kind.
 fn best_at(b: &[u8], i: usize, prev: u8, m: Mask, st: &mut State) -> Option<(Kind, usize)> {
     let mut best: Option<(Kind, usize)> = None;
-    let mut offer = |k: Kind, e: Option<usize>| {
+    candidates_at(b, i, prev, m, st, &mut |k: Kind, e: Option<usize>| {
         if let Some(e) = e
             && e > i
             && best.is_none_or(|(bk, be)| e > be || (e == be && (k as u8) < (bk as u8)))
         {
             best = Some((k, e));
         }
-    };
+    });
+    best
+}
+
+/// Tries every kind in `m` at token start `i`, calling `offer` with each kind and its
+/// candidate's end (`None` or an end not past `i` when it has none). Each kind's answer
+/// depends on the text and `i` only, never on the other kinds in `m`.
+#[inline(always)]
+fn candidates_at(
+    b: &[u8],
+    i: usize,
+    prev: u8,
+    m: Mask,
+    st: &mut State,
+    offer: &mut impl FnMut(Kind, Option<usize>),
+) {
     let c = at(b, i);
     if m & NUMERIC != 0 && (c.is_ascii_digit() || c == b'+' || c == b'(') {
         // A digit right after `1.` / `1-` / `1,` continues a longer number: not a start.
@@ -417,7 +432,7 @@ fn best_at(b: &[u8], i: usize, prev: u8, m: Mask, st: &mut State) -> Option<(Kin
                 offer(Kind::Phone, phone(b, run));
             }
             if m & ids::RUN_KINDS != 0 && !run.plus {
-                ids::numeric(b, i, run, m, &mut offer);
+                ids::numeric(b, i, run, m, offer);
             }
         }
     }
@@ -447,7 +462,60 @@ fn best_at(b: &[u8], i: usize, prev: u8, m: Mask, st: &mut State) -> Option<(Kin
         };
         offer(kind, e);
     }
-    best
+}
+
+/// The kinds of `mask` with at least one candidate in `b`, each exactly as a scan for that
+/// kind alone would find one (what `Scanner::any` with that one detector answers). A scan
+/// for one kind walks the same positions as a scan that finds nothing (it only jumps after
+/// a candidate), so this walks those positions once, never jumping, and tries there every
+/// kind not found yet: a longer candidate of one kind cannot hide another, unlike
+/// [`scan`], which keeps only the longest candidate at a position and skips past it. The
+/// walk stops as soon as every kind is found.
+pub(crate) fn present(b: &[u8], mut mask: Mask) -> Mask {
+    let mut found: Mask = 0;
+    let mut st = State::default();
+    let n = b.len();
+    let mut i = 0usize;
+    while i < n && mask != 0 {
+        let c = at(b, i);
+        if INERT[usize::from(c)] {
+            i += 1;
+            continue;
+        }
+        let m = FIRST[usize::from(c)] & mask & SECOND[usize::from(at(b, i + 1))];
+        if m != 0 {
+            let prev = at(b, i.wrapping_sub(1));
+            if !is_word(prev) {
+                let mut hit: Mask = 0;
+                candidates_at(b, i, prev, m, &mut st, &mut |k: Kind, e: Option<usize>| {
+                    if e.is_some_and(|e| e > i) {
+                        hit |= k.bit();
+                    }
+                });
+                found |= hit;
+                mask &= !hit;
+            }
+        }
+        if trigger(c, mask) {
+            let (k, hit) = if c == b'@' {
+                (Kind::Email, email_at(b, i).is_some())
+            } else {
+                (
+                    Kind::PasswordAssignment,
+                    secrets::assignment_at(b, i).is_some(),
+                )
+            };
+            if hit {
+                found |= k.bit();
+                mask &= !k.bit();
+            }
+        }
+        i += 1;
+        if WORD[usize::from(c)] {
+            i = skip_word(b, i);
+        }
+    }
+    found
 }
 
 // ---------------------------------------------------------------- numbers

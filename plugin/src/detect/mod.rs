@@ -948,6 +948,69 @@ impl Scanner {
         }
     }
 
+    /// Adds to `present` (kept sorted, without repeats) every detector `d` of `wanted`
+    /// that `any(text, &[d])` would find, exactly, in one walk of the text (and of its
+    /// folded view and decoded runs, as [`Scanner::any`] looks there too): what every
+    /// `… has` condition over `text` needs. Unlike a [`Scanner::scan`] with all of
+    /// `wanted`, a longer value of one detector cannot hide a value of another here.
+    pub fn present(&self, text: &str, wanted: &[u16], present: &mut Vec<u16>) {
+        let mut mask: Mask = 0;
+        let mut customs: Vec<u16> = Vec::new();
+        for &id in wanted {
+            if present.binary_search(&id).is_ok() {
+                continue;
+            }
+            match self.entries.get(usize::from(id)) {
+                Some(Entry::Builtin(k)) => mask |= k.bit(),
+                Some(Entry::Custom(_)) if !customs.contains(&id) => customs.push(id),
+                _ => {}
+            }
+        }
+        if mask == 0 && customs.is_empty() {
+            return;
+        }
+        let mut found: Mask = 0;
+        let mut found_ids: Vec<u16> = Vec::new();
+        let mut look = |t: &str, mask: &mut Mask, customs: &mut Vec<u16>| {
+            let hit = builtin::present(t.as_bytes(), *mask);
+            found |= hit;
+            *mask &= !hit;
+            customs.retain(|&id| {
+                let mut hit = false;
+                self.scan_custom(t, &[id], &mut |_| {
+                    hit = true;
+                    false
+                });
+                if hit {
+                    found_ids.push(id);
+                }
+                !hit
+            });
+            *mask != 0 || !customs.is_empty()
+        };
+        if look(text, &mut mask, &mut customs) {
+            let more = match normalize::View::of(text) {
+                Some(view) => look(&view.text, &mut mask, &mut customs),
+                None => true,
+            };
+            if more {
+                normalize::decoded_runs(text, &mut |_, _, decoded| {
+                    look(decoded, &mut mask, &mut customs)
+                });
+            }
+        }
+        for &id in wanted {
+            let hit = match self.entries.get(usize::from(id)) {
+                Some(Entry::Builtin(k)) => found & k.bit() != 0,
+                Some(Entry::Custom(_)) => found_ids.contains(&id),
+                None => false,
+            };
+            if hit && let Err(at) = present.binary_search(&id) {
+                present.insert(at, id);
+            }
+        }
+    }
+
     /// [`Scanner::scan`] without looking for disguised forms.
     fn scan_plain(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
         if self.collect(text, wanted, out) {

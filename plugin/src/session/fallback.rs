@@ -22,6 +22,25 @@ impl Session {
     /// [`fallback::HOST_RETRY_PROPERTY`]).
     pub fn set_host_retry(&mut self, yes: bool) {
         self.host_retry = yes;
+        self.host_retry_probe = None;
+    }
+
+    /// How to ask the host whether it can send a request again (one property read),
+    /// called at most once and only when the request is forwarded and its workflow's
+    /// fallback has retries: a denied request, or one of a workflow without retries,
+    /// never pays for the read.
+    pub fn ask_host_retry_with(&mut self, probe: fn() -> bool) {
+        self.host_retry_probe = Some(probe);
+    }
+
+    /// Asks the probe given to [`Session::ask_host_retry_with`], if any, now that the
+    /// request is being forwarded.
+    pub(super) fn resolve_host_retry(&mut self) {
+        if let Some(probe) = self.host_retry_probe.take()
+            && self.wants_host_retry()
+        {
+            self.host_retry = probe();
+        }
     }
 
     /// Called when the request is forwarded with `forwarded` as its body (kept only when

@@ -242,6 +242,8 @@ pub struct Session {
     retry_body: Vec<u8>,
     /// The host sends requests again on the filter's word (`writ serve`).
     host_retry: bool,
+    /// Asks the host for `host_retry` when the request is forwarded (at most once).
+    host_retry_probe: Option<fn() -> bool>,
     /// An MCP request (`session/mcp.rs`), from its body to the end of its reply.
     mcp: Option<Box<mcp::McpState>>,
 }
@@ -291,6 +293,7 @@ impl Session {
             fallback: None,
             retry_body: Vec::new(),
             host_retry: false,
+            host_retry_probe: None,
             mcp: None,
         }
     }

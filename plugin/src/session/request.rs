@@ -96,10 +96,20 @@ impl Session {
             };
             return self.reply(&Reply::body_error(&err));
         }
+        // Hold the headers until the body is complete; needs
+        // `allow_on_headers_stop_iteration: true` in Envoy's plugin config. The headers
+        // the upstream needs changed are changed when the request is forwarded
+        // ([`Session::upstream_headers`]), so a refused request does not pay for them.
+        self.step(Next::Pause)
+    }
+
+    /// The request headers a forwarded request with a body needs changed (they are still
+    /// held): its length headers removed when the body may be rewritten (the host
+    /// re-frames it), and `accept-encoding: identity` when the reply may be rewritten.
+    /// Only headers that are present are removed: each host call costs.
+    fn upstream_headers(&mut self) {
+        let shared = self.shared.clone();
         if shared.may_rewrite_request {
-            // The body may be rewritten after these headers are decided: its length is
-            // then unknown, and the host re-frames it.
-            // Only headers that are present: each host call costs.
             for h in stream::LENGTH_HEADERS {
                 if self.request.header(h).is_some() {
                     self.out.push(Effect::RemoveHeader {
@@ -119,9 +129,6 @@ impl Session {
                 on_fail: OnFail::Fail("proxy_replace_header_map_value"),
             });
         }
-        // Hold the headers until the body is complete; needs
-        // `allow_on_headers_stop_iteration: true` in Envoy's plugin config.
-        self.step(Next::Pause)
     }
 
     /// The request body has grown to `body_size` bytes: a local 413 if that is over the
@@ -150,6 +157,8 @@ impl Session {
             Err(err) => return self.reply(&Reply::body_error(&err)),
         };
         self.request.body = Some(body);
+        // One detection pass over the body: every `prompt has …` and the rewrite read it.
+        self.request.detection = self.shared.engine.detect(bytes);
         self.decide(store, Some(bytes))
     }
 
@@ -414,6 +423,10 @@ impl Session {
             return self.deny(decision);
         }
         self.log_would_have(&decision);
+        self.resolve_host_retry();
+        if body.is_some() {
+            self.upstream_headers();
+        }
 
         // Transformations.
         let t = Transforms::of(policy, &decision);
@@ -502,9 +515,10 @@ impl Session {
         let malformed = |e: crate::json_strings::JsonError| BodyError::Malformed(e.to_string());
         let mut current: Option<Vec<u8>> = None;
         if !t.tokenise.is_empty() || !t.redact.is_empty() {
-            let rw = tokenise::rewrite_request(
+            let rw = tokenise::rewrite_request_with(
                 bytes,
                 &shared.engine.scanner,
+                self.request.detection.as_ref(),
                 &t.tokenise,
                 &t.redact,
                 &mut self.vault,

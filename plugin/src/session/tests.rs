@@ -1034,6 +1034,93 @@ fn a_request_refused_after_the_rate_admission_is_taken_back() {
     );
 }
 
+thread_local! {
+    static PROBES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A host that can retry, counting how often it was asked.
+fn probe_yes() -> bool {
+    PROBES.with(|p| p.set(p.get() + 1));
+    true
+}
+
+#[test]
+fn the_host_is_asked_whether_it_can_retry_only_when_the_request_is_forwarded() {
+    let with_retry = || {
+        let mut p = policy(vec![model_deny()]);
+        let mut wf = support_workflow(Oversight::Hotl { threshold: 0.5 });
+        wf.fallback = Some(crate::ir::Fallback {
+            on: vec![crate::ir::Failure::Status5xx],
+            steps: vec![crate::ir::FallbackStep::Model("m".into())],
+        });
+        p.workflows = vec![wf];
+        p
+    };
+    // Denied: the property is never read.
+    PROBES.with(|p| p.set(0));
+    let mut run = Run::new(with_retry());
+    run.session.ask_host_retry_with(probe_yes);
+    assert_eq!(
+        run.request(r#"{"model":"other","messages":[]}"#),
+        Next::Pause
+    );
+    assert_eq!(PROBES.with(|p| p.get()), 0);
+    // Forwarded: asked once, and the answer arms the retry (the fallback header).
+    let mut run = Run::new(with_retry());
+    run.session.ask_host_retry_with(probe_yes);
+    assert_eq!(run.request(BODY), Next::Continue);
+    assert_eq!(PROBES.with(|p| p.get()), 1);
+    assert_eq!(run.headers_set(crate::fallback::FALLBACK_HEADER), 1);
+    // A workflow without retries never asks.
+    PROBES.with(|p| p.set(0));
+    let mut run = Run::new(policy(vec![model_deny()]));
+    run.session.ask_host_retry_with(probe_yes);
+    assert_eq!(run.request(BODY), Next::Continue);
+    assert_eq!(PROBES.with(|p| p.get()), 0);
+    assert_eq!(run.headers_set(crate::fallback::FALLBACK_HEADER), 0);
+}
+
+#[test]
+fn upstream_headers_change_only_when_the_request_is_forwarded() {
+    let tokenise = rule(
+        "P-1",
+        Phase::Request,
+        Expr::Has {
+            subject: Text::Prompt,
+            detectors: vec![0],
+        },
+        Action::Tokenise { detectors: vec![0] },
+    );
+    let with_length = |run: &mut Run, body: &str| {
+        let len = body.len().to_string();
+        assert_eq!(run.headers(&[("content-length", &len)], false), Next::Pause);
+        run.body(body)
+    };
+    // Forwarded and tokenised: the length header goes (the body is re-framed) and the
+    // upstream is asked for an uncompressed reply, once each.
+    let mut run = Run::new(policy(vec![model_deny(), tokenise.clone()]));
+    let body = r#"{"model":"m","messages":[{"content":"mail a@b.example"}]}"#;
+    assert_eq!(with_length(&mut run, body), Next::Continue);
+    assert_eq!(run.headers_set(stream::UPSTREAM_ACCEPT_ENCODING.0), 1);
+    let removed = |run: &Run| {
+        run.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::RemoveHeader { name, .. } if name == "content-length"))
+            .count()
+    };
+    assert_eq!(removed(&run), 1);
+    // Refused: neither, and still exactly one record.
+    let mut run = Run::new(policy(vec![model_deny(), tokenise]));
+    assert_eq!(
+        with_length(&mut run, r#"{"model":"x","messages":[]}"#),
+        Next::Pause
+    );
+    assert_eq!(run.headers_set(stream::UPSTREAM_ACCEPT_ENCODING.0), 0);
+    assert_eq!(removed(&run), 0);
+    run.seal();
+    assert_eq!(run.record()["outcome"], "denied");
+}
+
 #[test]
 fn in_a_fleet_the_drift_alert_is_judged_on_the_fleets_counts_and_claimed_not_written() {
     use crate::fleet::counters;
