@@ -708,7 +708,6 @@ impl Http {
             }
         }
     }
-
 }
 
 fn metric_kind(kind: session::MetricKind) -> u32 {

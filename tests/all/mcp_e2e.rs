@@ -19,7 +19,6 @@ use crate::support::http::{Request, send};
 use crate::support::mcp_server::{CUSTOMER_EMAIL, LEAKED_KEY, McpServer};
 use crate::support::python::mcp_session;
 use crate::support::tempdir::TempDir;
-use crate::support::workspace_root;
 
 /// The operator token whose sha256 the bundled policy's kill switch holds.
 const TOKEN: &str = "test";

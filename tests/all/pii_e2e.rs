@@ -15,7 +15,6 @@ use crate::support::hosts::{
 use crate::support::http::{Request, send};
 use crate::support::tempdir::TempDir;
 use crate::support::upstream::{Reply, Upstream};
-use crate::support::workspace_root;
 
 const EMAIL: &str = "jane.doe@example.com";
 const PHONE: &str = "+44 20 7946 0958";

@@ -24,7 +24,6 @@ use crate::support::hosts::{
 use crate::support::http::{Request, Response, send};
 use crate::support::tempdir::TempDir;
 use crate::support::upstream::{Reply, Upstream};
-use crate::support::workspace_root;
 
 /// The operator token whose sha256 the bundled policy's kill switch holds.
 const TOKEN: &str = "test";

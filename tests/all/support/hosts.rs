@@ -63,7 +63,10 @@ pub enum WritGateway {
 
 /// Runs `check` against `artifact` in real Envoy and in `writ serve`, and fails with every
 /// host's failure at once, so one host's failure never hides the other's.
-pub fn assert_in_both_hosts(artifact: &Path, check: impl Fn(HostKind, &Path) -> Result<(), String>) {
+pub fn assert_in_both_hosts(
+    artifact: &Path,
+    check: impl Fn(HostKind, &Path) -> Result<(), String>,
+) {
     let failures: Vec<String> = HostKind::BOTH
         .iter()
         .filter_map(|&kind| check(kind, artifact).err())
