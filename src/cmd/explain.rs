@@ -79,7 +79,9 @@ fn is_mcp(request: &RequestInput) -> bool {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
-    let api = writ_plugin::api::Api::of(&request.path, header("anthropic-version"));
+    // The session reads the path without its query string; so does this.
+    let path = request.path.split('?').next().unwrap_or_default();
+    let api = writ_plugin::api::Api::of(path, header("anthropic-version"));
     let body: Option<serde_json::Value> = serde_json::from_slice(&request.body).ok();
     writ_plugin::mcp::recognised(
         api,

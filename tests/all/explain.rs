@@ -526,4 +526,18 @@ fn bad_inputs_get_clear_errors() {
     assert_eq!(ex["outcome"]["action"], "refused", "{ex}");
     assert_eq!(ex["outcome"]["status"], 400, "{ex}");
     assert_eq!(rule(&ex, "AIP-3.1")["status"], "not_reached");
+
+    // A JSON-RPC message off a model API's path is MCP, which explain does not explain; on
+    // a model API's path (a query string does not change the path) it is a model request,
+    // as the gateway treats it.
+    let rpc = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let at = |path: &str| json!({"method": "POST", "path": path, "headers": {"x-workflow": "support"}, "body": rpc});
+    let mcp = write_json(dir.path(), "mcp.json", &at("/mcp"));
+    let out = writ(&["explain", &artifact, "--request", &mcp]);
+    let t = output_text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("this is an MCP message"), "{t}");
+    let model = write_json(dir.path(), "model.json", &at("/v1/chat/completions?x=1"));
+    let ex = explain_json(&artifact, &model, None);
+    assert!(ex["outcome"]["action"].is_string(), "{ex}");
 }
