@@ -327,6 +327,41 @@ pub enum Expr {
     },
 }
 
+impl Expr {
+    /// Calls `f` on every operand the condition reads, depth first, so the modules that
+    /// need to know which counters or ledgers a policy reads do not each walk the tree.
+    pub fn for_each_operand<'a>(&'a self, f: &mut impl FnMut(&'a Operand)) {
+        match self {
+            Expr::And(v) | Expr::Or(v) => v.iter().for_each(|e| e.for_each_operand(f)),
+            Expr::Not(e) => e.for_each_operand(f),
+            Expr::Compare { left, right, .. } => {
+                f(left);
+                f(right);
+            }
+            Expr::In { operand, .. } => f(operand),
+            Expr::Const(_) | Expr::Has { .. } => {}
+        }
+    }
+}
+
+impl Policy {
+    /// What `pick` takes from the operands of the request-phase rules' conditions,
+    /// deduplicated, in first-use order.
+    pub fn request_operands<T: PartialEq>(&self, pick: impl Fn(&Operand) -> Option<T>) -> Vec<T> {
+        let mut out = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.phase == Phase::Request) {
+            rule.condition.for_each_operand(&mut |o| {
+                if let Some(t) = pick(o)
+                    && !out.contains(&t)
+                {
+                    out.push(t);
+                }
+            });
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CmpOp {
     Eq,

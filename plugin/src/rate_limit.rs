@@ -196,34 +196,14 @@ fn is_monitor(policy: &Policy, rule: usize) -> bool {
 /// Every `(measure, scope, window)` a request-phase rule's condition reads, deduplicated,
 /// in first-use order.
 pub fn operands(policy: &Policy) -> Vec<(Measure, Scope, RateWindow)> {
-    fn walk(e: &Expr, out: &mut Vec<(Measure, Scope, RateWindow)>) {
-        let mut add = |o: &Operand| {
-            if let Operand::Rate {
-                measure,
-                scope,
-                window,
-            } = o
-                && !out.contains(&(*measure, *scope, *window))
-            {
-                out.push((*measure, *scope, *window));
-            }
-        };
-        match e {
-            Expr::And(v) | Expr::Or(v) => v.iter().for_each(|e| walk(e, out)),
-            Expr::Not(e) => walk(e, out),
-            Expr::Compare { left, right, .. } => {
-                add(left);
-                add(right);
-            }
-            Expr::In { operand, .. } => add(operand),
-            Expr::Const(_) | Expr::Has { .. } => {}
-        }
-    }
-    let mut out = Vec::new();
-    for rule in policy.rules.iter().filter(|r| r.phase == Phase::Request) {
-        walk(&rule.condition, &mut out);
-    }
-    out
+    policy.request_operands(|o| match o {
+        Operand::Rate {
+            measure,
+            scope,
+            window,
+        } => Some((*measure, *scope, *window)),
+        _ => None,
+    })
 }
 
 /// One counter a request is charged to.

@@ -293,30 +293,10 @@ pub fn budgets(policy: &Policy) -> Vec<Budget> {
 /// Every `(scope, window)` that a request-phase rule's condition reads, deduplicated, in
 /// first-use order.
 pub fn spend_operands(policy: &Policy) -> Vec<(Scope, Window)> {
-    fn walk(e: &Expr, out: &mut Vec<(Scope, Window)>) {
-        let mut add = |o: &Operand| {
-            if let Operand::Spend { scope, window } = o
-                && !out.contains(&(*scope, *window))
-            {
-                out.push((*scope, *window));
-            }
-        };
-        match e {
-            Expr::And(v) | Expr::Or(v) => v.iter().for_each(|e| walk(e, out)),
-            Expr::Not(e) => walk(e, out),
-            Expr::Compare { left, right, .. } => {
-                add(left);
-                add(right);
-            }
-            Expr::In { operand, .. } => add(operand),
-            Expr::Const(_) | Expr::Has { .. } => {}
-        }
-    }
-    let mut out = Vec::new();
-    for rule in policy.rules.iter().filter(|r| r.phase == Phase::Request) {
-        walk(&rule.condition, &mut out);
-    }
-    out
+    policy.request_operands(|o| match o {
+        Operand::Spend { scope, window } => Some((*scope, *window)),
+        _ => None,
+    })
 }
 
 /// One ledger a request is charged to.

@@ -272,9 +272,7 @@ impl Session {
                 "no_kill_switch",
             ));
         };
-        let mut audit = r.audit;
-        audit.request_id = self.request_id.clone();
-        audit.artifact_sha256 = self.config.artifact_sha256.clone();
+        let audit = r.audit;
         if r.status == 200 {
             // A switch of one workflow or of `*`: every workflow's gauge as the store has it.
             for (name, value) in metrics::kill_switch_gauges(policy, store) {
@@ -292,13 +290,26 @@ impl Session {
                 );
             }
         }
+        self.answer_admin(audit, r.status, r.body, &r.headers)
+    }
+
+    /// Answers an admin call with its own audit record, stamped with this request's id
+    /// and the artifact. Not held for the audit sink: the call is its own event.
+    fn answer_admin(
+        &mut self,
+        mut audit: AuditRecord,
+        status: u16,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> Step {
+        audit.request_id = self.request_id.clone();
+        audit.artifact_sha256 = self.config.artifact_sha256.clone();
         self.audit = audit;
         self.stage = Stage::Replied;
         self.out.push(Effect::LocalReply {
-            status: r.status,
-            body: r.body,
-            headers: r
-                .headers
+            status,
+            body,
+            headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
@@ -333,24 +344,9 @@ impl Session {
             self.count_for_fleet(store, &crate::review_verdict::queue_key(wf));
             self.count_for_fleet(store, &crate::review_verdict::day_key(wf, secs));
         }
-        let mut audit = r.audit;
-        audit.request_id = self.request_id.clone();
-        audit.artifact_sha256 = self.config.artifact_sha256.clone();
-        self.audit = audit;
         self.alert_lines
             .extend(r.alerts.iter().map(AuditRecord::log_line));
-        self.stage = Stage::Replied;
-        self.out.push(Effect::LocalReply {
-            status: r.status,
-            body: r.body,
-            headers: r
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            hold_for_audit: false,
-        });
-        self.step(Next::Pause)
+        self.answer_admin(r.audit, r.status, r.body, &r.headers)
     }
 
     /// The request phase: evaluate, admit spend, transform the body.
