@@ -246,6 +246,25 @@ impl TextStream {
         out: &mut String,
         redacted: &mut Redacted,
     ) {
+        // Matches only ever move the cut back, so when the cut is 0 even without them
+        // (no whitespace far enough from the end yet: held text shorter than the hold
+        // span, or a word still growing) nothing can be released and the scan would be
+        // thrown away: skip it. Without a context to keep (`hold.context == 0`) the state
+        // after the skipped step is the same as after the scan. Streamed text arrives a
+        // few bytes per event, so this spares a scan of the whole held text per event.
+        if !at_end
+            && r.hold.context == 0
+            && safe_cut(
+                &self.redact_held,
+                &[],
+                Hold {
+                    pem: false,
+                    ..r.hold
+                },
+            ) == 0
+        {
+            return;
+        }
         // Scan the kept context and the held text together; matches starting in the
         // context were decided (and emitted) before.
         let skip = self.redact_ctx.len();
@@ -658,9 +677,16 @@ pub struct SseRestorer {
     templates: BTreeMap<Key, Template>,
     /// Interned paths of [`Field::Other`] keys (at most [`MAX_PATHS`]).
     paths: BTreeMap<String, u32>,
+    /// Strings scanned whole (object keys, `object`, …) that came out unchanged, at most
+    /// [`KNOWN_ENTRIES`] of at most [`KNOWN_BYTES`] each: see [`SseRestorer::rewrite_whole`].
+    unchanged: Vec<Box<str>>,
     /// Events passed through unchanged / rewritten / added (for metrics and benches).
     pub stats: SseStats,
 }
+
+/// Most strings [`SseRestorer::rewrite_whole`] remembers as unchanged, and the longest.
+const KNOWN_ENTRIES: usize = 32;
+const KNOWN_BYTES: usize = 64;
 
 /// Counters of what the restorer did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -807,7 +833,9 @@ impl SseRestorer {
         // Only an object or an array is an event's JSON; anything else (`data: 4053`,
         // plain words) is text, scanned across events like a field.
         let json = matches!(payload.trim_ascii_start().first(), Some(b'{' | b'['));
-        let scan = json.then(|| scan_payload(payload, ctx).ok()).flatten();
+        let scan = json
+            .then(|| scan_payload(payload, ctx, &self.unchanged).ok())
+            .flatten();
         let Some(scan) = scan else {
             let text = String::from_utf8_lossy(payload);
             let mut o = String::with_capacity(text.len());
@@ -879,7 +907,7 @@ impl SseRestorer {
                             ((top_scope, top_sub, field), false)
                         }
                         (None, _) => {
-                            if let Some(n) = rewrite_text_as(text, json, ctx, &mut self.redacted) {
+                            if let Some(n) = self.rewrite_whole(text, json, ctx) {
                                 edits.push((i, n));
                             }
                             continue;
@@ -887,7 +915,7 @@ impl SseRestorer {
                     }
                 }
                 _ => {
-                    if let Some(n) = rewrite_text_as(text, json, ctx, &mut self.redacted) {
+                    if let Some(n) = self.rewrite_whole(text, json, ctx) {
                         edits.push((i, n));
                     }
                     continue;
@@ -939,6 +967,28 @@ impl SseRestorer {
             .filter_map(|(i, s)| Some((scan.strings.get(i)?.0.clone(), s)))
             .collect();
         (!edits.is_empty()).then(|| json_strings::splice(payload, &edits))
+    }
+
+    /// [`rewrite_text_as`] of a string scanned whole in its event, remembering the short
+    /// ones that come out unchanged. A stream repeats its object keys and metadata
+    /// (`"object":"chat.completion.chunk"`, `"choices"`, `"delta"`, …) in every event, and
+    /// the answer depends only on the text and `json` (the vault and the detectors are
+    /// fixed for the reply; an unchanged string counts no redaction), so a repeat is not
+    /// restored and scanned again. Only non-JSON strings are remembered, so
+    /// [`scan_payload`] can leave them out before copying them.
+    fn rewrite_whole(&mut self, text: &str, json: bool, ctx: &Ctx<'_>) -> Option<String> {
+        if !json && is_known(&self.unchanged, text) {
+            return None;
+        }
+        let new = rewrite_text_as(text, json, ctx, &mut self.redacted);
+        if new.is_none()
+            && !json
+            && text.len() <= KNOWN_BYTES
+            && self.unchanged.len() < KNOWN_ENTRIES
+        {
+            self.unchanged.push(text.into());
+        }
+        new
     }
 
     /// The interned id of a [`Field::Other`] path, `None` past [`MAX_PATHS`].
@@ -1125,10 +1175,12 @@ fn write_event(
 }
 
 /// Collects what [`SseRestorer::rewrite_payload`] needs from one payload in one pass.
-fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
+fn scan_payload(payload: &[u8], ctx: &Ctx<'_>, known: &[Box<str>]) -> Result<Scan, JsonError> {
     struct Collect<'p, 'c> {
         payload: &'p [u8],
         ctx: &'c Ctx<'c>,
+        /// Whole, non-JSON strings known to come out unchanged ([`SseRestorer::rewrite_whole`]).
+        known: &'p [Box<str>],
         scan: Scan,
     }
     impl<'a> json_strings::Visitor<'a> for Collect<'_, '_> {
@@ -1177,8 +1229,8 @@ fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
                     // A string that is not streamed text changes only if it holds a
                     // placeholder or a value to redact; skip copying the others.
                     if kind.is_none()
-                        && self.ctx.redact.is_none()
-                        && !self.ctx.vault.may_contain_placeholder(s)
+                        && (self.ctx.redact.is_none() && !self.ctx.vault.may_contain_placeholder(s)
+                            || is_known(self.known, s))
                     {
                         return;
                     }
@@ -1205,7 +1257,9 @@ fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
 
         /// Object keys are scanned whole, event by event (they are never streamed).
         fn key(&mut self, _path: &Path<'a>, key: &str, span: Range<usize>) {
-            if self.ctx.redact.is_some() || self.ctx.vault.may_contain_placeholder(key) {
+            if (self.ctx.redact.is_some() || self.ctx.vault.may_contain_placeholder(key))
+                && !is_known(self.known, key)
+            {
                 self.scan.strings.push((span, key.to_string(), None));
             }
         }
@@ -1213,10 +1267,16 @@ fn scan_payload(payload: &[u8], ctx: &Ctx<'_>) -> Result<Scan, JsonError> {
     let mut c = Collect {
         payload,
         ctx,
+        known,
         scan: Scan::default(),
     };
     json_strings::visit(payload, &mut c)?;
     Ok(c.scan)
+}
+
+/// Whether `text` is one of the `known` unchanged strings.
+fn is_known(known: &[Box<str>], text: &str) -> bool {
+    text.len() <= KNOWN_BYTES && known.iter().any(|k| **k == *text)
 }
 
 /// One line of an event: content `start..end`, line break included up to `full_end`.

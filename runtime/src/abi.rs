@@ -129,11 +129,24 @@ pub type Headers = Vec<(String, String)>;
 /// Serializes a header map in the ABI format: count, then (key len, value len) pairs, then
 /// each key and value followed by a NUL byte.
 pub fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
-    let size = 4 + map
+    let mut out = Vec::new();
+    serialize_map_into(map, &mut out);
+    out
+}
+
+/// The length of [`serialize_map`]'s output, without building it (`proxy_get_header_map_size`).
+pub fn serialized_map_len(map: &[(String, String)]) -> usize {
+    4 + map
         .iter()
         .map(|(k, v)| k.len() + v.len() + 10)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+        .sum::<usize>()
+}
+
+/// [`serialize_map`] into `out` (cleared first), so a host can reuse one buffer for every
+/// call instead of allocating one per call.
+pub fn serialize_map_into(map: &[(String, String)], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(serialized_map_len(map));
     out.extend_from_slice(&(map.len() as u32).to_le_bytes());
     for (k, v) in map {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -145,7 +158,6 @@ pub fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
         out.extend_from_slice(v.as_bytes());
         out.push(0);
     }
-    out
 }
 
 /// Parses the ABI map format; `None` when the bytes are malformed (the guest gets
@@ -182,6 +194,19 @@ pub fn deserialize_map(bytes: &[u8]) -> Option<Headers> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_length_is_the_serialized_length() {
+        let map: Headers = vec![
+            (":status".into(), "200".into()),
+            ("x-a".into(), String::new()),
+        ];
+        assert_eq!(serialized_map_len(&map), serialize_map(&map).len());
+        assert_eq!(serialized_map_len(&[]), serialize_map(&[]).len());
+        let mut reused = b"stale".to_vec();
+        serialize_map_into(&map, &mut reused);
+        assert_eq!(reused, serialize_map(&map));
+    }
 
     #[test]
     fn map_round_trips() {

@@ -91,6 +91,25 @@ fn give(c: &mut C, data: &[u8], ptr_ptr: i32, size_ptr: i32) -> wasmtime::Result
     })))
 }
 
+/// [`give`] of what `fill` writes into the store's reusable [`StoreState::scratch`] buffer
+/// (no allocation per call once it has grown). `fill` answers a status instead of data when
+/// there is nothing to give.
+fn give_scratch(
+    c: &mut C,
+    ptr_ptr: i32,
+    size_ptr: i32,
+    fill: impl FnOnce(&mut StoreState, &mut Vec<u8>) -> Result<(), Status>,
+) -> wasmtime::Result<i32> {
+    let mut scratch = std::mem::take(&mut c.data_mut().scratch);
+    scratch.clear();
+    let given = match fill(c.data_mut(), &mut scratch) {
+        Ok(()) => give(c, &scratch, ptr_ptr, size_ptr),
+        Err(s) => Ok(s.code()),
+    };
+    c.data_mut().scratch = scratch;
+    given
+}
+
 fn map_ref(s: &mut StoreState, raw: i32) -> Result<&mut abi::Headers, Status> {
     let ty = MapType::from_raw(raw).ok_or(Status::BadArgument)?;
     match ty {
@@ -120,7 +139,7 @@ fn buffer_ref(s: &mut StoreState, raw: i32) -> Result<&mut Vec<u8>, Status> {
 }
 
 /// Counts one call of the import `name` in this VM's [`crate::vm::Vm::host_calls`].
-fn count(c: &mut C, name: &str) {
+fn count(c: &mut C, name: &'static str) {
     c.data_mut().host_calls.count(name);
 }
 
@@ -300,19 +319,31 @@ fn define_buffers(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "proxy_set_buffer_bytes",
         |mut c: C, ty: i32, start: i32, size: i32, ptr: i32, len: i32| -> i32 {
             count(&mut c, "proxy_set_buffer_bytes");
-            let data = match read(&c, ptr, len) {
-                Ok(d) => d,
-                Err(e) => return e.code(),
+            let Some(mem) = c.data().memory else {
+                return Status::InvalidMemoryAccess.code();
             };
-            let max = c.data().host.limits.max_buffered_body;
-            match buffer_ref(c.data_mut(), ty) {
+            // The guest's bytes go straight from its memory into the buffer: no copy in
+            // between (a restored SSE chunk is set once per chunk).
+            let (memory, state) = mem.data_and_store_mut(&mut c);
+            let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+            let Some(data) = ptr.checked_add(len).and_then(|end| memory.get(ptr..end)) else {
+                return Status::InvalidMemoryAccess.code();
+            };
+            let max = state.host.limits.max_buffered_body;
+            match buffer_ref(state, ty) {
                 Ok(buf) => {
                     let start = (start as u32 as usize).min(buf.len());
                     let end = start.saturating_add(size as u32 as usize).min(buf.len());
                     if buf.len() - (end - start) + data.len() > max {
                         return Status::BadArgument.code();
                     }
-                    buf.splice(start..end, data);
+                    if start == 0 && end == buf.len() {
+                        // The usual case, the whole body replaced: reuse its allocation.
+                        buf.clear();
+                        buf.extend_from_slice(data);
+                    } else {
+                        buf.splice(start..end, data.iter().copied());
+                    }
                     Status::Ok.code()
                 }
                 Err(e) => e.code(),
@@ -328,13 +359,15 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: C, ty: i32, ptr_ptr: i32, size_ptr: i32| {
             count(&mut c, "proxy_get_header_map_pairs");
-            let bytes = match map_ref(c.data_mut(), ty) {
-                Ok(m) => abi::serialize_map(m),
-                // A root context has no maps: an empty map, which the SDK accepts.
-                Err(Status::NotFound) => abi::serialize_map(&[]),
-                Err(e) => return Ok(e.code()),
-            };
-            give(&mut c, &bytes, ptr_ptr, size_ptr)
+            give_scratch(&mut c, ptr_ptr, size_ptr, |s, out| {
+                match map_ref(s, ty) {
+                    Ok(m) => abi::serialize_map_into(m, out),
+                    // A root context has no maps: an empty map, which the SDK accepts.
+                    Err(Status::NotFound) => abi::serialize_map_into(&[], out),
+                    Err(e) => return Err(e),
+                }
+                Ok(())
+            })
         },
     )?;
     linker.func_wrap(
@@ -343,7 +376,7 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         |mut c: C, ty: i32, ret: i32| -> i32 {
             count(&mut c, "proxy_get_header_map_size");
             let size = match map_ref(c.data_mut(), ty) {
-                Ok(m) => abi::serialize_map(m).len(),
+                Ok(m) => abi::serialized_map_len(m),
                 Err(e) => return e.code(),
             };
             code(write_u32(&mut c, ret, size as u32))
@@ -375,18 +408,34 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32| {
             count(&mut c, "proxy_get_header_map_value");
-            let key = match read_str(&c, kp, kl) {
-                Ok(k) => k,
-                Err(e) => return Ok(e.code()),
+            let Some(mem) = c.data().memory else {
+                return Ok(Status::InvalidMemoryAccess.code());
             };
-            let value = match map_ref(c.data_mut(), ty) {
-                Ok(m) => match header_get(m, &key) {
-                    Some(v) => v.as_bytes().to_vec(),
-                    None => return Ok(Status::NotFound.code()),
-                },
-                Err(e) => return Ok(e.code()),
+            // The key is compared where it lies in guest memory and the value is copied
+            // into the reusable scratch buffer: no allocation for a lookup.
+            let mut scratch = std::mem::take(&mut c.data_mut().scratch);
+            scratch.clear();
+            let (memory, state) = mem.data_and_store_mut(&mut c);
+            let (kp, kl) = (kp as u32 as usize, kl as u32 as usize);
+            let found = match kp.checked_add(kl).and_then(|end| memory.get(kp..end)) {
+                None => Err(Status::InvalidMemoryAccess),
+                Some(key) => {
+                    let key = String::from_utf8_lossy(key);
+                    map_ref(state, ty).and_then(|m| match header_get(m, &key) {
+                        Some(v) => {
+                            scratch.extend_from_slice(v.as_bytes());
+                            Ok(())
+                        }
+                        None => Err(Status::NotFound),
+                    })
+                }
             };
-            give(&mut c, &value, ptr_ptr, size_ptr)
+            let given = match found {
+                Ok(()) => give(&mut c, &scratch, ptr_ptr, size_ptr),
+                Err(e) => Ok(e.code()),
+            };
+            c.data_mut().scratch = scratch;
+            given
         },
     )?;
     type Edit = fn(&mut abi::Headers, &str, &str);
@@ -774,7 +823,7 @@ pub(crate) fn define_stubs(
         let name_for_trap = name.clone();
         // Shadowing is off: defining an import the linker already has fails, and is skipped.
         let _ = linker.func_new(&module_name, &name, ty, move |mut c, params, out| {
-            count(&mut c, &name_for_trap);
+            c.data_mut().host_calls.count_other(&name_for_trap);
             if wasi && name_for_trap == "proc_exit" {
                 return Err(wasmtime::format_err!("guest called proc_exit"));
             }

@@ -20,32 +20,50 @@ pub struct LogRecord {
 /// what a filter costs in host calls per request, with no knowledge of the filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostCalls {
-    counts: HashMap<String, u64>,
+    /// The imports this host defines, by their static names: counting one costs a hash of
+    /// the name, no allocation (every guest call of every import passes here).
+    counts: HashMap<&'static str, u64>,
+    /// Imports only stubbed for this module (names known at load time).
+    others: HashMap<String, u64>,
 }
 
 impl HostCalls {
-    pub(crate) fn count(&mut self, name: &str) {
-        match self.counts.get_mut(name) {
+    pub(crate) fn count(&mut self, name: &'static str) {
+        *self.counts.entry(name).or_insert(0) += 1;
+    }
+
+    /// [`HostCalls::count`] for an import whose name is not static (a stub).
+    pub(crate) fn count_other(&mut self, name: &str) {
+        match self.others.get_mut(name) {
             Some(n) => *n += 1,
             None => {
-                self.counts.insert(name.to_string(), 1);
+                self.others.insert(name.to_string(), 1);
             }
         }
     }
 
     /// Calls of the import `name` (0 when never called).
     pub fn get(&self, name: &str) -> u64 {
-        self.counts.get(name).copied().unwrap_or(0)
+        self.counts
+            .get(name)
+            .or_else(|| self.others.get(name))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Calls of all imports together.
     pub fn total(&self) -> u64 {
-        self.counts.values().sum()
+        self.counts.values().chain(self.others.values()).sum()
     }
 
     /// Every import called at least once with its count, sorted by name.
     pub fn by_name(&self) -> std::collections::BTreeMap<&str, u64> {
-        self.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+        let mut all: std::collections::BTreeMap<&str, u64> =
+            self.counts.iter().map(|(k, v)| (*k, *v)).collect();
+        for (k, v) in &self.others {
+            *all.entry(k.as_str()).or_insert(0) += v;
+        }
+        all
     }
 }
 
@@ -230,6 +248,9 @@ pub(crate) struct StoreState {
     pub call_response: Option<CallResponse>,
     /// Every import call of this VM since it started or [`crate::vm::Vm::take_host_calls`].
     pub host_calls: HostCalls,
+    /// A buffer the imports reuse for what they hand the guest (a serialized header map, a
+    /// header value), so a hot import allocates nothing once it has grown.
+    pub scratch: Vec<u8>,
 }
 
 impl StoreState {
@@ -252,6 +273,7 @@ impl StoreState {
             next_token: 1,
             call_response: None,
             host_calls: HostCalls::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -293,8 +315,17 @@ mod tests {
         assert_eq!(calls.get("proxy_log"), 2);
         assert_eq!(calls.get("proxy_get_shared_data"), 1);
         assert_eq!(calls.get("proxy_set_shared_data"), 0);
-        assert_eq!(calls.total(), 3);
+        calls.count_other("random_get");
+        assert_eq!(calls.get("random_get"), 1);
+        assert_eq!(calls.total(), 4);
         let names: Vec<_> = calls.by_name().into_iter().collect();
-        assert_eq!(names, [("proxy_get_shared_data", 1), ("proxy_log", 2)]);
+        assert_eq!(
+            names,
+            [
+                ("proxy_get_shared_data", 1),
+                ("proxy_log", 2),
+                ("random_get", 1)
+            ]
+        );
     }
 }

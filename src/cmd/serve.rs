@@ -166,7 +166,10 @@ fn stderr_sink(next: Option<writ_runtime::LogSink>) -> writ_runtime::LogSink {
             LogLevel::Critical => Some("critical"),
         };
         if let Some(level) = level {
-            eprintln!("[{level}] wasm log: {}", record.message);
+            // One write per record: `eprintln!` writes each piece of its format to the
+            // unbuffered stderr as a system call of its own (five per record).
+            let line = format!("[{level}] wasm log: {}\n", record.message);
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         }
         if let Some(next) = &next {
             (next.0)(record);
