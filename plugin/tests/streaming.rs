@@ -1546,3 +1546,46 @@ fn anthropic_and_responses_tool_streams_survive_any_cutting() {
     }
     assert_eq!(checked, 100);
 }
+
+/// The restorer remembers the short keys and metadata strings that came out unchanged
+/// (they repeat in every event) and skips them; a repeated string that does change (a
+/// leaked value, a placeholder) must still be rewritten in every event, and the counts
+/// must count every event.
+#[test]
+fn repeated_metadata_is_rewritten_in_every_event() {
+    let (sc, dets) = scanner(&["email", "phone", "iban"]);
+    let wanted = [0u16, 1, 2];
+    let mut vault = Vault::new([9; 16]);
+    let ph = vault.tokenise("email", "mine@example.com").into_owned();
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &wanted, &dets)),
+    };
+    let event = format!(
+        "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"user_id\":\"leak@corp.example\",\"{ph}\":1,\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"ab\"}}}}]}}\n\n"
+    );
+    let body = format!("{}data: [DONE]\n\n", event.repeat(40));
+    let whole = run_sse(body.as_bytes(), &[], &ctx);
+    let cut: Vec<usize> = (7..body.len()).step_by(7).collect();
+    assert_eq!(run_sse(body.as_bytes(), &cut, &ctx), whole);
+    let text = String::from_utf8(whole).unwrap();
+    assert_eq!(text.matches("\"user_id\":\"[EMAIL]\"").count(), 40);
+    assert_eq!(text.matches("\"mine@example.com\":1").count(), 40);
+    // 40 events, and the chat chunk added at `[DONE]` for the held text copies `object`.
+    assert_eq!(
+        text.matches("\"object\":\"chat.completion.chunk\"").count(),
+        41
+    );
+    assert!(!text.contains("leak@corp.example") && !text.contains(&ph));
+    let (texts, dones) = client_view(text.as_bytes());
+    assert_eq!(dones, 1);
+    assert_eq!(
+        texts.get(&Slot::Content(0)).map(String::as_str),
+        Some("ab".repeat(40).as_str())
+    );
+    let mut sse = SseRestorer::new();
+    let mut out = Vec::new();
+    sse.push(body.as_bytes(), &ctx, &mut out);
+    sse.finish(&ctx, &mut out);
+    assert_eq!(sse.redacted().get(&0), Some(&40));
+}
