@@ -1,6 +1,7 @@
 //! Native tests of MCP requests through the session (`session/mcp.rs`, `docs/mcp.md`):
 //! `tools/list` filtering, `tools/call` deny / hold and release / redact, results checked
-//! in JSON and in event streams cut at every byte, and one audit record each.
+//! in JSON and in event streams cut at every byte, and one audit record each. The same
+//! tool rules also hold a chat reply's tool call, bound to the request as sent.
 
 use super::*;
 use crate::ir::KillSwitch;
@@ -520,4 +521,50 @@ fn a_tool_result_on_the_servers_own_stream_is_checked_too() {
     assert_eq!(out["id"], 9);
     assert_eq!(out["error"]["code"], crate::mcp::DENIED);
     assert_eq!(run.record()["mcp"]["method"], "");
+}
+
+/// A held chat reply is bound to the request as the client sent it (its sha256, taken only
+/// when the reply is held): the same request with the review id is answered pending, a
+/// different one is refused.
+#[test]
+fn a_held_chat_reply_is_bound_to_the_request_as_sent() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"refund order A-1"}],"tools":[{"type":"function","function":{"name":"issue_refund"}}]}"#;
+    let reply = r#"{"choices":[{"index":0,"message":{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"issue_refund","arguments":"{\"order\":\"A-1\",\"amount\":250}"}}]},"finish_reason":"tool_calls"}]}"#;
+    let mut run = Run::new(mcp_policy(redact_results()));
+    assert_eq!(run.request(body), Next::Continue);
+    assert_eq!(
+        run.reply_headers(200, "application/json", false),
+        Next::Pause
+    );
+    run.reply_body(reply);
+    run.seal();
+    assert_eq!(run.record()["outcome"], "pending_approval");
+    let review_id = oversight::review_id("req-1");
+    let (held, _) = crate::approval::get(&run.store, &review_id).unwrap();
+    assert_eq!(
+        held.request_sha256,
+        crate::approval::request_digest(body.as_bytes())
+    );
+    let store = std::mem::take(&mut run.store);
+
+    let mut same = Run::new(mcp_policy(redact_results()));
+    same.store = store;
+    assert_eq!(
+        same.headers(&[("x-writ-review-id", &review_id)], false),
+        Next::Pause
+    );
+    same.body(body);
+    same.seal();
+    assert_eq!(same.record()["outcome"], "pending_approval");
+    let store = std::mem::take(&mut same.store);
+
+    let mut other = Run::new(mcp_policy(redact_results()));
+    other.store = store;
+    other.headers(&[("x-writ-review-id", &review_id)], false);
+    other.body(&body.replace("A-1", "A-2"));
+    other.seal();
+    assert_eq!(other.record()["outcome"], "denied");
+    let (status, r) = other.local_replies().remove(0);
+    assert_eq!(status, 409);
+    assert_eq!(r["error"]["code"], "review_id_mismatch", "{r}");
 }

@@ -213,9 +213,11 @@ pub struct Session {
     forwarded: bool,
     /// Escalations and tags of the request phase carry into the reply.
     transforms: Transforms,
-    /// sha256 of the request body as sent, when the policy holds tool calls (a retry
-    /// must send the same request to collect an approved reply).
-    request_digest: String,
+    /// The request body as sent, when the policy holds tool calls: a held reply records
+    /// its sha256 (a retry must send the same request to collect an approved reply). It
+    /// is hashed only when a reply is held, not on every request (sha256 of a 4 KB body
+    /// costs tens of µs in wasm, which has no SHA instructions).
+    request_as_sent: Vec<u8>,
     /// A reply a `hold` rule withholds, stored once the reply is complete.
     pending_hold: Option<crate::approval::Held>,
     /// The request's `team`/`user` metric labels, once bounded ([`Session::identity_labels`]).
@@ -277,7 +279,7 @@ impl Session {
             rate_headers: Vec::new(),
             forwarded: false,
             transforms: Transforms::default(),
-            request_digest: String::new(),
+            request_as_sent: Vec::new(),
             pending_hold: None,
             identity_labels: None,
             response_status: 0,

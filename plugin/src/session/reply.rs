@@ -397,7 +397,7 @@ impl Session {
                         name: c.name.clone(),
                     })
                     .collect(),
-                request_sha256: self.request_digest.clone(),
+                request_sha256: crate::approval::request_digest(&self.request_as_sent),
                 content_type: String::new(),
                 body: String::new(),
                 held_at: crate::calendar::rfc3339(self.now_nanos as i64),

@@ -362,7 +362,7 @@ impl Session {
                 let id = id.to_string();
                 return self.release_hold(store, &id, bytes);
             }
-            self.request_digest = crate::approval::request_digest(bytes);
+            self.request_as_sent = bytes.to_vec();
         }
         self.audit.model_requested = self.request.model().map(str::to_string);
         let phase = match self.request_phase(store, body) {
