@@ -635,7 +635,8 @@ struct Scan {
     tool_index: Vec<(usize, usize, u64)>,
     /// Positions a whose `finish_reason` is set.
     finished: Vec<usize>,
-    top: Vec<(&'static str, Vec<u8>)>,
+    /// The spans of the event's [`TOP_FIELDS`].
+    top: Vec<(&'static str, Range<usize>)>,
     /// The event's `type` (Responses API, Anthropic), top-level `index` (Anthropic's
     /// content block), `output_index` and `content_index` (or `summary_index`).
     event_type: Option<String>,
@@ -843,14 +844,6 @@ impl SseRestorer {
             ts.push(&text, ctx, false, &mut o, &mut self.redacted);
             return (o.as_bytes() != payload).then(|| o.into_bytes());
         };
-        if !scan.top.is_empty() {
-            for (k, v) in scan.top {
-                match self.top.iter_mut().find(|(n, _)| *n == k) {
-                    Some(slot) => slot.1 = v,
-                    None => self.top.push((k, v)),
-                }
-            }
-        }
         let choice = |a: usize| {
             scan.choice_index
                 .iter()
@@ -939,6 +932,27 @@ impl SseRestorer {
         }
         if !held.is_empty() {
             self.keep_templates(payload, raw, &scan.strings, &edits, &streamed_at, &held);
+        }
+        // The events this restorer adds repeat the latest top-level fields: as the client
+        // saw them (restored, redacted), never as the upstream sent them.
+        for (name, span) in &scan.top {
+            let edited = scan
+                .strings
+                .iter()
+                .position(|(s, _, _)| s == span)
+                .and_then(|i| edits.iter().find(|(j, _)| *j == i));
+            let value = match edited {
+                Some((_, text)) => {
+                    let mut v = Vec::with_capacity(text.len() + 2);
+                    json_strings::push_json_string(&mut v, text);
+                    v
+                }
+                None => payload.get(span.clone()).unwrap_or_default().to_vec(),
+            };
+            match self.top.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value,
+                None => self.top.push((name, value)),
+            }
         }
         for c in finished {
             self.flush(|k| k.0 == c && k.2.in_choice(), ctx, out);
@@ -1190,8 +1204,7 @@ fn scan_payload(payload: &[u8], ctx: &Ctx<'_>, known: &[Box<str>]) -> Result<Sca
                 && let Some(k) = path.key(0)
                 && let Some(name) = TOP_FIELDS.iter().find(|n| **n == k)
             {
-                let raw = self.payload.get(span.clone()).unwrap_or_default();
-                scan.top.push((name, raw.to_vec()));
+                scan.top.push((name, span.clone()));
             }
             let in_choice = path.key(0) == Some("choices");
             if path.len() == 1 {

@@ -1589,3 +1589,34 @@ fn repeated_metadata_is_rewritten_in_every_event() {
     sse.finish(&ctx, &mut out);
     assert_eq!(sse.redacted().get(&0), Some(&40));
 }
+
+/// The chat chunk the restorer adds for held text repeats the latest top-level fields
+/// (`id`, `model`, `system_fingerprint`, …): it must repeat them as the client saw them,
+/// redacted and restored, not as the upstream sent them.
+#[test]
+fn the_added_event_repeats_top_level_fields_as_rewritten() {
+    let (sc, dets) = scanner(&["email", "phone", "iban"]);
+    let wanted = [0u16, 1, 2];
+    let vault = Vault::new([9; 16]);
+    let ctx = Ctx {
+        vault: &vault,
+        redact: Some(Redact::new(&sc, &wanted, &dets)),
+    };
+    // The last content ends in text that may be the start of a value, so it is held
+    // and released in an added chunk at `[DONE]`.
+    let body = format!(
+        "data: {{\"id\":\"c1\",\"model\":\"m\",\"system_fingerprint\":\"leak@corp.example\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"write to bob\"}}}}]}}\n\ndata: [DONE]\n\n"
+    );
+    let whole = run_sse(body.as_bytes(), &[], &ctx);
+    let text = String::from_utf8(whole).unwrap();
+    assert!(
+        text.matches("\"system_fingerprint\":").count() == 2,
+        "the test needs the added chunk: {text}"
+    );
+    assert!(!text.contains("leak@corp.example"), "{text}");
+    assert_eq!(
+        text.matches("\"system_fingerprint\":\"[EMAIL]\"").count(),
+        2,
+        "{text}"
+    );
+}
