@@ -1191,7 +1191,6 @@ fn write_event(
 /// Collects what [`SseRestorer::rewrite_payload`] needs from one payload in one pass.
 fn scan_payload(payload: &[u8], ctx: &Ctx<'_>, known: &[Box<str>]) -> Result<Scan, JsonError> {
     struct Collect<'p, 'c> {
-        payload: &'p [u8],
         ctx: &'c Ctx<'c>,
         /// Whole, non-JSON strings known to come out unchanged ([`SseRestorer::rewrite_whole`]).
         known: &'p [Box<str>],
@@ -1278,7 +1277,6 @@ fn scan_payload(payload: &[u8], ctx: &Ctx<'_>, known: &[Box<str>]) -> Result<Sca
         }
     }
     let mut c = Collect {
-        payload,
         ctx,
         known,
         scan: Scan::default(),

@@ -1604,9 +1604,7 @@ fn the_added_event_repeats_top_level_fields_as_rewritten() {
     };
     // The last content ends in text that may be the start of a value, so it is held
     // and released in an added chunk at `[DONE]`.
-    let body = format!(
-        "data: {{\"id\":\"c1\",\"model\":\"m\",\"system_fingerprint\":\"leak@corp.example\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"write to bob\"}}}}]}}\n\ndata: [DONE]\n\n"
-    );
+    let body = "data: {\"id\":\"c1\",\"model\":\"m\",\"system_fingerprint\":\"leak@corp.example\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"write to bob\"}}]}\n\ndata: [DONE]\n\n";
     let whole = run_sse(body.as_bytes(), &[], &ctx);
     let text = String::from_utf8(whole).unwrap();
     assert!(
