@@ -260,11 +260,16 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let cfg = self.config.borrow().shared.clone();
+        let (cfg, sink, filter_state) = {
+            let c = self.config.borrow();
+            (c.shared.clone(), c.audit_sink.clone(), c.audit_filter_state)
+        };
         if let (Some(cfg), Some(shared)) = (cfg, self.shared.clone()) {
             let mut f = std::mem::take(&mut self.fleet);
             f.tick(self, &cfg, shared.session.next_salt());
             self.fleet = f;
+            // Records the root wrote (fleet-applied flips, claimed alerts) leave on the tick.
+            fleet::flush_records(self, sink.as_ref(), filter_state);
         }
     }
 

@@ -145,6 +145,40 @@ pub struct DayVerdicts {
 }
 json_stored!(DayVerdicts);
 
+/// Reviewers a fleet member publishes per day (its busiest): the fleet's share signal
+/// sees at most this many names per instance (`docs/fleet.md`).
+pub const PUBLISHED_REVIEWERS: usize = 16;
+
+impl DayVerdicts {
+    /// This day's counts with the rest of the fleet's added (reviewers by name); the
+    /// raised flags stay this instance's.
+    pub fn plus(&self, others: &DayVerdicts) -> DayVerdicts {
+        let mut day = self.clone();
+        day.reviews = day.reviews.saturating_add(others.reviews);
+        day.approved = day.approved.saturating_add(others.approved);
+        day.fast = day.fast.saturating_add(others.fast);
+        for (who, n) in &others.by_reviewer {
+            let c = day.by_reviewer.entry(who.clone()).or_insert(0);
+            *c = c.saturating_add(*n);
+        }
+        day
+    }
+
+    /// The busiest [`PUBLISHED_REVIEWERS`] reviewers, busiest first (ties by name), without
+    /// the [`metrics::OTHER`] bucket: what a fleet member publishes of its day.
+    pub fn top_reviewers(&self) -> Vec<(&str, u64)> {
+        let mut all: Vec<(&str, u64)> = self
+            .by_reviewer
+            .iter()
+            .filter(|(r, _)| r.as_str() != metrics::OTHER)
+            .map(|(r, n)| (r.as_str(), *n))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        all.truncate(PUBLISHED_REVIEWERS);
+        all
+    }
+}
+
 fn item_key(review_id: &str) -> String {
     format!("writ/review/item/{}", store::key_segment(review_id))
 }
@@ -242,6 +276,23 @@ pub fn handle(
     authorization: Option<&str>,
     body: &[u8],
     unix_nanos: i64,
+) -> Option<VerdictResponse> {
+    handle_in_fleet(store, policy, method, authorization, body, unix_nanos, &|_| {
+        DayVerdicts::default()
+    })
+}
+
+/// [`handle`] for a fleet member: `others(day key)` gives the other instances' verdicts
+/// of that workflow's day (`fleet::counters::others_day`), and the signals are judged on
+/// the fleet's numbers, this instance's own plus theirs.
+pub fn handle_in_fleet(
+    store: &dyn SharedStore,
+    policy: &Policy,
+    method: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    unix_nanos: i64,
+    others: &dyn Fn(&str) -> DayVerdicts,
 ) -> Option<VerdictResponse> {
     let ks = policy.kill_switch.as_ref()?;
     let mut audit = AuditRecord {
@@ -385,7 +436,8 @@ pub fn handle(
         .find(|w| w.name == item.workflow)
         .and_then(|w| w.review_signals.as_ref());
     if let Some(rs) = signals {
-        for raised in judge_day(store, wf, rs, &record, approved, now) {
+        let fleet = others(&day_key(wf, now));
+        for raised in judge_day(store, wf, rs, &record, approved, now, &fleet) {
             updates.push(counter(
                 metrics::REVIEW_SIGNALS.name,
                 &[("workflow", wf), ("signal", raised.signal)],
@@ -436,6 +488,9 @@ pub struct Raised {
 /// Counts a verdict into its workflow's day and judges the signals on it, once
 /// `min_reviews` verdicts came in; each signal is raised at most once per day (the flag is
 /// set by the same CAS as the count). A store error raises nothing (the verdict stands).
+///
+/// `others` is the rest of the fleet's day (empty for a lone gateway): the signals are
+/// judged on this instance's count plus theirs, so verdicts spread over the fleet add up.
 pub fn judge_day(
     store: &dyn SharedStore,
     workflow: &str,
@@ -443,6 +498,7 @@ pub fn judge_day(
     verdict: &VerdictRecord,
     approved: bool,
     unix_secs: i64,
+    others: &DayVerdicts,
 ) -> Vec<Raised> {
     let result = store::update(store, &day_key(workflow, unix_secs), |d: &DayVerdicts| {
         let mut next = d.clone();
@@ -462,9 +518,10 @@ pub fn judge_day(
             metrics::OTHER.to_string()
         };
         *next.by_reviewer.entry(who).or_insert(0) += 1;
+        let day = next.plus(others);
         let mut raised = Vec::new();
-        if next.reviews >= rs.min_reviews {
-            let n = next.reviews as f64;
+        if day.reviews >= rs.min_reviews {
+            let n = day.reviews as f64;
             let mut check = |name: &'static str, hit: bool, detail: String| {
                 if hit && !next.raised.iter().any(|r| r == name) {
                     next.raised.push(name.to_string());
@@ -478,31 +535,33 @@ pub fn judge_day(
                 // The median is under the floor exactly when more than half are.
                 check(
                     "median_review_time",
-                    next.fast as f64 > n / 2.0,
+                    day.fast as f64 > n / 2.0,
                     format!(
                         "median review time under {floor}s: {} of {} verdicts today took less",
-                        next.fast, next.reviews
+                        day.fast, day.reviews
                     ),
                 );
             }
             if let Some(ceiling) = rs.approval_rate_above {
-                let rate = next.approved as f64 / n;
+                let rate = day.approved as f64 / n;
                 check(
                     "approval_rate",
                     rate > ceiling,
                     format!(
                         "approval rate {:.1}% ({} of {} verdicts today) above {:.1}%",
                         rate * 100.0,
-                        next.approved,
-                        next.reviews,
+                        day.approved,
+                        day.reviews,
                         ceiling * 100.0
                     ),
                 );
             }
             if let Some(ceiling) = rs.reviewer_share_above {
-                let (top, count) = next
+                // Reviewers past the bound, counted together, are not one reviewer.
+                let (top, count) = day
                     .by_reviewer
                     .iter()
+                    .filter(|(r, _)| r.as_str() != metrics::OTHER)
                     .max_by_key(|(_, c)| **c)
                     .map(|(r, c)| (r.clone(), *c))
                     .unwrap_or_default();
@@ -513,7 +572,7 @@ pub fn judge_day(
                     format!(
                         "one reviewer (`{top}`) cleared {:.1}% ({count} of {}) of today's verdicts, above {:.1}%",
                         share * 100.0,
-                        next.reviews,
+                        day.reviews,
                         ceiling * 100.0
                     ),
                 );
@@ -789,6 +848,101 @@ mod tests {
             raised,
             ["approval_rate", "median_review_time", "reviewer_share"]
         );
+    }
+
+    #[test]
+    fn in_a_fleet_the_signals_are_judged_on_this_instance_plus_the_others() {
+        let rs = ReviewSignals {
+            median_review_secs_below: Some(30.0),
+            approval_rate_above: Some(0.98),
+            reviewer_share_above: Some(0.6),
+            min_reviews: 6,
+        };
+        let p = policy(Some(rs), true);
+        // The rest of the fleet saw four fast approvals today, three of them by alice.
+        let others = DayVerdicts {
+            reviews: 4,
+            approved: 4,
+            fast: 4,
+            by_reviewer: [("alice".to_string(), 3), ("bob".to_string(), 1)].into(),
+            raised: Vec::new(),
+        };
+        let fleet = |key: &str| {
+            assert_eq!(key, day_key("support", 1_000), "asked for the verdict's day");
+            others.clone()
+        };
+        let s = MemoryStore::new();
+        let mut raised = Vec::new();
+        for i in 0..2 {
+            let rid = format!("rev-{i}");
+            record_escalation(&s, "support", &rid, "req", 900).unwrap_or_default();
+            let body = verdict(&rid, "alice", "approved", 3.0);
+            let r = handle_in_fleet(
+                &s,
+                &p,
+                "POST",
+                Some("Bearer test"),
+                body.as_bytes(),
+                1_000 * 1_000_000_000,
+                &fleet,
+            )
+            .unwrap_or_else(|| panic!("no answer"));
+            assert_eq!(r.status, 200);
+            if i == 0 {
+                assert!(r.alerts.is_empty(), "4 + 1 is under the minimum of 6");
+            }
+            raised.extend(r.alerts.iter().filter_map(|a| a.signal.clone()));
+            if i == 1 {
+                let share = r.alerts.iter().find(|a| a.signal.as_deref() == Some("reviewer_share"));
+                let detail = share.and_then(|a| a.detail.clone()).unwrap_or_default();
+                assert!(detail.contains("`alice`") && detail.contains("(5 of 6)"), "{detail}");
+            }
+        }
+        raised.sort();
+        assert_eq!(
+            raised,
+            ["approval_rate", "median_review_time", "reviewer_share"],
+            "two verdicts here and four elsewhere reach the fleet's minimum"
+        );
+        // The same two verdicts on a lone gateway raise nothing.
+        let alone = MemoryStore::new();
+        for i in 0..2 {
+            let rid = format!("rev-{i}");
+            record_escalation(&alone, "support", &rid, "req", 900).unwrap_or_default();
+            let r = post(&alone, &p, Some("Bearer test"), &verdict(&rid, "alice", "approved", 3.0));
+            assert!(r.alerts.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_fleets_day_adds_reviewers_by_name_and_publishes_only_the_busiest() {
+        let mut mine = DayVerdicts {
+            reviews: 3,
+            approved: 2,
+            fast: 1,
+            by_reviewer: [("alice".to_string(), 2), (metrics::OTHER.to_string(), 1)].into(),
+            raised: vec!["approval_rate".into()],
+        };
+        let theirs = DayVerdicts {
+            reviews: 5,
+            approved: 5,
+            fast: 0,
+            by_reviewer: [("alice".to_string(), 1), ("bob".to_string(), 4)].into(),
+            raised: Vec::new(),
+        };
+        let day = mine.plus(&theirs);
+        assert_eq!((day.reviews, day.approved, day.fast), (8, 7, 1));
+        assert_eq!(day.by_reviewer["alice"], 3);
+        assert_eq!(day.by_reviewer["bob"], 4);
+        assert_eq!(day.raised, ["approval_rate"], "the flags stay this instance's");
+        assert_eq!(mine.top_reviewers(), [("alice", 2)], "`other` is not a reviewer");
+        for i in 0..40 {
+            mine.by_reviewer.insert(format!("r{i:02}"), 100 + i);
+        }
+        let top = mine.top_reviewers();
+        assert_eq!(top.len(), PUBLISHED_REVIEWERS);
+        assert_eq!(top[0], ("r39", 139), "the busiest first");
+        assert!(top.iter().all(|(_, n)| *n >= 124));
     }
 
     #[test]

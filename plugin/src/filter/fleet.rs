@@ -260,6 +260,27 @@ impl RootFleet {
     }
 }
 
+/// Writes the audit records the root context queued (a fleet-applied kill switch, a
+/// claimed alert) on the tick, so they appear within one poll period even with no
+/// traffic: to the log (which `writ serve` appends to its `--audit-log`) and to the audit
+/// sink. Records bound for Envoy's access-log file (`filter_state`) can only be written
+/// by a stream, so there they stay queued for the next request's (`docs/fleet.md`).
+pub(super) fn flush_records(ctx: &dyn Context, sink: Option<&CalloutTarget>, filter_state: bool) {
+    if !counters::flush_on_tick(filter_state) {
+        return;
+    }
+    let lines = counters::take_records(&HostStore);
+    if lines.is_empty() {
+        return;
+    }
+    for line in &lines {
+        host::log(LogLevel::Info, line);
+    }
+    if let Some(target) = sink {
+        super::post_json(ctx, target, lines.join("\n").as_bytes());
+    }
+}
+
 /// This instance claimed an alert for the fleet: its records join the audit stream (with
 /// the next request's), its counters count, and the alert sink is called.
 fn fire(

@@ -323,23 +323,33 @@ impl Session {
     fn verdict(&mut self, store: &dyn SharedStore, body: &[u8]) -> Step {
         let shared = self.shared.clone();
         let auth = self.request.header("authorization").map(str::to_string);
-        let Some(r) = crate::review_verdict::handle(
+        let fleet = self.config.shared.is_some();
+        let Some(mut r) = crate::review_verdict::handle_in_fleet(
             store,
             shared.policy(),
             &self.request.method,
             auth.as_deref(),
             body,
             self.now_nanos as i64,
+            &|key| {
+                if fleet {
+                    crate::fleet::counters::others_day(store, key)
+                } else {
+                    Default::default()
+                }
+            },
         ) else {
             return self.reply(&Reply::engine_error(
                 "the policy has no kill switch",
                 "no_kill_switch",
             ));
         };
+        if fleet {
+            // Judged on the fleet's day: each signal is claimed, and fires once.
+            self.review_signals_for_fleet(store, &mut r);
+        }
         self.apply(&r.metrics);
-        if self.config.shared.is_some()
-            && let Some(wf) = r.audit.workflow.as_deref()
-        {
+        if fleet && let Some(wf) = r.audit.workflow.as_deref() {
             let secs = (self.now_nanos / 1_000_000_000) as i64;
             self.count_for_fleet(store, &crate::review_verdict::queue_key(wf));
             self.count_for_fleet(store, &crate::review_verdict::day_key(wf, secs));
