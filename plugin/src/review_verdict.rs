@@ -294,6 +294,72 @@ pub fn handle_in_fleet(
     unix_nanos: i64,
     others: &dyn Fn(&str) -> DayVerdicts,
 ) -> Option<VerdictResponse> {
+    let checked = match check(policy, method, authorization, body, unix_nanos)? {
+        Ok(c) => c,
+        Err(r) => return Some(*r),
+    };
+    match mark_local(store, &checked.review_id, &checked.verdict) {
+        Ok(item) => Some(accept(store, policy, checked, item, unix_nanos, others)),
+        Err(why) => Some(refuse(checked, why)),
+    }
+}
+
+/// A verdict call that passed every check but the review's own: the parsed verdict and
+/// its audit record so far.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub review_id: String,
+    pub verdict: String,
+    pub seconds: f64,
+    record: VerdictRecord,
+    audit: AuditRecord,
+}
+
+/// Why a review cannot take this verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No escalation by that id (on this gateway, or in the fleet's store).
+    Unknown,
+    /// It has a verdict already.
+    Reviewed,
+    /// Shared data (or the fleet store) could not be read or written.
+    Store,
+}
+
+fn error_response(
+    status: u16,
+    message: &str,
+    code: &str,
+    outcome: &str,
+    mut audit: AuditRecord,
+) -> VerdictResponse {
+    audit.status = status;
+    audit.outcome = outcome.to_string();
+    audit.detail = Some(message.to_string());
+    let v = crate::kill_switch::admin_error(message, "review_error", code);
+    VerdictResponse {
+        status,
+        body: serde_json::to_vec(&v).unwrap_or_default(),
+        headers: if status == 401 {
+            vec![("www-authenticate", "Bearer".to_string())]
+        } else {
+            Vec::new()
+        },
+        audit,
+        alerts: Vec::new(),
+        metrics: Vec::new(),
+    }
+}
+
+/// The checks of a verdict call that need no state: the token, the method and the body.
+/// `None` when the policy has no kill switch; `Err` with the answer to a bad call.
+pub fn check(
+    policy: &Policy,
+    method: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    unix_nanos: i64,
+) -> Option<Result<Checked, Box<VerdictResponse>>> {
     let ks = policy.kill_switch.as_ref()?;
     let mut audit = AuditRecord {
         event: "review_verdict".into(),
@@ -303,36 +369,23 @@ pub fn handle_in_fleet(
         source_sha256: policy.source_sha256.clone(),
         ..AuditRecord::default()
     };
-    let error = |status: u16, message: &str, code: &str, outcome: &str, mut audit: AuditRecord| {
-        audit.status = status;
-        audit.outcome = outcome.to_string();
-        audit.detail = Some(message.to_string());
-        let v = crate::kill_switch::admin_error(message, "review_error", code);
-        VerdictResponse {
-            status,
-            body: serde_json::to_vec(&v).unwrap_or_default(),
-            headers: if status == 401 {
-                vec![("www-authenticate", "Bearer".to_string())]
-            } else {
-                Vec::new()
-            },
-            audit,
-            alerts: Vec::new(),
-            metrics: Vec::new(),
-        }
+    let error = |status: u16, message: &str, code: &str, outcome: &str, audit: AuditRecord| {
+        Some(Err(Box::new(error_response(
+            status, message, code, outcome, audit,
+        ))))
     };
     if let Err(r) = crate::kill_switch::check_admin_call(ks, method, authorization) {
-        return Some(error(r.status, r.message, r.code, r.outcome, audit));
+        return error(r.status, r.message, r.code, r.outcome, audit);
     }
     let parsed: VerdictBody = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
             let msg = format!("{BODY_SHAPE}: {e}");
-            return Some(error(400, &msg, "invalid_request", "rejected", audit));
+            return error(400, &msg, "invalid_request", "rejected", audit);
         }
     };
     let reviewer = parsed.reviewer.trim().to_string();
-    let mut record = VerdictRecord {
+    let record = VerdictRecord {
         review_id: parsed.review_id.clone(),
         escalated_request_id: String::new(),
         reviewer: reviewer.chars().take(128).collect(),
@@ -351,61 +404,126 @@ pub fn handle_in_fleet(
             "unknown verdict `{}`; use `approved`, `edited` or `rejected`",
             record.verdict
         );
-        return Some(error(400, &msg, "invalid_verdict", "rejected", audit));
+        return error(400, &msg, "invalid_verdict", "rejected", audit);
     }
     if reviewer.is_empty() || reviewer.len() > 128 {
         let msg = "`reviewer` must name who reviewed, in 1 to 128 bytes";
-        return Some(error(400, msg, "invalid_reviewer", "rejected", audit));
+        return error(400, msg, "invalid_reviewer", "rejected", audit);
     }
     if !(0.0..=MAX_SECONDS).contains(&parsed.seconds) {
         let msg = "`seconds` must be a number from 0 to 604800 (a week)";
-        return Some(error(400, msg, "invalid_seconds", "rejected", audit));
+        return error(400, msg, "invalid_seconds", "rejected", audit);
     }
-    let now = unix_nanos.div_euclid(1_000_000_000);
-    // Mark the item reviewed: exactly one verdict wins.
-    let marked = store::update(store, &item_key(&parsed.review_id), |item: &ReviewItem| {
+    Some(Ok(Checked {
+        review_id: parsed.review_id,
+        verdict: parsed.verdict,
+        seconds: parsed.seconds,
+        record,
+        audit,
+    }))
+}
+
+/// This gateway's own record of an escalation (`None` when it did not escalate it).
+pub fn local_item(store: &dyn SharedStore, review_id: &str) -> Option<ReviewItem> {
+    store::read::<ReviewItem>(store, &item_key(review_id))
+        .ok()
+        .filter(|i| !i.request_id.is_empty())
+}
+
+/// Marks the escalation reviewed in shared data: exactly one verdict wins.
+pub fn mark_local(
+    store: &dyn SharedStore,
+    review_id: &str,
+    verdict: &str,
+) -> Result<ReviewItem, Refusal> {
+    let marked = store::update(store, &item_key(review_id), |item: &ReviewItem| {
         if item.request_id.is_empty() {
-            return Step::Keep(Err(404));
+            return Step::Keep(Err(Refusal::Unknown));
         }
         if item.verdict.is_some() {
-            return Step::Keep(Err(409));
+            return Step::Keep(Err(Refusal::Reviewed));
         }
         let mut next = item.clone();
-        next.verdict = Some(parsed.verdict.clone());
+        next.verdict = Some(verdict.to_string());
         Step::Write(next.clone(), Ok(next))
     });
-    let item = match marked {
-        Ok(Ok(item)) => item,
-        Ok(Err(404)) => {
-            let msg = format!(
-                "this gateway escalated no review `{}` (since it started)",
-                record.review_id
-            );
-            return Some(error(404, &msg, "unknown_review", "rejected", audit));
+    marked.unwrap_or(Err(Refusal::Store))
+}
+
+/// The answer to a verdict the review could not take.
+pub fn refuse(checked: Checked, why: Refusal) -> VerdictResponse {
+    refuse_as(checked, why, false)
+}
+
+/// [`refuse`] on a fleet member, which looked the review up in the fleet's store.
+pub fn refuse_in_fleet(checked: Checked, why: Refusal) -> VerdictResponse {
+    refuse_as(checked, why, true)
+}
+
+fn refuse_as(checked: Checked, why: Refusal, fleet: bool) -> VerdictResponse {
+    let audit = checked.audit;
+    match why {
+        Refusal::Unknown => {
+            let msg = if fleet {
+                format!(
+                    "no gateway of the fleet escalated review `{}` (or the store has not had it for a week, or its escalation is not published yet: retry within a few seconds)",
+                    checked.record.review_id
+                )
+            } else {
+                format!(
+                    "this gateway escalated no review `{}` (since it started)",
+                    checked.record.review_id
+                )
+            };
+            error_response(404, &msg, "unknown_review", "rejected", audit)
         }
-        Ok(Err(_)) => {
-            let msg = format!("review `{}` already has a verdict", record.review_id);
-            return Some(error(409, &msg, "already_reviewed", "rejected", audit));
+        Refusal::Reviewed => {
+            let msg = format!("review `{}` already has a verdict", checked.record.review_id);
+            error_response(409, &msg, "already_reviewed", "rejected", audit)
         }
-        Err(_) => {
+        Refusal::Store if fleet => {
+            let msg = "the fleet store could not be reached to record the verdict; retry";
+            error_response(503, msg, "store_error", "error", audit)
+        }
+        Refusal::Store => {
             let msg = "could not record the verdict; retry";
-            return Some(error(503, msg, "store_error", "error", audit));
+            error_response(503, msg, "store_error", "error", audit)
         }
-    };
+    }
+}
+
+/// Records a verdict its review took (`item`: the escalation, marked): the queue, the
+/// metrics, the day's signals, and the 200 answer.
+pub fn accept(
+    store: &dyn SharedStore,
+    policy: &Policy,
+    checked: Checked,
+    item: ReviewItem,
+    unix_nanos: i64,
+    others: &dyn Fn(&str) -> DayVerdicts,
+) -> VerdictResponse {
+    let Checked {
+        review_id,
+        verdict,
+        seconds,
+        mut record,
+        mut audit,
+    } = checked;
+    let now = unix_nanos.div_euclid(1_000_000_000);
     let wait = now.saturating_sub(item.at).max(0);
     record.escalated_request_id = item.request_id.clone();
     record.wait_seconds = Some(wait);
     audit.workflow = Some(item.workflow.clone());
     audit.verdict = Some(record.clone());
-    let approved = parsed.verdict == "approved";
+    let approved = verdict == "approved";
     let mut updates = Vec::new();
     match store::update(store, &queue_key(&item.workflow), |q: &QueueSummary| {
         let mut next = q.clone();
         next.reviewed = next.reviewed.saturating_add(1);
         next.approved = next.approved.saturating_add(u64::from(approved));
         next.wait_secs = next.wait_secs.saturating_add(wait);
-        next.spent_secs += parsed.seconds;
-        next.pending.retain(|(_, id)| *id != parsed.review_id);
+        next.spent_secs += seconds;
+        next.pending.retain(|(_, id)| *id != review_id);
         Step::Write(next.clone(), next)
     }) {
         Ok(q) => updates.extend(q.gauges(&item.workflow)),
@@ -416,7 +534,7 @@ pub fn handle_in_fleet(
     let wf = item.workflow.as_str();
     updates.push(counter(
         metrics::REVIEWS.name,
-        &[("workflow", wf), ("verdict", parsed.verdict.as_str())],
+        &[("workflow", wf), ("verdict", verdict.as_str())],
         1,
     ));
     updates.push(counter(
@@ -427,7 +545,7 @@ pub fn handle_in_fleet(
     updates.push(counter(
         metrics::REVIEW_SPENT.name,
         &[("workflow", wf)],
-        parsed.seconds.round() as i64,
+        seconds.round() as i64,
     ));
     let mut alerts = Vec::new();
     let signals = policy
@@ -468,14 +586,14 @@ pub fn handle_in_fleet(
         "seconds": record.seconds,
         "wait_seconds": wait,
     });
-    Some(VerdictResponse {
+    VerdictResponse {
         status: 200,
         body: serde_json::to_vec(&value).unwrap_or_default(),
         headers: Vec::new(),
         audit,
         alerts,
         metrics: updates,
-    })
+    }
 }
 
 /// A rubber-stamp signal raised.

@@ -20,6 +20,7 @@ mod mcp;
 mod reply;
 mod request;
 mod sink;
+mod verdict;
 #[cfg(test)]
 mod tests;
 
@@ -201,6 +202,8 @@ pub struct Session {
     /// the request record is always the first `writ-audit` line of a request.
     /// The admin call being buffered is a verdict (`review_verdict`), not a kill-switch flip.
     verdict_call: bool,
+    /// A fleet member's verdict waiting for the store's claim (`session/verdict.rs`).
+    verdict_wait: Option<verdict::VerdictWait>,
     alert_lines: Vec<String>,
     vault: Vault,
     reservation: Option<Reservation>,
@@ -270,6 +273,7 @@ impl Session {
             audit: AuditRecord::default(),
             audit_logged: false,
             verdict_call: false,
+            verdict_wait: None,
             alert_lines: Vec::new(),
             vault: Vault::new([0; 16]),
             reservation: None,

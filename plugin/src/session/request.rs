@@ -295,7 +295,7 @@ impl Session {
 
     /// Answers an admin call with its own audit record, stamped with this request's id
     /// and the artifact. Not held for the audit sink: the call is its own event.
-    fn answer_admin(
+    pub(super) fn answer_admin(
         &mut self,
         mut audit: AuditRecord,
         status: u16,
@@ -319,31 +319,38 @@ impl Session {
     }
 
     /// The verdict endpoint (`review_verdict`): answered locally, audited as its own
-    /// event, with the rubber-stamp signals it raised after it.
+    /// event, with the rubber-stamp signals it raised after it. In a fleet the review is
+    /// claimed in the store first (`session/verdict.rs`), so any instance takes it.
     fn verdict(&mut self, store: &dyn SharedStore, body: &[u8]) -> Step {
+        if self.config.shared.is_some() {
+            return self.fleet_verdict(store, body);
+        }
         let shared = self.shared.clone();
         let auth = self.request.header("authorization").map(str::to_string);
-        let fleet = self.config.shared.is_some();
-        let Some(mut r) = crate::review_verdict::handle_in_fleet(
+        let Some(r) = crate::review_verdict::handle(
             store,
             shared.policy(),
             &self.request.method,
             auth.as_deref(),
             body,
             self.now_nanos as i64,
-            &|key| {
-                if fleet {
-                    crate::fleet::counters::others_day(store, key)
-                } else {
-                    Default::default()
-                }
-            },
         ) else {
             return self.reply(&Reply::engine_error(
                 "the policy has no kill switch",
                 "no_kill_switch",
             ));
         };
+        self.answer_verdict(store, r)
+    }
+
+    /// Answers a verdict call with what [`crate::review_verdict`] decided: its metrics,
+    /// its signals (claimed for the fleet in a fleet), its record.
+    pub(super) fn answer_verdict(
+        &mut self,
+        store: &dyn SharedStore,
+        mut r: crate::review_verdict::VerdictResponse,
+    ) -> Step {
+        let fleet = self.config.shared.is_some();
         if fleet {
             // Judged on the fleet's day: each signal is claimed, and fires once.
             self.review_signals_for_fleet(store, &mut r);
