@@ -277,9 +277,15 @@ pub fn handle(
     body: &[u8],
     unix_nanos: i64,
 ) -> Option<VerdictResponse> {
-    handle_in_fleet(store, policy, method, authorization, body, unix_nanos, &|_| {
-        DayVerdicts::default()
-    })
+    handle_in_fleet(
+        store,
+        policy,
+        method,
+        authorization,
+        body,
+        unix_nanos,
+        &|_| DayVerdicts::default(),
+    )
 }
 
 /// [`handle`] for a fleet member: `others(day key)` gives the other instances' verdicts
@@ -478,7 +484,10 @@ fn refuse_as(checked: Checked, why: Refusal, fleet: bool) -> VerdictResponse {
             error_response(404, &msg, "unknown_review", "rejected", audit)
         }
         Refusal::Reviewed => {
-            let msg = format!("review `{}` already has a verdict", checked.record.review_id);
+            let msg = format!(
+                "review `{}` already has a verdict",
+                checked.record.review_id
+            );
             error_response(409, &msg, "already_reviewed", "rejected", audit)
         }
         Refusal::Store if fleet => {
@@ -986,7 +995,11 @@ mod tests {
             raised: Vec::new(),
         };
         let fleet = |key: &str| {
-            assert_eq!(key, day_key("support", 1_000), "asked for the verdict's day");
+            assert_eq!(
+                key,
+                day_key("support", 1_000),
+                "asked for the verdict's day"
+            );
             others.clone()
         };
         let s = MemoryStore::new();
@@ -1011,9 +1024,15 @@ mod tests {
             }
             raised.extend(r.alerts.iter().filter_map(|a| a.signal.clone()));
             if i == 1 {
-                let share = r.alerts.iter().find(|a| a.signal.as_deref() == Some("reviewer_share"));
+                let share = r
+                    .alerts
+                    .iter()
+                    .find(|a| a.signal.as_deref() == Some("reviewer_share"));
                 let detail = share.and_then(|a| a.detail.clone()).unwrap_or_default();
-                assert!(detail.contains("`alice`") && detail.contains("(5 of 6)"), "{detail}");
+                assert!(
+                    detail.contains("`alice`") && detail.contains("(5 of 6)"),
+                    "{detail}"
+                );
             }
         }
         raised.sort();
@@ -1027,7 +1046,12 @@ mod tests {
         for i in 0..2 {
             let rid = format!("rev-{i}");
             record_escalation(&alone, "support", &rid, "req", 900).unwrap_or_default();
-            let r = post(&alone, &p, Some("Bearer test"), &verdict(&rid, "alice", "approved", 3.0));
+            let r = post(
+                &alone,
+                &p,
+                Some("Bearer test"),
+                &verdict(&rid, "alice", "approved", 3.0),
+            );
             assert!(r.alerts.is_empty());
         }
     }
@@ -1052,8 +1076,16 @@ mod tests {
         assert_eq!((day.reviews, day.approved, day.fast), (8, 7, 1));
         assert_eq!(day.by_reviewer["alice"], 3);
         assert_eq!(day.by_reviewer["bob"], 4);
-        assert_eq!(day.raised, ["approval_rate"], "the flags stay this instance's");
-        assert_eq!(mine.top_reviewers(), [("alice", 2)], "`other` is not a reviewer");
+        assert_eq!(
+            day.raised,
+            ["approval_rate"],
+            "the flags stay this instance's"
+        );
+        assert_eq!(
+            mine.top_reviewers(),
+            [("alice", 2)],
+            "`other` is not a reviewer"
+        );
         for i in 0..40 {
             mine.by_reviewer.insert(format!("r{i:02}"), 100 + i);
         }

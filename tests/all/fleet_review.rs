@@ -243,7 +243,10 @@ fn a_fleet_judges_reviews_together_flushes_on_ticks_and_gives_leases_back_at_shu
     });
     assert_eq!(signal["signal"], "approval_rate");
     let detail = signal["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("(4 of 4"), "judged on the fleet's four: {detail}");
+    assert!(
+        detail.contains("(4 of 4"),
+        "judged on the fleet's four: {detail}"
+    );
     let claims = etcd
         .range("writ/alert/review_signal/")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -263,7 +266,10 @@ fn a_fleet_judges_reviews_together_flushes_on_ticks_and_gives_leases_back_at_shu
             .count()
     };
     assert_eq!(
-        (verdicts(records(&env.log())), verdicts(file_records(&s_log))),
+        (
+            verdicts(records(&env.log())),
+            verdicts(file_records(&s_log))
+        ),
         (2, 2)
     );
     eprintln!("review signal (once for the fleet): {detail}");
@@ -299,7 +305,10 @@ fn a_fleet_judges_reviews_together_flushes_on_ticks_and_gives_leases_back_at_shu
             .into_iter()
             .find(|r| r["event"] == "review_verdict" && r["status"] == 200)
     });
-    assert_eq!(recorded["verdict"]["escalated_request_id"], escalated["request_id"]);
+    assert_eq!(
+        recorded["verdict"]["escalated_request_id"],
+        escalated["request_id"]
+    );
 
     // ---- 3. a kill switch flipped through `writ serve` reaches Envoy's log on its tick.
     let applied = |log: &str, outcome: &str| {
@@ -316,16 +325,19 @@ fn a_fleet_judges_reviews_together_flushes_on_ticks_and_gives_leases_back_at_shu
     wait_for("Envoy's record of the stop, with no traffic", || {
         applied(&env.log(), "stopped").then_some(())
     });
-    wait_for("the other `writ serve`'s record of the stop, in its file", || {
-        applied(
-            &file_records(&r_log)
-                .iter()
-                .map(|r| format!("writ-audit {r}\n"))
-                .collect::<String>(),
-            "stopped",
-        )
-        .then_some(())
-    });
+    wait_for(
+        "the other `writ serve`'s record of the stop, in its file",
+        || {
+            applied(
+                &file_records(&r_log)
+                    .iter()
+                    .map(|r| format!("writ-audit {r}\n"))
+                    .collect::<String>(),
+                "stopped",
+            )
+            .then_some(())
+        },
+    );
     let v = kill(s_addr, "resume");
     assert_eq!(v.status, 200, "{}", v.body_str());
     wait_for("Envoy's record of the resume", || {
@@ -378,7 +390,10 @@ fn a_fleet_judges_reviews_together_flushes_on_ticks_and_gives_leases_back_at_shu
     std::thread::sleep(Duration::from_millis(1_000));
     let stranded = ledger(&etcd, "t-envoy");
     for line in env.log().lines().filter(|l| {
-        l.contains("giving") || l.contains("given back") || l.contains("shutting") || l.contains("exiting")
+        l.contains("giving")
+            || l.contains("given back")
+            || l.contains("shutting")
+            || l.contains("exiting")
     }) {
         eprintln!("envoy: {line}");
     }
@@ -388,7 +403,11 @@ fn a_fleet_judges_reviews_together_flushes_on_ticks_and_gives_leases_back_at_shu
         stranded.committed(),
         stranded.spent()
     );
-    assert_eq!(stranded.spent(), 3 * COST_PER_REQUEST_MICROS, "no spend lost");
+    assert_eq!(
+        stranded.spent(),
+        3 * COST_PER_REQUEST_MICROS,
+        "no spend lost"
+    );
     assert!(
         stranded.committed() - stranded.spent() <= SLICE_MICROS + ESTIMATE_MICROS,
         "a stopped Envoy strands at most a slice and an estimate: {stranded:?}"

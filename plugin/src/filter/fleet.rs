@@ -226,7 +226,10 @@ impl RootFleet {
         }
         let now_secs = (host::now_nanos() / 1_000_000_000) as i64;
         let Some(lease) = reviews::lease(&HostStore, now_secs) else {
-            if !self.calls.values().any(|c| matches!(c, RootCall::ReviewLease))
+            if !self
+                .calls
+                .values()
+                .any(|c| matches!(c, RootCall::ReviewLease))
                 && let Some(t) = send_logged(ctx, cfg, reviews::LEASE_PATH, &reviews::grant_body())
             {
                 self.calls.insert(t, RootCall::ReviewLease);

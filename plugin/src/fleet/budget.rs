@@ -1240,7 +1240,10 @@ pub(crate) mod tests {
         // No idle wait and no second step: the host admits nothing any more.
         assert!(lower_at_shutdown(&a, l));
         assert_eq!(grant(&a, l).map(|g| g.granted), Ok(90));
-        assert!(matches!(give(&mut etcd, &a, l, "a"), Outcome::Synced { .. }));
+        assert!(matches!(
+            give(&mut etcd, &a, l, "a"),
+            Outcome::Synced { .. }
+        ));
         assert_eq!(
             etcd.record(l).instances["a"],
             Share {

@@ -526,7 +526,10 @@ mod tests {
             "bounded per instance"
         );
         assert_eq!(f["reviewer/r19"], 20);
-        assert!(!f.contains_key("reviewer/r00"), "the least busy are left out");
+        assert!(
+            !f.contains_key("reviewer/r00"),
+            "the least busy are left out"
+        );
         assert!(!f.contains_key("reviewer/other"));
         // Two other instances' days add up, reviewers by name.
         let b = serde_json::json!({key.clone(): {"reviews": 3, "approved": 3, "fast": 3, "reviewer/alice": 3}}).to_string();

@@ -143,7 +143,9 @@ pub fn lease(local: &dyn SharedStore, now_secs: i64) -> Option<i64> {
 
 /// The body of a lease grant of [`TTL_SECS`].
 pub fn grant_body() -> Vec<u8> {
-    json!({"TTL": TTL_SECS.to_string()}).to_string().into_bytes()
+    json!({"TTL": TTL_SECS.to_string()})
+        .to_string()
+        .into_bytes()
 }
 
 /// Takes a grant's answer: the lease id, remembered for the next day's items; `None`
@@ -204,7 +206,12 @@ pub fn published(reply: &[u8]) -> Option<bool> {
 /// instance escalated it; 1: published, no verdict) and writes `marked` over it, keeping
 /// its lease (or attaching `lease` to a new one). The answer carries the previous value,
 /// or, when the claim fails, the item as it is.
-pub fn claim_body(review_id: &str, version: i64, marked: &ReviewItem, lease: Option<i64>) -> Vec<u8> {
+pub fn claim_body(
+    review_id: &str,
+    version: i64,
+    marked: &ReviewItem,
+    lease: Option<i64>,
+) -> Vec<u8> {
     let key = item_key(review_id);
     let value = serde_json::to_vec(marked).unwrap_or_default();
     let mut put = json!({"key": etcd::b64(key.as_bytes()), "value": etcd::b64(&value),
@@ -284,7 +291,10 @@ mod tests {
         }
         let first = take(&s, PER_TICK);
         assert_eq!(first.len(), PER_TICK);
-        assert_eq!(first[0].0, "rev-x0", "the oldest was dropped past the bound");
+        assert_eq!(
+            first[0].0, "rev-x0",
+            "the oldest was dropped past the bound"
+        );
         let mut left = 0;
         loop {
             let got = take(&s, PER_TICK).len();
@@ -343,7 +353,8 @@ mod tests {
             parse_claim(won.as_bytes()),
             Some(Claimed::Won(Some(item("w"))))
         );
-        let created = r#"{"header":{},"succeeded":true,"responses":[{"response_put":{"header":{}}}]}"#;
+        let created =
+            r#"{"header":{},"succeeded":true,"responses":[{"response_put":{"header":{}}}]}"#;
         assert_eq!(parse_claim(created.as_bytes()), Some(Claimed::Won(None)));
         let absent = r#"{"header":{},"responses":[{"response_range":{"header":{}}}]}"#;
         assert_eq!(parse_claim(absent.as_bytes()), Some(Claimed::Absent));

@@ -20,9 +20,9 @@ mod mcp;
 mod reply;
 mod request;
 mod sink;
-mod verdict;
 #[cfg(test)]
 mod tests;
+mod verdict;
 
 use std::cell::Cell;
 use std::rc::Rc;

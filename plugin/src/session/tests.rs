@@ -979,7 +979,10 @@ fn a_fleet_verdict_claims_its_review_in_the_store_and_any_instance_takes_it() {
     );
     let (replies, calls, rec) = post(&[Some(won.as_bytes())]);
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0]["compare"][0]["version"], "1", "marks the published item");
+    assert_eq!(
+        calls[0]["compare"][0]["version"], "1",
+        "marks the published item"
+    );
     assert_eq!(replies[0].0, 200, "{:?}", replies);
     assert_eq!(replies[0].1["request_id"], "req-esc");
     assert_eq!(rec["event"], "review_verdict");
@@ -993,7 +996,10 @@ fn a_fleet_verdict_claims_its_review_in_the_store_and_any_instance_takes_it() {
     let (replies, _, _) = post(&[Some(&absent[..])]);
     assert_eq!(replies[0].0, 404);
     let (replies, _, rec) = post(&[None]);
-    assert_eq!(replies[0].0, 503, "the store down fails the verdict, to be retried");
+    assert_eq!(
+        replies[0].0, 503,
+        "the store down fails the verdict, to be retried"
+    );
     assert_eq!(rec["outcome"], "error");
 }
 

@@ -58,7 +58,12 @@ impl Session {
         self.claim_review(store, wait, version)
     }
 
-    fn claim_review(&mut self, store: &dyn SharedStore, mut wait: VerdictWait, version: i64) -> Step {
+    fn claim_review(
+        &mut self,
+        store: &dyn SharedStore,
+        mut wait: VerdictWait,
+        version: i64,
+    ) -> Step {
         if wait.calls >= MAX_CALLS {
             let r = review_verdict::refuse_in_fleet(wait.checked, Refusal::Store);
             return self.answer_verdict(store, r);
@@ -83,7 +88,11 @@ impl Session {
     }
 
     /// The store answered the verdict's claim (`None`: no answer, or not a 2xx).
-    pub(super) fn on_verdict_answer(&mut self, reply: Option<&[u8]>, store: &dyn SharedStore) -> Step {
+    pub(super) fn on_verdict_answer(
+        &mut self,
+        reply: Option<&[u8]>,
+        store: &dyn SharedStore,
+    ) -> Step {
         let Some(wait) = self.verdict_wait.take() else {
             return self.step(Next::Pause);
         };
