@@ -11,7 +11,8 @@
 # fuzz/out/<target>/default/{crashes,hangs}/. A second run of a target resumes its
 # campaign. Environment: EXECS (executions per target, default 10000000), MAX_SECONDS
 # (wall-clock cap per target, default 7200), NICE (default 15: other builds share the
-# machine), TIMEOUT_MS (per execution before AFL calls it a hang, default 1000).
+# machine), TIMEOUT_MS (per execution before AFL calls it a hang, default 1000),
+# MAX_SEED_BYTES (the largest committed seed AFL starts from, default 1024).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -33,7 +34,13 @@ nice -n "$NICE" cargo afl build --release
 
 for t in "${TARGETS[@]}"; do
     out="out/$t"
-    input="corpus/${t%_lower}" # policy_lower shares the policy corpus
+    # AFL starts from the committed seeds no larger than MAX_SEED_BYTES (default 1024): a
+    # whole bundled policy (2-4 KB) costs a full parse, check and format per mutant, and
+    # AFL mutates small inputs better. The smoke runs under `cargo test` use every seed.
+    input="$out.seeds"
+    rm -rf "$input" && mkdir -p "$input"
+    find "corpus/${t%_lower}" -type f -size "-$((${MAX_SEED_BYTES:-1024} + 1))c" \
+        -exec cp {} "$input/" \; # policy_lower shares the policy corpus
     if [ -f "$out/default/fuzzer_stats" ]; then
         input="-" # resume the campaign
     fi
