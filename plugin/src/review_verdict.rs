@@ -8,8 +8,10 @@
 //! - State lives in shared data, like the kill switch: one item per escalation
 //!   (`writ/review/item/<review_id>`), one queue summary per workflow
 //!   (`writ/review/wf/<workflow>`), and one day of verdicts per workflow for the signals
-//!   (`writ/review/day/<workflow>/<date>`). A verdict reaches only the gateway instance
-//!   that escalated (since its last restart); any other answers 404 `unknown_review`.
+//!   (`writ/review/day/<workflow>/<date>`). Alone, a verdict reaches only the gateway
+//!   instance that escalated (since its last restart); any other answers 404
+//!   `unknown_review`. In a fleet the session claims the review in the store first
+//!   (`session/verdict.rs`, `fleet::reviews`), then records it here ([`accept`]).
 //! - Every verdict call, refused ones included, is one audit record (`event:
 //!   review_verdict`); an accepted one carries the escalated request's id and the review
 //!   id, so it joins the request's own record.
