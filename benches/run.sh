@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces every table in benches/README.md:
 #   benches/run.sh            # sizes, wire (Envoy, writ serve), criterion benches
-#   benches/run.sh wire       # only the wire benchmark   (also: sizes, criterion)
+#   benches/run.sh wire       # only the wire benchmark   (also: sizes, criterion, fleet)
 #   QUICK=1 benches/run.sh    # small, fast smoke run of everything
 # Every load run is bounded in requests and seconds; everything listens on loopback.
 # Output goes to stdout and to target/bench-results/<UTC timestamp>.md.
@@ -110,6 +110,28 @@ if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
       | grep -E '^[a-z_]+/|time:|thrpt:' | grep -v '%' || true
     echo '```'
   fi
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = fleet ]; then
+  # The fleet store's cost (issue 16 §7): CPU per request against local shared data and
+  # store calls per gateway request, against a real etcd on loopback (Debian's
+  # etcd-server; installed here when missing, as the tests do). Bounded in requests and
+  # seconds by the bench itself (QUICK=1: 500 requests a configuration, one round).
+  echo "## Fleet store"
+  echo
+  if ! command -v etcd >/dev/null 2>&1; then
+    sudo -n apt-get install -y -q etcd-server >/dev/null 2>&1 || apt-get install -y -q etcd-server >/dev/null 2>&1 || true
+  fi
+  if command -v etcd >/dev/null 2>&1; then
+    if [ "${NO_BUILD:-}" = 1 ]; then
+      BIN=$(ls -t target/release/deps/fleet-* | grep -v '\.d$' | head -1)
+      "$BIN" --bench
+    else
+      cargo bench -q -p writ-benches --bench fleet
+    fi
+  else
+    echo "(skipped: no etcd on PATH; install Debian's etcd-server)"
+  fi
+  echo
 fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "report: ${REPORT#"$ROOT"/}"

@@ -150,6 +150,23 @@ struct Root {
 }
 
 impl Context for Root {
+    /// The host is stopping: a fleet member gives its unused budget leases back and says
+    /// it is done once the store answered (`docs/fleet.md`, "Shutdown").
+    fn on_done(&mut self) -> bool {
+        let (cfg, sink, filter_state) = {
+            let c = self.config.borrow();
+            (c.shared.clone(), c.audit_sink.clone(), c.audit_filter_state)
+        };
+        let (Some(cfg), Some(shared)) = (cfg, self.shared.clone()) else {
+            return true;
+        };
+        fleet::flush_records(self, sink.as_ref(), filter_state);
+        let mut f = std::mem::take(&mut self.fleet);
+        let done = f.finish(self, &cfg, shared.session.next_salt());
+        self.fleet = f;
+        done
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -260,11 +277,16 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let cfg = self.config.borrow().shared.clone();
+        let (cfg, sink, filter_state) = {
+            let c = self.config.borrow();
+            (c.shared.clone(), c.audit_sink.clone(), c.audit_filter_state)
+        };
         if let (Some(cfg), Some(shared)) = (cfg, self.shared.clone()) {
             let mut f = std::mem::take(&mut self.fleet);
             f.tick(self, &cfg, shared.session.next_salt());
             self.fleet = f;
+            // Records the root wrote (fleet-applied flips, claimed alerts) leave on the tick.
+            fleet::flush_records(self, sink.as_ref(), filter_state);
         }
     }
 

@@ -8,8 +8,10 @@
 //! - State lives in shared data, like the kill switch: one item per escalation
 //!   (`writ/review/item/<review_id>`), one queue summary per workflow
 //!   (`writ/review/wf/<workflow>`), and one day of verdicts per workflow for the signals
-//!   (`writ/review/day/<workflow>/<date>`). A verdict reaches only the gateway instance
-//!   that escalated (since its last restart); any other answers 404 `unknown_review`.
+//!   (`writ/review/day/<workflow>/<date>`). Alone, a verdict reaches only the gateway
+//!   instance that escalated (since its last restart); any other answers 404
+//!   `unknown_review`. In a fleet the session claims the review in the store first
+//!   (`session/verdict.rs`, `fleet::reviews`), then records it here ([`accept`]).
 //! - Every verdict call, refused ones included, is one audit record (`event:
 //!   review_verdict`); an accepted one carries the escalated request's id and the review
 //!   id, so it joins the request's own record.
@@ -145,6 +147,40 @@ pub struct DayVerdicts {
 }
 json_stored!(DayVerdicts);
 
+/// Reviewers a fleet member publishes per day (its busiest): the fleet's share signal
+/// sees at most this many names per instance (`docs/fleet.md`).
+pub const PUBLISHED_REVIEWERS: usize = 16;
+
+impl DayVerdicts {
+    /// This day's counts with the rest of the fleet's added (reviewers by name); the
+    /// raised flags stay this instance's.
+    pub fn plus(&self, others: &DayVerdicts) -> DayVerdicts {
+        let mut day = self.clone();
+        day.reviews = day.reviews.saturating_add(others.reviews);
+        day.approved = day.approved.saturating_add(others.approved);
+        day.fast = day.fast.saturating_add(others.fast);
+        for (who, n) in &others.by_reviewer {
+            let c = day.by_reviewer.entry(who.clone()).or_insert(0);
+            *c = c.saturating_add(*n);
+        }
+        day
+    }
+
+    /// The busiest [`PUBLISHED_REVIEWERS`] reviewers, busiest first (ties by name), without
+    /// the [`metrics::OTHER`] bucket: what a fleet member publishes of its day.
+    pub fn top_reviewers(&self) -> Vec<(&str, u64)> {
+        let mut all: Vec<(&str, u64)> = self
+            .by_reviewer
+            .iter()
+            .filter(|(r, _)| r.as_str() != metrics::OTHER)
+            .map(|(r, n)| (r.as_str(), *n))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        all.truncate(PUBLISHED_REVIEWERS);
+        all
+    }
+}
+
 fn item_key(review_id: &str) -> String {
     format!("writ/review/item/{}", store::key_segment(review_id))
 }
@@ -243,6 +279,95 @@ pub fn handle(
     body: &[u8],
     unix_nanos: i64,
 ) -> Option<VerdictResponse> {
+    handle_in_fleet(
+        store,
+        policy,
+        method,
+        authorization,
+        body,
+        unix_nanos,
+        &|_| DayVerdicts::default(),
+    )
+}
+
+/// [`handle`] for a fleet member: `others(day key)` gives the other instances' verdicts
+/// of that workflow's day (`fleet::counters::others_day`), and the signals are judged on
+/// the fleet's numbers, this instance's own plus theirs.
+pub fn handle_in_fleet(
+    store: &dyn SharedStore,
+    policy: &Policy,
+    method: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    unix_nanos: i64,
+    others: &dyn Fn(&str) -> DayVerdicts,
+) -> Option<VerdictResponse> {
+    let checked = match check(policy, method, authorization, body, unix_nanos)? {
+        Ok(c) => c,
+        Err(r) => return Some(*r),
+    };
+    match mark_local(store, &checked.review_id, &checked.verdict) {
+        Ok(item) => Some(accept(store, policy, checked, item, unix_nanos, others)),
+        Err(why) => Some(refuse(checked, why)),
+    }
+}
+
+/// A verdict call that passed every check but the review's own: the parsed verdict and
+/// its audit record so far.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub review_id: String,
+    pub verdict: String,
+    pub seconds: f64,
+    record: VerdictRecord,
+    audit: AuditRecord,
+}
+
+/// Why a review cannot take this verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No escalation by that id (on this gateway, or in the fleet's store).
+    Unknown,
+    /// It has a verdict already.
+    Reviewed,
+    /// Shared data (or the fleet store) could not be read or written.
+    Store,
+}
+
+fn error_response(
+    status: u16,
+    message: &str,
+    code: &str,
+    outcome: &str,
+    mut audit: AuditRecord,
+) -> VerdictResponse {
+    audit.status = status;
+    audit.outcome = outcome.to_string();
+    audit.detail = Some(message.to_string());
+    let v = crate::kill_switch::admin_error(message, "review_error", code);
+    VerdictResponse {
+        status,
+        body: serde_json::to_vec(&v).unwrap_or_default(),
+        headers: if status == 401 {
+            vec![("www-authenticate", "Bearer".to_string())]
+        } else {
+            Vec::new()
+        },
+        audit,
+        alerts: Vec::new(),
+        metrics: Vec::new(),
+    }
+}
+
+/// The checks of a verdict call that need no state: the token, the method and the body.
+/// `None` when the policy has no kill switch; `Err` with the answer to a bad call.
+pub fn check(
+    policy: &Policy,
+    method: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    unix_nanos: i64,
+) -> Option<Result<Checked, Box<VerdictResponse>>> {
     let ks = policy.kill_switch.as_ref()?;
     let mut audit = AuditRecord {
         event: "review_verdict".into(),
@@ -252,36 +377,23 @@ pub fn handle(
         source_sha256: policy.source_sha256.clone(),
         ..AuditRecord::default()
     };
-    let error = |status: u16, message: &str, code: &str, outcome: &str, mut audit: AuditRecord| {
-        audit.status = status;
-        audit.outcome = outcome.to_string();
-        audit.detail = Some(message.to_string());
-        let v = crate::kill_switch::admin_error(message, "review_error", code);
-        VerdictResponse {
-            status,
-            body: serde_json::to_vec(&v).unwrap_or_default(),
-            headers: if status == 401 {
-                vec![("www-authenticate", "Bearer".to_string())]
-            } else {
-                Vec::new()
-            },
-            audit,
-            alerts: Vec::new(),
-            metrics: Vec::new(),
-        }
+    let error = |status: u16, message: &str, code: &str, outcome: &str, audit: AuditRecord| {
+        Some(Err(Box::new(error_response(
+            status, message, code, outcome, audit,
+        ))))
     };
     if let Err(r) = crate::kill_switch::check_admin_call(ks, method, authorization) {
-        return Some(error(r.status, r.message, r.code, r.outcome, audit));
+        return error(r.status, r.message, r.code, r.outcome, audit);
     }
     let parsed: VerdictBody = match serde_json::from_slice(body) {
         Ok(b) => b,
         Err(e) => {
             let msg = format!("{BODY_SHAPE}: {e}");
-            return Some(error(400, &msg, "invalid_request", "rejected", audit));
+            return error(400, &msg, "invalid_request", "rejected", audit);
         }
     };
     let reviewer = parsed.reviewer.trim().to_string();
-    let mut record = VerdictRecord {
+    let record = VerdictRecord {
         review_id: parsed.review_id.clone(),
         escalated_request_id: String::new(),
         reviewer: reviewer.chars().take(128).collect(),
@@ -300,61 +412,129 @@ pub fn handle(
             "unknown verdict `{}`; use `approved`, `edited` or `rejected`",
             record.verdict
         );
-        return Some(error(400, &msg, "invalid_verdict", "rejected", audit));
+        return error(400, &msg, "invalid_verdict", "rejected", audit);
     }
     if reviewer.is_empty() || reviewer.len() > 128 {
         let msg = "`reviewer` must name who reviewed, in 1 to 128 bytes";
-        return Some(error(400, msg, "invalid_reviewer", "rejected", audit));
+        return error(400, msg, "invalid_reviewer", "rejected", audit);
     }
     if !(0.0..=MAX_SECONDS).contains(&parsed.seconds) {
         let msg = "`seconds` must be a number from 0 to 604800 (a week)";
-        return Some(error(400, msg, "invalid_seconds", "rejected", audit));
+        return error(400, msg, "invalid_seconds", "rejected", audit);
     }
-    let now = unix_nanos.div_euclid(1_000_000_000);
-    // Mark the item reviewed: exactly one verdict wins.
-    let marked = store::update(store, &item_key(&parsed.review_id), |item: &ReviewItem| {
+    Some(Ok(Checked {
+        review_id: parsed.review_id,
+        verdict: parsed.verdict,
+        seconds: parsed.seconds,
+        record,
+        audit,
+    }))
+}
+
+/// This gateway's own record of an escalation (`None` when it did not escalate it).
+pub fn local_item(store: &dyn SharedStore, review_id: &str) -> Option<ReviewItem> {
+    store::read::<ReviewItem>(store, &item_key(review_id))
+        .ok()
+        .filter(|i| !i.request_id.is_empty())
+}
+
+/// Marks the escalation reviewed in shared data: exactly one verdict wins.
+pub fn mark_local(
+    store: &dyn SharedStore,
+    review_id: &str,
+    verdict: &str,
+) -> Result<ReviewItem, Refusal> {
+    let marked = store::update(store, &item_key(review_id), |item: &ReviewItem| {
         if item.request_id.is_empty() {
-            return Step::Keep(Err(404));
+            return Step::Keep(Err(Refusal::Unknown));
         }
         if item.verdict.is_some() {
-            return Step::Keep(Err(409));
+            return Step::Keep(Err(Refusal::Reviewed));
         }
         let mut next = item.clone();
-        next.verdict = Some(parsed.verdict.clone());
+        next.verdict = Some(verdict.to_string());
         Step::Write(next.clone(), Ok(next))
     });
-    let item = match marked {
-        Ok(Ok(item)) => item,
-        Ok(Err(404)) => {
+    marked.unwrap_or(Err(Refusal::Store))
+}
+
+/// The answer to a verdict the review could not take.
+pub fn refuse(checked: Checked, why: Refusal) -> VerdictResponse {
+    refuse_as(checked, why, false)
+}
+
+/// [`refuse`] on a fleet member, which looked the review up in the fleet's store.
+pub fn refuse_in_fleet(checked: Checked, why: Refusal) -> VerdictResponse {
+    refuse_as(checked, why, true)
+}
+
+fn refuse_as(checked: Checked, why: Refusal, fleet: bool) -> VerdictResponse {
+    let audit = checked.audit;
+    match why {
+        Refusal::Unknown => {
+            let msg = if fleet {
+                format!(
+                    "no gateway of the fleet escalated review `{}` (or the store has not had it for a week, or its escalation is not published yet: retry within a few seconds)",
+                    checked.record.review_id
+                )
+            } else {
+                format!(
+                    "this gateway escalated no review `{}` (since it started)",
+                    checked.record.review_id
+                )
+            };
+            error_response(404, &msg, "unknown_review", "rejected", audit)
+        }
+        Refusal::Reviewed => {
             let msg = format!(
-                "this gateway escalated no review `{}` (since it started)",
-                record.review_id
+                "review `{}` already has a verdict",
+                checked.record.review_id
             );
-            return Some(error(404, &msg, "unknown_review", "rejected", audit));
+            error_response(409, &msg, "already_reviewed", "rejected", audit)
         }
-        Ok(Err(_)) => {
-            let msg = format!("review `{}` already has a verdict", record.review_id);
-            return Some(error(409, &msg, "already_reviewed", "rejected", audit));
+        Refusal::Store if fleet => {
+            let msg = "the fleet store could not be reached to record the verdict; retry";
+            error_response(503, msg, "store_error", "error", audit)
         }
-        Err(_) => {
+        Refusal::Store => {
             let msg = "could not record the verdict; retry";
-            return Some(error(503, msg, "store_error", "error", audit));
+            error_response(503, msg, "store_error", "error", audit)
         }
-    };
+    }
+}
+
+/// Records a verdict its review took (`item`: the escalation, marked): the queue, the
+/// metrics, the day's signals, and the 200 answer.
+pub fn accept(
+    store: &dyn SharedStore,
+    policy: &Policy,
+    checked: Checked,
+    item: ReviewItem,
+    unix_nanos: i64,
+    others: &dyn Fn(&str) -> DayVerdicts,
+) -> VerdictResponse {
+    let Checked {
+        review_id,
+        verdict,
+        seconds,
+        mut record,
+        mut audit,
+    } = checked;
+    let now = unix_nanos.div_euclid(1_000_000_000);
     let wait = now.saturating_sub(item.at).max(0);
     record.escalated_request_id = item.request_id.clone();
     record.wait_seconds = Some(wait);
     audit.workflow = Some(item.workflow.clone());
     audit.verdict = Some(record.clone());
-    let approved = parsed.verdict == "approved";
+    let approved = verdict == "approved";
     let mut updates = Vec::new();
     match store::update(store, &queue_key(&item.workflow), |q: &QueueSummary| {
         let mut next = q.clone();
         next.reviewed = next.reviewed.saturating_add(1);
         next.approved = next.approved.saturating_add(u64::from(approved));
         next.wait_secs = next.wait_secs.saturating_add(wait);
-        next.spent_secs += parsed.seconds;
-        next.pending.retain(|(_, id)| *id != parsed.review_id);
+        next.spent_secs += seconds;
+        next.pending.retain(|(_, id)| *id != review_id);
         Step::Write(next.clone(), next)
     }) {
         Ok(q) => updates.extend(q.gauges(&item.workflow)),
@@ -365,7 +545,7 @@ pub fn handle(
     let wf = item.workflow.as_str();
     updates.push(counter(
         metrics::REVIEWS.name,
-        &[("workflow", wf), ("verdict", parsed.verdict.as_str())],
+        &[("workflow", wf), ("verdict", verdict.as_str())],
         1,
     ));
     updates.push(counter(
@@ -376,7 +556,7 @@ pub fn handle(
     updates.push(counter(
         metrics::REVIEW_SPENT.name,
         &[("workflow", wf)],
-        parsed.seconds.round() as i64,
+        seconds.round() as i64,
     ));
     let mut alerts = Vec::new();
     let signals = policy
@@ -385,7 +565,8 @@ pub fn handle(
         .find(|w| w.name == item.workflow)
         .and_then(|w| w.review_signals.as_ref());
     if let Some(rs) = signals {
-        for raised in judge_day(store, wf, rs, &record, approved, now) {
+        let fleet = others(&day_key(wf, now));
+        for raised in judge_day(store, wf, rs, &record, approved, now, &fleet) {
             updates.push(counter(
                 metrics::REVIEW_SIGNALS.name,
                 &[("workflow", wf), ("signal", raised.signal)],
@@ -416,14 +597,14 @@ pub fn handle(
         "seconds": record.seconds,
         "wait_seconds": wait,
     });
-    Some(VerdictResponse {
+    VerdictResponse {
         status: 200,
         body: serde_json::to_vec(&value).unwrap_or_default(),
         headers: Vec::new(),
         audit,
         alerts,
         metrics: updates,
-    })
+    }
 }
 
 /// A rubber-stamp signal raised.
@@ -436,6 +617,9 @@ pub struct Raised {
 /// Counts a verdict into its workflow's day and judges the signals on it, once
 /// `min_reviews` verdicts came in; each signal is raised at most once per day (the flag is
 /// set by the same CAS as the count). A store error raises nothing (the verdict stands).
+///
+/// `others` is the rest of the fleet's day (empty for a lone gateway): the signals are
+/// judged on this instance's count plus theirs, so verdicts spread over the fleet add up.
 pub fn judge_day(
     store: &dyn SharedStore,
     workflow: &str,
@@ -443,6 +627,7 @@ pub fn judge_day(
     verdict: &VerdictRecord,
     approved: bool,
     unix_secs: i64,
+    others: &DayVerdicts,
 ) -> Vec<Raised> {
     let result = store::update(store, &day_key(workflow, unix_secs), |d: &DayVerdicts| {
         let mut next = d.clone();
@@ -462,9 +647,10 @@ pub fn judge_day(
             metrics::OTHER.to_string()
         };
         *next.by_reviewer.entry(who).or_insert(0) += 1;
+        let day = next.plus(others);
         let mut raised = Vec::new();
-        if next.reviews >= rs.min_reviews {
-            let n = next.reviews as f64;
+        if day.reviews >= rs.min_reviews {
+            let n = day.reviews as f64;
             let mut check = |name: &'static str, hit: bool, detail: String| {
                 if hit && !next.raised.iter().any(|r| r == name) {
                     next.raised.push(name.to_string());
@@ -478,31 +664,33 @@ pub fn judge_day(
                 // The median is under the floor exactly when more than half are.
                 check(
                     "median_review_time",
-                    next.fast as f64 > n / 2.0,
+                    day.fast as f64 > n / 2.0,
                     format!(
                         "median review time under {floor}s: {} of {} verdicts today took less",
-                        next.fast, next.reviews
+                        day.fast, day.reviews
                     ),
                 );
             }
             if let Some(ceiling) = rs.approval_rate_above {
-                let rate = next.approved as f64 / n;
+                let rate = day.approved as f64 / n;
                 check(
                     "approval_rate",
                     rate > ceiling,
                     format!(
                         "approval rate {:.1}% ({} of {} verdicts today) above {:.1}%",
                         rate * 100.0,
-                        next.approved,
-                        next.reviews,
+                        day.approved,
+                        day.reviews,
                         ceiling * 100.0
                     ),
                 );
             }
             if let Some(ceiling) = rs.reviewer_share_above {
-                let (top, count) = next
+                // Reviewers past the bound, counted together, are not one reviewer.
+                let (top, count) = day
                     .by_reviewer
                     .iter()
+                    .filter(|(r, _)| r.as_str() != metrics::OTHER)
                     .max_by_key(|(_, c)| **c)
                     .map(|(r, c)| (r.clone(), *c))
                     .unwrap_or_default();
@@ -513,7 +701,7 @@ pub fn judge_day(
                     format!(
                         "one reviewer (`{top}`) cleared {:.1}% ({count} of {}) of today's verdicts, above {:.1}%",
                         share * 100.0,
-                        next.reviews,
+                        day.reviews,
                         ceiling * 100.0
                     ),
                 );
@@ -789,6 +977,124 @@ mod tests {
             raised,
             ["approval_rate", "median_review_time", "reviewer_share"]
         );
+    }
+
+    #[test]
+    fn in_a_fleet_the_signals_are_judged_on_this_instance_plus_the_others() {
+        let rs = ReviewSignals {
+            median_review_secs_below: Some(30.0),
+            approval_rate_above: Some(0.98),
+            reviewer_share_above: Some(0.6),
+            min_reviews: 6,
+        };
+        let p = policy(Some(rs), true);
+        // The rest of the fleet saw four fast approvals today, three of them by alice.
+        let others = DayVerdicts {
+            reviews: 4,
+            approved: 4,
+            fast: 4,
+            by_reviewer: [("alice".to_string(), 3), ("bob".to_string(), 1)].into(),
+            raised: Vec::new(),
+        };
+        let fleet = |key: &str| {
+            assert_eq!(
+                key,
+                day_key("support", 1_000),
+                "asked for the verdict's day"
+            );
+            others.clone()
+        };
+        let s = MemoryStore::new();
+        let mut raised = Vec::new();
+        for i in 0..2 {
+            let rid = format!("rev-{i}");
+            record_escalation(&s, "support", &rid, "req", 900).unwrap_or_default();
+            let body = verdict(&rid, "alice", "approved", 3.0);
+            let r = handle_in_fleet(
+                &s,
+                &p,
+                "POST",
+                Some("Bearer test"),
+                body.as_bytes(),
+                1_000 * 1_000_000_000,
+                &fleet,
+            )
+            .unwrap_or_else(|| panic!("no answer"));
+            assert_eq!(r.status, 200);
+            if i == 0 {
+                assert!(r.alerts.is_empty(), "4 + 1 is under the minimum of 6");
+            }
+            raised.extend(r.alerts.iter().filter_map(|a| a.signal.clone()));
+            if i == 1 {
+                let share = r
+                    .alerts
+                    .iter()
+                    .find(|a| a.signal.as_deref() == Some("reviewer_share"));
+                let detail = share.and_then(|a| a.detail.clone()).unwrap_or_default();
+                assert!(
+                    detail.contains("`alice`") && detail.contains("(5 of 6)"),
+                    "{detail}"
+                );
+            }
+        }
+        raised.sort();
+        assert_eq!(
+            raised,
+            ["approval_rate", "median_review_time", "reviewer_share"],
+            "two verdicts here and four elsewhere reach the fleet's minimum"
+        );
+        // The same two verdicts on a lone gateway raise nothing.
+        let alone = MemoryStore::new();
+        for i in 0..2 {
+            let rid = format!("rev-{i}");
+            record_escalation(&alone, "support", &rid, "req", 900).unwrap_or_default();
+            let r = post(
+                &alone,
+                &p,
+                Some("Bearer test"),
+                &verdict(&rid, "alice", "approved", 3.0),
+            );
+            assert!(r.alerts.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_fleets_day_adds_reviewers_by_name_and_publishes_only_the_busiest() {
+        let mut mine = DayVerdicts {
+            reviews: 3,
+            approved: 2,
+            fast: 1,
+            by_reviewer: [("alice".to_string(), 2), (metrics::OTHER.to_string(), 1)].into(),
+            raised: vec!["approval_rate".into()],
+        };
+        let theirs = DayVerdicts {
+            reviews: 5,
+            approved: 5,
+            fast: 0,
+            by_reviewer: [("alice".to_string(), 1), ("bob".to_string(), 4)].into(),
+            raised: Vec::new(),
+        };
+        let day = mine.plus(&theirs);
+        assert_eq!((day.reviews, day.approved, day.fast), (8, 7, 1));
+        assert_eq!(day.by_reviewer["alice"], 3);
+        assert_eq!(day.by_reviewer["bob"], 4);
+        assert_eq!(
+            day.raised,
+            ["approval_rate"],
+            "the flags stay this instance's"
+        );
+        assert_eq!(
+            mine.top_reviewers(),
+            [("alice", 2)],
+            "`other` is not a reviewer"
+        );
+        for i in 0..40 {
+            mine.by_reviewer.insert(format!("r{i:02}"), 100 + i);
+        }
+        let top = mine.top_reviewers();
+        assert_eq!(top.len(), PUBLISHED_REVIEWERS);
+        assert_eq!(top[0], ("r39", 139), "the busiest first");
+        assert!(top.iter().all(|(_, n)| *n >= 124));
     }
 
     #[test]

@@ -417,6 +417,17 @@ impl Vm {
             .map(|_| ())
     }
 
+    /// The host is stopping, after every stream closed: `proxy_on_done` on the root
+    /// context. Callouts the root makes from it (a fleet member giving its budget leases
+    /// back) are performed before this returns, as a tick's are. Returns whether the guest
+    /// said it is done (it may also say so later with `proxy_done`).
+    pub fn finish(&mut self) -> Result<bool, HostError> {
+        self.ensure_healthy()?;
+        let root = self.store.data().root_context;
+        let done = self.callback(root, self.ex.clone().done.as_ref(), root as i32)?;
+        Ok(done.is_none_or(|d| d != 0))
+    }
+
     /// Leaves callouts made by streams to the caller ([`Vm::take_callouts`] after each
     /// step, [`Vm::complete_callout`] with the reply) instead of performing them, blocking,
     /// before the step returns. The gateway does this so a slow cluster holds only its own

@@ -17,6 +17,7 @@ mod fallback;
 mod fallback_envoy;
 mod families;
 mod fleet;
+mod fleet_review;
 mod fuzz_agree;
 mod host_calls;
 mod hostile;

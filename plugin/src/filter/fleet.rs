@@ -15,7 +15,7 @@ use crate::audit::AuditRecord;
 use crate::calendar::rfc3339;
 use crate::config::CalloutTarget;
 use crate::fleet::budget::{self, Next, Outcome, Sync};
-use crate::fleet::{self, FleetConfig, counters, kill};
+use crate::fleet::{self, FleetConfig, counters, kill, reviews};
 use crate::session::Step;
 use host::HostStore;
 
@@ -86,7 +86,12 @@ fn instance(salt: u64) -> String {
 #[derive(Default)]
 pub(super) struct RootFleet {
     calls: HashMap<u32, RootCall>,
+    /// The host is stopping: `proxy_done` is called once the give-backs are answered.
+    finishing: bool,
 }
+
+/// Lost races a give-back at shutdown may retry: the host bounds the wait anyway.
+const FINISH_ATTEMPTS: u32 = 3;
 
 enum RootCall {
     Poll,
@@ -99,6 +104,10 @@ enum RootCall {
     CountersPoll,
     /// An alert being claimed for the fleet.
     Claim(Box<counters::Proposed>),
+    /// The lease escalations are published under.
+    ReviewLease,
+    /// An escalation being published (its review id and record).
+    Escalation(String, Box<crate::review_verdict::ReviewItem>),
 }
 
 impl RootFleet {
@@ -126,6 +135,7 @@ impl RootFleet {
         }
         let id = instance(salt);
         self.tick_counters(ctx, cfg, &id);
+        self.tick_reviews(ctx, cfg);
         for ledger in budget::active(&HostStore) {
             let busy = self
                 .calls
@@ -152,6 +162,88 @@ impl RootFleet {
                 && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
             {
                 self.calls.insert(t, RootCall::Sync(Box::new(sync)));
+            }
+        }
+    }
+
+    /// The host is stopping (the root context's `on_done`, after requests in flight are
+    /// done): every budget's unused lease is given back to the fleet at once and settled
+    /// spend written, and waiting records are flushed. Returns whether the root is done
+    /// now; else `proxy_done` follows the last answer (`docs/fleet.md`, "Shutdown").
+    pub(super) fn finish(&mut self, ctx: &dyn Context, cfg: &FleetConfig, salt: u64) -> bool {
+        let id = instance(salt);
+        for ledger in budget::active(&HostStore) {
+            let busy = self
+                .calls
+                .values()
+                .any(|c| matches!(c, RootCall::Sync(s) if s.ledger == ledger));
+            if busy {
+                continue;
+            }
+            budget::lower_at_shutdown(&HostStore, &ledger);
+            let (sync, first) = Sync::give_back(&HostStore, &ledger, &id);
+            if let Next::Call(call) = first
+                && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
+            {
+                let sync = sync.max_attempts(FINISH_ATTEMPTS);
+                self.calls.insert(t, RootCall::Sync(Box::new(sync)));
+            }
+        }
+        let waiting = self.give_backs();
+        if waiting > 0 {
+            host::log(
+                LogLevel::Info,
+                &format!("writ: stopping; giving {waiting} budget leases back to the fleet store"),
+            );
+        }
+        self.finishing = waiting > 0;
+        !self.finishing
+    }
+
+    /// Budget syncs in flight.
+    fn give_backs(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| matches!(c, RootCall::Sync(_)))
+            .count()
+    }
+
+    /// After an answer while stopping: tells the host the root is done once no give-back
+    /// is in flight.
+    fn finished(&mut self) {
+        if self.finishing && self.give_backs() == 0 {
+            self.finishing = false;
+            host::log(LogLevel::Info, "writ: budget leases given back; done");
+            let _ = proxy_wasm::hostcalls::done();
+        }
+    }
+
+    /// The escalations' part of a tick: publish those this instance remembered since the
+    /// last tick (under a lease, granted first when there is none for today).
+    fn tick_reviews(&mut self, ctx: &dyn Context, cfg: &FleetConfig) {
+        if !reviews::pending(&HostStore) {
+            return;
+        }
+        let now_secs = (host::now_nanos() / 1_000_000_000) as i64;
+        let Some(lease) = reviews::lease(&HostStore, now_secs) else {
+            if !self
+                .calls
+                .values()
+                .any(|c| matches!(c, RootCall::ReviewLease))
+                && let Some(t) = send_logged(ctx, cfg, reviews::LEASE_PATH, &reviews::grant_body())
+            {
+                self.calls.insert(t, RootCall::ReviewLease);
+            }
+            return;
+        };
+        for (review_id, item) in reviews::take(&HostStore, reviews::PER_TICK) {
+            let body = reviews::publish_body(&review_id, &item, lease);
+            match send_logged(ctx, cfg, fleet::etcd::TXN_PATH, &body) {
+                Some(t) => {
+                    self.calls
+                        .insert(t, RootCall::Escalation(review_id, Box::new(item)));
+                }
+                None => reviews::requeue(&HostStore, &review_id, &item),
             }
         }
     }
@@ -248,6 +340,24 @@ impl RootFleet {
                     }
                 }
             },
+            RootCall::ReviewLease => {
+                let now_secs = (host::now_nanos() / 1_000_000_000) as i64;
+                let lease = reply
+                    .as_deref()
+                    .and_then(|r| reviews::granted(&HostStore, r, now_secs));
+                reachable(lease.is_some());
+            }
+            RootCall::Escalation(review_id, item) => {
+                match reply.as_deref().and_then(reviews::published) {
+                    Some(_) => reachable(true),
+                    None => {
+                        // Unanswered, or refused (a lease the store no longer has): a
+                        // fresh lease and another try on a later tick.
+                        reviews::forget_lease(&HostStore);
+                        reviews::requeue(&HostStore, &review_id, &item);
+                    }
+                }
+            }
             RootCall::Sync(mut sync) => match sync.on_reply(&HostStore, reply.as_deref()) {
                 Next::Call(c) => {
                     if let Some(t) = send_logged(ctx, cfg, c.path, &c.body) {
@@ -257,6 +367,28 @@ impl RootFleet {
                 Next::Done(outcome) => reachable(outcome != Outcome::Unreachable),
             },
         }
+        self.finished();
+    }
+}
+
+/// Writes the audit records the root context queued (a fleet-applied kill switch, a
+/// claimed alert) on the tick, so they appear within one poll period even with no
+/// traffic: to the log (which `writ serve` appends to its `--audit-log`) and to the audit
+/// sink. Records bound for Envoy's access-log file (`filter_state`) can only be written
+/// by a stream, so there they stay queued for the next request's (`docs/fleet.md`).
+pub(super) fn flush_records(ctx: &dyn Context, sink: Option<&CalloutTarget>, filter_state: bool) {
+    if !counters::flush_on_tick(filter_state) {
+        return;
+    }
+    let lines = counters::take_records(&HostStore);
+    if lines.is_empty() {
+        return;
+    }
+    for line in &lines {
+        host::log(LogLevel::Info, line);
+    }
+    if let Some(target) = sink {
+        super::post_json(ctx, target, lines.join("\n").as_bytes());
     }
 }
 

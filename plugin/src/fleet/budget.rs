@@ -385,6 +385,29 @@ pub fn return_step(
     }
 }
 
+/// At shutdown, once the host admits no more requests and those in flight are done:
+/// lowers `ledger`'s local grant to what the instance has committed (settled plus
+/// reserved, at least what the store already has), at once rather than in the two
+/// steps of [`return_step`], so that [`Sync::give_back`] returns the rest to the fleet.
+/// Returns whether there was anything to lower.
+pub fn lower_at_shutdown(local: &dyn SharedStore, ledger: &str) -> bool {
+    let g = grant(local, ledger).unwrap_or_default();
+    let keep = g.flushed.max(committed_locally(local, ledger));
+    store::update(local, &grant_key(ledger), |g: &Grant| {
+        if g.granted <= keep {
+            return Step::Keep(false);
+        }
+        Step::Write(
+            Grant {
+                granted: keep,
+                ..*g
+            },
+            true,
+        )
+    })
+    .unwrap_or(false)
+}
+
 /// An HTTP call to the store: `POST path` with `body`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -1202,6 +1225,37 @@ pub(crate) mod tests {
         assert!(etcd.record(l).committed() <= 1000);
         // Nothing unused any more: nothing to do.
         assert_eq!(return_step(&a, l, 30 * s, 3 * s), ReturnStep::Nothing);
+    }
+
+    #[test]
+    fn at_shutdown_the_whole_unused_lease_goes_back_at_once() {
+        let mut etcd = FakeEtcd::default();
+        let a = MemoryStore::new();
+        let l = "writ/spend/team/t/month/2026-12";
+        let _ = run(&mut etcd, &a, l, "a", Some(1000), 800);
+        let keys = [key(l, 1000)];
+        let _ = reserve(&a, &keys, 100);
+        let _ = settle(&a, &keys, 100, 90);
+        assert_eq!(etcd.record(l).instances["a"].granted, 800);
+        // No idle wait and no second step: the host admits nothing any more.
+        assert!(lower_at_shutdown(&a, l));
+        assert_eq!(grant(&a, l).map(|g| g.granted), Ok(90));
+        assert!(matches!(
+            give(&mut etcd, &a, l, "a"),
+            Outcome::Synced { .. }
+        ));
+        assert_eq!(
+            etcd.record(l).instances["a"],
+            Share {
+                granted: 90,
+                spent: 90
+            },
+            "the store keeps only the settled spend"
+        );
+        // A second worker's shutdown finds nothing to lower and nothing to write.
+        assert!(!lower_at_shutdown(&a, l));
+        let (_, first) = Sync::give_back(&a, l, "a");
+        assert!(matches!(first, Next::Done(_)), "no call: {first:?}");
     }
 
     #[test]

@@ -95,11 +95,16 @@ pub fn fields(local: &dyn SharedStore, key: &str) -> Option<Fields> {
     }
     if key.starts_with("writ/review/day/") {
         let d = DayVerdicts::decode(&bytes)?;
-        return Some(field(&[
+        let mut f = field(&[
             ("reviews", as_i64(d.reviews)),
             ("approved", as_i64(d.approved)),
             ("fast", as_i64(d.fast)),
-        ]));
+        ]);
+        // The busiest reviewers, for the fleet's share signal (bounded per instance).
+        for (who, n) in d.top_reviewers() {
+            f.insert(format!("{REVIEWER_FIELD}{who}"), as_i64(n));
+        }
+        return Some(f);
     }
     None
 }
@@ -205,6 +210,34 @@ pub fn others(local: &dyn SharedStore, key: &str) -> Fields {
 
 fn get(f: &Fields, name: &str) -> u64 {
     f.get(name).map_or(0, |v| u64::try_from(*v).unwrap_or(0))
+}
+
+/// The prefix of a day-of-verdicts field that counts one reviewer's verdicts.
+pub const REVIEWER_FIELD: &str = "reviewer/";
+
+/// The other instances' verdicts of one workflow's day (`writ/review/day/…`), for the
+/// rubber-stamp signals: each instance publishes its counts and its busiest
+/// `review_verdict::PUBLISHED_REVIEWERS` reviewers.
+pub fn others_day(local: &dyn SharedStore, key: &str) -> DayVerdicts {
+    let f = others(local, key);
+    DayVerdicts {
+        reviews: get(&f, "reviews"),
+        approved: get(&f, "approved"),
+        fast: get(&f, "fast"),
+        by_reviewer: f
+            .iter()
+            .filter_map(|(k, v)| {
+                let who = k.strip_prefix(REVIEWER_FIELD)?;
+                Some((who.to_string(), u64::try_from(*v).unwrap_or(0)))
+            })
+            .collect(),
+        raised: Vec::new(),
+    }
+}
+
+/// The claim id of a rubber-stamp signal: one per workflow, day and signal for the fleet.
+pub fn signal_id(day_key: &str, signal: &str) -> String {
+    format!("review_signal/{day_key}/{signal}")
 }
 
 /// The other instances' outputs and escalations in one verification-rate bucket.
@@ -354,6 +387,14 @@ pub fn queue_records(local: &dyn SharedStore, lines: &[String]) -> Result<(), St
     })
 }
 
+/// Whether the root context's tick writes the queued lines itself (to the log and the
+/// audit sink) rather than leaving them for the next request: always, except where the
+/// records go to Envoy's access-log file through a stream's filter state, which a root
+/// context has no stream to write.
+pub fn flush_on_tick(audit_filter_state: bool) -> bool {
+    !audit_filter_state
+}
+
 /// Takes the queued lines (a read when there are none).
 pub fn take_records(local: &dyn SharedStore) -> Vec<String> {
     if local.get(RECORDS_KEY).is_none_or(|(v, _)| v.len() <= 2) {
@@ -458,6 +499,54 @@ mod tests {
             others_rate(&s, &key).total,
             42,
             "a bad answer changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_days_verdicts_are_published_with_the_busiest_reviewers_and_summed_by_name() {
+        let s = MemoryStore::new();
+        let key = crate::review_verdict::day_key("support", 0);
+        let mut day = DayVerdicts {
+            reviews: 30,
+            approved: 29,
+            fast: 20,
+            by_reviewer: (0..20).map(|i| (format!("r{i:02}"), i + 1)).collect(),
+            raised: vec!["approval_rate".into()],
+        };
+        day.by_reviewer
+            .insert(crate::metrics::OTHER.to_string(), 1_000);
+        assert!(s.set(&key, &day.encode(), 0).is_ok());
+        assert!(note(&s, &key).is_ok());
+        let f = snapshot(&s).remove(&key).unwrap_or_default();
+        assert_eq!((f["reviews"], f["approved"], f["fast"]), (30, 29, 20));
+        let named: Vec<&String> = f.keys().filter(|k| k.starts_with(REVIEWER_FIELD)).collect();
+        assert_eq!(
+            named.len(),
+            crate::review_verdict::PUBLISHED_REVIEWERS,
+            "bounded per instance"
+        );
+        assert_eq!(f["reviewer/r19"], 20);
+        assert!(
+            !f.contains_key("reviewer/r00"),
+            "the least busy are left out"
+        );
+        assert!(!f.contains_key("reviewer/other"));
+        // Two other instances' days add up, reviewers by name.
+        let b = serde_json::json!({key.clone(): {"reviews": 3, "approved": 3, "fast": 3, "reviewer/alice": 3}}).to_string();
+        let c = serde_json::json!({key.clone(): {"reviews": 2, "approved": 1, "fast": 0, "reviewer/alice": 1, "reviewer/bob": 1}}).to_string();
+        let reply = range_answer(&[
+            ("writ/counters/b", b.as_bytes()),
+            ("writ/counters/c", c.as_bytes()),
+        ]);
+        assert_eq!(apply_poll(&s, &reply, "a"), Some(1));
+        let others = others_day(&s, &key);
+        assert_eq!((others.reviews, others.approved, others.fast), (5, 4, 3));
+        assert_eq!(others.by_reviewer["alice"], 4);
+        assert_eq!(others.by_reviewer["bob"], 1);
+        assert_eq!(others.by_reviewer.len(), 2);
+        assert_eq!(
+            signal_id(&key, "approval_rate"),
+            format!("review_signal/{key}/approval_rate")
         );
     }
 

@@ -1,6 +1,7 @@
 //! A fleet of gateways sharing one policy state through a distributed store (etcd's v3
 //! JSON API, reached by HTTP callout in both hosts): leased budgets ([`budget`]), the
-//! kill switch ([`kill`]) and the oversight counters and alerts ([`counters`]). `docs/fleet.md` is the operator's guide.
+//! kill switch ([`kill`]), the oversight counters and alerts ([`counters`]) and the
+//! escalations a verdict may reach from any instance ([`reviews`]). `docs/fleet.md` is the operator's guide.
 //!
 //! Without a `shared` section in the plugin configuration nothing here runs and the
 //! engine keeps all state in the host's shared data, exactly as before.
@@ -14,6 +15,7 @@ pub mod budget;
 pub mod counters;
 pub mod etcd;
 pub mod kill;
+pub mod reviews;
 
 use crate::ir::Micros;
 use crate::store::{self, SharedStore, Step, Stored};

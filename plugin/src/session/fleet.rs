@@ -102,6 +102,39 @@ impl Session {
         }
     }
 
+    /// In a fleet, the rubber-stamp signals a verdict raised (judged on the fleet's day)
+    /// go to the claim with their counter: the instance that claims one writes it.
+    pub(super) fn review_signals_for_fleet(
+        &mut self,
+        store: &dyn SharedStore,
+        r: &mut crate::review_verdict::VerdictResponse,
+    ) {
+        let Some(wf) = r.audit.workflow.clone() else {
+            return;
+        };
+        let day = crate::review_verdict::day_key(&wf, (self.now_nanos / 1_000_000_000) as i64);
+        for mut alert in std::mem::take(&mut r.alerts) {
+            let signal = alert.signal.clone().unwrap_or_default();
+            alert.request_id = self.request_id.clone();
+            alert.artifact_sha256 = self.config.artifact_sha256.clone();
+            let counter = crate::metrics::stat_name(
+                crate::metrics::REVIEW_SIGNALS.name,
+                &[("workflow", wf.as_str()), ("signal", signal.as_str())],
+            );
+            self.propose_for_fleet(
+                store,
+                Proposed {
+                    id: counters::signal_id(&day, &signal),
+                    lines: vec![alert.log_line()],
+                    payload: None,
+                    counters: vec![counter],
+                },
+            );
+        }
+        r.metrics
+            .retain(|m| !m.name.starts_with(crate::metrics::REVIEW_SIGNALS.name));
+    }
+
     /// Records the root context queued (a fleet-applied kill switch, a claimed alert):
     /// they follow this request's own, in its audit stream.
     pub(super) fn take_fleet_records(&mut self, store: &dyn SharedStore) -> Vec<String> {

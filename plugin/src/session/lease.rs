@@ -184,7 +184,7 @@ impl Session {
     }
 
     /// Notes the store's reachability, logging each change once per instance.
-    fn reachable(&mut self, store: &dyn SharedStore, up: bool) {
+    pub(super) fn reachable(&mut self, store: &dyn SharedStore, up: bool) {
         if let Some(line) = fleet::reachability_changed(store, up) {
             self.log(if up { Level::Info } else { Level::Error }, line.into());
         }
@@ -235,7 +235,7 @@ impl Session {
 
     /// Whether the request waits for the fleet store's answer to an [`Effect::StoreCall`].
     pub fn awaits_store(&self) -> bool {
-        self.lease.wait.is_some()
+        self.lease.wait.is_some() || self.verdict_wait.is_some()
     }
 
     /// The fleet store answered this request's [`Effect::StoreCall`]: `reply` is the body
@@ -243,6 +243,9 @@ impl Session {
     /// asks for the next call, or decides the request again (its `Continue` resumes the
     /// paused request).
     pub fn on_store_answer(&mut self, reply: Option<&[u8]>, store: &dyn SharedStore) -> Step {
+        if self.verdict_wait.is_some() {
+            return self.on_verdict_answer(reply, store);
+        }
         let Some(mut wait) = self.lease.wait.take() else {
             return self.step(Next::Pause);
         };

@@ -403,7 +403,10 @@ impl Session {
                 &self.request_id,
                 (self.now_nanos / 1_000_000_000) as i64,
             ) {
-                Ok(updates) => self.apply(&updates),
+                Ok(updates) => {
+                    self.apply(&updates);
+                    self.publish_escalation(store, wf, &h.review_id);
+                }
                 Err(e) => self.log(
                     super::Level::Error,
                     format!("writ: could not record the escalation for its verdict: {e}"),

@@ -22,6 +22,7 @@ mod request;
 mod sink;
 #[cfg(test)]
 mod tests;
+mod verdict;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -201,6 +202,8 @@ pub struct Session {
     /// the request record is always the first `writ-audit` line of a request.
     /// The admin call being buffered is a verdict (`review_verdict`), not a kill-switch flip.
     verdict_call: bool,
+    /// A fleet member's verdict waiting for the store's claim (`session/verdict.rs`).
+    verdict_wait: Option<verdict::VerdictWait>,
     alert_lines: Vec<String>,
     vault: Vault,
     reservation: Option<Reservation>,
@@ -272,6 +275,7 @@ impl Session {
             audit: AuditRecord::default(),
             audit_logged: false,
             verdict_call: false,
+            verdict_wait: None,
             alert_lines: Vec::new(),
             vault: Vault::new([0; 16]),
             reservation: None,

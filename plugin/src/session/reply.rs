@@ -471,6 +471,7 @@ impl Session {
                         self.apply(&updates);
                         if self.config.shared.is_some() {
                             self.count_for_fleet(store, &crate::review_verdict::queue_key(wf));
+                            self.publish_escalation(store, wf, &h.review_id);
                         }
                     }
                     Err(e) => self.log(

@@ -295,7 +295,7 @@ impl Session {
 
     /// Answers an admin call with its own audit record, stamped with this request's id
     /// and the artifact. Not held for the audit sink: the call is its own event.
-    fn answer_admin(
+    pub(super) fn answer_admin(
         &mut self,
         mut audit: AuditRecord,
         status: u16,
@@ -319,8 +319,12 @@ impl Session {
     }
 
     /// The verdict endpoint (`review_verdict`): answered locally, audited as its own
-    /// event, with the rubber-stamp signals it raised after it.
+    /// event, with the rubber-stamp signals it raised after it. In a fleet the review is
+    /// claimed in the store first (`session/verdict.rs`), so any instance takes it.
     fn verdict(&mut self, store: &dyn SharedStore, body: &[u8]) -> Step {
+        if self.config.shared.is_some() {
+            return self.fleet_verdict(store, body);
+        }
         let shared = self.shared.clone();
         let auth = self.request.header("authorization").map(str::to_string);
         let Some(r) = crate::review_verdict::handle(
@@ -336,10 +340,23 @@ impl Session {
                 "no_kill_switch",
             ));
         };
+        self.answer_verdict(store, r)
+    }
+
+    /// Answers a verdict call with what [`crate::review_verdict`] decided: its metrics,
+    /// its signals (claimed for the fleet in a fleet), its record.
+    pub(super) fn answer_verdict(
+        &mut self,
+        store: &dyn SharedStore,
+        mut r: crate::review_verdict::VerdictResponse,
+    ) -> Step {
+        let fleet = self.config.shared.is_some();
+        if fleet {
+            // Judged on the fleet's day: each signal is claimed, and fires once.
+            self.review_signals_for_fleet(store, &mut r);
+        }
         self.apply(&r.metrics);
-        if self.config.shared.is_some()
-            && let Some(wf) = r.audit.workflow.as_deref()
-        {
+        if fleet && let Some(wf) = r.audit.workflow.as_deref() {
             let secs = (self.now_nanos / 1_000_000_000) as i64;
             self.count_for_fleet(store, &crate::review_verdict::queue_key(wf));
             self.count_for_fleet(store, &crate::review_verdict::day_key(wf, secs));

@@ -927,6 +927,82 @@ fn an_admin_flip_in_a_fleet_is_queued_for_the_store() {
     assert!(flip(PluginConfig::default()).is_empty());
 }
 
+#[test]
+fn a_fleet_verdict_claims_its_review_in_the_store_and_any_instance_takes_it() {
+    let mut p = policy(vec![]);
+    p.workflows = vec![support_workflow(Oversight::Hitl)];
+    p.kill_switch = Some(crate::ir::KillSwitch {
+        clause: None,
+        admin_path: "/writ/kill".into(),
+        // sha256("test")
+        token_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+    });
+    let body = br#"{"review_id":"rev-9","reviewer":"bob","verdict":"approved","seconds":12}"#;
+    // A verdict call on an instance that did not escalate `rev-9`: one store call, then
+    // the answer decides.
+    let post = |answers: &[Option<&[u8]>]| {
+        let mut run = Run::with(p.clone(), fleet_config());
+        let h = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), "/writ/admin/reviews".to_string()),
+            ("authorization".to_string(), "Bearer test".to_string()),
+        ];
+        let step = run
+            .session
+            .on_request_headers(h, false, &mut no_host_id, &run.store);
+        run.keep(step);
+        let step = run.session.on_request_body(body, &run.store);
+        let mut calls = Vec::new();
+        let mut call = store_call(&step);
+        run.keep(step);
+        for answer in answers {
+            let Some(c) = call.take() else { break };
+            calls.push(serde_json::from_slice::<serde_json::Value>(&c.body).unwrap_or_default());
+            let step = run.session.on_store_answer(*answer, &run.store);
+            call = store_call(&step);
+            run.keep(step);
+        }
+        run.seal();
+        let recs: Vec<_> = run
+            .records()
+            .into_iter()
+            .filter(|r| r["event"] == "review_verdict")
+            .collect();
+        assert_eq!(recs.len(), 1, "one record per verdict call: {recs:#?}");
+        (run.local_replies(), calls, recs[0].clone())
+    };
+    let item = serde_json::json!({"workflow": "support", "request_id": "req-esc", "at": 5,
+                                  "verdict": null});
+    let prev = crate::fleet::etcd::b64(item.to_string().as_bytes());
+    let won = format!(
+        r#"{{"header":{{}},"succeeded":true,"responses":[{{"response_put":{{"prev_kv":{{"value":"{prev}","version":"1"}}}}}}]}}"#
+    );
+    let (replies, calls, rec) = post(&[Some(won.as_bytes())]);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0]["compare"][0]["version"], "1",
+        "marks the published item"
+    );
+    assert_eq!(replies[0].0, 200, "{:?}", replies);
+    assert_eq!(replies[0].1["request_id"], "req-esc");
+    assert_eq!(rec["event"], "review_verdict");
+    assert_eq!(rec["verdict"]["escalated_request_id"], "req-esc");
+    let reviewed = br#"{"header":{},"responses":[{"response_range":{"kvs":[{"value":"e30=","version":"2"}]}}]}"#;
+    let (replies, _, rec) = post(&[Some(&reviewed[..])]);
+    assert_eq!(replies[0].0, 409);
+    assert_eq!(replies[0].1["error"]["code"], "already_reviewed");
+    assert_eq!(rec["status"], 409);
+    let absent = br#"{"header":{},"responses":[{"response_range":{"header":{}}}]}"#;
+    let (replies, _, _) = post(&[Some(&absent[..])]);
+    assert_eq!(replies[0].0, 404);
+    let (replies, _, rec) = post(&[None]);
+    assert_eq!(
+        replies[0].0, 503,
+        "the store down fails the verdict, to be retried"
+    );
+    assert_eq!(rec["outcome"], "error");
+}
+
 fn rate(measure: crate::ir::Measure, limit: f64) -> Rule {
     rule(
         "AIP-4.5",

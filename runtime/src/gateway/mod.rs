@@ -146,6 +146,11 @@ pub enum GatewayError {
     Telemetry(#[from] telemetry::EndpointError),
 }
 
+/// How long a stopping gateway waits for its modules' root contexts to finish (a fleet
+/// member's give-back of its budget leases: a few calls to the store, each bounded by
+/// its own timeout). Past it the gateway exits anyway.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A gateway serving on a background thread; [`Gateway::shutdown`] stops it gracefully.
 pub struct Gateway {
     addr: SocketAddr,
@@ -284,6 +289,10 @@ impl Gateway {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+            // Requests are drained: each VM's root context finishes (a fleet member gives
+            // its budget leases back), bounded in time.
+            self.state
+                .finish(std::time::Instant::now() + FINISH_TIMEOUT);
         }
     }
 }

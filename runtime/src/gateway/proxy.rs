@@ -202,6 +202,12 @@ impl State {
         }
     }
 
+    /// The gateway is stopping: the current module's root contexts finish (bounded by
+    /// `deadline`).
+    pub(crate) fn finish(&self, deadline: std::time::Instant) {
+        self.current().workers.finish(deadline);
+    }
+
     /// Hex sha256 of the module serving new requests.
     pub(crate) fn current_sha256(&self) -> String {
         self.current().host.module_sha256().to_string()

@@ -94,6 +94,31 @@ impl Workers {
     }
 }
 
+impl Workers {
+    /// The gateway is stopping (requests drained): runs [`Vm::finish`] on each VM in
+    /// turn, on the VM's own thread, waiting until `deadline` at most in all. What the
+    /// root logs meanwhile goes to the sink, as a tick's does.
+    pub(crate) fn finish(&self, deadline: Instant) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            let (tx, rx) = mpsc::channel();
+            let job: Job = Box::new(move |vm| {
+                let _ = tx.send(vm.finish());
+            });
+            if slot.jobs.send(job).is_err() {
+                continue;
+            }
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("worker {i} could not finish: {e}"),
+                Err(_) => {
+                    tracing::warn!("worker {i} did not finish before the shutdown deadline");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 fn lock(vm: &Mutex<Vm>) -> std::sync::MutexGuard<'_, Vm> {
     vm.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -212,6 +212,12 @@ impl EnvoyProcess {
         super::http::send(self.admin, &req, Duration::from_secs(5)).map_err(|e| e.to_string())
     }
 
+    /// Sends SIGTERM (Envoy's shutdown) and waits up to `timeout` for the exit; `None`
+    /// when it did not exit in time (then it is killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        super::process::terminate(&mut self.child, timeout)
+    }
+
     /// Where clients connect.
     pub fn listener(&self) -> SocketAddr {
         self.listener

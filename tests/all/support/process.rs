@@ -26,6 +26,14 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, Strin
     })
 }
 
+/// Sends `child` SIGTERM and waits for it up to `timeout` ([`wait_deadline`]).
+pub fn terminate(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    wait_deadline(child, timeout)
+}
+
 /// Waits for `child` up to `timeout`; on timeout kills it and returns `None`.
 pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;

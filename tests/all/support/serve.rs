@@ -98,6 +98,12 @@ impl ServeProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM (a graceful stop) and waits up to `timeout` for the exit; `None`
+    /// when it did not exit in time (then it is killed).
+    pub fn terminate(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        super::process::terminate(&mut self.child, timeout)
+    }
 }
 
 impl Gateway for ServeProcess {
