@@ -136,14 +136,7 @@ impl RootFleet {
         let id = instance(salt);
         self.tick_counters(ctx, cfg, &id);
         self.tick_reviews(ctx, cfg);
-        for ledger in budget::active(&HostStore) {
-            let busy = self
-                .calls
-                .values()
-                .any(|c| matches!(c, RootCall::Sync(s) if s.ledger == ledger));
-            if busy {
-                continue;
-            }
+        for ledger in self.ledgers_without_sync() {
             let idle_nanos = u64::from(cfg.return_idle_ms) * 1_000_000;
             let step = if cfg.return_idle_ms == 0 {
                 budget::ReturnStep::Nothing
@@ -158,11 +151,7 @@ impl RootFleet {
                 }
                 budget::ReturnStep::Nothing => continue,
             };
-            if let Next::Call(call) = first
-                && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
-            {
-                self.calls.insert(t, RootCall::Sync(Box::new(sync)));
-            }
+            self.send_sync(ctx, cfg, sync, first);
         }
     }
 
@@ -172,22 +161,10 @@ impl RootFleet {
     /// now; else `proxy_done` follows the last answer (`docs/fleet.md`, "Shutdown").
     pub(super) fn finish(&mut self, ctx: &dyn Context, cfg: &FleetConfig, salt: u64) -> bool {
         let id = instance(salt);
-        for ledger in budget::active(&HostStore) {
-            let busy = self
-                .calls
-                .values()
-                .any(|c| matches!(c, RootCall::Sync(s) if s.ledger == ledger));
-            if busy {
-                continue;
-            }
+        for ledger in self.ledgers_without_sync() {
             budget::lower_at_shutdown(&HostStore, &ledger);
             let (sync, first) = Sync::give_back(&HostStore, &ledger, &id);
-            if let Next::Call(call) = first
-                && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
-            {
-                let sync = sync.max_attempts(FINISH_ATTEMPTS);
-                self.calls.insert(t, RootCall::Sync(Box::new(sync)));
-            }
+            self.send_sync(ctx, cfg, sync.max_attempts(FINISH_ATTEMPTS), first);
         }
         let waiting = self.give_backs();
         if waiting > 0 {
@@ -198,6 +175,29 @@ impl RootFleet {
         }
         self.finishing = waiting > 0;
         !self.finishing
+    }
+
+    /// The budgets this instance spends from with no sync of theirs in flight: the ones a
+    /// tick or the shutdown may start one for.
+    fn ledgers_without_sync(&self) -> Vec<String> {
+        budget::active(&HostStore)
+            .into_iter()
+            .filter(|ledger| {
+                !self
+                    .calls
+                    .values()
+                    .any(|c| matches!(c, RootCall::Sync(s) if s.ledger == *ledger))
+            })
+            .collect()
+    }
+
+    /// Sends a budget sync's first call, and remembers the sync until the store answers.
+    fn send_sync(&mut self, ctx: &dyn Context, cfg: &FleetConfig, sync: Sync, first: Next) {
+        if let Next::Call(call) = first
+            && let Some(t) = send_logged(ctx, cfg, call.path, &call.body)
+        {
+            self.calls.insert(t, RootCall::Sync(Box::new(sync)));
+        }
     }
 
     /// Budget syncs in flight.

@@ -359,20 +359,7 @@ pub fn return_step(
             .flushed
             .max(committed_locally(local, ledger)),
     );
-    let lowered = store::update(local, &grant_key(ledger), |g: &Grant| {
-        if g.granted <= keep {
-            return Step::Keep(false);
-        }
-        Step::Write(
-            Grant {
-                granted: keep,
-                ..*g
-            },
-            true,
-        )
-    })
-    .unwrap_or(false);
-    if !lowered {
+    if !lower_grant(local, ledger, keep) {
         return ReturnStep::Nothing;
     }
     let flagged = store::update(local, &returning_key(ledger), |_: &Stamp| {
@@ -393,6 +380,13 @@ pub fn return_step(
 pub fn lower_at_shutdown(local: &dyn SharedStore, ledger: &str) -> bool {
     let g = grant(local, ledger).unwrap_or_default();
     let keep = g.flushed.max(committed_locally(local, ledger));
+    lower_grant(local, ledger, keep)
+}
+
+/// Lowers `ledger`'s local grant to `keep` with one compare-and-swap; whether it was
+/// above `keep` (a lost race or a store error counts as not lowered: the next tick tries
+/// again).
+fn lower_grant(local: &dyn SharedStore, ledger: &str, keep: Micros) -> bool {
     store::update(local, &grant_key(ledger), |g: &Grant| {
         if g.granted <= keep {
             return Step::Keep(false);
