@@ -62,7 +62,10 @@ p.nodes.forEach((n) => (n.children || []).forEach((c) => parent.set(c, n.id)));
 const label = (n) => {
   const f = n.callFrame.functionName;
   const m = f.match(/wasm-function\[(\d+)\]/);
-  return m ? `guest ${shorten(names.get(Number(m[1])) || f)}` : f || '(anonymous)';
+  if (m) return `guest ${shorten(names.get(Number(m[1])) || f)}`;
+  // An artifact linked from a named engine keeps its name section: V8 names the function.
+  if ((n.callFrame.url || '').startsWith('wasm://')) return `guest ${shorten(f)}`;
+  return f || '(anonymous)';
 };
 const time = new Map();
 let total = 0;
