@@ -9,7 +9,10 @@
 //! &[d])` finds, computed exactly for all of them in one walk by [`Scanner::present`]. A
 //! rule reads presence; the rewriter skips every string in which none of its detectors
 //! is present (a scan there finds nothing) and scans the others as it always did, so its
-//! matches, and how their overlaps are resolved, are unchanged. Plain Rust, no host calls.
+//! matches, and how their overlaps are resolved, are unchanged. It starts the built-ins'
+//! walk of such a string where the pass first found one of its detectors
+//! ([`Scanner::scan_from`]): up to there the two walks are the same, and found nothing.
+//! Plain Rust, no host calls.
 
 use std::ops::Range;
 
@@ -34,6 +37,9 @@ struct Found {
     at: usize,
     /// The detectors present in this string, sorted.
     present: Vec<u16>,
+    /// (detector, byte of the decoded string) where the pass first found each built-in
+    /// detector in the string as written.
+    starts: Vec<(u16, usize)>,
 }
 
 /// What [`Detection::matches`] knows about one string.
@@ -41,8 +47,9 @@ struct Found {
 pub enum Known<'d> {
     /// The string's matches for the asked detectors (none: nothing of them is there).
     Matches(&'d [Match]),
-    /// Some of the asked detectors are present (or were not looked for): scan the string.
-    Scan,
+    /// Some of the asked detectors are present (or were not looked for): scan the string,
+    /// the built-ins from byte `from` of it ([`Scanner::scan_from`]).
+    Scan { from: usize },
 }
 
 impl Detection {
@@ -58,7 +65,9 @@ impl Detection {
         impl Pass<'_> {
             fn string(&mut self, text: &str, at: usize) {
                 let mut present: Vec<u16> = Vec::new();
-                self.scanner.present(text, &self.out.union, &mut present);
+                let mut starts: Vec<(u16, usize)> = Vec::new();
+                self.scanner
+                    .present(text, &self.out.union, &mut present, &mut starts);
                 if present.is_empty() {
                     return;
                 }
@@ -67,7 +76,11 @@ impl Detection {
                         self.out.present.insert(i, *d);
                     }
                 }
-                self.out.strings.push(Found { at, present });
+                self.out.strings.push(Found {
+                    at,
+                    present,
+                    starts,
+                });
             }
         }
         impl<'a> Visitor<'a> for Pass<'_> {
@@ -114,17 +127,29 @@ impl Detection {
 
     /// What a scan of the string starting at byte `at` of the body with exactly `wanted`
     /// would return, as far as the pass knows: nothing, when none of `wanted` is present
-    /// there.
+    /// there; else where the built-ins' walk may start.
     pub fn matches(&self, at: usize, wanted: &[u16]) -> Known<'_> {
         if !self.covers(wanted) {
-            return Known::Scan;
+            return Known::Scan { from: 0 };
         }
         match self.strings.binary_search_by_key(&at, |f| f.at) {
             Ok(i) => match self.strings.get(i) {
                 Some(found) if found.present.iter().all(|d| !wanted.contains(d)) => {
                     Known::Matches(&[])
                 }
-                _ => Known::Scan,
+                Some(found) => Known::Scan {
+                    // No start for any of `wanted`: the built-ins' walk finds none of them
+                    // in the string as written (they are there in a disguised form, or
+                    // they are custom detectors), so it need not run at all.
+                    from: found
+                        .starts
+                        .iter()
+                        .filter(|(d, _)| wanted.contains(d))
+                        .map(|&(_, from)| from)
+                        .min()
+                        .unwrap_or(usize::MAX),
+                },
+                None => Known::Scan { from: 0 },
             },
             // Nothing of the union there, so nothing of a subset either.
             Err(_) => Known::Matches(&[]),
@@ -192,8 +217,13 @@ mod tests {
             for (at, t) in &strings {
                 let mut expect = Vec::new();
                 s.scan(t, &wanted, &mut expect);
-                if let Known::Matches(m) = d.matches(*at, &wanted) {
-                    assert_eq!(m, expect.as_slice(), "{wanted:?} in {t:?}");
+                match d.matches(*at, &wanted) {
+                    Known::Matches(m) => assert_eq!(m, expect.as_slice(), "{wanted:?} in {t:?}"),
+                    Known::Scan { from } => {
+                        let mut got = Vec::new();
+                        s.scan_from(t, &wanted, from, &mut got);
+                        assert_eq!(got, expect, "{wanted:?} from {from} in {t:?}");
+                    }
                 }
             }
         }
@@ -227,7 +257,7 @@ mod tests {
         assert!(s.any(text, &[1]));
         let d = Detection::of(&s, body.as_bytes(), &[0, 1]).unwrap();
         assert_eq!(d.has_any(&[1]), Some(true));
-        assert_eq!(d.matches(5, &[0]), Known::Scan);
+        assert!(matches!(d.matches(5, &[0]), Known::Scan { .. }));
         agrees(&s, body);
         // Likewise an ITIN-shaped number hides an SSN candidate.
         agrees(
@@ -243,7 +273,8 @@ mod tests {
         let d = Detection::of(&s, body.as_bytes(), &[0, 1]).unwrap();
         // "a" holds an e-mail only: a phone rewrite skips it, an e-mail one scans it.
         assert_eq!(d.matches(5, &[1]), Known::Matches(&[]));
-        assert_eq!(d.matches(5, &[0]), Known::Scan);
+        // The pass found the e-mail at its `@`, byte 1: the scan for it starts there.
+        assert_eq!(d.matches(5, &[0]), Known::Scan { from: 1 });
         // "b" holds nothing.
         assert_eq!(d.matches(25, &[0, 1]), Known::Matches(&[]));
         agrees(&s, body);
@@ -304,7 +335,7 @@ mod tests {
             set.dedup();
             sets.push(set);
         }
-        let (mut reused, mut scanned) = (0usize, 0usize);
+        let (mut reused, mut scanned, mut started_late) = (0usize, 0usize, 0usize);
         let mut expect = Vec::new();
         for wanted in &sets {
             let any = strings.iter().any(|(_, t)| s.any(t, wanted));
@@ -316,14 +347,21 @@ mod tests {
                         reused += 1;
                         assert_eq!(m, expect.as_slice(), "{wanted:?} in {t:?}");
                     }
-                    Known::Scan => scanned += 1,
+                    Known::Scan { from } => {
+                        scanned += 1;
+                        started_late += usize::from(from > 0);
+                        let mut got = Vec::new();
+                        s.scan_from(t, wanted, from, &mut got);
+                        assert_eq!(got, expect, "{wanted:?} from {from} in {t:?}");
+                    }
                 }
             }
         }
-        // Both ways are exercised: strings skipped, and strings scanned.
+        // Every way is exercised: strings skipped, strings scanned, and scans that start
+        // past the beginning of their string.
         assert!(
-            reused > 0 && scanned > 0,
-            "{reused} skipped, {scanned} scanned"
+            reused > 0 && scanned > 0 && started_late > 0,
+            "{reused} skipped, {scanned} scanned, {started_late} started late"
         );
     }
 
@@ -333,6 +371,6 @@ mod tests {
         let d = Detection::of(&s, br#"{"a":"x@example.com"}"#, &[0]).unwrap();
         assert_eq!(d.has_any(&[0]), Some(true));
         assert_eq!(d.has_any(&[1]), None);
-        assert_eq!(d.matches(5, &[0, 1]), Known::Scan);
+        assert_eq!(d.matches(5, &[0, 1]), Known::Scan { from: 0 });
     }
 }

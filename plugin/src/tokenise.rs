@@ -56,12 +56,22 @@ pub use crate::detect::Match;
 /// trait so tests can use small fakes.
 pub trait Find {
     fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>);
+    /// [`Find::find`], told by the body's detection pass that the built-ins' walk of
+    /// `text` may start at byte `from` ([`detect::Scanner::scan_from`]); a finder that
+    /// cannot use it scans the whole text.
+    fn find_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) {
+        let _ = from;
+        self.find(text, wanted, out);
+    }
     fn name(&self, detector: u16) -> Option<&str>;
 }
 
 impl Find for detect::Scanner {
     fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
         self.scan(text, wanted, out);
+    }
+    fn find_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) {
+        self.scan_from(text, wanted, from, out);
     }
     fn name(&self, detector: u16) -> Option<&str> {
         detect::Scanner::name(self, detector)
@@ -661,7 +671,8 @@ pub fn rewrite_request_with(
         hits.clear();
         match detection.map(|d| d.matches(at, &wanted)) {
             Some(Known::Matches(known)) => hits.extend_from_slice(known),
-            Some(Known::Scan) | None => finder.find(s, &wanted, &mut hits),
+            Some(Known::Scan { from }) => finder.find_from(s, &wanted, from, &mut hits),
+            None => finder.find(s, &wanted, &mut hits),
         }
         if hits.is_empty() {
             return None;

@@ -281,12 +281,25 @@ pub(crate) struct State {
 /// an email may start before the previous candidate ends (its local part is found by
 /// looking back from `@`), so callers resolve overlaps. `sink` returns false to stop.
 pub(crate) fn scan(b: &[u8], mask: Mask, sink: &mut dyn FnMut(Kind, usize, usize) -> bool) {
+    scan_from(b, mask, 0, sink);
+}
+
+/// [`scan`] starting at `from`, which must be a position the scan from 0 walks through
+/// without a candidate before it: the first position [`present`] found any kind of
+/// `mask` at (the two walks visit the same positions until the first candidate). Then it
+/// finds exactly what [`scan`] finds; `from` past the end finds nothing.
+pub(crate) fn scan_from(
+    b: &[u8],
+    mask: Mask,
+    from: usize,
+    sink: &mut dyn FnMut(Kind, usize, usize) -> bool,
+) {
     if mask == 0 {
         return;
     }
     let mut st = State::default();
     let n = b.len();
-    let mut i = 0usize;
+    let mut i = from;
     while i < n {
         let c = at(b, i);
         if INERT[usize::from(c)] {
@@ -470,8 +483,9 @@ fn candidates_at(
 /// a candidate), so this walks those positions once, never jumping, and tries there every
 /// kind not found yet: a longer candidate of one kind cannot hide another, unlike
 /// [`scan`], which keeps only the longest candidate at a position and skips past it. The
-/// walk stops as soon as every kind is found.
-pub(crate) fn present(b: &[u8], mut mask: Mask) -> Mask {
+/// walk stops as soon as every kind is found. `first` gets, for each kind found, the
+/// position the walk found it at: where a [`scan_from`] for kinds of `mask` may start.
+pub(crate) fn present(b: &[u8], mut mask: Mask, first: &mut dyn FnMut(Kind, usize)) -> Mask {
     let mut found: Mask = 0;
     let mut st = State::default();
     let n = b.len();
@@ -488,8 +502,9 @@ pub(crate) fn present(b: &[u8], mut mask: Mask) -> Mask {
             if !is_word(prev) {
                 let mut hit: Mask = 0;
                 candidates_at(b, i, prev, m, &mut st, &mut |k: Kind, e: Option<usize>| {
-                    if e.is_some_and(|e| e > i) {
+                    if e.is_some_and(|e| e > i) && hit & k.bit() == 0 {
                         hit |= k.bit();
+                        first(k, i);
                     }
                 });
                 found |= hit;
@@ -508,6 +523,7 @@ pub(crate) fn present(b: &[u8], mut mask: Mask) -> Mask {
             if hit {
                 found |= k.bit();
                 mask &= !k.bit();
+                first(k, i);
             }
         }
         i += 1;

@@ -915,7 +915,17 @@ impl Scanner {
     /// characters removed, `%XX` decoded) or in a decoded base64 or hex run is reported on
     /// the whole original span it was written as.
     pub fn scan(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
-        let mut dirty = self.collect(text, wanted, out);
+        self.scan_from(text, wanted, 0, out);
+    }
+
+    /// [`Scanner::scan`], with the walk of the built-ins over `text` itself starting at
+    /// byte `from`: one of the starts [`Scanner::present`] reported for `text`, the
+    /// smallest among the `wanted` detectors' (or past the end when it reported none of
+    /// them), so that nothing before it is walked twice. The walk visits the same
+    /// positions as a scan from 0 up to its first candidate, so the matches are the same.
+    /// Custom detectors and the disguised forms are searched in the whole text.
+    pub fn scan_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) {
+        let mut dirty = self.collect_from(text, wanted, from, out);
         if let Some(view) = normalize::View::of(text) {
             let mut found = Vec::new();
             self.scan_plain(&view.text, wanted, &mut found);
@@ -953,7 +963,17 @@ impl Scanner {
     /// folded view and decoded runs, as [`Scanner::any`] looks there too): what every
     /// `… has` condition over `text` needs. Unlike a [`Scanner::scan`] with all of
     /// `wanted`, a longer value of one detector cannot hide a value of another here.
-    pub fn present(&self, text: &str, wanted: &[u16], present: &mut Vec<u16>) {
+    ///
+    /// `starts` gets `(id, at)` for each built-in detector found in `text` itself (not
+    /// only in a disguised form): the position the walk found it at, where a
+    /// [`Scanner::scan_from`] for it may begin.
+    pub fn present(
+        &self,
+        text: &str,
+        wanted: &[u16],
+        present: &mut Vec<u16>,
+        starts: &mut Vec<(u16, usize)>,
+    ) {
         let mut mask: Mask = 0;
         let mut customs: Vec<u16> = Vec::new();
         for &id in wanted {
@@ -971,8 +991,13 @@ impl Scanner {
         }
         let mut found: Mask = 0;
         let mut found_ids: Vec<u16> = Vec::new();
-        let mut look = |t: &str, mask: &mut Mask, customs: &mut Vec<u16>| {
-            let hit = builtin::present(t.as_bytes(), *mask);
+        let mut plain_first: Vec<(builtin::Kind, usize)> = Vec::new();
+        let mut look = |t: &str, plain: bool, mask: &mut Mask, customs: &mut Vec<u16>| {
+            let hit = builtin::present(t.as_bytes(), *mask, &mut |k, at| {
+                if plain {
+                    plain_first.push((k, at));
+                }
+            });
             found |= hit;
             *mask &= !hit;
             customs.retain(|&id| {
@@ -988,14 +1013,14 @@ impl Scanner {
             });
             *mask != 0 || !customs.is_empty()
         };
-        if look(text, &mut mask, &mut customs) {
+        if look(text, true, &mut mask, &mut customs) {
             let more = match normalize::View::of(text) {
-                Some(view) => look(&view.text, &mut mask, &mut customs),
+                Some(view) => look(&view.text, false, &mut mask, &mut customs),
                 None => true,
             };
             if more {
                 normalize::decoded_runs(text, &mut |_, _, decoded| {
-                    look(decoded, &mut mask, &mut customs)
+                    look(decoded, false, &mut mask, &mut customs)
                 });
             }
         }
@@ -1007,6 +1032,12 @@ impl Scanner {
             };
             if hit && let Err(at) = present.binary_search(&id) {
                 present.insert(at, id);
+            }
+            if let Some(Entry::Builtin(k)) = self.entries.get(usize::from(id))
+                && let Some(&(_, at)) = plain_first.iter().find(|(pk, _)| pk == k)
+                && !starts.iter().any(|(d, _)| *d == id)
+            {
+                starts.push((id, at));
             }
         }
     }
@@ -1021,11 +1052,16 @@ impl Scanner {
     /// Replaces `out` with every candidate of the `wanted` detectors in `text`; returns
     /// whether they may overlap or be out of order (so [`resolve`] must run).
     fn collect(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) -> bool {
+        self.collect_from(text, wanted, 0, out)
+    }
+
+    /// [`Scanner::collect`], the built-ins walked from `from` (see [`Scanner::scan_from`]).
+    fn collect_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) -> bool {
         out.clear();
         let (mask, ids) = self.plan(wanted);
         let mut clean = true;
         let mut prev_end = 0usize;
-        builtin::scan(text.as_bytes(), mask, &mut |k, s, e| {
+        builtin::scan_from(text.as_bytes(), mask, from, &mut |k, s, e| {
             let detector = ids.get(k as usize).copied().unwrap_or(u16::MAX);
             clean &= s >= prev_end;
             prev_end = e;
