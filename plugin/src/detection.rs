@@ -10,13 +10,13 @@
 //! rule reads presence; the rewriter skips every string in which none of its detectors
 //! is present (a scan there finds nothing) and scans the others as it always did, so its
 //! matches, and how their overlaps are resolved, are unchanged. It starts the built-ins'
-//! walk of such a string where the pass first found one of its detectors
-//! ([`Scanner::scan_from`]): up to there the two walks are the same, and found nothing.
-//! Plain Rust, no host calls.
+//! walk of such a string where the pass first found one of its detectors, and skips the
+//! search for disguised forms where the pass saw there are none ([`ScanHint`]): up to
+//! there the two walks are the same, and found nothing. Plain Rust, no host calls.
 
 use std::ops::Range;
 
-use crate::detect::{Match, Scanner};
+use crate::detect::{Match, ScanHint, Scanner};
 use crate::json_strings::{self, JsonError, Leaf, Path, Visitor};
 
 /// What one pass found in one body, for the detectors in [`Detection::union`].
@@ -40,6 +40,8 @@ struct Found {
     /// (detector, byte of the decoded string) where the pass first found each built-in
     /// detector in the string as written.
     starts: Vec<(u16, usize)>,
+    /// The string has no disguised form to look into ([`ScanHint::plain`]).
+    plain: bool,
 }
 
 /// What [`Detection::matches`] knows about one string.
@@ -48,8 +50,8 @@ pub enum Known<'d> {
     /// The string's matches for the asked detectors (none: nothing of them is there).
     Matches(&'d [Match]),
     /// Some of the asked detectors are present (or were not looked for): scan the string,
-    /// the built-ins from byte `from` of it ([`Scanner::scan_from`]).
-    Scan { from: usize },
+    /// with these shortcuts ([`Scanner::scan_with`]).
+    Scan(ScanHint),
 }
 
 impl Detection {
@@ -66,7 +68,8 @@ impl Detection {
             fn string(&mut self, text: &str, at: usize) {
                 let mut present: Vec<u16> = Vec::new();
                 let mut starts: Vec<(u16, usize)> = Vec::new();
-                self.scanner
+                let plain = self
+                    .scanner
                     .present(text, &self.out.union, &mut present, &mut starts);
                 if present.is_empty() {
                     return;
@@ -80,6 +83,7 @@ impl Detection {
                     at,
                     present,
                     starts,
+                    plain,
                 });
             }
         }
@@ -130,14 +134,14 @@ impl Detection {
     /// there; else where the built-ins' walk may start.
     pub fn matches(&self, at: usize, wanted: &[u16]) -> Known<'_> {
         if !self.covers(wanted) {
-            return Known::Scan { from: 0 };
+            return Known::Scan(ScanHint::default());
         }
         match self.strings.binary_search_by_key(&at, |f| f.at) {
             Ok(i) => match self.strings.get(i) {
                 Some(found) if found.present.iter().all(|d| !wanted.contains(d)) => {
                     Known::Matches(&[])
                 }
-                Some(found) => Known::Scan {
+                Some(found) => Known::Scan(ScanHint {
                     // No start for any of `wanted`: the built-ins' walk finds none of them
                     // in the string as written (they are there in a disguised form, or
                     // they are custom detectors), so it need not run at all.
@@ -148,8 +152,9 @@ impl Detection {
                         .map(|&(_, from)| from)
                         .min()
                         .unwrap_or(usize::MAX),
-                },
-                None => Known::Scan { from: 0 },
+                    plain: found.plain,
+                }),
+                None => Known::Scan(ScanHint::default()),
             },
             // Nothing of the union there, so nothing of a subset either.
             Err(_) => Known::Matches(&[]),
@@ -219,10 +224,10 @@ mod tests {
                 s.scan(t, &wanted, &mut expect);
                 match d.matches(*at, &wanted) {
                     Known::Matches(m) => assert_eq!(m, expect.as_slice(), "{wanted:?} in {t:?}"),
-                    Known::Scan { from } => {
+                    Known::Scan(hint) => {
                         let mut got = Vec::new();
-                        s.scan_from(t, &wanted, from, &mut got);
-                        assert_eq!(got, expect, "{wanted:?} from {from} in {t:?}");
+                        s.scan_with(t, &wanted, hint, &mut got);
+                        assert_eq!(got, expect, "{wanted:?} with {hint:?} in {t:?}");
                     }
                 }
             }
@@ -257,7 +262,7 @@ mod tests {
         assert!(s.any(text, &[1]));
         let d = Detection::of(&s, body.as_bytes(), &[0, 1]).unwrap();
         assert_eq!(d.has_any(&[1]), Some(true));
-        assert!(matches!(d.matches(5, &[0]), Known::Scan { .. }));
+        assert!(matches!(d.matches(5, &[0]), Known::Scan(_)));
         agrees(&s, body);
         // Likewise an ITIN-shaped number hides an SSN candidate.
         agrees(
@@ -273,8 +278,15 @@ mod tests {
         let d = Detection::of(&s, body.as_bytes(), &[0, 1]).unwrap();
         // "a" holds an e-mail only: a phone rewrite skips it, an e-mail one scans it.
         assert_eq!(d.matches(5, &[1]), Known::Matches(&[]));
-        // The pass found the e-mail at its `@`, byte 1: the scan for it starts there.
-        assert_eq!(d.matches(5, &[0]), Known::Scan { from: 1 });
+        // The pass found the e-mail at its `@`, byte 1: the scan for it starts there, and
+        // skips the disguised forms (the string has none: no folded view, no encoded run).
+        assert_eq!(
+            d.matches(5, &[0]),
+            Known::Scan(ScanHint {
+                from: 1,
+                plain: true
+            })
+        );
         // "b" holds nothing.
         assert_eq!(d.matches(25, &[0, 1]), Known::Matches(&[]));
         agrees(&s, body);
@@ -335,7 +347,7 @@ mod tests {
             set.dedup();
             sets.push(set);
         }
-        let (mut reused, mut scanned, mut started_late) = (0usize, 0usize, 0usize);
+        let (mut reused, mut scanned, mut started_late, mut plain) = (0usize, 0, 0, 0);
         let mut expect = Vec::new();
         for wanted in &sets {
             let any = strings.iter().any(|(_, t)| s.any(t, wanted));
@@ -347,21 +359,22 @@ mod tests {
                         reused += 1;
                         assert_eq!(m, expect.as_slice(), "{wanted:?} in {t:?}");
                     }
-                    Known::Scan { from } => {
+                    Known::Scan(hint) => {
                         scanned += 1;
-                        started_late += usize::from(from > 0);
+                        started_late += usize::from(hint.from > 0);
+                        plain += usize::from(hint.plain);
                         let mut got = Vec::new();
-                        s.scan_from(t, wanted, from, &mut got);
-                        assert_eq!(got, expect, "{wanted:?} from {from} in {t:?}");
+                        s.scan_with(t, wanted, hint, &mut got);
+                        assert_eq!(got, expect, "{wanted:?} with {hint:?} in {t:?}");
                     }
                 }
             }
         }
-        // Every way is exercised: strings skipped, strings scanned, and scans that start
-        // past the beginning of their string.
+        // Every way is exercised: strings skipped, strings scanned, scans that start past
+        // the beginning of their string, and scans that skip the disguised forms.
         assert!(
-            reused > 0 && scanned > 0 && started_late > 0,
-            "{reused} skipped, {scanned} scanned, {started_late} started late"
+            reused > 0 && scanned > 0 && started_late > 0 && plain > 0,
+            "{reused} skipped, {scanned} scanned, {started_late} started late, {plain} plain"
         );
     }
 
@@ -371,6 +384,6 @@ mod tests {
         let d = Detection::of(&s, br#"{"a":"x@example.com"}"#, &[0]).unwrap();
         assert_eq!(d.has_any(&[0]), Some(true));
         assert_eq!(d.has_any(&[1]), None);
-        assert_eq!(d.matches(5, &[0, 1]), Known::Scan { from: 0 });
+        assert_eq!(d.matches(5, &[0, 1]), Known::Scan(ScanHint::default()));
     }
 }

@@ -301,28 +301,41 @@ pub fn envoy_tag_regex(name: &str) -> String {
 /// A label value made safe for the convention: `[A-Za-z0-9._:/@+=-]` kept, anything else
 /// (`;` above all) as `_`, at most 128 bytes, never empty (an empty value is `_`).
 pub fn label_value(value: &str) -> String {
-    let mut v: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._:/@+=-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    v.truncate(MAX_VALUE_LEN);
-    if v.is_empty() { "_".into() } else { v }
+    let mut v = String::with_capacity(value.len().clamp(1, MAX_VALUE_LEN));
+    push_label_value(&mut v, value);
+    v
+}
+
+/// Appends [`label_value`]`(value)` to `out`, without a string of its own (stat names are
+/// built on every request).
+fn push_label_value(out: &mut String, value: &str) {
+    let start = out.len();
+    // Every character written is one ASCII byte, so MAX_VALUE_LEN characters are as
+    // many bytes.
+    for c in value.chars().take(MAX_VALUE_LEN) {
+        out.push(if c.is_ascii_alphanumeric() || "._:/@+=-".contains(c) {
+            c
+        } else {
+            '_'
+        });
+    }
+    if out.len() == start {
+        out.push('_');
+    }
 }
 
 /// The stat name of one series: `family;label=value;…`, values through [`label_value`].
 pub fn stat_name<K: AsRef<str>, V: AsRef<str>>(family: &str, labels: &[(K, V)]) -> String {
-    let mut out = family.to_string();
+    let len = labels.iter().fold(family.len(), |n, (k, v)| {
+        n + k.as_ref().len() + v.as_ref().len().clamp(1, MAX_VALUE_LEN) + 2
+    });
+    let mut out = String::with_capacity(len);
+    out.push_str(family);
     for (k, v) in labels {
         out.push(';');
         out.push_str(k.as_ref());
         out.push('=');
-        out.push_str(&label_value(v.as_ref()));
+        push_label_value(&mut out, v.as_ref());
     }
     out
 }

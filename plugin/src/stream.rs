@@ -208,7 +208,6 @@ impl TextStream {
         out: &mut String,
         redacted: &mut Redacted,
     ) {
-        let mut restored = String::new();
         let input: Cow<'_, str> = if self.restore_held.is_empty() {
             Cow::Borrowed(fragment)
         } else {
@@ -216,11 +215,15 @@ impl TextStream {
             s.push_str(fragment);
             Cow::Owned(s)
         };
+        // Room for about the restored text at once (a placeholder and its value differ by
+        // a few bytes), instead of a buffer that doubles push after push.
+        let mut restored = String::new();
         let target = if ctx.redact.is_some() {
             &mut restored
         } else {
             &mut *out
         };
+        target.reserve(input.len());
         let used = if self.json {
             ctx.vault
                 .restore_into_with(&input, target, at_end, &crate::json_text::escape_into)
@@ -229,7 +232,11 @@ impl TextStream {
         };
         self.restore_held = input.get(used..).unwrap_or_default().to_string();
         let Some(r) = ctx.redact else { return };
-        self.redact_held.push_str(&restored);
+        if self.redact_held.is_empty() {
+            self.redact_held = restored;
+        } else {
+            self.redact_held.push_str(&restored);
+        }
         self.redact_step(&r, ctx.vault, at_end, out, redacted);
     }
 

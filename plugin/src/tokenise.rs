@@ -44,7 +44,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use sha2::{Digest, Sha256};
 
-use crate::detect;
+use crate::detect::{self, ScanHint};
 use crate::detection::{Detection, Known};
 use crate::json_strings::{self, JsonError, Path, Slot};
 
@@ -56,11 +56,10 @@ pub use crate::detect::Match;
 /// trait so tests can use small fakes.
 pub trait Find {
     fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>);
-    /// [`Find::find`], told by the body's detection pass that the built-ins' walk of
-    /// `text` may start at byte `from` ([`detect::Scanner::scan_from`]); a finder that
-    /// cannot use it scans the whole text.
-    fn find_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) {
-        let _ = from;
+    /// [`Find::find`], with the shortcuts the body's detection pass allows for `text`
+    /// ([`detect::Scanner::scan_with`]); a finder that cannot use them scans as `find`.
+    fn find_with(&self, text: &str, wanted: &[u16], hint: ScanHint, out: &mut Vec<Match>) {
+        let _ = hint;
         self.find(text, wanted, out);
     }
     fn name(&self, detector: u16) -> Option<&str>;
@@ -70,8 +69,8 @@ impl Find for detect::Scanner {
     fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
         self.scan(text, wanted, out);
     }
-    fn find_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) {
-        self.scan_from(text, wanted, from, out);
+    fn find_with(&self, text: &str, wanted: &[u16], hint: ScanHint, out: &mut Vec<Match>) {
+        self.scan_with(text, wanted, hint, out);
     }
     fn name(&self, detector: u16) -> Option<&str> {
         detect::Scanner::name(self, detector)
@@ -671,7 +670,7 @@ pub fn rewrite_request_with(
         hits.clear();
         match detection.map(|d| d.matches(at, &wanted)) {
             Some(Known::Matches(known)) => hits.extend_from_slice(known),
-            Some(Known::Scan { from }) => finder.find_from(s, &wanted, from, &mut hits),
+            Some(Known::Scan(hint)) => finder.find_with(s, &wanted, hint, &mut hits),
             None => finder.find(s, &wanted, &mut hits),
         }
         if hits.is_empty() {

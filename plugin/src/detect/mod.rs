@@ -28,6 +28,20 @@ pub use validate::{
     taxpayer_id_parts,
 };
 
+/// Shortcuts a [`Scanner::scan_with`] of one text may take, from what a
+/// [`Scanner::present`] walk of the same text learnt. The default takes none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanHint {
+    /// The built-ins' walk of the text as written may start at this byte: the smallest
+    /// start `present` reported among the wanted detectors (past the end when it
+    /// reported none of them). Up to its first candidate a scan visits the same
+    /// positions as the `present` walk, which found nothing of them before there.
+    pub from: usize,
+    /// The text has no folded view and no decoded run ([`normalize`]), so there is no
+    /// disguised form to look into.
+    pub plain: bool,
+}
+
 /// One detected value: `text[start..end]` was found by the policy's detector number
 /// `detector` (its index in `Policy::detectors`). Bounds are always char boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -915,17 +929,20 @@ impl Scanner {
     /// characters removed, `%XX` decoded) or in a decoded base64 or hex run is reported on
     /// the whole original span it was written as.
     pub fn scan(&self, text: &str, wanted: &[u16], out: &mut Vec<Match>) {
-        self.scan_from(text, wanted, 0, out);
+        self.scan_with(text, wanted, ScanHint::default(), out);
     }
 
-    /// [`Scanner::scan`], with the walk of the built-ins over `text` itself starting at
-    /// byte `from`: one of the starts [`Scanner::present`] reported for `text`, the
-    /// smallest among the `wanted` detectors' (or past the end when it reported none of
-    /// them), so that nothing before it is walked twice. The walk visits the same
-    /// positions as a scan from 0 up to its first candidate, so the matches are the same.
-    /// Custom detectors and the disguised forms are searched in the whole text.
-    pub fn scan_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) {
-        let mut dirty = self.collect_from(text, wanted, from, out);
+    /// [`Scanner::scan`] with the shortcuts a [`Scanner::present`] walk of the same text
+    /// allows (see [`ScanHint`]), so that what it already walked is not walked again. The
+    /// matches are the same.
+    pub fn scan_with(&self, text: &str, wanted: &[u16], hint: ScanHint, out: &mut Vec<Match>) {
+        let mut dirty = self.collect_from(text, wanted, hint.from, out);
+        if hint.plain {
+            if dirty {
+                resolve(out);
+            }
+            return;
+        }
         if let Some(view) = normalize::View::of(text) {
             let mut found = Vec::new();
             self.scan_plain(&view.text, wanted, &mut found);
@@ -965,15 +982,16 @@ impl Scanner {
     /// `wanted`, a longer value of one detector cannot hide a value of another here.
     ///
     /// `starts` gets `(id, at)` for each built-in detector found in `text` itself (not
-    /// only in a disguised form): the position the walk found it at, where a
-    /// [`Scanner::scan_from`] for it may begin.
+    /// only in a disguised form): the position the walk found it at, where a scan for it
+    /// may begin ([`ScanHint::from`]). Returns [`ScanHint::plain`] for `text`: true when
+    /// the walk looked for disguised forms and `text` has none to look into.
     pub fn present(
         &self,
         text: &str,
         wanted: &[u16],
         present: &mut Vec<u16>,
         starts: &mut Vec<(u16, usize)>,
-    ) {
+    ) -> bool {
         let mut mask: Mask = 0;
         let mut customs: Vec<u16> = Vec::new();
         for &id in wanted {
@@ -987,7 +1005,7 @@ impl Scanner {
             }
         }
         if mask == 0 && customs.is_empty() {
-            return;
+            return false;
         }
         let mut found: Mask = 0;
         let mut found_ids: Vec<u16> = Vec::new();
@@ -1013,15 +1031,20 @@ impl Scanner {
             });
             *mask != 0 || !customs.is_empty()
         };
+        let mut plain = false;
         if look(text, true, &mut mask, &mut customs) {
-            let more = match normalize::View::of(text) {
+            let view = normalize::View::of(text);
+            let more = match &view {
                 Some(view) => look(&view.text, false, &mut mask, &mut customs),
                 None => true,
             };
             if more {
+                let mut runs = false;
                 normalize::decoded_runs(text, &mut |_, _, decoded| {
+                    runs = true;
                     look(decoded, false, &mut mask, &mut customs)
                 });
+                plain = view.is_none() && !runs;
             }
         }
         for &id in wanted {
@@ -1040,6 +1063,7 @@ impl Scanner {
                 starts.push((id, at));
             }
         }
+        plain
     }
 
     /// [`Scanner::scan`] without looking for disguised forms.
@@ -1055,7 +1079,7 @@ impl Scanner {
         self.collect_from(text, wanted, 0, out)
     }
 
-    /// [`Scanner::collect`], the built-ins walked from `from` (see [`Scanner::scan_from`]).
+    /// [`Scanner::collect`], the built-ins walked from `from` (see [`ScanHint::from`]).
     fn collect_from(&self, text: &str, wanted: &[u16], from: usize, out: &mut Vec<Match>) -> bool {
         out.clear();
         let (mask, ids) = self.plan(wanted);
