@@ -46,9 +46,12 @@ for t in "${TARGETS[@]}"; do
     fi
     mkdir -p "$out"
     echo "== $t: up to $EXECS executions or $MAX_SECONDS s"
-    # AFL_NO_UI: plain log lines; the other two only skip host checks that need root
+    # AFL_NO_UI: plain log lines; the next two only skip host checks that need root
     # settings (CPU governor, core_pattern) and change nothing about the results.
-    AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
+    # AFL_NO_FASTRESUME: resume from the queue itself; AFL++'s fast-resume file aborts the
+    # run ("Short read from queue data") when a campaign was stopped abruptly or the target
+    # was rebuilt since.
+    AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_FASTRESUME=1 \
         nice -n "$NICE" cargo afl fuzz -i "$input" -o "$out" -E "$EXECS" -V "$MAX_SECONDS" \
         -t "$TIMEOUT_MS" -- "target/release/$t" >"$out/afl.log" 2>&1 || true
     stats="$out/default/fuzzer_stats"
