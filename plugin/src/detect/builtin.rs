@@ -1420,7 +1420,7 @@ mod tests {
                         seed ^= seed >> 7;
                         seed ^= seed << 17;
                         // Mostly lowercase letters, as prose is.
-                        if seed % 3 == 0 {
+                        if seed.is_multiple_of(3) {
                             alphabet[(seed >> 8) as usize % alphabet.len()]
                         } else {
                             b'a' + ((seed >> 16) % 26) as u8
