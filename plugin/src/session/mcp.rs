@@ -394,25 +394,7 @@ impl Session {
             status: 0,
             output: None,
         };
-        if policy.kill_switch.is_some() {
-            let wf = crate::metrics::workflow_label(policy, self.audit.workflow.as_deref());
-            match crate::review_verdict::record_escalation(
-                store,
-                wf,
-                &h.review_id,
-                &self.request_id,
-                (self.now_nanos / 1_000_000_000) as i64,
-            ) {
-                Ok(updates) => {
-                    self.apply(&updates);
-                    self.publish_escalation(store, wf, &h.review_id);
-                }
-                Err(e) => self.log(
-                    super::Level::Error,
-                    format!("writ: could not record the escalation for its verdict: {e}"),
-                ),
-            }
-        }
+        self.remember_escalation(store, &h.review_id);
         self.escalate(h);
     }
 

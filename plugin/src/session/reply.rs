@@ -458,28 +458,7 @@ impl Session {
                     oversight::reply_output(b, &shared.engine.scanner, &policy.detectors)
                 });
             }
-            if policy.kill_switch.is_some() {
-                let wf = metrics::workflow_label(policy, self.audit.workflow.as_deref());
-                match crate::review_verdict::record_escalation(
-                    store,
-                    wf,
-                    &h.review_id,
-                    &self.request_id,
-                    (self.now_nanos / 1_000_000_000) as i64,
-                ) {
-                    Ok(updates) => {
-                        self.apply(&updates);
-                        if self.config.shared.is_some() {
-                            self.count_for_fleet(store, &crate::review_verdict::queue_key(wf));
-                            self.publish_escalation(store, wf, &h.review_id);
-                        }
-                    }
-                    Err(e) => self.log(
-                        Level::Error,
-                        format!("writ: could not record the escalation for its verdict: {e}"),
-                    ),
-                }
-            }
+            self.remember_escalation(store, &h.review_id);
             self.escalate(h);
         }
         if success && let Some(wf) = workflow {

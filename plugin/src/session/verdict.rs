@@ -140,6 +140,38 @@ impl Session {
         self.answer_verdict(store, r)
     }
 
+    /// Remembers an escalation so its verdict can be posted (a policy with a kill switch
+    /// has the verdict endpoint): the review queue's gauges, and in a fleet the queue's
+    /// counter and the escalation published for any instance to take. The one path for
+    /// every kind of handoff (reply, MCP tool call).
+    pub(super) fn remember_escalation(&mut self, store: &dyn SharedStore, review_id: &str) {
+        let shared = self.shared.clone();
+        let policy = shared.policy();
+        if policy.kill_switch.is_none() {
+            return;
+        }
+        let wf = crate::metrics::workflow_label(policy, self.audit.workflow.as_deref());
+        match review_verdict::record_escalation(
+            store,
+            wf,
+            review_id,
+            &self.request_id,
+            (self.now_nanos / 1_000_000_000) as i64,
+        ) {
+            Ok(updates) => {
+                self.apply(&updates);
+                if self.config.shared.is_some() {
+                    self.count_for_fleet(store, &review_verdict::queue_key(wf));
+                    self.publish_escalation(store, wf, review_id);
+                }
+            }
+            Err(e) => self.log(
+                super::Level::Error,
+                format!("writ: could not record the escalation for its verdict: {e}"),
+            ),
+        }
+    }
+
     /// In a fleet, an escalation this instance remembered for its verdict is queued for
     /// the tick to publish, so a verdict posted to any instance finds it.
     pub(super) fn publish_escalation(
