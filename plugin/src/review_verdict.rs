@@ -7,8 +7,9 @@
 //!   comparison, [`crate::kill_switch::authorized`]).
 //! - State lives in shared data, like the kill switch: one item per escalation
 //!   (`writ/review/item/<review_id>`), one queue summary per workflow
-//!   (`writ/review/wf/<workflow>`), and one day of verdicts per workflow for the signals
-//!   (`writ/review/day/<workflow>/<date>`). Alone, a verdict reaches only the gateway
+//!   (`writ/review/wf/<workflow>`), its oldest pending review ids
+//!   (`writ/review/pending/<workflow>`, see [`PendingList`]), and one day of verdicts per
+//!   workflow for the signals (`writ/review/day/<workflow>/<date>`). Alone, a verdict reaches only the gateway
 //!   instance that escalated (since its last restart); any other answers 404
 //!   `unknown_review`. In a fleet the session claims the review in the store first
 //!   (`session/verdict.rs`, `fleet::reviews`), then records it here ([`accept`]).
@@ -71,7 +72,8 @@ pub struct ReviewItem {
 }
 json_stored!(ReviewItem);
 
-/// A workflow's review queue on this gateway since it started.
+/// A workflow's review queue on this gateway since it started: counts only, so the
+/// update every escalation and verdict makes stays a few dozen bytes of JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct QueueSummary {
     pub escalated: u64,
@@ -79,10 +81,100 @@ pub struct QueueSummary {
     pub approved: u64,
     pub wait_secs: i64,
     pub spent_secs: f64,
-    /// The oldest pending escalations, oldest first: (unix seconds, review id).
-    pub pending: Vec<(i64, String)>,
 }
 json_stored!(QueueSummary);
+
+/// The oldest pending escalations of a workflow, oldest first, at most
+/// [`MAX_LISTED_PENDING`]: only the oldest-pending gauge reads them.
+///
+/// Kept apart from [`QueueSummary`] and as raw `"<unix secs> <review id>\n"` lines, so an
+/// escalation appends a line and a verdict cuts one out without decoding the list: as
+/// JSON inside the summary, a full list cost each escalated request about 580,000
+/// instructions of decoding, cloning and encoding (`benches/README.md`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PendingList {
+    lines: Vec<u8>,
+}
+
+impl Stored for PendingList {
+    fn encode(&self) -> Vec<u8> {
+        self.lines.clone()
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        // Only this module writes the key, a whole line at a time.
+        (bytes.is_empty() || bytes.ends_with(b"\n")).then(|| PendingList {
+            lines: bytes.to_vec(),
+        })
+    }
+}
+
+/// A review id as a line holds it: a line must stay one line with one space. Review ids
+/// are the gateway's own (`rev-<hex>`), so this changes none in practice.
+fn line_id(review_id: &str) -> String {
+    review_id.replace(['\n', ' '], "_")
+}
+
+impl PendingList {
+    /// Each line as (unix seconds, review id); `None` for one that does not parse.
+    fn entries(&self) -> impl Iterator<Item = Option<(i64, &str)>> + '_ {
+        self.lines
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let l = std::str::from_utf8(l).ok()?;
+                let (at, id) = l.split_once(' ')?;
+                Some((at.parse().ok()?, id))
+            })
+    }
+
+    /// How many escalations are listed.
+    pub fn len(&self) -> usize {
+        self.lines.iter().filter(|&&b| b == b'\n').count()
+    }
+
+    /// Whether none is listed.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The oldest listed escalation's unix seconds, 0 when none is listed.
+    pub fn oldest(&self) -> i64 {
+        self.entries().next().flatten().map_or(0, |(at, _)| at)
+    }
+
+    /// Lists an escalation at the end (the newest); false when the list is full.
+    fn push(&mut self, unix_secs: i64, review_id: &str) -> bool {
+        if self.len() >= MAX_LISTED_PENDING {
+            return false;
+        }
+        let line = format!("{unix_secs} {}\n", line_id(review_id));
+        self.lines.extend_from_slice(line.as_bytes());
+        true
+    }
+
+    /// Takes a review id off the list; false when it was not listed.
+    fn remove(&mut self, review_id: &str) -> bool {
+        let id = line_id(review_id);
+        let mut start = 0;
+        while start < self.lines.len() {
+            let end = self.lines[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.lines.len(), |p| start + p + 1);
+            let line = &self.lines[start..end];
+            let listed = line
+                .iter()
+                .position(|&b| b == b' ')
+                .is_some_and(|sp| line[sp + 1..].strip_suffix(b"\n") == Some(id.as_bytes()));
+            if listed {
+                self.lines.drain(start..end);
+                return true;
+            }
+            start = end;
+        }
+        false
+    }
+}
 
 impl QueueSummary {
     /// Escalations without a verdict.
@@ -90,8 +182,9 @@ impl QueueSummary {
         self.escalated.saturating_sub(self.reviewed)
     }
 
-    /// The queue's gauges as metric updates.
-    fn gauges(&self, workflow: &str) -> Vec<MetricUpdate> {
+    /// The queue's gauges as metric updates; `oldest` is the oldest pending escalation's
+    /// unix seconds (0 for none).
+    fn gauges(&self, workflow: &str, oldest: i64) -> Vec<MetricUpdate> {
         let w = [("workflow", workflow)];
         let approval = if self.reviewed == 0 {
             0.0
@@ -104,11 +197,7 @@ impl QueueSummary {
                 &w,
                 self.pending_count() as i64,
             ),
-            gauge(
-                metrics::REVIEW_OLDEST_PENDING.name,
-                &w,
-                self.pending.first().map_or(0, |(at, _)| *at),
-            ),
+            gauge(metrics::REVIEW_OLDEST_PENDING.name, &w, oldest),
             gauge(
                 metrics::REVIEW_APPROVAL.name,
                 &w,
@@ -190,6 +279,11 @@ pub(crate) fn queue_key(workflow: &str) -> String {
     format!("writ/review/wf/{}", store::key_segment(workflow))
 }
 
+/// The shared-data key of a workflow's oldest pending review ids.
+fn pending_key(workflow: &str) -> String {
+    format!("writ/review/pending/{}", store::key_segment(workflow))
+}
+
 /// The shared-data key of a workflow's verdicts of one day (published in a fleet).
 pub(crate) fn day_key(workflow: &str, unix_secs: i64) -> String {
     format!(
@@ -220,18 +314,55 @@ pub fn record_escalation(
         };
         Step::Write(item, true)
     })?;
+    let oldest = store::update(store, &pending_key(workflow), |p: &PendingList| {
+        let mut next = p.clone();
+        if new && next.push(unix_secs, review_id) {
+            let oldest = next.oldest();
+            Step::Write(next, oldest)
+        } else {
+            Step::Keep(p.oldest())
+        }
+    })?;
     let summary = store::update(store, &queue_key(workflow), |q: &QueueSummary| {
         if !new {
             return Step::Keep(q.clone());
         }
         let mut next = q.clone();
         next.escalated = next.escalated.saturating_add(1);
-        if next.pending.len() < MAX_LISTED_PENDING {
-            next.pending.push((unix_secs, review_id.to_string()));
-        }
         Step::Write(next.clone(), next)
     })?;
-    Ok(summary.gauges(workflow))
+    Ok(summary.gauges(workflow, oldest))
+}
+
+/// Counts a verdict into its workflow's queue (the review is taken off the pending list)
+/// and returns the queue's gauges; `wait` is the seconds it waited for a reviewer, and
+/// `seconds` what the reviewer reported spending.
+pub fn record_review(
+    store: &dyn SharedStore,
+    workflow: &str,
+    review_id: &str,
+    approved: bool,
+    wait: i64,
+    seconds: f64,
+) -> Result<Vec<MetricUpdate>, StoreError> {
+    let oldest = store::update(store, &pending_key(workflow), |p: &PendingList| {
+        let mut next = p.clone();
+        if next.remove(review_id) {
+            let oldest = next.oldest();
+            Step::Write(next, oldest)
+        } else {
+            Step::Keep(p.oldest())
+        }
+    })?;
+    let summary = store::update(store, &queue_key(workflow), |q: &QueueSummary| {
+        let mut next = q.clone();
+        next.reviewed = next.reviewed.saturating_add(1);
+        next.approved = next.approved.saturating_add(u64::from(approved));
+        next.wait_secs = next.wait_secs.saturating_add(wait);
+        next.spent_secs += seconds;
+        Step::Write(next.clone(), next)
+    })?;
+    Ok(summary.gauges(workflow, oldest))
 }
 
 /// What the verdict endpoint answers, and what the filter must do with it.
@@ -528,16 +659,8 @@ pub fn accept(
     audit.verdict = Some(record.clone());
     let approved = verdict == "approved";
     let mut updates = Vec::new();
-    match store::update(store, &queue_key(&item.workflow), |q: &QueueSummary| {
-        let mut next = q.clone();
-        next.reviewed = next.reviewed.saturating_add(1);
-        next.approved = next.approved.saturating_add(u64::from(approved));
-        next.wait_secs = next.wait_secs.saturating_add(wait);
-        next.spent_secs += seconds;
-        next.pending.retain(|(_, id)| *id != review_id);
-        Step::Write(next.clone(), next)
-    }) {
-        Ok(q) => updates.extend(q.gauges(&item.workflow)),
+    match record_review(store, &item.workflow, &review_id, approved, wait, seconds) {
+        Ok(gauges) => updates.extend(gauges),
         Err(_) => {
             // The verdict itself is recorded (the item); only the summary missed it.
         }
@@ -875,6 +998,57 @@ mod tests {
             m_of(&r, "writ_review_approval_rate_ppm;workflow=support"),
             Some(500_000)
         );
+    }
+
+    /// The pending list keeps order through removals anywhere, stops at its limit (the
+    /// counts go on), and an id that would break a line is kept on one.
+    #[test]
+    fn the_pending_list_keeps_the_oldest_first_within_its_limit() {
+        let s = MemoryStore::new();
+        let oldest = |g: &[MetricUpdate]| {
+            g.iter()
+                .find(|m| m.name.starts_with("writ_review_oldest_pending"))
+                .map(|m| m.value)
+        };
+        let pending = |g: &[MetricUpdate]| {
+            g.iter()
+                .find(|m| m.name.starts_with("writ_reviews_pending;"))
+                .map(|m| m.value)
+        };
+        for i in 0..MAX_LISTED_PENDING + 10 {
+            let id = format!("rev-{i}");
+            let g = record_escalation(&s, "wf", &id, "req", 100 + i as i64).unwrap_or_default();
+            assert_eq!(oldest(&g), Some(100));
+            assert_eq!(pending(&g), Some(i as i64 + 1));
+        }
+        let listed = |s: &MemoryStore| {
+            let (bytes, _) = s.get(&pending_key("wf")).unwrap_or_default();
+            PendingList::decode(&bytes).unwrap_or_default()
+        };
+        assert_eq!(listed(&s).len(), MAX_LISTED_PENDING);
+        // From the middle, then the oldest: the next one listed becomes the oldest.
+        let g = record_review(&s, "wf", "rev-7", true, 1, 1.0).unwrap_or_default();
+        assert_eq!(oldest(&g), Some(100));
+        let g = record_review(&s, "wf", "rev-0", true, 1, 1.0).unwrap_or_default();
+        assert_eq!(oldest(&g), Some(101));
+        assert_eq!(listed(&s).len(), MAX_LISTED_PENDING - 2);
+        // One past the limit was never listed; its verdict still counts.
+        let g = record_review(&s, "wf", "rev-300", false, 1, 1.0).unwrap_or_default();
+        assert_eq!(pending(&g), Some(MAX_LISTED_PENDING as i64 + 7));
+        assert_eq!(listed(&s).len(), MAX_LISTED_PENDING - 2);
+        // An id takes off its own line only: not rev-10 to rev-19, which it begins, and a
+        // part of an id (ev-12) takes off none.
+        record_review(&s, "wf", "rev-1", true, 1, 1.0).unwrap_or_default();
+        record_review(&s, "wf", "ev-12", true, 1, 1.0).unwrap_or_default();
+        assert_eq!(listed(&s).len(), MAX_LISTED_PENDING - 3);
+        assert_eq!(listed(&s).oldest(), 102);
+        // Newlines and spaces cannot split a line.
+        let t = MemoryStore::new();
+        record_escalation(&t, "wf", "a b\nc", "req", 5).unwrap_or_default();
+        record_escalation(&t, "wf", "d", "req", 6).unwrap_or_default();
+        assert_eq!(listed(&t).len(), 2);
+        let g = record_review(&t, "wf", "a b\nc", true, 1, 1.0).unwrap_or_default();
+        assert_eq!(oldest(&g), Some(6));
     }
 
     fn m_of(r: &VerdictResponse, name: &str) -> Option<i64> {
