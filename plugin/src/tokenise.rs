@@ -201,9 +201,9 @@ pub struct Vault {
     by_value: HashMap<u64, u32, Mixed>,
     /// Code → entry: codes never repeat within a vault.
     by_code: HashMap<u32, u32, Mixed>,
-    /// Per tag, a bit for every proper prefix of an issued code (1, 2 and 3 characters),
-    /// so a stream cut inside a placeholder is recognised exactly.
-    code_prefixes: Vec<Vec<u64>>,
+    /// Per tag, every proper prefix of an issued code (1, 2 and 3 characters), so a
+    /// stream cut inside a placeholder is recognised exactly.
+    code_prefixes: Vec<CodePrefixes>,
     /// Keyed hashing of values, which come from the client: the maps above only ever see
     /// its output, so a client cannot aim values at one hash chain.
     hasher: RandomState,
@@ -228,6 +228,64 @@ const NONE: u32 = u32::MAX;
 
 /// Bits of [`Vault::code_prefixes`] per tag: 32 + 32^2 + 32^3 prefixes.
 const PREFIX_BITS: usize = 32 + 1024 + 32768;
+
+/// Prefixes a tag lists before they become a bitmap: a code adds at most three.
+const FEW_PREFIXES: usize = 96;
+
+/// The proper prefixes of one tag's issued codes, as bits (see [`prefix_bit`]). A request
+/// tokenises a handful of values, so they start as a short list: a bitmap of every
+/// prefix is 4 KB to zero per tag, which cost each tokenising request more than the
+/// tokenising itself. Past [`FEW_PREFIXES`] the list becomes that bitmap, so lookups
+/// stay constant-time in a request with thousands of values.
+#[derive(Debug, Clone)]
+enum CodePrefixes {
+    Few(Vec<u32>),
+    Bits(Box<[u64]>),
+}
+
+impl Default for CodePrefixes {
+    fn default() -> Self {
+        CodePrefixes::Few(Vec::new())
+    }
+}
+
+impl CodePrefixes {
+    fn insert(&mut self, bit: usize) {
+        match self {
+            CodePrefixes::Few(few) => {
+                let Ok(b) = u32::try_from(bit) else { return };
+                if few.contains(&b) {
+                    return;
+                }
+                if few.len() < FEW_PREFIXES {
+                    few.push(b);
+                    return;
+                }
+                let mut bits = vec![0u64; PREFIX_BITS.div_ceil(64)].into_boxed_slice();
+                for &f in few.iter().chain([&b]) {
+                    if let Some(w) = bits.get_mut(f as usize / 64) {
+                        *w |= 1 << (f % 64);
+                    }
+                }
+                *self = CodePrefixes::Bits(bits);
+            }
+            CodePrefixes::Bits(bits) => {
+                if let Some(w) = bits.get_mut(bit / 64) {
+                    *w |= 1 << (bit % 64);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, bit: usize) -> bool {
+        match self {
+            CodePrefixes::Few(few) => u32::try_from(bit).is_ok_and(|b| few.contains(&b)),
+            CodePrefixes::Bits(bits) => bits
+                .get(bit / 64)
+                .is_some_and(|w| w & (1 << (bit % 64)) != 0),
+        }
+    }
+}
 
 /// The bit of a code prefix of `len` (1 to 3) characters with value `prefix`.
 fn prefix_bit(len: u32, prefix: u32) -> usize {
@@ -361,7 +419,7 @@ impl Vault {
                     return Cow::Owned(format!("[{}]", type_tag(detector_name)));
                 }
                 self.tags.push(type_tag(detector_name));
-                self.code_prefixes.push(vec![0; PREFIX_BITS.div_ceil(64)]);
+                self.code_prefixes.push(CodePrefixes::default());
                 let mut order: Vec<u16> = (0..self.tags.len() as u16).collect();
                 order.sort_by_key(|&t| {
                     std::cmp::Reverse(self.tags.get(usize::from(t)).map_or(0, String::len))
@@ -414,12 +472,9 @@ impl Vault {
             self.first[usize::from(b)] = true;
         }
         self.max_len = self.max_len.max(placeholder.len());
-        if let Some(bits) = self.code_prefixes.get_mut(tag) {
+        if let Some(prefixes) = self.code_prefixes.get_mut(tag) {
             for len in 1..CODE_LEN as u32 {
-                let bit = prefix_bit(len, drawn >> (5 * (CODE_LEN as u32 - len)));
-                if let Some(w) = bits.get_mut(bit / 64) {
-                    *w |= 1 << (bit % 64);
-                }
+                prefixes.insert(prefix_bit(len, drawn >> (5 * (CODE_LEN as u32 - len))));
             }
         }
         self.by_code.insert(drawn, idx);
@@ -493,8 +548,7 @@ impl Vault {
         let bit = prefix_bit(len, prefix);
         self.code_prefixes
             .get(usize::from(tag_id))
-            .and_then(|bits| bits.get(bit / 64))
-            .is_some_and(|w| w & (1 << (bit % 64)) != 0)
+            .is_some_and(|p| p.contains(bit))
     }
 
     /// Appends `text` to `out` with this vault's placeholders replaced by their values,
@@ -924,6 +978,50 @@ mod tests {
         assert_eq!(v.restore_into("hi EMAILX", &mut out, false), 9);
         let mut out = String::new();
         assert_eq!(v.restore_into("hi EMAIL_ZZZZ", &mut out, false), 13);
+    }
+
+    /// A stream cut after `EMAIL_` and one to three code characters is held back exactly
+    /// when an issued code starts with them, whether the tag's prefixes are still a
+    /// short list or already the bitmap.
+    #[test]
+    fn held_back_prefixes_are_exactly_the_issued_ones_listed_or_mapped() {
+        for values in [1usize, 20, 32, 40, 60, 97, 300] {
+            let mut v = Vault::new(nonce(b"p", values as u64, 0));
+            let codes: Vec<String> = (0..values)
+                .map(|i| {
+                    let p = v.tokenise("email", &format!("u{i}@x.io")).into_owned();
+                    p.trim_start_matches("EMAIL_").to_string()
+                })
+                .collect();
+            let listed = matches!(v.code_prefixes.first(), Some(CodePrefixes::Few(_)));
+            // Codes share their shorter prefixes, so where the list turns into the bitmap
+            // depends on the codes drawn; the ends of the range are certain.
+            if values <= FEW_PREFIXES / 3 {
+                assert!(listed, "{values}");
+            }
+            if values > FEW_PREFIXES {
+                assert!(!listed, "{values}");
+            }
+            let alphabet: Vec<char> = ALPHABET.iter().map(|&b| char::from(b)).collect();
+            let mut candidates: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
+            for len in 2..CODE_LEN {
+                let longer: Vec<String> = candidates
+                    .iter()
+                    .filter(|c| c.len() == len - 1)
+                    .flat_map(|c| alphabet.iter().map(move |a| format!("{c}{a}")))
+                    .collect();
+                candidates.extend(longer);
+            }
+            let mut held = 0;
+            for c in &candidates {
+                let mut out = String::new();
+                let used = v.restore_into(&format!("hi EMAIL_{c}"), &mut out, false);
+                let issued = codes.iter().any(|code| code.starts_with(c.as_str()));
+                assert_eq!(used == 3, issued, "{values} values, prefix {c}");
+                held += usize::from(issued);
+            }
+            assert!(held >= CODE_LEN - 1, "{values}: {held}");
+        }
     }
 
     #[test]
