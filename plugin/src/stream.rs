@@ -414,6 +414,27 @@ pub fn rewrite_text_as(
     ctx: &Ctx<'_>,
     redacted: &mut Redacted,
 ) -> Option<String> {
+    // Most strings of a reply (its keys, ids, roles, finish reasons) hold no placeholder
+    // and nothing to redact. One scan shows that, without the stream's buffers: a JSON
+    // reply has a dozen such strings, and streaming each cost more than its scan.
+    if !ctx.vault.may_contain_placeholder(text) {
+        let Some(r) = ctx.redact else { return None };
+        let mut hits = Vec::new();
+        r.finder.find(text, r.wanted, &mut hits);
+        if hits.is_empty() {
+            return None;
+        }
+    }
+    rewrite_text_streamed(text, json, ctx, redacted)
+}
+
+/// [`rewrite_text_as`] through a [`TextStream`], with the whole text as its one fragment.
+fn rewrite_text_streamed(
+    text: &str,
+    json: bool,
+    ctx: &Ctx<'_>,
+    redacted: &mut Redacted,
+) -> Option<String> {
     let mut ts = TextStream::json_text(json);
     let mut out = String::with_capacity(text.len());
     ts.push(text, ctx, true, &mut out, redacted);
@@ -1569,6 +1590,92 @@ mod tests {
             pass.on_body(b"data: x", false, &noop),
             BodyAction::Unchanged
         );
+    }
+
+    /// Finds `SECRET` (detector 0) and `hunter2` (detector 1), as the policy's
+    /// response-side detectors would.
+    struct Two;
+    impl Find for Two {
+        fn find(&self, text: &str, wanted: &[u16], out: &mut Vec<crate::detect::Match>) {
+            out.clear();
+            for (d, word) in [(0u16, "SECRET"), (1, "hunter2")] {
+                if wanted.contains(&d) {
+                    out.extend(
+                        text.match_indices(word)
+                            .map(|(at, _)| crate::detect::Match {
+                                detector: d,
+                                start: at,
+                                end: at + word.len(),
+                            }),
+                    );
+                }
+            }
+            out.sort_by_key(|m| m.start);
+        }
+        fn name(&self, d: u16) -> Option<&str> {
+            ["token", "password"].get(usize::from(d)).copied()
+        }
+    }
+
+    /// Whether a whole string is streamed or only scanned, the result and the counts are
+    /// the same: strings with placeholders, with values to redact, with a value the client
+    /// sent itself, with both, with neither; as prose and as JSON text; with and without
+    /// redaction.
+    #[test]
+    fn a_whole_string_scanned_first_rewrites_as_streamed() {
+        let mut vault = Vault::new([3; 16]);
+        let ph = vault.tokenise("email", "a@b.io").into_owned();
+        vault.tokenise("name", "SECRET").into_owned();
+        let texts = [
+            String::new(),
+            "finish_reason".to_string(),
+            "stop".to_string(),
+            format!("write to {ph} now"),
+            format!("{ph}"),
+            "the key is SECRET".to_string(),
+            "SECRET and hunter2 and hunter2".to_string(),
+            format!("{ph} hunter2"),
+            "EMAIL_ but no code".to_string(),
+            format!("{{\"to\":\"{ph}\",\"pw\":\"hunter2\"}}"),
+            "caf\u{e9} \u{1F600} hunter2".to_string(),
+        ];
+        let wanted = [0u16, 1];
+        for redact in [None, Some(&wanted[..1]), Some(&wanted[..])] {
+            let ctx = Ctx {
+                vault: &vault,
+                redact: redact.map(|w| Redact {
+                    finder: &Two,
+                    wanted: w,
+                    hold: Hold::default(),
+                }),
+            };
+            for text in &texts {
+                for json in [false, true] {
+                    let (mut a, mut b) = (Redacted::new(), Redacted::new());
+                    let fast = rewrite_text_as(text, json, &ctx, &mut a);
+                    let streamed = rewrite_text_streamed(text, json, &ctx, &mut b);
+                    assert_eq!(
+                        (&fast, &a),
+                        (&streamed, &b),
+                        "{text:?} json={json} {redact:?}"
+                    );
+                }
+            }
+        }
+        // The cases above do rewrite: restored, redacted, and left alone.
+        let ctx = Ctx {
+            vault: &vault,
+            redact: Some(Redact {
+                finder: &Two,
+                wanted: &wanted,
+                hold: Hold::default(),
+            }),
+        };
+        let mut r = Redacted::new();
+        let out = rewrite_text_as(&format!("{ph} SECRET hunter2"), false, &ctx, &mut r);
+        assert_eq!(out.as_deref(), Some("a@b.io SECRET [PASSWORD]"));
+        assert_eq!(r.get(&1), Some(&1));
+        assert_eq!(rewrite_text_as("finish_reason", false, &ctx, &mut r), None);
     }
 
     #[test]
