@@ -418,7 +418,7 @@ pub fn rewrite_text_as(
     // and nothing to redact. One scan shows that, without the stream's buffers: a JSON
     // reply has a dozen such strings, and streaming each cost more than its scan.
     if !ctx.vault.may_contain_placeholder(text) {
-        let Some(r) = ctx.redact else { return None };
+        let r = ctx.redact?;
         let mut hits = Vec::new();
         r.finder.find(text, r.wanted, &mut hits);
         if hits.is_empty() {
@@ -1631,7 +1631,7 @@ mod tests {
             "finish_reason".to_string(),
             "stop".to_string(),
             format!("write to {ph} now"),
-            format!("{ph}"),
+            ph.clone(),
             "the key is SECRET".to_string(),
             "SECRET and hunter2 and hunter2".to_string(),
             format!("{ph} hunter2"),
