@@ -173,16 +173,14 @@ impl Session {
     }
 
     /// In a fleet, an escalation this instance remembered for its verdict is queued for
-    /// the tick to publish, so a verdict posted to any instance finds it.
+    /// the tick to publish, so a verdict posted to any instance finds it. Only called in a
+    /// fleet (`remember_escalation` checks).
     pub(super) fn publish_escalation(
         &mut self,
         store: &dyn SharedStore,
         workflow: &str,
         review_id: &str,
     ) {
-        if self.config.shared.is_none() {
-            return;
-        }
         let item = ReviewItem {
             workflow: workflow.to_string(),
             request_id: self.request_id.clone(),
