@@ -314,15 +314,7 @@ pub fn record_escalation(
         };
         Step::Write(item, true)
     })?;
-    let oldest = store::update(store, &pending_key(workflow), |p: &PendingList| {
-        let mut next = p.clone();
-        if new && next.push(unix_secs, review_id) {
-            let oldest = next.oldest();
-            Step::Write(next, oldest)
-        } else {
-            Step::Keep(p.oldest())
-        }
-    })?;
+    let oldest = edit_pending(store, workflow, |p| new && p.push(unix_secs, review_id))?;
     let summary = store::update(store, &queue_key(workflow), |q: &QueueSummary| {
         if !new {
             return Step::Keep(q.clone());
@@ -332,6 +324,24 @@ pub fn record_escalation(
         Step::Write(next.clone(), next)
     })?;
     Ok(summary.gauges(workflow, oldest))
+}
+
+/// Applies `edit` to a workflow's pending list (written when it says it changed the
+/// list) and returns the oldest pending escalation's unix seconds after it.
+fn edit_pending(
+    store: &dyn SharedStore,
+    workflow: &str,
+    mut edit: impl FnMut(&mut PendingList) -> bool,
+) -> Result<i64, StoreError> {
+    store::update(store, &pending_key(workflow), |p: &PendingList| {
+        let mut next = p.clone();
+        if edit(&mut next) {
+            let oldest = next.oldest();
+            Step::Write(next, oldest)
+        } else {
+            Step::Keep(p.oldest())
+        }
+    })
 }
 
 /// Counts a verdict into its workflow's queue (the review is taken off the pending list)
@@ -345,15 +355,7 @@ pub fn record_review(
     wait: i64,
     seconds: f64,
 ) -> Result<Vec<MetricUpdate>, StoreError> {
-    let oldest = store::update(store, &pending_key(workflow), |p: &PendingList| {
-        let mut next = p.clone();
-        if next.remove(review_id) {
-            let oldest = next.oldest();
-            Step::Write(next, oldest)
-        } else {
-            Step::Keep(p.oldest())
-        }
-    })?;
+    let oldest = edit_pending(store, workflow, |p| p.remove(review_id))?;
     let summary = store::update(store, &queue_key(workflow), |q: &QueueSummary| {
         let mut next = q.clone();
         next.reviewed = next.reviewed.saturating_add(1);
