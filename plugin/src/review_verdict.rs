@@ -9,10 +9,10 @@
 //!   (`writ/review/item/<review_id>`), one queue summary per workflow
 //!   (`writ/review/wf/<workflow>`), its oldest pending review ids
 //!   (`writ/review/pending/<workflow>`, see [`PendingList`]), and one day of verdicts per
-//!   workflow for the signals (`writ/review/day/<workflow>/<date>`). Alone, a verdict reaches only the gateway
-//!   instance that escalated (since its last restart); any other answers 404
-//!   `unknown_review`. In a fleet the session claims the review in the store first
-//!   (`session/verdict.rs`, `fleet::reviews`), then records it here ([`accept`]).
+//!   workflow for the signals (`writ/review/day/<workflow>/<date>`). Alone, a verdict
+//!   reaches only the gateway instance that escalated (since its last restart); any other
+//!   answers 404 `unknown_review`. In a fleet the session claims the review in the store
+//!   first (`session/verdict.rs`, `fleet::reviews`), then records it here ([`accept`]).
 //! - Every verdict call, refused ones included, is one audit record (`event:
 //!   review_verdict`); an accepted one carries the escalated request's id and the review
 //!   id, so it joins the request's own record.
@@ -89,7 +89,7 @@ json_stored!(QueueSummary);
 ///
 /// Kept apart from [`QueueSummary`] and as raw `"<unix secs> <review id>\n"` lines, so an
 /// escalation appends a line and a verdict cuts one out without decoding the list: as
-/// JSON inside the summary, a full list cost each escalated request about 580,000
+/// JSON inside the summary, a full list cost each escalated request about 650,000
 /// instructions of decoding, cloning and encoding (`benches/README.md`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PendingList {
