@@ -308,10 +308,10 @@ impl RootFleet {
                 }
             },
             RootCall::Publish(workflow, body) => {
-                let stored = reply.as_deref().is_some_and(fleet::etcd::parse_put);
-                reachable(stored);
-                if stored {
-                    kill::published(&HostStore, &workflow, &body);
+                let revision = reply.as_deref().and_then(fleet::etcd::put_revision);
+                reachable(revision.is_some());
+                if let Some(revision) = revision {
+                    kill::published(&HostStore, &workflow, &body, revision);
                 }
             }
             RootCall::Counters(body) => {

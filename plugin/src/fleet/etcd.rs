@@ -171,7 +171,14 @@ pub fn parse_range(body: &[u8]) -> Option<Vec<Kv>> {
 
 /// Whether a put answered with etcd's success shape.
 pub fn parse_put(body: &[u8]) -> bool {
-    serde_json::from_slice::<Json>(body).is_ok_and(|v| v.get("header").is_some())
+    put_revision(body).is_some()
+}
+
+/// The store's revision after a put (the key's new mod revision), from its answer; `None`
+/// when the answer is not etcd's success shape. An answer without a revision reads 0.
+pub fn put_revision(body: &[u8]) -> Option<i64> {
+    let v: Json = serde_json::from_slice(body).ok()?;
+    Some(num(v.get("header")?.get("revision")))
 }
 
 #[cfg(test)]
@@ -221,6 +228,11 @@ mod tests {
         assert_eq!(parse_range(br#"{"header":{"revision":"1"}}"#), Some(vec![]));
         assert!(parse_put(br#"{"header":{"revision":"1"}}"#));
         assert!(!parse_put(b"no"));
+        assert_eq!(
+            put_revision(br#"{"header":{"cluster_id":"1","revision":"42"}}"#),
+            Some(42)
+        );
+        assert_eq!(put_revision(br#"{"error":"x","code":3}"#), None);
     }
 
     #[test]

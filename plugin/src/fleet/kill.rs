@@ -42,10 +42,19 @@ pub fn pending(local: &dyn SharedStore) -> Vec<String> {
     super::lines(local, PENDING_KEY)
 }
 
-/// The store has the flip of `workflow` (its put answered): no longer pending, unless
-/// the bytes changed since the put was built (a newer flip, published next tick).
-pub fn published(local: &dyn SharedStore, workflow: &str, sent: &[u8]) {
+/// The store has the flip of `workflow` (its put answered, at `revision`): no longer
+/// pending, unless the bytes changed since the put was built (a newer flip, published
+/// next tick). The revision counts as seen: a poll answered before the put, arriving
+/// after it, holds an older write of the key and must not undo the flip.
+pub fn published(local: &dyn SharedStore, workflow: &str, sent: &[u8], revision: i64) {
     let key = kill_switch::state_key(workflow);
+    let _ = store::update(local, &seen_key(&key), |s: &Seen| {
+        if s.0 >= revision {
+            Step::Keep(())
+        } else {
+            Step::Write(Seen(revision), ())
+        }
+    });
     if local
         .get(&key)
         .is_some_and(|(v, _)| etcd::put(&key, &v) == sent)
@@ -110,6 +119,9 @@ fn unsegment(segment: &str) -> String {
 /// not etcd's: the caller keeps the last known state.
 pub fn apply_poll(local: &dyn SharedStore, reply: &[u8]) -> Option<Vec<Applied>> {
     let kvs = etcd::parse_range(reply)?;
+    // A local flip not yet published is newer than anything the store holds for its
+    // workflow: its put comes next tick, at a newer revision.
+    let unpublished = pending(local);
     let mut applied = Vec::new();
     for Kv {
         key,
@@ -123,6 +135,10 @@ pub fn apply_poll(local: &dyn SharedStore, reply: &[u8]) -> Option<Vec<Applied>>
         let Some(segment) = key.strip_prefix(PREFIX) else {
             continue;
         };
+        let workflow = unsegment(segment);
+        if unpublished.contains(&workflow) {
+            continue;
+        }
         let won = store::update(local, &seen_key(&key), |s: &Seen| {
             if s.0 >= mod_revision {
                 Step::Keep(false)
@@ -139,7 +155,6 @@ pub fn apply_poll(local: &dyn SharedStore, reply: &[u8]) -> Option<Vec<Applied>>
         if local.set(&key, &value, 0).is_err() {
             continue;
         }
-        let workflow = unsegment(segment);
         applied.push(Applied {
             stopped: value.first() != Some(&b'R'),
             state: kill_switch::state(local, &workflow),
@@ -199,6 +214,55 @@ mod tests {
         assert!(!kill_switch::is_stopped(&a, Some("support")));
     }
 
+    /// A local flip against polls that race it. The store holds a stop (revision 5) this
+    /// instance has not polled yet, and an operator resumes here. A poll answered before
+    /// the resume's put holds the stop: it must not undo the resume, whether it arrives
+    /// while the resume waits for its put (pending) or after the put answered (revision 6
+    /// seen). The same holds when the stop was this instance's own, published at 5.
+    #[test]
+    fn a_poll_older_than_a_local_flip_never_undoes_it() {
+        let stop = br#"S{"stopped":true,"by":"ops","at":"2026-12-06T00:00:00Z","reason":"x"}"#;
+        let run = br#"R{"stopped":false,"by":"ops","at":"2026-12-06T00:00:01Z","reason":"y"}"#;
+        let stale = answer(&[("writ/kill/support", stop, 5)]);
+        let resume = |a: &MemoryStore| {
+            assert_eq!(a.set("writ/kill/support", run, 0), Ok(()));
+            assert_eq!(mark_pending(a, "support"), Ok(()));
+        };
+        let publish = |a: &MemoryStore, revision: i64| {
+            let sent = publish_body(a, "support").unwrap_or_default();
+            published(a, "support", &sent, revision);
+            assert!(pending(a).is_empty());
+        };
+        // Another instance's stop; the resume here still waits for its put.
+        let a = MemoryStore::new();
+        resume(&a);
+        assert_eq!(apply_poll(&a, &stale), Some(vec![]));
+        assert!(!kill_switch::is_stopped(&a, Some("support")));
+        // Its put answers; the stale answer arrives again, after it.
+        publish(&a, 6);
+        assert_eq!(apply_poll(&a, &stale), Some(vec![]));
+        assert!(!kill_switch::is_stopped(&a, Some("support")));
+        // This instance's own stop, then the resume, both published before the stale poll.
+        let b = MemoryStore::new();
+        assert_eq!(b.set("writ/kill/support", stop, 0), Ok(()));
+        assert_eq!(mark_pending(&b, "support"), Ok(()));
+        publish(&b, 5);
+        resume(&b);
+        publish(&b, 6);
+        assert_eq!(apply_poll(&b, &stale), Some(vec![]));
+        assert!(!kill_switch::is_stopped(&b, Some("support")));
+        // Without a local flip, another instance's stop is applied as before; and a stop
+        // written after this instance's flip was published wins over it.
+        let c = MemoryStore::new();
+        assert_eq!(apply_poll(&c, &stale).map(|v| v.len()), Some(1));
+        assert!(kill_switch::is_stopped(&c, Some("support")));
+        resume(&c);
+        publish(&c, 6);
+        let newer = answer(&[("writ/kill/support", stop, 7)]);
+        assert_eq!(apply_poll(&c, &newer).map(|v| v.len()), Some(1));
+        assert!(kill_switch::is_stopped(&c, Some("support")));
+    }
+
     #[test]
     fn every_workflow_and_encoded_names_are_applied() {
         let a = MemoryStore::new();
@@ -226,10 +290,10 @@ mod tests {
         let sent = publish_body(&a, "support").unwrap_or_default();
         // A newer flip after the put was built stays pending.
         let _ = a.set("writ/kill/support", b"R{}", 0);
-        published(&a, "support", &sent);
+        published(&a, "support", &sent, 4);
         assert_eq!(pending(&a).len(), 1);
         let sent = publish_body(&a, "support").unwrap_or_default();
-        published(&a, "support", &sent);
+        published(&a, "support", &sent, 5);
         assert!(pending(&a).is_empty());
     }
 
