@@ -29,6 +29,8 @@ struct Slot {
 pub(crate) struct Workers {
     slots: Vec<Slot>,
     next: AtomicUsize,
+    /// Where the root contexts' logs go (see [`Workers::start`]).
+    sink: Option<super::LogSink>,
 }
 
 /// The worker thread is gone (it cannot be, short of a bug: jobs never panic the loop).
@@ -63,6 +65,7 @@ impl Workers {
         Ok(Workers {
             slots,
             next: AtomicUsize::new(0),
+            sink,
         })
     }
 
@@ -97,12 +100,16 @@ impl Workers {
 impl Workers {
     /// The gateway is stopping (requests drained): runs [`Vm::finish`] on each VM in
     /// turn, on the VM's own thread, waiting until `deadline` at most in all. What the
-    /// root logs meanwhile goes to the sink, as a tick's does.
+    /// root logs meanwhile goes to the sink, as a tick's does, before this returns: the
+    /// process exits right after, and the give-back's log lines must not be lost.
     pub(crate) fn finish(&self, deadline: Instant) {
         for (i, slot) in self.slots.iter().enumerate() {
             let (tx, rx) = mpsc::channel();
+            let sink = self.sink.clone();
             let job: Job = Box::new(move |vm| {
-                let _ = tx.send(vm.finish());
+                let finished = vm.finish();
+                send_root_logs(vm, sink.as_ref());
+                let _ = tx.send(finished);
             });
             if slot.jobs.send(job).is_err() {
                 continue;
@@ -141,11 +148,16 @@ fn worker_loop(vm: &Mutex<Vm>, rx: &mpsc::Receiver<Job>, sink: Option<&super::Lo
         if let Err(e) = vm.run_timers() {
             tracing::warn!("timer callback failed: {e}");
         }
-        for log in vm.take_root_logs() {
-            tracing::debug!(target: "writ::guest", level = ?log.level, "{}", log.message);
-            if let Some(sink) = sink {
-                (sink.0)(&log);
-            }
+        send_root_logs(&mut vm, sink);
+    }
+}
+
+/// Hands what the root context logged since the last call to `sink`.
+fn send_root_logs(vm: &mut Vm, sink: Option<&super::LogSink>) {
+    for log in vm.take_root_logs() {
+        tracing::debug!(target: "writ::guest", level = ?log.level, "{}", log.message);
+        if let Some(sink) = sink {
+            (sink.0)(&log);
         }
     }
 }
