@@ -314,7 +314,6 @@ pub fn record_escalation(
         };
         Step::Write(item, true)
     })?;
-    let oldest = edit_pending(store, workflow, |p| new && p.push(unix_secs, review_id))?;
     let summary = store::update(store, &queue_key(workflow), |q: &QueueSummary| {
         if !new {
             return Step::Keep(q.clone());
@@ -323,17 +322,21 @@ pub fn record_escalation(
         next.escalated = next.escalated.saturating_add(1);
         Step::Write(next.clone(), next)
     })?;
+    let oldest = edit_pending(store, workflow, |p| new && p.push(unix_secs, review_id));
     Ok(summary.gauges(workflow, oldest))
 }
 
 /// Applies `edit` to a workflow's pending list (written when it says it changed the
-/// list) and returns the oldest pending escalation's unix seconds after it.
+/// list) and returns the oldest pending escalation's unix seconds after it. Called after
+/// the counts are written: the list only feeds the oldest-pending gauge, so a store error
+/// here costs that gauge one update (it reads the list as it stands, or 0), never a count.
 fn edit_pending(
     store: &dyn SharedStore,
     workflow: &str,
     mut edit: impl FnMut(&mut PendingList) -> bool,
-) -> Result<i64, StoreError> {
-    store::update(store, &pending_key(workflow), |p: &PendingList| {
+) -> i64 {
+    let key = pending_key(workflow);
+    store::update(store, &key, |p: &PendingList| {
         let mut next = p.clone();
         if edit(&mut next) {
             let oldest = next.oldest();
@@ -342,6 +345,7 @@ fn edit_pending(
             Step::Keep(p.oldest())
         }
     })
+    .unwrap_or_else(|_| store::read::<PendingList>(store, &key).map_or(0, |p| p.oldest()))
 }
 
 /// Counts a verdict into its workflow's queue (the review is taken off the pending list)
@@ -355,7 +359,6 @@ pub fn record_review(
     wait: i64,
     seconds: f64,
 ) -> Result<Vec<MetricUpdate>, StoreError> {
-    let oldest = edit_pending(store, workflow, |p| p.remove(review_id))?;
     let summary = store::update(store, &queue_key(workflow), |q: &QueueSummary| {
         let mut next = q.clone();
         next.reviewed = next.reviewed.saturating_add(1);
@@ -364,6 +367,7 @@ pub fn record_review(
         next.spent_secs += seconds;
         Step::Write(next.clone(), next)
     })?;
+    let oldest = edit_pending(store, workflow, |p| p.remove(review_id));
     Ok(summary.gauges(workflow, oldest))
 }
 
@@ -1044,6 +1048,13 @@ mod tests {
         record_review(&s, "wf", "ev-12", true, 1, 1.0).unwrap_or_default();
         assert_eq!(listed(&s).len(), MAX_LISTED_PENDING - 3);
         assert_eq!(listed(&s).oldest(), 102);
+        // A list the store cannot give back whole costs the gauge, never a count.
+        let u = MemoryStore::new();
+        assert_eq!(u.set(&pending_key("wf"), b"12 rev-a", 0), Ok(()));
+        let g = record_escalation(&u, "wf", "rev-b", "req", 20).unwrap_or_default();
+        assert_eq!((pending(&g), oldest(&g)), (Some(1), Some(0)));
+        let g = record_review(&u, "wf", "rev-b", true, 1, 1.0).unwrap_or_default();
+        assert_eq!(pending(&g), Some(0));
         // Newlines and spaces cannot split a line.
         let t = MemoryStore::new();
         record_escalation(&t, "wf", "a b\nc", "req", 5).unwrap_or_default();
