@@ -261,13 +261,11 @@ impl CodePrefixes {
                     few.push(b);
                     return;
                 }
-                let mut bits = vec![0u64; PREFIX_BITS.div_ceil(64)].into_boxed_slice();
-                for &f in few.iter().chain([&b]) {
-                    if let Some(w) = bits.get_mut(f as usize / 64) {
-                        *w |= 1 << (f % 64);
-                    }
+                let listed = std::mem::take(few);
+                *self = CodePrefixes::Bits(vec![0u64; PREFIX_BITS.div_ceil(64)].into());
+                for f in listed.into_iter().chain([b]) {
+                    self.insert(f as usize);
                 }
-                *self = CodePrefixes::Bits(bits);
             }
             CodePrefixes::Bits(bits) => {
                 if let Some(w) = bits.get_mut(bit / 64) {

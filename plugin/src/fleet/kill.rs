@@ -48,13 +48,7 @@ pub fn pending(local: &dyn SharedStore) -> Vec<String> {
 /// after it, holds an older write of the key and must not undo the flip.
 pub fn published(local: &dyn SharedStore, workflow: &str, sent: &[u8], revision: i64) {
     let key = kill_switch::state_key(workflow);
-    let _ = store::update(local, &seen_key(&key), |s: &Seen| {
-        if s.0 >= revision {
-            Step::Keep(())
-        } else {
-            Step::Write(Seen(revision), ())
-        }
-    });
+    let _ = see(local, &key, revision);
     if local
         .get(&key)
         .is_some_and(|(v, _)| etcd::put(&key, &v) == sent)
@@ -86,6 +80,18 @@ impl Stored for Seen {
 
 fn seen_key(store_key: &str) -> String {
     format!("writ/fleet/seen/{store_key}")
+}
+
+/// Records that this instance has `revision` of `store_key` (a poll's answer or its own
+/// put's); true when it is newer than any it had, so exactly one worker acts on it.
+fn see(local: &dyn SharedStore, store_key: &str, revision: i64) -> Result<bool, store::StoreError> {
+    store::update(local, &seen_key(store_key), |s: &Seen| {
+        if s.0 >= revision {
+            Step::Keep(false)
+        } else {
+            Step::Write(Seen(revision), true)
+        }
+    })
 }
 
 /// Undoes [`crate::store::key_segment`]'s percent-encoding, for the workflow name.
@@ -139,14 +145,7 @@ pub fn apply_poll(local: &dyn SharedStore, reply: &[u8]) -> Option<Vec<Applied>>
         if unpublished.contains(&workflow) {
             continue;
         }
-        let won = store::update(local, &seen_key(&key), |s: &Seen| {
-            if s.0 >= mod_revision {
-                Step::Keep(false)
-            } else {
-                Step::Write(Seen(mod_revision), true)
-            }
-        });
-        if won != Ok(true) {
+        if see(local, &key, mod_revision) != Ok(true) {
             continue;
         }
         if local.get(&key).is_some_and(|(v, _)| v == value) {
