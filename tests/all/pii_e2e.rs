@@ -66,11 +66,20 @@ fn reassemble(body: &str) -> Result<(String, String, usize), String> {
     Ok((content, args, done))
 }
 
-/// What the upstream received, as one string: request line, headers and body.
+/// What the upstream received, as one string: request line, headers and body. The
+/// headers the proxy itself writes from its own state are left out: `host` carries the
+/// upstream's random port and the request id random digits, so a value such as `4053`
+/// could turn up there by chance (a port of 40533 did) without anything leaking.
 pub(crate) fn everything(req: &Request) -> String {
     let mut s = format!("{} {}\n", req.method, req.path);
     for (n, v) in &req.headers {
-        s.push_str(&format!("{n}: {v}\n"));
+        let own = n == "host"
+            || n == "x-request-id"
+            || n.starts_with("x-envoy-")
+            || n.starts_with("x-forwarded-");
+        if !own {
+            s.push_str(&format!("{n}: {v}\n"));
+        }
     }
     s + &String::from_utf8_lossy(&req.body)
 }
