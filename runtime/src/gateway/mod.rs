@@ -4,7 +4,7 @@
 //! hyper 1 on tokio does the I/O; a pool of VMs (one per worker) runs the filter. A request
 //! is pinned to one VM for its whole life, since its HTTP context lives there; each step
 //! runs on the I/O thread that has the request when the VM is free, else on the VM's own
-//! thread (see `workers`).
+//! thread (see `workers`). There are as many I/O threads as VMs, each preferring its own.
 
 pub mod identity;
 mod proxy;
@@ -151,6 +151,28 @@ pub enum GatewayError {
 /// its own timeout). Past it the gateway exits anyway.
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The runtime that does the gateway's I/O: one thread per worker, as Envoy runs one worker
+/// thread per `--concurrency`, each I/O thread preferring its own VM
+/// ([`workers::Workers::pick`]). More I/O threads than VMs made two threads meet at one VM,
+/// and the one that lost hopped to the VM's thread and back, two wake-ups per step; one
+/// worker runs everything on the gateway's thread, with no scheduler between threads.
+fn io_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name("writ-io")
+        .on_thread_start(move || {
+            workers::set_io_thread(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        })
+        .build()
+}
+
 /// A gateway serving on a background thread; [`Gateway::shutdown`] stops it gracefully.
 pub struct Gateway {
     addr: SocketAddr,
@@ -162,12 +184,7 @@ pub struct Gateway {
 impl Gateway {
     /// Binds, starts the workers (one VM each) and serves on a background thread.
     pub fn start(host: Host, config: GatewayConfig) -> Result<Gateway, GatewayError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("writ-io")
-            .build()
-            .map_err(GatewayError::Runtime)?;
+        let runtime = io_runtime(config.workers).map_err(GatewayError::Runtime)?;
         let std_listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| GatewayError::Bind {
                 addr: config.listen,

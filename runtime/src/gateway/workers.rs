@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce(&mut Vm) + Send>;
 
+thread_local! {
+    /// The index of the gateway's I/O thread this is, set when the thread starts.
+    static IO_THREAD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks the calling thread as the gateway's I/O thread `index` (see [`Workers::pick`]).
+pub(crate) fn set_io_thread(index: usize) {
+    IO_THREAD.with(|t| t.set(Some(index)));
+}
+
 /// The longest the VM's thread sleeps before it looks at the filter's timers again (a step
 /// run inline may have asked for ticks since it last looked).
 const TIMER_POLL: Duration = Duration::from_millis(100);
@@ -69,9 +79,15 @@ impl Workers {
         })
     }
 
-    /// Picks the worker for a new request (round robin).
+    /// Picks the worker for a new request: the calling I/O thread's own VM, so that two
+    /// I/O threads seldom meet at one VM (as an Envoy worker runs its own filters); round
+    /// robin from a thread that is not one of the gateway's I/O threads.
     pub(crate) fn pick(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+        let n = self.slots.len().max(1);
+        IO_THREAD
+            .with(std::cell::Cell::get)
+            .unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+            % n
     }
 
     /// Runs `f` on worker `worker`'s VM and returns its result: right here when the VM is

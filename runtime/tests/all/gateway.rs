@@ -107,6 +107,12 @@ fn upstream() -> Upstream {
 }
 
 fn gateway(upstream: &str, max_body: usize) -> Gateway {
+    gateway_with_workers(upstream, max_body, 2)
+}
+
+/// One worker runs every connection on the gateway's own thread; more get one I/O thread
+/// each (`io_runtime`): both shapes must proxy, stream and count alike.
+fn gateway_with_workers(upstream: &str, max_body: usize, workers: usize) -> Gateway {
     let mut config = HostConfig::new(probe());
     config.cache_dir = Some(module_cache());
     config.limits.max_vms = 8;
@@ -114,7 +120,7 @@ fn gateway(upstream: &str, max_body: usize) -> Gateway {
     let host = Host::new(config).unwrap();
     let mut gw = GatewayConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
     gw.max_request_body = max_body;
-    gw.workers = 2;
+    gw.workers = workers;
     Gateway::start(host, gw).unwrap()
 }
 
@@ -278,8 +284,14 @@ fn proxies_and_filters_both_directions() {
 
 #[test]
 fn sse_streams_event_by_event() {
+    for workers in [1, 2] {
+        sse_streams_event_by_event_with(workers);
+    }
+}
+
+fn sse_streams_event_by_event_with(workers: usize) {
     let up = upstream();
-    let gw = gateway(&format!("http://{}", up.addr), 1 << 20);
+    let gw = gateway_with_workers(&format!("http://{}", up.addr), 1 << 20, workers);
     let conn = send(gw.local_addr(), "POST", "/sse", &[], b"{\"stream\":true}");
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
@@ -338,8 +350,14 @@ fn limits_and_failures_answer_json() {
 
 #[test]
 fn concurrent_requests_share_metrics() {
+    for workers in [1, 2, 3] {
+        concurrent_requests_share_metrics_with(workers);
+    }
+}
+
+fn concurrent_requests_share_metrics_with(workers: usize) {
     let up = upstream();
-    let gw = gateway(&format!("http://{}", up.addr), 1 << 20);
+    let gw = gateway_with_workers(&format!("http://{}", up.addr), 1 << 20, workers);
     let addr = gw.local_addr();
     let clients: Vec<_> = (0..6)
         .map(|_| {
