@@ -25,7 +25,7 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Worker threads, one VM each.
+    /// Workers: each is an I/O thread and a VM, like one of Envoy's `--concurrency` workers.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
     /// Largest request body accepted, in bytes (larger gets 413).
