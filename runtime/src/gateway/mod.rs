@@ -167,6 +167,8 @@ fn io_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(workers)
         .enable_all()
         .thread_name("writ-io")
+        // The workers start with the runtime, so they take 0..workers; a blocking-pool
+        // thread started later (a DNS lookup) takes a higher index and runs no request.
         .on_thread_start(move || {
             workers::set_io_thread(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         })
