@@ -93,16 +93,16 @@ fn give(c: &mut C, data: &[u8], ptr_ptr: i32, size_ptr: i32) -> wasmtime::Result
 
 /// [`give`] of what `fill` writes into the store's reusable [`StoreState::scratch`] buffer
 /// (no allocation per call once it has grown). `fill` answers a status instead of data when
-/// there is nothing to give.
+/// there is nothing to give; it gets the caller, so it can read guest memory too.
 fn give_scratch(
     c: &mut C,
     ptr_ptr: i32,
     size_ptr: i32,
-    fill: impl FnOnce(&mut StoreState, &mut Vec<u8>) -> Result<(), Status>,
+    fill: impl FnOnce(&mut C, &mut Vec<u8>) -> Result<(), Status>,
 ) -> wasmtime::Result<i32> {
     let mut scratch = std::mem::take(&mut c.data_mut().scratch);
     scratch.clear();
-    let given = match fill(c.data_mut(), &mut scratch) {
+    let given = match fill(c, &mut scratch) {
         Ok(()) => give(c, &scratch, ptr_ptr, size_ptr),
         Err(s) => Ok(s.code()),
     };
@@ -359,8 +359,8 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: C, ty: i32, ptr_ptr: i32, size_ptr: i32| {
             count(&mut c, "proxy_get_header_map_pairs");
-            give_scratch(&mut c, ptr_ptr, size_ptr, |s, out| {
-                match map_ref(s, ty) {
+            give_scratch(&mut c, ptr_ptr, size_ptr, |c, out| {
+                match map_ref(c.data_mut(), ty) {
                     Ok(m) => abi::serialize_map_into(m, out),
                     // A root context has no maps: an empty map, which the SDK accepts.
                     Err(Status::NotFound) => abi::serialize_map_into(&[], out),
@@ -408,34 +408,21 @@ fn define_maps(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
         "proxy_get_header_map_value",
         |mut c: C, ty: i32, kp: i32, kl: i32, ptr_ptr: i32, size_ptr: i32| {
             count(&mut c, "proxy_get_header_map_value");
-            let Some(mem) = c.data().memory else {
-                return Ok(Status::InvalidMemoryAccess.code());
-            };
             // The key is compared where it lies in guest memory and the value is copied
             // into the reusable scratch buffer: no allocation for a lookup.
-            let mut scratch = std::mem::take(&mut c.data_mut().scratch);
-            scratch.clear();
-            let (memory, state) = mem.data_and_store_mut(&mut c);
-            let (kp, kl) = (kp as u32 as usize, kl as u32 as usize);
-            let found = match kp.checked_add(kl).and_then(|end| memory.get(kp..end)) {
-                None => Err(Status::InvalidMemoryAccess),
-                Some(key) => {
-                    let key = String::from_utf8_lossy(key);
-                    map_ref(state, ty).and_then(|m| match header_get(m, &key) {
-                        Some(v) => {
-                            scratch.extend_from_slice(v.as_bytes());
-                            Ok(())
-                        }
-                        None => Err(Status::NotFound),
-                    })
-                }
-            };
-            let given = match found {
-                Ok(()) => give(&mut c, &scratch, ptr_ptr, size_ptr),
-                Err(e) => Ok(e.code()),
-            };
-            c.data_mut().scratch = scratch;
-            given
+            give_scratch(&mut c, ptr_ptr, size_ptr, |c, out| {
+                let mem = c.data().memory.ok_or(Status::InvalidMemoryAccess)?;
+                let (memory, state) = mem.data_and_store_mut(c);
+                let (kp, kl) = (kp as u32 as usize, kl as u32 as usize);
+                let key = kp
+                    .checked_add(kl)
+                    .and_then(|end| memory.get(kp..end))
+                    .ok_or(Status::InvalidMemoryAccess)?;
+                let key = String::from_utf8_lossy(key);
+                let value = header_get(map_ref(state, ty)?, &key).ok_or(Status::NotFound)?;
+                out.extend_from_slice(value.as_bytes());
+                Ok(())
+            })
         },
     )?;
     type Edit = fn(&mut abi::Headers, &str, &str);
