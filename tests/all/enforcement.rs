@@ -539,7 +539,12 @@ fn pii_denies_name_the_types_never_the_values() {
     assert!(!text.contains("6789"), "{text}");
     let record = audit(&ex);
     assert_eq!(record["pii"]["us_ssn"], 1);
-    assert!(!record.to_string().contains("6789"));
+    // Hashes, ids and times are digits the record makes itself; "6789" may be among them.
+    let mut said = record.clone();
+    for own in ["time", "request_id", "artifact_sha256", "source_sha256"] {
+        said[own] = Value::Null;
+    }
+    assert!(!said.to_string().contains("6789"), "{said}");
 }
 
 #[test]

@@ -123,7 +123,9 @@ fn check_host(kind: HostKind, artifact: &std::path::Path) -> Result<(), String> 
         || !review_id.starts_with("rev-")
         || pending["tool_calls"] != json!([{"id": "call_7", "name": "issue_refund"}])
         || pending["retry"]["header"] != "x-writ-review-id"
-        || res.body_str().contains("250")
+        // The arguments never reach the client; the review id is 20 hex digits of a
+        // hash, which may hold "250" by chance, so it is cut out first.
+        || res.body_str().replace(&review_id, "").contains("250")
     {
         return Err(ctx(format!("pending body: {pending}")));
     }
