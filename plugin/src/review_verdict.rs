@@ -27,6 +27,7 @@ use crate::metrics::{self, Kind, MetricUpdate};
 use crate::store::{self, SharedStore, Step, StoreError, Stored};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// The admin path verdicts are posted to.
 pub const REVIEWS_PATH: &str = "/writ/admin/reviews";
@@ -115,15 +116,20 @@ fn line_id(review_id: &str) -> String {
 }
 
 impl PendingList {
-    /// Each line as (unix seconds, review id); `None` for one that does not parse.
-    fn entries(&self) -> impl Iterator<Item = Option<(i64, &str)>> + '_ {
+    /// Each line's bytes in `lines`, newline included, with what it lists: (unix seconds,
+    /// review id), or `None` for a line that does not parse.
+    fn entries(&self) -> impl Iterator<Item = (Range<usize>, Option<(i64, &str)>)> + '_ {
+        let mut start = 0;
         self.lines
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let l = std::str::from_utf8(l).ok()?;
-                let (at, id) = l.split_once(' ')?;
-                Some((at.parse().ok()?, id))
+            .split_inclusive(|&b| b == b'\n')
+            .map(move |line| {
+                let at = start..start + line.len();
+                start = at.end;
+                let entry = std::str::from_utf8(line).ok().and_then(|l| {
+                    let (secs, id) = l.strip_suffix('\n')?.split_once(' ')?;
+                    Some((secs.parse().ok()?, id))
+                });
+                (at, entry)
             })
     }
 
@@ -139,7 +145,10 @@ impl PendingList {
 
     /// The oldest listed escalation's unix seconds, 0 when none is listed.
     pub fn oldest(&self) -> i64 {
-        self.entries().next().flatten().map_or(0, |(at, _)| at)
+        self.entries()
+            .next()
+            .and_then(|(_, e)| e)
+            .map_or(0, |(at, _)| at)
     }
 
     /// Lists an escalation at the end (the newest); false when the list is full.
@@ -155,24 +164,17 @@ impl PendingList {
     /// Takes a review id off the list; false when it was not listed.
     fn remove(&mut self, review_id: &str) -> bool {
         let id = line_id(review_id);
-        let mut start = 0;
-        while start < self.lines.len() {
-            let end = self.lines[start..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(self.lines.len(), |p| start + p + 1);
-            let line = &self.lines[start..end];
-            let listed = line
-                .iter()
-                .position(|&b| b == b' ')
-                .is_some_and(|sp| line[sp + 1..].strip_suffix(b"\n") == Some(id.as_bytes()));
-            if listed {
-                self.lines.drain(start..end);
-                return true;
+        let listed = self
+            .entries()
+            .find(|(_, e)| e.is_some_and(|(_, listed)| listed == id))
+            .map(|(at, _)| at);
+        match listed {
+            Some(at) => {
+                self.lines.drain(at);
+                true
             }
-            start = end;
+            None => false,
         }
-        false
     }
 }
 
