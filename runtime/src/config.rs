@@ -65,6 +65,10 @@ pub struct Limits {
     pub max_memory_bytes: usize,
     /// Wall-clock budget of one guest callback; past it the call traps (epoch interruption).
     pub call_timeout: Duration,
+    /// Wall-clock budget of each step of a VM's start (instantiation with `_initialize`,
+    /// then the root context's `on_vm_start` and `on_configure`), which decode the whole
+    /// policy once: a tight `call_timeout` meant for requests must not fail the start.
+    pub start_timeout: Duration,
     /// How many VMs may be alive at once (pooling allocator slots).
     pub max_vms: u32,
     /// Use the pooling allocator (fast instantiation); off for very constrained machines.
@@ -80,6 +84,7 @@ impl Default for Limits {
         Self {
             max_memory_bytes: 256 << 20,
             call_timeout: Duration::from_millis(500),
+            start_timeout: Duration::from_secs(10),
             max_vms: 64,
             pooling: true,
             max_buffered_body: 16 << 20,

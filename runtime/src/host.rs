@@ -40,6 +40,8 @@ pub(crate) struct HostInner {
     pub pre: InstancePre<StoreState>,
     pub shared: Arc<HostShared>,
     pub deadline_ticks: u64,
+    /// The same for each step of a VM's start ([`crate::Limits::start_timeout`]).
+    pub start_deadline_ticks: u64,
     pub next_serial: AtomicU64,
     sha256: String,
     from_cache: bool,
@@ -87,11 +89,15 @@ impl Host {
             .map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), stop.clone());
-        let tick = EPOCH_TICK.as_millis().max(1) as u64;
-        let deadline_ticks = (limits.call_timeout.as_millis() as u64)
-            .div_ceil(tick)
-            .max(1)
-            + 1;
+        // One tick more than the budget: the first tick may come right after the call starts.
+        let ticks = |budget: Duration| {
+            (budget.as_millis() as u64)
+                .div_ceil(EPOCH_TICK.as_millis().max(1) as u64)
+                .max(1)
+                + 1
+        };
+        let deadline_ticks = ticks(limits.call_timeout);
+        let start_deadline_ticks = ticks(limits.start_timeout.max(limits.call_timeout));
         let shared = Arc::new(HostShared {
             plugin_config: config.plugin_config,
             vm_config: config.vm_config,
@@ -111,6 +117,7 @@ impl Host {
                 pre,
                 shared,
                 deadline_ticks,
+                start_deadline_ticks,
                 next_serial: AtomicU64::new(1),
                 sha256: hex(&Sha256::digest(&config.module)),
                 from_cache,

@@ -173,7 +173,7 @@ fn instantiate(host: &Host) -> Result<(Store<StoreState>, std::sync::Arc<Exports
     let mut store = Store::new(&inner.engine, StoreState::new(inner.shared.clone(), serial));
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(inner.deadline_ticks);
+    store.set_epoch_deadline(inner.start_deadline_ticks);
     let instance = inner
         .pre
         .instantiate(&mut store)
@@ -211,11 +211,14 @@ impl Vm {
         Ok(vm)
     }
 
+    /// Starts the root context, each step under the start deadline.
     fn boot(&mut self) -> Result<(), HostError> {
         let root = self.store.data().root_context as i32;
         let shared = self.host.inner.shared.clone();
-        self.callback(1, self.ex.clone().context_create.as_ref(), (root, 0))?;
-        let ok = self.callback(
+        let start = self.host.inner.start_deadline_ticks;
+        self.callback_within(start, 1, self.ex.clone().context_create.as_ref(), (root, 0))?;
+        let ok = self.callback_within(
+            start,
             1,
             self.ex.clone().vm_start.as_ref(),
             (root, shared.vm_config.len() as i32),
@@ -223,7 +226,8 @@ impl Vm {
         if ok == Some(0) {
             return Err(HostError::StartRejected);
         }
-        let ok = self.callback(
+        let ok = self.callback_within(
+            start,
             1,
             self.ex.clone().configure.as_ref(),
             (root, shared.plugin_config.len() as i32),
@@ -518,6 +522,17 @@ impl Vm {
         f: Option<&TypedFunc<P, R>>,
         params: P,
     ) -> Result<Option<R>, HostError> {
+        self.call_within(self.host.inner.deadline_ticks, ctx, f, params)
+    }
+
+    /// [`Vm::call`] under a deadline of `ticks` epoch ticks.
+    fn call_within<P: WasmParams, R: WasmResults>(
+        &mut self,
+        ticks: u64,
+        ctx: u32,
+        f: Option<&TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, HostError> {
         let Some(f) = f else { return Ok(None) };
         if self.failed {
             return Err(HostError::UnknownStream);
@@ -525,8 +540,7 @@ impl Vm {
         let state = self.store.data_mut();
         state.active = ctx;
         state.limiter.memory_refused = false;
-        self.store
-            .set_epoch_deadline(self.host.inner.deadline_ticks);
+        self.store.set_epoch_deadline(ticks);
         match f.call(&mut self.store, params) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
@@ -551,7 +565,18 @@ impl Vm {
         f: Option<&TypedFunc<P, R>>,
         params: P,
     ) -> Result<Option<R>, HostError> {
-        let r = self.call(ctx, f, params)?;
+        self.callback_within(self.host.inner.deadline_ticks, ctx, f, params)
+    }
+
+    /// [`Vm::callback`] with the call itself under a deadline of `ticks` epoch ticks.
+    fn callback_within<P: WasmParams, R: WasmResults>(
+        &mut self,
+        ticks: u64,
+        ctx: u32,
+        f: Option<&TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, HostError> {
+        let r = self.call_within(ticks, ctx, f, params)?;
         self.run_callouts()?;
         self.deliver_queues()?;
         Ok(r)

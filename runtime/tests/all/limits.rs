@@ -2,7 +2,7 @@
 
 use crate::common::probe;
 use std::time::{Duration, Instant};
-use writ_runtime::{Host, HostConfig, RequestSpec, UpstreamReply};
+use writ_runtime::{Host, HostConfig, HostError, RequestSpec, TrapKind, UpstreamReply};
 
 fn host() -> Host {
     let mut config = HostConfig::new(probe());
@@ -26,6 +26,47 @@ fn assert_recovers(vm: &mut writ_runtime::Vm, restarts: u64) {
     assert_eq!(ex.client_response.status, 200);
     assert_eq!(ex.client_response.body_bytes(), b"ok");
     assert_eq!(vm.restarts(), restarts);
+}
+
+/// A VM's start is held to its own budget, not to the requests' deadline: a start that
+/// takes 40 ms succeeds under a 1 ms call deadline (which `writ serve --filter-timeout-ms 1`
+/// sets), the requests still stop at that deadline, and a start that never ends stops at
+/// the start budget.
+#[test]
+fn a_start_is_held_to_the_start_budget_not_the_call_deadline() {
+    let config = |start_ms: u64, start_timeout: Duration| {
+        let mut config = HostConfig::new(probe());
+        config.plugin_config = format!("start_ms={start_ms}").into_bytes();
+        config.limits.call_timeout = Duration::from_millis(1);
+        config.limits.start_timeout = start_timeout;
+        config.limits.max_vms = 4;
+        config.cache_dir = Some(crate::common::module_cache());
+        config
+    };
+    let slow = Host::new(config(40, Duration::from_secs(10))).unwrap();
+    let mut vm = slow.vm().unwrap();
+    let ex = run(&mut vm, "loop");
+    assert!(ex.error.is_some(), "the loop was not stopped");
+    assert_eq!(ex.client_response.status, 503);
+
+    // `Host::new` starts one VM to check the module, so the endless start fails there.
+    let started = Instant::now();
+    let endless = Host::new(config(600_000, Duration::from_millis(200)));
+    assert!(
+        matches!(
+            endless,
+            Err(HostError::Trap {
+                kind: TrapKind::Deadline,
+                ..
+            })
+        ),
+        "{endless:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -52,6 +52,12 @@ impl RootContext for ProbeRoot {
         self.body_bytes =
             hostcalls::define_metric(MetricType::Histogram, "probe_body_bytes").unwrap();
         self.ticks = hostcalls::define_metric(MetricType::Counter, "probe_ticks_total").unwrap();
+        // A start that takes this long (a policy decoded at start-up, on a slow machine).
+        if let Some(ms) = self.config.strip_prefix("start_ms=") {
+            let ms: u64 = ms.trim().parse().unwrap_or(0);
+            let until = self.get_current_time() + Duration::from_millis(ms);
+            while self.get_current_time() < until {}
+        }
         if let Some(ms) = self.config.strip_prefix("tick_ms=") {
             let ms: u64 = ms.trim().parse().unwrap_or(10);
             self.set_tick_period(Duration::from_millis(ms));
