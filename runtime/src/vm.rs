@@ -130,6 +130,8 @@ pub struct Vm {
     last_tick: Instant,
     restarts: u64,
     deferred_callouts: bool,
+    /// The root context is starting ([`Vm::boot`]): its calls get the start deadline.
+    booting: bool,
 }
 
 /// An HTTP callout a filter made (`proxy_http_call`), for a driver that performs it itself
@@ -206,6 +208,7 @@ impl Vm {
             last_tick: Instant::now(),
             restarts: 0,
             deferred_callouts: false,
+            booting: false,
         };
         vm.boot()?;
         Ok(vm)
@@ -213,12 +216,17 @@ impl Vm {
 
     /// Starts the root context, each step under the start deadline.
     fn boot(&mut self) -> Result<(), HostError> {
+        self.booting = true;
+        let booted = self.boot_root();
+        self.booting = false;
+        booted
+    }
+
+    fn boot_root(&mut self) -> Result<(), HostError> {
         let root = self.store.data().root_context as i32;
         let shared = self.host.inner.shared.clone();
-        let start = self.host.inner.start_deadline_ticks;
-        self.callback_within(start, 1, self.ex.clone().context_create.as_ref(), (root, 0))?;
-        let ok = self.callback_within(
-            start,
+        self.callback(1, self.ex.clone().context_create.as_ref(), (root, 0))?;
+        let ok = self.callback(
             1,
             self.ex.clone().vm_start.as_ref(),
             (root, shared.vm_config.len() as i32),
@@ -226,8 +234,7 @@ impl Vm {
         if ok == Some(0) {
             return Err(HostError::StartRejected);
         }
-        let ok = self.callback_within(
-            start,
+        let ok = self.callback(
             1,
             self.ex.clone().configure.as_ref(),
             (root, shared.plugin_config.len() as i32),
@@ -514,21 +521,11 @@ impl Vm {
 
     // ---- internals ----
 
-    /// Calls one guest function in context `ctx` under the call deadline; a trap marks the
-    /// VM failed (it is recreated before its next stream) and becomes an error.
+    /// Calls one guest function in context `ctx` under the call deadline (the start
+    /// deadline while booting); a trap marks the VM failed (it is recreated before its
+    /// next stream) and becomes an error.
     fn call<P: WasmParams, R: WasmResults>(
         &mut self,
-        ctx: u32,
-        f: Option<&TypedFunc<P, R>>,
-        params: P,
-    ) -> Result<Option<R>, HostError> {
-        self.call_within(self.host.inner.deadline_ticks, ctx, f, params)
-    }
-
-    /// [`Vm::call`] under a deadline of `ticks` epoch ticks.
-    fn call_within<P: WasmParams, R: WasmResults>(
-        &mut self,
-        ticks: u64,
         ctx: u32,
         f: Option<&TypedFunc<P, R>>,
         params: P,
@@ -540,7 +537,12 @@ impl Vm {
         let state = self.store.data_mut();
         state.active = ctx;
         state.limiter.memory_refused = false;
-        self.store.set_epoch_deadline(ticks);
+        let inner = &self.host.inner;
+        self.store.set_epoch_deadline(if self.booting {
+            inner.start_deadline_ticks
+        } else {
+            inner.deadline_ticks
+        });
         match f.call(&mut self.store, params) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
@@ -565,18 +567,7 @@ impl Vm {
         f: Option<&TypedFunc<P, R>>,
         params: P,
     ) -> Result<Option<R>, HostError> {
-        self.callback_within(self.host.inner.deadline_ticks, ctx, f, params)
-    }
-
-    /// [`Vm::callback`] with the call itself under a deadline of `ticks` epoch ticks.
-    fn callback_within<P: WasmParams, R: WasmResults>(
-        &mut self,
-        ticks: u64,
-        ctx: u32,
-        f: Option<&TypedFunc<P, R>>,
-        params: P,
-    ) -> Result<Option<R>, HostError> {
-        let r = self.call_within(ticks, ctx, f, params)?;
+        let r = self.call(ctx, f, params)?;
         self.run_callouts()?;
         self.deliver_queues()?;
         Ok(r)
