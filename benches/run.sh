@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces every table in benches/README.md:
 #   benches/run.sh            # sizes, wire (Envoy, writ serve), criterion benches
-#   benches/run.sh wire       # only the wire benchmark   (also: sizes, criterion, fleet)
+#   benches/run.sh wire       # only the wire benchmark   (also: sizes, criterion, fleet, floor)
 #   QUICK=1 benches/run.sh    # small, fast smoke run of everything
 # Every load run is bounded in requests and seconds; everything listens on loopback.
 # Output goes to stdout and to target/bench-results/<UTC timestamp>.md.
@@ -82,6 +82,37 @@ if [ "$WHAT" = all ] || [ "$WHAT" = wire ]; then
   echo
 fi
 
+if [ "$WHAT" = all ] || [ "$WHAT" = floor ]; then
+  # The floor under the Envoy targets of issue 14: what Envoy + proxy-wasm costs before
+  # writ's policy asks for anything. Two wire runs, each against its own Envoy alone:
+  #   1. the pass-through filter, and the one-rule policy of benches/floor (the least any
+  #      writ artifact does: callbacks, the request body buffered and parsed, the audit
+  #      record, the request metrics);
+  #   2. benches/abi-probe-filter (every host call the bench policy's artifact makes, with
+  #      no decision) and the bench policy itself.
+  echo "## Floor"
+  if [ "${NO_BUILD:-}" != 1 ]; then
+    (cd benches/abi-probe-filter && env -u PROBE cargo build --release -q --target wasm32-unknown-unknown)
+  fi
+  PROBE_WASM=$ROOT/benches/abi-probe-filter/target/wasm32-unknown-unknown/release/abi_probe_filter.wasm
+  FLOOR_DIR=$ROOT/target/bench-floor
+  rm -rf "$FLOOR_DIR" && mkdir -p "$FLOOR_DIR"
+  "$WRIT" build benches/floor/one-rule.policy --out "$FLOOR_DIR" > /dev/null
+  if [ "${QUICK:-}" = 1 ]; then
+    FARGS=(--requests 1000 --latency-requests 300 --sse-requests 2 --max-seconds 10 --rounds 1)
+  else
+    FARGS=(--requests 10000 --latency-requests 2000 --sse-requests 2 --max-seconds 20 --rounds 1)
+  fi
+  echo
+  echo "### 1. pass-through filter, and the one-rule policy"
+  ./target/release/wire --envoy "$ENVOY" --writ "$WRIT" --artifact "$FLOOR_DIR/one-rule-1.0.0.wasm" \
+    --passthrough "$PASS" --only none,pass,writ --connections 8 "${FARGS[@]}"
+  echo
+  echo "### 2. the ABI probe (in the pass-through slot), and the bench policy"
+  ./target/release/wire --envoy "$ENVOY" --writ "$WRIT" --artifact "$ARTIFACT" \
+    --passthrough "$PROBE_WASM" --only none,pass,writ --connections 8 "${FARGS[@]}"
+  echo
+fi
 if [ "$WHAT" = all ] || [ "$WHAT" = criterion ]; then
   echo "## Criterion"
   echo
