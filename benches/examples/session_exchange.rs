@@ -54,13 +54,25 @@ fn main() -> anyhow::Result<()> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(2000);
-    let source = fixtures::policy_source("support-assistant")?;
-    let compiled = fixtures::compile("support-assistant", &source)?;
+    // `POLICY=path/to.policy` profiles another policy (benches/floor/one-rule.policy:
+    // what every artifact pays); `EMAILS=bytes` sends the e-mail-dense request of that
+    // size (issue 14's 1 MiB case) instead of the 4 KB one.
+    let (name, source) = match std::env::var("POLICY") {
+        Ok(path) => ("policy", std::fs::read_to_string(path)?),
+        Err(_) => (
+            "support-assistant",
+            fixtures::policy_source("support-assistant")?,
+        ),
+    };
+    let compiled = fixtures::compile(name, &source)?;
     let shared = Rc::new(Shared::new(
         Engine::new(compiled.policy).map_err(|e| anyhow::anyhow!("{e}"))?,
     ));
     let store = MemoryStore::new();
-    let body = payload::chat_request(false);
+    let body = match std::env::var("EMAILS") {
+        Ok(bytes) => payload::email_dense_request(bytes.parse()?),
+        Err(_) => payload::chat_request(false),
+    };
     let headers: Vec<(String, String)> = payload::HEADERS
         .iter()
         .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
@@ -111,7 +123,11 @@ fn main() -> anyhow::Result<()> {
         }
         s.seal(&store);
     }
-    anyhow::ensure!(restored == n, "{restored} of {n} replies were restored");
-    println!("{n} exchanges, every reply restored");
+    // The bundled policy's replies to the 4 KB request have placeholders to restore;
+    // another policy may not read replies at all.
+    if name == "support-assistant" && std::env::var_os("EMAILS").is_none() {
+        anyhow::ensure!(restored == n, "{restored} of {n} replies were restored");
+    }
+    println!("{n} exchanges, {restored} replies restored");
     Ok(())
 }
