@@ -180,27 +180,38 @@ enum At {
 /// outside their request.
 ///
 /// Built for bodies with tens of thousands of values (a 1 MiB prompt of e-mail addresses):
-/// a new value costs one allocation for the value and one for its placeholder, and a
-/// lookup allocates nothing. Values are indexed by a keyed hash whose chains run through
-/// the entries themselves; placeholders by their code, which is unique in the vault.
+/// values and placeholders live in one byte arena, so a new value allocates nothing of
+/// its own (the arena and the indexes grow by doubling) and the vault is freed in a
+/// handful of calls; a lookup allocates nothing. Values are indexed by a keyed hash whose
+/// chains run through the entries themselves; a placeholder's code gives its entry by
+/// arithmetic (codes are drawn as `base + k * step`, a bijection of the code space).
 #[derive(Debug, Clone)]
 pub struct Vault {
     base: u32,
     step: u32,
+    /// The inverse of `step` modulo [`CODES`]: `k = (code - base) * step_inverse`.
+    step_inverse: u32,
     /// Codes drawn so far (issued or skipped), the `k` of `base + k * step`.
     issued: u32,
     /// In issue order.
     entries: Vec<Entry>,
+    /// Every entry's value and placeholder text, back to back ([`Entry`] holds ranges).
+    arena: String,
+    /// Draw `k` → the entry it was issued to, or [`NONE`] for a code skipped because the
+    /// request's own text holds it.
+    entry_of_draw: Vec<u32>,
     /// Type tags in use, in the order they were first used ([`Entry::tag`] indexes it).
     tags: Vec<String>,
+    /// Each tag's mask (`[EMAIL]`), for the values past [`MAX_TOKENS`].
+    masks: Vec<String>,
+    /// Where a placeholder is spelled before it is issued (kept to reuse its buffer).
+    scratch: String,
     /// Indices into `tags`, longest tag first (restoration takes the longest match).
     tags_by_len: Vec<u16>,
     /// (hash(value), tag) → the newest entry with that key (chained by `next_same_key`).
     by_key: HashMap<u64, u32, Mixed>,
     /// hash(value) → the newest entry with that hash (chained by `next_same_value`).
     by_value: HashMap<u64, u32, Mixed>,
-    /// Code → entry: codes never repeat within a vault.
-    by_code: HashMap<u32, u32, Mixed>,
     /// Per tag, every proper prefix of an issued code (1, 2 and 3 characters), so a
     /// stream cut inside a placeholder is recognised exactly.
     code_prefixes: Vec<CodePrefixes>,
@@ -212,11 +223,11 @@ pub struct Vault {
     max_len: usize,
 }
 
-/// One tokenised value.
+/// One tokenised value: where its value and placeholder sit in [`Vault::arena`].
 #[derive(Debug, Clone)]
 struct Entry {
-    placeholder: String,
-    value: String,
+    value: (u32, u32),
+    placeholder: (u32, u32),
     /// Index into [`Vault::tags`].
     tag: u16,
     next_same_key: u32,
@@ -334,6 +345,16 @@ fn is_tag_of(tag: &str, name: &str) -> bool {
         })
 }
 
+/// The inverse of an odd `step` modulo [`CODES`] (a power of two), by Newton's iteration:
+/// each round doubles the correct low bits (3, 6, 12, 24 ≥ 20).
+fn inverse_mod_codes(step: u32) -> u32 {
+    let mut inv = step;
+    for _ in 0..4 {
+        inv = inv.wrapping_mul(2u32.wrapping_sub(step.wrapping_mul(inv)));
+    }
+    inv % CODES
+}
+
 /// The value of a code character, or `None` outside the alphabet.
 fn code_digit(c: u8) -> Option<u32> {
     ALPHABET.iter().position(|&a| a == c).map(|d| d as u32)
@@ -347,16 +368,21 @@ impl Vault {
             w.copy_from_slice(nonce.get(i..i + 4).unwrap_or(&[0; 4]));
             u32::from_le_bytes(w)
         };
+        let step = (word(4) % CODES) | 1;
         Vault {
             base: word(0) % CODES,
-            step: (word(4) % CODES) | 1,
+            step,
+            step_inverse: inverse_mod_codes(step),
             issued: 0,
             entries: Vec::new(),
+            arena: String::new(),
+            entry_of_draw: Vec::new(),
             tags: Vec::new(),
+            masks: Vec::new(),
+            scratch: String::new(),
             tags_by_len: Vec::new(),
             by_key: HashMap::default(),
             by_value: HashMap::default(),
-            by_code: HashMap::default(),
             code_prefixes: Vec::new(),
             hasher: RandomState::new(),
             first: [false; 256],
@@ -379,13 +405,38 @@ impl Vault {
         self.max_len
     }
 
+    /// Room for `additional` more values, so a string with many finds grows the indexes
+    /// once rather than by repeated doubling (rehashing every entry each time).
+    pub fn reserve(&mut self, additional: usize) {
+        let additional = additional.min(MAX_TOKENS.saturating_sub(self.entries.len()));
+        self.entries.reserve(additional);
+        self.entry_of_draw.reserve(additional);
+        self.by_key.reserve(additional);
+        self.by_value.reserve(additional);
+    }
+
+    /// The text of `range` in the arena.
+    fn text(&self, (start, end): (u32, u32)) -> &str {
+        self.arena
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    /// Appends `s` to the arena and returns its range there. The arena stays under
+    /// 4 GiB: it holds at most a request body's values and their placeholders.
+    fn push_text(&mut self, s: &str) -> (u32, u32) {
+        let start = self.arena.len() as u32;
+        self.arena.push_str(s);
+        (start, self.arena.len() as u32)
+    }
+
     /// True when `value` was tokenised in this request; response-side redaction leaves
     /// such values alone, since the client sent them.
     pub fn contains_value(&self, value: &str) -> bool {
         let h = self.hasher.hash_one(value);
         let mut i = self.by_value.get(&h).copied().unwrap_or(NONE);
         while let Some(e) = self.entries.get(i as usize) {
-            if e.value == value {
+            if self.text(e.value) == value {
                 return true;
             }
             i = e.next_same_value;
@@ -416,7 +467,9 @@ impl Vault {
                 if self.entries.len() >= MAX_TOKENS {
                     return Cow::Owned(format!("[{}]", type_tag(detector_name)));
                 }
-                self.tags.push(type_tag(detector_name));
+                let tag = type_tag(detector_name);
+                self.masks.push(format!("[{tag}]"));
+                self.tags.push(tag);
                 self.code_prefixes.push(CodePrefixes::default());
                 let mut order: Vec<u16> = (0..self.tags.len() as u16).collect();
                 order.sort_by_key(|&t| {
@@ -431,41 +484,33 @@ impl Vault {
         let key_hash = value_hash ^ u64::from(tag_id).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         let mut i = self.by_key.get(&key_hash).copied().unwrap_or(NONE);
         while let Some(e) = self.entries.get(i as usize) {
-            if e.tag == tag_id && e.value == value {
-                return Cow::Borrowed(
-                    self.entries
-                        .get(i as usize)
-                        .map_or("", |e| e.placeholder.as_str()),
-                );
+            if e.tag == tag_id && self.text(e.value) == value {
+                return Cow::Borrowed(self.text(e.placeholder));
             }
             i = e.next_same_key;
         }
-        let tag_text = self.tags.get(tag).map_or("VALUE", String::as_str);
         if self.entries.len() >= MAX_TOKENS {
-            return Cow::Owned(format!("[{tag_text}]"));
+            return Cow::Borrowed(self.masks.get(tag).map_or("[VALUE]", String::as_str));
         }
-        let (placeholder, drawn) = loop {
+        // The placeholder is spelled in a scratch buffer the vault keeps, so drawing one
+        // allocates nothing; it is copied into the arena once it is issued.
+        let mut placeholder = std::mem::take(&mut self.scratch);
+        let drawn = loop {
             if self.issued >= CODES {
-                return Cow::Owned(format!("[{tag_text}]"));
+                self.scratch = placeholder;
+                return Cow::Borrowed(self.masks.get(tag).map_or("[VALUE]", String::as_str));
             }
             let k = self.issued;
             self.issued += 1;
             let drawn = self.base.wrapping_add(k.wrapping_mul(self.step)) % CODES;
-            let mut code = drawn;
-            let mut p = String::with_capacity(tag_text.len() + 1 + CODE_LEN);
-            p.push_str(tag_text);
-            p.push('_');
-            let mut chars = [0u8; CODE_LEN];
-            for c in chars.iter_mut().rev() {
-                *c = ALPHABET.get((code % 32) as usize).copied().unwrap_or(b'0');
-                code /= 32;
+            self.spell(tag, drawn, &mut placeholder);
+            if !avoid.contains(&placeholder, drawn) {
+                break drawn;
             }
-            p.extend(chars.iter().map(|&c| char::from(c)));
-            if !avoid.contains(&p, drawn) {
-                break (p, drawn);
-            }
+            self.entry_of_draw.push(NONE);
         };
         let idx = self.entries.len() as u32;
+        self.entry_of_draw.push(idx);
         if let Some(&b) = placeholder.as_bytes().first() {
             self.first[usize::from(b)] = true;
         }
@@ -475,17 +520,46 @@ impl Vault {
                 prefixes.insert(prefix_bit(len, drawn >> (5 * (CODE_LEN as u32 - len))));
             }
         }
-        self.by_code.insert(drawn, idx);
         let next_same_key = self.by_key.insert(key_hash, idx).unwrap_or(NONE);
         let next_same_value = self.by_value.insert(value_hash, idx).unwrap_or(NONE);
+        let value = self.push_text(value);
+        let spelled = self.push_text(&placeholder);
+        self.scratch = placeholder;
+        let placeholder = spelled;
         self.entries.push(Entry {
+            value,
             placeholder,
-            value: value.to_string(),
             tag: tag_id,
             next_same_key,
             next_same_value,
         });
-        Cow::Borrowed(self.entries.last().map_or("", |e| e.placeholder.as_str()))
+        Cow::Borrowed(self.text(placeholder))
+    }
+
+    /// Spells the placeholder of `tag` and code `drawn` into `out` (cleared first).
+    fn spell(&self, tag: usize, drawn: u32, out: &mut String) {
+        out.clear();
+        out.push_str(self.tags.get(tag).map_or("VALUE", String::as_str));
+        out.push('_');
+        let mut chars = [0u8; CODE_LEN];
+        let mut code = drawn;
+        for c in chars.iter_mut().rev() {
+            *c = ALPHABET.get((code % 32) as usize).copied().unwrap_or(b'0');
+            code /= 32;
+        }
+        out.extend(chars.iter().map(|&c| char::from(c)));
+    }
+
+    /// The entry the code `code` was issued to, if it was issued in this vault.
+    fn entry_of_code(&self, code: u32) -> Option<u32> {
+        let k = code.wrapping_sub(self.base).wrapping_mul(self.step_inverse) % CODES;
+        if k >= self.issued {
+            return None;
+        }
+        self.entry_of_draw
+            .get(k as usize)
+            .copied()
+            .filter(|&i| i != NONE)
     }
 
     /// What starts at `text[i..]`; `at_end` means no more text will follow.
@@ -521,7 +595,7 @@ impl Vault {
             };
             let full = tl + 1 + CODE_LEN;
             if n == CODE_LEN {
-                if let Some(&idx) = self.by_code.get(&code)
+                if let Some(idx) = self.entry_of_code(code)
                     && self
                         .entries
                         .get(idx as usize)
@@ -586,7 +660,10 @@ impl Vault {
                 }
                 At::Full { len, idx } => {
                     out.push_str(text.get(run..i).unwrap_or_default());
-                    write(self.entries.get(idx).map_or("", |e| e.value.as_str()), out);
+                    write(
+                        self.entries.get(idx).map_or("", |e| self.text(e.value)),
+                        out,
+                    );
                     i += len;
                     run = i;
                 }
@@ -785,6 +862,7 @@ impl<F: Find + ?Sized> Rewriter<'_, F> {
     /// `s` with every hit replaced by its mask or placeholder, counted in the tallies.
     fn replace(&mut self, s: &str, hits: &[Match], avoid: &Avoid<'_>, carrier: Carrier) -> String {
         let mut out = String::with_capacity(s.len() + 16 * hits.len());
+        self.vault.reserve(hits.len());
         let mut at = 0usize;
         for h in hits {
             let (Some(keep), Some(value)) = (s.get(at..h.start), s.get(h.start..h.end)) else {
@@ -947,6 +1025,34 @@ mod tests {
         for i in 0..5000 {
             let p = v.tokenise("phone", &i.to_string()).into_owned();
             assert!(seen.insert(p));
+        }
+    }
+
+    /// A placeholder's entry is found by arithmetic on its code (no index of codes): every
+    /// issued code gives back its own value, and a code the same nonce would only issue
+    /// later gives back nothing.
+    #[test]
+    fn every_issued_code_finds_its_value_and_no_other_code_does() {
+        for seed in 0..4u64 {
+            let n = nonce(b"arith", seed, seed);
+            let mut v = Vault::new(n);
+            assert_eq!((v.step.wrapping_mul(v.step_inverse)) % CODES, 1);
+            let issued: Vec<(String, String)> = (0..3000)
+                .map(|i| {
+                    let value = format!("{i}@x.io");
+                    (v.tokenise("email", &value).into_owned(), value)
+                })
+                .collect();
+            for (p, value) in &issued {
+                assert_eq!(v.restore_str(p), value.as_str());
+            }
+            let mut later = Vault::new(n);
+            for i in 0..3100 {
+                let p = later.tokenise("email", &format!("{i}@x.io")).into_owned();
+                if i >= 3000 {
+                    assert_eq!(v.restore_str(&p), p, "code {p} was never issued here");
+                }
+            }
         }
     }
 
