@@ -38,11 +38,11 @@
 //! Audit: [`Rewrite::tallies`] carries detector indices and counts only, never values.
 
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use sha2::{Digest, Sha256};
+use siphasher::sip::SipHasher13;
 
 use crate::detect::{self, ScanHint};
 use crate::detection::{Detection, Known};
@@ -215,9 +215,10 @@ pub struct Vault {
     /// Per tag, every proper prefix of an issued code (1, 2 and 3 characters), so a
     /// stream cut inside a placeholder is recognised exactly.
     code_prefixes: Vec<CodePrefixes>,
-    /// Keyed hashing of values, which come from the client: the maps above only ever see
-    /// its output, so a client cannot aim values at one hash chain.
-    hasher: RandomState,
+    /// Keys of the values' hash ([`hash_keys`]). Values come from the client and the
+    /// maps above only ever see their keyed hashes, so a client cannot aim values at one
+    /// hash chain or one run of table slots.
+    hash_keys: (u64, u64),
     /// Bytes a placeholder may start with.
     first: [bool; 256],
     max_len: usize,
@@ -345,6 +346,20 @@ fn is_tag_of(tag: &str, name: &str) -> bool {
         })
 }
 
+/// The vault's hash keys, from the request's nonce: the bytes the codes do not use
+/// (8..16) and those they do (0..8, of which placeholders reveal at most 40 bits). The
+/// value index must be keyed by something a client cannot know before it sends the
+/// request: `RandomState` is not that in the engine, because wasm32-unknown-unknown has no
+/// random source and std keys it from fixed addresses, the same in every VM.
+fn hash_keys(nonce: &[u8; 16]) -> (u64, u64) {
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(nonce.get(at..at + 8).unwrap_or(&[0; 8]));
+        u64::from_le_bytes(w)
+    };
+    (word(8), word(0))
+}
+
 /// The inverse of an odd `step` modulo [`CODES`] (a power of two), by Newton's iteration:
 /// each round doubles the correct low bits (3, 6, 12, 24 ≥ 20).
 fn inverse_mod_codes(step: u32) -> u32 {
@@ -384,7 +399,7 @@ impl Vault {
             by_key: HashMap::default(),
             by_value: HashMap::default(),
             code_prefixes: Vec::new(),
-            hasher: RandomState::new(),
+            hash_keys: hash_keys(&nonce),
             first: [false; 256],
             max_len: 0,
         }
@@ -403,6 +418,13 @@ impl Vault {
     /// Length in bytes of the longest placeholder: the most a streamed reply is delayed.
     pub fn max_placeholder_len(&self) -> usize {
         self.max_len
+    }
+
+    /// The keyed hash of a value (SipHash-1-3 under [`Vault::hash_keys`]).
+    fn hash_value(&self, value: &str) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
+        h.write(value.as_bytes());
+        h.finish()
     }
 
     /// Room for `additional` more values, so a string with many finds grows the indexes
@@ -433,7 +455,7 @@ impl Vault {
     /// True when `value` was tokenised in this request; response-side redaction leaves
     /// such values alone, since the client sent them.
     pub fn contains_value(&self, value: &str) -> bool {
-        let h = self.hasher.hash_one(value);
+        let h = self.hash_value(value);
         let mut i = self.by_value.get(&h).copied().unwrap_or(NONE);
         while let Some(e) = self.entries.get(i as usize) {
             if self.text(e.value) == value {
@@ -480,7 +502,7 @@ impl Vault {
             }
         };
         let tag_id = tag as u16;
-        let value_hash = self.hasher.hash_one(value);
+        let value_hash = self.hash_value(value);
         let key_hash = value_hash ^ u64::from(tag_id).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         let mut i = self.by_key.get(&key_hash).copied().unwrap_or(NONE);
         while let Some(e) = self.entries.get(i as usize) {
@@ -1054,6 +1076,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The value index is keyed by the request's nonce, not by a key every VM shares: the
+    /// same value hashes differently in two requests, and the same in one.
+    #[test]
+    fn values_are_hashed_under_the_requests_own_key() {
+        let a = Vault::new(nonce(b"req-a", 1, 0));
+        let b = Vault::new(nonce(b"req-b", 1, 0));
+        let a_again = Vault::new(nonce(b"req-a", 1, 0));
+        for v in ["a@x.io", "4111 1111 1111 1111", ""] {
+            assert_ne!(a.hash_value(v), b.hash_value(v));
+            assert_eq!(a.hash_value(v), a_again.hash_value(v));
+        }
+        // Bytes 8..16 of the nonce, which the codes never use, change the hash.
+        let mut n = [0u8; 16];
+        let zero = Vault::new(n);
+        n[12] = 1;
+        assert_ne!(
+            Vault::new(n).hash_value("a@x.io"),
+            zero.hash_value("a@x.io")
+        );
     }
 
     #[test]
