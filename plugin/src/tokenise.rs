@@ -202,7 +202,8 @@ pub struct Vault {
     entry_of_draw: Vec<u32>,
     /// Type tags in use, in the order they were first used ([`Entry::tag`] indexes it).
     tags: Vec<String>,
-    /// Each tag's mask (`[EMAIL]`), for the values past [`MAX_TOKENS`].
+    /// Each tag's mask (`[EMAIL]`) for the values past [`MAX_TOKENS`], built the first
+    /// time one is needed (empty until then): most requests never need one.
     masks: Vec<String>,
     /// Where a placeholder is spelled before it is issued (kept to reuse its buffer).
     scratch: String,
@@ -433,6 +434,8 @@ impl Vault {
         let additional = additional.min(MAX_TOKENS.saturating_sub(self.entries.len()));
         self.entries.reserve(additional);
         self.entry_of_draw.reserve(additional);
+        // A value and its placeholder: an e-mail address and `EMAIL_7Q2K` are about 32.
+        self.arena.reserve(additional.saturating_mul(32));
         self.by_key.reserve(additional);
         self.by_value.reserve(additional);
     }
@@ -490,7 +493,7 @@ impl Vault {
                     return Cow::Owned(format!("[{}]", type_tag(detector_name)));
                 }
                 let tag = type_tag(detector_name);
-                self.masks.push(format!("[{tag}]"));
+                self.masks.push(String::new());
                 self.tags.push(tag);
                 self.code_prefixes.push(CodePrefixes::default());
                 let mut order: Vec<u16> = (0..self.tags.len() as u16).collect();
@@ -512,7 +515,7 @@ impl Vault {
             i = e.next_same_key;
         }
         if self.entries.len() >= MAX_TOKENS {
-            return Cow::Borrowed(self.masks.get(tag).map_or("[VALUE]", String::as_str));
+            return self.mask_of(tag);
         }
         // The placeholder is spelled in a scratch buffer the vault keeps, so drawing one
         // allocates nothing; it is copied into the arena once it is issued.
@@ -520,7 +523,7 @@ impl Vault {
         let drawn = loop {
             if self.issued >= CODES {
                 self.scratch = placeholder;
-                return Cow::Borrowed(self.masks.get(tag).map_or("[VALUE]", String::as_str));
+                return self.mask_of(tag);
             }
             let k = self.issued;
             self.issued += 1;
@@ -556,6 +559,17 @@ impl Vault {
             next_same_value,
         });
         Cow::Borrowed(self.text(placeholder))
+    }
+
+    /// The mask of `tag`, built once.
+    fn mask_of(&mut self, tag: usize) -> Cow<'_, str> {
+        let (Some(mask), Some(tag_text)) = (self.masks.get_mut(tag), self.tags.get(tag)) else {
+            return Cow::Borrowed("[VALUE]");
+        };
+        if mask.is_empty() {
+            *mask = format!("[{tag_text}]");
+        }
+        Cow::Borrowed(mask.as_str())
     }
 
     /// Spells the placeholder of `tag` and code `drawn` into `out` (cleared first).
@@ -1097,6 +1111,27 @@ mod tests {
             Vault::new(n).hash_value("a@x.io"),
             zero.hash_value("a@x.io")
         );
+    }
+
+    /// Past [`MAX_TOKENS`] distinct values a new value gets its tag's mask, and values
+    /// already in the vault keep their placeholders.
+    #[test]
+    fn values_past_the_cap_are_masked_and_earlier_ones_keep_their_placeholders() {
+        let mut v = Vault::new(nonce(b"cap", 0, 0));
+        let first = v.tokenise("email", "0@x.io").into_owned();
+        for i in 1..MAX_TOKENS {
+            v.tokenise("email", &format!("{i}@x.io"));
+        }
+        assert_eq!(v.len(), MAX_TOKENS);
+        assert_eq!(v.tokenise("email", "late@x.io"), "[EMAIL]");
+        assert_eq!(v.tokenise("email", "later@x.io"), "[EMAIL]");
+        assert_eq!(
+            v.tokenise("credit_card", "4111 1111 1111 1111"),
+            "[CREDIT_CARD]"
+        );
+        assert_eq!(v.tokenise("email", "0@x.io"), first.as_str());
+        assert_eq!(v.len(), MAX_TOKENS);
+        assert_eq!(v.restore_str(&first), "0@x.io");
     }
 
     #[test]
