@@ -890,25 +890,58 @@ fn phone_shape(b: &[u8], r: &Run, k: usize) -> bool {
 
 // ---------------------------------------------------------------- email
 
-fn is_local(c: u8) -> bool {
+const fn is_local(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+const fn is_label(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-'
+}
+
+/// [`is_local`] as a table: the look-back from every `@` reads it per byte.
+static LOCAL: [bool; 256] = email_table(false);
+
+/// Bytes of a domain label ([`is_label`]), as a table.
+static LABEL: [bool; 256] = email_table(true);
+
+const fn email_table(label: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        t[c] = if label {
+            is_label(c as u8)
+        } else {
+            is_local(c as u8)
+        };
+        c += 1;
+    }
+    t
 }
 
 /// An email around the `@` at `at_pos`: local part found looking back (at most 64 bytes),
 /// domain of at least two labels with an alphabetic TLD looking forward (at most 253).
+/// A dense prompt has one every dozen bytes, so the walks read tables over slices.
 pub(crate) fn email_at(b: &[u8], at_pos: usize) -> Option<(usize, usize)> {
+    let head = b.get(..at_pos)?;
     let lim = at_pos.saturating_sub(64);
-    let mut s = at_pos;
-    while s > lim && is_local(at(b, s - 1)) {
-        s -= 1;
-    }
-    if s == lim && s > 0 && is_local(at(b, s - 1)) {
+    let back = head
+        .get(lim..)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|&&c| LOCAL[usize::from(c)])
+        .count();
+    let mut s = at_pos - back;
+    if s == lim && s > 0 && head.get(s - 1).is_some_and(|&c| LOCAL[usize::from(c)]) {
         return None;
     }
-    while s < at_pos && at(b, s) == b'.' {
-        s += 1;
-    }
-    if s == at_pos || at(b, at_pos - 1) == b'.' {
+    s += head
+        .get(s..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|&&c| c == b'.')
+        .count();
+    if s == at_pos || head.last() == Some(&b'.') {
         return None;
     }
     let mut p = at_pos + 1;
@@ -916,10 +949,14 @@ pub(crate) fn email_at(b: &[u8], at_pos: usize) -> Option<(usize, usize)> {
     let mut last: (usize, usize);
     loop {
         let ls = p;
-        while (at(b, p).is_ascii_alphanumeric() || at(b, p) == b'-') && p - ls < 64 {
-            p += 1;
-        }
-        if p == ls || at(b, ls) == b'-' || at(b, p - 1) == b'-' || p - at_pos > 254 {
+        let label = b.get(ls..).unwrap_or_default();
+        let n = label
+            .iter()
+            .take(64)
+            .take_while(|&&c| LABEL[usize::from(c)])
+            .count();
+        p = ls + n;
+        if n == 0 || label.first() == Some(&b'-') || at(b, p - 1) == b'-' || p - at_pos > 254 {
             return None;
         }
         labels += 1;
@@ -1397,6 +1434,121 @@ fn private_key_at(b: &[u8], i: usize, st: &mut State) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The look-back and look-forward of `email_at` as first written (byte by byte through
+    /// `at`), kept as the reference the table-driven version must agree with.
+    fn email_at_reference(b: &[u8], at_pos: usize) -> Option<(usize, usize)> {
+        let lim = at_pos.saturating_sub(64);
+        let mut s = at_pos;
+        while s > lim && is_local(at(b, s - 1)) {
+            s -= 1;
+        }
+        if s == lim && s > 0 && is_local(at(b, s - 1)) {
+            return None;
+        }
+        while s < at_pos && at(b, s) == b'.' {
+            s += 1;
+        }
+        if s == at_pos || at(b, at_pos - 1) == b'.' {
+            return None;
+        }
+        let mut p = at_pos + 1;
+        let mut labels = 0;
+        let mut last: (usize, usize);
+        loop {
+            let ls = p;
+            while (at(b, p).is_ascii_alphanumeric() || at(b, p) == b'-') && p - ls < 64 {
+                p += 1;
+            }
+            if p == ls || at(b, ls) == b'-' || at(b, p - 1) == b'-' || p - at_pos > 254 {
+                return None;
+            }
+            labels += 1;
+            last = (ls, p);
+            if at(b, p) == b'.' && at(b, p + 1).is_ascii_alphanumeric() {
+                p += 1;
+            } else {
+                break;
+            }
+        }
+        let tld = b.get(last.0..last.1)?;
+        if labels < 2 || tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) {
+            return None;
+        }
+        if is_word(at(b, p)) || at(b, p) == b'@' {
+            return None;
+        }
+        Some((s, p))
+    }
+
+    /// The table-driven `email_at` finds exactly what the byte-by-byte one found, at every
+    /// `@` of texts built around it: local parts and labels of every length up to past
+    /// their 64-byte limits (and domains past 254), drawn from the bytes that matter
+    /// (label and local-part bytes, dots, dashes, `@`, spaces, non-ASCII).
+    #[test]
+    fn email_at_agrees_with_its_byte_by_byte_reference() {
+        const NOISE: &[u8] = b"ab1Z.-_+%@ \xc3";
+        const LOCAL_BYTES: &[u8] = b"aZ9._%+-";
+        const LABEL_BYTES: &[u8] = b"aZ9-";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut checked = 0usize;
+        for _ in 0..6000 {
+            let mut text: Vec<u8> = Vec::new();
+            for _ in 0..next(4) {
+                text.push(NOISE[next(NOISE.len())]);
+            }
+            for _ in 0..next(80) {
+                text.push(LOCAL_BYTES[next(LOCAL_BYTES.len())]);
+            }
+            text.push(b'@');
+            for label in 0..1 + next(6) {
+                if label > 0 {
+                    text.push(b'.');
+                }
+                let len = if next(4) == 0 {
+                    60 + next(10)
+                } else {
+                    next(12)
+                };
+                for _ in 0..len {
+                    text.push(LABEL_BYTES[next(LABEL_BYTES.len())]);
+                }
+            }
+            for _ in 0..next(4) {
+                text.push(NOISE[next(NOISE.len())]);
+            }
+            for (i, &c) in text.iter().enumerate() {
+                if c == b'@' {
+                    assert_eq!(
+                        email_at(&text, i),
+                        email_at_reference(&text, i),
+                        "at {i} of {:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 5000, "only {checked} positions checked");
+        for text in [
+            &b"jane.doe@example.com"[..],
+            b"a@b.co",
+            b".a@b.co",
+            b"a.@b.co",
+            b"@b.co",
+        ] {
+            for i in 0..text.len() {
+                assert_eq!(email_at(text, i), email_at_reference(text, i));
+            }
+        }
+        assert_eq!(email_at(b"jane.doe@example.com", 8), Some((0, 20)));
+    }
 
     /// `skip_word` ends where the plain byte loop ends: at the first non-word byte from
     /// `i`, or the end, for words that cross the eight-byte chunks at every offset, with
