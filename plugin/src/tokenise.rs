@@ -210,9 +210,9 @@ pub struct Vault {
     /// Indices into `tags`, longest tag first (restoration takes the longest match).
     tags_by_len: Vec<u16>,
     /// (hash(value), tag) → the newest entry with that key (chained by `next_same_key`).
+    /// "Was this value tokenised under any tag?" asks it once per tag (a request has a
+    /// few), so a value costs one index entry, not two.
     by_key: HashMap<u64, u32, Mixed>,
-    /// hash(value) → the newest entry with that hash (chained by `next_same_value`).
-    by_value: HashMap<u64, u32, Mixed>,
     /// Per tag, every proper prefix of an issued code (1, 2 and 3 characters), so a
     /// stream cut inside a placeholder is recognised exactly.
     code_prefixes: Vec<CodePrefixes>,
@@ -233,7 +233,6 @@ struct Entry {
     /// Index into [`Vault::tags`].
     tag: u16,
     next_same_key: u32,
-    next_same_value: u32,
 }
 
 /// End of a hash chain.
@@ -361,6 +360,11 @@ fn hash_keys(nonce: &[u8; 16]) -> (u64, u64) {
     (word(8), word(0))
 }
 
+/// The index key of a value under a tag: its keyed hash, moved per tag.
+fn key_hash(value_hash: u64, tag: u16) -> u64 {
+    value_hash ^ u64::from(tag).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+}
+
 /// The inverse of an odd `step` modulo [`CODES`] (a power of two), by Newton's iteration:
 /// each round doubles the correct low bits (3, 6, 12, 24 ≥ 20).
 fn inverse_mod_codes(step: u32) -> u32 {
@@ -398,7 +402,6 @@ impl Vault {
             scratch: String::new(),
             tags_by_len: Vec::new(),
             by_key: HashMap::default(),
-            by_value: HashMap::default(),
             code_prefixes: Vec::new(),
             hash_keys: hash_keys(&nonce),
             first: [false; 256],
@@ -437,7 +440,6 @@ impl Vault {
         // A value and its placeholder: an e-mail address and `EMAIL_7Q2K` are about 32.
         self.arena.reserve(additional.saturating_mul(32));
         self.by_key.reserve(additional);
-        self.by_value.reserve(additional);
     }
 
     /// The text of `range` in the arena.
@@ -459,14 +461,23 @@ impl Vault {
     /// such values alone, since the client sent them.
     pub fn contains_value(&self, value: &str) -> bool {
         let h = self.hash_value(value);
-        let mut i = self.by_value.get(&h).copied().unwrap_or(NONE);
+        (0..self.tags.len() as u16).any(|tag| self.entry_of(h, tag, value).is_some())
+    }
+
+    /// The entry of `value` (whose hash is `value_hash`) under tag `tag`, if issued.
+    fn entry_of(&self, value_hash: u64, tag: u16, value: &str) -> Option<u32> {
+        let mut i = self
+            .by_key
+            .get(&key_hash(value_hash, tag))
+            .copied()
+            .unwrap_or(NONE);
         while let Some(e) = self.entries.get(i as usize) {
-            if self.text(e.value) == value {
-                return true;
+            if e.tag == tag && self.text(e.value) == value {
+                return Some(i);
             }
-            i = e.next_same_value;
+            i = e.next_same_key;
         }
-        false
+        None
     }
 
     /// The placeholder for `value` found by `detector_name`: the same one every time the
@@ -506,13 +517,12 @@ impl Vault {
         };
         let tag_id = tag as u16;
         let value_hash = self.hash_value(value);
-        let key_hash = value_hash ^ u64::from(tag_id).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-        let mut i = self.by_key.get(&key_hash).copied().unwrap_or(NONE);
-        while let Some(e) = self.entries.get(i as usize) {
-            if e.tag == tag_id && self.text(e.value) == value {
-                return Cow::Borrowed(self.text(e.placeholder));
-            }
-            i = e.next_same_key;
+        if let Some(e) = self.entry_of(value_hash, tag_id, value) {
+            return Cow::Borrowed(
+                self.entries
+                    .get(e as usize)
+                    .map_or("", |e| self.text(e.placeholder)),
+            );
         }
         if self.entries.len() >= MAX_TOKENS {
             return self.mask_of(tag);
@@ -545,8 +555,10 @@ impl Vault {
                 prefixes.insert(prefix_bit(len, drawn >> (5 * (CODE_LEN as u32 - len))));
             }
         }
-        let next_same_key = self.by_key.insert(key_hash, idx).unwrap_or(NONE);
-        let next_same_value = self.by_value.insert(value_hash, idx).unwrap_or(NONE);
+        let next_same_key = self
+            .by_key
+            .insert(key_hash(value_hash, tag_id), idx)
+            .unwrap_or(NONE);
         let value = self.push_text(value);
         let spelled = self.push_text(&placeholder);
         self.scratch = placeholder;
@@ -556,7 +568,6 @@ impl Vault {
             placeholder,
             tag: tag_id,
             next_same_key,
-            next_same_value,
         });
         Cow::Borrowed(self.text(placeholder))
     }
@@ -1132,6 +1143,26 @@ mod tests {
         assert_eq!(v.tokenise("email", "0@x.io"), first.as_str());
         assert_eq!(v.len(), MAX_TOKENS);
         assert_eq!(v.restore_str(&first), "0@x.io");
+    }
+
+    /// "Did the client send this value?" holds for a value tokenised under any tag, and
+    /// for no other value.
+    #[test]
+    fn contains_value_finds_values_under_every_tag_and_nothing_else() {
+        let mut v = Vault::new(nonce(b"cv", 0, 0));
+        assert!(!v.contains_value("a@x.io"));
+        v.tokenise("email", "a@x.io");
+        v.tokenise("phone", "+1 415 555 0132");
+        v.tokenise("employee_id", "EMP-123456");
+        for i in 0..200 {
+            v.tokenise("email", &format!("{i}@x.io"));
+        }
+        for sent in ["a@x.io", "+1 415 555 0132", "EMP-123456", "199@x.io"] {
+            assert!(v.contains_value(sent), "{sent}");
+        }
+        for other in ["b@x.io", "+1 415 555 0133", "EMP-123457", "200@x.io", ""] {
+            assert!(!v.contains_value(other), "{other}");
+        }
     }
 
     #[test]
