@@ -302,7 +302,7 @@ fn serve_engine_failure_answers_a_fixed_error_and_one_record() {
     let upstream = Upstream::start(Reply::chat("Noted."));
     let args: Vec<String> = [
         "--filter-timeout-ms",
-        "20",
+        "1",
         "--audit-log",
         &audit.display().to_string(),
     ]
@@ -311,7 +311,9 @@ fn serve_engine_failure_answers_a_fixed_error_and_one_record() {
     .collect();
     let serve = ServeProcess::start_with(&wasm, upstream.addr(), &args).unwrap();
     // A prompt of almost 1 MiB (the engine's body limit) full of things to scan: the
-    // filter cannot finish within 20 ms.
+    // engine's work on it is tens of milliseconds (`benches/README.md`, `body_growth`), so
+    // it cannot finish within 1 ms on any machine. (The deadline was 20 ms until the
+    // tokeniser's vault got faster and the prompt passed inside it.)
     let prompt = "call +1 415 555 0100 or mail a.b@example.com ".repeat(21_000);
     let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]});
     let req = Request::post_json("/v1/chat/completions", &body.to_string())
