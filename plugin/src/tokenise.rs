@@ -226,7 +226,7 @@ pub struct Vault {
 }
 
 /// One tokenised value: where its value and placeholder sit in [`Vault::arena`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     value: (u32, u32),
     placeholder: (u32, u32),
@@ -559,17 +559,15 @@ impl Vault {
             .by_key
             .insert(key_hash(value_hash, tag_id), idx)
             .unwrap_or(NONE);
-        let value = self.push_text(value);
-        let spelled = self.push_text(&placeholder);
-        self.scratch = placeholder;
-        let placeholder = spelled;
-        self.entries.push(Entry {
-            value,
-            placeholder,
+        let entry = Entry {
+            value: self.push_text(value),
+            placeholder: self.push_text(&placeholder),
             tag: tag_id,
             next_same_key,
-        });
-        Cow::Borrowed(self.text(placeholder))
+        };
+        self.scratch = placeholder;
+        self.entries.push(entry);
+        Cow::Borrowed(self.text(entry.placeholder))
     }
 
     /// The mask of `tag`, built once.
